@@ -1,0 +1,111 @@
+#include "bptt/init.h"
+
+#include <Eigen/QR>
+#include <cmath>
+
+namespace bptt {
+
+namespace {
+constexpr std::pair<InitScheme, std::string_view> kInitNames[] = {
+    {InitScheme::kUniform, "uniform"},       {InitScheme::kPytorch, "pytorch"},
+    {InitScheme::kXavier, "xavier"},         {InitScheme::kHe, "he"},
+    {InitScheme::kOrthogonal, "orthogonal"}, {InitScheme::kIdentity, "identity"}};
+
+template <typename S, typename M>
+void FillUniform(M&& m, double bound, Rng& rng) {
+  for (Eigen::Index j = 0; j < m.cols(); ++j)
+    for (Eigen::Index i = 0; i < m.rows(); ++i) m(i, j) = static_cast<S>(rng.Uniform(-bound, bound));
+}
+
+template <typename S, typename M>
+void FillNormal(M&& m, double stddev, Rng& rng) {
+  for (Eigen::Index j = 0; j < m.cols(); ++j)
+    for (Eigen::Index i = 0; i < m.rows(); ++i) m(i, j) = static_cast<S>(stddev * rng.Normal());
+}
+
+double XavierBound(Eigen::Index fan_in, Eigen::Index fan_out) {
+  return std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
+}
+
+}  // namespace
+
+std::string_view InitName(InitScheme scheme) {
+  for (const auto& [s, name] : kInitNames)
+    if (s == scheme) return name;
+  return "?";
+}
+
+std::optional<InitScheme> ParseInit(std::string_view name) {
+  for (const auto& [s, n] : kInitNames)
+    if (n == name) return s;
+  return std::nullopt;
+}
+
+template <typename S>
+Mat<S> RandomOrthogonal(Eigen::Index rows, Eigen::Index cols, Rng& rng) {
+  const bool tall = rows >= cols;
+  Mat<double> a(tall ? rows : cols, tall ? cols : rows);
+  FillNormal<double>(a, 1.0, rng);
+  Eigen::HouseholderQR<Mat<double>> qr(a);
+  Mat<double> q = qr.householderQ() * Mat<double>::Identity(a.rows(), a.cols());
+  const Mat<double> r = qr.matrixQR().topRows(a.cols()).template triangularView<Eigen::Upper>();
+  for (Eigen::Index k = 0; k < a.cols(); ++k)
+    if (r(k, k) < 0) q.col(k) = -q.col(k);
+  if (tall) return q.template cast<S>();
+  return q.transpose().template cast<S>();
+}
+
+template <typename S>
+void Initialize(const ModelConfig& config, const InitOptions& o, Rng& rng, ModelParams<S>& params) {
+  params = ModelParams<S>::Zeros(config);
+  const Eigen::Index H = config.hidden_size;
+  const int G = GateCount(config.cell);
+  const double gain = o.scale > 0 ? o.scale : 1.0;
+
+  if (o.scheme == InitScheme::kUniform || o.scheme == InitScheme::kPytorch) {
+    const double bound = o.scheme == InitScheme::kPytorch ? 1.0 / std::sqrt(static_cast<double>(H))
+                                                          : (o.scale > 0 ? o.scale : 0.08);
+    params.ForEach([&](const std::string&, Mat<S>& m) { FillUniform<S>(m, bound, rng); });
+  } else {
+    if (params.encoder.size() > 0) FillNormal<S>(params.encoder, 1.0, rng);
+    for (auto& layer : params.layers) {
+      const Eigen::Index E = layer.weight_ih.cols();
+      for (int k = 0; k < G; ++k) {
+        auto w_ih = layer.weight_ih.middleRows(k * H, H);
+        auto w_hh = layer.weight_hh.middleRows(k * H, H);
+        switch (o.scheme) {
+          case InitScheme::kXavier:
+            FillUniform<S>(w_ih, XavierBound(E, H), rng);
+            FillUniform<S>(w_hh, XavierBound(H, H), rng);
+            break;
+          case InitScheme::kHe:
+            FillNormal<S>(w_ih, std::sqrt(2.0 / static_cast<double>(E)), rng);
+            FillNormal<S>(w_hh, std::sqrt(2.0 / static_cast<double>(H)), rng);
+            break;
+          case InitScheme::kOrthogonal:
+            FillUniform<S>(w_ih, XavierBound(E, H), rng);
+            w_hh = static_cast<S>(gain) * RandomOrthogonal<S>(H, H, rng);
+            break;
+          default:  // identity
+            FillNormal<S>(w_ih, 0.001, rng);
+            w_hh = static_cast<S>(gain) * Mat<S>::Identity(H, H);
+            break;
+        }
+      }
+    }
+    FillUniform<S>(params.decoder_weight, XavierBound(H, config.vocab_size), rng);
+  }
+  if (config.cell == CellType::kLstm) {
+    for (auto& layer : params.layers) {
+      layer.bias_ih.middleRows(H, H).setConstant(static_cast<S>(o.forget_bias));
+      layer.bias_hh.middleRows(H, H).setZero();
+    }
+  }
+}
+
+template Mat<float> RandomOrthogonal<float>(Eigen::Index, Eigen::Index, Rng&);
+template Mat<double> RandomOrthogonal<double>(Eigen::Index, Eigen::Index, Rng&);
+template void Initialize<float>(const ModelConfig&, const InitOptions&, Rng&, ModelParams<float>&);
+template void Initialize<double>(const ModelConfig&, const InitOptions&, Rng&, ModelParams<double>&);
+
+}  // namespace bptt

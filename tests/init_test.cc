@@ -1,0 +1,124 @@
+// Initialisers: orthogonality, the statistics of Xavier and He draws, identity, the LSTM
+// forget-gate bias, and bit-for-bit reproducibility from the seed.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "bptt/init.h"
+
+namespace bptt {
+namespace {
+
+TEST(Init, OrthogonalSquareTallAndWide) {
+  Rng rng(3);
+  for (auto [r, c] : {std::pair{64, 64}, std::pair{80, 32}, std::pair{16, 48}}) {
+    const Mat<float> q = RandomOrthogonal<float>(r, c, rng);
+    const Mat<float> gram = r >= c ? Mat<float>(q.transpose() * q) : Mat<float>(q * q.transpose());
+    EXPECT_LE((gram - Mat<float>::Identity(gram.rows(), gram.cols())).cwiseAbs().maxCoeff(), 1e-5)
+        << r << "x" << c;
+  }
+}
+
+TEST(Init, OrthogonalRecurrentBlocksOfEveryGate) {
+  ModelConfig config{CellType::kLstm, 10, 0, 32, 2, 0.0};
+  Rng rng(5);
+  ModelParams<float> p;
+  Initialize(config, InitOptions{}, rng, p);
+  for (const auto& layer : p.layers)
+    for (int k = 0; k < 4; ++k) {
+      const Mat<float> q = layer.weight_hh.middleRows(k * 32, 32);
+      EXPECT_LE((q.transpose() * q - Mat<float>::Identity(32, 32)).cwiseAbs().maxCoeff(), 1e-5);
+    }
+  // Forget-gate bias: bias_ih = 1, bias_hh = 0 on the f block, zero elsewhere.
+  EXPECT_EQ(p.layers[0].bias_ih.middleRows(32, 32).minCoeff(), 1.0f);
+  EXPECT_EQ(p.layers[0].bias_ih.middleRows(32, 32).maxCoeff(), 1.0f);
+  EXPECT_EQ(p.layers[0].bias_hh.cwiseAbs().maxCoeff(), 0.0f);
+  EXPECT_EQ(p.layers[1].bias_ih.topRows(32).cwiseAbs().maxCoeff(), 0.0f);
+}
+
+// Mean and variance of all elements of a matrix.
+std::pair<double, double> Moments(const Mat<double>& m) {
+  const double mean = m.mean();
+  return {mean, (m.array() - mean).square().mean()};
+}
+
+TEST(Init, XavierAndHeStatistics) {
+  // One GRU layer with E = H = 400: each gate block has fan_in 400, fan_out 400.
+  ModelConfig config{CellType::kGru, 400, 0, 400, 1, 0.0};
+  Rng rng(11);
+  ModelParams<double> p;
+  InitOptions o;
+  o.scheme = InitScheme::kXavier;
+  Initialize(config, o, rng, p);
+  auto [mean, var] = Moments(p.layers[0].weight_hh);  // 480,000 draws of U(-a, a), a^2 = 6/800
+  EXPECT_NEAR(mean, 0.0, 5e-4);
+  EXPECT_NEAR(var, (6.0 / 800.0) / 3.0, 0.01 * (6.0 / 800.0) / 3.0);
+  EXPECT_LE(p.layers[0].weight_hh.cwiseAbs().maxCoeff(), std::sqrt(6.0 / 800.0));
+
+  o.scheme = InitScheme::kHe;
+  Initialize(config, o, rng, p);
+  std::tie(mean, var) = Moments(p.layers[0].weight_ih);  // N(0, 2/400)
+  EXPECT_NEAR(mean, 0.0, 5e-4);
+  EXPECT_NEAR(var, 2.0 / 400.0, 0.01 * 2.0 / 400.0);
+}
+
+TEST(Init, IdentityForReluRnn) {
+  ModelConfig config{CellType::kRnnRelu, 8, 0, 16, 2, 0.0};
+  Rng rng(1);
+  ModelParams<float> p;
+  InitOptions o;
+  o.scheme = InitScheme::kIdentity;
+  Initialize(config, o, rng, p);
+  for (const auto& layer : p.layers) EXPECT_TRUE(layer.weight_hh.isIdentity(0.0f));
+  EXPECT_LE(p.layers[0].weight_ih.cwiseAbs().maxCoeff(), 0.01f);
+  EXPECT_GT(p.layers[0].weight_ih.cwiseAbs().maxCoeff(), 0.0f);
+}
+
+TEST(Init, UniformBound) {
+  ModelConfig config{CellType::kLstm, 30, 0, 20, 1, 0.0};
+  Rng rng(2);
+  ModelParams<float> p;
+  InitOptions o;
+  o.scheme = InitScheme::kUniform;  // char-rnn: U(-0.08, 0.08)
+  Initialize(config, o, rng, p);
+  EXPECT_LE(p.layers[0].weight_hh.cwiseAbs().maxCoeff(), 0.08f);
+  EXPECT_GT(p.layers[0].weight_hh.cwiseAbs().maxCoeff(), 0.07f);
+  EXPECT_LE(p.decoder_weight.cwiseAbs().maxCoeff(), 0.08f);
+}
+
+TEST(Init, SameSeedSameBitsDifferentSeedDifferentBits) {
+  ModelConfig config{CellType::kGru, 12, 6, 10, 2, 0.0};
+  for (InitScheme scheme : {InitScheme::kOrthogonal, InitScheme::kXavier, InitScheme::kUniform}) {
+    InitOptions o;
+    o.scheme = scheme;
+    ModelParams<float> a, b, c;
+    Rng r1(42), r2(42), r3(43);
+    Initialize(config, o, r1, a);
+    Initialize(config, o, r2, b);
+    Initialize(config, o, r3, c);
+    std::vector<const Mat<float>*> bs, cs;
+    b.ForEach([&](const std::string&, const Mat<float>& m) { bs.push_back(&m); });
+    c.ForEach([&](const std::string&, const Mat<float>& m) { cs.push_back(&m); });
+    size_t k = 0;
+    a.ForEach([&](const std::string& name, const Mat<float>& m) {
+      EXPECT_EQ(std::memcmp(m.data(), bs[k]->data(), m.size() * sizeof(float)), 0) << name;
+      if (name.find("weight") != std::string::npos) EXPECT_NE(m, *cs[k]) << name;
+      ++k;
+    });
+  }
+}
+
+TEST(Rng, SaveRestoreContinuesTheSequence) {
+  Rng a(9);
+  for (int k = 0; k < 10; ++k) a.Next();
+  const std::string saved = a.Save();
+  const double next = a.Uniform();
+  Rng b(0);
+  b.Restore(saved);
+  EXPECT_EQ(b.Uniform(), next);
+  EXPECT_THROW(b.Restore("not a state"), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace bptt
