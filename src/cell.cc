@@ -52,6 +52,10 @@ void LayerBackward<S>::Resize(CellType cell, Eigen::Index H, Eigen::Index T, Eig
   EnsureShape(scratch, H, B);
   if (cell == CellType::kLstm) EnsureShape(dc, H, B);
   if (cell == CellType::kGru) EnsureShape(dgates_h, 3 * H, T * B);
+  if (record) {
+    EnsureShape(dh_steps, H, T * B);
+    if (cell == CellType::kLstm) EnsureShape(dc_steps, H, T * B);
+  }
 }
 
 template <typename S>

@@ -42,6 +42,7 @@ void GruBackward(const RecurrentParams<S>& p, const LayerCache<S>& cache,
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   for (Eigen::Index t = T - 1; t >= 0; --t) {
     back.dh += dh_out.middleCols(t * B, B);
+    if (back.record) back.dh_steps.middleCols(t * B, B) = back.dh;
     const auto act = cache.Step(cache.gates, t);
     const auto u = cache.Step(cache.hidden_gates, t);
     const auto h_prev = cache.Step(cache.h, t);

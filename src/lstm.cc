@@ -49,6 +49,7 @@ void LstmBackward(const RecurrentParams<S>& p, const LayerCache<S>& cache,
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   for (Eigen::Index t = T - 1; t >= 0; --t) {
     back.dh += dh_out.middleCols(t * B, B);
+    if (back.record) back.dh_steps.middleCols(t * B, B) = back.dh;
     const auto act = cache.Step(cache.gates, t);
     const auto c_prev = cache.Step(cache.c, t);
     const auto tc = cache.Step(cache.tanh_c, t);
@@ -65,6 +66,7 @@ void LstmBackward(const RecurrentParams<S>& p, const LayerCache<S>& cache,
       col.segment(H, H) = (dc * c_prev.col(b).array() * SigmoidGradFromOutput(f)).matrix();
       col.segment(2 * H, H) = (dc * i * TanhGradFromOutput(g)).matrix();
       col.segment(3 * H, H) = (dh * tcb * SigmoidGradFromOutput(o)).matrix();
+      if (back.record) back.dc_steps.col(t * B + b) = dc.matrix();
       dc *= f;  // dc_{t-1}
     }
     back.dh.noalias() = p.weight_hh.transpose() * da;  // dh_{t-1}

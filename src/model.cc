@@ -136,8 +136,8 @@ void FinalState(const ModelConfig& config, const ModelCache<S>& cache, State<S>&
 
 template <typename S>
 void Backward(const ModelConfig& config, const ModelParams<S>& params, const Ids& inputs,
-              ModelCache<S>& cache, const Mat<S>& dlogits, const State<S>* dfinal,
-              ModelParams<S>& grads, State<S>* dinitial) {
+              ModelCache<S>& cache, const Mat<S>& dlogits, const std::type_identity_t<State<S>>* dfinal,
+              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial) {
   const Eigen::Index L = config.layers, H = config.hidden_size, B = cache.B, TB = cache.T * cache.B;
   const bool lstm = config.cell == CellType::kLstm;
   cache.back.resize(L);
@@ -187,7 +187,8 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Ids
                            Eigen::Index, const State<S>&, ModelCache<S>&, Rng*);                     \
   template void FinalState<S>(const ModelConfig&, const ModelCache<S>&, State<S>&);                  \
   template void Backward<S>(const ModelConfig&, const ModelParams<S>&, const Ids&, ModelCache<S>&,   \
-                            const Mat<S>&, const State<S>*, ModelParams<S>&, State<S>*);
+                            const Mat<S>&, const std::type_identity_t<State<S>>*, ModelParams<S>&,           \
+                            std::type_identity_t<State<S>>*);
 BPTT_INSTANTIATE(float)
 BPTT_INSTANTIATE(double)
 #undef BPTT_INSTANTIATE

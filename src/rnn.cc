@@ -34,6 +34,7 @@ void RnnBackward(CellType cell, const RecurrentParams<S>& p, const LayerCache<S>
   const Eigen::Index B = cache.B, T = cache.T;
   for (Eigen::Index t = T - 1; t >= 0; --t) {
     back.dh += dh_out.middleCols(t * B, B);
+    if (back.record) back.dh_steps.middleCols(t * B, B) = back.dh;
     const auto h = cache.Step(cache.h, t + 1);
     auto da = back.dgates.middleCols(t * B, B);
     switch (cell) {

@@ -1,1 +1,58 @@
-int main() { return 0; }
+// bptt: train, sample, evaluate and inspect character-level recurrent language models, and
+// measure how their gradients decay over timesteps.
+#include <boost/program_options/errors.hpp>
+#include <cstring>
+#include <iostream>
+#include <string_view>
+
+#include "bptt/error.h"
+#include "commands.h"
+
+namespace {
+
+struct Command {
+  std::string_view name;
+  int (*run)(int, char**);
+  std::string_view help;
+};
+
+constexpr Command kCommands[] = {
+    {"train", bptt::cli::Train, "train a model on a text corpus"},
+    {"sample", bptt::cli::Sample, "generate text from a checkpoint"},
+    {"eval", bptt::cli::Eval, "nats, bits per character and perplexity of a checkpoint on a text file"},
+    {"inspect", bptt::cli::Inspect, "show a checkpoint's configuration, vocabulary and metrics"},
+    {"tokenize", bptt::cli::Tokenize, "build and show the vocabulary of a corpus"},
+    {"decay", bptt::cli::Decay, "measure how gradients decay or explode over timesteps"},
+};
+
+void Usage(std::ostream& out) {
+  out << "usage: bptt COMMAND [options]   (bptt COMMAND --help for its options)\n\ncommands:\n";
+  for (const auto& c : kCommands) out << "  " << c.name << std::string(10 - c.name.size(), ' ') << c.help << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    Usage(argc < 2 ? std::cerr : std::cout);
+    return argc < 2 ? 1 : 0;
+  }
+  const std::string_view name = argv[1];
+  for (const auto& c : kCommands) {
+    if (c.name != name) continue;
+    try {
+      return c.run(argc - 1, argv + 1);
+    } catch (const bptt::Error& e) {
+      std::cerr << "bptt " << name << ": " << e.what() << "\n";
+    } catch (const boost::program_options::error& e) {
+      std::cerr << "bptt " << name << ": " << e.what() << " (see bptt " << name << " --help)\n";
+    } catch (const std::bad_alloc&) {
+      std::cerr << "bptt " << name << ": out of memory\n";
+    }
+    return 1;
+  }
+  std::cerr << "bptt: unknown command '" << name << "' (commands:";
+  for (const auto& c : kCommands) std::cerr << " " << c.name;
+  std::cerr << ")\n";
+  return 1;
+}

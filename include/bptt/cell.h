@@ -86,6 +86,12 @@ struct LayerBackward {
   Mat<S> dc;        // LSTM only: (H, B) in: dL/dc_T; out: dL/dc_0
   Mat<S> scratch;   // (H, B) workspace
 
+  // With record set, the sweep also keeps the total gradient on every step's state, for
+  // gradient-decay analysis (decay.h); training leaves it off.
+  bool record = false;
+  Mat<S> dh_steps;  // record: (H, T*B) dL/dh_t for t = 1..T
+  Mat<S> dc_steps;  // record, LSTM only: (H, T*B) dL/dc_t for t = 1..T
+
   void Resize(CellType cell, Eigen::Index H, Eigen::Index T, Eigen::Index B);
 };
 

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bptt/cell.h"
@@ -116,10 +117,10 @@ void FinalState(const ModelConfig& config, const ModelCache<S>& cache, State<S>&
 
 // Accumulates into grads the gradient of a loss whose derivative is dlogits (V, T*B) on the
 // logits plus, when given, dfinal on the final state. When dinitial is given it receives the
-// gradient with respect to the initial state.
+// gradient with respect to the initial state. (nullptr may be passed for either.)
 template <typename S>
 void Backward(const ModelConfig& config, const ModelParams<S>& params, const Ids& inputs,
-              ModelCache<S>& cache, const Mat<S>& dlogits, const State<S>* dfinal,
-              ModelParams<S>& grads, State<S>* dinitial);
+              ModelCache<S>& cache, const Mat<S>& dlogits, const std::type_identity_t<State<S>>* dfinal,
+              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial);
 
 }  // namespace bptt

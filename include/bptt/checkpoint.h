@@ -1,0 +1,65 @@
+// Checkpoint: a trained model and everything needed to continue training it exactly, in one
+// safetensors file (safetensors.h) that Python, NumPy and PyTorch read with no bptt code.
+//
+// Tensors (float32, row-major, PyTorch's names and layouts):
+//   encoder.weight (V, E)                 when the model has an embedding
+//   rnn.weight_ih_l{k} (G*H, E_k), rnn.weight_hh_l{k} (G*H, H), rnn.bias_ih_l{k} (G*H),
+//   rnn.bias_hh_l{k} (G*H)                for each layer k, as in torch.nn.RNN / LSTM / GRU
+//   decoder.weight (V, H), decoder.bias (V)   as in torch.nn.Linear
+// and, when the checkpoint carries training state (TrainingState):
+//   optimizer.slot1.<name>, optimizer.slot2.<name>   optimizer buffers of each parameter
+//   state.h (L, B, H), state.c (L, B, H)             the hidden state carried between chunks
+// __metadata__ (all strings): "format" = "bptt", "format_version", "config" (JSON),
+// "vocab" (JSON, vocab.h), "step", "metrics" (JSON), "training" (JSON, when present) and the
+// file checksum that Safetensors verifies on load.
+//
+//   SaveCheckpoint(checkpoint, dir / "latest.safetensors");   // atomic
+//   Checkpoint c = LoadCheckpoint(path);                      // verified, or bptt::Error
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "bptt/model.h"
+#include "bptt/optimizer.h"
+#include "bptt/vocab.h"
+
+namespace bptt {
+
+inline constexpr int kCheckpointFormatVersion = 1;
+
+// What training needs beyond the weights to continue exactly where it stopped.
+struct TrainingState {
+  OptimizerState<float> optimizer;
+  State<float> carried;    // hidden state carried into the next chunk, (H, B) per layer
+  std::string rng;         // Rng::Save() of the training generator (dropout)
+  int64_t epoch = 0;       // epochs completed
+  uint64_t chunk = 0;      // next chunk of the epoch (BatchStream::Seek)
+  double best_val_loss = 0;  // best validation loss so far (nats); 0 before the first evaluation
+  nlohmann::json options;  // the training options (TrainOptions as JSON), for --resume
+};
+
+struct Checkpoint {
+  ModelConfig config;
+  ModelParams<float> params;
+  Vocab vocab;
+  int64_t step = 0;                                    // optimizer steps taken
+  nlohmann::json metrics = nlohmann::json::object();   // the last logged metrics
+  std::optional<TrainingState> training;
+};
+
+nlohmann::json ConfigToJson(const ModelConfig& config);
+ModelConfig ConfigFromJson(const nlohmann::json& json);  // validates; throws bptt::Error
+
+// Writes atomically (temporary file, fsync, rename). Throws bptt::Error naming the path if the
+// model has a non-finite value, so a good checkpoint is never replaced by a diverged one.
+void SaveCheckpoint(const Checkpoint& checkpoint, const std::filesystem::path& path);
+
+// Reads and verifies: checksum, format and version, configuration, vocabulary and every tensor's
+// shape against the configuration. Throws bptt::Error "<path>: ..." on any fault.
+Checkpoint LoadCheckpoint(const std::filesystem::path& path);
+
+}  // namespace bptt

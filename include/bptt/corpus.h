@@ -1,0 +1,146 @@
+// Corpus: text files turned into one stream of symbol ids, split into train, validation and
+// test ranges, and cut into (T*B) chunks for truncated BPTT.
+//
+// EncodedCorpus::Build reads the files twice in pieces (once to count the vocabulary, once to
+// encode), writes the ids to a compact file and memory-maps it read-only, so no corpus is held
+// in memory as text or as int32. The EncodedCorpus owns its mapping (move-only) and its Vocab;
+// a BatchStream reads an EncodedCorpus that must outlive it.
+//
+//   EncodedCorpus corpus = EncodedCorpus::Build(ListCorpusFiles({"corpora"}), {}, "ids.bin");
+//   CorpusSplits splits = SplitCorpus(corpus.size(), 0.05, 0.05);
+//   BatchStream train(corpus, splits.train, B, T);  Ids x, y;  while (train.Next(x, y) > 0) ...
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "bptt/tensor.h"
+#include "bptt/vocab.h"
+
+namespace bptt {
+
+// The files named by `paths`, in order: a file as itself, a directory as every regular file
+// below it (symbolic links are not followed) whose name and directories do not start with '.',
+// sorted by path. Throws bptt::Error for a missing path, a directory without such files, or an
+// empty file.
+std::vector<std::filesystem::path> ListCorpusFiles(const std::vector<std::string>& paths);
+
+// Symbols [begin, end) of the stream.
+struct SymbolRange {
+  size_t begin = 0;
+  size_t end = 0;
+  size_t size() const { return end - begin; }
+};
+
+// Consecutive ranges in stream order: train first, then validation, then test.
+struct CorpusSplits {
+  SymbolRange train;
+  SymbolRange validation;
+  SymbolRange test;
+};
+
+// Validation and test take floor(n * val_frac) and floor(n * test_frac) symbols from the end
+// of the stream. Throws bptt::Error unless both fractions are in [0, 1) and sum below 1.
+CorpusSplits SplitCorpus(size_t n, double val_frac, double test_frac);
+
+// The corpus as symbol ids, on disk (memory-mapped) or in memory.
+//
+// The ids file is a 32-byte header, little-endian: "bpttids1", bytes per symbol (u32), V (u32),
+// symbol count (u64), vocabulary fingerprint (u64); then each id in 1 byte when V <= 256,
+// 2 bytes when V <= 65536, else 4.
+class EncodedCorpus {
+ public:
+  // Files are concatenated in order, each segmented on its own (no separator is inserted).
+  // The vocabulary is counted from the files, or is *given_vocab (e.g. on resume; its options
+  // then replace `options`): a symbol not in it becomes "<unk>" if the vocabulary has one, and
+  // is otherwise an error naming the file and the first few such symbols. The ids file is
+  // written to a temporary name and renamed, so it is either complete or absent.
+  static EncodedCorpus Build(const std::vector<std::filesystem::path>& files,
+                             const TokenizerOptions& options, const std::filesystem::path& ids_path,
+                             const Vocab* given_vocab = nullptr);
+  // Maps an ids file written by Build with this vocabulary; throws bptt::Error if the file is
+  // malformed or was written with another vocabulary.
+  static EncodedCorpus Open(const std::filesystem::path& ids_path, Vocab vocab);
+
+  // In memory; every id must be in [0, V) (any id >= 0 with an empty vocabulary).
+  explicit EncodedCorpus(std::vector<int32_t> ids, Vocab vocab = Vocab());
+
+  EncodedCorpus(EncodedCorpus&& other) noexcept;
+  EncodedCorpus& operator=(EncodedCorpus&& other) noexcept;
+  EncodedCorpus(const EncodedCorpus&) = delete;
+  EncodedCorpus& operator=(const EncodedCorpus&) = delete;
+  ~EncodedCorpus();
+
+  size_t size() const { return size_; }
+  int32_t operator[](size_t i) const {
+    const unsigned char* p = data_ + i * static_cast<size_t>(bytes_per_symbol_);
+    switch (bytes_per_symbol_) {
+      case 1:
+        return p[0];
+      case 2:
+        return static_cast<int32_t>(p[0] | (p[1] << 8));
+      default:
+        return static_cast<int32_t>(uint32_t{p[0]} | (uint32_t{p[1]} << 8) |
+                                    (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24));
+    }
+  }
+  const Vocab& vocab() const { return vocab_; }
+  int bytes_per_symbol() const { return bytes_per_symbol_; }
+  // Ill-formed UTF-8 sequences replaced by U+FFFD while building (OnInvalid::kReplace).
+  size_t replacements() const { return replacements_; }
+
+ private:
+  EncodedCorpus() = default;
+  void Unmap();
+
+  Vocab vocab_;
+  std::vector<unsigned char> memory_;  // the ids of an in-memory corpus, 4 bytes each
+  void* mapping_ = nullptr;            // the mmap of an ids file
+  size_t mapping_size_ = 0;
+  const unsigned char* data_ = nullptr;  // first id
+  size_t size_ = 0;
+  int bytes_per_symbol_ = 4;
+  size_t replacements_ = 0;
+};
+
+// Chunks of one range for truncated BPTT with B streams of T timesteps.
+//
+// The range of n symbols is laid out as B contiguous streams of Ls = (n - 1) / B inputs:
+// stream b reads inputs at range.begin + b*Ls + t and targets one symbol later, for t in
+// [0, Ls). Chunk k covers t in [k*T, k*T + T); in inputs and targets, (T*B), element t*B + b is
+// timestep t of stream b. Without allow_partial an epoch is floor(Ls / T) full chunks; with it
+// (validation, to cover the whole range) the last chunk may be shorter.
+class BatchStream {
+ public:
+  // Throws bptt::Error if the range lies outside the corpus or is too short for one chunk
+  // (B*T + 1 symbols, or B + 1 with allow_partial).
+  BatchStream(const EncodedCorpus& corpus, SymbolRange range, int batch_size, int timesteps,
+              bool allow_partial = false);
+
+  // Fills the next chunk (resizing inputs and targets to steps*B) and returns its timesteps
+  // `steps` (T, or fewer for a partial last chunk); 0 at the end of the epoch.
+  int Next(Ids& inputs, Ids& targets);
+  void Rewind() { chunk_ = 0; }
+  // The next Next() returns chunk `chunk`; chunk == chunks_per_epoch() is the end of the epoch.
+  void Seek(size_t chunk);
+
+  size_t chunk() const { return chunk_; }
+  size_t chunks_per_epoch() const { return chunks_per_epoch_; }
+  size_t stream_length() const { return stream_length_; }  // Ls
+  int batch_size() const { return batch_size_; }
+  int timesteps() const { return timesteps_; }
+
+ private:
+  const EncodedCorpus* corpus_;
+  SymbolRange range_;
+  int batch_size_;
+  int timesteps_;
+  size_t stream_length_ = 0;
+  size_t chunks_per_epoch_ = 0;
+  size_t chunk_ = 0;
+};
+
+}  // namespace bptt

@@ -1,0 +1,58 @@
+// Plot: small, readable SVG figures written without any plotting library: a line chart with a
+// logarithmic y axis (lines, shaded bands, dashed reference lines, legend, title, axis labels)
+// and a heatmap with a colour bar. Each Render function returns the whole SVG document as a
+// string; SaveText writes it. The caller owns the data; nothing is kept between calls.
+//
+//   LineChart chart{"Gradient decay", "lag k", "relative norm"};
+//   chart.series.push_back({"lstm", lags, medians, q1s, q3s});
+//   SaveText(RenderLineChart(chart), "decay.svg");
+//
+// In the SVG, each line is a <path class="series">, each band a <path class="band">, each
+// reference line a <path class="reference">, so that tools and tests can find them.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "bptt/tensor.h"
+
+namespace bptt {
+
+// One line of a chart. Points with a non-finite or non-positive y (for the log axis) are
+// left out, breaking the line; the same for the band.
+struct LineSeries {
+  std::string label;
+  std::vector<double> x, y;
+  std::vector<double> low, high;  // optional band (same length as x); empty = no band
+  bool reference = false;         // dashed grey, drawn under the data; does not set the y range
+};
+
+struct LineChart {
+  std::string title, x_label, y_label;
+  std::vector<LineSeries> series;
+  double y_floor = 1e-300;  // the y axis never extends below this
+  int width = 900, height = 540;
+};
+
+// Log-scale y axis with decade ticks (every 1, 2, 5, 10, ... decades so that at most about
+// ten are labelled), linear x axis, legend at the right.
+std::string RenderLineChart(const LineChart& chart);
+
+// values (rows, columns); row i is drawn at y = rows[i] (top to bottom in order), column j at
+// x = columns[j]. NaN cells are left blank. Grids larger than 240×240 are subsampled evenly.
+struct Heatmap {
+  std::string title, x_label, y_label, colour_label;
+  std::vector<double> columns;
+  std::vector<double> rows;
+  Mat<double> values;
+  int width = 900, height = 540;
+};
+
+// Colours on the viridis scale from the smallest to the largest finite value.
+std::string RenderHeatmap(const Heatmap& heatmap);
+
+// Writes text to path (replacing it); throws bptt::Error naming the path on failure.
+void SaveText(const std::string& text, const std::filesystem::path& path);
+
+}  // namespace bptt

@@ -1,0 +1,109 @@
+// Sampler: generates text from a trained model one symbol at a time.
+//
+// The prime (or, without one, "\n") is run through the model as one chunk (T = its length,
+// B = 1); then each step turns the logits z (V) of the last position into a distribution,
+// draws the next symbol, emits its text and runs that symbol through the model (T = 1, B = 1):
+//
+//   p = softmax(z / temperature)                       in double
+//   top-k:  keep the k symbols with the highest z     (ties: lower id first)
+//   top-p:  of those, keep the smallest set, in decreasing z, whose probability reaches
+//           top_p of their total
+//   draw u = Rng::Uniform() * (kept total) and walk the kept symbols in id order
+//   argmax: the symbol with the highest z (lowest id on ties), no draw
+//
+// Candidates are ranked by the logits themselves, so --top-k 1 and --argmax pick the same
+// symbol at any temperature; and since the draw walks the kept symbols in id order, a filter
+// that keeps every symbol (top-k >= V, top-p = 1) gives the same text as no filter.
+// A step costs the two matrix-vector products of each layer and the decoder's; the Sampler
+// owns a copy of the model and every buffer, so nothing is allocated per symbol.
+//
+//   Sampler sampler(checkpoint.config, checkpoint.params, checkpoint.vocab);
+//   sampler.Generate(options, [](std::string_view text) { std::cout << text << std::flush; });
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bptt/model.h"
+#include "bptt/rng.h"
+#include "bptt/vocab.h"
+
+namespace bptt {
+
+struct SampleOptions {
+  int64_t length = 500;      // symbols generated per sample (not counting the prime)
+  double temperature = 1.0;  // > 0; below 1 sharpens the distribution, above 1 flattens it
+  int top_k = 0;             // keep the k most probable symbols; 0 = off
+  double top_p = 1.0;        // nucleus: keep the most probable symbols up to this mass; 1 = off
+  std::string prime;         // UTF-8 text to condition on, emitted before each sample
+  uint64_t seed = 1;         // the same seed (and options) gives the same text
+  bool argmax = false;       // always pick the most probable symbol (greedy decoding)
+  std::string stop;          // end a sample once its generated text ends with this; "" = off
+  int num = 1;               // samples, each restarted from the prime, separated by "\n"
+
+  // Throws bptt::Error naming the flag: "--temperature must be positive", ...
+  // (The prime is checked against the vocabulary by Sampler::Generate.)
+  void Validate() const;
+};
+
+// Receives the text of each symbol as it is generated; the view is valid only during the call.
+using TextSink = std::function<void(std::string_view text)>;
+
+class Sampler {
+ public:
+  // Takes its own copy of the model. Throws bptt::Error if the configuration is invalid or
+  // the vocabulary's size is not config.vocab_size.
+  Sampler(ModelConfig config, ModelParams<float> params, Vocab vocab);
+
+  // Streams options.num samples to emit: for each, the prime's text, then options.length
+  // generated symbols (fewer when options.stop is met), with "\n" between samples. Without a
+  // prime each sample starts after "\n" when the vocabulary has it, else from a symbol drawn
+  // uniformly with the seed (emitted, and counted in the length). Throws bptt::Error for
+  // invalid options or prime symbols outside the vocabulary (naming them; a word vocabulary
+  // with "<unk>" reads them as "<unk>" instead).
+  void Generate(const SampleOptions& options, const TextSink& emit);
+
+  const ModelConfig& config() const { return config_; }
+  const Vocab& vocab() const { return vocab_; }
+
+ private:
+  // Runs `ids` (at least one) through the model from the zero state as one chunk; leaves the
+  // state after it in state_ and returns the logits (V) of its last position.
+  std::span<const float> Prime(const std::vector<int32_t>& ids);
+  // Runs one symbol from state_; updates state_ and returns the next logits (V).
+  std::span<const float> Step(int32_t id);
+  // The next symbol given the logits.
+  int32_t Pick(std::span<const float> logits, const SampleOptions& options, Rng& rng);
+
+  ModelConfig config_;
+  ModelParams<float> params_;
+  Vocab vocab_;
+
+  State<float> state_;            // (H, 1) per layer
+  ModelCache<float> prime_cache_; // T = prime length, B = 1
+  ModelCache<float> step_cache_;  // T = 1, B = 1; never reshaped once sampling has started
+  Ids prime_ids_;                 // (T)
+  Ids step_id_;                   // (1)
+  std::vector<double> probs_;     // (V)
+  std::vector<int32_t> order_;    // (V) candidate ranking for top-k / top-p
+  std::string tail_;              // the end of the generated text, for the stop check
+};
+
+// The candidates for the next symbol under top-k and top-p (as described above). Fills
+// `order` with the ids 0..n-1 so that the kept ones come first, ranked by decreasing score
+// (ties: lower id first), and returns how many are kept (at least 1).
+//   scores  (n) the ranking key: the logits, or any increasing function of the probabilities
+//   probs   (n) the probabilities (any positive scale; only ratios matter)
+//   top_k   0 = off; k >= n keeps every symbol
+//   top_p   in (0, 1]; the smallest prefix whose probability reaches top_p of the total of the
+//           top-k candidates (all of them when rounding keeps the sum below it)
+// Only the kept prefix of `order` is sorted. `order` is resized to n, which allocates only the
+// first time.
+size_t SelectCandidates(std::span<const float> scores, std::span<const double> probs, int top_k,
+                        double top_p, std::vector<int32_t>& order);
+
+}  // namespace bptt

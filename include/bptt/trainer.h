@@ -1,0 +1,94 @@
+// Trainer: trains a character-level language model on a text corpus with truncated BPTT.
+//
+// The corpus (corpus.h) is encoded once into DIR/corpus.ids and split in order into train,
+// validation and test. The train part is read as B contiguous streams, T symbols at a time;
+// the hidden state is carried from one chunk to the next and reset at each epoch. Each step
+// is one chunk: forward, softmax cross-entropy, one backward sweep, clipping, an optimizer
+// update. The run directory DIR receives:
+//   metrics.jsonl        one JSON object per logged step
+//   latest.safetensors   every checkpoint_every steps, at the end and on SIGINT/SIGTERM
+//   best.safetensors     the checkpoint with the lowest validation loss so far
+// Checkpoints hold the optimizer state, RNG state, data position and carried state, so
+// Resume continues exactly: N steps in one run or N/2 + N/2 across a resume give the same
+// weights (with the same thread count). A step with a non-finite loss or gradient stops the
+// run before anything is written.
+//
+//   TrainOptions o;  o.corpus = {"corpora/fortunes.txt"};  o.out = "models/run";
+//   TrainResult r = Train(o, std::cerr, /*live=*/false);
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "bptt/init.h"
+#include "bptt/model.h"
+#include "bptt/optimizer.h"
+#include "bptt/vocab.h"
+
+namespace bptt {
+
+struct TrainOptions {
+  // Data.
+  std::vector<std::string> corpus;  // files and directories of text (corpus.h)
+  TokenizerOptions tokenizer;       // grapheme units, NFC
+  double val_frac = 0.05;           // last part of the symbol stream used for validation
+  double test_frac = 0.0;           // the part after it, held out for `bptt eval`
+  // Model.
+  ModelConfig model{CellType::kLstm, 0, 0, 256, 2, 0.0};  // vocab_size comes from the corpus
+  InitOptions init;
+  // Optimisation.
+  OptimizerOptions optimizer;     // Adam
+  double lr = 2e-3;               // learning rate
+  double lr_decay = 1.0;          // multiply the learning rate by this after each epoch ...
+  int64_t lr_decay_after = 10;    // ... once this many epochs are done (char-rnn: 0.97 after 10)
+  double clip_norm = 5.0;         // global L2 norm clip; 0 = off
+  double clip_value = 0.0;        // element clip, applied before the norm clip; 0 = off
+  int seq_len = 64;               // T
+  int batch = 32;                 // B
+  uint64_t seed = 1;              // initialisation and dropout
+  int threads = 0;                // 0 = every core
+  // Schedule (a run ends at the first limit reached; with none set, after 50 epochs).
+  int64_t max_steps = 0;
+  int64_t max_epochs = 0;
+  double time_budget = 0;         // seconds
+  int64_t eval_every = 500;       // steps between validations (and at the end)
+  int64_t checkpoint_every = 500; // steps between writes of latest.safetensors (and at the end)
+  int64_t log_every = 50;         // steps between metrics lines when not on a terminal
+  // Output.
+  std::string out;                // run directory; created if missing
+};
+
+nlohmann::json TrainOptionsToJson(const TrainOptions& options);
+TrainOptions TrainOptionsFromJson(const nlohmann::json& json);  // throws bptt::Error
+
+enum class TrainEnd { kFinished, kInterrupted, kDiverged };
+
+struct TrainResult {
+  TrainEnd end = TrainEnd::kFinished;
+  int64_t steps = 0;            // optimizer steps taken in total (including before a resume)
+  double train_loss = 0;        // mean over the last logged window, nats per symbol
+  double best_val_loss = 0;     // nats per symbol; 0 without validation
+  std::filesystem::path dir;    // the run directory
+  std::string message;          // for kDiverged: what went wrong and where
+};
+
+// Trains from scratch. Throws bptt::Error for bad options or data.
+TrainResult Train(TrainOptions options, std::ostream& log, bool live);
+
+// Continues the run in `dir` from dir/latest.safetensors, with the options saved there. The
+// limits (max_steps, max_epochs, time_budget) are taken from `limits` when set (non-zero).
+TrainResult Resume(const std::filesystem::path& dir, const TrainOptions& limits, std::ostream& log, bool live);
+
+// Asks a running Train/Resume to stop after the current step and write latest.safetensors.
+// Async-signal-safe: meant to be called from a SIGINT/SIGTERM handler.
+void RequestStop();
+
+// Bytes of memory that training a model of this configuration needs: parameters, gradients,
+// optimizer state and the per-timestep caches of a (T, B) chunk.
+uint64_t EstimateTrainingBytes(const ModelConfig& config, int T, int B, int optimizer_slots);
+
+}  // namespace bptt

@@ -1,0 +1,561 @@
+#include "bptt/decay.h"
+
+#include <Eigen/Eigenvalues>
+#include <Eigen/SVD>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "activation.h"
+#include "bptt/clip.h"
+#include "bptt/error.h"
+#include "bptt/loss.h"
+#include "bptt/plot.h"
+
+namespace bptt {
+
+namespace {
+
+// Norms below this are treated as 0 by the fit (they are subnormal or about to be).
+constexpr double kSmallestNorm = 1e-300;
+
+// Linear interpolation between order statistics (R's type 7): q in [0, 1].
+double Quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double pos = q * static_cast<double>(v.size() - 1);
+  const size_t i = static_cast<size_t>(std::floor(pos));
+  if (i + 1 >= v.size()) return v.back();
+  return v[i] + (pos - static_cast<double>(i)) * (v[i + 1] - v[i]);
+}
+
+// Appends to `curve` the quartiles over the B values of one lag.
+void AddPoint(DecayCurve& curve, int lag, const std::vector<double>& values) {
+  curve.lags.push_back(lag);
+  curve.median.push_back(Quantile(values, 0.5));
+  curve.q1.push_back(Quantile(values, 0.25));
+  curve.q3.push_back(Quantile(values, 0.75));
+}
+
+void SetRelative(DecayCurve& curve) {
+  curve.relative.clear();
+  for (double m : curve.median) curve.relative.push_back(m / curve.median.front());
+}
+
+// The curve of a recorded sweep: steps (H, s*B) holds dL/dx_t for t = 1..s; lag k is step s - k.
+DecayCurve StepCurve(int layer, const std::string& quantity, const Mat<double>& steps, Eigen::Index s, Eigen::Index B) {
+  DecayCurve curve{layer, quantity, {}, {}, {}, {}, {}};
+  std::vector<double> norms(B);
+  for (Eigen::Index k = 0; k < s; ++k) {
+    const auto block = steps.middleCols((s - 1 - k) * B, B);
+    for (Eigen::Index b = 0; b < B; ++b) norms[b] = block.col(b).stableNorm();
+    AddPoint(curve, static_cast<int>(k), norms);
+  }
+  SetRelative(curve);
+  return curve;
+}
+
+// Layer l's cache restricted to its last k steps (h_{s-k} becomes the sub-chunk's h_0).
+LayerCache<double> LastSteps(CellType cell, const LayerCache<double>& cache, Eigen::Index k) {
+  const Eigen::Index B = cache.B, s = cache.T, start = (s - k) * B;
+  LayerCache<double> sub;
+  sub.T = k;
+  sub.B = B;
+  sub.gates = cache.gates.middleCols(start, k * B);
+  sub.h = cache.h.middleCols(start, (k + 1) * B);
+  if (cell == CellType::kLstm) {
+    sub.c = cache.c.middleCols(start, (k + 1) * B);
+    sub.tanh_c = cache.tanh_c.middleCols(start, k * B);
+  }
+  if (cell == CellType::kGru) sub.hidden_gates = cache.hidden_gates.middleCols(start, k * B);
+  return sub;
+}
+
+// Tangent-linear pass: J v = ∂h_k/∂h_0 · v over the cached chunk, v (H, B), c_0 held fixed.
+// It differentiates the forward pass of rnn.cc, lstm.cc and gru.cc step by step; dx below is
+// the tangent (directional derivative) of x:
+//   RNN   dh_t = act'(a_t) * (W_hh dh_{t-1})
+//   LSTM  da = W_hh dh_{t-1};  di = i(1-i) da_i, df = f(1-f) da_f, dg = (1-g^2) da_g,
+//         do = o(1-o) da_o;  dc_t = df*c_{t-1} + f*dc_{t-1} + di*g + i*dg;
+//         dh_t = do*tanh(c_t) + o*(1 - tanh^2 c_t)*dc_t
+//   GRU   du = W_hh dh_{t-1};  dr = r(1-r) du_r, dz = z(1-z) du_z,
+//         dn = (1-n^2) (dr*u_n + r*du_n);  dh_t = (1-z)*dn + dz*(h_{t-1} - n) + z*dh_{t-1}
+Mat<double> Tangent(CellType cell, const RecurrentParams<double>& p, const LayerCache<double>& cache, const Mat<double>& v) {
+  const Eigen::Index H = p.hidden_size(), B = cache.B;
+  Mat<double> dh = v, dc, da;
+  if (cell == CellType::kLstm) dc = Mat<double>::Zero(H, B);
+  for (Eigen::Index t = 0; t < cache.T; ++t) {
+    da.noalias() = p.weight_hh * dh;
+    const auto act = cache.Step(cache.gates, t);
+    switch (cell) {
+      case CellType::kRnnTanh: dh = (TanhGradFromOutput(act) * da.array()).matrix(); break;
+      case CellType::kRnnSigmoid: dh = (SigmoidGradFromOutput(act) * da.array()).matrix(); break;
+      case CellType::kRnnRelu: dh = (ReluGradFromOutput(act) * da.array()).matrix(); break;
+      case CellType::kLstm: {
+        const auto i = act.topRows(H).array(), f = act.middleRows(H, H).array(), g = act.middleRows(2 * H, H).array(),
+                   o = act.bottomRows(H).array();
+        const auto c_prev = cache.Step(cache.c, t).array();
+        const auto tc = cache.Step(cache.tanh_c, t).array();
+        const Eigen::ArrayXXd di = SigmoidGradFromOutput(i) * da.topRows(H).array();
+        const Eigen::ArrayXXd df = SigmoidGradFromOutput(f) * da.middleRows(H, H).array();
+        const Eigen::ArrayXXd dg = TanhGradFromOutput(g) * da.middleRows(2 * H, H).array();
+        const Eigen::ArrayXXd d_o = SigmoidGradFromOutput(o) * da.bottomRows(H).array();
+        dc = (df * c_prev + f * dc.array() + di * g + i * dg).matrix();
+        dh = (d_o * tc + o * TanhGradFromOutput(tc) * dc.array()).matrix();
+        break;
+      }
+      case CellType::kGru: {
+        const auto r = act.topRows(H).array(), z = act.middleRows(H, H).array(), n = act.bottomRows(H).array();
+        const auto u_n = cache.Step(cache.hidden_gates, t).bottomRows(H).array();
+        const auto h_prev = cache.Step(cache.h, t).array();
+        const Eigen::ArrayXXd dr = SigmoidGradFromOutput(r) * da.topRows(H).array();
+        const Eigen::ArrayXXd dz = SigmoidGradFromOutput(z) * da.middleRows(H, H).array();
+        const Eigen::ArrayXXd dn = TanhGradFromOutput(n) * (dr * u_n + r * da.bottomRows(H).array());
+        dh = ((1.0 - z) * dn + dz * (h_prev - n) + z * dh.array()).matrix();
+        break;
+      }
+    }
+  }
+  return dh;
+}
+
+// Vector-Jacobian product: w^T ∂h_k/∂h_0 by the cell's backward sweep with dL/dh_k = w and no
+// other gradient (c_0 held fixed: the sweep's dh_0 does not include the path through c_0).
+Mat<double> Vjp(CellType cell, const RecurrentParams<double>& p, const LayerCache<double>& cache, const Mat<double>& w,
+                const Mat<double>& zero_out, LayerBackward<double>& back, RecurrentParams<double>& scratch) {
+  back.Resize(cell, p.hidden_size(), cache.T, cache.B);
+  back.dh = w;
+  if (cell == CellType::kLstm) back.dc.setZero();
+  CellBackward<double>(cell, p, cache, zero_out, back, scratch);
+  return back.dh;
+}
+
+void CheckInputs(const ModelConfig& config, const DecayInputs& data, const DecayOptions& options) {
+  config.Validate();
+  if (data.T < 1 || data.B < 1) throw Error("decay: need at least one step and one sequence");
+  const Eigen::Index n = static_cast<Eigen::Index>(data.T) * data.B;
+  if (data.inputs.size() != n || data.targets.size() != n)
+    throw Error("decay: inputs and targets must hold T*B = " + std::to_string(n) + " ids");
+  for (const Ids* ids : {&data.inputs, &data.targets})
+    for (Eigen::Index j = 0; j < n; ++j)
+      if ((*ids)(j) < 0 || (*ids)(j) >= config.vocab_size)
+        throw Error("decay: symbol id " + std::to_string((*ids)(j)) + " is outside the model's vocabulary of " +
+                    std::to_string(config.vocab_size));
+  if (options.loss_step < 0 || options.loss_step > data.T)
+    throw Error("--loss-step must be in [0, " + std::to_string(data.T) + "] (0 = the last step), got " +
+                std::to_string(options.loss_step));
+  if (options.jacobian_lags < 0) throw Error("--jacobian-lags must be 0 or positive");
+  if (options.power_iterations < 1) throw Error("--power-iterations must be positive");
+  if (!(options.clip_norm > 0)) throw Error("--clip-norm must be positive");
+}
+
+std::string Format(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+std::string CsvField(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char ch : s) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return out + "\"";
+}
+
+nlohmann::json JsonNumber(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+nlohmann::json FitJson(const DecayFit& fit) {
+  return {{"decay_factor", JsonNumber(fit.decay_factor)},
+          {"half_life", JsonNumber(fit.half_life)},
+          {"lag_below_1e-6", fit.lag_below >= 0 ? nlohmann::json(fit.lag_below) : nlohmann::json(nullptr)},
+          {"explodes", fit.explodes}};
+}
+
+}  // namespace
+
+DecayInputs UniformInputs(int vocab_size, int T, int B, Rng& rng) {
+  if (vocab_size < 1 || T < 1 || B < 1) throw Error("decay: random inputs need V, T and B positive");
+  DecayInputs data{T, B, Ids(static_cast<Eigen::Index>(T) * B), Ids(static_cast<Eigen::Index>(T) * B)};
+  for (Eigen::Index j = 0; j < data.inputs.size(); ++j) {
+    data.inputs(j) = static_cast<int32_t>(rng.Below(vocab_size));
+    data.targets(j) = static_cast<int32_t>(rng.Below(vocab_size));
+  }
+  return data;
+}
+
+DecayInputs UnigramInputs(const Vocab& vocab, int T, int B, Rng& rng) {
+  if (vocab.size() < 1 || T < 1 || B < 1) throw Error("decay: random inputs need a vocabulary and T, B positive");
+  std::vector<double> cumulative;
+  double total = 0;
+  for (int32_t id = 0; id < vocab.size(); ++id) cumulative.push_back(total += static_cast<double>(vocab.count(id)) + 1e-12);
+  // Symbol b*(T+1)... is drawn with probability count / total; targets continue the stream.
+  auto draw = [&] {
+    const double u = rng.Uniform() * total;
+    return static_cast<int32_t>(std::upper_bound(cumulative.begin(), cumulative.end(), u) - cumulative.begin());
+  };
+  std::vector<int32_t> ids(static_cast<size_t>(T + 1) * B);
+  for (auto& id : ids) id = std::min(draw(), vocab.size() - 1);
+  DecayInputs data{T, B, Ids(static_cast<Eigen::Index>(T) * B), Ids(static_cast<Eigen::Index>(T) * B)};
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t) {
+      data.inputs(t * B + b) = ids[static_cast<size_t>(b) * (T + 1) + t];
+      data.targets(t * B + b) = ids[static_cast<size_t>(b) * (T + 1) + t + 1];
+    }
+  return data;
+}
+
+DecayInputs CorpusInputs(std::span<const int32_t> ids, int T, int B) {
+  if (T < 1 || B < 1) throw Error("decay: T and B must be positive");
+  if (ids.size() < static_cast<size_t>(T) + 1)
+    throw Error("decay: the corpus has " + std::to_string(ids.size()) + " symbols; --steps " + std::to_string(T) +
+                " needs at least " + std::to_string(T + 1));
+  const size_t room = ids.size() - static_cast<size_t>(T) - 1;
+  DecayInputs data{T, B, Ids(static_cast<Eigen::Index>(T) * B), Ids(static_cast<Eigen::Index>(T) * B)};
+  for (int b = 0; b < B; ++b) {
+    const size_t start = B == 1 ? 0 : room * static_cast<size_t>(b) / static_cast<size_t>(B - 1);
+    for (int t = 0; t < T; ++t) {
+      data.inputs(t * B + b) = ids[start + t];
+      data.targets(t * B + b) = ids[start + t + 1];
+    }
+  }
+  return data;
+}
+
+DecayFit FitDecay(const DecayCurve& curve, double vanish_threshold) {
+  DecayFit fit;
+  double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (size_t i = 0; i < curve.lags.size(); ++i) {
+    const double m = curve.median[i];
+    if (!std::isfinite(m) || m <= kSmallestNorm) continue;
+    const double x = curve.lags[i], y = std::log(m);
+    n += 1, sx += x, sy += y, sxx += x * x, sxy += x * y;
+  }
+  const double denominator = n * sxx - sx * sx;
+  if (n >= 2 && denominator > 0) {
+    const double slope = (n * sxy - sx * sy) / denominator;
+    fit.decay_factor = std::exp(slope);
+    fit.half_life = slope < 0 ? std::log(2.0) / -slope : std::numeric_limits<double>::infinity();
+    fit.explodes = fit.decay_factor > 1;
+  }
+  for (size_t i = 0; i < curve.lags.size(); ++i) {
+    if (curve.relative[i] < vanish_threshold) {
+      fit.lag_below = curve.lags[i];
+      break;
+    }
+  }
+  return fit;
+}
+
+std::vector<RecurrentSpectrum> RecurrentSpectra(CellType cell, const Mat<double>& weight_hh) {
+  static const char* const kLstmGates[] = {"i", "f", "g", "o"};
+  static const char* const kGruGates[] = {"r", "z", "n"};
+  const Eigen::Index H = weight_hh.cols();
+  std::vector<RecurrentSpectrum> out;
+  for (int g = 0; g < GateCount(cell); ++g) {
+    const Mat<double> U = weight_hh.middleRows(g * H, H);
+    RecurrentSpectrum s;
+    s.gate = cell == CellType::kLstm ? kLstmGates[g] : cell == CellType::kGru ? kGruGates[g] : "";
+    s.sigma_max = Eigen::BDCSVD<Mat<double>>(U).singularValues()(0);
+    s.spectral_radius = Eigen::EigenSolver<Mat<double>>(U, false).eigenvalues().cwiseAbs().maxCoeff();
+    out.push_back(s);
+  }
+  return out;
+}
+
+double PascanuGamma(CellType cell) {
+  switch (cell) {
+    case CellType::kRnnTanh:
+    case CellType::kRnnRelu: return 1.0;
+    case CellType::kRnnSigmoid: return 0.25;
+    default: return std::numeric_limits<double>::quiet_NaN();
+  }
+}
+
+std::vector<int> LogSpacedLags(int max_lag, int n) {
+  std::vector<int> lags{0};
+  if (max_lag < 1 || n < 1) return lags;
+  if (max_lag <= n) {
+    for (int k = 1; k <= max_lag; ++k) lags.push_back(k);
+    return lags;
+  }
+  for (int i = 0; i < n; ++i) {
+    const double x = n == 1 ? std::log(max_lag) : std::log(max_lag) * i / (n - 1);
+    const int k = std::clamp(static_cast<int>(std::lround(std::exp(x))), 1, max_lag);
+    if (k > lags.back()) lags.push_back(k);
+  }
+  if (lags.back() != max_lag) lags.push_back(max_lag);
+  return lags;
+}
+
+// Power iteration on J^T J per sequence (column), J = ∂h_s/∂h_{s-k}. Each sequence keeps its
+// own unit vector v; ‖J v‖ is the estimate. w = J v is normalised before the product J^T w, so
+// that neither underflows while σ_max itself is representable.
+Mat<double> JacobianNorms(CellType cell, const RecurrentParams<double>& params, const LayerCache<double>& cache,
+                          const std::vector<int>& lags, const DecayOptions& options) {
+  const Eigen::Index H = params.hidden_size(), B = cache.B;
+  Mat<double> sigma = Mat<double>::Zero(static_cast<Eigen::Index>(lags.size()), B);
+  Rng rng(options.seed);
+  LayerBackward<double> back;
+  RecurrentParams<double> scratch = RecurrentParams<double>::Zeros(cell, params.weight_ih.cols(), H);
+  for (size_t li = 0; li < lags.size(); ++li) {
+    const int k = lags[li];
+    if (k < 0 || k >= cache.T + 1) throw Error("decay: lag " + std::to_string(k) + " outside the chunk");
+    if (k == 0) {
+      sigma.row(li).setOnes();  // J = I
+      continue;
+    }
+    const LayerCache<double> sub = LastSteps(cell, cache, k);
+    const Mat<double> zero_out = Mat<double>::Zero(H, k * B);
+    Mat<double> v(H, B);
+    for (Eigen::Index j = 0; j < v.size(); ++j) v(j) = rng.Normal();
+    v.colwise().normalize();
+    Eigen::VectorXd estimate = Eigen::VectorXd::Zero(B);
+    for (int it = 0; it < options.power_iterations; ++it) {
+      Mat<double> w = Tangent(cell, params, sub, v);
+      bool converged = it > 0;
+      for (Eigen::Index b = 0; b < B; ++b) {
+        const double norm = w.col(b).stableNorm();
+        if (!(std::abs(norm - estimate(b)) <= options.power_tolerance * norm)) converged = false;
+        estimate(b) = norm;
+        if (norm > 0) w.col(b) /= norm;
+      }
+      if (converged) break;
+      const Mat<double> z = Vjp(cell, params, sub, w, zero_out, back, scratch);
+      for (Eigen::Index b = 0; b < B; ++b) {
+        const double norm = z.col(b).stableNorm();
+        if (norm > 0 && std::isfinite(norm)) v.col(b) = z.col(b) / norm;
+      }
+    }
+    sigma.row(li) = estimate.transpose();
+  }
+  return sigma;
+}
+
+const DecayCurve* DecayReport::Find(int layer, const std::string& quantity) const {
+  for (const auto& c : curves)
+    if (c.layer == layer && c.quantity == quantity) return &c;
+  return nullptr;
+}
+
+DecayReport MeasureDecay(const std::string& model, const ModelConfig& config, const ModelParams<double>& params,
+                         const DecayInputs& data, const DecayOptions& options) {
+  CheckInputs(config, data, options);
+  const Eigen::Index B = data.B, L = config.layers;
+  const Eigen::Index s = options.loss_step > 0 ? options.loss_step : data.T;
+  const bool lstm = config.cell == CellType::kLstm;
+  const State<double> zero = State<double>::Zeros(config, B);
+
+  DecayReport report;
+  report.model = model;
+  report.config = config;
+  report.T = data.T;
+  report.B = data.B;
+  report.loss_step = static_cast<int>(s);
+
+  // One sweep for L_b = cross-entropy at step s, summed over b (not averaged), so that each
+  // column carries exactly ∂L_b/∂x of its own sequence.
+  const Ids inputs = data.inputs.head(s * B);
+  ModelCache<double> cache;
+  Forward(config, params, inputs, s, B, zero, cache);
+  Mat<double> dlogits = Mat<double>::Zero(config.vocab_size, s * B), dlast;
+  const Mat<double> last_logits = cache.logits.rightCols(B);
+  const Ids last_targets = data.targets.segment((s - 1) * B, B);
+  SoftmaxCrossEntropy<double>(last_logits, last_targets, &dlast);
+  dlogits.rightCols(B) = dlast * static_cast<double>(B);
+  cache.back.resize(L);
+  for (auto& back : cache.back) back.record = true;
+  auto grads = ModelParams<double>::Zeros(config);
+  Backward<double>(config, params, inputs, cache, dlogits, nullptr, grads, nullptr);
+
+  const std::vector<int> lags = LogSpacedLags(static_cast<int>(s - 1), options.jacobian_lags);
+  for (Eigen::Index l = 0; l < L; ++l) {
+    const int layer = static_cast<int>(l);
+    LayerDecay ld;
+    ld.layer = layer;
+    report.curves.push_back(StepCurve(layer, "h", cache.back[l].dh_steps, s, B));
+    ld.h = FitDecay(report.curves.back(), options.vanish_threshold);
+    if (lstm) {
+      report.curves.push_back(StepCurve(layer, "c", cache.back[l].dc_steps, s, B));
+      ld.c = FitDecay(report.curves.back(), options.vanish_threshold);
+    }
+    if (options.jacobian_lags > 0) {
+      const Mat<double> sigma = JacobianNorms(config.cell, params.layers[l], cache.layers[l], lags, options);
+      DecayCurve curve{layer, "jacobian", {}, {}, {}, {}, {}};
+      for (size_t i = 0; i < lags.size(); ++i) {
+        const Eigen::RowVectorXd row = sigma.row(static_cast<Eigen::Index>(i));
+        AddPoint(curve, lags[i], std::vector<double>(row.data(), row.data() + row.size()));
+      }
+      SetRelative(curve);
+      report.curves.push_back(std::move(curve));
+      ld.jacobian = FitDecay(report.curves.back(), options.vanish_threshold);
+    }
+    ld.spectra = RecurrentSpectra(config.cell, params.layers[l].weight_hh);
+    for (const auto& sp : ld.spectra) {
+      ld.sigma_max = std::max(ld.sigma_max, sp.sigma_max);
+      ld.spectral_radius = std::max(ld.spectral_radius, sp.spectral_radius);
+    }
+    ld.pascanu_bound = PascanuGamma(config.cell) * ld.sigma_max;
+    report.layers.push_back(std::move(ld));
+  }
+
+  // The gradient training would clip: the mean loss over the whole chunk.
+  ModelCache<double> chunk;
+  Forward(config, params, data.inputs, data.T, B, zero, chunk);
+  Mat<double> dchunk;
+  SoftmaxCrossEntropy<double>(chunk.logits, data.targets, &dchunk);
+  grads.SetZero();
+  Backward<double>(config, params, data.inputs, chunk, dchunk, nullptr, grads, nullptr);
+  report.grad_norm = GradNorm(grads);
+  report.clip_norm = options.clip_norm;
+  report.clip_fraction = report.grad_norm > options.clip_norm ? 1 - options.clip_norm / report.grad_norm : 0.0;
+  return report;
+}
+
+void WriteDecayCsv(const std::vector<DecayReport>& reports, const std::filesystem::path& path) {
+  std::ostringstream out;
+  out << "model,layer,quantity,lag,median,q1,q3,relative\n";
+  for (const auto& r : reports)
+    for (const auto& c : r.curves)
+      for (size_t i = 0; i < c.lags.size(); ++i)
+        out << CsvField(r.model) << ',' << c.layer << ',' << c.quantity << ',' << c.lags[i] << ',' << Format(c.median[i])
+            << ',' << Format(c.q1[i]) << ',' << Format(c.q3[i]) << ',' << Format(c.relative[i]) << '\n';
+  SaveText(out.str(), path);
+}
+
+nlohmann::json DecaySummaryJson(const std::vector<DecayReport>& reports, const DecayOptions& options) {
+  nlohmann::json models = nlohmann::json::array();
+  for (const auto& r : reports) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (const auto& ld : r.layers) {
+      nlohmann::json j = FitJson(ld.h);
+      j["layer"] = ld.layer;
+      j["sigma_max"] = JsonNumber(ld.sigma_max);
+      j["spectral_radius"] = JsonNumber(ld.spectral_radius);
+      j["pascanu_bound"] = JsonNumber(ld.pascanu_bound);
+      nlohmann::json gates = nlohmann::json::array();
+      for (const auto& sp : ld.spectra)
+        gates.push_back({{"gate", sp.gate}, {"sigma_max", JsonNumber(sp.sigma_max)},
+                         {"spectral_radius", JsonNumber(sp.spectral_radius)}});
+      j["gates"] = gates;
+      if (r.Find(ld.layer, "c")) j["c"] = FitJson(ld.c);
+      if (r.Find(ld.layer, "jacobian")) j["jacobian"] = FitJson(ld.jacobian);
+      layers.push_back(j);
+    }
+    models.push_back({{"model", r.model},
+                      {"cell", std::string(CellName(r.config.cell))},
+                      {"hidden", r.config.hidden_size},
+                      {"layers_count", r.config.layers},
+                      {"vocab_size", r.config.vocab_size},
+                      {"steps", r.T},
+                      {"batch", r.B},
+                      {"loss_step", r.loss_step},
+                      {"grad_norm", JsonNumber(r.grad_norm)},
+                      {"clip_norm", r.clip_norm},
+                      {"clip_fraction", JsonNumber(r.clip_fraction)},
+                      {"layers", layers}});
+  }
+  return {{"options",
+           {{"loss_step", options.loss_step},
+            {"jacobian_lags", options.jacobian_lags},
+            {"power_iterations", options.power_iterations},
+            {"power_tolerance", options.power_tolerance},
+            {"clip_norm", options.clip_norm},
+            {"vanish_threshold", options.vanish_threshold},
+            {"seed", options.seed}}},
+          {"models", models}};
+}
+
+void WriteDecaySummary(const std::vector<DecayReport>& reports, const DecayOptions& options,
+                       const std::filesystem::path& path) {
+  SaveText(DecaySummaryJson(reports, options).dump(2) + "\n", path);
+}
+
+void WriteDecayPlot(const std::vector<DecayReport>& reports, const std::filesystem::path& path) {
+  LineChart chart;
+  chart.title = "Gradient decay over timesteps (median and quartiles over sequences)";
+  chart.x_label = "lag k (steps back from the loss)";
+  chart.y_label = "‖∂L/∂h(s−k)‖ / ‖∂L/∂h(s)‖  (top layer)";
+  int max_lag = 0;
+  for (const auto& r : reports) {
+    const DecayCurve* c = r.Find(r.config.layers - 1, "h");
+    if (c == nullptr) continue;
+    LineSeries s;
+    s.label = r.model;
+    const double m0 = c->median.front();
+    for (size_t i = 0; i < c->lags.size(); ++i) {
+      s.x.push_back(c->lags[i]);
+      s.y.push_back(c->relative[i]);
+      s.low.push_back(c->q1[i] / m0);
+      s.high.push_back(c->q3[i] / m0);
+    }
+    max_lag = std::max(max_lag, c->lags.back());
+    chart.series.push_back(std::move(s));
+  }
+  LineSeries bound;
+  bound.label = "0.25^k (sigmoid bound)";
+  bound.reference = true;
+  for (int k = 0; k <= max_lag; ++k) {
+    bound.x.push_back(k);
+    bound.y.push_back(std::pow(0.25, k));
+  }
+  chart.series.push_back(std::move(bound));
+  SaveText(RenderLineChart(chart), path);
+}
+
+void RecordDecay(const ModelConfig& config, const ModelParams<float>& params, const Ids& inputs, const Ids& targets,
+                 int T, int B, const DecayOptions& options, const std::filesystem::path& run_dir, int64_t step) {
+  const DecayInputs data{T, B, inputs, targets};
+  const DecayReport r = MeasureDecay(std::string(CellName(config.cell)), config, params.Cast<double>(), data, options);
+
+  const std::filesystem::path csv = run_dir / "decay_train.csv";
+  const bool fresh = !std::filesystem::exists(csv);
+  {
+    std::ofstream out(csv, std::ios::app);
+    if (!out) throw Error(csv.string() + ": cannot open for appending");
+    if (fresh) out << "step,layer,quantity,lag,median,relative\n";
+    for (const auto& c : r.curves)
+      for (size_t i = 0; i < c.lags.size(); ++i)
+        out << step << ',' << c.layer << ',' << c.quantity << ',' << c.lags[i] << ',' << Format(c.median[i]) << ','
+            << Format(c.relative[i]) << '\n';
+    if (!out) throw Error(csv.string() + ": write failed");
+  }
+
+  // The heatmap from every recorded step: top layer, quantity h, log10 of the relative norm.
+  std::ifstream in(csv);
+  std::string line;
+  std::getline(in, line);  // header
+  std::map<int64_t, std::map<int, double>> grid;
+  const int top = config.layers - 1;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string f[6];
+    for (auto& x : f) std::getline(fields, x, ',');
+    if (f[2] != "h" || std::stoi(f[1]) != top) continue;
+    grid[std::stoll(f[0])][std::stoi(f[3])] = std::strtod(f[5].c_str(), nullptr);
+  }
+  Heatmap map;
+  map.title = "Gradient decay during training (" + std::string(CellName(config.cell)) + ", top layer)";
+  map.x_label = "lag k (steps back from the loss)";
+  map.y_label = "training step";
+  map.colour_label = "log10 ‖∂L/∂h(s−k)‖ / ‖∂L/∂h(s)‖";
+  std::map<int, size_t> column_of;
+  for (const auto& [st, row] : grid)
+    for (const auto& [lag, v] : row) column_of.emplace(lag, 0);
+  for (auto& [lag, j] : column_of) {
+    j = map.columns.size();
+    map.columns.push_back(lag);
+  }
+  map.values = Mat<double>::Constant(static_cast<Eigen::Index>(grid.size()), static_cast<Eigen::Index>(map.columns.size()),
+                                     std::numeric_limits<double>::quiet_NaN());
+  for (const auto& [st, row] : grid) {
+    const Eigen::Index i = static_cast<Eigen::Index>(map.rows.size());
+    map.rows.push_back(static_cast<double>(st));
+    for (const auto& [lag, v] : row)
+      if (v > kSmallestNorm) map.values(i, static_cast<Eigen::Index>(column_of[lag])) = std::log10(v);
+  }
+  SaveText(RenderHeatmap(map), run_dir / "heatmap.svg");
+}
+
+}  // namespace bptt

@@ -1,0 +1,80 @@
+#include "bptt/evaluate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <numbers>
+
+#include "bptt/error.h"
+#include "bptt/loss.h"
+
+namespace bptt {
+
+double EvaluateLoss(const ModelConfig& config, const ModelParams<float>& params,
+                    const EncodedCorpus& corpus, SymbolRange range, int B, int T) {
+  BatchStream stream(corpus, range, B, T, /*allow_partial=*/true);
+  State<float> state = State<float>::Zeros(config, B);
+  ModelCache<float> cache;
+  Ids inputs, targets;
+  double total = 0;  // nats summed over the scored symbols
+  uint64_t count = 0;
+  while (const int steps = stream.Next(inputs, targets)) {
+    Forward(config, params, inputs, steps, B, state, cache);
+    const auto n = static_cast<uint64_t>(steps) * static_cast<uint64_t>(B);
+    total += SoftmaxCrossEntropy(cache.logits, targets) * static_cast<double>(n);
+    count += n;
+    FinalState(config, cache, state);
+  }
+  return total / static_cast<double>(count);
+}
+
+EncodedFile EncodeFile(const std::filesystem::path& path, const Vocab& vocab) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path.string() + ": cannot open");
+  EncodedFile file;
+  const SymbolSink add = [&](std::string_view symbol) {
+    if (const std::optional<int32_t> id = vocab.Find(symbol)) {
+      file.ids.push_back(*id);
+      return;
+    }
+    ++file.unknown;
+    if (vocab.unknown_id() >= 0) file.ids.push_back(vocab.unknown_id());
+    auto& listed = file.unknown_symbols;
+    if (listed.size() < EncodedFile::kMaxListed && std::find(listed.begin(), listed.end(), symbol) == listed.end())
+      listed.emplace_back(symbol);
+  };
+  Segmenter segmenter(vocab.options(), path.string());
+  std::string piece(size_t{1} << 20, '\0');
+  while (in) {
+    in.read(piece.data(), static_cast<std::streamsize>(piece.size()));
+    const auto got = static_cast<size_t>(in.gcount());
+    if (got == 0) break;
+    segmenter.Feed(std::string_view(piece.data(), got), add);
+  }
+  if (in.bad()) throw Error(path.string() + ": read error");
+  segmenter.Finish(add);
+  return file;
+}
+
+TextEvaluation EvaluateFile(const ModelConfig& config, const ModelParams<float>& params, EncodedFile file,
+                            const Vocab& vocab, int B, int T) {
+  TextEvaluation result;
+  result.unknown = file.unknown;
+  result.unknown_symbols = std::move(file.unknown_symbols);
+  const size_t n = file.ids.size();
+  if (n < 2)
+    throw Error("only " + std::to_string(n) + " symbol" + (n == 1 ? "" : "s") +
+                " in the vocabulary; evaluation needs at least 2");
+  // Streams of at least T inputs where the text allows, so that few symbols are scored from a
+  // cold state and at most B - 1 are left at the end.
+  const size_t streams = std::clamp<size_t>((n - 1) / static_cast<size_t>(std::max(T, 1)), 1, static_cast<size_t>(std::max(B, 1)));
+  B = static_cast<int>(streams);
+  const EncodedCorpus corpus(std::move(file.ids), vocab);
+  result.nats_per_symbol = EvaluateLoss(config, params, corpus, {0, n}, B, T);
+  result.bits_per_symbol = result.nats_per_symbol / std::numbers::ln2;
+  result.perplexity = std::exp(result.nats_per_symbol);
+  result.symbols = static_cast<uint64_t>(B) * ((n - 1) / static_cast<uint64_t>(B));
+  return result;
+}
+
+}  // namespace bptt

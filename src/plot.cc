@@ -1,0 +1,322 @@
+#include "bptt/plot.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "bptt/error.h"
+
+namespace bptt {
+
+namespace {
+
+// Tableau 10: distinct on screen and in grey print.
+constexpr const char* kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+                                    "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"};
+
+std::string Escape(const std::string& text) {
+  std::string out;
+  for (char ch : text) {
+    switch (ch) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += ch;
+    }
+  }
+  return out;
+}
+
+std::string Num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", v);
+  return buf;
+}
+
+// A tick label: integers as such, others with up to 3 significant digits.
+std::string TickLabel(double v) {
+  char buf[32];
+  if (std::abs(v - std::round(v)) < 1e-9 && std::abs(v) < 1e15) std::snprintf(buf, sizeof buf, "%.0f", v);
+  else std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+// 1, 2 or 5 times a power of ten, so that span/step is at most max_ticks.
+double NiceStep(double span, int max_ticks) {
+  if (!(span > 0)) return 1;
+  const double raw = span / max_ticks;
+  const double p = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 5.0, 10.0})
+    if (m * p >= raw) return m * p;
+  return 10 * p;
+}
+
+bool Plottable(double y) { return std::isfinite(y) && y > 0; }
+
+// The plotting area inside the margins, and the maps from data to pixels.
+struct Frame {
+  double left, top, right, bottom;  // pixels
+  double x_min, x_max;              // data
+  double y_min, y_max;              // decades (log10) for a line chart, data for a heatmap
+  double X(double x) const { return left + (x - x_min) / (x_max - x_min) * (right - left); }
+  double Y(double decade) const { return bottom - (decade - y_min) / (y_max - y_min) * (bottom - top); }
+};
+
+void Header(std::ostringstream& svg, int width, int height, const std::string& title) {
+  svg << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+      << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+      << "\" viewBox=\"0 0 " << width << " " << height << "\" font-family=\"Helvetica, Arial, sans-serif\""
+      << " font-size=\"13\">\n"
+      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      << "<text x=\"" << width / 2 << "\" y=\"26\" text-anchor=\"middle\" font-size=\"17\" font-weight=\"bold\">"
+      << Escape(title) << "</text>\n";
+}
+
+void AxisLabels(std::ostringstream& svg, const Frame& f, const std::string& x_label, const std::string& y_label) {
+  svg << "<text x=\"" << Num((f.left + f.right) / 2) << "\" y=\"" << Num(f.bottom + 44)
+      << "\" text-anchor=\"middle\" font-size=\"14\">" << Escape(x_label) << "</text>\n";
+  const double cy = (f.top + f.bottom) / 2;
+  svg << "<text x=\"" << Num(f.left - 62) << "\" y=\"" << Num(cy) << "\" text-anchor=\"middle\" font-size=\"14\""
+      << " transform=\"rotate(-90 " << Num(f.left - 62) << " " << Num(cy) << ")\">" << Escape(y_label) << "</text>\n";
+}
+
+// "M x y L x y ..." over the plottable points, starting a new subpath after each gap.
+std::string LinePath(const Frame& f, const std::vector<double>& x, const std::vector<double>& y) {
+  std::string d;
+  bool pen_down = false;
+  for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
+    if (!Plottable(y[i]) || !std::isfinite(x[i])) {
+      pen_down = false;
+      continue;
+    }
+    d += pen_down ? " L" : (d.empty() ? "M" : " M");
+    d += Num(f.X(x[i])) + " " + Num(f.Y(std::log10(y[i])));
+    pen_down = true;
+  }
+  return d;
+}
+
+// Closed polygons between low and high over each run of points where both are plottable.
+std::string BandPath(const Frame& f, const LineSeries& s) {
+  std::string d;
+  size_t i = 0;
+  const size_t n = std::min({s.x.size(), s.low.size(), s.high.size()});
+  while (i < n) {
+    while (i < n && !(Plottable(s.low[i]) && Plottable(s.high[i]))) ++i;
+    size_t j = i;
+    while (j < n && Plottable(s.low[j]) && Plottable(s.high[j])) ++j;
+    if (j - i >= 2) {
+      for (size_t k = i; k < j; ++k)
+        d += (k == i ? (d.empty() ? "M" : " M") : " L") + Num(f.X(s.x[k])) + " " + Num(f.Y(std::log10(s.high[k])));
+      for (size_t k = j; k-- > i;) d += " L" + Num(f.X(s.x[k])) + " " + Num(f.Y(std::log10(s.low[k])));
+      d += " Z";
+    }
+    i = j;
+  }
+  return d;
+}
+
+// Viridis, from five of its stops, interpolated linearly; t in [0, 1].
+std::string Viridis(double t) {
+  static constexpr double kStops[5][3] = {
+      {68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
+  t = std::clamp(t, 0.0, 1.0) * 4;
+  const int k = std::min(3, static_cast<int>(t));
+  const double u = t - k;
+  char buf[8];
+  int rgb[3];
+  for (int c = 0; c < 3; ++c) rgb[c] = static_cast<int>(std::lround(kStops[k][c] * (1 - u) + kStops[k + 1][c] * u));
+  std::snprintf(buf, sizeof buf, "#%02x%02x%02x", rgb[0], rgb[1], rgb[2]);
+  return buf;
+}
+
+// Up to `keep` indices of [0, n), evenly spaced, first and last included.
+std::vector<Eigen::Index> Subsample(Eigen::Index n, Eigen::Index keep) {
+  std::vector<Eigen::Index> out;
+  if (n <= keep) {
+    for (Eigen::Index i = 0; i < n; ++i) out.push_back(i);
+    return out;
+  }
+  for (Eigen::Index i = 0; i < keep; ++i) out.push_back(i * (n - 1) / (keep - 1));
+  return out;
+}
+
+}  // namespace
+
+std::string RenderLineChart(const LineChart& chart) {
+  std::ostringstream svg;
+  Header(svg, chart.width, chart.height, chart.title);
+
+  // Ranges from the data series (lines and bands); references only follow.
+  double x_min = std::numeric_limits<double>::infinity(), x_max = -x_min;
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (const auto& s : chart.series) {
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      if (!std::isfinite(s.x[i])) continue;
+      const bool any = (i < s.y.size() && Plottable(s.y[i])) || (i < s.low.size() && Plottable(s.low[i]));
+      if (s.reference || !any) continue;
+      x_min = std::min(x_min, s.x[i]);
+      x_max = std::max(x_max, s.x[i]);
+      for (const auto* v : {&s.y, &s.low, &s.high}) {
+        if (i < v->size() && Plottable((*v)[i])) {
+          lo = std::min(lo, (*v)[i]);
+          hi = std::max(hi, (*v)[i]);
+        }
+      }
+    }
+  }
+  if (!std::isfinite(x_min)) x_min = 0, x_max = 1;
+  if (x_max <= x_min) x_max = x_min + 1;
+  if (!std::isfinite(lo)) lo = 0.1, hi = 1;
+  lo = std::max(lo, chart.y_floor);
+  double d_min = std::floor(std::log10(lo)), d_max = std::ceil(std::log10(hi));
+  if (d_max <= d_min) d_max = d_min + 1;
+
+  Frame f{90, 50, static_cast<double>(chart.width) - 230, static_cast<double>(chart.height) - 70,
+          x_min, x_max, d_min, d_max};
+
+  // Grid and ticks.
+  svg << "<g class=\"grid\" stroke=\"#e5e5e5\" stroke-width=\"1\">\n";
+  const double y_step = std::max(1.0, NiceStep(d_max - d_min, 10));
+  const double x_step = NiceStep(x_max - x_min, 10);
+  for (double d = std::ceil(d_min / y_step) * y_step; d <= d_max + 1e-9; d += y_step)
+    svg << "<line x1=\"" << Num(f.left) << "\" x2=\"" << Num(f.right) << "\" y1=\"" << Num(f.Y(d)) << "\" y2=\""
+        << Num(f.Y(d)) << "\"/>\n";
+  for (double x = std::ceil(x_min / x_step) * x_step; x <= x_max + 1e-9 * x_step; x += x_step)
+    svg << "<line x1=\"" << Num(f.X(x)) << "\" x2=\"" << Num(f.X(x)) << "\" y1=\"" << Num(f.top) << "\" y2=\""
+        << Num(f.bottom) << "\"/>\n";
+  svg << "</g>\n<g class=\"ticks\" fill=\"#333\">\n";
+  for (double d = std::ceil(d_min / y_step) * y_step; d <= d_max + 1e-9; d += y_step)
+    svg << "<text x=\"" << Num(f.left - 8) << "\" y=\"" << Num(f.Y(d) + 4) << "\" text-anchor=\"end\">10<tspan dy=\"-6\""
+        << " font-size=\"10\">" << TickLabel(d) << "</tspan></text>\n";
+  for (double x = std::ceil(x_min / x_step) * x_step; x <= x_max + 1e-9 * x_step; x += x_step)
+    svg << "<text x=\"" << Num(f.X(x)) << "\" y=\"" << Num(f.bottom + 18) << "\" text-anchor=\"middle\">"
+        << TickLabel(x) << "</text>\n";
+  svg << "</g>\n";
+  AxisLabels(svg, f, chart.x_label, chart.y_label);
+
+  // Data, clipped to the plotting area: references first, then bands, then lines on top.
+  svg << "<clipPath id=\"plot-area\"><rect x=\"" << Num(f.left) << "\" y=\"" << Num(f.top) << "\" width=\""
+      << Num(f.right - f.left) << "\" height=\"" << Num(f.bottom - f.top) << "\"/></clipPath>\n"
+      << "<g clip-path=\"url(#plot-area)\" fill=\"none\" stroke-linejoin=\"round\">\n";
+  std::vector<std::string> colours;
+  int next_colour = 0;
+  for (const auto& s : chart.series)
+    colours.push_back(s.reference ? "#555555" : kPalette[next_colour++ % std::size(kPalette)]);
+  for (size_t i = 0; i < chart.series.size(); ++i) {
+    const auto& s = chart.series[i];
+    if (s.reference)
+      svg << "<path class=\"reference\" stroke=\"" << colours[i] << "\" stroke-width=\"1.5\" stroke-dasharray=\"7 5\" d=\""
+          << LinePath(f, s.x, s.y) << "\"/>\n";
+  }
+  for (size_t i = 0; i < chart.series.size(); ++i) {
+    const auto& s = chart.series[i];
+    if (s.reference || s.low.empty()) continue;
+    svg << "<path class=\"band\" fill=\"" << colours[i] << "\" fill-opacity=\"0.18\" stroke=\"none\" d=\""
+        << BandPath(f, s) << "\"/>\n";
+  }
+  for (size_t i = 0; i < chart.series.size(); ++i) {
+    const auto& s = chart.series[i];
+    if (!s.reference)
+      svg << "<path class=\"series\" stroke=\"" << colours[i] << "\" stroke-width=\"2.2\" d=\"" << LinePath(f, s.x, s.y)
+          << "\"><title>" << Escape(s.label) << "</title></path>\n";
+  }
+  svg << "</g>\n";
+  svg << "<rect x=\"" << Num(f.left) << "\" y=\"" << Num(f.top) << "\" width=\"" << Num(f.right - f.left)
+      << "\" height=\"" << Num(f.bottom - f.top) << "\" fill=\"none\" stroke=\"#333\"/>\n";
+
+  // Legend, right of the plotting area, in series order.
+  svg << "<g class=\"legend\">\n";
+  double y = f.top + 10;
+  for (size_t i = 0; i < chart.series.size(); ++i) {
+    const auto& s = chart.series[i];
+    const double x = f.right + 16;
+    if (!s.reference && !s.low.empty())
+      svg << "<rect x=\"" << Num(x) << "\" y=\"" << Num(y - 7) << "\" width=\"30\" height=\"14\" fill=\"" << colours[i]
+          << "\" fill-opacity=\"0.18\"/>\n";
+    svg << "<line x1=\"" << Num(x) << "\" x2=\"" << Num(x + 30) << "\" y1=\"" << Num(y) << "\" y2=\"" << Num(y)
+        << "\" stroke=\"" << colours[i] << "\" stroke-width=\"" << (s.reference ? "1.5" : "2.2") << "\""
+        << (s.reference ? " stroke-dasharray=\"7 5\"" : "") << "/>\n";
+    svg << "<text x=\"" << Num(x + 38) << "\" y=\"" << Num(y + 4) << "\">" << Escape(s.label) << "</text>\n";
+    y += 24;
+  }
+  svg << "</g>\n</svg>\n";
+  return svg.str();
+}
+
+std::string RenderHeatmap(const Heatmap& heatmap) {
+  const auto& v = heatmap.values;
+  if (v.rows() != static_cast<Eigen::Index>(heatmap.rows.size()) ||
+      v.cols() != static_cast<Eigen::Index>(heatmap.columns.size()))
+    throw Error("heatmap: values are " + std::to_string(v.rows()) + "x" + std::to_string(v.cols()) + " but there are " +
+                std::to_string(heatmap.rows.size()) + " rows and " + std::to_string(heatmap.columns.size()) + " columns");
+  std::ostringstream svg;
+  Header(svg, heatmap.width, heatmap.height, heatmap.title);
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (Eigen::Index k = 0; k < v.size(); ++k)
+    if (std::isfinite(v(k))) lo = std::min(lo, v(k)), hi = std::max(hi, v(k));
+  if (!std::isfinite(lo)) lo = 0, hi = 1;
+  if (hi <= lo) hi = lo + 1;
+
+  const auto rows = Subsample(v.rows(), 240), cols = Subsample(v.cols(), 240);
+  Frame f{90, 50, static_cast<double>(heatmap.width) - 150, static_cast<double>(heatmap.height) - 70, 0, 1, 0, 1};
+  const double cell_w = (f.right - f.left) / std::max<size_t>(cols.size(), 1);
+  const double cell_h = (f.bottom - f.top) / std::max<size_t>(rows.size(), 1);
+  svg << "<g class=\"cells\" shape-rendering=\"crispEdges\">\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    for (size_t j = 0; j < cols.size(); ++j) {
+      const double value = v(rows[i], cols[j]);
+      if (!std::isfinite(value)) continue;
+      svg << "<rect x=\"" << Num(f.left + j * cell_w) << "\" y=\"" << Num(f.top + i * cell_h) << "\" width=\""
+          << Num(cell_w + 0.5) << "\" height=\"" << Num(cell_h + 0.5) << "\" fill=\"" << Viridis((value - lo) / (hi - lo))
+          << "\"/>\n";
+    }
+  }
+  svg << "</g>\n<rect x=\"" << Num(f.left) << "\" y=\"" << Num(f.top) << "\" width=\"" << Num(f.right - f.left)
+      << "\" height=\"" << Num(f.bottom - f.top) << "\" fill=\"none\" stroke=\"#333\"/>\n";
+
+  // Ticks: about eight labels on each axis, at cell centres.
+  svg << "<g class=\"ticks\" fill=\"#333\">\n";
+  for (size_t j = 0; j < cols.size(); j += std::max<size_t>(1, cols.size() / 8))
+    svg << "<text x=\"" << Num(f.left + (j + 0.5) * cell_w) << "\" y=\"" << Num(f.bottom + 18)
+        << "\" text-anchor=\"middle\">" << TickLabel(heatmap.columns[cols[j]]) << "</text>\n";
+  for (size_t i = 0; i < rows.size(); i += std::max<size_t>(1, rows.size() / 8))
+    svg << "<text x=\"" << Num(f.left - 8) << "\" y=\"" << Num(f.top + (i + 0.5) * cell_h + 4)
+        << "\" text-anchor=\"end\">" << TickLabel(heatmap.rows[rows[i]]) << "</text>\n";
+  svg << "</g>\n";
+  AxisLabels(svg, f, heatmap.x_label, heatmap.y_label);
+
+  // Colour bar.
+  const double bx = f.right + 24, bw = 18;
+  svg << "<g class=\"colour-bar\">\n";
+  constexpr int kBands = 64;
+  for (int k = 0; k < kBands; ++k) {
+    const double t = (k + 0.5) / kBands;
+    svg << "<rect x=\"" << Num(bx) << "\" y=\"" << Num(f.bottom - (k + 1) * (f.bottom - f.top) / kBands) << "\" width=\""
+        << Num(bw) << "\" height=\"" << Num((f.bottom - f.top) / kBands + 0.5) << "\" fill=\"" << Viridis(t)
+        << "\" shape-rendering=\"crispEdges\"/>\n";
+  }
+  for (int k = 0; k <= 4; ++k) {
+    const double value = lo + (hi - lo) * k / 4;
+    svg << "<text x=\"" << Num(bx + bw + 5) << "\" y=\"" << Num(f.bottom - k * (f.bottom - f.top) / 4 + 4) << "\">"
+        << TickLabel(std::round(value * 10) / 10) << "</text>\n";
+  }
+  const double cy = (f.top + f.bottom) / 2, lx = bx + bw + 48;
+  svg << "<text x=\"" << Num(lx) << "\" y=\"" << Num(cy) << "\" text-anchor=\"middle\" transform=\"rotate(-90 "
+      << Num(lx) << " " << Num(cy) << ")\">" << Escape(heatmap.colour_label) << "</text>\n</g>\n</svg>\n";
+  return svg.str();
+}
+
+void SaveText(const std::string& text, const std::filesystem::path& path) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw Error(path.string() + ": cannot open for writing");
+  out << text;
+  out.flush();
+  if (!out) throw Error(path.string() + ": write failed");
+}
+
+}  // namespace bptt

@@ -1,0 +1,188 @@
+// Checkpoints: bit-for-bit round trip with training state, PyTorch names and row-major
+// layouts, deterministic bytes, and refusal of files that disagree with themselves.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "bptt/checkpoint.h"
+#include "bptt/error.h"
+#include "bptt/init.h"
+#include "bptt/safetensors.h"
+
+namespace bptt {
+namespace {
+
+namespace fs = std::filesystem;
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("bptt_checkpoint_test_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  static Checkpoint Make(CellType cell, int embed) {
+    Checkpoint ck;
+    ck.vocab = VocabBuilder(TokenizerOptions{}).Add("héllo wörld, 日本語 👩‍👩‍👧!\n").Build();
+    ck.config = ModelConfig{cell, ck.vocab.size(), embed, 6, 2, 0.0};
+    Rng rng(3);
+    Initialize(ck.config, InitOptions{}, rng, ck.params);
+    ck.step = 42;
+    ck.metrics = {{"val_loss", 1.25}};
+    TrainingState t;
+    t.optimizer.step = 42;
+    ck.params.ForEach([&](const std::string&, const Mat<float>& m) {
+      t.optimizer.slot1.push_back(Mat<float>::Random(m.rows(), m.cols()));
+      t.optimizer.slot2.push_back(Mat<float>::Random(m.rows(), m.cols()));
+    });
+    t.carried = State<float>::Zeros(ck.config, 3);
+    for (auto& h : t.carried.h) h.setRandom();
+    for (auto& c : t.carried.c) c.setRandom();
+    Rng r(77);
+    r.Next();
+    t.rng = r.Save();
+    t.epoch = 2;
+    t.chunk = 17;
+    t.best_val_loss = 1.25;
+    t.options = {{"anything", "here"}};
+    ck.training = t;
+    return ck;
+  }
+
+  fs::path dir_;
+};
+
+bool SameBits(const Mat<float>& a, const Mat<float>& b) {
+  return a.rows() == b.rows() && a.cols() == b.cols() &&
+         std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
+}
+
+TEST_F(CheckpointTest, RoundTripBitForBit) {
+  for (auto [cell, embed] : {std::pair{CellType::kLstm, 0}, std::pair{CellType::kGru, 5}, std::pair{CellType::kRnnRelu, 0}}) {
+    const Checkpoint a = Make(cell, embed);
+    const fs::path path = dir_ / "a.safetensors";
+    SaveCheckpoint(a, path);
+    const Checkpoint b = LoadCheckpoint(path);
+    EXPECT_EQ(b.config.cell, a.config.cell);
+    EXPECT_EQ(b.config.embed_size, a.config.embed_size);
+    EXPECT_EQ(b.vocab.ToJson(), a.vocab.ToJson());
+    EXPECT_EQ(b.step, 42);
+    EXPECT_EQ(b.metrics, a.metrics);
+    std::vector<const Mat<float>*> bs;
+    b.params.ForEach([&](const std::string&, const Mat<float>& m) { bs.push_back(&m); });
+    size_t k = 0;
+    a.params.ForEach([&](const std::string& name, const Mat<float>& m) { EXPECT_TRUE(SameBits(m, *bs[k++])) << name; });
+    ASSERT_TRUE(b.training.has_value());
+    const TrainingState &ta = *a.training, &tb = *b.training;
+    EXPECT_EQ(tb.optimizer.step, 42);
+    ASSERT_EQ(tb.optimizer.slot1.size(), ta.optimizer.slot1.size());
+    ASSERT_EQ(tb.optimizer.slot2.size(), ta.optimizer.slot2.size());
+    for (size_t s = 0; s < ta.optimizer.slot1.size(); ++s) {
+      EXPECT_TRUE(SameBits(ta.optimizer.slot1[s], tb.optimizer.slot1[s]));
+      EXPECT_TRUE(SameBits(ta.optimizer.slot2[s], tb.optimizer.slot2[s]));
+    }
+    ASSERT_EQ(tb.carried.h.size(), 2u);
+    for (int l = 0; l < 2; ++l) EXPECT_TRUE(SameBits(ta.carried.h[l], tb.carried.h[l]));
+    EXPECT_EQ(tb.carried.c.size(), ta.carried.c.size());
+    for (size_t l = 0; l < ta.carried.c.size(); ++l) EXPECT_TRUE(SameBits(ta.carried.c[l], tb.carried.c[l]));
+    EXPECT_EQ(tb.rng, ta.rng);
+    EXPECT_EQ(tb.epoch, 2);
+    EXPECT_EQ(tb.chunk, 17u);
+    EXPECT_EQ(tb.best_val_loss, 1.25);
+    EXPECT_EQ(tb.options, ta.options);
+
+    // Saving what was loaded gives the same bytes.
+    SaveCheckpoint(b, dir_ / "b.safetensors");
+    std::ifstream fa(path, std::ios::binary), fb(dir_ / "b.safetensors", std::ios::binary);
+    const std::string bytes_a((std::istreambuf_iterator<char>(fa)), {}), bytes_b((std::istreambuf_iterator<char>(fb)), {});
+    EXPECT_EQ(bytes_a, bytes_b);
+  }
+}
+
+TEST_F(CheckpointTest, PyTorchNamesShapesAndRowMajorLayout) {
+  const Checkpoint ck = Make(CellType::kLstm, 0);
+  const fs::path path = dir_ / "c.safetensors";
+  SaveCheckpoint(ck, path);
+  const Safetensors st = Safetensors::Load(path);
+  const int64_t V = ck.config.vocab_size, H = 6;
+  const auto w = st.Get<float>("rnn.weight_ih_l0", {4 * H, V});  // torch.nn.LSTM: (4H, E)
+  EXPECT_EQ(w[1 * V + 2], ck.params.layers[0].weight_ih(1, 2));   // row-major
+  EXPECT_EQ(st.Get<float>("rnn.weight_hh_l1", {4 * H, H})[3 * H + 4], ck.params.layers[1].weight_hh(3, 4));
+  EXPECT_EQ(st.Get<float>("rnn.bias_ih_l1", {4 * H})[H + 1], ck.params.layers[1].bias_ih(H + 1, 0));
+  EXPECT_EQ(st.Get<float>("decoder.weight", {V, H})[2 * H + 5], ck.params.decoder_weight(2, 5));
+  EXPECT_EQ(st.Get<float>("decoder.bias", {V}).size(), static_cast<size_t>(V));
+  EXPECT_EQ(st.metadata().at("format"), "bptt");
+  EXPECT_EQ(st.metadata().at("format_version"), "1");
+  EXPECT_FALSE(st.Has("encoder.weight"));
+  // state.h is (L, B, H): element (l, b, k).
+  EXPECT_EQ(st.Get<float>("state.h", {2, 3, H})[1 * 3 * H + 2 * H + 4], ck.training->carried.h[1](4, 2));
+}
+
+// Rewrites a saved checkpoint through `edit` (which changes its tensors or metadata).
+template <typename Edit>
+fs::path Tampered(const fs::path& dir, const Checkpoint& ck, Edit edit) {
+  const fs::path good = dir / "good.safetensors", bad = dir / "bad.safetensors";
+  SaveCheckpoint(ck, good);
+  Safetensors st = Safetensors::Load(good);
+  edit(st);
+  st.Save(bad);
+  return bad;
+}
+
+void ExpectErrorContaining(const fs::path& path, const std::string& text) {
+  try {
+    LoadCheckpoint(path);
+    ADD_FAILURE() << "loaded " << path << ", expected an error containing '" << text << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(CheckpointTest, RefusesFilesThatDisagreeWithThemselves) {
+  const Checkpoint ck = Make(CellType::kGru, 0);
+  ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("format_version", "99"); }),
+                        "format version '99'");
+  ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("format", "other"); }),
+                        "not a bptt checkpoint");
+  ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {
+                          auto c = ConfigToJson(ck.config);
+                          c["hidden_size"] = 7;
+                          st.SetMetadata("config", c.dump());
+                        }),
+                        "has shape");
+  ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {
+                          auto c = ConfigToJson(ck.config);
+                          c["vocab_size"] = ck.config.vocab_size + 1;
+                          st.SetMetadata("config", c.dump());
+                        }),
+                        "vocabulary has");
+  ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("config", "{not json"); }),
+                        "not valid JSON");
+  ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) {
+                          const std::vector<float> x(4, 0.f);
+                          st.Put("extra.weight", {2, 2}, x);
+                        }),
+                        "unexpected tensor 'extra.weight'");
+  ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) {
+                          const std::vector<double> x(3, 0.0);
+                          st.Put("decoder.bias", {3}, x);
+                        }),
+                        "decoder.bias");
+}
+
+TEST_F(CheckpointTest, NeverWritesNonFiniteWeights) {
+  Checkpoint ck = Make(CellType::kLstm, 0);
+  const fs::path path = dir_ / "latest.safetensors";
+  SaveCheckpoint(ck, path);
+  ck.params.layers[1].weight_hh(0, 0) = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(SaveCheckpoint(ck, path), Error);
+  const Checkpoint kept = LoadCheckpoint(path);  // the good file is untouched
+  EXPECT_TRUE(std::isfinite(kept.params.layers[1].weight_hh(0, 0)));
+}
+
+}  // namespace
+}  // namespace bptt

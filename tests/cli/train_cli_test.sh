@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# bptt train from the command line: bad flags and bad data are one-line errors with a non-zero
+# exit; SIGINT finishes the step, saves latest and prints the resume command; SIGKILL at random
+# moments never leaves an unreadable checkpoint, and --resume continues from it.
+#   tests/cli/train_cli_test.sh BPTT_BINARY
+set -uo pipefail
+bptt="$1"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+failures=0
+passes=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+pass() { passes=$((passes + 1)); }
+
+# A corpus of ~60 KB of varied lines.
+for i in $(seq 1 2000); do
+  echo "line $i: the quick brown fox $((i * 7 % 13)) jumps over $((i % 5)) lazy dogs — ça va? ✓"
+done > "$work/corpus.txt"
+base=(--corpus "$work/corpus.txt" --layers 1 --seq-len 16 --threads 1)
+small=("${base[@]}" --hidden 32 --batch 4)
+
+# expect_error NAME EXPECTED_TEXT ARGS...: non-zero exit, exactly one stderr line containing the text.
+expect_error() {
+  local name="$1" text="$2"
+  shift 2
+  "$bptt" "$@" > "$work/out" 2> "$work/err"
+  local status=$?
+  local lines
+  lines=$(wc -l < "$work/err")
+  if [ "$status" -eq 0 ]; then fail "$name: exit status 0"; return; fi
+  if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr: $(cat "$work/err")"; return; fi
+  if ! grep -qF -- "$text" "$work/err"; then fail "$name: stderr '$(cat "$work/err")' lacks '$text'"; return; fi
+  pass
+}
+
+expect_error "negative hidden" "--hidden must be positive" train "${base[@]}" --batch 4 --hidden -1 --out "$work/x"
+expect_error "zero batch" "--batch must be positive" train "${base[@]}" --hidden 32 --batch 0 --out "$work/x"
+expect_error "unknown cell" "--cell 'transformer' is not one of" train "${small[@]}" --cell transformer --out "$work/x"
+expect_error "unknown optimizer" "--optimizer 'adamax' is not one of" train "${small[@]}" --optimizer adamax --out "$work/x"
+expect_error "unknown flag" "unrecognised option '--hiden'" train "${small[@]}" --hiden 3 --out "$work/x"
+expect_error "missing corpus" "$work/nope.txt" train --corpus "$work/nope.txt" --out "$work/x"
+expect_error "not a number" "--hidden" train "${base[@]}" --batch 4 --hidden lots --out "$work/x"
+expect_error "batch too large" "fewer than --batch x --seq-len + 1" train "${base[@]}" --hidden 32 --batch 100000 --out "$work/x"
+expect_error "model too large" "MiB are available" train "${base[@]}" --batch 4 --hidden 200000 --out "$work/x"
+expect_error "unknown command" "unknown command 'trian'" trian
+expect_error "resume without checkpoint" "no checkpoint to resume from" train --resume "$work/empty"
+
+# SIGINT: finish the step, save, print the resume command, exit 0.
+"$bptt" train "${small[@]}" --out "$work/int" --max-steps 100000 --checkpoint-every 100000 > /dev/null 2> "$work/int.err" &
+pid=$!
+for _ in $(seq 1 100); do
+  [ -s "$work/int/metrics.jsonl" ] && break
+  sleep 0.1
+done
+kill -INT "$pid"
+wait "$pid"
+status=$?
+if [ "$status" -ne 0 ]; then fail "SIGINT: exit status $status"; else pass; fi
+if grep -qF "resume with: bptt train --resume $work/int" "$work/int.err"; then pass; else fail "SIGINT: no resume command in: $(cat "$work/int.err")"; fi
+if "$bptt" inspect "$work/int/latest.safetensors" > /dev/null 2>&1; then pass; else fail "SIGINT: latest.safetensors does not load"; fi
+step=$("$bptt" inspect --json "$work/int/latest.safetensors" | sed -n 's/^  "step": *\([0-9]*\).*/\1/p' | head -1)
+if "$bptt" train --resume "$work/int" --max-steps $((step + 3)) > /dev/null 2> "$work/resume.err"; then pass; else fail "resume after SIGINT: $(cat "$work/resume.err")"; fi
+
+# SIGKILL at random moments: latest always loads, and --resume continues from it.
+"$bptt" train "${small[@]}" --out "$work/kill" --max-steps 3 --checkpoint-every 1 > /dev/null 2>&1 || fail "SIGKILL: first run"
+for round in 1 2 3 4 5; do
+  "$bptt" train --resume "$work/kill" --max-steps 100000 --checkpoint-every 1 > /dev/null 2>&1 &
+  pid=$!
+  sleep "0.$((RANDOM % 9 + 1))"
+  kill -KILL "$pid" 2> /dev/null
+  wait "$pid" 2> /dev/null
+  if "$bptt" inspect "$work/kill/latest.safetensors" > /dev/null 2> "$work/kill.err"; then pass; else fail "SIGKILL round $round: latest does not load: $(cat "$work/kill.err")"; fi
+  leftovers=$(find "$work/kill" -name '*.tmp*' | wc -l)
+  [ "$leftovers" -le 1 ] || fail "SIGKILL round $round: $leftovers temporary files left"
+done
+before=$("$bptt" inspect --json "$work/kill/latest.safetensors" | sed -n 's/^  "step": *\([0-9]*\).*/\1/p' | head -1)
+if "$bptt" train --resume "$work/kill" --max-steps $((before + 2)) > /dev/null 2> "$work/kill.err"; then pass; else fail "resume after SIGKILL: $(cat "$work/kill.err")"; fi
+after=$("$bptt" inspect --json "$work/kill/latest.safetensors" | sed -n 's/^  "step": *\([0-9]*\).*/\1/p' | head -1)
+[ "$after" = "$((before + 2))" ] && pass || fail "resume after SIGKILL: step $after, expected $((before + 2))"
+
+echo "$passes passed, $failures failed"
+[ "$failures" -eq 0 ]

@@ -1,0 +1,368 @@
+// Gradient-decay measurement against closed forms and finite differences, and its outputs:
+//   - a 1-unit linear RNN (ReLU with positive pre-activations) with recurrent weight w gives
+//     exactly w^k at lag k, for the gradient, the Jacobian and the fitted summary;
+//   - a chain of sigmoids stays under 0.25^k (1 unit, w = 1), and a 16-unit sigmoid RNN under
+//     its Pascanu bound (γ σ_max)^k;
+//   - an LSTM whose forget gate is forced open and other gates shut keeps dL/dc at 1;
+//   - ‖∂h_s/∂h_{s-k}‖₂ by power iteration agrees with the largest singular value of the
+//     Jacobian from central differences of the forward pass, for every cell and both layers;
+//   - decay.csv, summary.json, decay.svg and the training records parse and hold their keys.
+#include "bptt/decay.h"
+
+#include <gtest/gtest.h>
+
+#include <Eigen/SVD>
+#include <boost/property_tree/ptree.hpp>
+#include <boost/property_tree/xml_parser.hpp>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "bptt/error.h"
+#include "bptt/init.h"
+#include "bptt/plot.h"
+
+namespace bptt {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string ReadAll(const fs::path& path) {
+  std::ifstream in(path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A fresh directory under the test temporary directory.
+fs::path TempDir(const std::string& name) {
+  const fs::path dir = fs::path(testing::TempDir()) / ("decay_test_" + name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+ModelParams<double> Fresh(const ModelConfig& config, InitScheme scheme, double scale, uint64_t seed = 7) {
+  InitOptions init;
+  init.scheme = scheme;
+  init.scale = scale;
+  Rng rng(seed);
+  auto params = ModelParams<double>::Zeros(config);
+  Initialize(config, init, rng, params);
+  return params;
+}
+
+// h_t = relu(W_ih x_t + b + w h_{t-1}) with every weight and bias positive and h_0 = 0, so
+// every pre-activation is positive, the unit is linear and ∂h_s/∂h_{s-k} = w^k exactly.
+class LinearRnn : public testing::TestWithParam<double> {};
+
+TEST_P(LinearRnn, GivesExactPowersOfTheRecurrentWeight) {
+  const double w = GetParam();
+  const ModelConfig config{CellType::kRnnRelu, 3, 0, 1, 1, 0.0};
+  auto params = ModelParams<double>::Zeros(config);
+  params.layers[0].weight_ih << 0.3, 0.5, 0.7;
+  params.layers[0].weight_hh(0, 0) = w;
+  params.layers[0].bias_ih(0) = 0.1;
+  params.layers[0].bias_hh(0) = 0.05;
+  params.decoder_weight << 1.0, -0.5, 0.25;
+  Rng rng(3);
+  const int T = 200;
+  const DecayInputs data = UniformInputs(3, T, 4, rng);
+  DecayOptions options;
+  const DecayReport r = MeasureDecay("linear", config, params, data, options);
+
+  const DecayCurve* h = r.Find(0, "h");
+  const DecayCurve* jacobian = r.Find(0, "jacobian");
+  ASSERT_NE(h, nullptr);
+  ASSERT_NE(jacobian, nullptr);
+  ASSERT_EQ(h->lags.size(), static_cast<size_t>(T));
+  EXPECT_EQ(r.Find(0, "c"), nullptr);
+  for (int k = 0; k < T; ++k) {
+    const double expected = std::pow(w, k);
+    EXPECT_NEAR(h->relative[k], expected, 1e-12 * expected) << "lag " << k;
+    // Every sequence scales by the same w^k, so the quartiles do too.
+    EXPECT_NEAR(h->q1[k], expected * h->q1[0], 1e-12 * expected * h->q1[0]) << "lag " << k;
+    EXPECT_NEAR(h->q3[k], expected * h->q3[0], 1e-12 * expected * h->q3[0]) << "lag " << k;
+  }
+  EXPECT_EQ(jacobian->lags.front(), 0);
+  EXPECT_EQ(jacobian->lags.back(), T - 1);
+  for (size_t i = 0; i < jacobian->lags.size(); ++i) {
+    const double expected = std::pow(w, jacobian->lags[i]);
+    EXPECT_NEAR(jacobian->median[i], expected, 1e-12 * expected) << "lag " << jacobian->lags[i];
+    EXPECT_NEAR(jacobian->q1[i], expected, 1e-12 * expected);
+    EXPECT_NEAR(jacobian->q3[i], expected, 1e-12 * expected);
+  }
+
+  const LayerDecay& ld = r.layers[0];
+  EXPECT_NEAR(ld.h.decay_factor, w, 1e-10);
+  EXPECT_NEAR(ld.jacobian.decay_factor, w, 1e-10);
+  EXPECT_EQ(ld.h.explodes, w > 1);
+  if (w < 1) {
+    EXPECT_NEAR(ld.h.half_life, std::log(2.0) / -std::log(w), 1e-6);
+    int first = 0;
+    while (std::pow(w, first) >= 1e-6) ++first;
+    EXPECT_EQ(ld.h.lag_below, first);
+  } else {
+    EXPECT_TRUE(std::isinf(ld.h.half_life));
+    EXPECT_EQ(ld.h.lag_below, -1);
+  }
+  EXPECT_NEAR(ld.sigma_max, w, 1e-14);
+  EXPECT_NEAR(ld.spectral_radius, w, 1e-14);
+  EXPECT_NEAR(ld.pascanu_bound, w, 1e-14);  // γ = 1 for ReLU
+}
+
+INSTANTIATE_TEST_SUITE_P(Weights, LinearRnn, testing::Values(0.5, 0.9, 1.02));
+
+TEST(SigmoidChain, StaysUnderAQuarterPerStep) {
+  // One unit with w = 1: each step multiplies the gradient by sigmoid'(a_t) <= 1/4.
+  const ModelConfig config{CellType::kRnnSigmoid, 5, 0, 1, 1, 0.0};
+  auto params = Fresh(config, InitScheme::kUniform, 1.0);
+  params.layers[0].weight_hh(0, 0) = 1.0;
+  Rng rng(5);
+  DecayOptions options;
+  const DecayReport r = MeasureDecay("sigmoid", config, params, UniformInputs(5, 120, 6, rng), options);
+  const DecayCurve* h = r.Find(0, "h");
+  ASSERT_NE(h, nullptr);
+  for (size_t k = 1; k < h->lags.size(); ++k) {
+    const double bound = std::pow(0.25, static_cast<double>(k));
+    if (bound < 1e-290) break;
+    EXPECT_GT(h->relative[k], 0.0) << "lag " << k;
+    EXPECT_LE(h->relative[k], bound * (1 + 1e-12)) << "lag " << k;
+  }
+  EXPECT_DOUBLE_EQ(r.layers[0].pascanu_bound, 0.25);
+  EXPECT_LT(r.layers[0].h.decay_factor, 0.25);
+  EXPECT_LE(r.layers[0].h.lag_below, 10);  // 0.25^10 ≈ 1e-6
+}
+
+TEST(SigmoidRnn, StaysUnderThePascanuBound) {
+  const ModelConfig config{CellType::kRnnSigmoid, 7, 0, 16, 1, 0.0};
+  const auto params = Fresh(config, InitScheme::kUniform, 0.5);
+  Rng rng(11);
+  DecayOptions options;
+  options.jacobian_lags = 12;
+  const DecayReport r = MeasureDecay("sigmoid", config, params, UniformInputs(7, 60, 8, rng), options);
+  const double bound = r.layers[0].pascanu_bound;
+  ASSERT_GT(bound, 0.1);
+  ASSERT_LT(bound, 1.0);
+  EXPECT_NEAR(bound, 0.25 * r.layers[0].sigma_max, 1e-15);
+  EXPECT_LE(r.layers[0].spectral_radius, r.layers[0].sigma_max * (1 + 1e-12));
+  for (const char* quantity : {"h", "jacobian"}) {
+    const DecayCurve* c = r.Find(0, quantity);
+    ASSERT_NE(c, nullptr);
+    for (size_t i = 0; i < c->lags.size(); ++i)
+      EXPECT_LE(c->relative[i], std::pow(bound, c->lags[i]) * (1 + 1e-9)) << quantity << " lag " << c->lags[i];
+  }
+}
+
+TEST(Lstm, OpenForgetGateKeepsTheCellGradient) {
+  // f = sigmoid(30 + ...) = 1 - O(1e-13); i, o = sigmoid(-30 + ...) = O(1e-13): dc_{t-1} = f dc_t
+  // and every other path is 1e-13 smaller, so dL/dc stays at its lag-0 value.
+  const ModelConfig config{CellType::kLstm, 6, 0, 4, 1, 0.0};
+  auto params = Fresh(config, InitScheme::kOrthogonal, 0.0);
+  const Eigen::Index H = config.hidden_size;
+  auto& bias = params.layers[0].bias_ih;
+  bias.middleRows(0, H).setConstant(-30);      // i shut
+  bias.middleRows(H, H).setConstant(30);       // f open
+  bias.middleRows(3 * H, H).setConstant(-30);  // o shut
+  Rng rng(13);
+  DecayOptions options;
+  options.jacobian_lags = 0;
+  const DecayReport r = MeasureDecay("lstm", config, params, UniformInputs(6, 150, 3, rng), options);
+  const DecayCurve* c = r.Find(0, "c");
+  ASSERT_NE(c, nullptr);
+  ASSERT_EQ(c->lags.size(), 150u);
+  EXPECT_GT(c->median[0], 0.0);
+  for (size_t k = 0; k < c->lags.size(); ++k) EXPECT_NEAR(c->relative[k], 1.0, 1e-9) << "lag " << k;
+  EXPECT_NEAR(r.layers[0].c.decay_factor, 1.0, 1e-9);
+  EXPECT_EQ(r.layers[0].c.lag_below, -1);
+  EXPECT_EQ(r.Find(0, "jacobian"), nullptr);
+  EXPECT_TRUE(std::isnan(r.layers[0].pascanu_bound));
+}
+
+// σ_max of ∂h^l_s/∂h^l_{s-k} from the Jacobian built column by column with central
+// differences: the forward pass is split at step s - k, layer l's state perturbed there.
+double FiniteDifferenceSigma(const ModelConfig& config, const ModelParams<double>& params, const Ids& inputs,
+                             int s, int k, int layer) {
+  const Eigen::Index H = config.hidden_size;
+  State<double> at = State<double>::Zeros(config, 1);
+  ModelCache<double> cache;
+  Forward(config, params, Ids(inputs.head(s - k)), s - k, 1, at, cache);
+  FinalState(config, cache, at);
+  const Ids rest = inputs.segment(s - k, k);
+  constexpr double kStep = 1e-6;
+  Mat<double> J(H, H);
+  for (Eigen::Index j = 0; j < H; ++j) {
+    Mat<double> h[2];
+    for (int side = 0; side < 2; ++side) {
+      State<double> perturbed = at;
+      perturbed.h[layer](j, 0) += side == 0 ? kStep : -kStep;
+      Forward(config, params, rest, k, 1, perturbed, cache);
+      h[side] = cache.layers[layer].h.col(k);
+    }
+    J.col(j) = (h[0] - h[1]) / (2 * kStep);
+  }
+  return Eigen::JacobiSVD<Mat<double>>(J).singularValues()(0);
+}
+
+TEST(Jacobian, AgreesWithFiniteDifferences) {
+  for (CellType cell : {CellType::kRnnTanh, CellType::kRnnSigmoid, CellType::kRnnRelu, CellType::kLstm, CellType::kGru}) {
+    SCOPED_TRACE(std::string(CellName(cell)));
+    const ModelConfig config{cell, 6, 0, 4, 2, 0.0};
+    auto params = Fresh(config, InitScheme::kUniform, 0.9, 21);
+    for (auto& layer : params.layers) layer.bias_ih.array() += 0.3;  // keep ReLU units alive
+    Rng rng(23);
+    const int T = 10;
+    const DecayInputs data = UniformInputs(6, T, 1, rng);
+    DecayOptions options;
+    options.jacobian_lags = T;  // every lag
+    options.power_iterations = 2000;
+    options.power_tolerance = 1e-14;
+    const DecayReport r = MeasureDecay("small", config, params, data, options);
+    for (int layer = 0; layer < 2; ++layer) {
+      const DecayCurve* jacobian = r.Find(layer, "jacobian");
+      ASSERT_NE(jacobian, nullptr);
+      ASSERT_EQ(jacobian->lags.size(), static_cast<size_t>(T));
+      for (int k = 1; k < T; ++k) {
+        const double numeric = FiniteDifferenceSigma(config, params, data.inputs, T, k, layer);
+        const double analytic = jacobian->median[k];
+        EXPECT_NEAR(analytic, numeric, 1e-6 * std::max(numeric, 1e-4)) << "layer " << layer << " lag " << k;
+      }
+    }
+  }
+}
+
+TEST(LogSpacedLags, StartAtZeroEndAtTheLastLagAndIncrease) {
+  const std::vector<int> lags = LogSpacedLags(999, 24);
+  EXPECT_EQ(lags.front(), 0);
+  EXPECT_EQ(lags.back(), 999);
+  EXPECT_LE(lags.size(), 26u);
+  for (size_t i = 1; i < lags.size(); ++i) EXPECT_LT(lags[i - 1], lags[i]);
+  EXPECT_EQ(LogSpacedLags(5, 24), (std::vector<int>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(LogSpacedLags(5, 0), (std::vector<int>{0}));
+}
+
+std::vector<std::string> Split(const std::string& line, char separator) {
+  std::vector<std::string> out;
+  std::stringstream in(line);
+  for (std::string field; std::getline(in, field, separator);) out.push_back(field);
+  return out;
+}
+
+// Elements named `name` whose class attribute is `cls`, anywhere below `tree`.
+int CountElements(const boost::property_tree::ptree& tree, const std::string& name, const std::string& cls) {
+  int n = 0;
+  for (const auto& [key, child] : tree) {
+    if (key == name && child.get<std::string>("<xmlattr>.class", "") == cls) ++n;
+    n += CountElements(child, name, cls);
+  }
+  return n;
+}
+
+TEST(Outputs, CsvJsonAndSvgParseAndHoldTheirKeys) {
+  std::vector<DecayReport> reports;
+  DecayOptions options;
+  options.jacobian_lags = 6;
+  Rng rng(31);
+  const DecayInputs data = UniformInputs(8, 40, 5, rng);
+  for (CellType cell : {CellType::kRnnTanh, CellType::kLstm, CellType::kGru}) {
+    const ModelConfig config{cell, 8, 0, 6, 2, 0.0};
+    reports.push_back(MeasureDecay(std::string(CellName(cell)), config, Fresh(config, InitScheme::kOrthogonal, 0), data,
+                                   options));
+  }
+  const fs::path dir = TempDir("outputs");
+  WriteDecayCsv(reports, dir / "decay.csv");
+  WriteDecaySummary(reports, options, dir / "summary.json");
+  WriteDecayPlot(reports, dir / "decay.svg");
+
+  std::istringstream csv(ReadAll(dir / "decay.csv"));
+  std::string line;
+  ASSERT_TRUE(std::getline(csv, line));
+  EXPECT_EQ(line, "model,layer,quantity,lag,median,q1,q3,relative");
+  size_t rows = 0, expected_rows = 0;
+  for (const auto& r : reports)
+    for (const auto& c : r.curves) expected_rows += c.lags.size();
+  std::map<std::string, int> quantities;
+  while (std::getline(csv, line)) {
+    const auto f = Split(line, ',');
+    ASSERT_EQ(f.size(), 8u) << line;
+    ++quantities[f[2]];
+    EXPECT_TRUE(f[2] == "h" || f[2] == "c" || f[2] == "jacobian") << line;
+    EXPECT_GE(std::stoi(f[3]), 0);
+    for (int i = 4; i < 8; ++i) EXPECT_GE(std::stod(f[i]), 0.0) << line;
+    ++rows;
+  }
+  EXPECT_EQ(rows, expected_rows);
+  EXPECT_EQ(quantities["h"], 3 * 2 * 40);
+  EXPECT_EQ(quantities["c"], 2 * 40);  // LSTM only
+
+  const auto json = nlohmann::json::parse(ReadAll(dir / "summary.json"));
+  ASSERT_EQ(json.at("models").size(), 3u);
+  for (const auto& model : json.at("models")) {
+    EXPECT_TRUE(model.contains("model"));
+    EXPECT_TRUE(model.at("clip_fraction").is_number());
+    ASSERT_EQ(model.at("layers").size(), 2u);
+    for (const auto& layer : model.at("layers"))
+      for (const char* key : {"layer", "decay_factor", "half_life", "lag_below_1e-6", "explodes", "sigma_max",
+                              "spectral_radius", "pascanu_bound"})
+        EXPECT_TRUE(layer.contains(key)) << key;
+  }
+  EXPECT_TRUE(json.at("models")[0].at("layers")[0].at("pascanu_bound").is_number());  // rnn-tanh
+  EXPECT_TRUE(json.at("models")[1].at("layers")[0].at("pascanu_bound").is_null());    // lstm
+
+  boost::property_tree::ptree svg;
+  std::istringstream svg_text(ReadAll(dir / "decay.svg"));
+  ASSERT_NO_THROW(boost::property_tree::read_xml(svg_text, svg));
+  EXPECT_EQ(CountElements(svg, "path", "series"), 3);
+  EXPECT_EQ(CountElements(svg, "path", "band"), 3);
+  EXPECT_EQ(CountElements(svg, "path", "reference"), 1);
+  EXPECT_EQ(svg.get<std::string>("svg.<xmlattr>.xmlns"), "http://www.w3.org/2000/svg");
+}
+
+TEST(RecordDecay, AppendsRowsAndDrawsTheHeatmap) {
+  const ModelConfig config{CellType::kGru, 5, 0, 4, 1, 0.0};
+  InitOptions init;
+  Rng init_rng(1);
+  auto params = ModelParams<float>::Zeros(config);
+  Initialize(config, init, init_rng, params);
+  Rng rng(2);
+  const DecayInputs data = UniformInputs(5, 20, 3, rng);
+  DecayOptions options;
+  options.jacobian_lags = 0;
+  const fs::path dir = TempDir("record");
+  RecordDecay(config, params, data.inputs, data.targets, 20, 3, options, dir, 0);
+  RecordDecay(config, params, data.inputs, data.targets, 20, 3, options, dir, 100);
+
+  std::istringstream csv(ReadAll(dir / "decay_train.csv"));
+  std::string line;
+  ASSERT_TRUE(std::getline(csv, line));
+  EXPECT_EQ(line, "step,layer,quantity,lag,median,relative");
+  std::map<std::string, int> per_step;
+  while (std::getline(csv, line)) {
+    const auto f = Split(line, ',');
+    ASSERT_EQ(f.size(), 6u) << line;
+    ++per_step[f[0]];
+  }
+  EXPECT_EQ(per_step["0"], 20);
+  EXPECT_EQ(per_step["100"], 20);
+
+  boost::property_tree::ptree svg;
+  std::istringstream svg_text(ReadAll(dir / "heatmap.svg"));
+  ASSERT_NO_THROW(boost::property_tree::read_xml(svg_text, svg));
+  const std::string text = ReadAll(dir / "heatmap.svg");
+  size_t cells = 0;
+  for (size_t at = text.find("<rect x="); at != std::string::npos; at = text.find("<rect x=", at + 1)) ++cells;
+  EXPECT_GE(cells, 2u * 20u);  // two rows of 20 lags, plus the frame and colour bar
+}
+
+TEST(Heatmap, RejectsMismatchedShapes) {
+  Heatmap map;
+  map.rows = {1, 2};
+  map.columns = {0};
+  map.values = Mat<double>::Zero(3, 1);
+  EXPECT_THROW(RenderHeatmap(map), Error);
+}
+
+}  // namespace
+}  // namespace bptt

@@ -1,0 +1,199 @@
+// Evaluation: EvaluateLoss against a direct computation over the same streams in double
+// precision, a uniform predictor scoring exactly ln V, and the counting of symbols outside the
+// vocabulary when a file is encoded for `bptt eval`.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numbers>
+
+#include "bptt/error.h"
+#include "bptt/evaluate.h"
+#include "bptt/init.h"
+#include "bptt/loss.h"
+
+namespace bptt {
+namespace {
+
+namespace fs = std::filesystem;
+
+ModelConfig SmallConfig(CellType cell, int V, int embed = 0) {
+  ModelConfig config;
+  config.cell = cell;
+  config.vocab_size = V;
+  config.embed_size = embed;
+  config.hidden_size = 16;
+  config.layers = 2;
+  config.dropout = 0.5;  // must be ignored by evaluation
+  return config;
+}
+
+ModelParams<float> RandomParams(const ModelConfig& config, uint64_t seed) {
+  ModelParams<float> params = ModelParams<float>::Zeros(config);
+  Rng rng(seed);
+  InitOptions init;
+  init.scheme = InitScheme::kUniform;
+  init.scale = 0.4;
+  Initialize(config, init, rng, params);
+  return params;
+}
+
+std::vector<int32_t> RandomIds(size_t n, int V, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> ids(n);
+  for (auto& id : ids) id = static_cast<int32_t>(rng.Below(static_cast<uint64_t>(V)));
+  return ids;
+}
+
+// The mean loss over the range laid out as B streams of Ls = (n - 1) / B inputs, computed
+// with one forward pass over each whole stream (T = Ls) in double precision.
+double DirectLoss(const ModelConfig& config, const ModelParams<float>& params, const std::vector<int32_t>& ids,
+                  SymbolRange range, int B) {
+  const size_t Ls = (range.size() - 1) / static_cast<size_t>(B);
+  const auto T = static_cast<Eigen::Index>(Ls);
+  Ids inputs(T * B), targets(T * B);
+  for (Eigen::Index t = 0; t < T; ++t) {
+    for (int b = 0; b < B; ++b) {
+      const size_t at = range.begin + static_cast<size_t>(b) * Ls + static_cast<size_t>(t);
+      inputs(t * B + b) = ids[at];
+      targets(t * B + b) = ids[at + 1];
+    }
+  }
+  const ModelParams<double> p = params.Cast<double>();
+  ModelCache<double> cache;
+  Forward(config, p, inputs, T, B, State<double>::Zeros(config, B), cache);
+  return SoftmaxCrossEntropy(cache.logits, targets);
+}
+
+TEST(EvaluateTest, LossEqualsDirectComputationOverTheSameStreams) {
+  const int V = 11;
+  const std::vector<int32_t> ids = RandomIds(500, V, 3);
+  for (CellType cell : {CellType::kLstm, CellType::kGru, CellType::kRnnTanh}) {
+    for (int embed : {0, 5}) {
+      const ModelConfig config = SmallConfig(cell, V, embed);
+      const ModelParams<float> params = RandomParams(config, 8);
+      const EncodedCorpus corpus(ids);
+      for (const SymbolRange range : {SymbolRange{0, 500}, SymbolRange{37, 240}}) {
+        for (const auto& [B, T] : {std::pair{1, 16}, std::pair{3, 8}, std::pair{4, 100}, std::pair{7, 5}}) {
+          const double expected = DirectLoss(config, params, ids, range, B);
+          const double loss = EvaluateLoss(config, params, corpus, range, B, T);
+          EXPECT_NEAR(loss, expected, 1e-5 * expected)
+              << CellName(cell) << " E=" << embed << " range " << range.begin << ".." << range.end << " B=" << B << " T=" << T;
+        }
+      }
+    }
+  }
+}
+
+TEST(EvaluateTest, ChunkLengthDoesNotChangeTheLossBecauseTheStateIsCarried) {
+  const int V = 9;
+  const std::vector<int32_t> ids = RandomIds(400, V, 5);
+  const ModelConfig config = SmallConfig(CellType::kLstm, V);
+  const ModelParams<float> params = RandomParams(config, 2);
+  const EncodedCorpus corpus(ids);
+  const double whole = EvaluateLoss(config, params, corpus, {0, 400}, 2, 199);
+  for (int T : {1, 7, 64, 1000}) EXPECT_NEAR(EvaluateLoss(config, params, corpus, {0, 400}, 2, T), whole, 1e-5 * whole) << T;
+}
+
+TEST(EvaluateTest, UniformPredictionScoresLnV) {
+  for (int V : {2, 10, 65, 300}) {
+    const ModelConfig config = SmallConfig(CellType::kLstm, V);
+    ModelParams<float> params = RandomParams(config, 1);
+    params.decoder_weight.setZero();
+    params.decoder_bias.setConstant(2.5f);  // equal logits, whatever the state
+    const EncodedCorpus corpus(RandomIds(301, V, 4));
+    EXPECT_DOUBLE_EQ(EvaluateLoss(config, params, corpus, {0, 301}, 4, 16), std::log(static_cast<double>(V))) << V;
+  }
+}
+
+TEST(EvaluateTest, TooShortRangeIsAnError) {
+  const ModelConfig config = SmallConfig(CellType::kGru, 5);
+  const ModelParams<float> params = RandomParams(config, 1);
+  const EncodedCorpus corpus(RandomIds(10, 5, 1));
+  EXPECT_THROW(EvaluateLoss(config, params, corpus, {0, 4}, 4, 8), Error);
+  EXPECT_NO_THROW(EvaluateLoss(config, params, corpus, {0, 5}, 4, 8));
+}
+
+class EncodeFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("bptt_evaluate_test_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path Write(const std::string& name, const std::string& text) {
+    const fs::path path = dir_ / name;
+    std::ofstream(path, std::ios::binary) << text;
+    return path;
+  }
+  fs::path dir_;
+};
+
+TEST_F(EncodeFileTest, SymbolsOutsideTheVocabularyAreCountedAndLeftOut) {
+  const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add("abc d\n").Build();
+  const fs::path path = Write("a.txt", "abXc dY\nXé a\n");
+  const EncodedFile file = EncodeFile(path, vocab);
+  EXPECT_EQ(file.unknown, 4u);  // X, Y, X, é
+  EXPECT_EQ(file.unknown_symbols, (std::vector<std::string>{"X", "Y", "é"}));
+  EXPECT_EQ(vocab.Decode(file.ids), "abc d\n a\n");
+}
+
+TEST_F(EncodeFileTest, WordsOutsideTheVocabularyBecomeUnk) {
+  TokenizerOptions words;
+  words.unit = Unit::kWord;
+  words.max_vocab = 4;  // <unk> and the three most frequent words
+  const Vocab vocab = VocabBuilder(words).Add("the cat the cat the dog\n").Build();
+  ASSERT_GE(vocab.unknown_id(), 0);
+  const EncodedFile file = EncodeFile(Write("w.txt", "the bird the fish"), vocab);
+  EXPECT_EQ(file.unknown, 2u);
+  EXPECT_EQ(file.unknown_symbols, (std::vector<std::string>{"bird", "fish"}));
+  EXPECT_EQ(vocab.Decode(file.ids), "the <unk> the <unk>");
+}
+
+TEST_F(EncodeFileTest, UnreadableOrInvalidFilesAreErrorsNamingThePath) {
+  const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add("abc").Build();
+  try {
+    EncodeFile(dir_ / "missing.txt", vocab);
+    FAIL() << "expected bptt::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing.txt"), std::string::npos) << e.what();
+  }
+  try {
+    EncodeFile(Write("bad.txt", "ab\xff" "c"), vocab);
+    FAIL() << "expected bptt::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.txt"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(EncodeFileTest, EvaluateFileReportsTheScoredSymbols) {
+  const std::string text = "one fish two fish red fish blue fish\nthis one has a little star\n";
+  const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add(text).Build();
+  ModelConfig config = SmallConfig(CellType::kLstm, vocab.size());
+  const ModelParams<float> params = RandomParams(config, 6);
+  const fs::path path = Write("e.txt", text + "ZZ");
+  EncodedFile file = EncodeFile(path, vocab);
+  const size_t n = file.ids.size();
+  ASSERT_EQ(n, text.size());
+  const EncodedCorpus corpus(file.ids, vocab);
+  ASSERT_EQ(n, 64u);  // 63 inputs: 3 streams of 21 >= T = 16 each
+  const TextEvaluation r = EvaluateFile(config, params, std::move(file), vocab, 4, 16);
+  EXPECT_EQ(r.unknown, 2u);
+  EXPECT_EQ(r.symbols, 63u);
+  EXPECT_DOUBLE_EQ(r.nats_per_symbol, EvaluateLoss(config, params, corpus, {0, n}, 3, 16));
+  EXPECT_DOUBLE_EQ(r.bits_per_symbol, r.nats_per_symbol / std::numbers::ln2);
+  EXPECT_DOUBLE_EQ(r.perplexity, std::exp(r.nats_per_symbol));
+  // Short text: one stream scores every symbol after the first.
+  const TextEvaluation one = EvaluateFile(config, params, EncodeFile(path, vocab), vocab, 10000, 100);
+  EXPECT_EQ(one.symbols, n - 1);
+  EXPECT_DOUBLE_EQ(one.nats_per_symbol, EvaluateLoss(config, params, corpus, {0, n}, 1, 100));
+  // More streams when there is text enough for them; never more than asked for.
+  EXPECT_EQ(EvaluateFile(config, params, EncodeFile(path, vocab), vocab, 2, 4).symbols, 62u);
+  // Fewer than two known symbols cannot be scored.
+  EXPECT_THROW(EvaluateFile(config, params, EncodeFile(Write("s.txt", "oZZ"), vocab), vocab, 4, 16), Error);
+}
+
+}  // namespace
+}  // namespace bptt

@@ -1,0 +1,74 @@
+// bptt eval: nats per symbol, bits per symbol and perplexity of a checkpoint on a text file.
+#include <boost/program_options.hpp>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "bptt/checkpoint.h"
+#include "bptt/error.h"
+#include "bptt/evaluate.h"
+#include "commands.h"
+
+namespace po = boost::program_options;
+
+namespace bptt::cli {
+
+int Eval(int argc, char** argv) {
+  std::string checkpoint, file;
+  int batch = 16, seq_len = 256;
+  bool json = false;
+  po::options_description options("bptt eval CHECKPOINT FILE [options]");
+  options.add_options()
+      ("json", po::bool_switch(&json), "print one JSON object: nats_per_symbol, bpc, perplexity, symbols, unknown")
+      ("batch", po::value(&batch)->default_value(batch), "streams evaluated side by side (B); each starts from the zero state")
+      ("seq-len", po::value(&seq_len)->default_value(seq_len), "timesteps per chunk (T); the state is carried across chunks")
+      ("help", "show this help");
+  po::options_description hidden;
+  hidden.add_options()
+      ("checkpoint", po::value(&checkpoint), "checkpoint file (.safetensors)")
+      ("file", po::value(&file), "text file to evaluate");
+  po::options_description all;
+  all.add(options).add(hidden);
+  po::positional_options_description positional;
+  positional.add("checkpoint", 1).add("file", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << options << "\nSymbols of FILE that the checkpoint's vocabulary lacks are left out and counted.\n";
+    return 0;
+  }
+  if (checkpoint.empty() || file.empty()) throw Error("missing CHECKPOINT or FILE (see bptt eval --help)");
+  if (batch < 1) throw Error("--batch must be positive, got " + std::to_string(batch));
+  if (seq_len < 1) throw Error("--seq-len must be positive, got " + std::to_string(seq_len));
+
+  const Checkpoint c = LoadCheckpoint(checkpoint);
+  EncodedFile encoded = EncodeFile(file, c.vocab);
+  TextEvaluation r;
+  try {
+    r = EvaluateFile(c.config, c.params, std::move(encoded), c.vocab, batch, seq_len);
+  } catch (const Error& e) {
+    throw Error(file + ": " + e.what());
+  }
+
+  if (json) {
+    const nlohmann::json out = {{"nats_per_symbol", r.nats_per_symbol}, {"bpc", r.bits_per_symbol},
+                                {"perplexity", r.perplexity}, {"symbols", r.symbols}, {"unknown", r.unknown}};
+    std::cout << out.dump() << "\n";
+    return 0;
+  }
+  std::cout << std::fixed << std::setprecision(4) << file << ": " << r.symbols << " symbols scored\n"
+            << "  nats per symbol  " << r.nats_per_symbol << "\n"
+            << "  bits per symbol  " << r.bits_per_symbol << "  (BPC)\n"
+            << "  perplexity       " << r.perplexity << "\n"
+            << "  unknown symbols  " << r.unknown;
+  if (r.unknown > 0) {
+    std::cout << (c.vocab.unknown_id() >= 0 ? " (scored as <unk>):" : " (left out):");
+    for (const std::string& s : r.unknown_symbols) std::cout << " \"" << DisplaySymbol(s) << '"';
+    if (r.unknown_symbols.size() == EncodedFile::kMaxListed) std::cout << " ...";
+  }
+  std::cout << "\n";
+  return 0;
+}
+
+}  // namespace bptt::cli
