@@ -112,7 +112,8 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
         {"optimizer_step", t.optimizer.step}, {"slots", t.optimizer.slot2.empty() ? t.optimizer.slot1.empty() ? 0 : 1 : 2},
         {"batch", t.carried.h.empty() ? 0 : t.carried.h[0].cols()},
         {"rng", t.rng}, {"epoch", t.epoch}, {"chunk", t.chunk},
-        {"best_val_loss", t.best_val_loss}, {"options", t.options}};
+        {"best_val_loss", t.best_val_loss}, {"lr_scale", t.lr_scale}, {"rollbacks", t.rollbacks},
+        {"options", t.options}};
     st.SetMetadata("training", training.dump());
   }
   st.Save(path);
@@ -168,6 +169,10 @@ Checkpoint LoadCheckpoint(const std::filesystem::path& path) {
       t.epoch = j.at("epoch").get<int64_t>();
       t.chunk = j.at("chunk").get<uint64_t>();
       t.best_val_loss = j.at("best_val_loss").get<double>();
+      t.lr_scale = j.at("lr_scale").get<double>();
+      t.rollbacks = j.at("rollbacks").get<int64_t>();
+      if (!(t.lr_scale > 0 && t.lr_scale <= 1) || t.rollbacks < 0)
+        throw Error(source + ": checkpoint training state has an invalid learning-rate scale or rollback count");
       t.options = j.at("options");
       if (slots < 0 || slots > 2 || B < 1) throw Error(source + ": checkpoint training state is malformed");
       ck.params.ForEach([&](const std::string& name, const Mat<float>& m) {

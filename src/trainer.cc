@@ -13,6 +13,7 @@
 #include "bptt/checkpoint.h"
 #include "bptt/clip.h"
 #include "bptt/corpus.h"
+#include "bptt/decay.h"
 #include "bptt/error.h"
 #include "bptt/evaluate.h"
 #include "bptt/loss.h"
@@ -63,6 +64,10 @@ void CheckOptions(const TrainOptions& o) {
   if (o.eval_every < 1) throw Error("--eval-every must be positive");
   if (o.checkpoint_every < 1) throw Error("--checkpoint-every must be positive");
   if (o.log_every < 1) throw Error("--log-every must be positive");
+  if (o.max_rollbacks < 0) throw Error("--max-rollbacks must not be negative");
+  if (o.decay_every < 0) throw Error("--decay-every must be 0 (off) or positive");
+  if (o.decay_every > 0 && (o.decay_steps < 1 || o.decay_batch < 1))
+    throw Error("--decay-steps and --decay-batch must be positive");
   if (o.out.empty()) throw Error("--out is required");
 }
 
@@ -86,17 +91,7 @@ class Run {
 
   TrainResult Continue(const Checkpoint& ck) {
     Setup(&ck);
-    params_ = ck.params;
-    step_ = ck.step;
-    const TrainingState& t = *ck.training;
-    optimizer_state_ = t.optimizer;
-    state_ = t.carried;
-    rng_.Restore(t.rng);
-    epoch_ = t.epoch;
-    best_val_loss_ = t.best_val_loss;
-    if (t.chunk > train_->chunks_per_epoch())
-      throw Error((dir_ / "latest.safetensors").string() + ": data position is past the end of the corpus");
-    train_->Seek(t.chunk);
+    Restore(ck);
     TruncateMetrics();
     log_ << "bptt train: resuming " << dir_.string() << " at step " << step_ << ", epoch " << epoch_ << "\n";
     return Loop();
@@ -134,12 +129,22 @@ class Run {
       throw Error("the model needs about " + std::to_string(need >> 20) + " MiB to train but only " +
                   std::to_string(have >> 20) + " MiB are available; reduce --hidden, --layers, --batch or --seq-len");
     if (o_.max_steps == 0 && o_.max_epochs == 0 && o_.time_budget == 0) o_.max_epochs = 50;
+    if (o_.decay_every > 0) {
+      // The decay probe: the first decay_batch x decay_steps chunk of the validation split (or of
+      // the training split when validation is too short), fixed for the whole run.
+      const SymbolRange probe_range =
+          splits_.validation.size() >= static_cast<size_t>(o_.decay_batch) * o_.decay_steps + 1 ? splits_.validation
+                                                                                               : splits_.train;
+      BatchStream probe(*corpus_, probe_range, o_.decay_batch, o_.decay_steps);
+      probe.Next(decay_inputs_, decay_targets_);
+    }
     grads_ = ModelParams<float>::Zeros(o_.model);
   }
 
   double LearningRate() const {
     const int64_t decayed = epoch_ - o_.lr_decay_after;
-    return decayed > 0 ? o_.lr * std::pow(o_.lr_decay, static_cast<double>(decayed)) : o_.lr;
+    const double lr = o_.lr * lr_scale_;
+    return decayed > 0 ? lr * std::pow(o_.lr_decay, static_cast<double>(decayed)) : lr;
   }
 
   double EpochProgress() const {
@@ -187,10 +192,15 @@ class Run {
       if (o_.clip_value > 0) ClipGradValue(grads_, o_.clip_value);
       const double norm = o_.clip_norm > 0 ? ClipGradNorm(grads_, o_.clip_norm) : GradNorm(grads_);
       if (!std::isfinite(loss) || !std::isfinite(norm)) {
+        const std::string why = "training diverged at step " + std::to_string(step_ + 1) + " (loss " +
+                                std::to_string(loss) + ", gradient norm " + std::to_string(norm) + ")";
+        if (RollBack(why)) {
+          window_loss = window_norm = 0;
+          window_steps = window_clipped = 0;
+          continue;
+        }
         result.end = TrainEnd::kDiverged;
-        result.message = std::string("training diverged at step ") + std::to_string(step_ + 1) + " (loss " +
-                         std::to_string(loss) + ", gradient norm " + std::to_string(norm) +
-                         "); " + LastGood() + ". Try a lower --lr or --clip-norm";
+        result.message = why + "; " + LastGood() + ". Try a lower --lr or --clip-norm";
         break;
       }
       FinalState(o_.model, cache, state_);
@@ -225,11 +235,22 @@ class Run {
         window_steps = window_clipped = 0;
         window_start = Clock::now();
       }
+      if (o_.decay_every > 0 && step_ % o_.decay_every == 0) {
+        DecayOptions decay;
+        decay.jacobian_lags = 0;
+        decay.clip_norm = o_.clip_norm > 0 ? o_.clip_norm : 5.0;
+        RecordDecay(o_.model, params_, decay_inputs_, decay_targets_, o_.decay_steps, o_.decay_batch, decay, dir_, step_);
+      }
       if (step_ % o_.checkpoint_every == 0) {
         if (!ParamsFinite()) {
+          const std::string why = "training diverged: the weights became non-finite at step " + std::to_string(step_);
+          if (RollBack(why)) {
+            window_loss = window_norm = 0;
+            window_steps = window_clipped = 0;
+            continue;
+          }
           result.end = TrainEnd::kDiverged;
-          result.message = "training diverged: the weights became non-finite at step " + std::to_string(step_) +
-                           "; " + LastGood() + ". Try a lower --lr or --clip-norm";
+          result.message = why + "; " + LastGood() + ". Try a lower --lr or --clip-norm";
           break;
         }
         SaveLatest();
@@ -242,11 +263,19 @@ class Run {
     if (live_) log_ << "\n";
     if (result.end != TrainEnd::kDiverged) {
       if (step_ % o_.eval_every != 0 && step_ > first_step) {
-        nlohmann::json m = LogWindow(window_steps ? window_loss / window_steps : result.train_loss,
-                                     window_steps ? window_norm / window_steps : 0.0,
-                                     window_steps ? static_cast<double>(window_clipped) / window_steps : 0.0,
-                                     window_steps ? static_cast<double>(window_steps) * o_.batch * o_.seq_len / Seconds(window_start) : 0.0,
-                                     Seconds(start), true);
+        // Validate at the last step too. When this step's line is already written (the window
+        // is empty), it is rewritten with the validation added.
+        nlohmann::json m;
+        if (window_steps > 0) {
+          m = LogWindow(window_loss / window_steps, window_norm / window_steps,
+                        static_cast<double>(window_clipped) / window_steps,
+                        static_cast<double>(window_steps) * o_.batch * o_.seq_len / Seconds(window_start),
+                        Seconds(start), true);
+        } else {
+          std::filesystem::resize_file(dir_ / "metrics.jsonl", last_line_offset_);
+          m = LogWindow(last_metrics_["train_loss"], last_metrics_["grad_norm"], last_metrics_["clip_fraction"],
+                        last_metrics_["chars_per_s"], last_metrics_["wall_s"], true);
+        }
         result.train_loss = m["train_loss"];
       }
       if (ParamsFinite()) {
@@ -279,7 +308,9 @@ class Run {
       }
     }
     last_metrics_ = m;
-    std::ofstream(dir_ / "metrics.jsonl", std::ios::app) << m.dump() << "\n";
+    const auto metrics_path = dir_ / "metrics.jsonl";
+    last_line_offset_ = std::filesystem::exists(metrics_path) ? std::filesystem::file_size(metrics_path) : 0;
+    std::ofstream(metrics_path, std::ios::app) << m.dump() << "\n";
     if (!live_ || validate) {
       std::ostringstream line;
       line << "step " << step_ << "  epoch " << std::fixed << std::setprecision(2) << EpochProgress() << "  loss "
@@ -291,6 +322,8 @@ class Run {
     return m;
   }
 
+  // Checkpoints hold no wall-clock figures or output path, so that the same seed and thread
+  // count give the same bytes (metrics.jsonl keeps chars_per_s and wall_s).
   void Save(const std::filesystem::path& path, const nlohmann::json& metrics) {
     Checkpoint ck;
     ck.config = o_.model;
@@ -298,6 +331,8 @@ class Run {
     ck.vocab = vocab_;
     ck.step = step_;
     ck.metrics = metrics;
+    ck.metrics.erase("chars_per_s");
+    ck.metrics.erase("wall_s");
     TrainingState t;
     t.optimizer = optimizer_state_;
     t.carried = state_;
@@ -305,7 +340,10 @@ class Run {
     t.epoch = epoch_;
     t.chunk = train_->chunk();
     t.best_val_loss = best_val_loss_;
+    t.lr_scale = lr_scale_;
+    t.rollbacks = rollbacks_;
     t.options = TrainOptionsToJson(o_);
+    t.options.erase("out");  // Resume sets it to the directory it resumes
     ck.training = std::move(t);
     SaveCheckpoint(ck, path);
   }
@@ -320,6 +358,40 @@ class Run {
       if (temporary && entry.is_regular_file())
         std::filesystem::remove(entry.path());
     }
+  }
+
+  // Takes up training where the checkpoint `ck` (with training state) left it.
+  void Restore(const Checkpoint& ck) {
+    params_ = ck.params;
+    step_ = ck.step;
+    const TrainingState& t = *ck.training;
+    optimizer_state_ = t.optimizer;
+    state_ = t.carried;
+    if (state_.h.empty() || state_.h[0].cols() != o_.batch)
+      throw Error((dir_ / "latest.safetensors").string() + ": carried state does not match --batch " + std::to_string(o_.batch));
+    rng_.Restore(t.rng);
+    epoch_ = t.epoch;
+    best_val_loss_ = t.best_val_loss;
+    lr_scale_ = t.lr_scale;
+    rollbacks_ = t.rollbacks;
+    if (t.chunk > train_->chunks_per_epoch())
+      throw Error((dir_ / "latest.safetensors").string() + ": data position is past the end of the corpus");
+    train_->Seek(t.chunk);
+  }
+
+  // After a divergence: reloads latest.safetensors and halves the learning rate, when allowed.
+  bool RollBack(const std::string& why) {
+    const auto latest = dir_ / "latest.safetensors";
+    if (!o_.rollback_on_divergence || rollbacks_ >= o_.max_rollbacks || !std::filesystem::exists(latest)) return false;
+    const int64_t rollbacks = rollbacks_;
+    const double lr_scale = lr_scale_;  // the checkpoint predates this divergence and its halving
+    Restore(LoadCheckpoint(latest));
+    rollbacks_ = rollbacks + 1;
+    lr_scale_ = lr_scale * 0.5;
+    log_ << (live_ ? "\n" : "") << "bptt train: " << why << "; rolled back to step " << step_
+         << " and halved the learning rate to " << LearningRate() << " (rollback " << rollbacks_ << " of "
+         << o_.max_rollbacks << ")\n";
+    return true;
   }
 
   // Where the last good weights are, for divergence messages.
@@ -367,6 +439,10 @@ class Run {
   int64_t step_ = 0, epoch_ = 0;
   double best_val_loss_ = 0;
   nlohmann::json last_metrics_ = nlohmann::json::object();
+  uintmax_t last_line_offset_ = 0;  // size of metrics.jsonl before its last line
+  double lr_scale_ = 1.0;
+  int64_t rollbacks_ = 0;
+  Ids decay_inputs_, decay_targets_;  // the decay probe (decay_every > 0)
 };
 
 }  // namespace
@@ -401,6 +477,11 @@ nlohmann::json TrainOptionsToJson(const TrainOptions& o) {
       {"eval_every", o.eval_every},
       {"checkpoint_every", o.checkpoint_every},
       {"log_every", o.log_every},
+      {"decay_every", o.decay_every},
+      {"decay_steps", o.decay_steps},
+      {"decay_batch", o.decay_batch},
+      {"on_divergence", o.rollback_on_divergence ? "rollback" : "stop"},
+      {"max_rollbacks", o.max_rollbacks},
       {"out", o.out},
   };
 }
@@ -445,7 +526,12 @@ TrainOptions TrainOptionsFromJson(const nlohmann::json& j) {
     o.eval_every = j.at("eval_every");
     o.checkpoint_every = j.at("checkpoint_every");
     o.log_every = j.at("log_every");
-    o.out = j.at("out");
+    o.decay_every = j.at("decay_every");
+    o.decay_steps = j.at("decay_steps");
+    o.decay_batch = j.at("decay_batch");
+    o.rollback_on_divergence = j.at("on_divergence") == "rollback";
+    o.max_rollbacks = j.at("max_rollbacks");
+    o.out = j.value("out", std::string());
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("training options are malformed: ") + e.what());
   }

@@ -133,6 +133,41 @@ TEST_F(TrainerTest, ResumeContinuesExactly) {
   EXPECT_EQ(a.training->best_val_loss, b.training->best_val_loss);
 }
 
+std::string FileBytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// The train_loss column of a run's metrics.jsonl.
+std::vector<double> LossCurve(const fs::path& dir) {
+  std::ifstream in(dir / "metrics.jsonl");
+  std::vector<double> curve;
+  for (std::string line; std::getline(in, line);) curve.push_back(nlohmann::json::parse(line)["train_loss"]);
+  return curve;
+}
+
+TEST_F(TrainerTest, SameSeedAndThreadsGiveTheSameLossCurveAndCheckpointBytes) {
+  TrainOptions o = Options(GrammarText(200, 4), "first");
+  o.model.dropout = 0.1;
+  o.model.layers = 2;
+  o.max_steps = 12;
+  o.log_every = 3;
+  o.eval_every = 6;
+  Train(o, log_, false);
+  TrainOptions again = o;
+  again.out = (dir_ / "second").string();
+  Train(again, log_, false);
+  EXPECT_EQ(LossCurve(o.out).size(), 4u);
+  EXPECT_EQ(LossCurve(o.out), LossCurve(again.out));
+  EXPECT_EQ(FileBytes(fs::path(o.out) / "latest.safetensors"), FileBytes(fs::path(again.out) / "latest.safetensors"));
+  EXPECT_EQ(FileBytes(fs::path(o.out) / "best.safetensors"), FileBytes(fs::path(again.out) / "best.safetensors"));
+  TrainOptions other_seed = o;
+  other_seed.out = (dir_ / "third").string();
+  other_seed.seed = 2;
+  Train(other_seed, log_, false);
+  EXPECT_NE(LossCurve(o.out), LossCurve(other_seed.out));
+}
+
 TEST_F(TrainerTest, DivergenceStopsWithoutWritingNonFiniteWeights) {
   // Adam's first step moves each weight by lr / (1 - beta1) = 3e38 here, just below the largest
   // float (3.4e38); the second overflows, and the run must stop there.
@@ -150,6 +185,26 @@ TEST_F(TrainerTest, DivergenceStopsWithoutWritingNonFiniteWeights) {
   const Checkpoint ck = LoadCheckpoint(latest);  // LoadCheckpoint refuses non-finite weights
   EXPECT_GE(ck.step, 1);
   EXPECT_LE(ck.step, r.steps);
+}
+
+TEST_F(TrainerTest, RollbackReloadsLatestAndHalvesTheLearningRate) {
+  // As above, the second step overflows; each rollback reloads step 1 with half the learning
+  // rate, which still overflows from there, so the run stops after max_rollbacks rollbacks.
+  TrainOptions o = Options(GrammarText(300, 3), "rollback");
+  o.lr = 3e37;
+  o.clip_norm = 0;
+  o.checkpoint_every = 1;
+  o.max_steps = 50;
+  o.rollback_on_divergence = true;
+  o.max_rollbacks = 2;
+  const TrainResult r = Train(o, log_, false);
+  ASSERT_EQ(r.end, TrainEnd::kDiverged);
+  const std::string log = log_.str();
+  EXPECT_NE(log.find("rolled back to step 1 and halved the learning rate to 1.5e+37 (rollback 1 of 2)"), std::string::npos) << log;
+  EXPECT_NE(log.find("halved the learning rate to 7.5e+36 (rollback 2 of 2)"), std::string::npos) << log;
+  EXPECT_EQ(log.find("rollback 3"), std::string::npos) << log;
+  const Checkpoint ck = LoadCheckpoint(fs::path(o.out) / "latest.safetensors");
+  EXPECT_EQ(ck.step, 1);
 }
 
 TEST_F(TrainerTest, TooSmallCorpusIsAClearError) {

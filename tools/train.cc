@@ -30,7 +30,7 @@ int Train(int argc, char** argv) {
   TrainOptions o;
   const TrainOptions d;
   std::string unit = "grapheme", cell = "lstm", optimizer = "adam", init = "orthogonal", on_invalid = "error";
-  std::string resume;
+  std::string resume, on_divergence = "stop";
   bool no_normalize = false;
   po::options_description data("Data"), model("Model"), optim("Optimisation"), schedule("Schedule and output");
   data.add_options()
@@ -72,6 +72,13 @@ int Train(int argc, char** argv) {
       ("eval-every", po::value(&o.eval_every)->default_value(d.eval_every), "steps between validations")
       ("checkpoint-every", po::value(&o.checkpoint_every)->default_value(d.checkpoint_every), "steps between checkpoints")
       ("log-every", po::value(&o.log_every)->default_value(d.log_every), "steps between progress lines when not on a terminal")
+      ("decay-every", po::value(&o.decay_every)->default_value(d.decay_every),
+       "record the gradient-decay profile every N steps into DIR/decay_train.csv and DIR/heatmap.svg (0 = off)")
+      ("decay-steps", po::value(&o.decay_steps)->default_value(d.decay_steps), "timesteps of the decay probe")
+      ("decay-batch", po::value(&o.decay_batch)->default_value(d.decay_batch), "sequences of the decay probe")
+      ("on-divergence", po::value(&on_divergence)->default_value(on_divergence),
+       "on a non-finite loss, gradient or weight: stop, or rollback (reload latest, halve the learning rate)")
+      ("max-rollbacks", po::value(&o.max_rollbacks)->default_value(d.max_rollbacks), "rollbacks before stopping")
       ("out", po::value(&o.out), "run directory (default: a new directory under models/)")
       ("resume", po::value(&resume), "continue the run in this directory from its latest.safetensors")
       ("help", "show this help");
@@ -99,6 +106,8 @@ int Train(int argc, char** argv) {
     o.tokenizer.normalize = !no_normalize;
     if (on_invalid != "error" && on_invalid != "replace") throw Error("--on-invalid must be error or replace");
     o.tokenizer.on_invalid = on_invalid == "replace" ? OnInvalid::kReplace : OnInvalid::kError;
+    if (on_divergence != "stop" && on_divergence != "rollback") throw Error("--on-divergence must be stop or rollback");
+    o.rollback_on_divergence = on_divergence == "rollback";
     o.model.cell = Parsed<CellType>("cell", cell, ParseCell, "rnn-tanh, rnn-sigmoid, rnn-relu, lstm, gru");
     o.optimizer.type = Parsed<OptimizerType>("optimizer", optimizer, ParseOptimizer, "sgd, adagrad, rmsprop, adam");
     o.init.scheme = Parsed<InitScheme>("init", init, ParseInit, "uniform, pytorch, xavier, he, orthogonal, identity");

@@ -39,6 +39,8 @@ struct TrainingState {
   int64_t epoch = 0;       // epochs completed
   uint64_t chunk = 0;      // next chunk of the epoch (BatchStream::Seek)
   double best_val_loss = 0;  // best validation loss so far (nats); 0 before the first evaluation
+  double lr_scale = 1.0;     // learning-rate factor left by divergence rollbacks (halved by each)
+  int64_t rollbacks = 0;     // divergence rollbacks so far
   nlohmann::json options;  // the training options (TrainOptions as JSON), for --resume
 };
 

@@ -10,8 +10,9 @@
 //   best.safetensors     the checkpoint with the lowest validation loss so far
 // Checkpoints hold the optimizer state, RNG state, data position and carried state, so
 // Resume continues exactly: N steps in one run or N/2 + N/2 across a resume give the same
-// weights (with the same thread count). A step with a non-finite loss or gradient stops the
-// run before anything is written.
+// weights (with the same thread count). A step with a non-finite loss, gradient or weight stops
+// the run before anything is written, or, with rollback_on_divergence, reloads latest and
+// halves the learning rate (at most max_rollbacks times).
 //
 //   TrainOptions o;  o.corpus = {"corpora/fortunes.txt"};  o.out = "models/run";
 //   TrainResult r = Train(o, std::cerr, /*live=*/false);
@@ -58,6 +59,15 @@ struct TrainOptions {
   int64_t eval_every = 500;       // steps between validations (and at the end)
   int64_t checkpoint_every = 500; // steps between writes of latest.safetensors (and at the end)
   int64_t log_every = 50;         // steps between metrics lines when not on a terminal
+  // Gradient decay during training (decay.h): every decay_every steps (0 = never) the profile of
+  // ‖∂L/∂h_{s-k}‖ over lags k on decay_batch validation sequences of decay_steps steps is appended
+  // to DIR/decay_train.csv and drawn in DIR/heatmap.svg.
+  int64_t decay_every = 0;
+  int decay_steps = 100;
+  int decay_batch = 8;
+  // Divergence (a non-finite loss, gradient or weight).
+  bool rollback_on_divergence = false;  // false: stop; true: reload latest, halve the learning rate
+  int max_rollbacks = 3;                // then stop
   // Output.
   std::string out;                // run directory; created if missing
 };
