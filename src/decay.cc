@@ -73,6 +73,26 @@ LayerCache<double> LastSteps(CellType cell, const LayerCache<double>& cache, Eig
   return sub;
 }
 
+// Layer l's cache restricted to its first JB sequences.
+LayerCache<double> FirstSequences(CellType cell, const LayerCache<double>& cache, Eigen::Index JB) {
+  LayerCache<double> sub;
+  sub.T = cache.T;
+  sub.B = JB;
+  auto keep = [&](const Mat<double>& m, Eigen::Index steps) {
+    Mat<double> out(m.rows(), steps * JB);
+    for (Eigen::Index t = 0; t < steps; ++t) out.middleCols(t * JB, JB) = m.middleCols(t * cache.B, JB);
+    return out;
+  };
+  sub.gates = keep(cache.gates, cache.T);
+  sub.h = keep(cache.h, cache.T + 1);
+  if (cell == CellType::kLstm) {
+    sub.c = keep(cache.c, cache.T + 1);
+    sub.tanh_c = keep(cache.tanh_c, cache.T);
+  }
+  if (cell == CellType::kGru) sub.hidden_gates = keep(cache.hidden_gates, cache.T);
+  return sub;
+}
+
 // Tangent-linear pass: J v = ∂h_k/∂h_0 · v over the cached chunk, v (H, B), c_0 held fixed.
 // It differentiates the forward pass of rnn.cc, lstm.cc and gru.cc step by step; dx below is
 // the tangent (directional derivative) of x:
@@ -148,6 +168,7 @@ void CheckInputs(const ModelConfig& config, const DecayInputs& data, const Decay
                 std::to_string(options.loss_step));
   if (options.jacobian_lags < 0) throw Error("--jacobian-lags must be 0 or positive");
   if (options.power_iterations < 1) throw Error("--power-iterations must be positive");
+  if (options.jacobian_batch < 0) throw Error("--jacobian-batch must be 0 (all) or positive");
   if (!(options.clip_norm > 0)) throw Error("--clip-norm must be positive");
 }
 
@@ -381,7 +402,11 @@ DecayReport MeasureDecay(const std::string& model, const ModelConfig& config, co
       ld.c = FitDecay(report.curves.back(), options.vanish_threshold);
     }
     if (options.jacobian_lags > 0) {
-      const Mat<double> sigma = JacobianNorms(config.cell, params.layers[l], cache.layers[l], lags, options);
+      const Eigen::Index JB = options.jacobian_batch > 0 ? std::min<Eigen::Index>(options.jacobian_batch, B) : B;
+      const Mat<double> sigma =
+          JB == B ? JacobianNorms(config.cell, params.layers[l], cache.layers[l], lags, options)
+                  : JacobianNorms(config.cell, params.layers[l], FirstSequences(config.cell, cache.layers[l], JB), lags,
+                                  options);
       DecayCurve curve{layer, "jacobian", {}, {}, {}, {}, {}};
       for (size_t i = 0; i < lags.size(); ++i) {
         const Eigen::RowVectorXd row = sigma.row(static_cast<Eigen::Index>(i));
@@ -459,6 +484,7 @@ nlohmann::json DecaySummaryJson(const std::vector<DecayReport>& reports, const D
   return {{"options",
            {{"loss_step", options.loss_step},
             {"jacobian_lags", options.jacobian_lags},
+            {"jacobian_batch", options.jacobian_batch},
             {"power_iterations", options.power_iterations},
             {"power_tolerance", options.power_tolerance},
             {"clip_norm", options.clip_norm},

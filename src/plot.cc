@@ -84,15 +84,27 @@ void AxisLabels(std::ostringstream& svg, const Frame& f, const std::string& x_la
       << " transform=\"rotate(-90 " << Num(f.left - 62) << " " << Num(cy) << ")\">" << Escape(y_label) << "</text>\n";
 }
 
+// Whether point i is drawn: at most one point per pixel column (the first in it, and the last
+// point of the series), which keeps a 1000-step curve to a few hundred coordinates.
+bool Thinned(const Frame& f, const std::vector<double>& x, size_t i, double& last_px) {
+  const double px = f.X(x[i]);
+  if (i + 1 < x.size() && i > 0 && px - last_px < 1.0) return true;
+  last_px = px;
+  return false;
+}
+
 // "M x y L x y ..." over the plottable points, starting a new subpath after each gap.
 std::string LinePath(const Frame& f, const std::vector<double>& x, const std::vector<double>& y) {
   std::string d;
   bool pen_down = false;
+  double last_px = -1e300;
   for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
     if (!Plottable(y[i]) || !std::isfinite(x[i])) {
       pen_down = false;
       continue;
     }
+    if (pen_down && Thinned(f, x, i, last_px)) continue;
+    last_px = f.X(x[i]);
     d += pen_down ? " L" : (d.empty() ? "M" : " M");
     d += Num(f.X(x[i])) + " " + Num(f.Y(std::log10(y[i])));
     pen_down = true;
@@ -110,9 +122,14 @@ std::string BandPath(const Frame& f, const LineSeries& s) {
     size_t j = i;
     while (j < n && Plottable(s.low[j]) && Plottable(s.high[j])) ++j;
     if (j - i >= 2) {
+      std::vector<size_t> kept;
+      double last_px = -1e300;
       for (size_t k = i; k < j; ++k)
+        if (k == i || k + 1 == j || !Thinned(f, s.x, k, last_px)) kept.push_back(k), last_px = f.X(s.x[k]);
+      for (size_t k : kept)
         d += (k == i ? (d.empty() ? "M" : " M") : " L") + Num(f.X(s.x[k])) + " " + Num(f.Y(std::log10(s.high[k])));
-      for (size_t k = j; k-- > i;) d += " L" + Num(f.X(s.x[k])) + " " + Num(f.Y(std::log10(s.low[k])));
+      for (auto k = kept.rbegin(); k != kept.rend(); ++k)
+        d += " L" + Num(f.X(s.x[*k])) + " " + Num(f.Y(std::log10(s.low[*k])));
       d += " Z";
     }
     i = j;

@@ -10,6 +10,7 @@
 #include "bptt/decay.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <Eigen/SVD>
 #include <boost/property_tree/ptree.hpp>
@@ -28,6 +29,14 @@ namespace bptt {
 namespace {
 
 namespace fs = std::filesystem;
+
+// The products here are small (H <= 16, B <= 8): one thread, so that the test time does not
+// depend on how busy the other cores are (OpenMP threads waiting for a busy core cost seconds).
+const bool kSingleThreaded = [] {
+  omp_set_num_threads(1);
+  Eigen::setNbThreads(1);
+  return true;
+}();
 
 std::string ReadAll(const fs::path& path) {
   std::ifstream in(path);

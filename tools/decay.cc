@@ -1,5 +1,8 @@
 // bptt decay: the command-line front end of decay.h. Builds or loads the models, takes the
 // input sequences, runs MeasureDecay on each and writes decay.csv, summary.json and decay.svg.
+#include <Eigen/Core>
+#include <omp.h>
+
 #include <boost/program_options.hpp>
 #include <cmath>
 #include <cstdio>
@@ -71,7 +74,7 @@ int Decay(int argc, char** argv) {
   InitOptions init;
   std::string cells, checkpoints, inits = std::string(InitName(default_init.scheme)), corpus, unit = "grapheme", out;
   uint64_t seed = 1;
-  int steps = 200, batch = 16, symbols = 64;
+  int steps = 200, batch = 16, symbols = 64, threads = 1;
 
   po::options_description models("Models (--cell or --checkpoint, or both)"), input("Input"), measure("Measurement");
   models.add_options()
@@ -92,9 +95,11 @@ int Decay(int argc, char** argv) {
       ("batch", po::value(&batch)->default_value(batch), "sequences, for the median and quartiles (B)");
   measure.add_options()
       ("loss-step", po::value(&o.loss_step)->default_value(o.loss_step), "step s (1..T) of the loss; lags count back from it (0 = T)")
-      ("jacobian-lags", po::value(&o.jacobian_lags)->default_value(o.jacobian_lags), "lags (log-spaced) at which ||dh_s/dh_{s-k}||_2 is computed (0 = none)")
+      ("jacobian-lags", po::value(&o.jacobian_lags)->default_value(o.jacobian_lags), "lags (log-spaced) at which ||dh_s/dh_{s-k}||_2 is computed by power iteration (0 = none)")
+      ("jacobian-batch", po::value(&o.jacobian_batch)->default_value(o.jacobian_batch), "sequences (the first of --batch) whose Jacobian norm is computed (0 = all)")
       ("power-iterations", po::value(&o.power_iterations)->default_value(o.power_iterations), "power iterations per lag, at most")
       ("clip-norm", po::value(&o.clip_norm)->default_value(o.clip_norm), "global-norm clipping threshold: report the fraction of the gradient it removes")
+      ("threads", po::value(&threads)->default_value(threads), "threads for matrix products (0 = every core); the products here are small, so 1 is usually fastest")
       ("out", po::value(&out), "output directory for decay.csv, summary.json and decay.svg (required)")
       ("help", "show this help");
   po::options_description all("bptt decay [--cell CELL[,CELL...] | --checkpoint FILE[,FILE...]] --steps T --out DIR [options]");
@@ -112,6 +117,11 @@ int Decay(int argc, char** argv) {
   if (init_names.size() != 1 && init_names.size() != cell_names.size())
     throw Error("--init takes one scheme for all models or one per --cell (" + std::to_string(cell_names.size()) + ")");
   o.seed = seed;
+  if (threads < 0) throw Error("--threads must be 0 (every core) or positive");
+  if (threads > 0) {
+    omp_set_num_threads(threads);
+    Eigen::setNbThreads(threads);
+  }
 
   std::string text;
   if (!corpus.empty()) text = ReadFile(corpus);

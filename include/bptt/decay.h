@@ -25,7 +25,10 @@
 // (σ_2/σ_1)^(2n); iteration stops when every sequence's estimate moves by less than
 // power_tolerance (relative) or after power_iterations. Because each iteration costs 2k steps,
 // it is done at jacobian_lags lags at most, spaced evenly on a log scale from 1 to s - 1
-// (every lag when s - 1 <= jacobian_lags), plus k = 0 where J = I.
+// (every lag when s - 1 <= jacobian_lags), plus k = 0 where J = I, and for the first
+// jacobian_batch sequences only (its quartiles are over those). The defaults (20 iterations,
+// tolerance 1e-3) give the figure's accuracy, a few per cent at worst when σ_1 ≈ σ_2 (e.g.
+// orthogonal U), in seconds for H = 128, T = 1000; the tests use thousands of iterations.
 //
 // Everything is computed in double precision on a copy of the parameters
 // (ModelParams<float>::Cast<double>()), and norms are taken with Eigen's stableNorm(), so
@@ -72,9 +75,10 @@ namespace bptt {
 
 struct DecayOptions {
   int loss_step = 0;              // s, 1-based step of the loss; 0 = the last step T
-  int jacobian_lags = 24;         // lags (besides 0) at which ‖∂h_s/∂h_{s-k}‖₂ is computed; 0 = none
-  int power_iterations = 50;      // at most, per lag
-  double power_tolerance = 1e-6;  // stop when every estimate changes by less than this (relative)
+  int jacobian_lags = 16;         // lags (besides 0) at which ‖∂h_s/∂h_{s-k}‖₂ is computed; 0 = none
+  int jacobian_batch = 4;         // sequences (the first of the B) whose Jacobian is computed; 0 = all
+  int power_iterations = 20;      // at most, per lag
+  double power_tolerance = 1e-3;  // stop when every estimate changes by less than this (relative)
   double clip_norm = 5.0;         // global-norm clipping threshold for clip_fraction
   double vanish_threshold = 1e-6; // lag_below: the first lag whose relative norm is below this
   uint64_t seed = 1;              // start vectors of the power iteration
