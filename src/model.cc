@@ -1,6 +1,7 @@
 #include "bptt/model.h"
 
 #include "bptt/error.h"
+#include "parallel_product.h"
 
 namespace bptt {
 
@@ -96,11 +97,11 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Ids&
     lc.Resize(config.cell, H, T, B);
     // Input projection for all T steps: gates = W_ih x + b_ih.
     if (l > 0) {
-      lc.gates.noalias() = p.weight_ih * LayerInput(cache, l);
+      ParallelProduct(lc.gates, p.weight_ih, LayerInput(cache, l), false);
     } else if (config.embed_size > 0) {
       EnsureShape(cache.embedded, config.embed_size, TB);
       for (Eigen::Index j = 0; j < TB; ++j) cache.embedded.col(j) = params.encoder.row(inputs(j)).transpose();
-      lc.gates.noalias() = p.weight_ih * cache.embedded;
+      ParallelProduct(lc.gates, p.weight_ih, cache.embedded, false);
     } else {
 #pragma omp parallel for schedule(static)
       for (Eigen::Index j = 0; j < TB; ++j) lc.gates.col(j) = p.weight_ih.col(inputs(j));  // one-hot gather
@@ -121,7 +122,8 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Ids&
     }
   }
   const auto top = cache.layers[L - 1].h.rightCols(TB);
-  cache.logits.noalias() = params.decoder_weight * top;
+  EnsureShape(cache.logits, config.vocab_size, TB);
+  ParallelProduct(cache.logits, params.decoder_weight, top, false);
   cache.logits.colwise() += params.decoder_bias.col(0);
 }
 
@@ -144,9 +146,10 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Ids
 
   // Decoder: logits = W_dec h + b_dec.
   const auto top = cache.layers[L - 1].h.rightCols(TB);
-  grads.decoder_weight.noalias() += dlogits * top.transpose();
+  ParallelProduct(grads.decoder_weight, dlogits, top.transpose(), true);
   grads.decoder_bias += dlogits.rowwise().sum();
-  cache.dh_out.noalias() = params.decoder_weight.transpose() * dlogits;  // (H, T*B)
+  EnsureShape(cache.dh_out, H, TB);
+  ParallelProduct(cache.dh_out, params.decoder_weight.transpose(), dlogits, false);  // (H, T*B)
 
   for (Eigen::Index l = L - 1; l >= 0; --l) {
     const RecurrentParams<S>& p = params.layers[l];
@@ -167,12 +170,13 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Ids
     // Input projection: dW_ih += dgates x^T, db_ih += sum of dgates, dx = W_ih^T dgates.
     g.bias_ih += lb.dgates.rowwise().sum();
     if (l > 0) {
-      g.weight_ih.noalias() += lb.dgates * LayerInput(cache, l).transpose();
-      cache.dh_out.noalias() = p.weight_ih.transpose() * lb.dgates;
+      ParallelProduct(g.weight_ih, lb.dgates, LayerInput(cache, l).transpose(), true);
+      ParallelProduct(cache.dh_out, p.weight_ih.transpose(), lb.dgates, false);
       if (!cache.dropout_mask.empty()) cache.dh_out.array() *= cache.dropout_mask[l - 1].array();
     } else if (config.embed_size > 0) {
-      g.weight_ih.noalias() += lb.dgates * cache.embedded.transpose();
-      cache.dx.noalias() = p.weight_ih.transpose() * lb.dgates;  // (E, T*B)
+      ParallelProduct(g.weight_ih, lb.dgates, cache.embedded.transpose(), true);
+      EnsureShape(cache.dx, p.weight_ih.cols(), TB);
+      ParallelProduct(cache.dx, p.weight_ih.transpose(), lb.dgates, false);  // (E, T*B)
       for (Eigen::Index j = 0; j < TB; ++j) grads.encoder.row(inputs(j)) += cache.dx.col(j).transpose();
     } else {
       for (Eigen::Index j = 0; j < TB; ++j) g.weight_ih.col(inputs(j)) += lb.dgates.col(j);  // scatter

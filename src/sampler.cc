@@ -2,8 +2,13 @@
 
 #include <omp.h>
 
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <optional>
 #include <sstream>
@@ -39,10 +44,10 @@ std::string NameSymbols(const std::vector<std::string>& symbols) {
   return names;
 }
 
-// Runs the calling thread's parallel regions on one thread while it lives. A step of one
-// stream is a chain of matrix-vector products that Eigen runs on one thread anyway; the only
-// parallel region left in it (the one-hot gather of a single column) would cost a thread
-// wake-up and a barrier per layer and symbol, ten times the step itself on a busy machine.
+// Runs the calling thread's parallel regions on one thread while it lives: those of the
+// prime's Forward (B = 1), where a thread wake-up and a barrier per timestep and layer would
+// cost more than the step itself on a busy machine. Step's products split by rows only when
+// SampleOptions::threads asks for it (their parallel regions name their thread count).
 class SingleThread {
  public:
   SingleThread() : previous_(omp_get_max_threads()) { omp_set_num_threads(1); }
@@ -54,6 +59,99 @@ class SingleThread {
   int previous_;
 };
 
+// Round to nearest even; NaN stays NaN.
+uint16_t ToBf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float FromBf16(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+constexpr Eigen::Index kBf16Rows = 16;  // rows of a panel: one AVX-512 register of float sums
+
+// w (M, K) into the panel layout of Sampler::Bf16Matrix.
+template <typename M>
+void PackBf16(const Mat<float>& w, M& out) {
+  out.rows = w.rows();
+  out.cols = w.cols();
+  const Eigen::Index panels = (w.rows() + kBf16Rows - 1) / kBf16Rows, pairs = (w.cols() + 1) / 2;
+  out.data.assign(static_cast<size_t>(panels * pairs * kBf16Rows * 2), 0);
+  for (Eigen::Index r = 0; r < w.rows(); ++r)
+    for (Eigen::Index k = 0; k < w.cols(); ++k)
+      out.data[static_cast<size_t>(((r / kBf16Rows * pairs + k / 2) * kBf16Rows + r % kBf16Rows) * 2 + k % 2)] =
+          ToBf16(w(r, k));
+}
+
+// x (K) as bfloat16 in order, i.e. the pairs (x_k, x_k+1) as 32-bit words, zero-padded.
+void ToBf16Pairs(const float* x, Eigen::Index K, uint32_t* pairs) {
+  auto* out = reinterpret_cast<uint16_t*>(pairs);
+  Eigen::Index k = 0;
+#if defined(__AVX512BF16__)
+  for (; k + 16 <= K; k += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + k)));
+#endif
+  for (; k < K; ++k) out[k] = ToBf16(x[k]);
+  if (K % 2 == 1) out[K] = 0;
+}
+
+// Rows [begin, end) of y (M) = w x (+ y when accumulate) with x given as bfloat16 pairs;
+// float sums. begin is a multiple of kBf16Rows.
+template <typename M>
+void Bf16Product(const M& w, const uint32_t* x, float* y, bool accumulate, Eigen::Index begin, Eigen::Index end) {
+  const Eigen::Index panels = (end + kBf16Rows - 1) / kBf16Rows, pairs = (w.cols + 1) / 2;
+  const uint16_t* base = w.data.data();
+  const Eigen::Index panel_size = pairs * kBf16Rows * 2;
+  Eigen::Index p = begin / kBf16Rows;
+#if defined(__AVX512BF16__)
+  // Four panels (64 rows) at a time, even and odd pairs into separate sums: eight chains.
+  for (; (p + 4) * kBf16Rows <= end; p += 4) {
+    __m512 acc[8];
+    for (auto& v : acc) v = _mm512_setzero_ps();
+    const uint16_t* a = base + p * panel_size;
+    Eigen::Index kp = 0;
+    for (; kp + 2 <= pairs; kp += 2) {
+      const __m512bh b0 = (__m512bh)(_mm512_set1_epi32(static_cast<int>(x[kp])));
+      const __m512bh b1 = (__m512bh)(_mm512_set1_epi32(static_cast<int>(x[kp + 1])));
+      for (int j = 0; j < 4; ++j) {
+        const uint16_t* aj = a + j * panel_size + kp * kBf16Rows * 2;
+        acc[j] = _mm512_dpbf16_ps(acc[j], (__m512bh)(_mm512_loadu_si512(aj)), b0);
+        acc[4 + j] = _mm512_dpbf16_ps(acc[4 + j], (__m512bh)(_mm512_loadu_si512(aj + kBf16Rows * 2)), b1);
+      }
+    }
+    if (kp < pairs) {
+      const __m512bh b0 = (__m512bh)(_mm512_set1_epi32(static_cast<int>(x[kp])));
+      for (int j = 0; j < 4; ++j)
+        acc[j] = _mm512_dpbf16_ps(acc[j], (__m512bh)(_mm512_loadu_si512(a + j * panel_size + kp * kBf16Rows * 2)), b0);
+    }
+    for (int j = 0; j < 4; ++j) {
+      float* yj = y + (p + j) * kBf16Rows;
+      __m512 sum = _mm512_add_ps(acc[j], acc[4 + j]);
+      if (accumulate) sum = _mm512_add_ps(sum, _mm512_loadu_ps(yj));
+      _mm512_storeu_ps(yj, sum);
+    }
+  }
+#endif
+  for (; p < panels; ++p) {
+    const uint16_t* a = base + p * panel_size;
+    float acc[kBf16Rows] = {};
+    for (Eigen::Index kp = 0; kp < pairs; ++kp) {
+      const float x0 = FromBf16(static_cast<uint16_t>(x[kp] & 0xffffu)), x1 = FromBf16(static_cast<uint16_t>(x[kp] >> 16));
+      for (Eigen::Index r = 0; r < kBf16Rows; ++r)
+        acc[r] += FromBf16(a[(kp * kBf16Rows + r) * 2]) * x0 + FromBf16(a[(kp * kBf16Rows + r) * 2 + 1]) * x1;
+    }
+    for (Eigen::Index r = 0; r < kBf16Rows && p * kBf16Rows + r < end; ++r)
+      y[p * kBf16Rows + r] = (accumulate ? y[p * kBf16Rows + r] : 0.0f) + acc[r];
+  }
+}
+
 }  // namespace
 
 void SampleOptions::Validate() const {
@@ -63,6 +161,7 @@ void SampleOptions::Validate() const {
   if (top_k < 0) throw Error("--top-k must be non-negative (0 = off), got " + std::to_string(top_k));
   if (!(top_p > 0 && top_p <= 1)) throw Error("--top-p must be in (0, 1], got " + Number(top_p));
   if (num < 1) throw Error("--num must be positive, got " + std::to_string(num));
+  if (threads < 1) throw Error("--threads must be positive, got " + std::to_string(threads));
 }
 
 size_t SelectCandidates(std::span<const float> scores, std::span<const double> probs, int top_k,
@@ -105,7 +204,11 @@ Sampler::Sampler(ModelConfig config, ModelParams<float> params, Vocab vocab)
       params_.layers.size() != static_cast<size_t>(config_.layers))
     throw Error("the parameters do not match the model configuration");
   state_ = State<float>::Zeros(config_, 1);
-  step_id_.resize(1);
+  const Eigen::Index GH = GateCount(config_.cell) * static_cast<Eigen::Index>(config_.hidden_size);
+  step_gates_.assign(static_cast<size_t>(config_.layers), Eigen::VectorXf::Zero(GH));
+  if (config_.cell == CellType::kGru) step_hidden_.assign(static_cast<size_t>(config_.layers), Eigen::VectorXf::Zero(GH));
+  step_logits_ = Eigen::VectorXf::Zero(config_.vocab_size);
+  step_input_ = Eigen::VectorXf::Zero(config_.embed_size);
   probs_.resize(static_cast<size_t>(config_.vocab_size));
   order_.resize(static_cast<size_t>(config_.vocab_size));
 }
@@ -120,11 +223,118 @@ std::span<const float> Sampler::Prime(const std::vector<int32_t>& ids) {
   return {prime_cache_.logits.col(T - 1).data(), static_cast<size_t>(config_.vocab_size)};
 }
 
-std::span<const float> Sampler::Step(int32_t id) {
-  step_id_(0) = id;
-  Forward(config_, params_, step_id_, 1, 1, state_, step_cache_);
-  FinalState(config_, step_cache_, state_);
-  return {step_cache_.logits.data(), static_cast<size_t>(config_.vocab_size)};
+// One timestep of Forward (model.h, cell.h) for a single stream, with vectors:
+//   a = W_ih x + b_ih (a column of W_ih for one-hot input); then the cell's step from state_
+//   logits = W_dec h + b_dec
+std::span<const float> Sampler::Step(int32_t id, SamplePrecision precision) {
+  using Vec = Eigen::VectorXf;
+  using MapVec = Eigen::Map<Vec>;
+  const Eigen::Index H = config_.hidden_size;
+  const bool bf16 = precision == SamplePrecision::kBfloat16;
+  for (size_t l = 0; l < static_cast<size_t>(config_.layers); ++l) {
+    const RecurrentParams<float>& p = params_.layers[l];
+    static const Bf16Layer kFloatOnly;
+    const Bf16Layer& p16 = bf16 ? bf16_layers_[l] : kFloatOnly;
+    Vec& a = step_gates_[l];
+    MapVec h(state_.h[l].data(), H);
+    if (l > 0) {
+      Product(p.weight_ih, p16.weight_ih, precision, state_.h[l - 1].data(), a.data(), false);  // h_t below
+      a += p.bias_ih.col(0);
+    } else if (config_.embed_size > 0) {
+      step_input_ = params_.encoder.row(id).transpose();
+      Product(p.weight_ih, p16.weight_ih, precision, step_input_.data(), a.data(), false);
+      a += p.bias_ih.col(0);
+    } else {
+      a = p.weight_ih.col(id) + p.bias_ih.col(0);
+    }
+    switch (config_.cell) {
+      case CellType::kLstm: {
+        Product(p.weight_hh, p16.weight_hh, precision, h.data(), a.data(), true);
+        a += p.bias_hh.col(0);
+        MapVec c(state_.c[l].data(), H);
+        const auto i = a.segment(0, H).array().logistic(), f = a.segment(H, H).array().logistic(),
+                   o = a.segment(3 * H, H).array().logistic();
+        const auto g = a.segment(2 * H, H).array().tanh();
+        c = (f * c.array() + i * g).matrix();
+        h = (o * c.array().tanh()).matrix();
+        break;
+      }
+      case CellType::kGru: {
+        Vec& u = step_hidden_[l];
+        Product(p.weight_hh, p16.weight_hh, precision, h.data(), u.data(), false);
+        u += p.bias_hh.col(0);
+        a.segment(0, 2 * H) = (a.segment(0, 2 * H) + u.segment(0, 2 * H)).array().logistic().matrix();
+        const auto r = a.segment(0, H).array(), z = a.segment(H, H).array();
+        a.segment(2 * H, H) = (a.segment(2 * H, H).array() + r * u.segment(2 * H, H).array()).tanh().matrix();
+        h = ((1.0f - z) * a.segment(2 * H, H).array() + z * h.array()).matrix();
+        break;
+      }
+      default: {
+        Product(p.weight_hh, p16.weight_hh, precision, h.data(), a.data(), true);
+        a += p.bias_hh.col(0);
+        if (config_.cell == CellType::kRnnTanh) h = a.array().tanh().matrix();
+        else if (config_.cell == CellType::kRnnSigmoid) h = a.array().logistic().matrix();
+        else h = a.array().max(0.0f).matrix();
+        break;
+      }
+    }
+  }
+  Product(params_.decoder_weight, bf16_decoder_, precision, state_.h.back().data(), step_logits_.data(), false);
+  step_logits_ += params_.decoder_bias.col(0);
+  return {step_logits_.data(), static_cast<size_t>(config_.vocab_size)};
+}
+
+// With step_threads_ > 1, each thread computes a contiguous range of rows (whole 64-row groups).
+void Sampler::Product(const Mat<float>& w, const Bf16Matrix& w16, SamplePrecision precision, const float* x,
+                      float* y, bool accumulate) {
+  const bool bf16 = precision == SamplePrecision::kBfloat16;
+  if (bf16) ToBf16Pairs(x, w16.cols, bf16_vector_.data());
+  const Eigen::Index M = w.rows();
+  const auto rows = [&](Eigen::Index begin, Eigen::Index end) {
+    if (bf16) {
+      Bf16Product(w16, bf16_vector_.data(), y, accumulate, begin, end);
+      return;
+    }
+    const Eigen::Map<const Eigen::VectorXf> xv(x, w.cols());
+    Eigen::Map<Eigen::VectorXf> yv(y + begin, end - begin);
+    if (accumulate) yv.noalias() += w.middleRows(begin, end - begin) * xv;
+    else yv.noalias() = w.middleRows(begin, end - begin) * xv;
+  };
+  constexpr Eigen::Index kGroup = 64;
+  if (step_threads_ <= 1 || M < 4 * kGroup) {
+    rows(0, M);
+    return;
+  }
+#pragma omp parallel num_threads(step_threads_)
+  {
+    const Eigen::Index n = omp_get_num_threads(), id = omp_get_thread_num(), groups = (M + kGroup - 1) / kGroup;
+    const Eigen::Index begin = std::min(M, groups * id / n * kGroup), end = std::min(M, groups * (id + 1) / n * kGroup);
+    if (begin < end) rows(begin, end);
+  }
+}
+
+void Sampler::BuildBf16() {
+  if (!bf16_layers_.empty()) return;
+  Eigen::Index widest = config_.hidden_size;
+  bf16_layers_.resize(static_cast<size_t>(config_.layers));
+  for (size_t l = 0; l < bf16_layers_.size(); ++l) {
+    const RecurrentParams<float>& p = params_.layers[l];
+    if (l > 0 || config_.embed_size > 0) PackBf16(p.weight_ih, bf16_layers_[l].weight_ih);
+    if (l > 0 || config_.embed_size > 0) widest = std::max(widest, p.weight_ih.cols());
+    PackBf16(p.weight_hh, bf16_layers_[l].weight_hh);
+  }
+  PackBf16(params_.decoder_weight, bf16_decoder_);
+  bf16_vector_.assign(static_cast<size_t>((widest + 1) / 2 + 16), 0);
+}
+
+std::span<const float> Sampler::Logits(const std::vector<int32_t>& context, SamplePrecision precision) {
+  if (context.empty()) throw Error("Sampler::Logits needs at least one symbol");
+  if (precision == SamplePrecision::kBfloat16) BuildBf16();
+  step_threads_ = 1;
+  const SingleThread single_thread;
+  std::span<const float> logits = Prime({context[0]});
+  for (size_t t = 1; t < context.size(); ++t) logits = Step(context[t], precision);
+  return logits;
 }
 
 int32_t Sampler::Pick(std::span<const float> logits, const SampleOptions& options, Rng& rng) {
@@ -143,14 +353,16 @@ int32_t Sampler::Pick(std::span<const float> logits, const SampleOptions& option
   for (size_t v = 0; v < V; ++v) total += probs_[v];
   const double target = rng.Uniform() * total;
   double mass = 0;
-  int32_t last = Argmax(logits);  // kept by every filter; reached only if rounding ends the walk
+  int32_t last = -1;
   for (size_t v = 0; v < V; ++v) {
     if (probs_[v] == 0) continue;
     mass += probs_[v];
     last = static_cast<int32_t>(v);
     if (target < mass) return last;
   }
-  return last;
+  // Rounding can leave target at the total: the last kept symbol. (The argmax always has
+  // probability 1 before normalisation, so some symbol is kept.)
+  return last >= 0 ? last : Argmax(logits);
 }
 
 void Sampler::Generate(const SampleOptions& options, const TextSink& emit) {
@@ -166,6 +378,8 @@ void Sampler::Generate(const SampleOptions& options, const TextSink& emit) {
   const std::string prime_text = vocab_.Decode(prime);  // the prime as the model sees it (NFC)
   const std::optional<int32_t> newline = vocab_.Find("\n");
   const std::string& stop = options.stop;
+  if (options.precision == SamplePrecision::kBfloat16) BuildBf16();
+  step_threads_ = options.threads;
   const SingleThread single_thread;
   tail_.clear();
   tail_.reserve(stop.size() + 64);
@@ -206,7 +420,7 @@ void Sampler::Generate(const SampleOptions& options, const TextSink& emit) {
       emit(text);
       ++generated;
       done = stopped(text);
-      if (!done && generated < options.length) logits = Step(id);
+      if (!done && generated < options.length) logits = Step(id, options.precision);
     }
   }
 }

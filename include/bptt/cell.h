@@ -13,7 +13,9 @@
 //      cache.gates with one GEMM (or a column gather for one-hot input), and h_0 (c_0)
 //      into the first B columns of cache.h (cache.c);
 //   2. <Cell>Forward runs the time loop: one recurrent GEMM (G*H, H)·(H, B) per step and
-//      one fused pass over the gate elements, leaving every value backward needs in the cache;
+//      one fused pass over the gate elements, leaving every value backward needs in the cache
+//      (W_hh is packed once per chunk for the step products, and each thread sweeps its own
+//      columns of the batch: src/packed_gemm.h);
 //   3. <Cell>Backward runs one reverse sweep t = T..1 over the cache, writes the gradient
 //      on the gate pre-activations for all steps into LayerBackward::dgates (from which the
 //      caller forms dW_ih, db_ih and the input gradient with a few large GEMMs) and
@@ -68,6 +70,8 @@ struct LayerCache {
   Mat<S> c;             // LSTM only: (H, (T+1)*B) c_0, then c_1 .. c_T
   Mat<S> tanh_c;        // LSTM only: (H, T*B) tanh(c_t)
   Mat<S> hidden_gates;  // GRU only: (3H, T*B) W_hh h_{t-1} + b_hh
+  Mat<S> packed_hh;     // (32, H*ceil(G*H/32)) workspace: W_hh in the kernel's panels, packed
+                        //   once per chunk (src/packed_gemm.h)
 
   // Shapes the buffers for a chunk; reallocates only when a dimension changes.
   void Resize(CellType cell, Eigen::Index H, Eigen::Index T_, Eigen::Index B_);
@@ -85,6 +89,7 @@ struct LayerBackward {
   Mat<S> dh;        // (H, B) in: dL/dh_T from beyond the chunk; out: dL/dh_0
   Mat<S> dc;        // LSTM only: (H, B) in: dL/dc_T; out: dL/dc_0
   Mat<S> scratch;   // (H, B) workspace
+  Mat<S> packed_hh_t;  // (32, G*H*ceil(H/32)) workspace: W_hh^T in the kernel's panels
 
   // With record set, the sweep also keeps the total gradient on every step's state, for
   // gradient-decay analysis (decay.h); training leaves it off.

@@ -14,8 +14,10 @@
 // Candidates are ranked by the logits themselves, so --top-k 1 and --argmax pick the same
 // symbol at any temperature; and since the draw walks the kept symbols in id order, a filter
 // that keeps every symbol (top-k >= V, top-p = 1) gives the same text as no filter.
-// A step costs the two matrix-vector products of each layer and the decoder's; the Sampler
-// owns a copy of the model and every buffer, so nothing is allocated per symbol.
+// A step costs the two matrix-vector products of each layer and the decoder's (Eigen's GEMV:
+// a chunk of T = 1 through Forward would run the GEMM path of training, which repacks the
+// weights every call); the Sampler owns a copy of the model and every buffer, so nothing is
+// allocated per symbol.
 //
 //   Sampler sampler(checkpoint.config, checkpoint.params, checkpoint.vocab);
 //   sampler.Generate(options, [](std::string_view text) { std::cout << text << std::flush; });
@@ -34,6 +36,12 @@
 
 namespace bptt {
 
+// Arithmetic of the per-symbol products. kBfloat16 multiplies bfloat16 copies of the weights
+// (and of the vector) with float sums: half the bytes read per symbol, so about twice as fast
+// where reading the weights is the cost; logits move by about 1% of their spread (tested in
+// tests/sampler_precision_test.cc). The prime is always run in float32.
+enum class SamplePrecision { kFloat32, kBfloat16 };
+
 struct SampleOptions {
   int64_t length = 500;      // symbols generated per sample (not counting the prime)
   double temperature = 1.0;  // > 0; below 1 sharpens the distribution, above 1 flattens it
@@ -44,6 +52,8 @@ struct SampleOptions {
   bool argmax = false;       // always pick the most probable symbol (greedy decoding)
   std::string stop;          // end a sample once its generated text ends with this; "" = off
   int num = 1;               // samples, each restarted from the prime, separated by "\n"
+  SamplePrecision precision = SamplePrecision::kFloat32;  // of the per-symbol products
+  int threads = 1;           // threads splitting each per-symbol product by rows (>= 1)
 
   // Throws bptt::Error naming the flag: "--temperature must be positive", ...
   // (The prime is checked against the vocabulary by Sampler::Generate.)
@@ -67,6 +77,10 @@ class Sampler {
   // with "<unk>" reads them as "<unk>" instead).
   void Generate(const SampleOptions& options, const TextSink& emit);
 
+  // The logits (V) after running `context` (at least one symbol) from the zero state: the
+  // first symbol as the prime, each later one as a generation step of `precision`. For tests.
+  std::span<const float> Logits(const std::vector<int32_t>& context, SamplePrecision precision);
+
   const ModelConfig& config() const { return config_; }
   const Vocab& vocab() const { return vocab_; }
 
@@ -74,8 +88,24 @@ class Sampler {
   // Runs `ids` (at least one) through the model from the zero state as one chunk; leaves the
   // state after it in state_ and returns the logits (V) of its last position.
   std::span<const float> Prime(const std::vector<int32_t>& ids);
+  // A weight matrix (M, K) in bfloat16 for the kBfloat16 products: panels of 16 rows, each
+  // holding for every pair of columns (k, k+1) the 16 rows' two values side by side, as the
+  // AVX-512 BF16 dot-product instruction reads them; rows and columns past the matrix are zero.
+  struct Bf16Matrix {
+    Eigen::Index rows = 0, cols = 0;
+    std::vector<uint16_t> data;  // (ceil(M/16), ceil(K/2), 16, 2)
+  };
+  struct Bf16Layer {
+    Bf16Matrix weight_ih, weight_hh;  // layer 0 with one-hot input keeps weight_ih in float
+  };
+
   // Runs one symbol from state_; updates state_ and returns the next logits (V).
-  std::span<const float> Step(int32_t id);
+  std::span<const float> Step(int32_t id, SamplePrecision precision);
+  // Fills bf16_layers_, bf16_decoder_ and bf16_vector_ (once).
+  void BuildBf16();
+  // y (M) = w x (+ y when accumulate), in float or with the bfloat16 copy of w.
+  void Product(const Mat<float>& w, const Bf16Matrix& w16, SamplePrecision precision, const float* x,
+               float* y, bool accumulate);
   // The next symbol given the logits.
   int32_t Pick(std::span<const float> logits, const SampleOptions& options, Rng& rng);
 
@@ -85,9 +115,15 @@ class Sampler {
 
   State<float> state_;            // (H, 1) per layer
   ModelCache<float> prime_cache_; // T = prime length, B = 1
-  ModelCache<float> step_cache_;  // T = 1, B = 1; never reshaped once sampling has started
+  std::vector<Eigen::VectorXf> step_gates_;   // L of (G*H): a step's gate pre-activations
+  std::vector<Eigen::VectorXf> step_hidden_;  // GRU: L of (3H) W_hh h_{t-1} + b_hh
+  Eigen::VectorXf step_logits_;               // (V)
+  Eigen::VectorXf step_input_;                // (E) embedding input: the symbol's encoder row
+  std::vector<Bf16Layer> bf16_layers_;        // L: built on the first kBfloat16 Generate
+  Bf16Matrix bf16_decoder_;                   // (V, H)
+  std::vector<uint32_t> bf16_vector_;         // the vector of a kBfloat16 product, in pairs
+  int step_threads_ = 1;                      // SampleOptions::threads of the running Generate
   Ids prime_ids_;                 // (T)
-  Ids step_id_;                   // (1)
   std::vector<double> probs_;     // (V)
   std::vector<int32_t> order_;    // (V) candidate ranking for top-k / top-p
   std::string tail_;              // the end of the generated text, for the stop check

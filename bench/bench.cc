@@ -1,0 +1,256 @@
+// bptt_bench: times the library directly and prints one JSON line, for bench/run.
+//
+//   bptt_bench train  --corpus FILE --cell lstm --hidden 512 --layers 2 --batch 32 --seq 64
+//   bptt_bench sample --corpus FILE --cell lstm --hidden 512 --layers 2 --length 2000
+//                     (batch 1, temperature 1, float32 and bfloat16 products; best of --repeats)
+//   bptt_bench peak   --size 2048            (SGEMM GFLOP/s: Eigen, and OpenBLAS when linked)
+//
+// train runs exactly the trainer's step (trainer.cc): Forward, SoftmaxCrossEntropy, zeroing
+// the gradients, Backward, global-norm clipping, carrying the state, an Adam update; on the
+// benchmark split (vocabulary = the corpus's distinct symbols, last 10% held out). Throughput
+// is B*T*steps / seconds over `steps` steps after `warmup` steps.
+//
+// FLOPs per symbol, forward (F): for each layer 2*G*H*(E_l + H), with E_0 = 0 for one-hot
+// input (a gather, no products) and E_l = H above it; plus 2*H*V for the decoder. Training is
+// counted as 3F (backward = 2x forward). Sampling is not counted.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "bptt/clip.h"
+#include "bptt/corpus.h"
+#include "bptt/init.h"
+#include "bptt/loss.h"
+#include "bptt/model.h"
+#include "bptt/optimizer.h"
+#include "bptt/sampler.h"
+#include "bptt/trainer.h"
+
+#ifdef BPTT_BENCH_OPENBLAS
+#include <cblas.h>
+#endif
+#include <omp.h>
+
+namespace po = boost::program_options;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double PeakRssMb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+// Forward FLOPs per symbol (see the top of the file).
+double ForwardFlopsPerSymbol(const bptt::ModelConfig& c) {
+  const double G = bptt::GateCount(c.cell), H = c.hidden_size, V = c.vocab_size;
+  double f = 2 * H * V;
+  for (int l = 0; l < c.layers; ++l) {
+    const double E = l == 0 ? c.embed_size : H;  // one-hot input: a gather
+    f += 2 * G * H * (E + H);
+  }
+  return f;
+}
+
+struct Args {
+  std::string mode, corpus, cell = "lstm", work_dir = "/tmp/bptt_bench";
+  int hidden = 512, layers = 2, batch = 32, seq = 64, steps = 20, warmup = 3, threads = 2;
+  int length = 2000, size = 2048, repeats = 5, sample_threads = 1;
+};
+
+// The benchmark corpus, encoded into a file of work_dir that is removed once mapped.
+bptt::EncodedCorpus LoadCorpus(const Args& a) {
+  std::filesystem::create_directories(a.work_dir);
+  const auto path = std::filesystem::path(a.work_dir) / ("corpus." + std::to_string(getpid()) + ".ids");
+  bptt::EncodedCorpus corpus = bptt::EncodedCorpus::Build(bptt::ListCorpusFiles({a.corpus}), {}, path);
+  std::filesystem::remove(path);
+  return corpus;
+}
+
+bptt::ModelConfig Config(const Args& a, int vocab_size) {
+  bptt::ModelConfig c;
+  c.cell = *bptt::ParseCell(a.cell);
+  c.vocab_size = vocab_size;
+  c.hidden_size = a.hidden;
+  c.layers = a.layers;
+  c.Validate();
+  return c;
+}
+
+nlohmann::json Train(const Args& a) {
+  const bptt::EncodedCorpus corpus = LoadCorpus(a);
+  const bptt::ModelConfig config = Config(a, corpus.vocab().size());
+  const bptt::CorpusSplits splits = bptt::SplitCorpus(corpus.size(), 0.1, 0.0);
+  bptt::BatchStream stream(corpus, splits.train, a.batch, a.seq);
+  bptt::ModelParams<float> params = bptt::ModelParams<float>::Zeros(config), grads = params;
+  bptt::Rng rng(1);
+  bptt::Initialize(config, bptt::InitOptions{}, rng, params);
+  bptt::State<float> state = bptt::State<float>::Zeros(config, a.batch);
+  bptt::OptimizerOptions adam;
+  bptt::OptimizerState<float> opt_state;
+  bptt::ModelCache<float> cache;
+  bptt::Ids inputs, targets;
+  bptt::Mat<float> dlogits;
+  double loss = 0;
+  const auto step = [&] {
+    if (stream.Next(inputs, targets) == 0) {
+      stream.Rewind();
+      state.SetZero();
+      stream.Next(inputs, targets);
+    }
+    bptt::Forward(config, params, inputs, a.seq, a.batch, state, cache, &rng);
+    loss = bptt::SoftmaxCrossEntropy(cache.logits, targets, &dlogits);
+    grads.SetZero();
+    bptt::Backward(config, params, inputs, cache, dlogits, nullptr, grads, nullptr);
+    bptt::ClipGradNorm(grads, 5.0);
+    bptt::FinalState(config, cache, state);
+    bptt::OptimizerStep(adam, 2e-3, params, grads, opt_state);
+  };
+  for (int s = 0; s < a.warmup; ++s) step();
+  const Clock::time_point t0 = Clock::now();
+  for (int s = 0; s < a.steps; ++s) step();
+  const double seconds = Since(t0);
+  const double chars = static_cast<double>(a.batch) * a.seq * a.steps / seconds;
+  const double estimate = static_cast<double>(bptt::EstimateTrainingBytes(config, a.seq, a.batch, 2));
+  return {{"mode", "train"},
+          {"cell", a.cell},
+          {"hidden", a.hidden},
+          {"layers", a.layers},
+          {"batch", a.batch},
+          {"seq", a.seq},
+          {"threads", a.threads},
+          {"vocab", config.vocab_size},
+          {"steps", a.steps},
+          {"seconds", seconds},
+          {"loss", loss},
+          {"train_chars_per_s", chars},
+          {"flops_per_char", 3 * ForwardFlopsPerSymbol(config)},
+          {"gflops", chars * 3 * ForwardFlopsPerSymbol(config) * 1e-9},
+          {"peak_rss_mb", PeakRssMb()},
+          {"estimate_mb", estimate / (1 << 20)}};
+}
+
+nlohmann::json Sample(const Args& a) {
+  const bptt::EncodedCorpus corpus = LoadCorpus(a);
+  const bptt::ModelConfig config = Config(a, corpus.vocab().size());
+  bptt::ModelParams<float> params = bptt::ModelParams<float>::Zeros(config);
+  bptt::Rng rng(1);
+  bptt::Initialize(config, bptt::InitOptions{}, rng, params);
+  bptt::Sampler sampler(config, params, corpus.vocab());
+  bptt::SampleOptions options;
+  options.length = a.length;
+  options.threads = a.sample_threads;
+  size_t bytes = 0;
+  const bptt::TextSink sink = [&bytes](std::string_view text) { bytes += text.size(); };
+  // Best of `repeats` samples of `length` symbols (after one untimed), in each precision.
+  const auto chars_per_s = [&](bptt::SamplePrecision precision) {
+    options.precision = precision;
+    sampler.Generate(options, sink);
+    double best = 1e30;
+    for (int r = 0; r < a.repeats; ++r) {
+      const Clock::time_point t0 = Clock::now();
+      sampler.Generate(options, sink);
+      best = std::min(best, Since(t0));
+    }
+    return a.length / best;
+  };
+  const double fp32 = chars_per_s(bptt::SamplePrecision::kFloat32);
+  const double bf16 = chars_per_s(bptt::SamplePrecision::kBfloat16);
+  return {{"mode", "sample"},
+          {"cell", a.cell},
+          {"sample_threads", a.sample_threads},
+          {"hidden", a.hidden},
+          {"layers", a.layers},
+          {"length", a.length},
+          {"sample_fp32_chars_per_s", fp32},
+          {"sample_bf16_chars_per_s", bf16},
+          {"fp32_us_per_char", 1e6 / fp32},
+          {"bf16_us_per_char", 1e6 / bf16},
+          {"peak_rss_mb", PeakRssMb()}};
+}
+
+// C = A B for square n x n matrices, best of `repeats`.
+nlohmann::json Peak(const Args& a) {
+  const Eigen::Index n = a.size;
+  bptt::Mat<float> A = bptt::Mat<float>::Random(n, n), B = bptt::Mat<float>::Random(n, n), C(n, n);
+  const double flops = 2.0 * n * n * n;
+  double best = 1e30;
+  for (int r = 0; r < a.repeats + 1; ++r) {
+    const Clock::time_point t0 = Clock::now();
+    C.noalias() = A * B;
+    if (r > 0) best = std::min(best, Since(t0));
+  }
+  nlohmann::json out = {{"mode", "peak"}, {"size", n}, {"threads", a.threads}, {"eigen_gflops", flops / best * 1e-9}};
+#ifdef BPTT_BENCH_OPENBLAS
+  best = 1e30;
+  for (int r = 0; r < a.repeats + 1; ++r) {
+    const Clock::time_point t0 = Clock::now();
+    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f,
+                C.data(), n);
+    if (r > 0) best = std::min(best, Since(t0));
+  }
+  out["openblas_gflops"] = flops / best * 1e-9;
+#endif
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  po::options_description flags("bptt_bench MODE [flags]; MODE is train, sample or peak");
+  flags.add_options()
+      ("help", "this help")
+      ("mode", po::value(&a.mode)->required(), "train, sample or peak")
+      ("corpus", po::value(&a.corpus), "text file (train, sample)")
+      ("cell", po::value(&a.cell)->default_value(a.cell), "lstm, gru, rnn-tanh, ...")
+      ("hidden", po::value(&a.hidden)->default_value(a.hidden), "H")
+      ("layers", po::value(&a.layers)->default_value(a.layers), "L")
+      ("batch", po::value(&a.batch)->default_value(a.batch), "B")
+      ("seq", po::value(&a.seq)->default_value(a.seq), "T")
+      ("steps", po::value(&a.steps)->default_value(a.steps), "timed training steps")
+      ("warmup", po::value(&a.warmup)->default_value(a.warmup), "untimed training steps first")
+      ("threads", po::value(&a.threads)->default_value(a.threads), "OpenMP and Eigen threads")
+      ("length", po::value(&a.length)->default_value(a.length), "symbols per sample")
+      ("sample-threads", po::value(&a.sample_threads)->default_value(a.sample_threads),
+       "threads splitting each per-symbol product (SampleOptions::threads)")
+      ("repeats", po::value(&a.repeats)->default_value(a.repeats), "sample, peak: best of this many")
+      ("size", po::value(&a.size)->default_value(a.size), "peak: n of the n x n SGEMM")
+      ("work-dir", po::value(&a.work_dir)->default_value(a.work_dir), "where the encoded corpus is written");
+  po::positional_options_description positional;
+  positional.add("mode", 1);
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(argc, argv).options(flags).positional(positional).run(), vm);
+    if (vm.count("help")) {
+      std::cout << flags << "\n";
+      return 0;
+    }
+    po::notify(vm);
+    omp_set_num_threads(a.threads);
+    Eigen::setNbThreads(a.threads);
+#ifdef BPTT_BENCH_OPENBLAS
+    openblas_set_num_threads(a.threads);
+#endif
+    nlohmann::json out;
+    if (a.mode == "train") out = Train(a);
+    else if (a.mode == "sample") out = Sample(a);
+    else if (a.mode == "peak") out = Peak(a);
+    else throw std::runtime_error("unknown mode " + a.mode);
+    std::cout << out.dump() << std::endl;
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "bptt_bench: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,142 @@
+// Packed panels for the recurrent product of a time loop.
+//
+// Every step of a cell's forward sweep multiplies the same weight matrix W_hh (G*H, H) by the
+// state (H, B), and every step of its backward sweep multiplies W_hh^T (H, G*H) by the gate
+// gradients (G*H, B). A general GEMM copies ("packs") its left operand into the layout of its
+// inner kernel on every call, i.e. the whole weight matrix every step. Here the weights are
+// packed once per chunk into panels of kPanelRows rows and the steps run a register-blocked
+// kernel (32 rows x 8 columns of float sums, AVX-512) straight over the panels:
+//
+//   W (M, K) -> PanelBlocks(M) panels (kPanelRows, K): element (r, k) of panel q at
+//               packed(r, q*K + k) = W(q*kPanelRows + r, k); rows past M are zero
+//   PanelProduct:  C (rows of panel q, N) (+)= panel_q · X (K, N)
+//
+// Each output element sums over k in order, so results do not depend on the thread count.
+//
+// The time loops split the batch: inside one parallel region each thread runs the whole sweep
+// for its own columns (ThreadColumns), so the threads never wait for each other inside the
+// loop, which on a shared machine (a core taken by another process for a time slice) costs far
+// more than reading the weights once per thread and step.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "bptt/tensor.h"
+
+namespace bptt {
+
+inline constexpr Eigen::Index kPanelRows = 32;
+
+// The calling thread's share [begin, end) of B columns inside a parallel region.
+inline std::pair<Eigen::Index, Eigen::Index> ThreadColumns(Eigen::Index B) {
+  const Eigen::Index n = omp_get_num_threads(), id = omp_get_thread_num();
+  return {B * id / n, B * (id + 1) / n};
+}
+
+// Panels of kPanelRows rows covering M rows.
+inline Eigen::Index PanelBlocks(Eigen::Index M) { return (M + kPanelRows - 1) / kPanelRows; }
+
+// W (M, K) into PanelBlocks(M) panels.
+template <typename S>
+void PackPanels(const Mat<S>& w, Mat<S>& packed) {
+  const Eigen::Index M = w.rows(), K = w.cols(), blocks = PanelBlocks(M);
+  EnsureShape(packed, kPanelRows, blocks * K);
+  for (Eigen::Index q = 0; q < blocks; ++q) {
+    const Eigen::Index r0 = q * kPanelRows, n = std::min(kPanelRows, M - r0);
+    auto panel = packed.middleCols(q * K, K);
+    panel.topRows(n) = w.middleRows(r0, n);
+    panel.bottomRows(kPanelRows - n).setZero();
+  }
+}
+
+// W^T (K, M) for W (M, K) into PanelBlocks(K) panels of depth M.
+template <typename S>
+void PackTransposedPanels(const Mat<S>& w, Mat<S>& packed) {
+  const Eigen::Index M = w.rows(), K = w.cols(), blocks = PanelBlocks(K);
+  EnsureShape(packed, kPanelRows, blocks * M);
+  for (Eigen::Index q = 0; q < blocks; ++q) {
+    const Eigen::Index u0 = q * kPanelRows, n = std::min(kPanelRows, K - u0);
+    auto panel = packed.middleCols(q * M, M);
+    panel.topRows(n) = w.middleCols(u0, n).transpose();
+    panel.bottomRows(kPanelRows - n).setZero();
+  }
+}
+
+namespace packed_detail {
+
+// C (rows, NR) (+)= A (kPanelRows, K) · X (K, NR); A packed column after column.
+template <int NR, typename S>
+inline void Kernel(const S* a, Eigen::Index K, const S* x, Eigen::Index ldx, S* c, Eigen::Index ldc,
+                   Eigen::Index rows, bool accumulate) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<S, float>) {
+    static_assert(kPanelRows == 32);
+    __m512 lo[NR], hi[NR];
+    for (int j = 0; j < NR; ++j) lo[j] = hi[j] = _mm512_setzero_ps();
+    for (Eigen::Index k = 0; k < K; ++k) {
+      const __m512 a0 = _mm512_loadu_ps(a + k * 32), a1 = _mm512_loadu_ps(a + k * 32 + 16);
+      for (int j = 0; j < NR; ++j) {
+        const __m512 b = _mm512_set1_ps(x[j * ldx + k]);
+        lo[j] = _mm512_fmadd_ps(a0, b, lo[j]);
+        hi[j] = _mm512_fmadd_ps(a1, b, hi[j]);
+      }
+    }
+    const __mmask16 mlo = rows >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1);
+    const __mmask16 mhi = rows >= 32 ? __mmask16(0xFFFF) : rows <= 16 ? __mmask16(0) : __mmask16((1u << (rows - 16)) - 1);
+    for (int j = 0; j < NR; ++j) {
+      float* cj = c + j * ldc;
+      if (accumulate) {
+        lo[j] = _mm512_add_ps(lo[j], _mm512_maskz_loadu_ps(mlo, cj));
+        hi[j] = _mm512_add_ps(hi[j], _mm512_maskz_loadu_ps(mhi, cj + 16));
+      }
+      _mm512_mask_storeu_ps(cj, mlo, lo[j]);
+      _mm512_mask_storeu_ps(cj + 16, mhi, hi[j]);
+    }
+    return;
+  }
+#endif
+  S acc[NR][kPanelRows] = {};
+  for (Eigen::Index k = 0; k < K; ++k)
+    for (int j = 0; j < NR; ++j) {
+      const S b = x[j * ldx + k];
+      for (Eigen::Index r = 0; r < kPanelRows; ++r) acc[j][r] += a[k * kPanelRows + r] * b;
+    }
+  for (int j = 0; j < NR; ++j)
+    for (Eigen::Index r = 0; r < rows; ++r) c[j * ldc + r] = (accumulate ? c[j * ldc + r] : S(0)) + acc[j][r];
+}
+
+}  // namespace packed_detail
+
+// C (rows, N) (+)= panel p of `packed` (depth K) · X (K, N); X and C column-major with leading
+// dimensions ldx and ldc; only the first `rows` (<= kPanelRows) rows of C are written.
+template <typename S>
+void PanelProduct(const Mat<S>& packed, Eigen::Index p, Eigen::Index K, const S* x, Eigen::Index ldx,
+                  Eigen::Index N, S* c, Eigen::Index ldc, Eigen::Index rows, bool accumulate) {
+  using packed_detail::Kernel;
+  constexpr int kCols = 8;  // columns per kernel call: 2 x 8 accumulators of 16 floats
+  const S* a = packed.data() + p * K * kPanelRows;
+  Eigen::Index j = 0;
+  for (; j + kCols <= N; j += kCols) Kernel<kCols>(a, K, x + j * ldx, ldx, c + j * ldc, ldc, rows, accumulate);
+  S* cj = c + j * ldc;
+  const S* xj = x + j * ldx;
+  switch (N - j) {
+    case 7: Kernel<7>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
+    case 6: Kernel<6>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
+    case 5: Kernel<5>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
+    case 4: Kernel<4>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
+    case 3: Kernel<3>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
+    case 2: Kernel<2>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
+    case 1: Kernel<1>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
+    default: break;
+  }
+}
+
+}  // namespace bptt
