@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "bptt/checkpoint.h"
@@ -205,6 +206,28 @@ TEST_F(TrainerTest, RollbackReloadsLatestAndHalvesTheLearningRate) {
   EXPECT_EQ(log.find("rollback 3"), std::string::npos) << log;
   const Checkpoint ck = LoadCheckpoint(fs::path(o.out) / "latest.safetensors");
   EXPECT_EQ(ck.step, 1);
+}
+
+TEST_F(TrainerTest, DecayEveryRecordsTheProfileDuringTraining) {
+  TrainOptions o = Options(GrammarText(300, 5), "decay");
+  o.max_steps = 12;
+  o.decay_every = 6;
+  o.decay_steps = 20;
+  o.decay_batch = 3;
+  Train(o, log_, false);
+  std::ifstream csv(fs::path(o.out) / "decay_train.csv");
+  std::string header, line;
+  std::getline(csv, header);
+  EXPECT_EQ(header, "step,layer,quantity,lag,median,relative");
+  std::set<std::string> steps;
+  int rows = 0;
+  while (std::getline(csv, line)) {
+    steps.insert(line.substr(0, line.find(',')));
+    ++rows;
+  }
+  EXPECT_EQ(steps, (std::set<std::string>{"6", "12"}));
+  EXPECT_EQ(rows, 2 * 2 * 20);  // 2 records x (h and c of the LSTM layer) x 20 lags
+  EXPECT_TRUE(fs::exists(fs::path(o.out) / "heatmap.svg"));
 }
 
 TEST_F(TrainerTest, TooSmallCorpusIsAClearError) {
