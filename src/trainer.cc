@@ -171,6 +171,17 @@ class Run {
     int64_t window_steps = 0, window_clipped = 0;
     TrainResult result;
     result.dir = dir_;
+    // After a divergence: true when rolled back (go on training), false when the run must end.
+    const auto Diverged = [&](const std::string& why) {
+      if (RollBack(why)) {
+        window_loss = window_norm = 0;
+        window_steps = window_clipped = 0;
+        return true;
+      }
+      result.end = TrainEnd::kDiverged;
+      result.message = why + "; " + LastGood() + ". Try a lower --lr or --clip-norm";
+      return false;
+    };
     const int64_t first_step = step_;
 
     while (true) {
@@ -194,13 +205,7 @@ class Run {
       if (!std::isfinite(loss) || !std::isfinite(norm)) {
         const std::string why = "training diverged at step " + std::to_string(step_ + 1) + " (loss " +
                                 std::to_string(loss) + ", gradient norm " + std::to_string(norm) + ")";
-        if (RollBack(why)) {
-          window_loss = window_norm = 0;
-          window_steps = window_clipped = 0;
-          continue;
-        }
-        result.end = TrainEnd::kDiverged;
-        result.message = why + "; " + LastGood() + ". Try a lower --lr or --clip-norm";
+        if (Diverged(why)) continue;
         break;
       }
       FinalState(o_.model, cache, state_);
@@ -244,13 +249,7 @@ class Run {
       if (step_ % o_.checkpoint_every == 0) {
         if (!ParamsFinite()) {
           const std::string why = "training diverged: the weights became non-finite at step " + std::to_string(step_);
-          if (RollBack(why)) {
-            window_loss = window_norm = 0;
-            window_steps = window_clipped = 0;
-            continue;
-          }
-          result.end = TrainEnd::kDiverged;
-          result.message = why + "; " + LastGood() + ". Try a lower --lr or --clip-norm";
+          if (Diverged(why)) continue;
           break;
         }
         SaveLatest();
