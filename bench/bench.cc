@@ -2,7 +2,7 @@
 //
 //   bptt_bench train  --corpus FILE --cell lstm --hidden 512 --layers 2 --batch 32 --seq 64
 //   bptt_bench sample --corpus FILE --cell lstm --hidden 512 --layers 2 --length 2000
-//                     (batch 1, temperature 1, float32 and bfloat16 products; best of --repeats)
+//                     (batch 1, temperature 1, float32, bfloat16 and int8 products; best of --repeats)
 //   bptt_bench peak   --size 2048            (SGEMM GFLOP/s: Eigen, and OpenBLAS when linked)
 //
 // train runs exactly the trainer's step (trainer.cc): Forward, SoftmaxCrossEntropy, zeroing
@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -50,6 +51,20 @@ double PeakRssMb() {
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
+
+// A "kB" field of /proc/self/status (VmRSS, VmHWM) in MiB; -1 when it cannot be read.
+double StatusMb(const std::string& key) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(key + ":", 0) == 0) return std::stod(line.substr(key.size() + 1)) / 1024.0;
+  }
+  return -1;
+}
+
+// Restarts VmHWM from the current VmRSS (Linux >= 4.0), so that a later VmHWM is the peak of
+// what runs after this call.
+void ResetPeakRss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 // Forward FLOPs per symbol (see the top of the file).
 double ForwardFlopsPerSymbol(const bptt::ModelConfig& c) {
@@ -91,6 +106,12 @@ nlohmann::json Train(const Args& a) {
   const bptt::EncodedCorpus corpus = LoadCorpus(a);
   const bptt::ModelConfig config = Config(a, corpus.vocab().size());
   const bptt::CorpusSplits splits = bptt::SplitCorpus(corpus.size(), 0.1, 0.0);
+  // The process before training: libraries, thread pools and the mapped corpus (touched here,
+  // so that its pages count in the baseline, not in training's share).
+  int64_t touch = 0;
+  for (size_t i = 0; i < corpus.size(); i += 256) touch += corpus[i];
+  const double baseline_mb = StatusMb("VmRSS");
+  ResetPeakRss();
   bptt::BatchStream stream(corpus, splits.train, a.batch, a.seq);
   bptt::ModelParams<float> params = bptt::ModelParams<float>::Zeros(config), grads = params;
   bptt::Rng rng(1);
@@ -137,6 +158,9 @@ nlohmann::json Train(const Args& a) {
           {"flops_per_char", 3 * ForwardFlopsPerSymbol(config)},
           {"gflops", chars * 3 * ForwardFlopsPerSymbol(config) * 1e-9},
           {"peak_rss_mb", PeakRssMb()},
+          {"baseline_rss_mb", baseline_mb},
+          {"training_rss_mb", StatusMb("VmHWM") - baseline_mb},
+          {"corpus_checksum", touch},
           {"estimate_mb", estimate / (1 << 20)}};
 }
 
@@ -166,6 +190,7 @@ nlohmann::json Sample(const Args& a) {
   };
   const double fp32 = chars_per_s(bptt::SamplePrecision::kFloat32);
   const double bf16 = chars_per_s(bptt::SamplePrecision::kBfloat16);
+  const double int8 = chars_per_s(bptt::SamplePrecision::kInt8);
   return {{"mode", "sample"},
           {"cell", a.cell},
           {"sample_threads", a.sample_threads},
@@ -176,6 +201,8 @@ nlohmann::json Sample(const Args& a) {
           {"sample_bf16_chars_per_s", bf16},
           {"fp32_us_per_char", 1e6 / fp32},
           {"bf16_us_per_char", 1e6 / bf16},
+          {"sample_int8_chars_per_s", int8},
+          {"int8_us_per_char", 1e6 / int8},
           {"peak_rss_mb", PeakRssMb()}};
 }
 

@@ -77,4 +77,17 @@ TextEvaluation EvaluateFile(const ModelConfig& config, const ModelParams<float>&
   return result;
 }
 
+TextEvaluation EvaluateFileStepwise(const ModelConfig& config, ModelParams<float> params, EncodedFile file,
+                                    const Vocab& vocab, SamplePrecision precision) {
+  TextEvaluation result;
+  result.unknown = file.unknown;
+  result.unknown_symbols = std::move(file.unknown_symbols);
+  Sampler sampler(config, std::move(params), vocab);
+  result.nats_per_symbol = sampler.Score(file.ids, precision);
+  result.bits_per_symbol = result.nats_per_symbol / std::numbers::ln2;
+  result.perplexity = std::exp(result.nats_per_symbol);
+  result.symbols = file.ids.size() - 1;
+  return result;
+}
+
 }  // namespace bptt

@@ -567,7 +567,9 @@ uint64_t EstimateTrainingBytes(const ModelConfig& c, int T, int B, int optimizer
   uint64_t params = (c.embed_size > 0 ? V * c.embed_size : 0) + V * H + V;
   for (uint64_t l = 0; l < L; ++l) params += G * H * ((l == 0 ? E0 : H) + H + 2);
   // Per layer: gates and their gradient, h, and the cell's extras (LSTM c, tanh c; GRU hidden gates).
-  uint64_t per_layer = 2 * G * H * TB + H * (TB + B);
+  // Plus W_hh and W_hh^T packed into 32-row panels for the sweeps (cell.h: packed_hh, packed_hh_t).
+  const uint64_t panels = 32 * (H * ((G * H + 31) / 32) + G * H * ((H + 31) / 32));
+  uint64_t per_layer = 2 * G * H * TB + H * (TB + B) + panels;
   if (c.cell == CellType::kLstm) per_layer += H * (TB + B) + H * TB;
   if (c.cell == CellType::kGru) per_layer += 2 * 3 * H * TB;
   if (c.dropout > 0) per_layer += 2 * H * TB;

@@ -195,5 +195,26 @@ TEST_F(EncodeFileTest, EvaluateFileReportsTheScoredSymbols) {
   EXPECT_THROW(EvaluateFile(config, params, EncodeFile(Write("s.txt", "oZZ"), vocab), vocab, 4, 16), Error);
 }
 
+TEST_F(EncodeFileTest, StepwiseEvaluationScoresAsOneStream) {
+  const std::string text = "one fish two fish red fish blue fish\nthis one has a little star\n";
+  const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add(text).Build();
+  const ModelConfig config = SmallConfig(CellType::kGru, vocab.size());
+  const ModelParams<float> params = RandomParams(config, 9);
+  const fs::path path = Write("e.txt", text + "Z");
+  const size_t n = text.size();
+  const EncodedCorpus corpus(EncodeFile(path, vocab).ids, vocab);
+  // One stream over the whole text, all n - 1 predictions: the batched path with B = 1.
+  const double batched = EvaluateLoss(config, params, corpus, {0, n}, 1, 16);
+  const TextEvaluation r = EvaluateFileStepwise(config, params, EncodeFile(path, vocab), vocab, SamplePrecision::kFloat32);
+  EXPECT_EQ(r.symbols, n - 1);
+  EXPECT_EQ(r.unknown, 1u);
+  EXPECT_NEAR(r.nats_per_symbol, batched, 1e-5 * batched);
+  EXPECT_DOUBLE_EQ(r.bits_per_symbol, r.nats_per_symbol / std::numbers::ln2);
+  EXPECT_DOUBLE_EQ(r.perplexity, std::exp(r.nats_per_symbol));
+  EXPECT_THROW(EvaluateFileStepwise(config, params, EncodeFile(Write("s.txt", "oZZ"), vocab), vocab,
+                                    SamplePrecision::kInt8),
+               Error);
+}
+
 }  // namespace
 }  // namespace bptt

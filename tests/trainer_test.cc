@@ -10,7 +10,13 @@
 #include <set>
 #include <sstream>
 
+#include <malloc.h>
+
 #include "bptt/checkpoint.h"
+#include "bptt/clip.h"
+#include "bptt/init.h"
+#include "bptt/loss.h"
+#include "bptt/optimizer.h"
 #include "bptt/error.h"
 #include "bptt/trainer.h"
 
@@ -238,6 +244,56 @@ TEST_F(TrainerTest, TooSmallCorpusIsAClearError) {
     ADD_FAILURE() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("fewer than --batch x --seq-len + 1"), std::string::npos) << e.what();
+  }
+}
+
+// EstimateTrainingBytes (what the trainer checks against free memory before it allocates, and
+// what bench/run compares the peak RSS with) against the heap a training step leaves allocated:
+// every buffer of the step (parameters, gradients, Adam's slots, the forward and backward
+// caches and the packed weights) lives in caller-owned structs that persist between steps.
+TEST(EstimateTrainingBytesTest, MatchesTheHeapATrainingStepHolds) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "the sanitizer owns the heap";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  GTEST_SKIP() << "the sanitizer owns the heap";
+#endif
+#endif
+  const auto heap = [] {
+    const struct mallinfo2 m = mallinfo2();
+    return static_cast<double>(m.uordblks + m.hblkhd);  // small blocks in use + mmapped blocks
+  };
+  for (const CellType cell : {CellType::kLstm, CellType::kGru, CellType::kRnnTanh}) {
+    ModelConfig config;
+    config.cell = cell;
+    config.vocab_size = 60;
+    config.hidden_size = 192;
+    config.layers = 2;
+    const int T = 48, B = 16;
+    const double before = heap();
+    {
+      ModelParams<float> params = ModelParams<float>::Zeros(config), grads = params;
+      Rng rng(5);
+      Initialize(config, InitOptions{}, rng, params);
+      OptimizerOptions adam;
+      OptimizerState<float> slots;
+      ModelCache<float> cache;
+      Ids inputs(T * B), targets(T * B);
+      for (Eigen::Index i = 0; i < inputs.size(); ++i) {
+        inputs(i) = static_cast<int32_t>(rng.Below(60));
+        targets(i) = static_cast<int32_t>(rng.Below(60));
+      }
+      State<float> state = State<float>::Zeros(config, B);
+      Mat<float> dlogits;
+      Forward(config, params, inputs, T, B, state, cache);
+      SoftmaxCrossEntropy(cache.logits, targets, &dlogits);
+      Backward(config, params, inputs, cache, dlogits, nullptr, grads, nullptr);
+      ClipGradNorm(grads, 5.0);
+      OptimizerStep(adam, 2e-3, params, grads, slots);
+      const double held = heap() - before;
+      const double estimate = static_cast<double>(EstimateTrainingBytes(config, T, B, OptimizerSlots(adam)));
+      EXPECT_NEAR(held / estimate, 1.0, 0.1) << CellName(cell) << ": heap " << held << " bytes, estimate " << estimate;
+    }
   }
 }
 

@@ -2,6 +2,7 @@
 #include <boost/program_options.hpp>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "bptt/checkpoint.h"
@@ -17,11 +18,15 @@ int Eval(int argc, char** argv) {
   std::string checkpoint, file;
   int batch = 16, seq_len = 256;
   bool json = false;
+  std::string precision;
   po::options_description options("bptt eval CHECKPOINT FILE [options]");
   options.add_options()
       ("json", po::bool_switch(&json), "print one JSON object: nats_per_symbol, bpc, perplexity, symbols, unknown")
       ("batch", po::value(&batch)->default_value(batch), "streams evaluated side by side (B); each starts from the zero state")
       ("seq-len", po::value(&seq_len)->default_value(seq_len), "timesteps per chunk (T); the state is carried across chunks")
+      ("precision", po::value(&precision),
+       "score as `bptt sample --precision` runs: one stream, one symbol at a time, with fp32, bf16 or int8 "
+       "products (ignores --batch and --seq-len); compare the three to see what a reduced precision costs")
       ("help", "show this help");
   po::options_description hidden;
   hidden.add_options()
@@ -42,11 +47,15 @@ int Eval(int argc, char** argv) {
   if (batch < 1) throw Error("--batch must be positive, got " + std::to_string(batch));
   if (seq_len < 1) throw Error("--seq-len must be positive, got " + std::to_string(seq_len));
 
-  const Checkpoint c = LoadCheckpoint(checkpoint);
+  const std::optional<SamplePrecision> step_precision =
+      precision.empty() ? std::nullopt : std::optional(ParsePrecision(precision, "--precision"));
+
+  Checkpoint c = LoadCheckpoint(checkpoint);
   EncodedFile encoded = EncodeFile(file, c.vocab);
   TextEvaluation r;
   try {
-    r = EvaluateFile(c.config, c.params, std::move(encoded), c.vocab, batch, seq_len);
+    r = step_precision ? EvaluateFileStepwise(c.config, std::move(c.params), std::move(encoded), c.vocab, *step_precision)
+                       : EvaluateFile(c.config, c.params, std::move(encoded), c.vocab, batch, seq_len);
   } catch (const Error& e) {
     throw Error(file + ": " + e.what());
   }

@@ -1,4 +1,6 @@
 // bptt sample: the command-line front end of sampler.h.
+#include <unistd.h>
+
 #include <boost/program_options.hpp>
 #include <iostream>
 
@@ -28,7 +30,8 @@ int Sample(int argc, char** argv) {
       ("stop", po::value(&o.stop)->default_value(d.stop), "end a sample once its generated text ends with this string")
       ("num", po::value(&o.num)->default_value(d.num), "samples to generate, separated by a newline")
       ("precision", po::value(&precision)->default_value(precision),
-       "arithmetic of the per-symbol products: fp32, or bf16 (bfloat16 weights, float sums: about twice as fast)")
+       "arithmetic of the per-symbol products: fp32; bf16 (bfloat16 weights, float sums: about twice as fast); "
+       "int8 (8-bit weights and vector, int32 sums: about four times; see bptt eval --precision for what it costs)")
       ("help", "show this help");
   po::options_description hidden;
   hidden.add_options()("checkpoint", po::value(&checkpoint), "checkpoint file (.safetensors)");
@@ -44,17 +47,19 @@ int Sample(int argc, char** argv) {
     return 0;
   }
   if (checkpoint.empty()) throw Error("missing CHECKPOINT (see bptt sample --help)");
-  if (precision != "fp32" && precision != "bf16") throw Error("--precision must be fp32 or bf16, got '" + precision + "'");
-  o.precision = precision == "bf16" ? SamplePrecision::kBfloat16 : SamplePrecision::kFloat32;
+  o.precision = ParsePrecision(precision, "--precision");
   o.Validate();  // before the (slow) load, so that a bad flag is reported at once
 
   Checkpoint c = LoadCheckpoint(checkpoint);
   Sampler sampler(c.config, std::move(c.params), std::move(c.vocab));
-  // Each symbol is flushed as it comes: a step costs far more than a write.
+  // On a terminal each symbol is shown as it comes; into a pipe or file the stream buffers, as
+  // a write per symbol would cost a tenth of an int8 step.
+  const bool live = isatty(STDOUT_FILENO) != 0;
   char last = '\n';
-  sampler.Generate(o, [&last](std::string_view text) {
+  sampler.Generate(o, [&last, live](std::string_view text) {
     if (text.empty()) return;
-    std::cout.write(text.data(), static_cast<std::streamsize>(text.size())).flush();
+    std::cout.write(text.data(), static_cast<std::streamsize>(text.size()));
+    if (live) std::cout.flush();
     last = text.back();
   });
   if (last != '\n') std::cout << '\n';

@@ -12,6 +12,8 @@
 //
 //   EncodedFile file = EncodeFile(path, checkpoint.vocab);
 //   TextEvaluation result = EvaluateFile(config, params, std::move(file), vocab, 32, 256);
+//
+// EvaluateFileStepwise scores the same text the way `bptt sample` runs the model instead.
 #pragma once
 
 #include <cstddef>
@@ -22,6 +24,7 @@
 
 #include "bptt/corpus.h"
 #include "bptt/model.h"
+#include "bptt/sampler.h"
 #include "bptt/vocab.h"
 
 namespace bptt {
@@ -61,5 +64,12 @@ struct TextEvaluation {
 // bptt::Error if fewer than two symbols remain.
 TextEvaluation EvaluateFile(const ModelConfig& config, const ModelParams<float>& params, EncodedFile file,
                             const Vocab& vocab, int B, int T);
+
+// Evaluates encoded text as the sampler steps (Sampler::Score): one stream from the zero state,
+// one symbol at a time, with `precision` products; scores n - 1 symbols. What a reduced
+// sampling precision costs is the difference from kFloat32. Throws bptt::Error if fewer than
+// two symbols remain.
+TextEvaluation EvaluateFileStepwise(const ModelConfig& config, ModelParams<float> params, EncodedFile file,
+                                    const Vocab& vocab, SamplePrecision precision);
 
 }  // namespace bptt

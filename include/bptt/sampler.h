@@ -36,11 +36,23 @@
 
 namespace bptt {
 
-// Arithmetic of the per-symbol products. kBfloat16 multiplies bfloat16 copies of the weights
-// (and of the vector) with float sums: half the bytes read per symbol, so about twice as fast
-// where reading the weights is the cost; logits move by about 1% of their spread (tested in
-// tests/sampler_precision_test.cc). The prime is always run in float32.
-enum class SamplePrecision { kFloat32, kBfloat16 };
+// Arithmetic of the per-symbol products; the prime is always run in float32.
+//   kFloat32   float weights, float sums.
+//   kBfloat16  bfloat16 copies of the weights and of the vector, float sums (AVX-512 BF16):
+//              half the bytes read per symbol; logits move by about 1% of their spread.
+//   kInt8      int8 weights with a float scale per row, s_r = max_k |w_rk| / 127, and the
+//              vector rounded to 8 bits with one scale per product, a = max_k |x_k| / 127;
+//              int32 sums (AVX-512 VNNI), y_r = s_r a sum_k q_rk u_k. A quarter of the bytes.
+// Reading the weights is the cost of a step once they outgrow the core's cache (4 MB per
+// 512-unit LSTM layer in float), so fewer bytes is faster. tests/sampler_precision_test.cc
+// bounds how far the reduced precisions move the logits; `bptt eval --precision` measures
+// what they cost in nats on real text.
+enum class SamplePrecision { kFloat32, kBfloat16, kInt8 };
+
+// "fp32", "bf16", "int8" and back. ParsePrecision throws bptt::Error naming `flag` for
+// anything else.
+const char* PrecisionName(SamplePrecision precision);
+SamplePrecision ParsePrecision(const std::string& name, const std::string& flag);
 
 struct SampleOptions {
   int64_t length = 500;      // symbols generated per sample (not counting the prime)
@@ -81,6 +93,12 @@ class Sampler {
   // first symbol as the prime, each later one as a generation step of `precision`. For tests.
   std::span<const float> Logits(const std::vector<int32_t>& context, SamplePrecision precision);
 
+  // Mean nats per symbol of predicting ids[1..] one symbol at a time from the zero state, the
+  // first symbol run as the prime and each later one as a step of `precision`: the cost of a
+  // precision on real text, through the same path as Generate. Throws bptt::Error if `ids`
+  // has fewer than two symbols.
+  double Score(std::span<const int32_t> ids, SamplePrecision precision);
+
   const ModelConfig& config() const { return config_; }
   const Vocab& vocab() const { return vocab_; }
 
@@ -95,17 +113,30 @@ class Sampler {
     Eigen::Index rows = 0, cols = 0;
     std::vector<uint16_t> data;  // (ceil(M/16), ceil(K/2), 16, 2)
   };
-  struct Bf16Layer {
-    Bf16Matrix weight_ih, weight_hh;  // layer 0 with one-hot input keeps weight_ih in float
+  // A weight matrix (M, K) in int8 for the kInt8 products: q_rk = round(w_rk / s_r) in panels
+  // of 64 rows, each holding for every four columns k..k+3 the 64 rows' four values side by
+  // side, as the AVX-512 VNNI instruction reads them (a panel is read as one stream); rows and
+  // columns past the matrix are zero.
+  struct Int8Matrix {
+    Eigen::Index rows = 0, cols = 0;
+    std::vector<int8_t> data;     // (ceil(M/64), ceil(K/4), 64, 4)
+    std::vector<float> scale;     // (ceil(M/64) 64) s_r
+    std::vector<int32_t> offset;  // (ceil(M/64) 64) 128 sum_k q_rk: the vector is read as
+                                  //   unsigned bytes u_k = round(x_k / a) + 128
   };
-
+  // The reduced copies of one layer's matrices; layer 0 with one-hot input keeps weight_ih in
+  // float (its step is a column gather).
+  struct ReducedLayer {
+    Bf16Matrix weight_ih16, weight_hh16;
+    Int8Matrix weight_ih8, weight_hh8;
+  };
   // Runs one symbol from state_; updates state_ and returns the next logits (V).
   std::span<const float> Step(int32_t id, SamplePrecision precision);
-  // Fills bf16_layers_, bf16_decoder_ and bf16_vector_ (once).
-  void BuildBf16();
-  // y (M) = w x (+ y when accumulate), in float or with the bfloat16 copy of w.
-  void Product(const Mat<float>& w, const Bf16Matrix& w16, SamplePrecision precision, const float* x,
-               float* y, bool accumulate);
+  // Fills the reduced copies of `precision` (once; nothing for kFloat32).
+  void BuildReduced(SamplePrecision precision);
+  // y (M) = w x (+ y when accumulate), in float or with w's reduced copy in `reduced`.
+  void Product(const Mat<float>& w, const ReducedLayer& reduced, bool hh, SamplePrecision precision,
+               const float* x, float* y, bool accumulate);
   // The next symbol given the logits.
   int32_t Pick(std::span<const float> logits, const SampleOptions& options, Rng& rng);
 
@@ -119,9 +150,11 @@ class Sampler {
   std::vector<Eigen::VectorXf> step_hidden_;  // GRU: L of (3H) W_hh h_{t-1} + b_hh
   Eigen::VectorXf step_logits_;               // (V)
   Eigen::VectorXf step_input_;                // (E) embedding input: the symbol's encoder row
-  std::vector<Bf16Layer> bf16_layers_;        // L: built on the first kBfloat16 Generate
-  Bf16Matrix bf16_decoder_;                   // (V, H)
-  std::vector<uint32_t> bf16_vector_;         // the vector of a kBfloat16 product, in pairs
+  std::vector<ReducedLayer> reduced_;         // L: built on the first Generate that needs them
+  ReducedLayer reduced_decoder_;              // its weight_hh* hold the decoder (V, H)
+  bool have_bf16_ = false, have_int8_ = false;
+  std::vector<uint32_t> vector_words_;        // the vector of a reduced product: bfloat16
+                                              //   pairs or unsigned-byte quads, zero-padded
   int step_threads_ = 1;                      // SampleOptions::threads of the running Generate
   Ids prime_ids_;                 // (T)
   std::vector<double> probs_;     // (V)

@@ -98,7 +98,8 @@ TrainResult Resume(const std::filesystem::path& dir, const TrainOptions& limits,
 void RequestStop();
 
 // Bytes of memory that training a model of this configuration needs: parameters, gradients,
-// optimizer state and the per-timestep caches of a (T, B) chunk.
+// optimizer state, the per-timestep caches of a (T, B) chunk and the packed copies of each
+// layer's W_hh. (Not the corpus, which is memory-mapped, nor the program itself.)
 uint64_t EstimateTrainingBytes(const ModelConfig& config, int T, int B, int optimizer_slots);
 
 }  // namespace bptt
