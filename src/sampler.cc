@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "bptt/error.h"
+#include "bptt/loss.h"
 
 namespace bptt {
 
@@ -211,7 +212,6 @@ void Int8Product(const M& w, const uint32_t* x, float a, float* y, bool accumula
                  Eigen::Index end) {
   const Eigen::Index quads = (w.cols + 3) / 4;
   const Eigen::Index panel_size = quads * kInt8Rows * 4;
-  const auto* u = reinterpret_cast<const uint8_t*>(x);
   for (Eigen::Index r0 = begin; r0 < end; r0 += kInt8Rows) {
     const int8_t* q = w.data.data() + r0 / kInt8Rows * panel_size;
 #if defined(__AVX512VNNI__)
@@ -244,6 +244,7 @@ void Int8Product(const M& w, const uint32_t* x, float a, float* y, bool accumula
       _mm512_mask_storeu_ps(y + r, live, out);
     }
 #else
+    const auto* u = reinterpret_cast<const uint8_t*>(x);
     int32_t acc[kInt8Rows] = {};
     for (Eigen::Index kq = 0; kq < quads; ++kq)
       for (Eigen::Index r = 0; r < kInt8Rows; ++r)
@@ -255,7 +256,6 @@ void Int8Product(const M& w, const uint32_t* x, float a, float* y, bool accumula
     }
 #endif
   }
-  (void)u;
 }
 
 }  // namespace
@@ -477,16 +477,25 @@ double Sampler::Score(std::span<const int32_t> ids, SamplePrecision precision) {
   BuildReduced(precision);
   step_threads_ = 1;
   const SingleThread single_thread;
-  std::span<const float> logits = Prime({ids[0]});
+  // The logits of up to kChunk steps side by side, scored by the training loss a chunk at a time.
+  constexpr Eigen::Index kChunk = 1024;
+  Mat<float> logits(config_.vocab_size, kChunk);
+  Ids targets(kChunk);
+  Eigen::Index filled = 0;
   double total = 0;
+  const auto score = [&] {
+    if (filled == kChunk) total += kChunk * SoftmaxCrossEntropy(logits, targets);
+    else total += filled * SoftmaxCrossEntropy<float>(logits.leftCols(filled), targets.head(filled));
+    filled = 0;
+  };
+  std::span<const float> z = Prime({ids[0]});
   for (size_t t = 1; t < ids.size(); ++t) {
-    // -log softmax(z)[y] = log sum_v exp(z_v - max z) - (z_y - max z), in double.
-    const double zmax = *std::max_element(logits.begin(), logits.end());
-    double sum = 0;
-    for (const float z : logits) sum += std::exp(static_cast<double>(z) - zmax);
-    total += std::log(sum) - (static_cast<double>(logits[static_cast<size_t>(ids[t])]) - zmax);
-    if (t + 1 < ids.size()) logits = Step(ids[t], precision);
+    logits.col(filled) = Eigen::Map<const Eigen::VectorXf>(z.data(), config_.vocab_size);
+    targets(filled++) = ids[t];
+    if (filled == kChunk) score();
+    if (t + 1 < ids.size()) z = Step(ids[t], precision);
   }
+  if (filled > 0) score();
   return total / static_cast<double>(ids.size() - 1);
 }
 

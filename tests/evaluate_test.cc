@@ -200,8 +200,10 @@ TEST_F(EncodeFileTest, StepwiseEvaluationScoresAsOneStream) {
   const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add(text).Build();
   const ModelConfig config = SmallConfig(CellType::kGru, vocab.size());
   const ModelParams<float> params = RandomParams(config, 9);
-  const fs::path path = Write("e.txt", text + "Z");
-  const size_t n = text.size();
+  std::string long_text;  // 2560 symbols: Sampler::Score's chunks of 1024 steps, full and partial
+  for (int i = 0; i < 40; ++i) long_text += text;
+  const fs::path path = Write("e.txt", long_text + "Z");
+  const size_t n = long_text.size();
   const EncodedCorpus corpus(EncodeFile(path, vocab).ids, vocab);
   // One stream over the whole text, all n - 1 predictions: the batched path with B = 1.
   const double batched = EvaluateLoss(config, params, corpus, {0, n}, 1, 16);

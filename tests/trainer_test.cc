@@ -7,17 +7,16 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <malloc.h>
 #include <set>
 #include <sstream>
 
-#include <malloc.h>
-
 #include "bptt/checkpoint.h"
 #include "bptt/clip.h"
+#include "bptt/error.h"
 #include "bptt/init.h"
 #include "bptt/loss.h"
 #include "bptt/optimizer.h"
-#include "bptt/error.h"
 #include "bptt/trainer.h"
 
 namespace bptt {

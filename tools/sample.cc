@@ -52,8 +52,8 @@ int Sample(int argc, char** argv) {
 
   Checkpoint c = LoadCheckpoint(checkpoint);
   Sampler sampler(c.config, std::move(c.params), std::move(c.vocab));
-  // On a terminal each symbol is shown as it comes; into a pipe or file the stream buffers, as
-  // a write per symbol would cost a tenth of an int8 step.
+  // On a terminal each symbol is shown as it comes; into a pipe or file the stream buffers: a
+  // write per symbol costs about 4 us, near a tenth of an int8 step of a 2x512 LSTM.
   const bool live = isatty(STDOUT_FILENO) != 0;
   char last = '\n';
   sampler.Generate(o, [&last, live](std::string_view text) {
