@@ -7,10 +7,12 @@
 //
 //   B  batch: independent sequences processed side by side
 //   T  timesteps in one chunk of truncated BPTT
-//   E  input width of a layer (V for one-hot input, the embedding width, or H below)
+//   E  input width of a layer (V for one-hot input, the embedding width, D, or H below)
+//   D  features per step of a dense input
 //   H  hidden units per layer
 //   G  gates per cell: 1 for RNN, 4 for LSTM (i, f, g, o), 3 for GRU (r, z, n)
-//   V  vocabulary size
+//   V  vocabulary size: the symbols of a symbol input
+//   O  outputs per step: classes of a softmax head (V for a language model) or regression targets
 //   L  stacked recurrent layers
 //
 // Numeric code is templated on the scalar S and instantiated for float (training) and
@@ -33,6 +35,9 @@ using ConstMatRef = Eigen::Ref<const Mat<S>>;
 
 // Symbol ids of a chunk, (T*B) in the column order above.
 using Ids = Eigen::Matrix<int32_t, Eigen::Dynamic, 1>;
+
+// One flag per position of a chunk, (T*B) in the column order above.
+using Mask = Eigen::Matrix<uint8_t, Eigen::Dynamic, 1>;
 
 // Resizes m to (rows, cols) only when its shape differs, so that buffers reused from
 // one chunk to the next are never reallocated.

@@ -1,0 +1,32 @@
+// Batch: B sequences side by side over T timesteps — what a model reads, and what its head is
+// scored against. Columns follow tensor.h: column t*B + b is timestep t of sequence b.
+//
+// Inputs are symbols (ids, read through a one-hot gather or an embedding) or dense vectors of
+// D features. Targets are classes (softmax head) or values (regression head, mean squared
+// error). `scored` says which positions carry a target: a language model scores every
+// position (scored left empty), a classifier only the last step of each sequence, a copy task
+// every step. Sequences of different lengths share a batch by padding at the end: positions
+// past a sequence's end are not scored, and since a recurrent model is causal they cannot
+// change anything that is.
+//
+//   Batch<float> b;  b.T = 100;  b.B = 32;
+//   b.dense = ...;   b.values = ...;  b.scored = ...;   // the adding problem
+#pragma once
+
+#include "bptt/tensor.h"
+
+namespace bptt {
+
+template <typename S>
+struct Batch {
+  Eigen::Index T = 0, B = 0;
+  Ids ids;        // (T*B) symbol input; empty for a dense input
+  Mat<S> dense;   // (D, T*B) dense input; empty for a symbol input
+  Ids classes;    // (T*B) softmax head: the target class of each position (any value where not scored)
+  Mat<S> values;  // (O, T*B) regression head: the target of each position (any value where not scored)
+  Mask scored;    // (T*B) 1 where the position is scored; empty = every position is
+
+  bool IsScored(Eigen::Index j) const { return scored.size() == 0 || scored(j) != 0; }
+};
+
+}  // namespace bptt
