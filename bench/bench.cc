@@ -68,7 +68,7 @@ void ResetPeakRss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 // Forward FLOPs per symbol (see the top of the file).
 double ForwardFlopsPerSymbol(const bptt::ModelConfig& c) {
-  const double G = bptt::GateCount(c.cell), H = c.hidden_size, V = c.vocab_size;
+  const double G = c.cell->gates, H = c.hidden_size, V = c.vocab_size;
   double f = 2 * H * V;
   for (int l = 0; l < c.layers; ++l) {
     const double E = l == 0 ? c.embed_size : H;  // one-hot input: a gather
@@ -93,11 +93,7 @@ bptt::EncodedCorpus LoadCorpus(const Args& a) {
 }
 
 bptt::ModelConfig Config(const Args& a, int vocab_size) {
-  bptt::ModelConfig c;
-  c.cell = *bptt::ParseCell(a.cell);
-  c.vocab_size = vocab_size;
-  c.hidden_size = a.hidden;
-  c.layers = a.layers;
+  bptt::ModelConfig c = bptt::LanguageModel(bptt::ParseCell(a.cell), vocab_size, 0, a.hidden, a.layers);
   c.Validate();
   return c;
 }
@@ -120,22 +116,24 @@ nlohmann::json Train(const Args& a) {
   bptt::OptimizerOptions adam;
   bptt::OptimizerState<float> opt_state;
   bptt::ModelCache<float> cache;
-  bptt::Ids inputs, targets;
+  bptt::Batch<float> batch;
+  batch.B = a.batch;
   bptt::Mat<float> dlogits;
   double loss = 0;
   const auto step = [&] {
-    if (stream.Next(inputs, targets) == 0) {
+    batch.T = stream.Next(batch.ids, batch.classes);
+    if (batch.T == 0) {
       stream.Rewind();
       state.SetZero();
-      stream.Next(inputs, targets);
+      batch.T = stream.Next(batch.ids, batch.classes);
     }
-    bptt::Forward(config, params, inputs, a.seq, a.batch, state, cache, &rng);
-    loss = bptt::SoftmaxCrossEntropy(cache.logits, targets, &dlogits);
+    bptt::Forward(config, params, batch, state, cache, a.threads, &rng);
+    loss = bptt::HeadLoss(config, cache.outputs, batch, &dlogits, a.threads);
     grads.SetZero();
-    bptt::Backward(config, params, inputs, cache, dlogits, nullptr, grads, nullptr);
+    bptt::Backward(config, params, batch, cache, dlogits, nullptr, grads, nullptr, a.threads);
     bptt::ClipGradNorm(grads, 5.0);
     bptt::FinalState(config, cache, state);
-    bptt::OptimizerStep(adam, 2e-3, params, grads, opt_state);
+    bptt::OptimizerStep(adam, 2e-3, params, grads, opt_state, a.threads);
   };
   for (int s = 0; s < a.warmup; ++s) step();
   const Clock::time_point t0 = Clock::now();
@@ -177,7 +175,7 @@ nlohmann::json Sample(const Args& a) {
   size_t bytes = 0;
   const bptt::TextSink sink = [&bytes](std::string_view text) { bytes += text.size(); };
   // Best of `repeats` samples of `length` symbols (after one untimed), in each precision.
-  const auto chars_per_s = [&](bptt::SamplePrecision precision) {
+  const auto chars_per_s = [&](bptt::Precision precision) {
     options.precision = precision;
     sampler.Generate(options, sink);
     double best = 1e30;
@@ -188,9 +186,9 @@ nlohmann::json Sample(const Args& a) {
     }
     return a.length / best;
   };
-  const double fp32 = chars_per_s(bptt::SamplePrecision::kFloat32);
-  const double bf16 = chars_per_s(bptt::SamplePrecision::kBfloat16);
-  const double int8 = chars_per_s(bptt::SamplePrecision::kInt8);
+  const double fp32 = chars_per_s(bptt::Precision::kFloat32);
+  const double bf16 = chars_per_s(bptt::Precision::kBfloat16);
+  const double int8 = chars_per_s(bptt::Precision::kInt8);
   return {{"mode", "sample"},
           {"cell", a.cell},
           {"sample_threads", a.sample_threads},

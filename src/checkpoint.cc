@@ -1,5 +1,6 @@
 #include "bptt/checkpoint.h"
 
+#include <cctype>
 #include <cmath>
 #include <set>
 
@@ -45,10 +46,33 @@ std::vector<Mat<float>> GetState(const Safetensors& st, const std::string& name,
   return s;
 }
 
-bool AllFinite(const ModelParams<float>& p) {
-  bool finite = true;
-  p.ForEach([&finite](const std::string&, const Mat<float>& m) { finite = finite && m.allFinite(); });
-  return finite;
+// A metadata integer: digits only (a leading '-' allowed), nothing after them.
+int64_t ParseInteger(const std::string& text, const std::string& what, const std::string& source) {
+  size_t used = 0;
+  int64_t v = 0;
+  try {
+    v = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || std::isspace(static_cast<unsigned char>(text[0])))
+    throw Error(source + ": checkpoint metadata '" + what + "' is not an integer: '" + text + "'");
+  return v;
+}
+
+// A training-state field of JSON type T satisfying `ok`.
+template <typename T, typename Ok>
+T Field(const nlohmann::json& j, const char* key, Ok ok, const char* requirement, const std::string& source) {
+  if (!j.contains(key)) throw Error(source + ": checkpoint training state has no '" + key + "'");
+  const nlohmann::json& v = j.at(key);
+  bool typed = false;
+  if constexpr (std::is_same_v<T, std::string>) typed = v.is_string();
+  else if constexpr (std::is_same_v<T, double>) typed = v.is_number();
+  else if constexpr (std::is_unsigned_v<T>) typed = v.is_number_unsigned();
+  else if constexpr (std::is_integral_v<T>) typed = v.is_number_integer();
+  if (!typed || !ok(v.get<T>()))
+    throw Error(source + ": checkpoint training state '" + key + "' must be " + requirement + ", got " + v.dump());
+  return v.get<T>();
 }
 
 nlohmann::json ParseMetadataJson(const Safetensors& st, const std::string& key, const std::string& source) {
@@ -63,32 +87,8 @@ nlohmann::json ParseMetadataJson(const Safetensors& st, const std::string& key, 
 
 }  // namespace
 
-nlohmann::json ConfigToJson(const ModelConfig& c) {
-  return {{"cell", std::string(CellName(c.cell))}, {"vocab_size", c.vocab_size},
-          {"embed_size", c.embed_size},           {"hidden_size", c.hidden_size},
-          {"layers", c.layers},                   {"dropout", c.dropout}};
-}
-
-ModelConfig ConfigFromJson(const nlohmann::json& j) {
-  ModelConfig c;
-  try {
-    const auto cell = ParseCell(j.at("cell").get<std::string>());
-    if (!cell) throw Error("model configuration has an unknown cell '" + j.at("cell").get<std::string>() + "'");
-    c.cell = *cell;
-    c.vocab_size = j.at("vocab_size").get<int>();
-    c.embed_size = j.at("embed_size").get<int>();
-    c.hidden_size = j.at("hidden_size").get<int>();
-    c.layers = j.at("layers").get<int>();
-    c.dropout = j.at("dropout").get<double>();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("model configuration is malformed: ") + e.what());
-  }
-  c.Validate();
-  return c;
-}
-
 void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
-  if (!AllFinite(ck.params))
+  if (!ck.params.AllFinite())
     throw Error(path.string() + ": refusing to save a model with non-finite weights");
   Safetensors st;
   ck.params.ForEach([&st](const std::string& name, const Mat<float>& m) { PutMatrix(st, name, name, m); });
@@ -111,7 +111,7 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
     const nlohmann::json training = {
         {"optimizer_step", t.optimizer.step}, {"slots", t.optimizer.slot2.empty() ? t.optimizer.slot1.empty() ? 0 : 1 : 2},
         {"batch", t.carried.h.empty() ? 0 : t.carried.h[0].cols()},
-        {"rng", t.rng}, {"epoch", t.epoch}, {"chunk", t.chunk},
+        {"rng", t.rng}, {"epoch", t.epoch}, {"chunk", t.chunk}, {"data", t.data},
         {"best_val_loss", t.best_val_loss}, {"lr_scale", t.lr_scale}, {"rollbacks", t.rollbacks},
         {"options", t.options}};
     st.SetMetadata("training", training.dump());
@@ -119,7 +119,7 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
   st.Save(path);
 }
 
-Checkpoint LoadCheckpoint(const std::filesystem::path& path) {
+Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use) {
   const std::string source = path.string();
   const Safetensors st = Safetensors::Load(path);
   const auto& meta = st.metadata();
@@ -133,21 +133,15 @@ Checkpoint LoadCheckpoint(const std::filesystem::path& path) {
                 std::to_string(kCheckpointFormatVersion) + ")");
 
   Checkpoint ck;
-  try {
-    ck.config = ConfigFromJson(ParseMetadataJson(st, "config", source));
-  } catch (const Error& e) {
-    if (std::string(e.what()).rfind(source, 0) == 0) throw;
-    throw Error(source + ": " + e.what());
-  }
+  ck.checksum_verified = st.checksum_verified();
+  ck.config = ConfigFromJson(ParseMetadataJson(st, "config", source), source);
   ck.vocab = Vocab::FromJson(ParseMetadataJson(st, "vocab", source), source);
   if (ck.vocab.size() != ck.config.vocab_size)
     throw Error(source + ": vocabulary has " + std::to_string(ck.vocab.size()) + " symbols but the model expects " +
                 std::to_string(ck.config.vocab_size));
-  try {
-    ck.step = std::stoll(meta.count("step") ? meta.at("step") : std::string("x"));
-  } catch (const std::exception&) {
-    throw Error(source + ": checkpoint metadata 'step' is missing or not a number");
-  }
+  if (!meta.count("step")) throw Error(source + ": checkpoint metadata has no 'step'");
+  ck.step = ParseInteger(meta.at("step"), "step", source);
+  if (ck.step < 0) throw Error(source + ": checkpoint metadata 'step' is negative");
   if (meta.count("metrics")) ck.metrics = ParseMetadataJson(st, "metrics", source);
 
   std::set<std::string> expected;
@@ -156,47 +150,67 @@ Checkpoint LoadCheckpoint(const std::filesystem::path& path) {
     GetMatrix(st, name, name, m);
     expected.insert(name);
   });
-  if (!AllFinite(ck.params)) throw Error(source + ": checkpoint holds non-finite weights");
+  if (!ck.params.AllFinite()) throw Error(source + ": checkpoint holds non-finite weights");
 
   if (meta.count("training")) {
     const nlohmann::json j = ParseMetadataJson(st, "training", source);
+    if (!j.is_object()) throw Error(source + ": checkpoint training state is not a JSON object");
     TrainingState t;
+    const auto non_negative = [](auto v) { return v >= 0; };
+    t.optimizer.step = Field<int64_t>(j, "optimizer_step", non_negative, "a non-negative integer", source);
+    const int slots = Field<int>(j, "slots", [](int v) { return v >= 0 && v <= 2; }, "0, 1 or 2", source);
+    const int64_t B = Field<int64_t>(j, "batch", [](int64_t v) { return v >= 1; }, "a positive integer", source);
+    t.rng = Field<std::string>(j, "rng", [](const std::string&) { return true; }, "a string", source);
     try {
-      t.optimizer.step = j.at("optimizer_step").get<int64_t>();
-      const int slots = j.at("slots").get<int>();
-      const int64_t B = j.at("batch").get<int64_t>();
-      t.rng = j.at("rng").get<std::string>();
-      t.epoch = j.at("epoch").get<int64_t>();
-      t.chunk = j.at("chunk").get<uint64_t>();
-      t.best_val_loss = j.at("best_val_loss").get<double>();
-      t.lr_scale = j.at("lr_scale").get<double>();
-      t.rollbacks = j.at("rollbacks").get<int64_t>();
-      if (!(t.lr_scale > 0 && t.lr_scale <= 1) || t.rollbacks < 0)
-        throw Error(source + ": checkpoint training state has an invalid learning-rate scale or rollback count");
-      t.options = j.at("options");
-      if (slots < 0 || slots > 2 || B < 1) throw Error(source + ": checkpoint training state is malformed");
-      ck.params.ForEach([&](const std::string& name, const Mat<float>& m) {
-        for (int s = 1; s <= slots; ++s) {
-          const std::string key = "optimizer.slot" + std::to_string(s) + "." + name;
-          Mat<float> buffer(m.rows(), m.cols());
-          GetMatrix(st, key, name, buffer);
-          (s == 1 ? t.optimizer.slot1 : t.optimizer.slot2).push_back(std::move(buffer));
-          expected.insert(key);
-        }
-      });
-      t.carried.h = GetState(st, "state.h", ck.config.layers, B, ck.config.hidden_size);
-      expected.insert("state.h");
-      if (ck.config.cell == CellType::kLstm) {
-        t.carried.c = GetState(st, "state.c", ck.config.layers, B, ck.config.hidden_size);
-        expected.insert("state.c");
-      }
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(source + ": checkpoint training state is malformed: " + e.what());
+      Rng().Restore(t.rng);
+    } catch (const Error& e) {
+      throw Error(source + ": checkpoint training state 'rng' is malformed: " + e.what());
     }
+    t.epoch = Field<int64_t>(j, "epoch", non_negative, "a non-negative integer", source);
+    t.chunk = Field<uint64_t>(j, "chunk", [](uint64_t) { return true; }, "a non-negative integer", source);
+    t.best_val_loss = Field<double>(j, "best_val_loss", [](double v) { return std::isfinite(v) && v >= 0; },
+                                    "a finite non-negative number", source);
+    t.lr_scale = Field<double>(j, "lr_scale", [](double v) { return v > 0 && v <= 1; }, "in (0, 1]", source);
+    t.rollbacks = Field<int64_t>(j, "rollbacks", non_negative, "a non-negative integer", source);
+    if (j.contains("data")) {
+      t.data = j.at("data");
+      if (!t.data.is_object()) throw Error(source + ": checkpoint training state 'data' is not a JSON object");
+    }
+    if (!j.contains("options") || !j.at("options").is_object() || !j.at("options").contains("model"))
+      throw Error(source + ": checkpoint training state has no training options with a model");
+    t.options = j.at("options");
+    const ModelConfig trained = ConfigFromJson(t.options.at("model"), source);
+    if (ConfigToJson(trained) != ConfigToJson(ck.config))
+      throw Error(source + ": the training options' model " + ConfigToJson(trained).dump() +
+                  " is not the checkpoint's configuration " + ConfigToJson(ck.config).dump());
+    ck.params.ForEach([&](const std::string& name, const Mat<float>& m) {
+      for (int s = 1; s <= slots; ++s) {
+        const std::string key = "optimizer.slot" + std::to_string(s) + "." + name;
+        Mat<float> buffer(m.rows(), m.cols());
+        GetMatrix(st, key, name, buffer);
+        if (!buffer.allFinite()) throw Error(source + ": optimizer state '" + key + "' is not finite");
+        (s == 1 ? t.optimizer.slot1 : t.optimizer.slot2).push_back(std::move(buffer));
+        expected.insert(key);
+      }
+    });
+    t.carried.h = GetState(st, "state.h", ck.config.layers, B, ck.config.hidden_size);
+    expected.insert("state.h");
+    if (ck.config.cell->cell_state) {
+      t.carried.c = GetState(st, "state.c", ck.config.layers, B, ck.config.hidden_size);
+      expected.insert("state.c");
+    }
+    for (const auto* part : {&t.carried.h, &t.carried.c})
+      for (const Mat<float>& m : *part)
+        if (!m.allFinite()) throw Error(source + ": the carried state is not finite");
     ck.training = std::move(t);
   }
   for (const auto& name : st.Names())
     if (!expected.count(name)) throw Error(source + ": unexpected tensor '" + name + "' for this configuration");
+  if (use == CheckpointUse::kResume) {
+    if (!ck.training) throw Error(source + ": checkpoint has no training state to resume from");
+    if (!ck.checksum_verified)
+      throw Error(source + ": checkpoint has no checksum; training state is only resumed from a verified file");
+  }
   return ck;
 }
 

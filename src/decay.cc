@@ -9,7 +9,6 @@
 #include <map>
 #include <sstream>
 
-#include "activation.h"
 #include "bptt/clip.h"
 #include "bptt/error.h"
 #include "bptt/loss.h"
@@ -58,23 +57,23 @@ DecayCurve StepCurve(int layer, const std::string& quantity, const Mat<double>& 
 }
 
 // Layer l's cache restricted to its last k steps (h_{s-k} becomes the sub-chunk's h_0).
-LayerCache<double> LastSteps(CellType cell, const LayerCache<double>& cache, Eigen::Index k) {
+LayerCache<double> LastSteps(const Cell& cell, const LayerCache<double>& cache, Eigen::Index k) {
   const Eigen::Index B = cache.B, s = cache.T, start = (s - k) * B;
   LayerCache<double> sub;
   sub.T = k;
   sub.B = B;
   sub.gates = cache.gates.middleCols(start, k * B);
   sub.h = cache.h.middleCols(start, (k + 1) * B);
-  if (cell == CellType::kLstm) {
+  if (cell.cell_state) {
     sub.c = cache.c.middleCols(start, (k + 1) * B);
     sub.tanh_c = cache.tanh_c.middleCols(start, k * B);
   }
-  if (cell == CellType::kGru) sub.hidden_gates = cache.hidden_gates.middleCols(start, k * B);
+  if (cell.separate_recurrent) sub.recurrent = cache.recurrent.middleCols(start, k * B);
   return sub;
 }
 
 // Layer l's cache restricted to its first JB sequences.
-LayerCache<double> FirstSequences(CellType cell, const LayerCache<double>& cache, Eigen::Index JB) {
+LayerCache<double> FirstSequences(const Cell& cell, const LayerCache<double>& cache, Eigen::Index JB) {
   LayerCache<double> sub;
   sub.T = cache.T;
   sub.B = JB;
@@ -85,84 +84,54 @@ LayerCache<double> FirstSequences(CellType cell, const LayerCache<double>& cache
   };
   sub.gates = keep(cache.gates, cache.T);
   sub.h = keep(cache.h, cache.T + 1);
-  if (cell == CellType::kLstm) {
+  if (cell.cell_state) {
     sub.c = keep(cache.c, cache.T + 1);
     sub.tanh_c = keep(cache.tanh_c, cache.T);
   }
-  if (cell == CellType::kGru) sub.hidden_gates = keep(cache.hidden_gates, cache.T);
+  if (cell.separate_recurrent) sub.recurrent = keep(cache.recurrent, cache.T);
   return sub;
 }
 
-// Tangent-linear pass: J v = ∂h_k/∂h_0 · v over the cached chunk, v (H, B), c_0 held fixed.
-// It differentiates the forward pass of rnn.cc, lstm.cc and gru.cc step by step; dx below is
-// the tangent (directional derivative) of x:
-//   RNN   dh_t = act'(a_t) * (W_hh dh_{t-1})
-//   LSTM  da = W_hh dh_{t-1};  di = i(1-i) da_i, df = f(1-f) da_f, dg = (1-g^2) da_g,
-//         do = o(1-o) da_o;  dc_t = df*c_{t-1} + f*dc_{t-1} + di*g + i*dg;
-//         dh_t = do*tanh(c_t) + o*(1 - tanh^2 c_t)*dc_t
-//   GRU   du = W_hh dh_{t-1};  dr = r(1-r) du_r, dz = z(1-z) du_z,
-//         dn = (1-n^2) (dr*u_n + r*du_n);  dh_t = (1-z)*dn + dz*(h_{t-1} - n) + z*dh_{t-1}
-Mat<double> Tangent(CellType cell, const RecurrentParams<double>& p, const LayerCache<double>& cache, const Mat<double>& v) {
-  const Eigen::Index H = p.hidden_size(), B = cache.B;
-  Mat<double> dh = v, dc, da;
-  if (cell == CellType::kLstm) dc = Mat<double>::Zero(H, B);
-  for (Eigen::Index t = 0; t < cache.T; ++t) {
-    da.noalias() = p.weight_hh * dh;
-    const auto act = cache.Step(cache.gates, t);
-    switch (cell) {
-      case CellType::kRnnTanh: dh = (TanhGradFromOutput(act) * da.array()).matrix(); break;
-      case CellType::kRnnSigmoid: dh = (SigmoidGradFromOutput(act) * da.array()).matrix(); break;
-      case CellType::kRnnRelu: dh = (ReluGradFromOutput(act) * da.array()).matrix(); break;
-      case CellType::kLstm: {
-        const auto i = act.topRows(H).array(), f = act.middleRows(H, H).array(), g = act.middleRows(2 * H, H).array(),
-                   o = act.bottomRows(H).array();
-        const auto c_prev = cache.Step(cache.c, t).array();
-        const auto tc = cache.Step(cache.tanh_c, t).array();
-        const Eigen::ArrayXXd di = SigmoidGradFromOutput(i) * da.topRows(H).array();
-        const Eigen::ArrayXXd df = SigmoidGradFromOutput(f) * da.middleRows(H, H).array();
-        const Eigen::ArrayXXd dg = TanhGradFromOutput(g) * da.middleRows(2 * H, H).array();
-        const Eigen::ArrayXXd d_o = SigmoidGradFromOutput(o) * da.bottomRows(H).array();
-        dc = (df * c_prev + f * dc.array() + di * g + i * dg).matrix();
-        dh = (d_o * tc + o * TanhGradFromOutput(tc) * dc.array()).matrix();
-        break;
-      }
-      case CellType::kGru: {
-        const auto r = act.topRows(H).array(), z = act.middleRows(H, H).array(), n = act.bottomRows(H).array();
-        const auto u_n = cache.Step(cache.hidden_gates, t).bottomRows(H).array();
-        const auto h_prev = cache.Step(cache.h, t).array();
-        const Eigen::ArrayXXd dr = SigmoidGradFromOutput(r) * da.topRows(H).array();
-        const Eigen::ArrayXXd dz = SigmoidGradFromOutput(z) * da.middleRows(H, H).array();
-        const Eigen::ArrayXXd dn = TanhGradFromOutput(n) * (dr * u_n + r * da.bottomRows(H).array());
-        dh = ((1.0 - z) * dn + dz * (h_prev - n) + z * dh.array()).matrix();
-        break;
-      }
-    }
-  }
+// J v = ∂h_k/∂h_0 · v over the cached chunk by the cell's tangent mode, v (H, B), c_0 held fixed.
+Mat<double> Tangent(const Cell& cell, const RecurrentParams<double>& p, const LayerCache<double>& cache,
+                    const Mat<double>& v) {
+  Mat<double> dh = v, dc;
+  if (cell.cell_state) dc = Mat<double>::Zero(v.rows(), v.cols());
+  cell.modes<double>().tangent(p, cache, dh, dc);
   return dh;
 }
 
 // Vector-Jacobian product: w^T ∂h_k/∂h_0 by the cell's backward sweep with dL/dh_k = w and no
 // other gradient (c_0 held fixed: the sweep's dh_0 does not include the path through c_0).
-Mat<double> Vjp(CellType cell, const RecurrentParams<double>& p, const LayerCache<double>& cache, const Mat<double>& w,
-                const Mat<double>& zero_out, LayerBackward<double>& back, RecurrentParams<double>& scratch) {
+Mat<double> Vjp(const Cell& cell, const RecurrentParams<double>& p, const LayerCache<double>& cache,
+                const Mat<double>& w, const Mat<double>& zero_out, LayerBackward<double>& back,
+                RecurrentParams<double>& scratch) {
   back.Resize(cell, p.hidden_size(), cache.T, cache.B);
   back.dh = w;
-  if (cell == CellType::kLstm) back.dc.setZero();
-  CellBackward<double>(cell, p, cache, zero_out, back, scratch);
+  if (cell.cell_state) back.dc.setZero();
+  cell.modes<double>().chunk_backward(p, cache, zero_out, back, scratch, /*threads=*/1);
   return back.dh;
 }
 
-void CheckInputs(const ModelConfig& config, const DecayInputs& data, const DecayOptions& options) {
+void CheckInputs(const ModelConfig& config, const Batch<double>& data, const DecayOptions& options) {
   config.Validate();
   if (data.T < 1 || data.B < 1) throw Error("decay: need at least one step and one sequence");
-  const Eigen::Index n = static_cast<Eigen::Index>(data.T) * data.B;
-  if (data.inputs.size() != n || data.targets.size() != n)
-    throw Error("decay: inputs and targets must hold T*B = " + std::to_string(n) + " ids");
-  for (const Ids* ids : {&data.inputs, &data.targets})
+  const Eigen::Index n = data.T * data.B;
+  if (config.dense_input() ? data.dense.rows() != config.input_size || data.dense.cols() != n : data.ids.size() != n)
+    throw Error("decay: the inputs must hold T*B = " + std::to_string(n) + " positions of the model's input");
+  if (config.head == Head::kSoftmax ? data.classes.size() != n
+                                    : data.values.rows() != config.output_size || data.values.cols() != n)
+    throw Error("decay: the targets must hold T*B = " + std::to_string(n) + " positions of the model's head");
+  const auto check = [](const Ids& ids, Eigen::Index count, int bound, const char* what) {
+    for (Eigen::Index j = 0; j < count; ++j)
+      if (ids(j) < 0 || ids(j) >= bound)
+        throw Error(std::string("decay: ") + what + " " + std::to_string(ids(j)) + " is outside the model's range of " +
+                    std::to_string(bound));
+  };
+  if (!config.dense_input()) check(data.ids, n, config.vocab_size, "symbol id");
+  if (config.head == Head::kSoftmax)
     for (Eigen::Index j = 0; j < n; ++j)
-      if ((*ids)(j) < 0 || (*ids)(j) >= config.vocab_size)
-        throw Error("decay: symbol id " + std::to_string((*ids)(j)) + " is outside the model's vocabulary of " +
-                    std::to_string(config.vocab_size));
+      if (data.IsScored(j)) check(data.classes.segment(j, 1), 1, config.output_size, "target class");
   if (options.loss_step < 0 || options.loss_step > data.T)
     throw Error("--loss-step must be in [0, " + std::to_string(data.T) + "] (0 = the last step), got " +
                 std::to_string(options.loss_step));
@@ -196,17 +165,27 @@ nlohmann::json FitJson(const DecayFit& fit) {
 
 }  // namespace
 
-DecayInputs UniformInputs(int vocab_size, int T, int B, Rng& rng) {
+// A language-model batch of T steps and B sequences, every position scored.
+Batch<double> SymbolBatch(int T, int B) {
+  Batch<double> data;
+  data.T = T;
+  data.B = B;
+  data.ids.resize(static_cast<Eigen::Index>(T) * B);
+  data.classes.resize(static_cast<Eigen::Index>(T) * B);
+  return data;
+}
+
+Batch<double> UniformInputs(int vocab_size, int T, int B, Rng& rng) {
   if (vocab_size < 1 || T < 1 || B < 1) throw Error("decay: random inputs need V, T and B positive");
-  DecayInputs data{T, B, Ids(static_cast<Eigen::Index>(T) * B), Ids(static_cast<Eigen::Index>(T) * B)};
-  for (Eigen::Index j = 0; j < data.inputs.size(); ++j) {
-    data.inputs(j) = static_cast<int32_t>(rng.Below(vocab_size));
-    data.targets(j) = static_cast<int32_t>(rng.Below(vocab_size));
+  Batch<double> data = SymbolBatch(T, B);
+  for (Eigen::Index j = 0; j < data.ids.size(); ++j) {
+    data.ids(j) = static_cast<int32_t>(rng.Below(vocab_size));
+    data.classes(j) = static_cast<int32_t>(rng.Below(vocab_size));
   }
   return data;
 }
 
-DecayInputs UnigramInputs(const Vocab& vocab, int T, int B, Rng& rng) {
+Batch<double> UnigramInputs(const Vocab& vocab, int T, int B, Rng& rng) {
   if (vocab.size() < 1 || T < 1 || B < 1) throw Error("decay: random inputs need a vocabulary and T, B positive");
   std::vector<double> cumulative;
   double total = 0;
@@ -218,27 +197,27 @@ DecayInputs UnigramInputs(const Vocab& vocab, int T, int B, Rng& rng) {
   };
   std::vector<int32_t> ids(static_cast<size_t>(T + 1) * B);
   for (auto& id : ids) id = std::min(draw(), vocab.size() - 1);
-  DecayInputs data{T, B, Ids(static_cast<Eigen::Index>(T) * B), Ids(static_cast<Eigen::Index>(T) * B)};
+  Batch<double> data = SymbolBatch(T, B);
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t) {
-      data.inputs(t * B + b) = ids[static_cast<size_t>(b) * (T + 1) + t];
-      data.targets(t * B + b) = ids[static_cast<size_t>(b) * (T + 1) + t + 1];
+      data.ids(t * B + b) = ids[static_cast<size_t>(b) * (T + 1) + t];
+      data.classes(t * B + b) = ids[static_cast<size_t>(b) * (T + 1) + t + 1];
     }
   return data;
 }
 
-DecayInputs CorpusInputs(std::span<const int32_t> ids, int T, int B) {
+Batch<double> CorpusInputs(std::span<const int32_t> ids, int T, int B) {
   if (T < 1 || B < 1) throw Error("decay: T and B must be positive");
   if (ids.size() < static_cast<size_t>(T) + 1)
     throw Error("decay: the corpus has " + std::to_string(ids.size()) + " symbols; --steps " + std::to_string(T) +
                 " needs at least " + std::to_string(T + 1));
   const size_t room = ids.size() - static_cast<size_t>(T) - 1;
-  DecayInputs data{T, B, Ids(static_cast<Eigen::Index>(T) * B), Ids(static_cast<Eigen::Index>(T) * B)};
+  Batch<double> data = SymbolBatch(T, B);
   for (int b = 0; b < B; ++b) {
     const size_t start = B == 1 ? 0 : room * static_cast<size_t>(b) / static_cast<size_t>(B - 1);
     for (int t = 0; t < T; ++t) {
-      data.inputs(t * B + b) = ids[start + t];
-      data.targets(t * B + b) = ids[start + t + 1];
+      data.ids(t * B + b) = ids[start + t];
+      data.classes(t * B + b) = ids[start + t + 1];
     }
   }
   return data;
@@ -269,29 +248,18 @@ DecayFit FitDecay(const DecayCurve& curve, double vanish_threshold) {
   return fit;
 }
 
-std::vector<RecurrentSpectrum> RecurrentSpectra(CellType cell, const Mat<double>& weight_hh) {
-  static const char* const kLstmGates[] = {"i", "f", "g", "o"};
-  static const char* const kGruGates[] = {"r", "z", "n"};
+std::vector<RecurrentSpectrum> RecurrentSpectra(const Cell& cell, const Mat<double>& weight_hh) {
   const Eigen::Index H = weight_hh.cols();
   std::vector<RecurrentSpectrum> out;
-  for (int g = 0; g < GateCount(cell); ++g) {
+  for (int g = 0; g < cell.gates; ++g) {
     const Mat<double> U = weight_hh.middleRows(g * H, H);
     RecurrentSpectrum s;
-    s.gate = cell == CellType::kLstm ? kLstmGates[g] : cell == CellType::kGru ? kGruGates[g] : "";
+    s.gate = cell.gate_names.empty() ? "" : std::string(1, cell.gate_names[static_cast<size_t>(g)]);
     s.sigma_max = Eigen::BDCSVD<Mat<double>>(U).singularValues()(0);
     s.spectral_radius = Eigen::EigenSolver<Mat<double>>(U, false).eigenvalues().cwiseAbs().maxCoeff();
     out.push_back(s);
   }
   return out;
-}
-
-double PascanuGamma(CellType cell) {
-  switch (cell) {
-    case CellType::kRnnTanh:
-    case CellType::kRnnRelu: return 1.0;
-    case CellType::kRnnSigmoid: return 0.25;
-    default: return std::numeric_limits<double>::quiet_NaN();
-  }
 }
 
 std::vector<int> LogSpacedLags(int max_lag, int n) {
@@ -313,7 +281,7 @@ std::vector<int> LogSpacedLags(int max_lag, int n) {
 // Power iteration on J^T J per sequence (column), J = ∂h_s/∂h_{s-k}. Each sequence keeps its
 // own unit vector v; ‖J v‖ is the estimate. w = J v is normalised before the product J^T w, so
 // that neither underflows while σ_max itself is representable.
-Mat<double> JacobianNorms(CellType cell, const RecurrentParams<double>& params, const LayerCache<double>& cache,
+Mat<double> JacobianNorms(const Cell& cell, const RecurrentParams<double>& params, const LayerCache<double>& cache,
                           const std::vector<int>& lags, const DecayOptions& options) {
   const Eigen::Index H = params.hidden_size(), B = cache.B;
   Mat<double> sigma = Mat<double>::Zero(static_cast<Eigen::Index>(lags.size()), B);
@@ -360,35 +328,53 @@ const DecayCurve* DecayReport::Find(int layer, const std::string& quantity) cons
   return nullptr;
 }
 
+// The columns [first, first + count) of every position-indexed part of a batch.
+Batch<double> Columns(const Batch<double>& data, Eigen::Index first_step, Eigen::Index steps) {
+  const Eigen::Index B = data.B, j = first_step * B, n = steps * B;
+  Batch<double> out;
+  out.T = steps;
+  out.B = B;
+  if (data.ids.size() > 0) out.ids = data.ids.segment(j, n);
+  if (data.dense.size() > 0) out.dense = data.dense.middleCols(j, n);
+  if (data.classes.size() > 0) out.classes = data.classes.segment(j, n);
+  if (data.values.size() > 0) out.values = data.values.middleCols(j, n);
+  if (data.scored.size() > 0) out.scored = data.scored.segment(j, n);
+  return out;
+}
+
 DecayReport MeasureDecay(const std::string& model, const ModelConfig& config, const ModelParams<double>& params,
-                         const DecayInputs& data, const DecayOptions& options) {
+                         const Batch<double>& data, const DecayOptions& options) {
   CheckInputs(config, data, options);
+  const Cell& cell = *config.cell;
   const Eigen::Index B = data.B, L = config.layers;
   const Eigen::Index s = options.loss_step > 0 ? options.loss_step : data.T;
-  const bool lstm = config.cell == CellType::kLstm;
+  for (Eigen::Index b = 0; b < B; ++b)
+    if (!data.IsScored((s - 1) * B + b))
+      throw Error("decay: step " + std::to_string(s) + " of sequence " + std::to_string(b) +
+                  " has no target; choose a --loss-step where every sequence is scored");
   const State<double> zero = State<double>::Zeros(config, B);
 
   DecayReport report;
   report.model = model;
   report.config = config;
-  report.T = data.T;
-  report.B = data.B;
+  report.T = static_cast<int>(data.T);
+  report.B = static_cast<int>(data.B);
   report.loss_step = static_cast<int>(s);
 
-  // One sweep for L_b = cross-entropy at step s, summed over b (not averaged), so that each
+  // One sweep for L_b = the head's loss at step s, summed over b (not averaged), so that each
   // column carries exactly ∂L_b/∂x of its own sequence.
-  const Ids inputs = data.inputs.head(s * B);
+  const Batch<double> upto = Columns(data, 0, s);
   ModelCache<double> cache;
-  Forward(config, params, inputs, s, B, zero, cache);
-  Mat<double> dlogits = Mat<double>::Zero(config.vocab_size, s * B), dlast;
-  const Mat<double> last_logits = cache.logits.rightCols(B);
-  const Ids last_targets = data.targets.segment((s - 1) * B, B);
-  SoftmaxCrossEntropy<double>(last_logits, last_targets, &dlast);
-  dlogits.rightCols(B) = dlast * static_cast<double>(B);
+  Forward(config, params, upto, zero, cache, options.threads);
+  Mat<double> doutputs = Mat<double>::Zero(config.output_size, s * B), dlast;
+  Batch<double> last = Columns(data, s - 1, 1);
+  last.scored.resize(0);
+  HeadLoss<double>(config, cache.outputs.rightCols(B), last, &dlast, options.threads);
+  doutputs.rightCols(B) = dlast * static_cast<double>(B);
   cache.back.resize(L);
   for (auto& back : cache.back) back.record = true;
   auto grads = ModelParams<double>::Zeros(config);
-  Backward<double>(config, params, inputs, cache, dlogits, nullptr, grads, nullptr);
+  Backward<double>(config, params, upto, cache, doutputs, nullptr, grads, nullptr, options.threads);
 
   const std::vector<int> lags = LogSpacedLags(static_cast<int>(s - 1), options.jacobian_lags);
   for (Eigen::Index l = 0; l < L; ++l) {
@@ -397,16 +383,15 @@ DecayReport MeasureDecay(const std::string& model, const ModelConfig& config, co
     ld.layer = layer;
     report.curves.push_back(StepCurve(layer, "h", cache.back[l].dh_steps, s, B));
     ld.h = FitDecay(report.curves.back(), options.vanish_threshold);
-    if (lstm) {
+    if (cell.cell_state) {
       report.curves.push_back(StepCurve(layer, "c", cache.back[l].dc_steps, s, B));
       ld.c = FitDecay(report.curves.back(), options.vanish_threshold);
     }
     if (options.jacobian_lags > 0) {
       const Eigen::Index JB = options.jacobian_batch > 0 ? std::min<Eigen::Index>(options.jacobian_batch, B) : B;
       const Mat<double> sigma =
-          JB == B ? JacobianNorms(config.cell, params.layers[l], cache.layers[l], lags, options)
-                  : JacobianNorms(config.cell, params.layers[l], FirstSequences(config.cell, cache.layers[l], JB), lags,
-                                  options);
+          JB == B ? JacobianNorms(cell, params.layers[l], cache.layers[l], lags, options)
+                  : JacobianNorms(cell, params.layers[l], FirstSequences(cell, cache.layers[l], JB), lags, options);
       DecayCurve curve{layer, "jacobian", {}, {}, {}, {}, {}};
       for (size_t i = 0; i < lags.size(); ++i) {
         const Eigen::RowVectorXd row = sigma.row(static_cast<Eigen::Index>(i));
@@ -416,22 +401,22 @@ DecayReport MeasureDecay(const std::string& model, const ModelConfig& config, co
       report.curves.push_back(std::move(curve));
       ld.jacobian = FitDecay(report.curves.back(), options.vanish_threshold);
     }
-    ld.spectra = RecurrentSpectra(config.cell, params.layers[l].weight_hh);
+    ld.spectra = RecurrentSpectra(cell, params.layers[l].weight_hh);
     for (const auto& sp : ld.spectra) {
       ld.sigma_max = std::max(ld.sigma_max, sp.sigma_max);
       ld.spectral_radius = std::max(ld.spectral_radius, sp.spectral_radius);
     }
-    ld.pascanu_bound = PascanuGamma(config.cell) * ld.sigma_max;
+    ld.pascanu_bound = cell.pascanu_gamma * ld.sigma_max;
     report.layers.push_back(std::move(ld));
   }
 
-  // The gradient training would clip: the mean loss over the whole chunk.
+  // The gradient training would clip: the head's loss over the whole chunk.
   ModelCache<double> chunk;
-  Forward(config, params, data.inputs, data.T, B, zero, chunk);
+  Forward(config, params, data, zero, chunk, options.threads);
   Mat<double> dchunk;
-  SoftmaxCrossEntropy<double>(chunk.logits, data.targets, &dchunk);
+  HeadLoss<double>(config, chunk.outputs, data, &dchunk, options.threads);
   grads.SetZero();
-  Backward<double>(config, params, data.inputs, chunk, dchunk, nullptr, grads, nullptr);
+  Backward<double>(config, params, data, chunk, dchunk, nullptr, grads, nullptr, options.threads);
   report.grad_norm = GradNorm(grads);
   report.clip_norm = options.clip_norm;
   report.clip_fraction = report.grad_norm > options.clip_norm ? 1 - options.clip_norm / report.grad_norm : 0.0;
@@ -469,7 +454,7 @@ nlohmann::json DecaySummaryJson(const std::vector<DecayReport>& reports, const D
       layers.push_back(j);
     }
     models.push_back({{"model", r.model},
-                      {"cell", std::string(CellName(r.config.cell))},
+                      {"cell", std::string(r.config.cell->name)},
                       {"hidden", r.config.hidden_size},
                       {"layers_count", r.config.layers},
                       {"vocab_size", r.config.vocab_size},
@@ -530,10 +515,9 @@ void WriteDecayPlot(const std::vector<DecayReport>& reports, const std::filesyst
   SaveText(RenderLineChart(chart), path);
 }
 
-void RecordDecay(const ModelConfig& config, const ModelParams<float>& params, const Ids& inputs, const Ids& targets,
-                 int T, int B, const DecayOptions& options, const std::filesystem::path& run_dir, int64_t step) {
-  const DecayInputs data{T, B, inputs, targets};
-  const DecayReport r = MeasureDecay(std::string(CellName(config.cell)), config, params.Cast<double>(), data, options);
+void RecordDecay(const ModelConfig& config, const ModelParams<float>& params, const Batch<double>& data,
+                 const DecayOptions& options, const std::filesystem::path& run_dir, int64_t step) {
+  const DecayReport r = MeasureDecay(std::string(config.cell->name), config, params.Cast<double>(), data, options);
 
   const std::filesystem::path csv = run_dir / "decay_train.csv";
   const bool fresh = !std::filesystem::exists(csv);
@@ -562,7 +546,7 @@ void RecordDecay(const ModelConfig& config, const ModelParams<float>& params, co
     grid[std::stoll(f[0])][std::stoi(f[3])] = std::strtod(f[5].c_str(), nullptr);
   }
   Heatmap map;
-  map.title = "Gradient decay during training (" + std::string(CellName(config.cell)) + ", top layer)";
+  map.title = "Gradient decay during training (" + std::string(config.cell->name) + ", top layer)";
   map.x_label = "lag k (steps back from the loss)";
   map.y_label = "training step";
   map.colour_label = "log10 ‖∂L/∂h(s−k)‖ / ‖∂L/∂h(s)‖";

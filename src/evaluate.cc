@@ -11,17 +11,19 @@
 namespace bptt {
 
 double EvaluateLoss(const ModelConfig& config, const ModelParams<float>& params,
-                    const EncodedCorpus& corpus, SymbolRange range, int B, int T) {
+                    const EncodedCorpus& corpus, SymbolRange range, int B, int T, int threads) {
   BatchStream stream(corpus, range, B, T, /*allow_partial=*/true);
   State<float> state = State<float>::Zeros(config, B);
   ModelCache<float> cache;
-  Ids inputs, targets;
+  Batch<float> batch;
+  batch.B = B;
   double total = 0;  // nats summed over the scored symbols
   uint64_t count = 0;
-  while (const int steps = stream.Next(inputs, targets)) {
-    Forward(config, params, inputs, steps, B, state, cache);
+  while (const int steps = stream.Next(batch.ids, batch.classes)) {
+    batch.T = steps;
+    Forward(config, params, batch, state, cache, threads);
     const auto n = static_cast<uint64_t>(steps) * static_cast<uint64_t>(B);
-    total += SoftmaxCrossEntropy(cache.logits, targets) * static_cast<double>(n);
+    total += SoftmaxCrossEntropy<float>(cache.outputs, batch.classes, nullptr, threads) * static_cast<double>(n);
     count += n;
     FinalState(config, cache, state);
   }
@@ -57,7 +59,7 @@ EncodedFile EncodeFile(const std::filesystem::path& path, const Vocab& vocab) {
 }
 
 TextEvaluation EvaluateFile(const ModelConfig& config, const ModelParams<float>& params, EncodedFile file,
-                            const Vocab& vocab, int B, int T) {
+                            const Vocab& vocab, int B, int T, int threads) {
   TextEvaluation result;
   result.unknown = file.unknown;
   result.unknown_symbols = std::move(file.unknown_symbols);
@@ -70,20 +72,47 @@ TextEvaluation EvaluateFile(const ModelConfig& config, const ModelParams<float>&
   const size_t streams = std::clamp<size_t>((n - 1) / static_cast<size_t>(std::max(T, 1)), 1, static_cast<size_t>(std::max(B, 1)));
   B = static_cast<int>(streams);
   const EncodedCorpus corpus(std::move(file.ids), vocab);
-  result.nats_per_symbol = EvaluateLoss(config, params, corpus, {0, n}, B, T);
+  result.nats_per_symbol = EvaluateLoss(config, params, corpus, {0, n}, B, T, threads);
   result.bits_per_symbol = result.nats_per_symbol / std::numbers::ln2;
   result.perplexity = std::exp(result.nats_per_symbol);
   result.symbols = static_cast<uint64_t>(B) * ((n - 1) / static_cast<uint64_t>(B));
+  result.streams = static_cast<uint64_t>(B);
   return result;
 }
 
+double ScoreStepwise(Stepper& stepper, std::span<const int32_t> ids) {
+  if (ids.size() < 2) throw Error("scoring needs at least two symbols, got " + std::to_string(ids.size()));
+  const Eigen::Index V = stepper.config().output_size;
+  // The logits of up to kChunk steps side by side, scored by the training loss a chunk at a time.
+  constexpr Eigen::Index kChunk = 1024;
+  Mat<float> logits(V, kChunk);
+  Ids targets(kChunk);
+  Eigen::Index filled = 0;
+  double total = 0;
+  const auto score = [&] {
+    if (filled == kChunk) total += kChunk * SoftmaxCrossEntropy(logits, targets);
+    else total += filled * SoftmaxCrossEntropy<float>(logits.leftCols(filled), targets.head(filled));
+    filled = 0;
+  };
+  std::span<const float> z = stepper.Prime(ids.first(1));
+  for (size_t t = 1; t < ids.size(); ++t) {
+    logits.col(filled) = Eigen::Map<const Eigen::VectorXf>(z.data(), V);
+    targets(filled++) = ids[t];
+    if (filled == kChunk) score();
+    if (t + 1 < ids.size()) z = stepper.Step(ids[t]);
+  }
+  if (filled > 0) score();
+  return total / static_cast<double>(ids.size() - 1);
+}
+
 TextEvaluation EvaluateFileStepwise(const ModelConfig& config, ModelParams<float> params, EncodedFile file,
-                                    const Vocab& vocab, SamplePrecision precision) {
+                                    Precision precision) {
   TextEvaluation result;
   result.unknown = file.unknown;
   result.unknown_symbols = std::move(file.unknown_symbols);
-  Sampler sampler(config, std::move(params), vocab);
-  result.nats_per_symbol = sampler.Score(file.ids, precision);
+  Stepper stepper(config, std::move(params));
+  stepper.Configure(precision, 1);
+  result.nats_per_symbol = ScoreStepwise(stepper, file.ids);
   result.bits_per_symbol = result.nats_per_symbol / std::numbers::ln2;
   result.perplexity = std::exp(result.nats_per_symbol);
   result.symbols = file.ids.size() - 1;

@@ -3,6 +3,8 @@
 #include <Eigen/QR>
 #include <cmath>
 
+#include "bptt/error.h"
+
 namespace bptt {
 
 namespace {
@@ -41,6 +43,25 @@ std::optional<InitScheme> ParseInit(std::string_view name) {
   return std::nullopt;
 }
 
+std::span<const OptionSpec<InitOptions>> InitOptionSpecs() {
+  using I = InitOptions;
+  constexpr OnResume kFixed = OnResume::kFixed;
+  static const std::vector<OptionSpec<I>> specs = {
+      Choice<I>(0, "init", "scheme", "Model", "uniform, pytorch, xavier, he, orthogonal or identity", kFixed,
+                [](I& i) -> auto& { return i.scheme; }, InitName,
+                [](const std::string& v, const std::string& f) {
+                  const std::optional<InitScheme> s = ParseInit(v);
+                  if (!s) throw Error(f + " '" + v + "' is not one of uniform, pytorch, xavier, he, orthogonal, identity");
+                  return *s;
+                }),
+      Field<I>(0, "init-scale", "scale", "Model", "uniform bound or orthogonal/identity gain (0 = the scheme's default)",
+               kFixed, [](I& i) -> auto& { return i.scale; }),
+      Field<I>(0, "forget-bias", "forget_bias", "Model", "LSTM forget-gate bias", kFixed,
+               [](I& i) -> auto& { return i.forget_bias; }),
+  };
+  return specs;
+}
+
 template <typename S>
 Mat<S> RandomOrthogonal(Eigen::Index rows, Eigen::Index cols, Rng& rng) {
   const bool tall = rows >= cols;
@@ -59,7 +80,7 @@ template <typename S>
 void Initialize(const ModelConfig& config, const InitOptions& o, Rng& rng, ModelParams<S>& params) {
   params = ModelParams<S>::Zeros(config);
   const Eigen::Index H = config.hidden_size;
-  const int G = GateCount(config.cell);
+  const int G = config.cell->gates;
   const double gain = o.scale > 0 ? o.scale : 1.0;
 
   if (o.scheme == InitScheme::kUniform || o.scheme == InitScheme::kPytorch) {
@@ -95,10 +116,12 @@ void Initialize(const ModelConfig& config, const InitOptions& o, Rng& rng, Model
     }
     FillUniform<S>(params.decoder_weight, XavierBound(H, config.vocab_size), rng);
   }
-  if (config.cell == CellType::kLstm) {
+  // The forget gate: the block named 'f' (LSTM's second).
+  if (const size_t f = config.cell->gate_names.find('f'); f != std::string_view::npos) {
+    const Eigen::Index row = static_cast<Eigen::Index>(f) * H;
     for (auto& layer : params.layers) {
-      layer.bias_ih.middleRows(H, H).setConstant(static_cast<S>(o.forget_bias));
-      layer.bias_hh.middleRows(H, H).setZero();
+      layer.bias_ih.middleRows(row, H).setConstant(static_cast<S>(o.forget_bias));
+      layer.bias_hh.middleRows(row, H).setZero();
     }
   }
 }

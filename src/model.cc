@@ -1,27 +1,102 @@
 #include "bptt/model.h"
 
 #include "bptt/error.h"
-#include "parallel_product.h"
+#include "kernels/threads.h"
 
 namespace bptt {
 
+std::string_view HeadName(Head head) { return head == Head::kRegression ? "regression" : "softmax"; }
+
+Head ParseHead(std::string_view name, std::string_view flag) {
+  for (const Head h : {Head::kSoftmax, Head::kRegression})
+    if (HeadName(h) == name) return h;
+  throw Error(std::string(flag) + " '" + std::string(name) + "' is not one of softmax, regression");
+}
+
 void ModelConfig::Validate() const {
-  if (vocab_size < 1) throw Error("vocabulary size must be positive");
+  if (cell == nullptr) throw Error("the model has no cell");
+  if (vocab_size < 0 || input_size < 0) throw Error("input sizes must not be negative");
+  if ((vocab_size > 0) == (input_size > 0))
+    throw Error("a model reads either symbols (a vocabulary size) or dense vectors (--input-size), not " +
+                std::string(vocab_size > 0 ? "both" : "neither"));
   if (embed_size < 0) throw Error("--embed must be 0 (one-hot) or positive, got " + std::to_string(embed_size));
+  if (embed_size > 0 && dense_input()) throw Error("--embed applies to symbol input only");
   if (hidden_size < 1) throw Error("--hidden must be positive, got " + std::to_string(hidden_size));
   if (layers < 1) throw Error("--layers must be positive, got " + std::to_string(layers));
   if (!(dropout >= 0.0 && dropout < 1.0)) throw Error("--dropout must be in [0, 1), got " + std::to_string(dropout));
+  if (output_size < 1) throw Error("the model's head needs at least one output, got " + std::to_string(output_size));
+}
+
+std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
+  using M = ModelConfig;
+  constexpr OnResume kFixed = OnResume::kFixed;
+  static const std::string cell_help = "the cell: " + CellNames();
+  static const std::vector<OptionSpec<M>> specs = {
+      Choice<M>(0, "cell", "cell", "Model", cell_help, kFixed, [](M& m) -> auto& { return m.cell; },
+                [](const Cell* c) { return c->name; },
+                [](const std::string& v, const std::string& f) { return &ParseCell(v, f); }),
+      Field<M>(0, "layers", "layers", "Model", "stacked recurrent layers (L)", kFixed,
+               [](M& m) -> auto& { return m.layers; }),
+      Field<M>(0, "hidden", "hidden_size", "Model", "hidden units per layer (H)", kFixed,
+               [](M& m) -> auto& { return m.hidden_size; }),
+      Field<M>(0, "embed", "embed_size", "Model", "embedding width of a symbol input (0 = one-hot)", kFixed,
+               [](M& m) -> auto& { return m.embed_size; }),
+      Field<M>(0, "dropout", "dropout", "Model", "dropout probability between layers", kFixed,
+               [](M& m) -> auto& { return m.dropout; }),
+  };
+  return specs;
+}
+
+namespace {
+// The keys of the stored configuration that the data sets rather than an option.
+constexpr std::string_view kDataKeys[] = {"vocab_size", "input_size", "output_size", "head"};
+}  // namespace
+
+nlohmann::json ConfigToJson(const ModelConfig& c) {
+  nlohmann::json j = ToJson(ModelOptionSpecs(), c);
+  j["vocab_size"] = c.vocab_size;
+  j["input_size"] = c.input_size;
+  j["output_size"] = c.output_size;
+  j["head"] = std::string(HeadName(c.head));
+  return j;
+}
+
+ModelConfig ConfigFromJson(const nlohmann::json& j, const std::string& source) {
+  ModelConfig c = FromJson(ModelOptionSpecs(), j, ModelConfig(), source, kDataKeys);
+  try {
+    c.vocab_size = j.value("vocab_size", 0);
+    c.input_size = j.value("input_size", 0);
+    c.output_size = j.value("output_size", c.vocab_size);
+    c.head = ParseHead(j.value("head", std::string("softmax")), "model head");
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(source + ": model configuration is malformed: " + e.what());
+  }
+  try {
+    c.Validate();
+  } catch (const Error& e) {
+    throw Error(source + ": model configuration is invalid: " + e.what());
+  }
+  return c;
+}
+
+ModelConfig LanguageModel(const Cell& cell, int vocab_size, int embed_size, int hidden_size, int layers,
+                          double dropout) {
+  return {&cell, vocab_size, 0, embed_size, hidden_size, layers, dropout, Head::kSoftmax, vocab_size};
+}
+
+TensorRole RoleOf(std::string_view name) {
+  return name.find("bias") != std::string_view::npos ? TensorRole::kBias : TensorRole::kWeight;
 }
 
 template <typename S>
 ModelParams<S> ModelParams<S>::Zeros(const ModelConfig& config) {
   ModelParams p;
-  const Eigen::Index V = config.vocab_size, H = config.hidden_size;
+  const Eigen::Index V = config.vocab_size, H = config.hidden_size, O = config.output_size;
   if (config.embed_size > 0) p.encoder = Mat<S>::Zero(V, config.embed_size);
   for (int l = 0; l < config.layers; ++l)
-    p.layers.push_back(RecurrentParams<S>::Zeros(config.cell, l == 0 ? config.input_size() : H, H));
-  p.decoder_weight = Mat<S>::Zero(V, H);
-  p.decoder_bias = Mat<S>::Zero(V, 1);
+    p.layers.push_back(RecurrentParams<S>::Zeros(*config.cell, l == 0 ? config.layer0_input_size() : H, H));
+  p.decoder_weight = Mat<S>::Zero(O, H);
+  p.decoder_bias = Mat<S>::Zero(O, 1);
   return p;
 }
 
@@ -35,6 +110,13 @@ int64_t ModelParams<S>::Count() const {
 template <typename S>
 void ModelParams<S>::SetZero() {
   ForEach([](const std::string&, Mat<S>& m) { m.setZero(); });
+}
+
+template <typename S>
+bool ModelParams<S>::AllFinite() const {
+  bool finite = true;
+  ForEach([&finite](const std::string&, const Mat<S>& m) { finite = finite && m.allFinite(); });
+  return finite;
 }
 
 template <typename S>
@@ -54,7 +136,7 @@ template <typename S>
 State<S> State<S>::Zeros(const ModelConfig& config, Eigen::Index B) {
   State s;
   s.h.assign(config.layers, Mat<S>::Zero(config.hidden_size, B));
-  if (config.cell == CellType::kLstm) s.c.assign(config.layers, Mat<S>::Zero(config.hidden_size, B));
+  if (config.cell->cell_state) s.c.assign(config.layers, Mat<S>::Zero(config.hidden_size, B));
   return s;
 }
 
@@ -73,13 +155,23 @@ ConstMatRef<S> LayerInput(const ModelCache<S>& cache, size_t l) {
   return cache.layers[l - 1].h.rightCols(cache.T * cache.B);
 }
 
+template <typename S>
+void CheckBatch(const ModelConfig& config, const Batch<S>& batch) {
+  const Eigen::Index TB = batch.T * batch.B;
+  if (config.dense_input() ? batch.dense.rows() != config.input_size || batch.dense.cols() != TB
+                           : batch.ids.size() != TB)
+    throw Error("the batch's inputs do not match the model's input (" +
+                std::string(config.dense_input() ? "dense" : "symbols") + ", " + std::to_string(TB) + " positions)");
+}
+
 }  // namespace
 
 template <typename S>
-void Forward(const ModelConfig& config, const ModelParams<S>& params, const Ids& inputs,
-             Eigen::Index T, Eigen::Index B, const State<S>& initial, ModelCache<S>& cache,
-             Rng* dropout_rng) {
-  const Eigen::Index L = config.layers, H = config.hidden_size, TB = T * B;
+void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
+             const State<S>& initial, ModelCache<S>& cache, int threads, Rng* dropout_rng) {
+  CheckBatch(config, batch);
+  const Eigen::Index L = config.layers, H = config.hidden_size, T = batch.T, B = batch.B, TB = T * B;
+  const Cell& cell = *config.cell;
   cache.T = T;
   cache.B = B;
   cache.layers.resize(L);
@@ -94,23 +186,25 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Ids&
   for (Eigen::Index l = 0; l < L; ++l) {
     const RecurrentParams<S>& p = params.layers[l];
     LayerCache<S>& lc = cache.layers[l];
-    lc.Resize(config.cell, H, T, B);
+    lc.Resize(cell, H, T, B);
     // Input projection for all T steps: gates = W_ih x + b_ih.
     if (l > 0) {
-      ParallelProduct(lc.gates, p.weight_ih, LayerInput(cache, l), false);
+      ParallelProduct(lc.gates, p.weight_ih, LayerInput(cache, l), false, threads);
+    } else if (config.dense_input()) {
+      ParallelProduct(lc.gates, p.weight_ih, batch.dense, false, threads);
     } else if (config.embed_size > 0) {
       EnsureShape(cache.embedded, config.embed_size, TB);
-      for (Eigen::Index j = 0; j < TB; ++j) cache.embedded.col(j) = params.encoder.row(inputs(j)).transpose();
-      ParallelProduct(lc.gates, p.weight_ih, cache.embedded, false);
+      for (Eigen::Index j = 0; j < TB; ++j) cache.embedded.col(j) = params.encoder.row(batch.ids(j)).transpose();
+      ParallelProduct(lc.gates, p.weight_ih, cache.embedded, false, threads);
     } else {
-#pragma omp parallel for schedule(static)
-      for (Eigen::Index j = 0; j < TB; ++j) lc.gates.col(j) = p.weight_ih.col(inputs(j));  // one-hot gather
+#pragma omp parallel for schedule(static) num_threads(threads)
+      for (Eigen::Index j = 0; j < TB; ++j) lc.gates.col(j) = p.weight_ih.col(batch.ids(j));  // one-hot gather
     }
     lc.gates.colwise() += p.bias_ih.col(0);
     lc.h.leftCols(B) = initial.h[l];
-    if (config.cell == CellType::kLstm) lc.c.leftCols(B) = initial.c[l];
+    if (cell.cell_state) lc.c.leftCols(B) = initial.c[l];
 
-    CellForward(config.cell, p, lc);
+    cell.modes<S>().chunk_forward(p, lc, threads);
 
     if (drop && l < L - 1) {
       Mat<S>& mask = cache.dropout_mask[l];
@@ -122,9 +216,9 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Ids&
     }
   }
   const auto top = cache.layers[L - 1].h.rightCols(TB);
-  EnsureShape(cache.logits, config.vocab_size, TB);
-  ParallelProduct(cache.logits, params.decoder_weight, top, false);
-  cache.logits.colwise() += params.decoder_bias.col(0);
+  EnsureShape(cache.outputs, config.output_size, TB);
+  ParallelProduct(cache.outputs, params.decoder_weight, top, false, threads);
+  cache.outputs.colwise() += params.decoder_bias.col(0);
 }
 
 template <typename S>
@@ -132,67 +226,69 @@ void FinalState(const ModelConfig& config, const ModelCache<S>& cache, State<S>&
   const Eigen::Index TB = cache.T * cache.B;
   for (int l = 0; l < config.layers; ++l) {
     state.h[l] = cache.layers[l].h.middleCols(TB, cache.B);
-    if (config.cell == CellType::kLstm) state.c[l] = cache.layers[l].c.middleCols(TB, cache.B);
+    if (config.cell->cell_state) state.c[l] = cache.layers[l].c.middleCols(TB, cache.B);
   }
 }
 
 template <typename S>
-void Backward(const ModelConfig& config, const ModelParams<S>& params, const Ids& inputs,
-              ModelCache<S>& cache, const Mat<S>& dlogits, const std::type_identity_t<State<S>>* dfinal,
-              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial) {
+void Backward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
+              ModelCache<S>& cache, const Mat<S>& doutputs, const std::type_identity_t<State<S>>* dfinal,
+              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial, int threads) {
   const Eigen::Index L = config.layers, H = config.hidden_size, B = cache.B, TB = cache.T * cache.B;
-  const bool lstm = config.cell == CellType::kLstm;
+  const Cell& cell = *config.cell;
   cache.back.resize(L);
 
-  // Decoder: logits = W_dec h + b_dec.
+  // Decoder: outputs = W_dec h + b_dec.
   const auto top = cache.layers[L - 1].h.rightCols(TB);
-  ParallelProduct(grads.decoder_weight, dlogits, top.transpose(), true);
-  grads.decoder_bias += dlogits.rowwise().sum();
+  ParallelProduct(grads.decoder_weight, doutputs, top.transpose(), true, threads);
+  grads.decoder_bias += doutputs.rowwise().sum();
   EnsureShape(cache.dh_out, H, TB);
-  ParallelProduct(cache.dh_out, params.decoder_weight.transpose(), dlogits, false);  // (H, T*B)
+  ParallelProduct(cache.dh_out, params.decoder_weight.transpose(), doutputs, false, threads);  // (H, T*B)
 
   for (Eigen::Index l = L - 1; l >= 0; --l) {
     const RecurrentParams<S>& p = params.layers[l];
     RecurrentParams<S>& g = grads.layers[l];
     LayerBackward<S>& lb = cache.back[l];
-    lb.Resize(config.cell, H, cache.T, B);
+    lb.Resize(cell, H, cache.T, B);
     if (dfinal) lb.dh = dfinal->h[l]; else lb.dh.setZero();
-    if (lstm) {
+    if (cell.cell_state) {
       if (dfinal) lb.dc = dfinal->c[l]; else lb.dc.setZero();
     }
 
-    CellBackward<S>(config.cell, p, cache.layers[l], cache.dh_out, lb, g);
+    cell.modes<S>().chunk_backward(p, cache.layers[l], cache.dh_out, lb, g, threads);
 
     if (dinitial) {
       dinitial->h[l] = lb.dh;
-      if (lstm) dinitial->c[l] = lb.dc;
+      if (cell.cell_state) dinitial->c[l] = lb.dc;
     }
     // Input projection: dW_ih += dgates x^T, db_ih += sum of dgates, dx = W_ih^T dgates.
     g.bias_ih += lb.dgates.rowwise().sum();
     if (l > 0) {
-      ParallelProduct(g.weight_ih, lb.dgates, LayerInput(cache, l).transpose(), true);
-      ParallelProduct(cache.dh_out, p.weight_ih.transpose(), lb.dgates, false);
+      ParallelProduct(g.weight_ih, lb.dgates, LayerInput(cache, l).transpose(), true, threads);
+      ParallelProduct(cache.dh_out, p.weight_ih.transpose(), lb.dgates, false, threads);
       if (!cache.dropout_mask.empty()) cache.dh_out.array() *= cache.dropout_mask[l - 1].array();
+    } else if (config.dense_input()) {
+      ParallelProduct(g.weight_ih, lb.dgates, batch.dense.transpose(), true, threads);
     } else if (config.embed_size > 0) {
-      ParallelProduct(g.weight_ih, lb.dgates, cache.embedded.transpose(), true);
+      ParallelProduct(g.weight_ih, lb.dgates, cache.embedded.transpose(), true, threads);
       EnsureShape(cache.dx, p.weight_ih.cols(), TB);
-      ParallelProduct(cache.dx, p.weight_ih.transpose(), lb.dgates, false);  // (E, T*B)
-      for (Eigen::Index j = 0; j < TB; ++j) grads.encoder.row(inputs(j)) += cache.dx.col(j).transpose();
+      ParallelProduct(cache.dx, p.weight_ih.transpose(), lb.dgates, false, threads);  // (E, T*B)
+      for (Eigen::Index j = 0; j < TB; ++j) grads.encoder.row(batch.ids(j)) += cache.dx.col(j).transpose();
     } else {
-      for (Eigen::Index j = 0; j < TB; ++j) g.weight_ih.col(inputs(j)) += lb.dgates.col(j);  // scatter
+      for (Eigen::Index j = 0; j < TB; ++j) g.weight_ih.col(batch.ids(j)) += lb.dgates.col(j);  // scatter
     }
   }
 }
 
-#define BPTT_INSTANTIATE(S)                                                                          \
-  template struct ModelParams<S>;                                                                    \
-  template struct State<S>;                                                                          \
-  template void Forward<S>(const ModelConfig&, const ModelParams<S>&, const Ids&, Eigen::Index,      \
-                           Eigen::Index, const State<S>&, ModelCache<S>&, Rng*);                     \
-  template void FinalState<S>(const ModelConfig&, const ModelCache<S>&, State<S>&);                  \
-  template void Backward<S>(const ModelConfig&, const ModelParams<S>&, const Ids&, ModelCache<S>&,   \
-                            const Mat<S>&, const std::type_identity_t<State<S>>*, ModelParams<S>&,           \
-                            std::type_identity_t<State<S>>*);
+#define BPTT_INSTANTIATE(S)                                                                            \
+  template struct ModelParams<S>;                                                                      \
+  template struct State<S>;                                                                            \
+  template void Forward<S>(const ModelConfig&, const ModelParams<S>&, const Batch<S>&, const State<S>&, \
+                           ModelCache<S>&, int, Rng*);                                                 \
+  template void FinalState<S>(const ModelConfig&, const ModelCache<S>&, State<S>&);                    \
+  template void Backward<S>(const ModelConfig&, const ModelParams<S>&, const Batch<S>&, ModelCache<S>&, \
+                            const Mat<S>&, const std::type_identity_t<State<S>>*, ModelParams<S>&,     \
+                            std::type_identity_t<State<S>>*, int);
 BPTT_INSTANTIATE(float)
 BPTT_INSTANTIATE(double)
 #undef BPTT_INSTANTIATE

@@ -1,6 +1,9 @@
 #include "bptt/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
+
+#include "bptt/error.h"
 
 namespace bptt {
 
@@ -30,38 +33,59 @@ int OptimizerSlots(const OptimizerOptions& options) {
   }
 }
 
+template <typename S>
+void CheckOptimizerState(const OptimizerOptions& o, const ModelParams<S>& params, const OptimizerState<S>& state) {
+  std::vector<const Mat<S>*> w;
+  params.ForEach([&w](const std::string&, const Mat<S>& m) { w.push_back(&m); });
+  const int slots = OptimizerSlots(o);
+  const auto matches = [&w](const std::vector<Mat<S>>& slot, bool used) {
+    if (slot.size() != (used ? w.size() : 0)) return false;
+    for (size_t k = 0; k < slot.size(); ++k)
+      if (slot[k].rows() != w[k]->rows() || slot[k].cols() != w[k]->cols()) return false;
+    return true;
+  };
+  if (state.step < 0 || !matches(state.slot1, slots >= 1) || !matches(state.slot2, slots == 2))
+    throw Error("the optimizer state (" + std::to_string(state.slot1.size() + state.slot2.size()) +
+                " buffers) does not match the model and the " + std::string(OptimizerName(o.type)) + " optimizer (" +
+                std::to_string(slots) + " buffers per tensor)");
+}
+
 // Per tensor w with gradient g (PyTorch's rules):
 //   SGD       buf = momentum buf + g;  w -= lr (nesterov ? g + momentum buf : buf)   (buf = g if momentum = 0)
 //   Adagrad   s += g^2;                w -= lr g / (sqrt(s) + eps)
 //   RMSProp   v = a v + (1 - a) g^2;   w -= lr g / (sqrt(v) + eps)
 //   Adam      m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //             w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-// Decoupled weight decay first: w -= lr wd w, for matrices only (biases are not decayed).
+// Decoupled weight decay first: w -= lr wd w, for weights only (biases are not decayed).
 template <typename S>
-void OptimizerStep(const OptimizerOptions& o, double lr, ModelParams<S>& params,
-                   const ModelParams<S>& grads, OptimizerState<S>& state) {
+bool OptimizerStep(const OptimizerOptions& o, double lr, ModelParams<S>& params,
+                   const ModelParams<S>& grads, OptimizerState<S>& state, int threads) {
   std::vector<const Mat<S>*> g;
   grads.ForEach([&g](const std::string&, const Mat<S>& m) { g.push_back(&m); });
   std::vector<Mat<S>*> w;
-  params.ForEach([&w](const std::string&, Mat<S>& m) { w.push_back(&m); });
+  std::vector<bool> decay;
+  params.ForEach([&](const std::string& name, Mat<S>& m) {
+    w.push_back(&m);
+    decay.push_back(RoleOf(name) == TensorRole::kWeight);
+  });
   const int slots = OptimizerSlots(o);
-  if (state.slot1.size() != (slots >= 1 ? w.size() : 0)) {
-    state.slot1.clear();
-    state.slot2.clear();
+  if (state.step == 0 && state.slot1.empty() && state.slot2.empty()) {
     for (size_t k = 0; k < w.size() && slots >= 1; ++k) {
       state.slot1.push_back(Mat<S>::Zero(w[k]->rows(), w[k]->cols()));
       if (slots == 2) state.slot2.push_back(Mat<S>::Zero(w[k]->rows(), w[k]->cols()));
     }
   }
+  CheckOptimizerState(o, params, state);
   ++state.step;
   const S rate = static_cast<S>(lr), eps = static_cast<S>(o.eps);
   const double t = static_cast<double>(state.step);
 
-#pragma omp parallel for schedule(dynamic)
+  std::vector<char> finite(w.size(), 1);
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
   for (size_t k = 0; k < w.size(); ++k) {
     auto wk = w[k]->array();
     const auto gk = g[k]->array();
-    if (o.weight_decay != 0.0 && w[k]->cols() > 1) wk *= static_cast<S>(1.0 - lr * o.weight_decay);
+    if (o.weight_decay != 0.0 && decay[k]) wk *= static_cast<S>(1.0 - lr * o.weight_decay);
     switch (o.type) {
       case OptimizerType::kSgd:
         if (slots == 0) {
@@ -99,12 +123,18 @@ void OptimizerStep(const OptimizerOptions& o, double lr, ModelParams<S>& params,
         break;
       }
     }
+    finite[k] = wk.isFinite().all();
   }
+  return std::all_of(finite.begin(), finite.end(), [](char f) { return f != 0; });
 }
 
-template void OptimizerStep<float>(const OptimizerOptions&, double, ModelParams<float>&,
-                                   const ModelParams<float>&, OptimizerState<float>&);
-template void OptimizerStep<double>(const OptimizerOptions&, double, ModelParams<double>&,
-                                    const ModelParams<double>&, OptimizerState<double>&);
+template void CheckOptimizerState<float>(const OptimizerOptions&, const ModelParams<float>&,
+                                         const OptimizerState<float>&);
+template void CheckOptimizerState<double>(const OptimizerOptions&, const ModelParams<double>&,
+                                          const OptimizerState<double>&);
+template bool OptimizerStep<float>(const OptimizerOptions&, double, ModelParams<float>&,
+                                   const ModelParams<float>&, OptimizerState<float>&, int);
+template bool OptimizerStep<double>(const OptimizerOptions&, double, ModelParams<double>&,
+                                    const ModelParams<double>&, OptimizerState<double>&, int);
 
 }  // namespace bptt

@@ -252,8 +252,9 @@ Entry ParseEntry(const std::string& name, const Json& value, uint64_t data_size,
   return entry;
 }
 
-// Verifies the checksum when the metadata claims one and removes it from `metadata`.
-void VerifyChecksum(std::map<std::string, std::string>& metadata, std::span<const uint8_t> file,
+// Verifies the checksum when the metadata claims one and removes it from `metadata`; says
+// whether there was one.
+bool VerifyChecksum(std::map<std::string, std::string>& metadata, std::span<const uint8_t> file,
                     std::string_view header, const std::string& where) {
   bool claimed = false;
   for (const auto& [key, value] : metadata) {
@@ -262,7 +263,7 @@ void VerifyChecksum(std::map<std::string, std::string>& metadata, std::span<cons
                   Quote(kChecksumKey) + " may");
     claimed |= key == kChecksumKey;
   }
-  if (!claimed) return;
+  if (!claimed) return false;
   const std::string& value = metadata[std::string(kChecksumKey)];
   if (!IsChecksumText(value))
     throw Error(where + " checksum " + Quote(value) + " is not crc32: and 8 lowercase hex digits");
@@ -278,6 +279,7 @@ void VerifyChecksum(std::map<std::string, std::string>& metadata, std::span<cons
     throw Error(where + " checksum mismatch: the file says " + value + ", its bytes give " +
                 actual);
   metadata.erase(std::string(kChecksumKey));
+  return true;
 }
 
 void ReadAll(int fd, std::span<uint8_t> out, const std::string& path) {
@@ -532,7 +534,7 @@ Safetensors Safetensors::Parse(std::span<const uint8_t> bytes, std::string_view 
       st.metadata_[key] = value.get<std::string>();
     }
   }
-  VerifyChecksum(st.metadata_, bytes, header, where);
+  st.checksum_verified_ = VerifyChecksum(st.metadata_, bytes, header, where);
 
   std::vector<Entry> entries;
   for (const auto& [name, value] : json.items()) {

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -17,6 +18,8 @@
 #include "bptt/error.h"
 #include "bptt/evaluate.h"
 #include "bptt/loss.h"
+#include "bptt/plot.h"
+#include "train_data.h"
 
 namespace bptt {
 
@@ -30,15 +33,6 @@ double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-std::string FormatDuration(double seconds) {
-  const long s = std::lround(seconds);
-  std::ostringstream out;
-  if (s >= 3600) out << s / 3600 << "h" << std::setw(2) << std::setfill('0') << (s % 3600) / 60 << "m";
-  else if (s >= 60) out << s / 60 << "m" << std::setw(2) << std::setfill('0') << s % 60 << "s";
-  else out << s << "s";
-  return out.str();
-}
-
 // Available memory from /proc/meminfo, or 0 when unknown.
 uint64_t AvailableBytes() {
   std::ifstream in("/proc/meminfo");
@@ -50,26 +44,204 @@ uint64_t AvailableBytes() {
   return 0;
 }
 
-void CheckOptions(const TrainOptions& o) {
-  if (o.corpus.empty()) throw Error("--corpus is required (a text file or a directory of text files)");
-  if (o.seq_len < 1) throw Error("--seq-len must be positive, got " + std::to_string(o.seq_len));
-  if (o.batch < 1) throw Error("--batch must be positive, got " + std::to_string(o.batch));
-  if (!(o.lr > 0)) throw Error("--lr must be positive");
-  if (!(o.lr_decay > 0 && o.lr_decay <= 1)) throw Error("--lr-decay must be in (0, 1]");
-  if (o.clip_norm < 0) throw Error("--clip-norm must be 0 (off) or positive");
-  if (o.clip_value < 0) throw Error("--clip-value must be 0 (off) or positive");
-  if (o.threads < 0) throw Error("--threads must be 0 (every core) or positive");
-  if (o.max_steps < 0 || o.max_epochs < 0 || o.time_budget < 0)
-    throw Error("--max-steps, --max-epochs and --time-budget must not be negative");
-  if (o.eval_every < 1) throw Error("--eval-every must be positive");
-  if (o.checkpoint_every < 1) throw Error("--checkpoint-every must be positive");
-  if (o.log_every < 1) throw Error("--log-every must be positive");
-  if (o.max_rollbacks < 0) throw Error("--max-rollbacks must not be negative");
-  if (o.decay_every < 0) throw Error("--decay-every must be 0 (off) or positive");
-  if (o.decay_every > 0 && (o.decay_steps < 1 || o.decay_batch < 1))
-    throw Error("--decay-steps and --decay-batch must be positive");
-  if (o.out.empty()) throw Error("--out is required");
+template <typename T>
+T ParseWith(std::optional<T> (*parse)(std::string_view), const std::string& name, const std::string& flag,
+            const char* choices) {
+  const std::optional<T> v = parse(name);
+  if (!v) throw Error(flag + " '" + name + "' is not one of " + choices);
+  return *v;
 }
+
+// The commands of the table: which take an option.
+constexpr unsigned kTrain = kTrainCommand, kTask = kTaskCommand, kBoth = kTrain | kTask;
+
+std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
+  using O = TrainOptions;
+  constexpr OnResume kFixed = OnResume::kFixed, kChanges = OnResume::kChanges, kNone = OnResume::kNone;
+  const char* data = "Data";
+  const char* task = "Task";
+  const char* model = "Model";
+  const char* optim = "Optimisation";
+  const char* schedule = "Schedule and output";
+  std::vector<OptionSpec<O>> specs = {
+      Field<O>(kTrain, "corpus", "corpus", data, "text file or directory of text files (repeatable)", kFixed,
+               [](O& o) -> auto& { return o.corpus; }),
+      Choice<O>(kTrain, "unit", "unit", data, "symbol unit: grapheme, codepoint, byte or word", kFixed,
+                [](O& o) -> auto& { return o.tokenizer.unit; }, UnitName,
+                [](const std::string& v, const std::string& f) {
+                  return ParseWith<Unit>(ParseUnit, v, f, "grapheme, codepoint, byte, word");
+                }),
+      Field<O>(kTrain, "no-normalize", "normalize", data, "do not NFC-normalise the text", kFixed,
+               [](O& o) -> auto& { return o.tokenizer.normalize; }),
+      Field<O>(kTrain, "max-vocab", "max_vocab", data, "word unit: keep the most frequent words (0 = all)", kFixed,
+               [](O& o) -> auto& { return o.tokenizer.max_vocab; }),
+      Choice<O>(kTrain, "on-invalid", "on_invalid", data, "invalid UTF-8: error or replace (with U+FFFD)", kFixed,
+                [](O& o) -> auto& { return o.tokenizer.on_invalid; },
+                [](OnInvalid v) { return v == OnInvalid::kReplace ? "replace" : "error"; },
+                [](const std::string& v, const std::string& f) {
+                  if (v != "error" && v != "replace") throw Error(f + " must be error or replace, got '" + v + "'");
+                  return v == "replace" ? OnInvalid::kReplace : OnInvalid::kError;
+                }),
+      Field<O>(kTrain, "val-frac", "val_frac", data, "fraction of the corpus (at its end) for validation", kFixed,
+               [](O& o) -> auto& { return o.val_frac; }),
+      Field<O>(kTrain, "test-frac", "test_frac", data, "fraction after the validation part held out for testing",
+               kFixed, [](O& o) -> auto& { return o.test_frac; }),
+      Field<O>(kTask, "T", "task.T", task, "the task's length: the lag to bridge", kFixed,
+               [](O& o) -> auto& { return o.task_length; }),
+      Field<O>(kTask, "test-size", "task.test_size", task, "sequences in the test set", kFixed,
+               [](O& o) -> auto& { return o.test_size; }),
+      Choice<O>(kBoth, "optimizer", "optimizer.type", optim, "sgd, adagrad, rmsprop or adam", kFixed,
+                [](O& o) -> auto& { return o.optimizer.type; }, OptimizerName,
+                [](const std::string& v, const std::string& f) {
+                  return ParseWith<OptimizerType>(ParseOptimizer, v, f, "sgd, adagrad, rmsprop, adam");
+                }),
+      Field<O>(kBoth, "lr", "lr", optim, "learning rate", kChanges, [](O& o) -> auto& { return o.lr; }),
+      Field<O>(kBoth, "lr-decay", "lr_decay", optim, "multiply the learning rate by this after each epoch...",
+               kChanges, [](O& o) -> auto& { return o.lr_decay; }),
+      Field<O>(kBoth, "lr-decay-after", "lr_decay_after", optim, "...once this many epochs are done", kChanges,
+               [](O& o) -> auto& { return o.lr_decay_after; }),
+      Field<O>(kBoth, "momentum", "optimizer.momentum", optim, "SGD momentum", kFixed,
+               [](O& o) -> auto& { return o.optimizer.momentum; }),
+      Field<O>(kBoth, "nesterov", "optimizer.nesterov", optim, "SGD: Nesterov momentum", kFixed,
+               [](O& o) -> auto& { return o.optimizer.nesterov; }),
+      Field<O>(kBoth, "beta1", "optimizer.beta1", optim, "Adam: first-moment decay", kFixed,
+               [](O& o) -> auto& { return o.optimizer.beta1; }),
+      Field<O>(kBoth, "beta2", "optimizer.beta2", optim, "Adam: second-moment decay", kFixed,
+               [](O& o) -> auto& { return o.optimizer.beta2; }),
+      Field<O>(kBoth, "rms-decay", "optimizer.rms_decay", optim, "RMSProp decay of the mean square", kFixed,
+               [](O& o) -> auto& { return o.optimizer.rms_decay; }),
+      Field<O>(kBoth, "eps", "optimizer.eps", optim, "Adam, RMSProp, Adagrad: added to the root of the second moment",
+               kFixed, [](O& o) -> auto& { return o.optimizer.eps; }),
+      Field<O>(kBoth, "weight-decay", "optimizer.weight_decay", optim,
+               "decoupled weight decay of the weight matrices (not the biases)", kChanges,
+               [](O& o) -> auto& { return o.optimizer.weight_decay; }),
+      Field<O>(kBoth, "clip-norm", "clip_norm", optim, "clip the global gradient L2 norm to this (0 = off)", kChanges,
+               [](O& o) -> auto& { return o.clip_norm; }),
+      Field<O>(kBoth, "clip-value", "clip_value", optim, "clamp each gradient element to +-this (0 = off)", kChanges,
+               [](O& o) -> auto& { return o.clip_value; }),
+      Field<O>(kTrain, "seq-len", "seq_len", optim, "timesteps per chunk of truncated BPTT (T)", kFixed,
+               [](O& o) -> auto& { return o.seq_len; }),
+      Field<O>(kBoth, "batch", "batch", optim, "parallel streams or sequences per step (B)", kFixed,
+               [](O& o) -> auto& { return o.batch; }),
+      Field<O>(kBoth, "seed", "seed", optim, "random seed of every stream: initialisation, dropout, task data", kFixed,
+               [](O& o) -> auto& { return o.seed; }),
+      Field<O>(kBoth, "threads", "threads", optim, "threads (0 = every core)", kChanges,
+               [](O& o) -> auto& { return o.threads; }),
+      Field<O>(kBoth, "max-steps", "max_steps", schedule, "stop after this many steps (0 = no limit)", kChanges,
+               [](O& o) -> auto& { return o.max_steps; }),
+      Field<O>(kTrain, "max-epochs", "max_epochs", schedule,
+               "stop after this many epochs (0 = no limit; 50 when no limit is set)", kChanges,
+               [](O& o) -> auto& { return o.max_epochs; }),
+      Field<O>(kTask, "max-sequences", "max_sequences", schedule,
+               "stop after this many training sequences (0 = no limit)", kChanges,
+               [](O& o) -> auto& { return o.max_sequences; }),
+      Field<O>(kBoth, "time-budget", "time_budget", schedule, "stop after this many seconds (0 = no limit)", kChanges,
+               [](O& o) -> auto& { return o.time_budget; }),
+      Field<O>(kBoth, "eval-every", "eval_every", schedule, "steps between validations", kChanges,
+               [](O& o) -> auto& { return o.eval_every; }),
+      Field<O>(kBoth, "checkpoint-every", "checkpoint_every", schedule, "steps between checkpoints", kChanges,
+               [](O& o) -> auto& { return o.checkpoint_every; }),
+      Field<O>(kBoth, "log-every", "log_every", schedule, "steps between progress lines when not on a terminal",
+               kChanges, [](O& o) -> auto& { return o.log_every; }),
+      Field<O>(kBoth, "decay-every", "decay_every", schedule,
+               "record the gradient-decay profile every N steps into DIR/decay_train.csv and DIR/heatmap.svg (0 = off)",
+               kChanges, [](O& o) -> auto& { return o.decay_every; }),
+      Field<O>(kBoth, "decay-steps", "decay_steps", schedule, "timesteps of the decay probe", kChanges,
+               [](O& o) -> auto& { return o.decay_steps; }),
+      Field<O>(kBoth, "decay-batch", "decay_batch", schedule, "sequences of the decay probe", kChanges,
+               [](O& o) -> auto& { return o.decay_batch; }),
+      Choice<O>(kBoth, "on-divergence", "on_divergence", schedule,
+                "on a non-finite loss, gradient or weight: stop, or rollback (reload latest, halve the learning rate)",
+                kChanges, [](O& o) -> auto& { return o.rollback_on_divergence; },
+                [](bool rollback) { return rollback ? "rollback" : "stop"; },
+                [](const std::string& v, const std::string& f) {
+                  if (v != "stop" && v != "rollback") throw Error(f + " must be stop or rollback, got '" + v + "'");
+                  return v == "rollback";
+                }),
+      Field<O>(kBoth, "max-rollbacks", "max_rollbacks", schedule, "rollbacks before stopping", kChanges,
+               [](O& o) -> auto& { return o.max_rollbacks; }),
+      Field<O>(kBoth, "out", "", schedule, "run directory (default: a new directory under models/)", kNone,
+               [](O& o) -> auto& { return o.out; }),
+  };
+  const auto insert_at = [&specs](std::string_view before) {
+    return std::find_if(specs.begin(), specs.end(), [before](const auto& s) { return s.flag == before; });
+  };
+  const auto model_specs = Nest<O>(ModelOptionSpecs(), kBoth, "model.", [](O& o) -> auto& { return o.model; });
+  specs.insert(insert_at("optimizer"), model_specs.begin(), model_specs.end());
+  const auto init_specs = Nest<O>(InitOptionSpecs(), kBoth, "init.", [](O& o) -> auto& { return o.init; });
+  specs.insert(insert_at("optimizer"), init_specs.begin(), init_specs.end());
+  for (auto& spec : specs) {
+    if (spec.flag == "no-normalize") spec.kind = OptionKind::kSwitchOff;
+    if (spec.flag == "embed") spec.commands = kTrain;  // a task's input is what the task makes it
+  }
+  return specs;
+}
+
+// Keys the stored options carry for readers that no option sets: they come from the data.
+constexpr std::string_view kDerivedKeys[] = {"model.vocab_size", "model.input_size", "model.output_size",
+                                             "model.head", "task.name"};
+
+}  // namespace
+
+void TrainOptions::Validate() const {
+  if (corpus.empty() && task.empty()) throw Error("--corpus is required (a text file or a directory of text files)");
+  if (seq_len < 1) throw Error("--seq-len must be positive, got " + std::to_string(seq_len));
+  if (batch < 1) throw Error("--batch must be positive, got " + std::to_string(batch));
+  if (!(lr > 0)) throw Error("--lr must be positive");
+  if (!(lr_decay > 0 && lr_decay <= 1)) throw Error("--lr-decay must be in (0, 1]");
+  if (lr_decay_after < 0) throw Error("--lr-decay-after must not be negative");
+  if (clip_norm < 0) throw Error("--clip-norm must be 0 (off) or positive");
+  if (clip_value < 0) throw Error("--clip-value must be 0 (off) or positive");
+  if (threads < 0) throw Error("--threads must be 0 (every core) or positive");
+  if (max_steps < 0 || max_epochs < 0 || max_sequences < 0 || time_budget < 0)
+    throw Error("--max-steps, --max-epochs, --max-sequences and --time-budget must not be negative");
+  if (eval_every < 1) throw Error("--eval-every must be positive");
+  if (checkpoint_every < 1) throw Error("--checkpoint-every must be positive");
+  if (log_every < 1) throw Error("--log-every must be positive");
+  if (max_rollbacks < 0) throw Error("--max-rollbacks must not be negative");
+  if (decay_every < 0) throw Error("--decay-every must be 0 (off) or positive");
+  if (decay_every > 0 && (decay_steps < 1 || decay_batch < 1))
+    throw Error("--decay-steps and --decay-batch must be positive");
+  if (test_size < 1) throw Error("--test-size must be positive, got " + std::to_string(test_size));
+  if (!(optimizer.momentum >= 0 && optimizer.momentum < 1)) throw Error("--momentum must be in [0, 1)");
+  if (!(optimizer.beta1 >= 0 && optimizer.beta1 < 1)) throw Error("--beta1 must be in [0, 1)");
+  if (!(optimizer.beta2 >= 0 && optimizer.beta2 < 1)) throw Error("--beta2 must be in [0, 1)");
+  if (!(optimizer.rms_decay >= 0 && optimizer.rms_decay < 1)) throw Error("--rms-decay must be in [0, 1)");
+  if (!(optimizer.eps > 0)) throw Error("--eps must be positive");
+  if (!(optimizer.weight_decay >= 0)) throw Error("--weight-decay must not be negative");
+  if (out.empty()) throw Error("--out is required");
+}
+
+std::span<const OptionSpec<TrainOptions>> TrainOptionSpecs() {
+  static const std::vector<OptionSpec<TrainOptions>> specs = MakeSpecs();
+  return specs;
+}
+
+nlohmann::json TrainOptionsToJson(const TrainOptions& o) {
+  nlohmann::json j = ToJson(TrainOptionSpecs(), o);
+  j["model"] = ConfigToJson(o.model);
+  if (!o.task.empty()) j["task"]["name"] = o.task;
+  return j;
+}
+
+TrainOptions TrainOptionsFromJson(const nlohmann::json& j, const std::string& source) {
+  TrainOptions o = FromJson(TrainOptionSpecs(), j, TrainOptions(), source, kDerivedKeys);
+  try {
+    const nlohmann::json& m = j.at("model");
+    o.model.vocab_size = m.value("vocab_size", 0);
+    o.model.input_size = m.value("input_size", 0);
+    o.model.output_size = m.value("output_size", o.model.vocab_size);
+    o.model.head = ParseHead(m.value("head", std::string("softmax")), "model head");
+    if (j.contains("task")) o.task = j.at("task").value("name", std::string());
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(source + ": stored options are malformed: " + e.what());
+  } catch (const Error& e) {
+    throw Error(source + ": stored options are malformed: " + e.what());
+  }
+  return o;
+}
+
+namespace {
 
 // The state of one run, from setup to the last checkpoint.
 class Run {
@@ -82,10 +254,8 @@ class Run {
     Initialize(o_.model, o_.init, init_rng, params_);
     state_ = State<float>::Zeros(o_.model, o_.batch);
     std::ofstream(dir_ / "metrics.jsonl", std::ios::trunc);
-    log_ << "bptt train: " << CellName(o_.model.cell) << " " << o_.model.layers << "x" << o_.model.hidden_size
-         << ", V=" << o_.model.vocab_size << ", " << params_.Count() << " parameters; " << corpus_->size()
-         << " symbols (train " << splits_.train.size() << ", validation " << splits_.validation.size() << "); "
-         << train_->chunks_per_epoch() << " steps per epoch; run directory " << dir_.string() << "\n";
+    log_ << "bptt train: " << o_.model.cell->name << " " << o_.model.layers << "x" << o_.model.hidden_size << ", "
+         << params_.Count() << " parameters; " << data_->Describe() << "; run directory " << dir_.string() << "\n";
     return Loop();
   }
 
@@ -93,52 +263,33 @@ class Run {
     Setup(&ck);
     Restore(ck);
     TruncateMetrics();
-    log_ << "bptt train: resuming " << dir_.string() << " at step " << step_ << ", epoch " << epoch_ << "\n";
+    log_ << "bptt train: resuming " << dir_.string() << " at step " << step_ << "\n";
     return Loop();
   }
 
  private:
   void Setup(const Checkpoint* resume) {
-    CheckOptions(o_);
+    o_.Validate();
     dir_ = o_.out;
     std::filesystem::create_directories(dir_);
     RemoveStaleTemporaries();
-    const int threads = o_.threads > 0 ? o_.threads : omp_get_num_procs();
-    omp_set_num_threads(threads);
-    Eigen::setNbThreads(threads);
+    threads_ = o_.threads > 0 ? o_.threads : omp_get_num_procs();
 
-    const auto files = ListCorpusFiles(o_.corpus);
-    corpus_ = std::make_unique<EncodedCorpus>(
-        EncodedCorpus::Build(files, o_.tokenizer, dir_ / "corpus.ids", resume ? &resume->vocab : nullptr));
-    if (corpus_->replacements() > 0)
-      log_ << "bptt train: replaced " << corpus_->replacements() << " invalid UTF-8 sequences with U+FFFD\n";
-    vocab_ = corpus_->vocab();
-    o_.model.vocab_size = vocab_.size();
+    data_ = o_.task.empty() ? MakeCorpusData(o_, dir_, resume, log_) : MakeTaskData(o_);
+    data_->Shape(o_.model);
     o_.model.Validate();
-    splits_ = SplitCorpus(corpus_->size(), o_.val_frac, o_.test_frac);
-    if (splits_.train.size() < static_cast<size_t>(o_.batch) * o_.seq_len + 1)
-      throw Error("corpus has " + std::to_string(splits_.train.size()) + " training symbols, fewer than --batch x --seq-len + 1 = " +
-                  std::to_string(static_cast<size_t>(o_.batch) * o_.seq_len + 1) + "; use a smaller --batch or --seq-len");
-    train_ = std::make_unique<BatchStream>(*corpus_, splits_.train, o_.batch, o_.seq_len);
-    if (splits_.validation.size() >= 2)
-      val_batch_ = static_cast<int>(std::min<size_t>(o_.batch, splits_.validation.size() - 1));
+    vocab_ = data_->vocab();
 
-    const uint64_t need = EstimateTrainingBytes(o_.model, o_.seq_len, o_.batch, OptimizerSlots(o_.optimizer));
+    const uint64_t need = EstimateTrainingBytes(o_.model, data_->timesteps(), o_.batch, OptimizerSlots(o_.optimizer));
     const uint64_t have = AvailableBytes();
     if (have > 0 && need > have)
       throw Error("the model needs about " + std::to_string(need >> 20) + " MiB to train but only " +
                   std::to_string(have >> 20) + " MiB are available; reduce --hidden, --layers, --batch or --seq-len");
-    if (o_.max_steps == 0 && o_.max_epochs == 0 && o_.time_budget == 0) o_.max_epochs = 50;
-    if (o_.decay_every > 0) {
-      // The decay probe: the first decay_batch x decay_steps chunk of the validation split (or of
-      // the training split when validation is too short), fixed for the whole run.
-      const SymbolRange probe_range =
-          splits_.validation.size() >= static_cast<size_t>(o_.decay_batch) * o_.decay_steps + 1 ? splits_.validation
-                                                                                               : splits_.train;
-      BatchStream probe(*corpus_, probe_range, o_.decay_batch, o_.decay_steps);
-      probe.Next(decay_inputs_, decay_targets_);
-    }
+    if (o_.max_steps == 0 && o_.max_epochs == 0 && o_.time_budget == 0 && o_.max_sequences == 0 && o_.task.empty())
+      o_.max_epochs = 50;
+    if (o_.decay_every > 0) decay_probe_ = data_->DecayProbe(o_.decay_steps, o_.decay_batch);
     grads_ = ModelParams<float>::Zeros(o_.model);
+    rng_ = Rng(StreamSeed(o_.seed, kDropoutStream));
   }
 
   double LearningRate() const {
@@ -147,16 +298,15 @@ class Run {
     return decayed > 0 ? lr * std::pow(o_.lr_decay, static_cast<double>(decayed)) : lr;
   }
 
-  double EpochProgress() const {
-    return static_cast<double>(epoch_) +
-           static_cast<double>(train_->chunk()) / static_cast<double>(train_->chunks_per_epoch());
-  }
+  double EpochProgress() const { return static_cast<double>(epoch_) + data_->EpochFraction(); }
 
   // Fraction of the run done by whichever limit is nearest, for the ETA.
   double RunFraction(double wall) const {
     double f = 0;
     if (o_.max_steps > 0) f = std::max(f, static_cast<double>(step_) / static_cast<double>(o_.max_steps));
     if (o_.max_epochs > 0) f = std::max(f, EpochProgress() / static_cast<double>(o_.max_epochs));
+    if (o_.max_sequences > 0)
+      f = std::max(f, static_cast<double>(step_ * o_.batch) / static_cast<double>(o_.max_sequences));
     if (o_.time_budget > 0) f = std::max(f, wall / o_.time_budget);
     return f;
   }
@@ -164,18 +314,19 @@ class Run {
   TrainResult Loop() {
     const Clock::time_point start = Clock::now();
     Clock::time_point window_start = start;
-    Ids inputs, targets;
+    Batch<float> batch;
+    batch.B = o_.batch;
     ModelCache<float> cache;
-    Mat<float> dlogits;
+    Mat<float> doutputs;
     double window_loss = 0, window_norm = 0;
-    int64_t window_steps = 0, window_clipped = 0;
+    int64_t window_steps = 0, window_clipped = 0, window_items = 0;
     TrainResult result;
     result.dir = dir_;
     // After a divergence: true when rolled back (go on training), false when the run must end.
-    const auto Diverged = [&](const std::string& why) {
+    const auto diverged = [&](const std::string& why) {
       if (RollBack(why)) {
         window_loss = window_norm = 0;
-        window_steps = window_clipped = 0;
+        window_steps = window_clipped = window_items = 0;
         return true;
       }
       result.end = TrainEnd::kDiverged;
@@ -183,76 +334,78 @@ class Run {
       return false;
     };
     const int64_t first_step = step_;
+    bool limit_reached = false;
 
     while (true) {
-      if (o_.max_steps > 0 && step_ >= o_.max_steps) break;
-      if (o_.time_budget > 0 && Seconds(start) >= o_.time_budget) break;
-      const int steps = train_->Next(inputs, targets);
-      if (steps == 0) {  // end of epoch: the state starts afresh
+      if (o_.max_steps > 0 && step_ >= o_.max_steps) { limit_reached = true; break; }
+      if (o_.max_sequences > 0 && step_ * o_.batch >= o_.max_sequences) { limit_reached = true; break; }
+      if (o_.time_budget > 0 && Seconds(start) >= o_.time_budget) { limit_reached = true; break; }
+      if (!data_->Next(batch)) {  // end of epoch: the state starts afresh
         ++epoch_;
-        train_->Rewind();
+        data_->Rewind();
         state_.SetZero();
-        if (o_.max_epochs > 0 && epoch_ >= o_.max_epochs) break;
+        if (o_.max_epochs > 0 && epoch_ >= o_.max_epochs) { limit_reached = true; break; }
         continue;
       }
+      if (!data_->carries_state()) state_.SetZero();
 
-      Forward(o_.model, params_, inputs, steps, o_.batch, state_, cache, &rng_);
-      const double loss = SoftmaxCrossEntropy(cache.logits, targets, &dlogits);
+      Forward(o_.model, params_, batch, state_, cache, threads_, &rng_);
+      const double loss = HeadLoss(o_.model, cache.outputs, batch, &doutputs, threads_);
       grads_.SetZero();
-      Backward(o_.model, params_, inputs, cache, dlogits, nullptr, grads_, nullptr);
+      Backward(o_.model, params_, batch, cache, doutputs, nullptr, grads_, nullptr, threads_);
       if (o_.clip_value > 0) ClipGradValue(grads_, o_.clip_value);
       const double norm = o_.clip_norm > 0 ? ClipGradNorm(grads_, o_.clip_norm) : GradNorm(grads_);
       if (!std::isfinite(loss) || !std::isfinite(norm)) {
         const std::string why = "training diverged at step " + std::to_string(step_ + 1) + " (loss " +
                                 std::to_string(loss) + ", gradient norm " + std::to_string(norm) + ")";
-        if (Diverged(why)) continue;
+        if (diverged(why)) continue;
         break;
       }
       FinalState(o_.model, cache, state_);
-      OptimizerStep(o_.optimizer, LearningRate(), params_, grads_, optimizer_state_);
+      if (!OptimizerStep(o_.optimizer, LearningRate(), params_, grads_, optimizer_state_, threads_)) {
+        const std::string why = "training diverged: the weights became non-finite at step " + std::to_string(step_ + 1);
+        if (diverged(why)) continue;
+        break;
+      }
       ++step_;
+      const bool solved = data_->Observe(batch, cache.outputs);
 
       window_loss += loss;
       window_norm += norm;
+      window_items += data_->ItemsPerStep(batch);
       ++window_steps;
       if (o_.clip_norm > 0 && norm > o_.clip_norm) ++window_clipped;
       const bool eval_now = step_ % o_.eval_every == 0;
       const bool log_now = step_ % o_.log_every == 0 || eval_now;
-
       if (live_) {
-        const double wall = Seconds(start);
-        const double chars = static_cast<double>(step_ - first_step) * o_.batch * o_.seq_len / std::max(wall, 1e-9);
-        const double frac = RunFraction(wall);
-        std::ostringstream line;
-        line << "\rstep " << step_ << " | epoch " << std::fixed << std::setprecision(2) << EpochProgress()
-             << " | loss " << std::setprecision(3) << window_loss / window_steps << " | " << std::setprecision(0)
-             << chars << " chars/s | clip " << 100 * window_clipped / window_steps << "%";
-        if (frac > 0) line << " | ETA " << FormatDuration(wall * (1 - frac) / frac);
-        log_ << line.str() << "   " << std::flush;
+        const double wall = Seconds(start), rate = static_cast<double>(window_items) / Seconds(window_start);
+        const double fraction = RunFraction(wall);
+        const double eta = fraction > 0 && step_ > first_step ? wall * (1 - fraction) / fraction : 0;
+        char line[192];
+        std::snprintf(line, sizeof line, "\rstep %lld  %s  loss %.4f  %.0f %s  ETA %.0fs  clip %.0f%%   ",
+                      static_cast<long long>(step_), data_->Progress(epoch_).c_str(), window_loss / window_steps, rate,
+                      data_->ItemName(), eta, 100.0 * window_clipped / window_steps);
+        log_ << line << std::flush;
       }
       if (log_now) {
-        nlohmann::json m = LogWindow(window_loss / window_steps, window_norm / window_steps,
-                                     static_cast<double>(window_clipped) / window_steps,
-                                     static_cast<double>(window_steps) * o_.batch * o_.seq_len / Seconds(window_start),
-                                     Seconds(start), eval_now);
-        result.train_loss = m["train_loss"];
+        LogWindow(window_loss / window_steps, window_norm / window_steps,
+                  static_cast<double>(window_clipped) / window_steps,
+                  static_cast<double>(window_items) / Seconds(window_start), Seconds(start), eval_now);
+        result.train_loss = window_loss / window_steps;
         window_loss = window_norm = 0;
-        window_steps = window_clipped = 0;
+        window_steps = window_clipped = window_items = 0;
         window_start = Clock::now();
       }
       if (o_.decay_every > 0 && step_ % o_.decay_every == 0) {
         DecayOptions decay;
         decay.jacobian_lags = 0;
-        decay.clip_norm = o_.clip_norm > 0 ? o_.clip_norm : 5.0;
-        RecordDecay(o_.model, params_, decay_inputs_, decay_targets_, o_.decay_steps, o_.decay_batch, decay, dir_, step_);
+        RecordDecay(o_.model, params_, decay_probe_, decay, dir_, step_);
       }
-      if (step_ % o_.checkpoint_every == 0) {
-        if (!ParamsFinite()) {
-          const std::string why = "training diverged: the weights became non-finite at step " + std::to_string(step_);
-          if (Diverged(why)) continue;
-          break;
-        }
-        SaveLatest();
+      if (step_ % o_.checkpoint_every == 0) SaveLatest();
+      if (solved) {
+        result.end = TrainEnd::kSolved;
+        limit_reached = true;
+        break;
       }
       if (stop_requested.load()) {
         result.end = TrainEnd::kInterrupted;
@@ -263,26 +416,29 @@ class Run {
     if (result.end != TrainEnd::kDiverged) {
       if (step_ % o_.eval_every != 0 && step_ > first_step) {
         // Validate at the last step too. When this step's line is already written (the window
-        // is empty), it is rewritten with the validation added.
+        // is empty), it is rewritten with the validation added. Only a run that reached its
+        // limit lets this validation choose best.safetensors: an interrupted run that is
+        // resumed must end with the best checkpoint of an uninterrupted one.
         nlohmann::json m;
         if (window_steps > 0) {
           m = LogWindow(window_loss / window_steps, window_norm / window_steps,
                         static_cast<double>(window_clipped) / window_steps,
-                        static_cast<double>(window_steps) * o_.batch * o_.seq_len / Seconds(window_start),
-                        Seconds(start), true);
+                        static_cast<double>(window_items) / Seconds(window_start), Seconds(start), true,
+                        limit_reached);
         } else {
           std::filesystem::resize_file(dir_ / "metrics.jsonl", last_line_offset_);
           m = LogWindow(last_metrics_["train_loss"], last_metrics_["grad_norm"], last_metrics_["clip_fraction"],
-                        last_metrics_["chars_per_s"], last_metrics_["wall_s"], true);
+                        last_metrics_["items_per_s"], last_metrics_["wall_s"], true, limit_reached);
         }
         result.train_loss = m["train_loss"];
       }
-      if (ParamsFinite()) {
-        SaveLatest();
-      } else {
-        result.end = TrainEnd::kDiverged;
-        result.message = "training diverged: the weights became non-finite by step " + std::to_string(step_) +
-                         "; " + LastGood() + ". Try a lower --lr or --clip-norm";
+      SaveLatest();
+      if (result.end != TrainEnd::kInterrupted) {
+        result.summary = data_->Summary(o_.model, BestParams(), step_, result.end == TrainEnd::kSolved, threads_);
+        result.summary["steps"] = step_;
+        result.summary["best_val_loss"] = best_val_loss_ > 0 ? nlohmann::json(best_val_loss_) : nlohmann::json(nullptr);
+        result.summary["end"] = result.end == TrainEnd::kSolved ? "solved" : "limit";
+        SaveText(result.summary.dump(2) + "\n", dir_ / "summary.json");
       }
     }
     result.steps = step_;
@@ -290,18 +446,26 @@ class Run {
     return result;
   }
 
-  // Appends one metrics line (validating first when asked) and prints it when not live.
-  nlohmann::json LogWindow(double train_loss, double grad_norm, double clip_fraction, double chars_per_s,
-                           double wall, bool validate) {
+  // The weights of best.safetensors, or the current ones without a validation.
+  ModelParams<float> BestParams() const {
+    const auto best = dir_ / "best.safetensors";
+    if (!std::filesystem::exists(best)) return params_;
+    return LoadCheckpoint(best).params;
+  }
+
+  // Appends one metrics line (validating first when asked) and prints it when not live. The
+  // validation may choose best.safetensors unless choose_best is false.
+  nlohmann::json LogWindow(double train_loss, double grad_norm, double clip_fraction, double items_per_s, double wall,
+                           bool validate, bool choose_best = true) {
     nlohmann::json m = {{"step", step_}, {"epoch", EpochProgress()}, {"train_loss", train_loss},
-                        {"val_loss", nullptr}, {"val_bpc", nullptr}, {"lr", LearningRate()},
-                        {"grad_norm", grad_norm}, {"clip_fraction", clip_fraction},
-                        {"chars_per_s", chars_per_s}, {"wall_s", wall}};
-    if (validate && val_batch_ > 0) {
-      const double val = EvaluateLoss(o_.model, params_, *corpus_, splits_.validation, val_batch_, o_.seq_len);
-      m["val_loss"] = val;
-      m["val_bpc"] = val / std::log(2.0);
-      if (std::isfinite(val) && (best_val_loss_ == 0 || val < best_val_loss_)) {
+                        {"val_loss", nullptr}, {"lr", LearningRate()}, {"grad_norm", grad_norm},
+                        {"clip_fraction", clip_fraction}, {"items_per_s", items_per_s}, {"wall_s", wall}};
+    data_->NameRate(m, items_per_s);
+    if (validate) {
+      const nlohmann::json v = data_->Validate(o_.model, params_, threads_);
+      for (const auto& [key, value] : v.items()) m[key] = value;
+      const double val = m["val_loss"].is_number() ? m["val_loss"].get<double>() : NAN;
+      if (choose_best && std::isfinite(val) && (best_val_loss_ == 0 || val < best_val_loss_)) {
         best_val_loss_ = val;
         Save(dir_ / "best.safetensors", m);
       }
@@ -312,17 +476,18 @@ class Run {
     std::ofstream(metrics_path, std::ios::app) << m.dump() << "\n";
     if (!live_ || validate) {
       std::ostringstream line;
-      line << "step " << step_ << "  epoch " << std::fixed << std::setprecision(2) << EpochProgress() << "  loss "
-           << std::setprecision(4) << train_loss;
-      if (!m["val_loss"].is_null()) line << "  val " << m["val_loss"].get<double>() << " (" << m["val_bpc"].get<double>() << " bpc)";
-      line << "  " << std::setprecision(0) << chars_per_s << " chars/s  clip " << 100 * clip_fraction << "%\n";
+      line << "step " << step_ << "  " << data_->Progress(epoch_) << "  loss " << std::fixed << std::setprecision(4)
+           << train_loss;
+      if (!m["val_loss"].is_null()) line << "  " << data_->DescribeValidation(m);
+      line << "  " << std::setprecision(0) << items_per_s << " " << data_->ItemName() << "  clip "
+           << 100 * clip_fraction << "%\n";
       log_ << (live_ ? "\n" : "") << line.str() << std::flush;
     }
     return m;
   }
 
   // Checkpoints hold no wall-clock figures or output path, so that the same seed and thread
-  // count give the same bytes (metrics.jsonl keeps chars_per_s and wall_s).
+  // count give the same bytes (metrics.jsonl keeps the rates and wall_s).
   void Save(const std::filesystem::path& path, const nlohmann::json& metrics) {
     Checkpoint ck;
     ck.config = o_.model;
@@ -330,19 +495,18 @@ class Run {
     ck.vocab = vocab_;
     ck.step = step_;
     ck.metrics = metrics;
-    ck.metrics.erase("chars_per_s");
-    ck.metrics.erase("wall_s");
+    for (const char* key : {"chars_per_s", "sequences_per_s", "items_per_s", "wall_s"}) ck.metrics.erase(key);
     TrainingState t;
     t.optimizer = optimizer_state_;
     t.carried = state_;
     t.rng = rng_.Save();
     t.epoch = epoch_;
-    t.chunk = train_->chunk();
+    t.chunk = data_->position();
+    t.data = data_->SaveState();
     t.best_val_loss = best_val_loss_;
     t.lr_scale = lr_scale_;
     t.rollbacks = rollbacks_;
     t.options = TrainOptionsToJson(o_);
-    t.options.erase("out");  // Resume sets it to the directory it resumes
     ck.training = std::move(t);
     SaveCheckpoint(ck, path);
   }
@@ -361,21 +525,25 @@ class Run {
 
   // Takes up training where the checkpoint `ck` (with training state) left it.
   void Restore(const Checkpoint& ck) {
+    const std::string source = (dir_ / "latest.safetensors").string();
     params_ = ck.params;
     step_ = ck.step;
     const TrainingState& t = *ck.training;
     optimizer_state_ = t.optimizer;
+    try {
+      CheckOptimizerState(o_.optimizer, params_, optimizer_state_);
+    } catch (const Error& e) {
+      throw Error(source + ": " + e.what());
+    }
     state_ = t.carried;
     if (state_.h.empty() || state_.h[0].cols() != o_.batch)
-      throw Error((dir_ / "latest.safetensors").string() + ": carried state does not match --batch " + std::to_string(o_.batch));
+      throw Error(source + ": carried state does not match --batch " + std::to_string(o_.batch));
     rng_.Restore(t.rng);
     epoch_ = t.epoch;
     best_val_loss_ = t.best_val_loss;
     lr_scale_ = t.lr_scale;
     rollbacks_ = t.rollbacks;
-    if (t.chunk > train_->chunks_per_epoch())
-      throw Error((dir_ / "latest.safetensors").string() + ": data position is past the end of the corpus");
-    train_->Seek(t.chunk);
+    data_->Seek(t.chunk, t.data, source);
   }
 
   // After a divergence: reloads latest.safetensors and halves the learning rate, when allowed.
@@ -400,12 +568,6 @@ class Run {
     return latest.string() + " keeps the last good checkpoint (bptt train --resume " + dir_.string() + ")";
   }
 
-  bool ParamsFinite() const {
-    bool finite = true;
-    params_.ForEach([&finite](const std::string&, const Mat<float>& m) { finite = finite && m.allFinite(); });
-    return finite;
-  }
-
   void SaveLatest() { Save(dir_ / "latest.safetensors", last_metrics_); }
 
   // Keeps the metrics lines up to the resumed step, so a resumed run's log reads as one run.
@@ -426,114 +588,34 @@ class Run {
   std::ostream& log_;
   bool live_;
   std::filesystem::path dir_;
-  std::unique_ptr<EncodedCorpus> corpus_;
+  int threads_ = 1;
+  std::unique_ptr<TrainData> data_;
   Vocab vocab_;
-  CorpusSplits splits_;
-  std::unique_ptr<BatchStream> train_;
-  int val_batch_ = 0;
   ModelParams<float> params_, grads_;
   OptimizerState<float> optimizer_state_;
   State<float> state_;
-  Rng rng_{0};
+  Rng rng_;
   int64_t step_ = 0, epoch_ = 0;
   double best_val_loss_ = 0;
   nlohmann::json last_metrics_ = nlohmann::json::object();
   uintmax_t last_line_offset_ = 0;  // size of metrics.jsonl before its last line
   double lr_scale_ = 1.0;
   int64_t rollbacks_ = 0;
-  Ids decay_inputs_, decay_targets_;  // the decay probe (decay_every > 0)
+  Batch<double> decay_probe_;  // decay_every > 0
 };
 
 }  // namespace
 
-nlohmann::json TrainOptionsToJson(const TrainOptions& o) {
-  return {
-      {"corpus", o.corpus},
-      {"unit", std::string(UnitName(o.tokenizer.unit))},
-      {"normalize", o.tokenizer.normalize},
-      {"max_vocab", o.tokenizer.max_vocab},
-      {"on_invalid", o.tokenizer.on_invalid == OnInvalid::kReplace ? "replace" : "error"},
-      {"val_frac", o.val_frac},
-      {"test_frac", o.test_frac},
-      {"model", ConfigToJson(o.model)},
-      {"init", {{"scheme", std::string(InitName(o.init.scheme))}, {"scale", o.init.scale}, {"forget_bias", o.init.forget_bias}}},
-      {"optimizer",
-       {{"type", std::string(OptimizerName(o.optimizer.type))}, {"momentum", o.optimizer.momentum},
-        {"nesterov", o.optimizer.nesterov}, {"beta1", o.optimizer.beta1}, {"beta2", o.optimizer.beta2},
-        {"rms_decay", o.optimizer.rms_decay}, {"eps", o.optimizer.eps}, {"weight_decay", o.optimizer.weight_decay}}},
-      {"lr", o.lr},
-      {"lr_decay", o.lr_decay},
-      {"lr_decay_after", o.lr_decay_after},
-      {"clip_norm", o.clip_norm},
-      {"clip_value", o.clip_value},
-      {"seq_len", o.seq_len},
-      {"batch", o.batch},
-      {"seed", o.seed},
-      {"threads", o.threads},
-      {"max_steps", o.max_steps},
-      {"max_epochs", o.max_epochs},
-      {"time_budget", o.time_budget},
-      {"eval_every", o.eval_every},
-      {"checkpoint_every", o.checkpoint_every},
-      {"log_every", o.log_every},
-      {"decay_every", o.decay_every},
-      {"decay_steps", o.decay_steps},
-      {"decay_batch", o.decay_batch},
-      {"on_divergence", o.rollback_on_divergence ? "rollback" : "stop"},
-      {"max_rollbacks", o.max_rollbacks},
-      {"out", o.out},
-  };
-}
-
-TrainOptions TrainOptionsFromJson(const nlohmann::json& j) {
+TrainOptions TaskDefaults() {
   TrainOptions o;
-  try {
-    o.corpus = j.at("corpus").get<std::vector<std::string>>();
-    const auto unit = ParseUnit(j.at("unit").get<std::string>());
-    if (!unit) throw Error("training options name an unknown unit");
-    o.tokenizer.unit = *unit;
-    o.tokenizer.normalize = j.at("normalize");
-    o.tokenizer.max_vocab = j.at("max_vocab");
-    o.tokenizer.on_invalid = j.at("on_invalid") == "replace" ? OnInvalid::kReplace : OnInvalid::kError;
-    o.val_frac = j.at("val_frac");
-    o.test_frac = j.at("test_frac");
-    const int V = j.at("model").at("vocab_size");
-    nlohmann::json model = j.at("model");
-    if (V == 0) model["vocab_size"] = 1;  // validated below once the corpus is read
-    o.model = ConfigFromJson(model);
-    o.model.vocab_size = V;
-    const auto scheme = ParseInit(j.at("init").at("scheme").get<std::string>());
-    if (!scheme) throw Error("training options name an unknown initialiser");
-    o.init = {*scheme, j.at("init").at("scale"), j.at("init").at("forget_bias")};
-    const auto& op = j.at("optimizer");
-    const auto type = ParseOptimizer(op.at("type").get<std::string>());
-    if (!type) throw Error("training options name an unknown optimizer");
-    o.optimizer = {*type, op.at("momentum"), op.at("nesterov"), op.at("beta1"), op.at("beta2"),
-                   op.at("rms_decay"), op.at("eps"), op.at("weight_decay")};
-    o.lr = j.at("lr");
-    o.lr_decay = j.at("lr_decay");
-    o.lr_decay_after = j.at("lr_decay_after");
-    o.clip_norm = j.at("clip_norm");
-    o.clip_value = j.at("clip_value");
-    o.seq_len = j.at("seq_len");
-    o.batch = j.at("batch");
-    o.seed = j.at("seed");
-    o.threads = j.at("threads");
-    o.max_steps = j.at("max_steps");
-    o.max_epochs = j.at("max_epochs");
-    o.time_budget = j.at("time_budget");
-    o.eval_every = j.at("eval_every");
-    o.checkpoint_every = j.at("checkpoint_every");
-    o.log_every = j.at("log_every");
-    o.decay_every = j.at("decay_every");
-    o.decay_steps = j.at("decay_steps");
-    o.decay_batch = j.at("decay_batch");
-    o.rollback_on_divergence = j.at("on_divergence") == "rollback";
-    o.max_rollbacks = j.at("max_rollbacks");
-    o.out = j.value("out", std::string());
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("training options are malformed: ") + e.what());
-  }
+  o.model.hidden_size = 64;
+  o.model.layers = 1;
+  o.lr = 1e-2;
+  o.clip_norm = 1.0;
+  o.eval_every = 100;
+  o.checkpoint_every = 100;
+  o.log_every = 20;
+  o.test_size = 2560;
   return o;
 }
 
@@ -543,18 +625,66 @@ TrainResult Train(TrainOptions options, std::ostream& log, bool live) {
   return run.Start();
 }
 
-TrainResult Resume(const std::filesystem::path& dir, const TrainOptions& limits, std::ostream& log, bool live) {
+TrainResult TrainTrials(TrainOptions options, int trials, std::ostream& log, bool live) {
+  if (trials < 1) throw Error("--trials must be positive, got " + std::to_string(trials));
+  options.Validate();
+  const std::filesystem::path root = options.out;
+  const uint64_t first_seed = options.seed;
+  nlohmann::json runs = nlohmann::json::array();
+  TrainResult result;
+  for (int k = 0; k < trials; ++k) {
+    TrainOptions o = options;
+    o.seed = first_seed + static_cast<uint64_t>(k);
+    o.out = (root / ("seed-" + std::to_string(o.seed))).string();
+    result = Train(o, log, live);
+    if (result.end == TrainEnd::kInterrupted || result.end == TrainEnd::kDiverged) return result;
+    runs.push_back(result.summary);
+  }
+  // Mean, spread and range of every number the trials report.
+  nlohmann::json stats = nlohmann::json::object();
+  for (const auto& [key, value] : runs.front().items()) {
+    if (!value.is_number() || key == "seed") continue;
+    std::vector<double> v;
+    for (const auto& run : runs)
+      if (run.contains(key) && run[key].is_number()) v.push_back(run[key].get<double>());
+    double mean = 0, var = 0;
+    for (double x : v) mean += x / static_cast<double>(v.size());
+    for (double x : v) var += (x - mean) * (x - mean) / static_cast<double>(v.size() > 1 ? v.size() - 1 : 1);
+    stats[key] = {{"mean", mean}, {"std", std::sqrt(var)}, {"min", *std::min_element(v.begin(), v.end())},
+                  {"max", *std::max_element(v.begin(), v.end())}};
+  }
+  int64_t solved = 0;
+  for (const auto& run : runs) solved += run.value("solved", false) ? 1 : 0;
+  result.summary = {{"trials", trials}, {"solved_trials", solved}, {"stats", stats}, {"runs", runs}};
+  for (const char* key : {"task", "T", "cell", "hidden", "layers", "baseline", "test_size"})
+    if (runs.front().contains(key)) result.summary[key] = runs.front()[key];
+  SaveText(result.summary.dump(2) + "\n", root / "summary.json");
+  return result;
+}
+
+TrainResult Resume(const std::filesystem::path& dir, const nlohmann::json& given, std::ostream& log, bool live) {
   stop_requested = false;
   const auto path = dir / "latest.safetensors";
   if (!std::filesystem::exists(path)) throw Error(path.string() + ": no checkpoint to resume from");
-  const Checkpoint ck = LoadCheckpoint(path);
-  if (!ck.training) throw Error(path.string() + ": checkpoint has no training state to resume from");
-  TrainOptions o = TrainOptionsFromJson(ck.training->options);
+  const Checkpoint ck = LoadCheckpoint(path, CheckpointUse::kResume);
+  TrainOptions o = TrainOptionsFromJson(ck.training->options, path.string());
+  for (const auto& spec : TrainOptionSpecs()) {
+    if (!given.contains(spec.flag)) continue;
+    const nlohmann::json& value = given.at(std::string(spec.flag));
+    const std::string flag = "--" + std::string(spec.flag);
+    if (spec.on_resume == OnResume::kNone)
+      throw Error(flag + " cannot be given with --resume (the run directory is the one resumed)");
+    if (spec.on_resume == OnResume::kFixed) {
+      TrainOptions changed = o;
+      spec.set(changed, value);
+      if (spec.get(changed) != spec.get(o))
+        throw Error(flag + " cannot be changed on --resume: the run has " + flag + " " + OptionText(spec.get(o)) +
+                    " (start a new run to change it)");
+      continue;
+    }
+    spec.set(o, value);
+  }
   o.out = dir.string();
-  if (limits.max_steps > 0) o.max_steps = limits.max_steps;
-  if (limits.max_epochs > 0) o.max_epochs = limits.max_epochs;
-  if (limits.time_budget > 0) o.time_budget = limits.time_budget;
-  if (limits.threads > 0) o.threads = limits.threads;
   Run run(std::move(o), log, live);
   return run.Continue(ck);
 }
@@ -562,19 +692,21 @@ TrainResult Resume(const std::filesystem::path& dir, const TrainOptions& limits,
 void RequestStop() { stop_requested.store(true); }
 
 uint64_t EstimateTrainingBytes(const ModelConfig& c, int T, int B, int optimizer_slots) {
-  const uint64_t H = c.hidden_size, V = c.vocab_size, G = GateCount(c.cell), L = c.layers;
-  const uint64_t E0 = c.input_size(), TB = static_cast<uint64_t>(T) * B;
-  uint64_t params = (c.embed_size > 0 ? V * c.embed_size : 0) + V * H + V;
+  const uint64_t H = c.hidden_size, V = c.vocab_size, O = c.output_size, G = c.cell->gates, L = c.layers;
+  const uint64_t E0 = c.layer0_input_size(), TB = static_cast<uint64_t>(T) * B;
+  uint64_t params = (c.embed_size > 0 ? V * c.embed_size : 0) + O * H + O;
   for (uint64_t l = 0; l < L; ++l) params += G * H * ((l == 0 ? E0 : H) + H + 2);
-  // Per layer: gates and their gradient, h, and the cell's extras (LSTM c, tanh c; GRU hidden gates).
-  // Plus W_hh and W_hh^T packed into 32-row panels for the sweeps (cell.h: packed_hh, packed_hh_t).
+  // Per layer: gates and their gradient, h, and the cell's extras (a cell state and its tanh; a
+  // separate recurrent pre-activation and its gradient). Plus W_hh and W_hh^T packed into
+  // 32-row panels for the sweeps (cell.h: packed_hh, packed_hh_t).
   const uint64_t panels = 32 * (H * ((G * H + 31) / 32) + G * H * ((H + 31) / 32));
   uint64_t per_layer = 2 * G * H * TB + H * (TB + B) + panels;
-  if (c.cell == CellType::kLstm) per_layer += H * (TB + B) + H * TB;
-  if (c.cell == CellType::kGru) per_layer += 2 * 3 * H * TB;
+  if (c.cell->cell_state) per_layer += H * (TB + B) + H * TB;
+  if (c.cell->separate_recurrent) per_layer += 2 * G * H * TB;
   if (c.dropout > 0) per_layer += 2 * H * TB;
-  const uint64_t floats = params * (2 + optimizer_slots) + L * per_layer + 2 * V * TB + 2 * H * TB +
-                          (c.embed_size > 0 ? 2 * static_cast<uint64_t>(c.embed_size) * TB : 0);
+  const uint64_t floats = params * (2 + optimizer_slots) + L * per_layer + 2 * O * TB + 2 * H * TB +
+                          (c.embed_size > 0 ? 2 * static_cast<uint64_t>(c.embed_size) * TB : 0) +
+                          (c.dense_input() ? static_cast<uint64_t>(c.input_size) * TB : 0);
   return floats * sizeof(float);
 }
 

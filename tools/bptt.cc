@@ -1,5 +1,5 @@
-// bptt: train, sample, evaluate and inspect character-level recurrent language models, and
-// measure how their gradients decay over timesteps.
+// bptt: train, sample, evaluate and inspect recurrent models (character-level language models
+// and the long-lag tasks), and measure how their gradients decay over timesteps.
 #include <boost/program_options/errors.hpp>
 #include <cstring>
 #include <iostream>
@@ -23,6 +23,7 @@ constexpr Command kCommands[] = {
     {"inspect", bptt::cli::Inspect, "show a checkpoint's configuration, vocabulary and metrics"},
     {"tokenize", bptt::cli::Tokenize, "build and show the vocabulary of a corpus"},
     {"decay", bptt::cli::Decay, "measure how gradients decay or explode over timesteps"},
+    {"task", bptt::cli::Task, "train and score a model on a long-lag experiment (adding, temporal order, copy)"},
 };
 
 void Usage(std::ostream& out) {

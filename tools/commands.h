@@ -11,5 +11,6 @@ int Eval(int argc, char** argv);
 int Inspect(int argc, char** argv);
 int Tokenize(int argc, char** argv);
 int Decay(int argc, char** argv);
+int Task(int argc, char** argv);
 
 }  // namespace bptt::cli

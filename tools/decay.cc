@@ -1,8 +1,5 @@
 // bptt decay: the command-line front end of decay.h. Builds or loads the models, takes the
 // input sequences, runs MeasureDecay on each and writes decay.csv, summary.json and decay.svg.
-#include <Eigen/Core>
-#include <omp.h>
-
 #include <boost/program_options.hpp>
 #include <cmath>
 #include <cstdio>
@@ -39,7 +36,7 @@ std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
-std::string Cell(double v, const char* format) {
+std::string Figure(double v, const char* format) {
   if (!std::isfinite(v)) return "-";
   char buf[32];
   std::snprintf(buf, sizeof buf, format, v);
@@ -54,11 +51,11 @@ void PrintSummary(const std::vector<DecayReport>& reports, std::ostream& out) {
   for (const auto& r : reports) {
     for (const auto& ld : r.layers) {
       std::snprintf(line, sizeof line, "%-24s %5d %10s %10s %9s %8s %9s %8s %8s %8s%%\n", r.model.c_str(), ld.layer,
-                    Cell(ld.h.decay_factor, "%.4f").c_str(), Cell(ld.h.half_life, "%.1f").c_str(),
+                    Figure(ld.h.decay_factor, "%.4f").c_str(), Figure(ld.h.half_life, "%.1f").c_str(),
                     ld.h.lag_below >= 0 ? std::to_string(ld.h.lag_below).c_str() : "never",
-                    ld.h.explodes ? "yes" : "no", Cell(ld.sigma_max, "%.3f").c_str(),
-                    Cell(ld.spectral_radius, "%.3f").c_str(), Cell(ld.pascanu_bound, "%.3f").c_str(),
-                    Cell(100 * r.clip_fraction, "%.1f").c_str());
+                    ld.h.explodes ? "yes" : "no", Figure(ld.sigma_max, "%.3f").c_str(),
+                    Figure(ld.spectral_radius, "%.3f").c_str(), Figure(ld.pascanu_bound, "%.3f").c_str(),
+                    Figure(100 * r.clip_fraction, "%.1f").c_str());
       out << line;
     }
   }
@@ -74,7 +71,7 @@ int Decay(int argc, char** argv) {
   InitOptions init;
   std::string cells, checkpoints, inits = std::string(InitName(default_init.scheme)), corpus, unit = "grapheme", out;
   uint64_t seed = 1;
-  int steps = 200, batch = 16, symbols = 64, threads = 1;
+  int steps = 200, batch = 16, symbols = 64;
 
   po::options_description models("Models (--cell or --checkpoint, or both)"), input("Input"), measure("Measurement");
   models.add_options()
@@ -99,7 +96,7 @@ int Decay(int argc, char** argv) {
       ("jacobian-batch", po::value(&o.jacobian_batch)->default_value(o.jacobian_batch), "sequences (the first of --batch) whose Jacobian norm is computed (0 = all)")
       ("power-iterations", po::value(&o.power_iterations)->default_value(o.power_iterations), "power iterations per lag, at most")
       ("clip-norm", po::value(&o.clip_norm)->default_value(o.clip_norm), "global-norm clipping threshold: report the fraction of the gradient it removes")
-      ("threads", po::value(&threads)->default_value(threads), "threads for matrix products (0 = every core); the products here are small, so 1 is usually fastest")
+      ("threads", po::value(&o.threads)->default_value(o.threads), "threads for the model's products; the products here are small, so 1 is usually fastest")
       ("out", po::value(&out), "output directory for decay.csv, summary.json and decay.svg (required)")
       ("help", "show this help");
   po::options_description all("bptt decay [--cell CELL[,CELL...] | --checkpoint FILE[,FILE...]] --steps T --out DIR [options]");
@@ -117,11 +114,7 @@ int Decay(int argc, char** argv) {
   if (init_names.size() != 1 && init_names.size() != cell_names.size())
     throw Error("--init takes one scheme for all models or one per --cell (" + std::to_string(cell_names.size()) + ")");
   o.seed = seed;
-  if (threads < 0) throw Error("--threads must be 0 (every core) or positive");
-  if (threads > 0) {
-    omp_set_num_threads(threads);
-    Eigen::setNbThreads(threads);
-  }
+  if (o.threads < 1) throw Error("--threads must be positive, got " + std::to_string(o.threads));
 
   std::string text;
   if (!corpus.empty()) text = ReadFile(corpus);
@@ -132,8 +125,8 @@ int Decay(int argc, char** argv) {
     return same > 1 ? label + " #" + std::to_string(same) : label;
   };
   auto measure_one = [&](const std::string& label, const ModelConfig& c, const ModelParams<float>& params,
-                         const DecayInputs& data) {
-    std::cerr << "bptt decay: " << label << " (" << CellName(c.cell) << ", L=" << c.layers << ", H=" << c.hidden_size
+                         const Batch<double>& data) {
+    std::cerr << "bptt decay: " << label << " (" << c.cell->name << ", L=" << c.layers << ", H=" << c.hidden_size
               << ", T=" << data.T << ", B=" << data.B << ")\n";
     reports.push_back(MeasureDecay(label_of(label), c, params.Cast<double>(), data, o));
   };
@@ -141,7 +134,7 @@ int Decay(int argc, char** argv) {
   // Fresh models share one vocabulary and one input.
   if (!cell_names.empty()) {
     Vocab vocab;
-    DecayInputs data;
+    Batch<double> data;
     if (!corpus.empty()) {
       TokenizerOptions tokenizer;
       const auto parsed = ParseUnit(unit);
@@ -157,13 +150,13 @@ int Decay(int argc, char** argv) {
       data = UniformInputs(symbols, steps, batch, rng);
     }
     for (size_t i = 0; i < cell_names.size(); ++i) {
-      const auto cell = ParseCell(cell_names[i]);
-      if (!cell) throw Error("--cell '" + cell_names[i] + "' is not one of rnn-tanh, rnn-sigmoid, rnn-relu, lstm, gru");
+      const Cell& cell = ParseCell(cell_names[i]);
       const std::string& scheme = init_names.size() == 1 ? init_names[0] : init_names[i];
       const auto parsed = ParseInit(scheme);
       if (!parsed) throw Error("--init '" + scheme + "' is not one of uniform, pytorch, xavier, he, orthogonal, identity");
       ModelConfig c = config;
-      c.cell = *cell;
+      c.cell = &cell;
+      c.output_size = c.vocab_size;
       c.Validate();
       InitOptions io = init;
       io.scheme = *parsed;
@@ -178,7 +171,7 @@ int Decay(int argc, char** argv) {
 
   for (const auto& path : checkpoint_paths) {
     const Checkpoint checkpoint = LoadCheckpoint(path);
-    DecayInputs data;
+    Batch<double> data;
     if (!corpus.empty()) {
       std::vector<std::string> missing;
       const std::vector<int32_t> ids = checkpoint.vocab.Encode(text, &missing);

@@ -54,6 +54,7 @@ int Inspect(int argc, char** argv) {
   if (path.empty()) throw Error("missing CHECKPOINT (see bptt inspect --help)");
 
   const Checkpoint c = LoadCheckpoint(path);
+  if (!c.checksum_verified) std::cerr << "bptt inspect: " << path << " has no checksum; loaded unverified\n";
   const Vocab& vocab = c.vocab;
   const ModelConfig& m = c.config;
   const std::vector<int32_t> top = MostFrequent(vocab, shown);
@@ -68,6 +69,7 @@ int Inspect(int argc, char** argv) {
                         {"normalize", vocab.options().normalize}, {"unknown_id", vocab.unknown_id()},
                         {"most_frequent", symbols}}},
         {"step", c.step},
+        {"checksum_verified", c.checksum_verified},
         {"metrics", c.metrics},
         {"training", nullptr}};
     if (c.training)
@@ -78,10 +80,12 @@ int Inspect(int argc, char** argv) {
   }
 
   std::cout << path << "\n"
-            << "  model       " << CellName(m.cell) << ", " << m.layers << " layer" << (m.layers == 1 ? "" : "s") << " of "
+            << "  model       " << m.cell->name << ", " << m.layers << " layer" << (m.layers == 1 ? "" : "s") << " of "
             << m.hidden_size << " hidden units, "
-            << (m.embed_size > 0 ? "embedding of " + std::to_string(m.embed_size) : std::string("one-hot input"))
-            << ", dropout " << m.dropout << "\n"
+            << (m.dense_input()      ? "dense input of " + std::to_string(m.input_size)
+                : m.embed_size > 0 ? "embedding of " + std::to_string(m.embed_size)
+                                   : std::string("one-hot input"))
+            << ", dropout " << m.dropout << ", " << HeadName(m.head) << " head of " << m.output_size << "\n"
             << "  parameters  " << c.params.Count() << "\n"
             << "  vocabulary  " << vocab.size() << " " << UnitName(vocab.options().unit) << " symbols"
             << (vocab.options().normalize && vocab.options().unit != Unit::kByte ? ", NFC" : "")

@@ -32,6 +32,7 @@ int Sample(int argc, char** argv) {
       ("precision", po::value(&precision)->default_value(precision),
        "arithmetic of the per-symbol products: fp32; bf16 (bfloat16 weights, float sums: about twice as fast); "
        "int8 (8-bit weights and vector, int32 sums: about four times; see bptt eval --precision for what it costs)")
+      ("threads", po::value(&o.threads)->default_value(d.threads), "threads splitting each per-symbol product by rows")
       ("help", "show this help");
   po::options_description hidden;
   hidden.add_options()("checkpoint", po::value(&checkpoint), "checkpoint file (.safetensors)");
@@ -51,6 +52,7 @@ int Sample(int argc, char** argv) {
   o.Validate();  // before the (slow) load, so that a bad flag is reported at once
 
   Checkpoint c = LoadCheckpoint(checkpoint);
+  if (!c.checksum_verified) std::cerr << "bptt sample: " << checkpoint << " has no checksum; loaded unverified\n";
   Sampler sampler(c.config, std::move(c.params), std::move(c.vocab));
   // On a terminal each symbol is shown as it comes; into a pipe or file the stream buffers: a
   // write per symbol costs about 4 us, near a tenth of an int8 step of a 2x512 LSTM.

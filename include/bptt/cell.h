@@ -1,30 +1,45 @@
-// A recurrent cell: its type, its parameters in PyTorch's layout, and the per-chunk buffers
-// that its forward pass fills and its backward pass reads.
+// A recurrent cell: one layer's step function h_t = f(x_t, h_{t-1}[, c_{t-1}]), its parameters in
+// PyTorch's layout, and every mode in which bptt computes it.
 //
-// Every cell type shares one parameter layout, that of torch.nn.RNN / LSTM / GRU for one layer:
+// Every cell shares one parameter layout, that of torch.nn.RNN / LSTM / GRU for one layer:
 //   weight_ih (G*H, E)   input-to-hidden, gate blocks stacked in PyTorch's order
 //   weight_hh (G*H, H)   hidden-to-hidden
 //   bias_ih   (G*H, 1)
 //   bias_hh   (G*H, 1)
-// with G = 1 (RNN), 4 (LSTM: i, f, g, o) or 3 (GRU: r, z, n).
 //
-// One chunk of T timesteps is processed as follows (see rnn.h, lstm.h, gru.h):
+// A cell is one file in src/cells/ that holds, under the cell's equations and side by side, its
+// four modes, and one row of the registry (src/cells/registry.cc), the only place that knows
+// the list of cells. Everything else reads a cell through its Cell entry:
+//
+//   mode           works on                                used by
+//   chunk_forward  T steps of B streams, caching           training, chunked evaluation
+//   chunk_backward the cache of chunk_forward, dL/dh       training, gradient checks, decay
+//   step           one stream, one step, any precision     sampling, stepwise scoring
+//   tangent        a direction dh_0 (dc_0), the cache      the Jacobian norms of `bptt decay`
+//
+// chunk_forward and step call one pointwise function per cell (the fused pass over a column
+// of gate pre-activations), so the two cannot drift; the gradient checks prove chunk_backward,
+// and the PyTorch reference proves chunk_forward and step.
+//
+// One chunk of T timesteps runs as follows:
 //   1. the caller writes the input projection W_ih x_t + b_ih for all T steps into
-//      cache.gates with one GEMM (or a column gather for one-hot input), and h_0 (c_0)
-//      into the first B columns of cache.h (cache.c);
-//   2. <Cell>Forward runs the time loop: one recurrent GEMM (G*H, H)·(H, B) per step and
-//      one fused pass over the gate elements, leaving every value backward needs in the cache
-//      (W_hh is packed once per chunk for the step products, and each thread sweeps its own
-//      columns of the batch: src/packed_gemm.h);
-//   3. <Cell>Backward runs one reverse sweep t = T..1 over the cache, writes the gradient
-//      on the gate pre-activations for all steps into LayerBackward::dgates (from which the
-//      caller forms dW_ih, db_ih and the input gradient with a few large GEMMs) and
-//      accumulates dW_hh, db_hh with one GEMM after the sweep.
-// The caller owns the cache and the backward buffers; they are resized only when T, B or
-// H change, so nothing is allocated inside the time loop.
+//      cache.gates with one GEMM (or a column gather for one-hot input), and h_0 (c_0) into the
+//      first B columns of cache.h (cache.c);
+//   2. chunk_forward runs the time loop: one recurrent product (G*H, H)·(H, B) per step over
+//      W_hh packed once per chunk (src/kernels/packed_gemm.h) and one fused pass over the gate
+//      elements, leaving every value backward needs in the cache; each thread sweeps its own
+//      columns of the batch;
+//   3. chunk_backward runs one reverse sweep t = T..1 over the cache, writes the gradient on
+//      the input pre-activations for all steps into LayerBackward::dgates (from which the caller
+//      forms dW_ih, db_ih and the input gradient with a few large GEMMs) and accumulates dW_hh,
+//      db_hh with one GEMM after the sweep.
+// The caller owns the cache and the backward buffers; they are resized only when T, B or H
+// change, so nothing is allocated inside the time loop. `threads` is the number of threads a
+// mode may use (>= 1).
 #pragma once
 
-#include <optional>
+#include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -32,18 +47,7 @@
 
 namespace bptt {
 
-enum class CellType { kRnnTanh, kRnnSigmoid, kRnnRelu, kLstm, kGru };
-
-// "rnn-tanh", "rnn-sigmoid", "rnn-relu", "lstm", "gru".
-std::string_view CellName(CellType cell);
-std::optional<CellType> ParseCell(std::string_view name);
-
-// G: gate blocks per cell (1, 4 or 3).
-int GateCount(CellType cell);
-
-inline bool IsRnn(CellType cell) {
-  return cell == CellType::kRnnTanh || cell == CellType::kRnnSigmoid || cell == CellType::kRnnRelu;
-}
+struct Cell;
 
 // One layer's parameters, or their gradients (same type, same shapes).
 template <typename S>
@@ -53,10 +57,7 @@ struct RecurrentParams {
   Mat<S> bias_ih;    // (G*H, 1)
   Mat<S> bias_hh;    // (G*H, 1)
 
-  static RecurrentParams Zeros(CellType cell, Eigen::Index E, Eigen::Index H) {
-    const Eigen::Index GH = GateCount(cell) * H;
-    return {Mat<S>::Zero(GH, E), Mat<S>::Zero(GH, H), Mat<S>::Zero(GH, 1), Mat<S>::Zero(GH, 1)};
-  }
+  static RecurrentParams Zeros(const Cell& cell, Eigen::Index E, Eigen::Index H);
   Eigen::Index hidden_size() const { return weight_hh.cols(); }
 };
 
@@ -64,17 +65,18 @@ struct RecurrentParams {
 template <typename S>
 struct LayerCache {
   Eigen::Index T = 0, B = 0;
-  Mat<S> gates;         // (G*H, T*B) in: W_ih x_t + b_ih; out: gate activations
-                        //   RNN: h_t (unused by backward); LSTM: i, f, g, o; GRU: r, z, n
-  Mat<S> h;             // (H, (T+1)*B) h_0 in columns [0, B), then h_1 .. h_T
-  Mat<S> c;             // LSTM only: (H, (T+1)*B) c_0, then c_1 .. c_T
-  Mat<S> tanh_c;        // LSTM only: (H, T*B) tanh(c_t)
-  Mat<S> hidden_gates;  // GRU only: (3H, T*B) W_hh h_{t-1} + b_hh
-  Mat<S> packed_hh;     // (32, H*ceil(G*H/32)) workspace: W_hh in the kernel's panels, packed
-                        //   once per chunk (src/packed_gemm.h)
+  Mat<S> gates;      // (G*H, T*B) in: W_ih x_t + b_ih; out: the gate activations
+                     //   (RNN: h_t; LSTM: i, f, g, o; GRU: r, z, n)
+  Mat<S> h;          // (H, (T+1)*B) h_0 in columns [0, B), then h_1 .. h_T
+  Mat<S> c;          // cells with a cell state: (H, (T+1)*B) c_0, then c_1 .. c_T
+  Mat<S> tanh_c;     // cells with a cell state: (H, T*B) tanh(c_t)
+  Mat<S> recurrent;  // cells that keep the recurrent pre-activation apart: (G*H, T*B)
+                     //   W_hh h_{t-1} + b_hh (GRU)
+  Mat<S> packed_hh;  // (32, H*ceil(G*H/32)) workspace: W_hh in the kernel's panels, packed
+                     //   once per chunk (src/kernels/packed_gemm.h)
 
   // Shapes the buffers for a chunk; reallocates only when a dimension changes.
-  void Resize(CellType cell, Eigen::Index H, Eigen::Index T_, Eigen::Index B_);
+  void Resize(const Cell& cell, Eigen::Index H, Eigen::Index T_, Eigen::Index B_);
 
   // Column block of timestep t (0-based) in a (., T*B) buffer, and of h_t / c_t.
   auto Step(Mat<S>& m, Eigen::Index t) const { return m.middleCols(t * B, B); }
@@ -84,28 +86,77 @@ struct LayerCache {
 // Caller-owned buffers for one layer's backward pass over a chunk.
 template <typename S>
 struct LayerBackward {
-  Mat<S> dgates;    // (G*H, T*B) out: dL/d(W_ih x_t + b_ih), the gate pre-activation gradient
-  Mat<S> dgates_h;  // GRU only: (3H, T*B) dL/d(W_hh h_{t-1} + b_hh)
-  Mat<S> dh;        // (H, B) in: dL/dh_T from beyond the chunk; out: dL/dh_0
-  Mat<S> dc;        // LSTM only: (H, B) in: dL/dc_T; out: dL/dc_0
-  Mat<S> scratch;   // (H, B) workspace
+  Mat<S> dgates;       // (G*H, T*B) out: dL/d(W_ih x_t + b_ih), the input pre-activation gradient
+  Mat<S> drecurrent;   // cells that keep the recurrent pre-activation apart: (G*H, T*B)
+                       //   dL/d(W_hh h_{t-1} + b_hh)
+  Mat<S> dh;           // (H, B) in: dL/dh_T from beyond the chunk; out: dL/dh_0
+  Mat<S> dc;           // cells with a cell state: (H, B) in: dL/dc_T; out: dL/dc_0
   Mat<S> packed_hh_t;  // (32, G*H*ceil(H/32)) workspace: W_hh^T in the kernel's panels
 
   // With record set, the sweep also keeps the total gradient on every step's state, for
   // gradient-decay analysis (decay.h); training leaves it off.
   bool record = false;
   Mat<S> dh_steps;  // record: (H, T*B) dL/dh_t for t = 1..T
-  Mat<S> dc_steps;  // record, LSTM only: (H, T*B) dL/dc_t for t = 1..T
+  Mat<S> dc_steps;  // record, cells with a cell state: (H, T*B) dL/dc_t for t = 1..T
 
-  void Resize(CellType cell, Eigen::Index H, Eigen::Index T, Eigen::Index B);
+  void Resize(const Cell& cell, Eigen::Index H, Eigen::Index T, Eigen::Index B);
 };
 
-// Dispatch on the cell type to RnnForward/LstmForward/GruForward (and Backward).
-// dh_out (H, T*B) is dL/dh_t for t = 1..T arriving from above (the next layer or the decoder).
+// The step mode's recurrent product for one stream, in whatever precision the caller holds
+// W_hh: y (G*H) = W_hh x (x: H), or y += W_hh x when accumulate.
+using StepProduct = std::function<void(const float* x, float* y, bool accumulate)>;
+
+// The chunk and tangent modes, for one scalar type (float for training, double for the
+// gradient checks and decay analysis).
 template <typename S>
-void CellForward(CellType cell, const RecurrentParams<S>& p, LayerCache<S>& cache);
-template <typename S>
-void CellBackward(CellType cell, const RecurrentParams<S>& p, const LayerCache<S>& cache,
-                  const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad);
+struct CellModes {
+  // In: cache.gates = W_ih x + b_ih (G*H, T*B); h_0 (c_0) in the first B columns of cache.h
+  // (cache.c). Out: the rest of the cache.
+  void (*chunk_forward)(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads);
+  // In: dh_out (H, T*B) = dL/dh_t arriving from above; back.dh (back.dc) = dL/dh_T (dL/dc_T).
+  // Out: back.dgates (and back.drecurrent); back.dh (back.dc) = dL/dh_0 (dL/dc_0);
+  // grad.weight_hh, grad.bias_hh += their gradients.
+  void (*chunk_backward)(const RecurrentParams<S>& p, const LayerCache<S>& cache, const ConstMatRef<S>& dh_out,
+                         LayerBackward<S>& back, RecurrentParams<S>& grad, int threads);
+  // The tangent-linear pass over the cached chunk with the input held fixed: dh (H, B) in: a
+  // direction at h_0, out: the directional derivative of h_T, ∂h_T/∂h_0 · dh. For cells with a
+  // cell state, dc likewise (in: the direction at c_0, usually 0; out: that of c_T).
+  void (*tangent)(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh, Mat<S>& dc);
+};
+
+// One row of the registry: what a cell is, and its modes.
+struct Cell {
+  std::string_view name;         // "lstm": the --cell value and the checkpoint's "cell"
+  int gates;                     // G
+  std::string_view gate_names;   // one letter per gate block in PyTorch's order ("ifgo"); "" for G = 1
+  bool cell_state;               // keeps c_t besides h_t
+  bool separate_recurrent;       // keeps W_hh h_{t-1} + b_hh apart from the input projection
+  double pascanu_gamma;          // bound on the activation's derivative in the Pascanu bound
+                                 //   γ·σ_max(W_hh) (decay.h); NaN for gated cells (no such bound)
+  std::string_view torch;        // the PyTorch module its parameters load into
+  CellModes<float> f32;
+  CellModes<double> f64;
+  // One step of one stream: a (G*H) in: W_ih x_t + b_ih; h, c (H) in: h_{t-1}, c_{t-1}; out:
+  // h_t, c_t; recurrent (G*H): workspace. The recurrent product comes from `w_hh`.
+  void (*step)(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, float* recurrent, float* h,
+               float* c);
+
+  template <typename S>
+  const CellModes<S>& modes() const {
+    if constexpr (std::is_same_v<S, float>) return f32;
+    else return f64;
+  }
+};
+
+// The registry, in a fixed order (the order of --help and of the tests).
+std::span<const Cell* const> Cells();
+// The cell of that name, or nullptr.
+const Cell* FindCell(std::string_view name);
+// The cell of that name; throws bptt::Error "<flag> '<name>' is not one of rnn-tanh, ...".
+const Cell& ParseCell(std::string_view name, std::string_view flag = "--cell");
+// "rnn-tanh, rnn-sigmoid, rnn-relu, lstm, gru"
+std::string CellNames();
+// The default cell of a new model (LSTM).
+const Cell& DefaultCell();
 
 }  // namespace bptt

@@ -13,6 +13,13 @@
 // "vocab" (JSON, vocab.h), "step", "metrics" (JSON), "training" (JSON, when present) and the
 // file checksum that Safetensors verifies on load.
 //
+// Loading checks the whole file: the checksum, every tensor's shape against the configuration,
+// and every field of the training state (counts non-negative, optimizer slots and carried state
+// consistent with each other, the stored training options' model equal to the configuration).
+// Training state is trusted only when verified, so resuming needs a checksum; a file without
+// one (a safetensors file written by another tool) still loads for sampling and evaluation,
+// and says so in checksum_verified.
+//
 //   SaveCheckpoint(checkpoint, dir / "latest.safetensors");   // atomic
 //   Checkpoint c = LoadCheckpoint(path);                      // verified, or bptt::Error
 #pragma once
@@ -37,7 +44,10 @@ struct TrainingState {
   State<float> carried;    // hidden state carried into the next chunk, (H, B) per layer
   std::string rng;         // Rng::Save() of the training generator (dropout)
   int64_t epoch = 0;       // epochs completed
-  uint64_t chunk = 0;      // next chunk of the epoch (BatchStream::Seek)
+  uint64_t chunk = 0;      // position in the data: the next chunk of the epoch (a corpus) or
+                           //   the next batch of the training stream (a task)
+  nlohmann::json data = nlohmann::json::object();  // the data's state beyond its position: the
+                                                   //   corpus's fingerprint, a task's stop criterion
   double best_val_loss = 0;  // best validation loss so far (nats); 0 before the first evaluation
   double lr_scale = 1.0;     // learning-rate factor left by divergence rollbacks (halved by each)
   int64_t rollbacks = 0;     // divergence rollbacks so far
@@ -51,17 +61,21 @@ struct Checkpoint {
   int64_t step = 0;                                    // optimizer steps taken
   nlohmann::json metrics = nlohmann::json::object();   // the last logged metrics
   std::optional<TrainingState> training;
+  bool checksum_verified = false;                      // the file carried a checksum, and it matched
 };
 
-nlohmann::json ConfigToJson(const ModelConfig& config);
-ModelConfig ConfigFromJson(const nlohmann::json& json);  // validates; throws bptt::Error
+// What a checkpoint is loaded for: a model only (sampling, evaluation, inspection), or training
+// state to resume from, which must be present and verified by its checksum.
+enum class CheckpointUse { kModel, kResume };
 
 // Writes atomically (temporary file, fsync, rename). Throws bptt::Error naming the path if the
 // model has a non-finite value, so a good checkpoint is never replaced by a diverged one.
 void SaveCheckpoint(const Checkpoint& checkpoint, const std::filesystem::path& path);
 
-// Reads and verifies: checksum, format and version, configuration, vocabulary and every tensor's
-// shape against the configuration. Throws bptt::Error "<path>: ..." on any fault.
-Checkpoint LoadCheckpoint(const std::filesystem::path& path);
+// Reads and verifies: checksum, format and version, configuration, vocabulary, every tensor's
+// shape against the configuration and every field of the training state. Throws bptt::Error
+// "<path>: ..." on any fault; for kResume also when the file has no training state or no
+// checksum.
+Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use = CheckpointUse::kModel);
 
 }  // namespace bptt

@@ -5,9 +5,10 @@
 //
 // Setting. B sequences of s steps run from a zero initial state; s is the loss step
 // (DecayOptions::loss_step, the last step T by default; steps after s cannot affect the
-// gradient at or before s and are not run). The loss of sequence b is the cross-entropy of its
-// prediction at step s alone, L_b = -log softmax(z_{s,b})[y_{s,b}]. Lags count back from s:
-// lag k is step s - k. For each layer l (h^l_t its hidden state, c^l_t its LSTM cell state):
+// gradient at or before s and are not run). The loss of sequence b is the head's loss (loss.h)
+// on its output at step s alone: for a language model the cross-entropy of its prediction,
+// L_b = -log softmax(z_{s,b})[y_{s,b}]; for a regression head the squared error. Lags count
+// back from s: lag k is step s - k. For each layer l (h^l_t its hidden state, c^l_t its LSTM cell state):
 //
 //   h         ‖∂L_b/∂h^l_{s-k}‖₂   the total gradient on the state through every path (the
 //                                  recurrence and the layers above), from one BPTT sweep
@@ -48,12 +49,12 @@
 //                    multiplies the gradient by diag(act')·U^T, of norm at most γ·σ_max, so a
 //                    bound below 1 guarantees vanishing at least as fast as bound^k. No such
 //                    bound exists for LSTM and GRU (the additive paths): NaN (JSON null).
-// and per model the global gradient norm of the training loss of the whole chunk (mean
-// cross-entropy over its T·B positions, as `bptt train` computes it) and clip_fraction, the
+// and per model the global gradient norm of the training loss of the whole chunk (the head's
+// loss over its scored positions, as `bptt train` computes it) and clip_fraction, the
 // fraction of that gradient's norm that global-norm clipping at clip_norm removes,
 // max(0, 1 - clip_norm/‖g‖).
 //
-//   DecayInputs data = CorpusInputs(ids, T, B);
+//   Batch<double> data = CorpusInputs(ids, T, B);
 //   DecayReport r = MeasureDecay("lstm", config, params.Cast<double>(), data, DecayOptions());
 //   WriteDecayCsv({r}, dir / "decay.csv");  WriteDecaySummary({r}, dir / "summary.json");
 //   WriteDecayPlot({r}, dir / "decay.svg");
@@ -67,6 +68,7 @@
 #include <string>
 #include <vector>
 
+#include "bptt/batch.h"
 #include "bptt/model.h"
 #include "bptt/rng.h"
 #include "bptt/vocab.h"
@@ -82,23 +84,19 @@ struct DecayOptions {
   double clip_norm = 5.0;         // global-norm clipping threshold for clip_fraction
   double vanish_threshold = 1e-6; // lag_below: the first lag whose relative norm is below this
   uint64_t seed = 1;              // start vectors of the power iteration
+  int threads = 1;                // for the model's products (the sweeps here are small: 1 is usually fastest)
 };
 
-// B sequences of T steps: inputs (T*B) and the symbol that follows each (T*B), column
-// t*B + b = step t of sequence b, as BatchStream gives them.
-struct DecayInputs {
-  int T = 0, B = 0;
-  Ids inputs;
-  Ids targets;
-};
-
+// The inputs of a measurement are a Batch (batch.h) of B sequences of T steps. For a language
+// model: the symbols (ids) and the symbol that follows each (classes), every position scored,
+// as BatchStream gives them:
 // Symbols drawn uniformly from [0, V).
-DecayInputs UniformInputs(int vocab_size, int T, int B, Rng& rng);
+Batch<double> UniformInputs(int vocab_size, int T, int B, Rng& rng);
 // Symbols drawn independently with the frequencies of the vocabulary's counts.
-DecayInputs UnigramInputs(const Vocab& vocab, int T, int B, Rng& rng);
+Batch<double> UnigramInputs(const Vocab& vocab, int T, int B, Rng& rng);
 // B windows of T + 1 consecutive symbols at evenly spaced offsets of `ids` (first at 0, last
 // ending at the end). Throws bptt::Error if `ids` has fewer than T + 1 symbols.
-DecayInputs CorpusInputs(std::span<const int32_t> ids, int T, int B);
+Batch<double> CorpusInputs(std::span<const int32_t> ids, int T, int B);
 
 // One quantity of one layer, per lag.
 struct DecayCurve {
@@ -127,10 +125,8 @@ struct RecurrentSpectrum {
   double spectral_radius = 0;
 };
 
-std::vector<RecurrentSpectrum> RecurrentSpectra(CellType cell, const Mat<double>& weight_hh);
-
-// γ of the Pascanu bound: 1 (tanh, ReLU), 0.25 (sigmoid), NaN (LSTM, GRU).
-double PascanuGamma(CellType cell);
+// Of each gate block of weight_hh (named by the cell's gate letters).
+std::vector<RecurrentSpectrum> RecurrentSpectra(const Cell& cell, const Mat<double>& weight_hh);
 
 struct LayerDecay {
   int layer = 0;
@@ -158,15 +154,15 @@ struct DecayReport {
 };
 
 // The whole measurement. Throws bptt::Error when the inputs do not fit the model (shape, an
-// id outside [0, V)) or the loss step is outside [0, T].
+// id outside [0, V)), the loss step is outside [0, T], or some sequence is not scored there.
 DecayReport MeasureDecay(const std::string& model, const ModelConfig& config,
-                         const ModelParams<double>& params, const DecayInputs& data,
+                         const ModelParams<double>& params, const Batch<double>& data,
                          const DecayOptions& options);
 
 // ‖∂h^l_s/∂h^l_{s-k}‖₂ for each sequence (B values) at every lag in `lags` (rows of the
 // result, (lags, B)), by power iteration on the cached forward pass of layer l over steps
 // 1..s (cache.T = s). Exposed for the tests.
-Mat<double> JacobianNorms(CellType cell, const RecurrentParams<double>& params,
+Mat<double> JacobianNorms(const Cell& cell, const RecurrentParams<double>& params,
                           const LayerCache<double>& cache, const std::vector<int>& lags,
                           const DecayOptions& options);
 
@@ -191,8 +187,7 @@ void WriteDecayPlot(const std::vector<DecayReport>& reports, const std::filesyst
 // run_dir/decay_train.csv (header step,layer,quantity,lag,median,relative, written when the
 // file is new), then rewrites run_dir/heatmap.svg: training step × lag, colour = log10 of the
 // top layer's relative ‖∂L/∂h_{s-k}‖, from every row of the file so far.
-void RecordDecay(const ModelConfig& config, const ModelParams<float>& params, const Ids& inputs,
-                 const Ids& targets, int T, int B, const DecayOptions& options,
-                 const std::filesystem::path& run_dir, int64_t step);
+void RecordDecay(const ModelConfig& config, const ModelParams<float>& params, const Batch<double>& data,
+                 const DecayOptions& options, const std::filesystem::path& run_dir, int64_t step);
 
 }  // namespace bptt

@@ -7,33 +7,37 @@
 //   loss = (1 / (B Ls)) sum_{b, t} -log softmax(z_{b,t})[y_{b,t}]        nats per symbol
 //   bits per symbol = loss / ln 2,  perplexity = exp(loss)
 //
-// The trainer's validation and `bptt eval` both use EvaluateLoss. For a file, EncodeFile cuts
-// it into symbols with the checkpoint's vocabulary and counts the ones the vocabulary lacks:
+// With B = 1 this is the one-stream loss over the whole text that papers, PyTorch and every
+// anchor report: each symbol is predicted from everything before it. With B > 1 each stream
+// starts from the zero state, so the first symbols of every stream are predicted with less
+// context: a faster approximation, a little above the one-stream loss. `bptt eval` scores one
+// stream unless asked otherwise; the trainer's validation uses B streams for speed.
 //
 //   EncodedFile file = EncodeFile(path, checkpoint.vocab);
-//   TextEvaluation result = EvaluateFile(config, params, std::move(file), vocab, 32, 256);
+//   TextEvaluation result = EvaluateFile(config, params, std::move(file), vocab, 1, 256, threads);
 //
-// EvaluateFileStepwise scores the same text the way `bptt sample` runs the model instead.
+// ScoreStepwise and EvaluateFileStepwise score text the way `bptt sample` runs the model.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "bptt/corpus.h"
 #include "bptt/model.h"
-#include "bptt/sampler.h"
+#include "bptt/stepper.h"
 #include "bptt/vocab.h"
 
 namespace bptt {
 
 // Mean nats per symbol over `range` of `corpus`, laid out as B streams and run T timesteps at
-// a time (the state carried, no dropout). Throws bptt::Error if the range is shorter than
-// B + 1 symbols.
+// a time (the state carried, no dropout) on `threads` threads. Throws bptt::Error if the range
+// is shorter than B + 1 symbols.
 double EvaluateLoss(const ModelConfig& config, const ModelParams<float>& params,
-                    const EncodedCorpus& corpus, SymbolRange range, int B, int T);
+                    const EncodedCorpus& corpus, SymbolRange range, int B, int T, int threads);
 
 // A text file as ids of a given vocabulary.
 struct EncodedFile {
@@ -55,6 +59,7 @@ struct TextEvaluation {
   double bits_per_symbol = 0;  // nats / ln 2 (bits per character for a character vocabulary)
   double perplexity = 0;       // exp(nats)
   uint64_t symbols = 0;        // symbols scored: B * Ls (see above)
+  uint64_t streams = 1;        // B
   uint64_t unknown = 0;        // as in EncodedFile
   std::vector<std::string> unknown_symbols;
 };
@@ -63,13 +68,17 @@ struct TextEvaluation {
 // that each stream has at least T inputs (one stream for a text of T symbols or less). Throws
 // bptt::Error if fewer than two symbols remain.
 TextEvaluation EvaluateFile(const ModelConfig& config, const ModelParams<float>& params, EncodedFile file,
-                            const Vocab& vocab, int B, int T);
+                            const Vocab& vocab, int B, int T, int threads);
 
-// Evaluates encoded text as the sampler steps (Sampler::Score): one stream from the zero state,
-// one symbol at a time, with `precision` products; scores n - 1 symbols. What a reduced
-// sampling precision costs is the difference from kFloat32. Throws bptt::Error if fewer than
-// two symbols remain.
+// Mean nats per symbol of predicting ids[1..] one symbol at a time from the zero state, the
+// first symbol run as the prime and each later one as a step of the stepper's precision: the
+// cost of a precision on real text, through the same path as sampling. Throws bptt::Error if
+// `ids` has fewer than two symbols.
+double ScoreStepwise(Stepper& stepper, std::span<const int32_t> ids);
+
+// Evaluates encoded text with ScoreStepwise in `precision` (n - 1 symbols scored). What a
+// reduced sampling precision costs is the difference from kFloat32.
 TextEvaluation EvaluateFileStepwise(const ModelConfig& config, ModelParams<float> params, EncodedFile file,
-                                    const Vocab& vocab, SamplePrecision precision);
+                                    Precision precision);
 
 }  // namespace bptt

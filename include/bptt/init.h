@@ -22,6 +22,7 @@
 #include <string_view>
 
 #include "bptt/model.h"
+#include "bptt/options.h"
 #include "bptt/rng.h"
 
 namespace bptt {
@@ -36,6 +37,9 @@ struct InitOptions {
   double scale = 0.0;         // uniform: bound (0 = 0.08); orthogonal, identity: gain (0 = 1)
   double forget_bias = 1.0;   // LSTM forget-gate bias
 };
+
+// --init, --init-scale and --forget-bias, declared once (options.h).
+std::span<const OptionSpec<InitOptions>> InitOptionSpecs();
 
 template <typename S>
 void Initialize(const ModelConfig& config, const InitOptions& options, Rng& rng, ModelParams<S>& params);

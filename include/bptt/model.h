@@ -1,52 +1,90 @@
-// Model: a character-level language model of L stacked recurrent layers of one cell type.
+// Model: L stacked recurrent layers of one cell between an input and a head.
 //
-//   input    one-hot over V symbols (layer 0 gathers columns of weight_ih_l0; no product with a
-//            one-hot matrix is ever formed) or a learned embedding encoder.weight (V, E)
+//   input    symbols: one-hot over V symbols (layer 0 gathers columns of weight_ih_l0; no
+//            product with a one-hot matrix is ever formed) or a learned embedding
+//            encoder.weight (V, E); or dense: D real features per step
 //   layers   L cells (cell.h), each reading the hidden states of the layer below, with
 //            inverted dropout between layers while training
-//   output   logits = decoder.weight h_t + decoder.bias (V per position), then the softmax
-//            cross-entropy of loss.h, averaged over B*T positions
+//   head     outputs = decoder.weight h_t + decoder.bias (O per position): the logits of a
+//            softmax over O classes, or O regression predictions (loss.h scores either on the
+//            positions a Batch marks)
+// A language model is the symbol input with a softmax head over the same V symbols.
 //
 // Parameters carry PyTorch's names (ModelParams::ForEach), so checkpoints load into
 // torch.nn.Embedding + torch.nn.LSTM/GRU/RNN + torch.nn.Linear.
-// The caller owns the parameters, the gradients (same type), the state and the cache:
+// The caller owns the parameters, the gradients (same type), the state and the cache, and says
+// how many threads each call may use:
 //
-//   Forward(config, params, inputs, T, B, state, cache, &rng);    // cache.logits (V, T*B)
-//   double loss = SoftmaxCrossEntropy(cache.logits, targets, &dlogits);
-//   Backward(config, params, inputs, cache, dlogits, nullptr, grads, nullptr);
+//   Forward(config, params, batch, state, cache, threads, &rng);   // cache.outputs (O, T*B)
+//   double loss = HeadLoss(config, cache.outputs, batch, &doutputs, threads);
+//   Backward(config, params, batch, cache, doutputs, nullptr, grads, nullptr, threads);
 //   FinalState(config, cache, state);                             // carry to the next chunk
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
+#include "bptt/batch.h"
 #include "bptt/cell.h"
+#include "bptt/options.h"
 #include "bptt/rng.h"
 
 namespace bptt {
 
+// What the head's outputs are scored as (loss.h).
+enum class Head {
+  kSoftmax,     // O classes: softmax cross-entropy, in nats
+  kRegression,  // O values: mean squared error
+};
+std::string_view HeadName(Head head);  // "softmax", "regression"
+Head ParseHead(std::string_view name, std::string_view flag);  // throws bptt::Error
+
 struct ModelConfig {
-  CellType cell = CellType::kLstm;
-  int vocab_size = 0;     // V
-  int embed_size = 0;     // E of layer 0; 0 = one-hot input (E = V)
+  const Cell* cell = &DefaultCell();
+  int vocab_size = 0;     // V: symbols of a symbol input; 0 with a dense input
+  int input_size = 0;     // D: features per step of a dense input; 0 with a symbol input
+  int embed_size = 0;     // symbol input: E of layer 0; 0 = one-hot (E = V)
   int hidden_size = 128;  // H
   int layers = 2;         // L
   double dropout = 0.0;   // probability of dropping a unit between layers (training only)
+  Head head = Head::kSoftmax;
+  int output_size = 0;    // O: classes (softmax) or values (regression) per step
 
-  int input_size() const { return embed_size > 0 ? embed_size : vocab_size; }
+  bool dense_input() const { return input_size > 0; }
+  // E_0, the input width of layer 0.
+  int layer0_input_size() const { return dense_input() ? input_size : embed_size > 0 ? embed_size : vocab_size; }
+  // A symbol input with a softmax over the same symbols.
+  bool language_model() const { return !dense_input() && head == Head::kSoftmax && output_size == vocab_size; }
   // Throws bptt::Error naming the offending field ("--hidden must be positive", ...).
   void Validate() const;
 };
 
+// The options that choose a model (--cell, --layers, --hidden, --embed, --dropout), declared
+// once (options.h) for every command that builds one. The sizes that the data dictates (V, D,
+// O, the head) are not options.
+std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs();
+
+// The configuration as stored in checkpoints ("config" and the training options' "model"), and
+// back; a key missing from an older file keeps its default (O = V, softmax, symbol input).
+// ConfigFromJson validates; errors name `source`.
+nlohmann::json ConfigToJson(const ModelConfig& config);
+ModelConfig ConfigFromJson(const nlohmann::json& json, const std::string& source);
+
+// A language model: symbols in (one-hot, or an embedding of embed_size), a softmax over the same
+// V symbols out.
+ModelConfig LanguageModel(const Cell& cell, int vocab_size, int embed_size, int hidden_size, int layers,
+                          double dropout = 0.0);
+
 // All parameters of a model, or their gradients (same type, same shapes).
 template <typename S>
 struct ModelParams {
-  Mat<S> encoder;                          // (V, E) embedding rows; empty for one-hot input
+  Mat<S> encoder;                          // (V, E) embedding rows; empty otherwise
   std::vector<RecurrentParams<S>> layers;  // L
-  Mat<S> decoder_weight;                   // (V, H)
-  Mat<S> decoder_bias;                     // (V, 1)
+  Mat<S> decoder_weight;                   // (O, H)
+  Mat<S> decoder_bias;                     // (O, 1)
 
   static ModelParams Zeros(const ModelConfig& config);
 
@@ -74,15 +112,21 @@ struct ModelParams {
 
   int64_t Count() const;
   void SetZero();
+  bool AllFinite() const;
   template <typename T>
   ModelParams<T> Cast() const;
 };
 
-// The recurrent state between chunks: h (and c for LSTM) of every layer, each (H, B).
+// What a parameter tensor is for, from its name: optimizers decay weights, not biases, and
+// nothing decides that by a tensor's shape.
+enum class TensorRole { kWeight, kBias };
+TensorRole RoleOf(std::string_view name);
+
+// The recurrent state between chunks: h (and c for cells with a cell state) of every layer.
 template <typename S>
 struct State {
   std::vector<Mat<S>> h;  // L of (H, B)
-  std::vector<Mat<S>> c;  // LSTM: L of (H, B); empty otherwise
+  std::vector<Mat<S>> c;  // cells with a cell state: L of (H, B); empty otherwise
 
   static State Zeros(const ModelConfig& config, Eigen::Index B);
   void SetZero();
@@ -97,30 +141,29 @@ struct ModelCache {
   std::vector<LayerCache<S>> layers;  // L
   std::vector<Mat<S>> dropped;        // L-1 of (H, T*B): layer l's outputs after dropout, feeding l+1
   std::vector<Mat<S>> dropout_mask;   // L-1 of (H, T*B): 0 or 1/(1-p); empty when not dropping
-  Mat<S> logits;                      // (V, T*B)
+  Mat<S> outputs;                     // (O, T*B) the head's logits or predictions
 
   std::vector<LayerBackward<S>> back;  // L
   Mat<S> dh_out;                       // (H, T*B) dL/dh_t arriving at the layer being swept
   Mat<S> dx;                           // (E_l, T*B) dL/d(input of that layer)
 };
 
-// Runs the chunk inputs (T*B ids, column t*B+b = step t of sequence b) from `initial`.
-// With a dropout RNG and config.dropout > 0 the between-layer dropout is applied.
+// Runs the chunk's inputs (batch.ids or batch.dense, T*B columns) from `initial` on `threads`
+// threads. With a dropout RNG and config.dropout > 0 the between-layer dropout is applied.
 template <typename S>
-void Forward(const ModelConfig& config, const ModelParams<S>& params, const Ids& inputs,
-             Eigen::Index T, Eigen::Index B, const State<S>& initial, ModelCache<S>& cache,
-             Rng* dropout_rng = nullptr);
+void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
+             const State<S>& initial, ModelCache<S>& cache, int threads, Rng* dropout_rng = nullptr);
 
 // Copies the state after the last step of the chunk into `state`.
 template <typename S>
 void FinalState(const ModelConfig& config, const ModelCache<S>& cache, State<S>& state);
 
-// Accumulates into grads the gradient of a loss whose derivative is dlogits (V, T*B) on the
-// logits plus, when given, dfinal on the final state. When dinitial is given it receives the
+// Accumulates into grads the gradient of a loss whose derivative is doutputs (O, T*B) on the
+// outputs plus, when given, dfinal on the final state. When dinitial is given it receives the
 // gradient with respect to the initial state. (nullptr may be passed for either.)
 template <typename S>
-void Backward(const ModelConfig& config, const ModelParams<S>& params, const Ids& inputs,
-              ModelCache<S>& cache, const Mat<S>& dlogits, const std::type_identity_t<State<S>>* dfinal,
-              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial);
+void Backward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
+              ModelCache<S>& cache, const Mat<S>& doutputs, const std::type_identity_t<State<S>>* dfinal,
+              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial, int threads);
 
 }  // namespace bptt

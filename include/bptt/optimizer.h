@@ -5,7 +5,7 @@
 // parameter tensor, in ModelParams::ForEach order) so checkpoints save it for exact resume.
 //
 //   OptimizerState<float> state;   // empty: initialised on the first step
-//   OptimizerStep(options, lr, params, grads, state);
+//   bool finite = OptimizerStep(options, lr, params, grads, state, threads);
 #pragma once
 
 #include <optional>
@@ -29,7 +29,7 @@ struct OptimizerOptions {
   double beta2 = 0.999;        // Adam: second-moment decay
   double rms_decay = 0.99;     // RMSProp: v = rms_decay * v + (1 - rms_decay) g^2 (char-rnn used 0.95)
   double eps = 1e-8;           // Adam, RMSProp, Adagrad: added to the root of the second moment
-  double weight_decay = 0.0;   // decoupled: w -= lr * weight_decay * w on weight matrices (not biases)
+  double weight_decay = 0.0;   // decoupled: w -= lr * weight_decay * w on weights (not biases; model.h RoleOf)
 };
 
 // slot1: momentum buffer (SGD), sum of squares (Adagrad), mean square (RMSProp), first moment (Adam).
@@ -44,9 +44,16 @@ struct OptimizerState {
 // Number of state buffers per parameter tensor for an optimizer (0, 1 or 2).
 int OptimizerSlots(const OptimizerOptions& options);
 
-// One update of params by grads with learning rate lr.
+// Throws bptt::Error unless the state's buffers fit the parameters and the optimizer's slots.
 template <typename S>
-void OptimizerStep(const OptimizerOptions& options, double lr, ModelParams<S>& params,
-                   const ModelParams<S>& grads, OptimizerState<S>& state);
+void CheckOptimizerState(const OptimizerOptions& options, const ModelParams<S>& params, const OptimizerState<S>& state);
+
+// One update of params by grads with learning rate lr, each tensor on one of `threads` threads.
+// Returns whether every updated weight is finite (checked in the same pass). An empty state is
+// initialised; a state whose buffers do not match the parameters or the optimizer's slots throws
+// bptt::Error.
+template <typename S>
+bool OptimizerStep(const OptimizerOptions& options, double lr, ModelParams<S>& params,
+                   const ModelParams<S>& grads, OptimizerState<S>& state, int threads = 1);
 
 }  // namespace bptt

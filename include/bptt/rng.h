@@ -1,9 +1,13 @@
-// Rng: the one seeded random number generator behind initialisation, dropout, data order and
+// Rng: the one seeded random number generator behind initialisation, dropout, generated data and
 // sampling. The engine is std::mt19937_64, whose output sequence the C++ standard fixes, and the
 // conversions to uniform and normal variates are bptt's own, so the same seed gives the same
 // numbers bit for bit with any compiler or standard library.
 //
+// Every random stream of a run comes from its one --seed: stream k is seeded with
+// StreamSeed(seed, k), so the streams differ from each other and from every other seed's.
+//
 //   Rng rng(seed);  double u = rng.Uniform();  std::string s = rng.Save();  rng.Restore(s);
+//   Rng dropout(StreamSeed(seed, kDropoutStream));
 #pragma once
 
 #include <cstdint>
@@ -11,6 +15,20 @@
 #include <string>
 
 namespace bptt {
+
+// The streams of a training run. Initialisation draws from Rng(seed) itself.
+inline constexpr uint64_t kDropoutStream = 1;
+inline constexpr uint64_t kTrainDataStream = 2;  // generated training sequences (tasks)
+inline constexpr uint64_t kTestDataStream = 3;   // generated test sequences (tasks)
+
+// A seed for stream `stream` of `seed` (splitmix64 of both): well mixed, so nearby seeds and
+// streams give unrelated generators.
+constexpr uint64_t StreamSeed(uint64_t seed, uint64_t stream) {
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (stream + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
 
 class Rng {
  public:

@@ -70,6 +70,8 @@ class Safetensors {
   std::vector<std::string> Names() const;             // sorted
 
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Whether the file read by Parse or Load carried a checksum (which then matched).
+  bool checksum_verified() const { return checksum_verified_; }
   // Sets __metadata__[key]. Both must be valid UTF-8; "checksum" and values beginning
   // "crc32:" are reserved for the checksum that Save writes.
   void SetMetadata(const std::string& key, std::string value);
@@ -92,6 +94,7 @@ class Safetensors {
   std::map<std::string, Tensor> tensors_;
   std::map<std::string, std::string> metadata_;
   std::string source_ = "safetensors";  // names the file in Get's errors
+  bool checksum_verified_ = false;
 };
 
 }  // namespace bptt

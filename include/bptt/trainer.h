@@ -1,18 +1,28 @@
-// Trainer: trains a character-level language model on a text corpus with truncated BPTT.
+// Trainer: trains a model with truncated BPTT on a text corpus (a language model, `bptt train`)
+// or on a generated long-lag task (`bptt task`, task.h).
 //
-// The corpus (corpus.h) is encoded once into DIR/corpus.ids and split in order into train,
-// validation and test. The train part is read as B contiguous streams, T symbols at a time;
-// the hidden state is carried from one chunk to the next and reset at each epoch. Each step
-// is one chunk: forward, softmax cross-entropy, one backward sweep, clipping, an optimizer
-// update. The run directory DIR receives:
+// Corpus. The corpus (corpus.h) is encoded once into DIR/corpus.ids and split in order into
+// train, validation and test. The train part is read as B contiguous streams, T symbols at a
+// time; the hidden state is carried from one chunk to the next and reset at each epoch.
+// Task. Each step is a batch of B fresh sequences of the task, from the zero state; sequence k
+// of the training stream depends only on the seed and k, so a run can resume anywhere.
+//
+// Each step: forward, the head's loss, one backward sweep, clipping, an optimizer update, and a
+// check that the loss, gradient and weights are finite. The run directory DIR receives:
 //   metrics.jsonl        one JSON object per logged step
 //   latest.safetensors   every checkpoint_every steps, at the end and on SIGINT/SIGTERM
 //   best.safetensors     the checkpoint with the lowest validation loss so far
+//   summary.json         at the end: how the run ended, its best validation figures (one
+//                        stream for a corpus; the paper's criterion for a task)
 // Checkpoints hold the optimizer state, RNG state, data position and carried state, so
 // Resume continues exactly: N steps in one run or N/2 + N/2 across a resume give the same
-// weights (with the same thread count). A step with a non-finite loss, gradient or weight stops
-// the run before anything is written, or, with rollback_on_divergence, reloads latest and
-// halves the learning rate (at most max_rollbacks times).
+// weights and the same best.safetensors (with the same thread count). A step with a
+// non-finite loss, gradient or weight stops the run before anything is written, or, with
+// on_divergence = rollback, reloads latest and halves the learning rate (at most
+// max_rollbacks times).
+//
+// Every option is declared once in TrainOptionSpecs(), which also says what --resume does with
+// it (options.h).
 //
 //   TrainOptions o;  o.corpus = {"corpora/fortunes.txt"};  o.out = "models/run";
 //   TrainResult r = Train(o, std::cerr, /*live=*/false);
@@ -22,24 +32,30 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <ostream>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "bptt/init.h"
 #include "bptt/model.h"
 #include "bptt/optimizer.h"
+#include "bptt/options.h"
 #include "bptt/vocab.h"
 
 namespace bptt {
 
 struct TrainOptions {
-  // Data.
+  // Data: a corpus (a language model) ...
   std::vector<std::string> corpus;  // files and directories of text (corpus.h)
   TokenizerOptions tokenizer;       // grapheme units, NFC
   double val_frac = 0.05;           // last part of the symbol stream used for validation
   double test_frac = 0.0;           // the part after it, held out for `bptt eval`
-  // Model.
-  ModelConfig model{CellType::kLstm, 0, 0, 256, 2, 0.0};  // vocab_size comes from the corpus
+  // ... or a generated task (task.h).
+  std::string task;                 // "adding", "temporal-order", ...; "" = the corpus
+  int task_length = 100;            // the task's T
+  int test_size = 2560;             // sequences of the task's test set
+  // Model. vocab_size / input_size and output_size come from the corpus or the task.
+  ModelConfig model{&DefaultCell(), 0, 0, 0, 256, 2, 0.0, Head::kSoftmax, 0};
   InitOptions init;
   // Optimisation.
   OptimizerOptions optimizer;     // Adam
@@ -48,13 +64,15 @@ struct TrainOptions {
   int64_t lr_decay_after = 10;    // ... once this many epochs are done (char-rnn: 0.97 after 10)
   double clip_norm = 5.0;         // global L2 norm clip; 0 = off
   double clip_value = 0.0;        // element clip, applied before the norm clip; 0 = off
-  int seq_len = 64;               // T
+  int seq_len = 64;               // T (corpus)
   int batch = 32;                 // B
-  uint64_t seed = 1;              // initialisation and dropout
+  uint64_t seed = 1;              // every random stream: initialisation, dropout, task data
   int threads = 0;                // 0 = every core
-  // Schedule (a run ends at the first limit reached; with none set, after 50 epochs).
+  // Schedule (a run ends at the first limit reached; with none set, after 50 epochs, or for a
+  // task when its stop criterion is met).
   int64_t max_steps = 0;
   int64_t max_epochs = 0;
+  int64_t max_sequences = 0;      // a task: training sequences
   double time_budget = 0;         // seconds
   int64_t eval_every = 500;       // steps between validations (and at the end)
   int64_t checkpoint_every = 500; // steps between writes of latest.safetensors (and at the end)
@@ -70,18 +88,32 @@ struct TrainOptions {
   int max_rollbacks = 3;                // then stop
   // Output.
   std::string out;                // run directory; created if missing
+
+  // Throws bptt::Error naming the flag of the first invalid value.
+  void Validate() const;
 };
 
-nlohmann::json TrainOptionsToJson(const TrainOptions& options);
-TrainOptions TrainOptionsFromJson(const nlohmann::json& json);  // throws bptt::Error
+// The commands that train, as the option table names them (OptionSpec::commands).
+inline constexpr unsigned kTrainCommand = 1;  // bptt train: a corpus
+inline constexpr unsigned kTaskCommand = 2;   // bptt task: a generated task
 
-enum class TrainEnd { kFinished, kInterrupted, kDiverged };
+// The declarations of every TrainOptions field (options.h): flag, JSON key, help, resume policy.
+std::span<const OptionSpec<TrainOptions>> TrainOptionSpecs();
+// The defaults of `bptt task`, where they differ from a language model's.
+TrainOptions TaskDefaults();
+
+// The options as stored in a checkpoint, and back (missing keys keep the defaults of `defaults`).
+nlohmann::json TrainOptionsToJson(const TrainOptions& options);
+TrainOptions TrainOptionsFromJson(const nlohmann::json& json, const std::string& source);
+
+enum class TrainEnd { kFinished, kSolved, kInterrupted, kDiverged };
 
 struct TrainResult {
   TrainEnd end = TrainEnd::kFinished;
   int64_t steps = 0;            // optimizer steps taken in total (including before a resume)
-  double train_loss = 0;        // mean over the last logged window, nats per symbol
-  double best_val_loss = 0;     // nats per symbol; 0 without validation
+  double train_loss = 0;        // mean over the last logged window
+  double best_val_loss = 0;     // the head's loss; 0 without validation
+  nlohmann::json summary;       // what DIR/summary.json holds
   std::filesystem::path dir;    // the run directory
   std::string message;          // for kDiverged: what went wrong and where
 };
@@ -89,9 +121,17 @@ struct TrainResult {
 // Trains from scratch. Throws bptt::Error for bad options or data.
 TrainResult Train(TrainOptions options, std::ostream& log, bool live);
 
-// Continues the run in `dir` from dir/latest.safetensors, with the options saved there. The
-// limits (max_steps, max_epochs, time_budget) are taken from `limits` when set (non-zero).
-TrainResult Resume(const std::filesystem::path& dir, const TrainOptions& limits, std::ostream& log, bool live);
+// Trains `trials` models that differ only in their seed (options.seed, +1, ...) into
+// options.out/seed-S, one after another, and writes options.out/summary.json: every trial's
+// summary and, over the trials, the mean, standard deviation, minimum and maximum of each of
+// their numbers, and how many were solved. Returns the last trial's result with that summary.
+TrainResult TrainTrials(TrainOptions options, int trials, std::ostream& log, bool live);
+
+// Continues the run in `dir` from dir/latest.safetensors with the options saved there, after
+// applying `given`: the options given on the command line (JSON by flag, as ParseOptionText
+// makes them). Those whose OnResume is kChanges are taken; a kFixed one with a value other than
+// the stored one, and any kNone one, is refused with a one-line bptt::Error naming its flag.
+TrainResult Resume(const std::filesystem::path& dir, const nlohmann::json& given, std::ostream& log, bool live);
 
 // Asks a running Train/Resume to stop after the current step and write latest.safetensors.
 // Async-signal-safe: meant to be called from a SIGINT/SIGTERM handler.

@@ -11,15 +11,14 @@
 //               packed(r, q*K + k) = W(q*kPanelRows + r, k); rows past M are zero
 //   PanelProduct:  C (rows of panel q, N) (+)= panel_q · X (K, N)
 //
+//   PackedProduct: C (M, N) (+)= W · X, every panel in turn
 // Each output element sums over k in order, so results do not depend on the thread count.
 //
 // The time loops split the batch: inside one parallel region each thread runs the whole sweep
-// for its own columns (ThreadColumns), so the threads never wait for each other inside the
-// loop, which on a shared machine (a core taken by another process for a time slice) costs far
-// more than reading the weights once per thread and step.
+// for its own columns (ThreadRange, threads.h), so the threads never wait for each other inside
+// the loop, which on a shared machine (a core taken by another process for a time slice) costs
+// far more than reading the weights once per thread and step.
 #pragma once
-
-#include <omp.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -34,12 +33,6 @@
 namespace bptt {
 
 inline constexpr Eigen::Index kPanelRows = 32;
-
-// The calling thread's share [begin, end) of B columns inside a parallel region.
-inline std::pair<Eigen::Index, Eigen::Index> ThreadColumns(Eigen::Index B) {
-  const Eigen::Index n = omp_get_num_threads(), id = omp_get_thread_num();
-  return {B * id / n, B * (id + 1) / n};
-}
 
 // Panels of kPanelRows rows covering M rows.
 inline Eigen::Index PanelBlocks(Eigen::Index M) { return (M + kPanelRows - 1) / kPanelRows; }
@@ -136,6 +129,17 @@ void PanelProduct(const Mat<S>& packed, Eigen::Index p, Eigen::Index K, const S*
     case 2: Kernel<2>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
     case 1: Kernel<1>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
     default: break;
+  }
+}
+
+// C (M, N) (+)= W · X for W (M, K) packed by PackPanels (or W^T by PackTransposedPanels, with M
+// and K its transpose's), X (K, N) and C column-major with leading dimensions ldx and ldc.
+template <typename S>
+void PackedProduct(const Mat<S>& packed, Eigen::Index M, Eigen::Index K, const S* x, Eigen::Index ldx,
+                   Eigen::Index N, S* c, Eigen::Index ldc, bool accumulate) {
+  for (Eigen::Index q = 0; q < PanelBlocks(M); ++q) {
+    const Eigen::Index r0 = q * kPanelRows;
+    PanelProduct(packed, q, K, x, ldx, N, c + r0, ldc, std::min(kPanelRows, M - r0), accumulate);
   }
 }
 

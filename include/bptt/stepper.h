@@ -1,0 +1,90 @@
+// Stepper: a model run as one stream, one step per call — the cells' step mode (cell.h) — for
+// sampling (sampler.h) and stepwise scoring (evaluate.h).
+//
+// A step costs the matrix-vector products of each layer and the head's, into buffers the
+// Stepper owns, so nothing is allocated per step. The products run in one of three precisions
+// (src/kernels/gemv.h):
+//   kFloat32   float weights, float sums.
+//   kBfloat16  bfloat16 copies of the weights and of the vector, float sums: half the bytes read
+//              per step; outputs move by about 1% of their spread.
+//   kInt8      int8 weights with a float scale per row and the vector rounded to 8 bits per
+//              product, int32 sums: a quarter of the bytes.
+// A prime of many symbols runs as one chunk through the model's chunk forward (float32) instead.
+// tests/sampler_precision_test.cc bounds what the reduced precisions cost in nats on a trained
+// model; `bptt eval --precision` measures it on any text.
+//
+//   Stepper stepper(config, params);  stepper.Configure(Precision::kInt8, 1);
+//   std::span<const float> logits = stepper.Prime(prime_ids);
+//   logits = stepper.Step(next_id);
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "bptt/model.h"
+
+namespace bptt {
+
+enum class Precision { kFloat32, kBfloat16, kInt8 };
+
+// "fp32", "bf16", "int8" and back; ParsePrecision throws bptt::Error naming `flag` for anything else.
+const char* PrecisionName(Precision precision);
+Precision ParsePrecision(std::string_view name, std::string_view flag);
+
+class StepMatrix;
+
+class Stepper {
+ public:
+  // Takes its own copy of the parameters. Throws bptt::Error if they do not fit the configuration.
+  Stepper(const ModelConfig& config, ModelParams<float> params);
+  ~Stepper();
+  Stepper(Stepper&&) noexcept;
+  Stepper& operator=(Stepper&&) noexcept;
+
+  // The precision of the step's products (its weight copies are built on first use) and the
+  // threads that split each product by rows (>= 1).
+  void Configure(Precision precision, int threads);
+
+  // The zero state.
+  void Reset();
+  // Runs symbols (at least one) as one chunk from the zero state in float32 on one thread;
+  // returns the outputs (O) of the last. Symbol input only.
+  std::span<const float> Prime(std::span<const int32_t> ids);
+  // One step from the current state; returns its outputs (O): a symbol (symbol input) or a
+  // vector of D features (dense input).
+  std::span<const float> Step(int32_t id);
+  std::span<const float> Step(const float* x);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelParams<float>& params() const { return params_; }
+  const State<float>& state() const { return state_; }
+
+ private:
+  // The products of one precision: per layer weight_ih (none for one-hot input) and weight_hh
+  // (with the cell's view of it), and the decoder.
+  struct Weights {
+    int threads = 1;  // splitting each product by rows
+    std::vector<std::unique_ptr<StepMatrix>> ih, hh;
+    std::vector<StepProduct> hh_product;
+    std::unique_ptr<StepMatrix> decoder;
+  };
+  Weights& WeightsOf(Precision precision);
+  std::span<const float> Layers(const float* input);  // `input`: the layer-0 input vector, or null for one-hot
+
+  ModelConfig config_;
+  ModelParams<float> params_;
+  Precision precision_ = Precision::kFloat32;
+  std::vector<std::unique_ptr<Weights>> weights_;  // indexed by Precision, built on first use
+  State<float> state_;                      // (H, 1) per layer
+  std::vector<Eigen::VectorXf> gates_;      // L of (G*H): a step's gate pre-activations
+  std::vector<Eigen::VectorXf> recurrent_;  // L of (G*H): the cell's step workspace
+  Eigen::VectorXf embedded_;                // (E) embedding input: the symbol's encoder row
+  Eigen::VectorXf outputs_;                 // (O)
+  Batch<float> prime_batch_;                // T = prime length, B = 1
+  ModelCache<float> prime_cache_;
+};
+
+}  // namespace bptt

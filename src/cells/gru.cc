@@ -1,0 +1,145 @@
+// The GRU cell, in PyTorch's nn.GRU form (gate order r, z, n):
+//   u_t = W_hh h_{t-1} + b_hh                       (3H) the recurrent pre-activation, kept apart
+//   r_t = sigmoid(W_ir x_t + b_ir + u_r)
+//   z_t = sigmoid(W_iz x_t + b_iz + u_z)
+//   n_t = tanh   (W_in x_t + b_in + r_t * u_n)
+//   h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+// Its four modes follow, in the order of cell.h: the pointwise pass they share, chunk forward,
+// step, chunk backward and tangent.
+#include "bptt/cell.h"
+#include "kernels/activation.h"
+#include "kernels/packed_gemm.h"
+#include "kernels/threads.h"
+
+namespace bptt::cells {
+
+namespace {
+
+template <typename S>
+using Vec = Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>;
+template <typename S>
+using ConstVec = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
+
+// One stream's step after the recurrent product. a (3H) in: W_ih x_t + b_ih; out: r, z, n.
+// u (3H) in: W_hh h_{t-1}; out: u_t (with b_hh). h_prev (H) in; h (H) out (may be h_prev).
+template <typename S>
+void Pointwise(Eigen::Index H, S* a, S* u, const S* b_hh, const S* h_prev, S* h) {
+  Vec<S>(u, 3 * H) += ConstVec<S>(b_hh, 3 * H);
+  Vec<S> r(a, H), z(a + H, H), n(a + 2 * H, H);
+  r = Sigmoid(r + Vec<S>(u, H));
+  z = Sigmoid(z + Vec<S>(u + H, H));
+  n = Tanh(n + r * Vec<S>(u + 2 * H, H));
+  Vec<S>(h, H) = (S(1) - z) * n + z * ConstVec<S>(h_prev, H);
+}
+
+// Per step t, for each thread's columns of the batch:
+//   u_t = W_hh h_{t-1}                     (3H, B)  one product over the packed W_hh
+//   then Pointwise on each column.
+template <typename S>
+void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
+  const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
+  PackPanels(p.weight_hh, cache.packed_hh);
+#pragma omp parallel num_threads(threads)
+  {
+    const auto [j0, j1] = ThreadRange(B);
+    for (Eigen::Index t = 0; t < T && j0 < j1; ++t) {
+      const auto h_prev = cache.Step(cache.h, t);
+      auto u = cache.Step(cache.recurrent, t);  // (3H, B)
+      auto a = cache.Step(cache.gates, t);      // (3H, B)
+      PackedProduct(cache.packed_hh, 3 * H, H, h_prev.col(j0).data(), H, j1 - j0, u.col(j0).data(), 3 * H, false);
+      for (Eigen::Index b = j0; b < j1; ++b)
+        Pointwise(H, a.col(b).data(), u.col(b).data(), p.bias_hh.data(), h_prev.col(b).data(),
+                  cache.Step(cache.h, t + 1).col(b).data());
+    }
+  }
+}
+
+// One stream: u = W_hh h_{t-1}, then Pointwise.
+void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, float* recurrent, float* h, float*) {
+  w_hh(h, recurrent, false);
+  Pointwise(p.hidden_size(), a, recurrent, p.bias_hh.data(), h, h);
+}
+
+// Per step t = T..1, with dh = dh_out_t + (dL/dh_t through step t+1):
+//   dn = dh * (1 - z)                 da_n = dn * (1 - n^2)         (input side of n)
+//   du_n = da_n * r                                                (recurrent side of n)
+//   dr = da_n * u_n                   da_r = du_r = dr * r (1 - r)
+//   dz = dh * (h_{t-1} - n)           da_z = du_z = dz * z (1 - z)
+//   dh_{t-1} = dh * z + W_hh^T du     one product over the packed W_hh^T
+// After the sweep: dW_hh += du · [h_0 .. h_{T-1}]^T and db_hh += sum over columns of du.
+template <typename S>
+void ChunkBackward(const RecurrentParams<S>& p, const LayerCache<S>& cache, const ConstMatRef<S>& dh_out,
+                   LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
+  const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
+  PackTransposedPanels(p.weight_hh, back.packed_hh_t);
+#pragma omp parallel num_threads(threads)
+  {
+    const auto [j0, j1] = ThreadRange(B);
+    for (Eigen::Index t = T - 1; t >= 0 && j0 < j1; --t) {
+      const auto act = cache.Step(cache.gates, t);
+      const auto u = cache.Step(cache.recurrent, t);
+      const auto h_prev = cache.Step(cache.h, t);
+      auto da = back.dgates.middleCols(t * B, B);
+      auto du = back.drecurrent.middleCols(t * B, B);
+      for (Eigen::Index b = j0; b < j1; ++b) {
+        back.dh.col(b) += dh_out.col(t * B + b);
+        if (back.record) back.dh_steps.col(t * B + b) = back.dh.col(b);
+        const auto r = act.col(b).segment(0, H).array(), z = act.col(b).segment(H, H).array(),
+                   n = act.col(b).segment(2 * H, H).array();
+        const auto dh = back.dh.col(b).array();
+        auto da_b = da.col(b);
+        auto du_b = du.col(b);
+        da_b.segment(2 * H, H) = (dh * (S(1) - z) * TanhGradFromOutput(n)).matrix();
+        du_b.segment(2 * H, H) = (da_b.segment(2 * H, H).array() * r).matrix();
+        da_b.segment(0, H) =
+            (da_b.segment(2 * H, H).array() * u.col(b).segment(2 * H, H).array() * SigmoidGradFromOutput(r))
+                .matrix();
+        da_b.segment(H, H) = (dh * (h_prev.col(b).array() - n) * SigmoidGradFromOutput(z)).matrix();
+        du_b.segment(0, 2 * H) = da_b.segment(0, 2 * H);
+        back.dh.col(b) = (dh * z).matrix();  // the direct part of dh_{t-1}
+      }
+      PackedProduct(back.packed_hh_t, H, 3 * H, du.col(j0).data(), 3 * H, j1 - j0, back.dh.col(j0).data(), H, true);
+    }
+  }
+  ParallelProduct(grad.weight_hh, back.drecurrent, cache.h.leftCols(T * B).transpose(), true, threads);
+  grad.bias_hh += back.drecurrent.rowwise().sum();
+}
+
+// The tangent of the forward pass, per step (dx: the directional derivative of x):
+//   du = W_hh dh_{t-1};  dr = r(1-r) du_r, dz = z(1-z) du_z
+//   dn = (1-n^2) (dr*u_n + r*du_n);  dh_t = (1-z)*dn + dz*(h_{t-1} - n) + z*dh_{t-1}
+template <typename S>
+void Tangent(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh, Mat<S>&) {
+  const Eigen::Index H = p.hidden_size();
+  using Array = Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic>;
+  Mat<S> du;
+  for (Eigen::Index t = 0; t < cache.T; ++t) {
+    du.noalias() = p.weight_hh * dh;
+    const auto act = cache.Step(cache.gates, t);
+    const auto r = act.topRows(H).array(), z = act.middleRows(H, H).array(), n = act.bottomRows(H).array();
+    const auto u_n = cache.Step(cache.recurrent, t).bottomRows(H).array();
+    const auto h_prev = cache.Step(cache.h, t).array();
+    const Array dr = SigmoidGradFromOutput(r) * du.topRows(H).array();
+    const Array dz = SigmoidGradFromOutput(z) * du.middleRows(H, H).array();
+    const Array dn = TanhGradFromOutput(n) * (dr * u_n + r * du.bottomRows(H).array());
+    dh = ((S(1) - z) * dn + dz * (h_prev - n) + z * dh.array()).matrix();
+  }
+}
+
+}  // namespace
+
+extern constinit const Cell kGru;
+constinit const Cell kGru{
+    .name = "gru",
+    .gates = 3,
+    .gate_names = "rzn",
+    .cell_state = false,
+    .separate_recurrent = true,
+    .pascanu_gamma = std::numeric_limits<double>::quiet_NaN(),
+    .torch = "nn.GRU",
+    .f32 = {&ChunkForward<float>, &ChunkBackward<float>, &Tangent<float>},
+    .f64 = {&ChunkForward<double>, &ChunkBackward<double>, &Tangent<double>},
+    .step = &Step,
+};
+
+}  // namespace bptt::cells

@@ -1,0 +1,131 @@
+// The Elman RNN cell, in PyTorch's nn.RNN form, with a choice of activation:
+//   a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
+//   h_t = act(a_t),   act in {tanh, sigmoid, relu}
+// (PyTorch offers tanh and relu; sigmoid is here to show its derivative bound of 1/4 per step.)
+// Three registry rows, one per activation, share the four modes below, in the order of cell.h:
+// the pointwise pass, chunk forward, step, chunk backward and tangent.
+#include "bptt/cell.h"
+#include "kernels/activation.h"
+#include "kernels/packed_gemm.h"
+#include "kernels/threads.h"
+
+namespace bptt::cells {
+
+namespace {
+
+template <typename S>
+using Vec = Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>;
+template <typename S>
+using ConstVec = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
+
+// An activation: its value and its derivative from its output y (activation.h).
+struct TanhAct {
+  template <typename X> static auto Value(const X& x) { return Tanh(x); }
+  template <typename Y> static auto Grad(const Y& y) { return TanhGradFromOutput(y); }
+};
+struct SigmoidAct {
+  template <typename X> static auto Value(const X& x) { return Sigmoid(x); }
+  template <typename Y> static auto Grad(const Y& y) { return SigmoidGradFromOutput(y); }
+};
+struct ReluAct {
+  template <typename X> static auto Value(const X& x) { return Relu(x); }
+  template <typename Y> static auto Grad(const Y& y) { return ReluGradFromOutput(y); }
+};
+
+// One stream's step after the recurrent product. a (H) in: W_ih x_t + b_ih + W_hh h_{t-1};
+// out: h_t, which is also written to h (H).
+template <typename Act, typename S>
+void Pointwise(Eigen::Index H, S* a, const S* b_hh, S* h) {
+  Vec<S> v(a, H);
+  v += ConstVec<S>(b_hh, H);
+  v = Act::Value(v);
+  Vec<S>(h, H) = v;
+}
+
+// Per step t, for each thread's columns of the batch:
+//   a_t = gates_t + W_hh h_{t-1}            (H, B)  one product over the packed W_hh
+//   then Pointwise on each column.
+template <typename Act, typename S>
+void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
+  const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
+  PackPanels(p.weight_hh, cache.packed_hh);
+#pragma omp parallel num_threads(threads)
+  {
+    const auto [j0, j1] = ThreadRange(B);
+    for (Eigen::Index t = 0; t < T && j0 < j1; ++t) {
+      auto a = cache.Step(cache.gates, t);
+      PackedProduct(cache.packed_hh, H, H, cache.Step(cache.h, t).col(j0).data(), H, j1 - j0, a.col(j0).data(), H,
+                    true);
+      for (Eigen::Index b = j0; b < j1; ++b)
+        Pointwise<Act>(H, a.col(b).data(), p.bias_hh.data(), cache.Step(cache.h, t + 1).col(b).data());
+    }
+  }
+}
+
+// One stream: a += W_hh h_{t-1}, then Pointwise.
+template <typename Act>
+void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, float*, float* h, float*) {
+  w_hh(h, a, true);
+  Pointwise<Act>(p.hidden_size(), a, p.bias_hh.data(), h);
+}
+
+// Per step t = T..1, with dh = dh_out_t + (dL/dh_t through step t+1):
+//   da = dh * act'(a_t)      from the output: 1 - h^2, h (1 - h), or [h > 0]
+//   dh_{t-1} = W_hh^T da     one product over the packed W_hh^T
+// After the sweep: dW_hh += da · [h_0 .. h_{T-1}]^T and db_hh += sum over columns of da.
+template <typename Act, typename S>
+void ChunkBackward(const RecurrentParams<S>& p, const LayerCache<S>& cache, const ConstMatRef<S>& dh_out,
+                   LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
+  const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
+  PackTransposedPanels(p.weight_hh, back.packed_hh_t);
+#pragma omp parallel num_threads(threads)
+  {
+    const auto [j0, j1] = ThreadRange(B);
+    const Eigen::Index nb = j1 - j0;
+    auto dh = back.dh.middleCols(j0, nb);
+    for (Eigen::Index t = T - 1; t >= 0 && nb > 0; --t) {
+      dh += dh_out.middleCols(t * B + j0, nb);
+      if (back.record) back.dh_steps.middleCols(t * B + j0, nb) = dh;
+      auto da = back.dgates.middleCols(t * B + j0, nb);
+      da = (dh.array() * Act::Grad(cache.Step(cache.h, t + 1).middleCols(j0, nb))).matrix();
+      PackedProduct(back.packed_hh_t, H, H, da.data(), H, nb, dh.data(), H, false);
+    }
+  }
+  ParallelProduct(grad.weight_hh, back.dgates, cache.h.leftCols(T * B).transpose(), true, threads);
+  grad.bias_hh += back.dgates.rowwise().sum();
+}
+
+// The tangent of the forward pass, per step: dh_t = act'(a_t) * (W_hh dh_{t-1}).
+template <typename Act, typename S>
+void Tangent(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh, Mat<S>&) {
+  Mat<S> da;
+  for (Eigen::Index t = 0; t < cache.T; ++t) {
+    da.noalias() = p.weight_hh * dh;
+    dh = (Act::Grad(cache.Step(cache.gates, t)) * da.array()).matrix();
+  }
+}
+
+template <typename Act>
+constexpr Cell Rnn(std::string_view name, double gamma, std::string_view torch) {
+  return {
+      .name = name,
+      .gates = 1,
+      .gate_names = "",
+      .cell_state = false,
+      .separate_recurrent = false,
+      .pascanu_gamma = gamma,
+      .torch = torch,
+      .f32 = {&ChunkForward<Act, float>, &ChunkBackward<Act, float>, &Tangent<Act, float>},
+      .f64 = {&ChunkForward<Act, double>, &ChunkBackward<Act, double>, &Tangent<Act, double>},
+      .step = &Step<Act>,
+  };
+}
+
+}  // namespace
+
+extern constinit const Cell kRnnTanh, kRnnSigmoid, kRnnRelu;
+constinit const Cell kRnnTanh = Rnn<TanhAct>("rnn-tanh", 1.0, "nn.RNN(nonlinearity='tanh')");
+constinit const Cell kRnnSigmoid = Rnn<SigmoidAct>("rnn-sigmoid", 0.25, "");
+constinit const Cell kRnnRelu = Rnn<ReluAct>("rnn-relu", 1.0, "nn.RNN(nonlinearity='relu')");
+
+}  // namespace bptt::cells

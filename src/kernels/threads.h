@@ -1,0 +1,56 @@
+// How bptt splits work between threads. The thread count is always passed in by the caller
+// (an options field that travels to every compute call); nothing here reads or sets a
+// process-wide count.
+//
+// Inside a parallel region each thread takes one contiguous range of the work (ThreadRange), so
+// the threads meet once, at the end of the region, and every output element is computed by
+// one thread in a fixed order: results do not depend on how the threads are scheduled.
+//
+//   #pragma omp parallel num_threads(threads)
+//   { const auto [j0, j1] = ThreadRange(B); ... }
+//   ParallelProduct(dst, lhs, rhs, /*accumulate=*/true, threads);   // dst += lhs * rhs
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "bptt/tensor.h"
+
+namespace bptt {
+
+// The calling thread's share [begin, end) of n items inside a parallel region, cut at multiples
+// of `unit` (the last range ends at n).
+inline std::pair<Eigen::Index, Eigen::Index> ThreadRange(Eigen::Index n, Eigen::Index unit = 1) {
+  const Eigen::Index count = omp_get_num_threads(), id = omp_get_thread_num(), units = (n + unit - 1) / unit;
+  return {std::min(n, units * id / count * unit), std::min(n, units * (id + 1) / count * unit)};
+}
+
+// dst (M, N) = lhs (M, K) * rhs (K, N), or += with accumulate, on `threads` threads. Each thread
+// computes its own rows (or columns, when N > M) with a single-threaded Eigen product (Eigen does
+// not thread a product called inside a parallel region), split on whole vectors of floats. A
+// thread that loses its core for a time slice then delays only the end of the product, not a
+// barrier inside it as in Eigen's own threaded GEMM. dst must not alias lhs or rhs.
+template <typename Dst, typename Lhs, typename Rhs>
+void ParallelProduct(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate, int threads) {
+  constexpr Eigen::Index kAlign = 16;
+  const bool by_rows = dst.rows() >= dst.cols();
+#pragma omp parallel num_threads(threads)
+  {
+    const auto [begin, end] = ThreadRange(by_rows ? dst.rows() : dst.cols(), kAlign);
+    if (begin < end) {
+      if (by_rows) {
+        auto d = dst.middleRows(begin, end - begin);
+        if (accumulate) d.noalias() += lhs.middleRows(begin, end - begin) * rhs;
+        else d.noalias() = lhs.middleRows(begin, end - begin) * rhs;
+      } else {
+        auto d = dst.middleCols(begin, end - begin);
+        if (accumulate) d.noalias() += lhs * rhs.middleCols(begin, end - begin);
+        else d.noalias() = lhs * rhs.middleCols(begin, end - begin);
+      }
+    }
+  }
+}
+
+}  // namespace bptt

@@ -1,0 +1,78 @@
+// What a training run reads: the batches of a corpus (a language model) or of a generated task,
+// and how each is validated, resumed and summarised. The trainer (trainer.cc) runs either the
+// same way through this interface.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <string>
+
+#include "bptt/batch.h"
+#include "bptt/model.h"
+#include "bptt/trainer.h"
+#include "bptt/vocab.h"
+
+namespace bptt {
+
+struct Checkpoint;
+
+class TrainData {
+ public:
+  virtual ~TrainData() = default;
+
+  // The model's input and head sizes that the data dictates (V, D, O, head).
+  virtual void Shape(ModelConfig& config) const = 0;
+  virtual const Vocab& vocab() const = 0;  // empty for a dense task
+  virtual int timesteps() const = 0;       // T of a training batch
+  virtual std::string Describe() const = 0;
+
+  // Fills the next training batch (B = batch.B); false at the end of an epoch, after which the
+  // trainer calls Rewind.
+  virtual bool Next(Batch<float>& batch) = 0;
+  virtual void Rewind() = 0;
+  // Whether the state is carried from one batch to the next (a corpus's streams) or starts at
+  // zero for each (a task's independent sequences).
+  virtual bool carries_state() const = 0;
+  virtual double EpochFraction() const = 0;
+  // After each training step: the batch and the model's outputs on it. True when the task's
+  // stop criterion is met.
+  virtual bool Observe(const Batch<float>& batch, const Mat<float>& outputs) = 0;
+
+  // Progress for the log: the unit a step processes ("chars/s"), how many per step, where the
+  // run is ("epoch 1.25"), and the metrics key of the rate.
+  virtual const char* ItemName() const = 0;
+  virtual int64_t ItemsPerStep(const Batch<float>& batch) const = 0;
+  virtual std::string Progress(int64_t epoch) const = 0;
+  virtual void NameRate(nlohmann::json& metrics, double rate) const = 0;
+
+  // The validation metrics: at least "val_loss" (the head's loss); null without validation data.
+  virtual nlohmann::json Validate(const ModelConfig& config, const ModelParams<float>& params, int threads) = 0;
+  virtual std::string DescribeValidation(const nlohmann::json& metrics) const = 0;
+
+  // The position in the data and any state beyond it, for exact resume; Seek throws bptt::Error
+  // naming `source` when they do not fit this data.
+  virtual uint64_t position() const = 0;
+  virtual nlohmann::json SaveState() const = 0;
+  virtual void Seek(uint64_t position, const nlohmann::json& state, const std::string& source) = 0;
+
+  // The fixed probe of `bptt train --decay-every`: B sequences of T steps.
+  virtual Batch<double> DecayProbe(int T, int B) const = 0;
+
+  // summary.json at the end of a run, from the best checkpoint's weights.
+  virtual nlohmann::json Summary(const ModelConfig& config, const ModelParams<float>& best, int64_t steps,
+                                 bool solved, int threads) = 0;
+};
+
+// A corpus: B contiguous streams of the train split, T symbols at a time; validation on the
+// validation split in B streams; the summary's one-stream figure of the best checkpoint.
+// With `resume`, the corpus must be the one the checkpoint was trained on.
+std::unique_ptr<TrainData> MakeCorpusData(const TrainOptions& options, const std::filesystem::path& dir,
+                                          const Checkpoint* resume, std::ostream& log);
+
+// A generated task (task.h): B fresh sequences a step from the training stream of the seed;
+// validation on the test set, scored by the paper's criterion.
+std::unique_ptr<TrainData> MakeTaskData(const TrainOptions& options);
+
+}  // namespace bptt

@@ -1,0 +1,73 @@
+// bptt task: trains and scores models on the long-lag experiments of task.h, through trainer.h.
+#include <unistd.h>
+
+#include <csignal>
+#include <iomanip>
+#include <iostream>
+
+#include "bptt/error.h"
+#include "bptt/task.h"
+#include "bptt/trainer.h"
+#include "commands.h"
+#include "options_cli.h"
+
+namespace bptt::cli {
+
+int ReportRun(const TrainResult& result, const char* command);
+
+namespace {
+
+void OnSignal(int) { RequestStop(); }
+
+void List(std::ostream& out) {
+  for (const TaskInfo& t : Tasks())
+    out << std::left << std::setw(18) << t.name << t.description << "\n" << std::setw(18) << "" << t.source
+        << " (default --T " << t.default_T << ")\n";
+}
+
+}  // namespace
+
+int Task(int argc, char** argv) {
+  CommandLine<TrainOptions> cli("bptt task NAME [--T N] [--cell C] [options] --out DIR   (bptt task --list)",
+                                TrainOptionSpecs(), kTaskCommand, TaskDefaults());
+  std::string name;
+  int trials = 1;
+  po::options_description other("Trials and help");
+  other.add_options()
+      ("trials", po::value(&trials)->default_value(trials),
+       "train this many models with seeds --seed, --seed + 1, ... into DIR/seed-S and summarise them in DIR/summary.json")
+      ("list", "list the tasks")
+      ("help", "show this help");
+  cli.Add(other);
+  po::options_description hidden;
+  hidden.add_options()("task", po::value(&name), "the task");
+  cli.AddHidden(hidden);
+  po::positional_options_description positional;
+  positional.add("task", 1);
+  cli.Positional(positional);
+  cli.Parse(argc, argv);
+  if (cli.vm().count("help")) {
+    std::cout << cli.help() << "\nTasks:\n";
+    List(std::cout);
+    return 0;
+  }
+  if (cli.vm().count("list")) {
+    List(std::cout);
+    return 0;
+  }
+  if (name.empty()) throw Error("missing the task's NAME (bptt task --list names them)");
+  TrainOptions o = cli.Apply(TaskDefaults());
+  o.task = name;
+  if (!cli.Given("T")) o.task_length = Task::Make(name)->info().default_T;
+  if (o.out.empty()) throw Error("--out is required");
+
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  const bool live = isatty(STDERR_FILENO) != 0;
+  const TrainResult result = trials == 1 ? Train(o, std::cerr, live) : TrainTrials(o, trials, std::cerr, live);
+  const int status = ReportRun(result, "task");
+  std::cout << result.summary.dump(2) << "\n";
+  return status;
+}
+
+}  // namespace bptt::cli
