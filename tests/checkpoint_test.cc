@@ -9,6 +9,7 @@
 #include "bptt/checkpoint.h"
 #include "bptt/error.h"
 #include "bptt/init.h"
+#include "bptt/rng.h"
 #include "bptt/safetensors.h"
 
 namespace bptt {
@@ -24,10 +25,10 @@ class CheckpointTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  static Checkpoint Make(CellType cell, int embed) {
+  static Checkpoint Make(const char* cell, int embed) {
     Checkpoint ck;
     ck.vocab = VocabBuilder(TokenizerOptions{}).Add("héllo wörld, 日本語 👩‍👩‍👧!\n").Build();
-    ck.config = ModelConfig{cell, ck.vocab.size(), embed, 6, 2, 0.0};
+    ck.config = LanguageModel(*FindCell(cell), ck.vocab.size(), embed, 6, 2);
     Rng rng(3);
     Initialize(ck.config, InitOptions{}, rng, ck.params);
     ck.step = 42;
@@ -47,7 +48,7 @@ class CheckpointTest : public ::testing::Test {
     t.epoch = 2;
     t.chunk = 17;
     t.best_val_loss = 1.25;
-    t.options = {{"anything", "here"}};
+    t.options = {{"model", ConfigToJson(ck.config)}, {"anything", "here"}};
     ck.training = t;
     return ck;
   }
@@ -61,7 +62,7 @@ bool SameBits(const Mat<float>& a, const Mat<float>& b) {
 }
 
 TEST_F(CheckpointTest, RoundTripBitForBit) {
-  for (auto [cell, embed] : {std::pair{CellType::kLstm, 0}, std::pair{CellType::kGru, 5}, std::pair{CellType::kRnnRelu, 0}}) {
+  for (auto [cell, embed] : {std::pair{"lstm", 0}, std::pair{"gru", 5}, std::pair{"rnn-relu", 0}}) {
     const Checkpoint a = Make(cell, embed);
     const fs::path path = dir_ / "a.safetensors";
     SaveCheckpoint(a, path);
@@ -103,7 +104,7 @@ TEST_F(CheckpointTest, RoundTripBitForBit) {
 }
 
 TEST_F(CheckpointTest, PyTorchNamesShapesAndRowMajorLayout) {
-  const Checkpoint ck = Make(CellType::kLstm, 0);
+  const Checkpoint ck = Make("lstm", 0);
   const fs::path path = dir_ / "c.safetensors";
   SaveCheckpoint(ck, path);
   const Safetensors st = Safetensors::Load(path);
@@ -132,9 +133,10 @@ fs::path Tampered(const fs::path& dir, const Checkpoint& ck, Edit edit) {
   return bad;
 }
 
-void ExpectErrorContaining(const fs::path& path, const std::string& text) {
+void ExpectErrorContaining(const fs::path& path, const std::string& text,
+                           CheckpointUse use = CheckpointUse::kModel) {
   try {
-    LoadCheckpoint(path);
+    LoadCheckpoint(path, use);
     ADD_FAILURE() << "loaded " << path << ", expected an error containing '" << text << "'";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
@@ -143,7 +145,7 @@ void ExpectErrorContaining(const fs::path& path, const std::string& text) {
 }
 
 TEST_F(CheckpointTest, RefusesFilesThatDisagreeWithThemselves) {
-  const Checkpoint ck = Make(CellType::kGru, 0);
+  const Checkpoint ck = Make("gru", 0);
   ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("format_version", "99"); }),
                         "format version '99'");
   ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("format", "other"); }),
@@ -174,8 +176,78 @@ TEST_F(CheckpointTest, RefusesFilesThatDisagreeWithThemselves) {
                         "decoder.bias");
 }
 
+// The file with its "checksum" entry taken out of the header, as another tool would write it.
+fs::path WithoutChecksum(const fs::path& dir, const Checkpoint& ck) {
+  const fs::path good = dir / "good.safetensors", bare = dir / "bare.safetensors";
+  SaveCheckpoint(ck, good);
+  std::ifstream in(good, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  auto header = nlohmann::json::parse(bytes.substr(8, n));
+  EXPECT_EQ(header["__metadata__"].erase("checksum"), 1u);
+  std::string text = header.dump();
+  while (text.size() % 8 != 0) text += ' ';
+  const uint64_t m = text.size();
+  std::ofstream out(bare, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(&m), 8);
+  out << text << bytes.substr(8 + n);
+  return bare;
+}
+
+TEST_F(CheckpointTest, WithoutAChecksumLoadsForTheModelButNotForResuming) {
+  const Checkpoint ck = Make("lstm", 0);
+  const fs::path bare = WithoutChecksum(dir_, ck);
+  const Checkpoint model = LoadCheckpoint(bare);
+  EXPECT_FALSE(model.checksum_verified);
+  EXPECT_TRUE(LoadCheckpoint(dir_ / "good.safetensors").checksum_verified);
+  EXPECT_EQ(model.params.layers[1].weight_hh(2, 3), ck.params.layers[1].weight_hh(2, 3));
+  ExpectErrorContaining(bare, "has no checksum", CheckpointUse::kResume);
+  Checkpoint weights_only = ck;
+  weights_only.training.reset();
+  SaveCheckpoint(weights_only, dir_ / "weights.safetensors");
+  ExpectErrorContaining(dir_ / "weights.safetensors", "no training state", CheckpointUse::kResume);
+}
+
+// Rewrites the "training" metadata of a saved checkpoint through `edit`.
+template <typename Edit>
+fs::path TrainingTampered(const fs::path& dir, const Checkpoint& ck, Edit edit) {
+  return Tampered(dir, ck, [&](Safetensors& st) {
+    auto j = nlohmann::json::parse(st.metadata().at("training"));
+    edit(j);
+    st.SetMetadata("training", j.dump());
+  });
+}
+
+TEST_F(CheckpointTest, ValidatesEveryFieldOfTheTrainingState) {
+  const Checkpoint ck = Make("lstm", 0);
+  ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("step", "42abc"); }),
+                        "'step' is not an integer");
+  ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("step", "-3"); }), "'step' is negative");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["epoch"] = -1; }), "'epoch' must be");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["optimizer_step"] = -5; }), "'optimizer_step'");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["chunk"] = -2; }), "'chunk'");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["chunk"] = "7"; }), "'chunk'");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["best_val_loss"] = -1.0; }), "'best_val_loss'");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["lr_scale"] = 2.0; }), "'lr_scale'");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["rollbacks"] = -1; }), "'rollbacks'");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["rng"] = "12 34"; }), "'rng' is malformed");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["batch"] = 0; }), "'batch'");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["batch"] = 4; }), "state.h");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["slots"] = 3; }), "'slots'");
+  // One slot declared where the file holds two: the second slot's tensors are left over.
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["slots"] = 1; }), "unexpected tensor 'optimizer.slot2");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j.erase("rng"); }), "no 'rng'");
+  // The training options' model must be the checkpoint's.
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["options"]["model"]["hidden_size"] = 7; }),
+                        "is not the checkpoint's configuration");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["options"]["model"]["cell"] = "gru"; }),
+                        "is not the checkpoint's configuration");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["options"].erase("model"); }), "training options");
+}
+
 TEST_F(CheckpointTest, NeverWritesNonFiniteWeights) {
-  Checkpoint ck = Make(CellType::kLstm, 0);
+  Checkpoint ck = Make("lstm", 0);
   const fs::path path = dir_ / "latest.safetensors";
   SaveCheckpoint(ck, path);
   ck.params.layers[1].weight_hh(0, 0) = std::numeric_limits<float>::quiet_NaN();

@@ -69,7 +69,7 @@ class LinearRnn : public testing::TestWithParam<double> {};
 
 TEST_P(LinearRnn, GivesExactPowersOfTheRecurrentWeight) {
   const double w = GetParam();
-  const ModelConfig config{CellType::kRnnRelu, 3, 0, 1, 1, 0.0};
+  const ModelConfig config = LanguageModel(*FindCell("rnn-relu"), 3, 0, 1, 1, 0.0);
   auto params = ModelParams<double>::Zeros(config);
   params.layers[0].weight_ih << 0.3, 0.5, 0.7;
   params.layers[0].weight_hh(0, 0) = w;
@@ -78,7 +78,7 @@ TEST_P(LinearRnn, GivesExactPowersOfTheRecurrentWeight) {
   params.decoder_weight << 1.0, -0.5, 0.25;
   Rng rng(3);
   const int T = 200;
-  const DecayInputs data = UniformInputs(3, T, 4, rng);
+  const Batch<double> data = UniformInputs(3, T, 4, rng);
   DecayOptions options;
   const DecayReport r = MeasureDecay("linear", config, params, data, options);
 
@@ -126,7 +126,7 @@ INSTANTIATE_TEST_SUITE_P(Weights, LinearRnn, testing::Values(0.5, 0.9, 1.02));
 
 TEST(SigmoidChain, StaysUnderAQuarterPerStep) {
   // One unit with w = 1: each step multiplies the gradient by sigmoid'(a_t) <= 1/4.
-  const ModelConfig config{CellType::kRnnSigmoid, 5, 0, 1, 1, 0.0};
+  const ModelConfig config = LanguageModel(*FindCell("rnn-sigmoid"), 5, 0, 1, 1, 0.0);
   auto params = Fresh(config, InitScheme::kUniform, 1.0);
   params.layers[0].weight_hh(0, 0) = 1.0;
   Rng rng(5);
@@ -146,7 +146,7 @@ TEST(SigmoidChain, StaysUnderAQuarterPerStep) {
 }
 
 TEST(SigmoidRnn, StaysUnderThePascanuBound) {
-  const ModelConfig config{CellType::kRnnSigmoid, 7, 0, 16, 1, 0.0};
+  const ModelConfig config = LanguageModel(*FindCell("rnn-sigmoid"), 7, 0, 16, 1, 0.0);
   const auto params = Fresh(config, InitScheme::kUniform, 0.5);
   Rng rng(11);
   DecayOptions options;
@@ -168,7 +168,7 @@ TEST(SigmoidRnn, StaysUnderThePascanuBound) {
 TEST(Lstm, OpenForgetGateKeepsTheCellGradient) {
   // f = sigmoid(30 + ...) = 1 - O(1e-13); i, o = sigmoid(-30 + ...) = O(1e-13): dc_{t-1} = f dc_t
   // and every other path is 1e-13 smaller, so dL/dc stays at its lag-0 value.
-  const ModelConfig config{CellType::kLstm, 6, 0, 4, 1, 0.0};
+  const ModelConfig config = LanguageModel(*FindCell("lstm"), 6, 0, 4, 1, 0.0);
   auto params = Fresh(config, InitScheme::kOrthogonal, 0.0);
   const Eigen::Index H = config.hidden_size;
   auto& bias = params.layers[0].bias_ih;
@@ -197,9 +197,16 @@ double FiniteDifferenceSigma(const ModelConfig& config, const ModelParams<double
   const Eigen::Index H = config.hidden_size;
   State<double> at = State<double>::Zeros(config, 1);
   ModelCache<double> cache;
-  Forward(config, params, Ids(inputs.head(s - k)), s - k, 1, at, cache);
+  Batch<double> first;
+  first.T = s - k;
+  first.B = 1;
+  first.ids = inputs.head(s - k);
+  Forward(config, params, first, at, cache, 1);
   FinalState(config, cache, at);
-  const Ids rest = inputs.segment(s - k, k);
+  Batch<double> rest;
+  rest.T = k;
+  rest.B = 1;
+  rest.ids = inputs.segment(s - k, k);
   constexpr double kStep = 1e-6;
   Mat<double> J(H, H);
   for (Eigen::Index j = 0; j < H; ++j) {
@@ -207,7 +214,7 @@ double FiniteDifferenceSigma(const ModelConfig& config, const ModelParams<double
     for (int side = 0; side < 2; ++side) {
       State<double> perturbed = at;
       perturbed.h[layer](j, 0) += side == 0 ? kStep : -kStep;
-      Forward(config, params, rest, k, 1, perturbed, cache);
+      Forward(config, params, rest, perturbed, cache, 1);
       h[side] = cache.layers[layer].h.col(k);
     }
     J.col(j) = (h[0] - h[1]) / (2 * kStep);
@@ -216,14 +223,14 @@ double FiniteDifferenceSigma(const ModelConfig& config, const ModelParams<double
 }
 
 TEST(Jacobian, AgreesWithFiniteDifferences) {
-  for (CellType cell : {CellType::kRnnTanh, CellType::kRnnSigmoid, CellType::kRnnRelu, CellType::kLstm, CellType::kGru}) {
-    SCOPED_TRACE(std::string(CellName(cell)));
-    const ModelConfig config{cell, 6, 0, 4, 2, 0.0};
+  for (const Cell* cell : Cells()) {
+    SCOPED_TRACE(std::string(cell->name));
+    const ModelConfig config = LanguageModel(*cell, 6, 0, 4, 2);
     auto params = Fresh(config, InitScheme::kUniform, 0.9, 21);
     for (auto& layer : params.layers) layer.bias_ih.array() += 0.3;  // keep ReLU units alive
     Rng rng(23);
     const int T = 10;
-    const DecayInputs data = UniformInputs(6, T, 1, rng);
+    const Batch<double> data = UniformInputs(6, T, 1, rng);
     DecayOptions options;
     options.jacobian_lags = T;  // every lag
     options.power_iterations = 2000;
@@ -234,7 +241,7 @@ TEST(Jacobian, AgreesWithFiniteDifferences) {
       ASSERT_NE(jacobian, nullptr);
       ASSERT_EQ(jacobian->lags.size(), static_cast<size_t>(T));
       for (int k = 1; k < T; ++k) {
-        const double numeric = FiniteDifferenceSigma(config, params, data.inputs, T, k, layer);
+        const double numeric = FiniteDifferenceSigma(config, params, data.ids, T, k, layer);
         const double analytic = jacobian->median[k];
         EXPECT_NEAR(analytic, numeric, 1e-6 * std::max(numeric, 1e-4)) << "layer " << layer << " lag " << k;
       }
@@ -274,11 +281,10 @@ TEST(Outputs, CsvJsonAndSvgParseAndHoldTheirKeys) {
   DecayOptions options;
   options.jacobian_lags = 6;
   Rng rng(31);
-  const DecayInputs data = UniformInputs(8, 40, 5, rng);
-  for (CellType cell : {CellType::kRnnTanh, CellType::kLstm, CellType::kGru}) {
-    const ModelConfig config{cell, 8, 0, 6, 2, 0.0};
-    reports.push_back(MeasureDecay(std::string(CellName(cell)), config, Fresh(config, InitScheme::kOrthogonal, 0), data,
-                                   options));
+  const Batch<double> data = UniformInputs(8, 40, 5, rng);
+  for (const char* cell : {"rnn-tanh", "lstm", "gru"}) {
+    const ModelConfig config = LanguageModel(*FindCell(cell), 8, 0, 6, 2);
+    reports.push_back(MeasureDecay(cell, config, Fresh(config, InitScheme::kOrthogonal, 0), data, options));
   }
   const fs::path dir = TempDir("outputs");
   WriteDecayCsv(reports, dir / "decay.csv");
@@ -330,18 +336,18 @@ TEST(Outputs, CsvJsonAndSvgParseAndHoldTheirKeys) {
 }
 
 TEST(RecordDecay, AppendsRowsAndDrawsTheHeatmap) {
-  const ModelConfig config{CellType::kGru, 5, 0, 4, 1, 0.0};
+  const ModelConfig config = LanguageModel(*FindCell("gru"), 5, 0, 4, 1, 0.0);
   InitOptions init;
   Rng init_rng(1);
   auto params = ModelParams<float>::Zeros(config);
   Initialize(config, init, init_rng, params);
   Rng rng(2);
-  const DecayInputs data = UniformInputs(5, 20, 3, rng);
+  const Batch<double> data = UniformInputs(5, 20, 3, rng);
   DecayOptions options;
   options.jacobian_lags = 0;
   const fs::path dir = TempDir("record");
-  RecordDecay(config, params, data.inputs, data.targets, 20, 3, options, dir, 0);
-  RecordDecay(config, params, data.inputs, data.targets, 20, 3, options, dir, 100);
+  RecordDecay(config, params, data, options, dir, 0);
+  RecordDecay(config, params, data, options, dir, 100);
 
   std::istringstream csv(ReadAll(dir / "decay_train.csv"));
   std::string line;

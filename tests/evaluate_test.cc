@@ -19,15 +19,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-ModelConfig SmallConfig(CellType cell, int V, int embed = 0) {
-  ModelConfig config;
-  config.cell = cell;
-  config.vocab_size = V;
-  config.embed_size = embed;
-  config.hidden_size = 16;
-  config.layers = 2;
-  config.dropout = 0.5;  // must be ignored by evaluation
-  return config;
+ModelConfig SmallConfig(const char* cell, int V, int embed = 0) {
+  // Dropout must be ignored by evaluation.
+  return LanguageModel(*FindCell(cell), V, embed, 16, 2, 0.5);
 }
 
 ModelParams<float> RandomParams(const ModelConfig& config, uint64_t seed) {
@@ -53,24 +47,28 @@ double DirectLoss(const ModelConfig& config, const ModelParams<float>& params, c
                   SymbolRange range, int B) {
   const size_t Ls = (range.size() - 1) / static_cast<size_t>(B);
   const auto T = static_cast<Eigen::Index>(Ls);
-  Ids inputs(T * B), targets(T * B);
+  Batch<double> batch;
+  batch.T = T;
+  batch.B = B;
+  batch.ids.resize(T * B);
+  batch.classes.resize(T * B);
   for (Eigen::Index t = 0; t < T; ++t) {
     for (int b = 0; b < B; ++b) {
       const size_t at = range.begin + static_cast<size_t>(b) * Ls + static_cast<size_t>(t);
-      inputs(t * B + b) = ids[at];
-      targets(t * B + b) = ids[at + 1];
+      batch.ids(t * B + b) = ids[at];
+      batch.classes(t * B + b) = ids[at + 1];
     }
   }
   const ModelParams<double> p = params.Cast<double>();
   ModelCache<double> cache;
-  Forward(config, p, inputs, T, B, State<double>::Zeros(config, B), cache);
-  return SoftmaxCrossEntropy(cache.logits, targets);
+  Forward(config, p, batch, State<double>::Zeros(config, B), cache, 1);
+  return SoftmaxCrossEntropy(cache.outputs, batch.classes);
 }
 
 TEST(EvaluateTest, LossEqualsDirectComputationOverTheSameStreams) {
   const int V = 11;
   const std::vector<int32_t> ids = RandomIds(500, V, 3);
-  for (CellType cell : {CellType::kLstm, CellType::kGru, CellType::kRnnTanh}) {
+  for (const char* cell : {"lstm", "gru", "rnn-tanh"}) {
     for (int embed : {0, 5}) {
       const ModelConfig config = SmallConfig(cell, V, embed);
       const ModelParams<float> params = RandomParams(config, 8);
@@ -78,9 +76,9 @@ TEST(EvaluateTest, LossEqualsDirectComputationOverTheSameStreams) {
       for (const SymbolRange range : {SymbolRange{0, 500}, SymbolRange{37, 240}}) {
         for (const auto& [B, T] : {std::pair{1, 16}, std::pair{3, 8}, std::pair{4, 100}, std::pair{7, 5}}) {
           const double expected = DirectLoss(config, params, ids, range, B);
-          const double loss = EvaluateLoss(config, params, corpus, range, B, T);
+          const double loss = EvaluateLoss(config, params, corpus, range, B, T, 1);
           EXPECT_NEAR(loss, expected, 1e-5 * expected)
-              << CellName(cell) << " E=" << embed << " range " << range.begin << ".." << range.end << " B=" << B << " T=" << T;
+              << cell << " E=" << embed << " range " << range.begin << ".." << range.end << " B=" << B << " T=" << T;
         }
       }
     }
@@ -90,30 +88,30 @@ TEST(EvaluateTest, LossEqualsDirectComputationOverTheSameStreams) {
 TEST(EvaluateTest, ChunkLengthDoesNotChangeTheLossBecauseTheStateIsCarried) {
   const int V = 9;
   const std::vector<int32_t> ids = RandomIds(400, V, 5);
-  const ModelConfig config = SmallConfig(CellType::kLstm, V);
+  const ModelConfig config = SmallConfig("lstm", V);
   const ModelParams<float> params = RandomParams(config, 2);
   const EncodedCorpus corpus(ids);
-  const double whole = EvaluateLoss(config, params, corpus, {0, 400}, 2, 199);
-  for (int T : {1, 7, 64, 1000}) EXPECT_NEAR(EvaluateLoss(config, params, corpus, {0, 400}, 2, T), whole, 1e-5 * whole) << T;
+  const double whole = EvaluateLoss(config, params, corpus, {0, 400}, 2, 199, 1);
+  for (int T : {1, 7, 64, 1000}) EXPECT_NEAR(EvaluateLoss(config, params, corpus, {0, 400}, 2, T, 1), whole, 1e-5 * whole) << T;
 }
 
 TEST(EvaluateTest, UniformPredictionScoresLnV) {
   for (int V : {2, 10, 65, 300}) {
-    const ModelConfig config = SmallConfig(CellType::kLstm, V);
+    const ModelConfig config = SmallConfig("lstm", V);
     ModelParams<float> params = RandomParams(config, 1);
     params.decoder_weight.setZero();
     params.decoder_bias.setConstant(2.5f);  // equal logits, whatever the state
     const EncodedCorpus corpus(RandomIds(301, V, 4));
-    EXPECT_DOUBLE_EQ(EvaluateLoss(config, params, corpus, {0, 301}, 4, 16), std::log(static_cast<double>(V))) << V;
+    EXPECT_DOUBLE_EQ(EvaluateLoss(config, params, corpus, {0, 301}, 4, 16, 1), std::log(static_cast<double>(V))) << V;
   }
 }
 
 TEST(EvaluateTest, TooShortRangeIsAnError) {
-  const ModelConfig config = SmallConfig(CellType::kGru, 5);
+  const ModelConfig config = SmallConfig("gru", 5);
   const ModelParams<float> params = RandomParams(config, 1);
   const EncodedCorpus corpus(RandomIds(10, 5, 1));
-  EXPECT_THROW(EvaluateLoss(config, params, corpus, {0, 4}, 4, 8), Error);
-  EXPECT_NO_THROW(EvaluateLoss(config, params, corpus, {0, 5}, 4, 8));
+  EXPECT_THROW(EvaluateLoss(config, params, corpus, {0, 4}, 4, 8, 1), Error);
+  EXPECT_NO_THROW(EvaluateLoss(config, params, corpus, {0, 5}, 4, 8, 1));
 }
 
 class EncodeFileTest : public ::testing::Test {
@@ -171,7 +169,7 @@ TEST_F(EncodeFileTest, UnreadableOrInvalidFilesAreErrorsNamingThePath) {
 TEST_F(EncodeFileTest, EvaluateFileReportsTheScoredSymbols) {
   const std::string text = "one fish two fish red fish blue fish\nthis one has a little star\n";
   const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add(text).Build();
-  ModelConfig config = SmallConfig(CellType::kLstm, vocab.size());
+  ModelConfig config = SmallConfig("lstm", vocab.size());
   const ModelParams<float> params = RandomParams(config, 6);
   const fs::path path = Write("e.txt", text + "ZZ");
   EncodedFile file = EncodeFile(path, vocab);
@@ -179,42 +177,41 @@ TEST_F(EncodeFileTest, EvaluateFileReportsTheScoredSymbols) {
   ASSERT_EQ(n, text.size());
   const EncodedCorpus corpus(file.ids, vocab);
   ASSERT_EQ(n, 64u);  // 63 inputs: 3 streams of 21 >= T = 16 each
-  const TextEvaluation r = EvaluateFile(config, params, std::move(file), vocab, 4, 16);
+  const TextEvaluation r = EvaluateFile(config, params, std::move(file), vocab, 4, 16, 1);
   EXPECT_EQ(r.unknown, 2u);
   EXPECT_EQ(r.symbols, 63u);
-  EXPECT_DOUBLE_EQ(r.nats_per_symbol, EvaluateLoss(config, params, corpus, {0, n}, 3, 16));
+  EXPECT_DOUBLE_EQ(r.nats_per_symbol, EvaluateLoss(config, params, corpus, {0, n}, 3, 16, 1));
   EXPECT_DOUBLE_EQ(r.bits_per_symbol, r.nats_per_symbol / std::numbers::ln2);
   EXPECT_DOUBLE_EQ(r.perplexity, std::exp(r.nats_per_symbol));
   // Short text: one stream scores every symbol after the first.
-  const TextEvaluation one = EvaluateFile(config, params, EncodeFile(path, vocab), vocab, 10000, 100);
+  const TextEvaluation one = EvaluateFile(config, params, EncodeFile(path, vocab), vocab, 10000, 100, 1);
   EXPECT_EQ(one.symbols, n - 1);
-  EXPECT_DOUBLE_EQ(one.nats_per_symbol, EvaluateLoss(config, params, corpus, {0, n}, 1, 100));
+  EXPECT_DOUBLE_EQ(one.nats_per_symbol, EvaluateLoss(config, params, corpus, {0, n}, 1, 100, 1));
   // More streams when there is text enough for them; never more than asked for.
-  EXPECT_EQ(EvaluateFile(config, params, EncodeFile(path, vocab), vocab, 2, 4).symbols, 62u);
+  EXPECT_EQ(EvaluateFile(config, params, EncodeFile(path, vocab), vocab, 2, 4, 1).symbols, 62u);
   // Fewer than two known symbols cannot be scored.
-  EXPECT_THROW(EvaluateFile(config, params, EncodeFile(Write("s.txt", "oZZ"), vocab), vocab, 4, 16), Error);
+  EXPECT_THROW(EvaluateFile(config, params, EncodeFile(Write("s.txt", "oZZ"), vocab), vocab, 4, 16, 1), Error);
 }
 
 TEST_F(EncodeFileTest, StepwiseEvaluationScoresAsOneStream) {
   const std::string text = "one fish two fish red fish blue fish\nthis one has a little star\n";
   const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add(text).Build();
-  const ModelConfig config = SmallConfig(CellType::kGru, vocab.size());
+  const ModelConfig config = SmallConfig("gru", vocab.size());
   const ModelParams<float> params = RandomParams(config, 9);
-  std::string long_text;  // 2560 symbols: Sampler::Score's chunks of 1024 steps, full and partial
+  std::string long_text;  // 2560 symbols: ScoreStepwise's chunks of 1024 steps, full and partial
   for (int i = 0; i < 40; ++i) long_text += text;
   const fs::path path = Write("e.txt", long_text + "Z");
   const size_t n = long_text.size();
   const EncodedCorpus corpus(EncodeFile(path, vocab).ids, vocab);
   // One stream over the whole text, all n - 1 predictions: the batched path with B = 1.
-  const double batched = EvaluateLoss(config, params, corpus, {0, n}, 1, 16);
-  const TextEvaluation r = EvaluateFileStepwise(config, params, EncodeFile(path, vocab), vocab, SamplePrecision::kFloat32);
+  const double batched = EvaluateLoss(config, params, corpus, {0, n}, 1, 16, 1);
+  const TextEvaluation r = EvaluateFileStepwise(config, params, EncodeFile(path, vocab), Precision::kFloat32);
   EXPECT_EQ(r.symbols, n - 1);
   EXPECT_EQ(r.unknown, 1u);
   EXPECT_NEAR(r.nats_per_symbol, batched, 1e-5 * batched);
   EXPECT_DOUBLE_EQ(r.bits_per_symbol, r.nats_per_symbol / std::numbers::ln2);
   EXPECT_DOUBLE_EQ(r.perplexity, std::exp(r.nats_per_symbol));
-  EXPECT_THROW(EvaluateFileStepwise(config, params, EncodeFile(Write("s.txt", "oZZ"), vocab), vocab,
-                                    SamplePrecision::kInt8),
+  EXPECT_THROW(EvaluateFileStepwise(config, params, EncodeFile(Write("s.txt", "oZZ"), vocab), Precision::kInt8),
                Error);
 }
 

@@ -1,12 +1,16 @@
-// Gradients proven against central differences in double precision: the softmax
-// cross-entropy alone, and every cell type in a 2-layer model (one-hot and embedding input)
-// over T = 7 steps with B = 3, a non-zero initial state and a loss that also depends on the
-// final state. Also: truncated BPTT with the state carried equals one long chunk.
+// Gradients proven against central differences in double precision: the losses alone, and
+// every cell of the registry in a 2-layer model with every input (one-hot, embedding, dense)
+// and every head (softmax at every step, softmax on a mask, regression on a mask,
+// classification at the last step), over T = 7 steps with B = 3, a non-zero initial state and
+// a loss that also depends on the final state; the same at sizes that cross the kernels' panel
+// and column-block boundaries (H = 70, B = 11, T = 5), and with dropout on (a fixed mask).
+// Also: truncated BPTT with the state carried equals one long chunk.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <functional>
 #include <iostream>
+#include <set>
 
 #include "bptt/init.h"
 #include "bptt/loss.h"
@@ -28,10 +32,12 @@ double RelError(double a, double n) {
   return std::abs(a - n) / std::max({std::abs(a), std::abs(n), kFloor});
 }
 
-// Checks d loss / d x for every element of x against central differences; returns max error.
-double CheckTensor(Mat<double>& x, const Mat<double>& analytic, const std::function<double()>& loss) {
+// Checks d loss / d x at the given elements of x (all when `elements` is empty) against central
+// differences; returns the largest relative error.
+double CheckTensor(Mat<double>& x, const Mat<double>& analytic, const std::function<double()>& loss,
+                   const std::vector<Eigen::Index>& elements = {}) {
   double worst = 0;
-  for (Eigen::Index k = 0; k < x.size(); ++k) {
+  const auto check = [&](Eigen::Index k) {
     const double saved = x(k);
     x(k) = saved + kStep;
     const double up = loss();
@@ -39,8 +45,24 @@ double CheckTensor(Mat<double>& x, const Mat<double>& analytic, const std::funct
     const double down = loss();
     x(k) = saved;
     worst = std::max(worst, RelError(analytic(k), (up - down) / (2 * kStep)));
+  };
+  if (elements.empty()) {
+    for (Eigen::Index k = 0; k < x.size(); ++k) check(k);
+  } else {
+    for (Eigen::Index k : elements) check(k);
   }
   return worst;
+}
+
+// For large tensors: every row that starts or ends a 32-row panel and the last row and column,
+// each at a few columns, plus `random` elements drawn with `rng`.
+std::vector<Eigen::Index> BoundaryElements(const Mat<double>& x, int random, Rng& rng) {
+  std::set<Eigen::Index> rows{0, x.rows() - 1}, cols{0, x.cols() / 2, x.cols() - 1}, out;
+  for (Eigen::Index r = 31; r < x.rows(); r += 32) rows.insert({r, std::min(r + 1, x.rows() - 1)});
+  for (Eigen::Index r : rows)
+    for (Eigen::Index c : cols) out.insert(c * x.rows() + r);
+  for (int i = 0; i < random; ++i) out.insert(static_cast<Eigen::Index>(rng.Below(static_cast<uint64_t>(x.size()))));
+  return {out.begin(), out.end()};
 }
 
 Ids RandomIds(Eigen::Index n, int V, Rng& rng) {
@@ -58,18 +80,19 @@ Mat<double> RandomMat(Eigen::Index r, Eigen::Index c, Rng& rng, double scale = 0
 TEST(ChainRule, SeedExampleThroughTheEngine) {
   // f = (x + y) * z at x = -2, y = 5, z = -4, computed by a 1-unit ReLU RNN over one step:
   // q = relu(W_ih[:, 0] + W_hh h_0 + b) = x + y with W_ih = x, h_0 = y, W_hh = 1, b = 0,
-  // and f = z * h_1 as the loss on the final state (dL/dh_1 = z, no logits term).
-  ModelConfig config{CellType::kRnnRelu, 1, 0, 1, 1, 0.0};
+  // and f = z * h_1 as the loss on the final state (dL/dh_1 = z, no output term).
+  const ModelConfig config = LanguageModel(*FindCell("rnn-relu"), 1, 0, 1, 1);
   auto params = ModelParams<double>::Zeros(config);
   params.layers[0].weight_ih(0, 0) = -2;  // x
   params.layers[0].weight_hh(0, 0) = 1;
   State<double> initial = State<double>::Zeros(config, 1);
   initial.h[0](0, 0) = 5;  // y
   const double z = -4;
-  Ids inputs(1);
-  inputs << 0;
+  Batch<double> batch;
+  batch.T = batch.B = 1;
+  batch.ids = Ids::Zero(1);
   ModelCache<double> cache;
-  Forward(config, params, inputs, 1, 1, initial, cache);
+  Forward(config, params, batch, initial, cache, 1);
   State<double> final_state = State<double>::Zeros(config, 1);
   FinalState(config, cache, final_state);
   const double q = final_state.h[0](0, 0);
@@ -78,8 +101,8 @@ TEST(ChainRule, SeedExampleThroughTheEngine) {
   auto grads = ModelParams<double>::Zeros(config);
   State<double> dfinal = State<double>::Zeros(config, 1), dinitial = State<double>::Zeros(config, 1);
   dfinal.h[0](0, 0) = z;
-  const Mat<double> no_logit_gradient = Mat<double>::Zero(1, 1);
-  Backward(config, params, inputs, cache, no_logit_gradient, &dfinal, grads, &dinitial);
+  const Mat<double> no_output_gradient = Mat<double>::Zero(1, 1);
+  Backward(config, params, batch, cache, no_output_gradient, &dfinal, grads, &dinitial, 1);
   EXPECT_DOUBLE_EQ(grads.layers[0].weight_ih(0, 0), -4.0);  // df/dx = z
   EXPECT_DOUBLE_EQ(dinitial.h[0](0, 0), -4.0);             // df/dy = z
   EXPECT_DOUBLE_EQ(q, 3.0);                                 // df/dz = x + y
@@ -91,7 +114,6 @@ TEST(SoftmaxCrossEntropy, MatchesCentralDifferences) {
   const Ids targets = RandomIds(9, 6, rng);
   Mat<double> dlogits;
   const double loss = SoftmaxCrossEntropy(logits, targets, &dlogits);
-  // Direct formula for the value.
   double expected = 0;
   for (Eigen::Index j = 0; j < 9; ++j)
     expected += std::log(logits.col(j).array().exp().sum()) - logits(targets(j), j);
@@ -101,130 +123,254 @@ TEST(SoftmaxCrossEntropy, MatchesCentralDifferences) {
   std::cout << "softmax cross-entropy: max relative error " << err << "\n";
 }
 
+TEST(SoftmaxCrossEntropy, MaskedPositionsAreNeitherScoredNorDifferentiated) {
+  Rng rng(8);
+  Mat<double> logits = RandomMat(5, 8, rng, 3.0);
+  Ids targets = RandomIds(8, 5, rng);
+  Mask scored(8);
+  scored << 0, 1, 1, 0, 0, 1, 0, 1;
+  targets(0) = -7;  // an unscored position may hold any value
+  Mat<double> d;
+  const double loss = SoftmaxCrossEntropy<double>(logits, targets, scored, &d, 1);
+  double expected = 0;
+  for (Eigen::Index j = 0; j < 8; ++j)
+    if (scored(j)) expected += std::log(logits.col(j).array().exp().sum()) - logits(targets(j), j);
+  EXPECT_NEAR(loss, expected / 4, 1e-14);
+  for (Eigen::Index j = 0; j < 8; ++j)
+    if (!scored(j)) EXPECT_EQ(d.col(j).cwiseAbs().maxCoeff(), 0.0) << j;
+  const double err =
+      CheckTensor(logits, d, [&] { return SoftmaxCrossEntropy<double>(logits, targets, scored, nullptr, 1); });
+  EXPECT_LE(err, kMaxRelError);
+  std::cout << "masked softmax cross-entropy: max relative error " << err << "\n";
+}
+
+TEST(MeanSquaredError, MatchesItsFormulaAndCentralDifferences) {
+  Rng rng(9);
+  Mat<double> p = RandomMat(2, 6, rng, 2.0);
+  const Mat<double> t = RandomMat(2, 6, rng, 2.0);
+  Mask scored(6);
+  scored << 1, 0, 1, 1, 0, 1;
+  Mat<double> d;
+  const double loss = MeanSquaredError<double>(p, t, scored, &d, 1);
+  double expected = 0;
+  for (Eigen::Index j = 0; j < 6; ++j)
+    if (scored(j)) expected += (p.col(j) - t.col(j)).squaredNorm();
+  EXPECT_NEAR(loss, expected / (4 * 2), 1e-15);
+  for (Eigen::Index j = 0; j < 6; ++j)
+    if (!scored(j)) EXPECT_EQ(d.col(j).cwiseAbs().maxCoeff(), 0.0) << j;
+  const double err = CheckTensor(p, d, [&] { return MeanSquaredError<double>(p, t, scored, nullptr, 1); });
+  EXPECT_LE(err, kMaxRelError);
+  std::cout << "mean squared error: max relative error " << err << "\n";
+}
+
+enum class Input { kOneHot, kEmbed, kDense };
+enum class Scoring {
+  kEveryStep,  // softmax at every position (a language model)
+  kMasked,     // softmax on a random mask of positions
+  kLastStep,   // softmax at the last step only (classification)
+  kRegression, // mean squared error on a random mask of positions
+};
+
 struct GradCase {
-  CellType cell;
-  int embed;
+  std::string_view cell;
+  Input input;
+  Scoring scoring;
+  int H = 4, B = 3, T = 7;
+  double dropout = 0;
+  int sampled = 0;  // > 0: check the tensors at their panel boundaries plus this many random elements
+
+  std::string Name() const {
+    std::string name(cell);
+    for (auto& ch : name)
+      if (ch == '-') ch = '_';
+    name += input == Input::kOneHot ? "_onehot" : input == Input::kEmbed ? "_embed" : "_dense";
+    name += scoring == Scoring::kEveryStep ? "_every" : scoring == Scoring::kMasked ? "_masked"
+            : scoring == Scoring::kLastStep ? "_last" : "_regression";
+    if (H != 4) name += "_H" + std::to_string(H) + "_B" + std::to_string(B) + "_T" + std::to_string(T);
+    if (dropout > 0) name += "_dropout";
+    return name;
+  }
 };
 
 class ModelGradient : public ::testing::TestWithParam<GradCase> {};
 
 TEST_P(ModelGradient, EveryTensorMatchesCentralDifferences) {
-  const auto [cell, embed] = GetParam();
-  const Eigen::Index T = 7, B = 3;
-  ModelConfig config{cell, 5, embed, 4, 2, 0.0};
-  Rng rng(1234 + static_cast<int>(cell));
+  const GradCase gc = GetParam();
+  const Cell& cell = *FindCell(gc.cell);
+  const Eigen::Index T = gc.T, B = gc.B, H = gc.H;
+  const int V = 5, D = 3;
+  ModelConfig config;
+  config.cell = &cell;
+  config.hidden_size = gc.H;
+  config.layers = 2;
+  config.dropout = gc.dropout;
+  if (gc.input == Input::kDense) config.input_size = D;
+  else config.vocab_size = V;
+  if (gc.input == Input::kEmbed) config.embed_size = 3;
+  config.head = gc.scoring == Scoring::kRegression ? Head::kRegression : Head::kSoftmax;
+  config.output_size = gc.scoring == Scoring::kRegression ? 2 : gc.scoring == Scoring::kLastStep ? 4 : V;
+  config.Validate();
+
+  Rng rng(1234 + static_cast<int>(cell.name.size()) * 7 + static_cast<int>(gc.input) * 3 +
+          static_cast<int>(gc.scoring));
   ModelParams<double> params;
   InitOptions init;
   init.scheme = InitScheme::kUniform;
-  init.scale = cell == CellType::kRnnRelu ? 0.6 : 0.8;
+  init.scale = cell.name == "rnn-relu" ? 0.6 : 0.8;
+  if (gc.H > 4) init.scale = 1.5 / std::sqrt(static_cast<double>(gc.H));
   Initialize(config, init, rng, params);
-  const bool lstm = cell == CellType::kLstm;
 
+  // The final-state weights shrink with the state's size, so that the loss stays of order 1 and
+  // the central differences' rounding (about 1e-16 of the loss, over kStep) stays below kFloor's.
+  const double wscale = 0.5 * std::sqrt(12.0 / static_cast<double>(H * B));
   State<double> initial = State<double>::Zeros(config, B), wfinal = State<double>::Zeros(config, B);
   for (int l = 0; l < config.layers; ++l) {
-    initial.h[l] = RandomMat(4, B, rng);
-    wfinal.h[l] = RandomMat(4, B, rng);
-    if (lstm) {
-      initial.c[l] = RandomMat(4, B, rng);
-      wfinal.c[l] = RandomMat(4, B, rng);
+    initial.h[l] = RandomMat(H, B, rng);
+    wfinal.h[l] = RandomMat(H, B, rng, wscale);
+    if (cell.cell_state) {
+      initial.c[l] = RandomMat(H, B, rng);
+      wfinal.c[l] = RandomMat(H, B, rng, wscale);
     }
   }
-  const Ids inputs = RandomIds(T * B, 5, rng), targets = RandomIds(T * B, 5, rng);
+  Batch<double> batch;
+  batch.T = T;
+  batch.B = B;
+  if (gc.input == Input::kDense) batch.dense = RandomMat(D, T * B, rng, 1.0);
+  else batch.ids = RandomIds(T * B, V, rng);
+  if (gc.scoring == Scoring::kRegression) batch.values = RandomMat(2, T * B, rng, 1.0);
+  else batch.classes = RandomIds(T * B, config.output_size, rng);
+  if (gc.scoring == Scoring::kMasked || gc.scoring == Scoring::kRegression) {
+    batch.scored = Mask::Zero(T * B);
+    for (Eigen::Index j = 0; j < T * B; ++j) batch.scored(j) = rng.Uniform() < 0.5;
+    batch.scored(T * B - 1) = 1;
+  } else if (gc.scoring == Scoring::kLastStep) {
+    batch.scored = Mask::Zero(T * B);
+    batch.scored.tail(B).setOnes();
+  }
 
-  // loss = CE(logits, targets) + sum(wfinal.h * h_T) + sum(wfinal.c * c_T)
+  // loss = head loss + sum(wfinal.h * h_T) + sum(wfinal.c * c_T); the dropout mask is the same
+  // in every evaluation (the generator restarts from the same state).
+  const Rng dropout_rng(77);
   ModelCache<double> cache;
   State<double> final_state = State<double>::Zeros(config, B);
   auto loss = [&]() {
-    Forward(config, params, inputs, T, B, initial, cache);
+    Rng r = dropout_rng;
+    Forward(config, params, batch, initial, cache, 1, gc.dropout > 0 ? &r : nullptr);
     FinalState(config, cache, final_state);
-    double value = SoftmaxCrossEntropy(cache.logits, targets);
+    double value = HeadLoss<double>(config, cache.outputs, batch, nullptr, 1);
     for (int l = 0; l < config.layers; ++l) {
       value += (wfinal.h[l].array() * final_state.h[l].array()).sum();
-      if (lstm) value += (wfinal.c[l].array() * final_state.c[l].array()).sum();
+      if (cell.cell_state) value += (wfinal.c[l].array() * final_state.c[l].array()).sum();
     }
     return value;
   };
 
-  Forward(config, params, inputs, T, B, initial, cache);
-  Mat<double> dlogits;
-  SoftmaxCrossEntropy(cache.logits, targets, &dlogits);
+  Rng r = dropout_rng;
+  Forward(config, params, batch, initial, cache, 2, gc.dropout > 0 ? &r : nullptr);
+  if (gc.dropout > 0) {
+    ASSERT_FALSE(cache.dropout_mask.empty());
+    EXPECT_GT((cache.dropout_mask[0].array() == 0).count(), 0);  // some units are dropped
+  }
+  Mat<double> doutputs;
+  HeadLoss<double>(config, cache.outputs, batch, &doutputs, 1);
   auto grads = ModelParams<double>::Zeros(config);
   State<double> dinitial = State<double>::Zeros(config, B);
-  Backward(config, params, inputs, cache, dlogits, &wfinal, grads, &dinitial);
+  Backward(config, params, batch, cache, doutputs, &wfinal, grads, &dinitial, 2);
 
   std::vector<Mat<double>*> analytic;
   grads.ForEach([&](const std::string&, Mat<double>& g) { analytic.push_back(&g); });
   size_t k = 0;
+  Rng pick(5);
+  double worst = 0;
   params.ForEach([&](const std::string& name, Mat<double>& w) {
-    const double err = CheckTensor(w, *analytic[k++], loss);
+    const auto elements = gc.sampled > 0 ? BoundaryElements(w, gc.sampled, pick) : std::vector<Eigen::Index>{};
+    const double err = CheckTensor(w, *analytic[k++], loss, elements);
     EXPECT_LE(err, kMaxRelError) << name;
-    std::cout << CellName(cell) << (embed ? " embed " : " one-hot ") << name << ": max relative error " << err << "\n";
+    worst = std::max(worst, err);
+    std::cout << gc.Name() << " " << name << ": max relative error " << err << "\n";
   });
   for (int l = 0; l < config.layers; ++l) {
-    const double err_h = CheckTensor(initial.h[l], dinitial.h[l], loss);
+    const auto elements = gc.sampled > 0 ? BoundaryElements(initial.h[l], gc.sampled, pick) : std::vector<Eigen::Index>{};
+    const double err_h = CheckTensor(initial.h[l], dinitial.h[l], loss, elements);
     EXPECT_LE(err_h, kMaxRelError) << "h0 layer " << l;
-    std::cout << CellName(cell) << " h0_l" << l << ": max relative error " << err_h << "\n";
-    if (lstm) {
-      const double err_c = CheckTensor(initial.c[l], dinitial.c[l], loss);
+    worst = std::max(worst, err_h);
+    if (cell.cell_state) {
+      const double err_c = CheckTensor(initial.c[l], dinitial.c[l], loss, elements);
       EXPECT_LE(err_c, kMaxRelError) << "c0 layer " << l;
-      std::cout << CellName(cell) << " c0_l" << l << ": max relative error " << err_c << "\n";
+      worst = std::max(worst, err_c);
     }
   }
+  std::cout << gc.Name() << ": max relative error over every tensor " << worst << "\n";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllCells, ModelGradient,
-    ::testing::Values(GradCase{CellType::kRnnTanh, 0}, GradCase{CellType::kRnnSigmoid, 0},
-                      GradCase{CellType::kRnnRelu, 0}, GradCase{CellType::kLstm, 0},
-                      GradCase{CellType::kGru, 0}, GradCase{CellType::kRnnTanh, 3},
-                      GradCase{CellType::kLstm, 3}, GradCase{CellType::kGru, 3}),
-    [](const auto& info) {
-      std::string name(CellName(info.param.cell));
-      for (auto& ch : name)
-        if (ch == '-') ch = '_';
-      return name + (info.param.embed ? "_embed" : "_onehot");
-    });
+std::vector<GradCase> AllCases() {
+  std::vector<GradCase> cases;
+  for (const Cell* cell : Cells()) {
+    for (const Input input : {Input::kOneHot, Input::kEmbed, Input::kDense})
+      for (const Scoring scoring : {Scoring::kEveryStep, Scoring::kMasked, Scoring::kLastStep, Scoring::kRegression})
+        cases.push_back({cell->name, input, scoring});
+    // Across the kernels' 32-row panels and 8-column blocks, forward and backward.
+    cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 70, 11, 5, 0.0, 8});
+    cases.push_back({cell->name, Input::kDense, Scoring::kRegression, 70, 11, 5, 0.0, 8});
+    // Dropout between the layers, with the mask fixed.
+    cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 4, 3, 7, 0.4});
+  }
+  return cases;
+}
 
-class TruncatedBptt : public ::testing::TestWithParam<CellType> {};
+INSTANTIATE_TEST_SUITE_P(AllCells, ModelGradient, ::testing::ValuesIn(AllCases()),
+                         [](const auto& info) { return info.param.Name(); });
+
+class TruncatedBptt : public ::testing::TestWithParam<const Cell*> {};
 
 TEST_P(TruncatedBptt, TwoChunksWithCarriedStateEqualOneChunk) {
-  const CellType cell = GetParam();
+  const Cell& cell = *GetParam();
   const Eigen::Index T = 8, B = 2;
-  ModelConfig config{cell, 6, 0, 5, 2, 0.0};
+  const ModelConfig config = LanguageModel(cell, 6, 0, 5, 2);
   Rng rng(99);
   ModelParams<double> params;
   Initialize(config, InitOptions{}, rng, params);
-  const Ids inputs = RandomIds(T * B, 6, rng);
+  Batch<double> whole_batch;
+  whole_batch.T = T;
+  whole_batch.B = B;
+  whole_batch.ids = RandomIds(T * B, 6, rng);
   State<double> initial = State<double>::Zeros(config, B);
   for (auto& h : initial.h) h = RandomMat(5, B, rng);
   for (auto& c : initial.c) c = RandomMat(5, B, rng);
 
   ModelCache<double> whole;
-  Forward(config, params, inputs, T, B, initial, whole);
+  Forward(config, params, whole_batch, initial, whole, 1);
   State<double> whole_final = State<double>::Zeros(config, B);
   FinalState(config, whole, whole_final);
 
   ModelCache<double> part;
   State<double> state = initial;
-  Mat<double> logits(6, T * B);
+  Mat<double> outputs(6, T * B);
   for (int chunk = 0; chunk < 2; ++chunk) {
-    const Ids piece = inputs.segment(chunk * (T / 2) * B, (T / 2) * B);
-    Forward(config, params, piece, T / 2, B, state, part);
+    Batch<double> piece;
+    piece.T = T / 2;
+    piece.B = B;
+    piece.ids = whole_batch.ids.segment(chunk * (T / 2) * B, (T / 2) * B);
+    Forward(config, params, piece, state, part, 1);
     FinalState(config, part, state);
-    logits.middleCols(chunk * (T / 2) * B, (T / 2) * B) = part.logits;
+    outputs.middleCols(chunk * (T / 2) * B, (T / 2) * B) = part.outputs;
   }
-  EXPECT_LE((logits - whole.logits).cwiseAbs().maxCoeff(), 1e-13);
+  EXPECT_LE((outputs - whole.outputs).cwiseAbs().maxCoeff(), 1e-13);
   for (int l = 0; l < config.layers; ++l) {
     EXPECT_LE((state.h[l] - whole_final.h[l]).cwiseAbs().maxCoeff(), 1e-13);
-    if (cell == CellType::kLstm) {
+    if (cell.cell_state) {
       EXPECT_LE((state.c[l] - whole_final.c[l]).cwiseAbs().maxCoeff(), 1e-13);
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllCells, TruncatedBptt,
-                         ::testing::Values(CellType::kRnnTanh, CellType::kRnnSigmoid, CellType::kRnnRelu,
-                                           CellType::kLstm, CellType::kGru));
+INSTANTIATE_TEST_SUITE_P(AllCells, TruncatedBptt, ::testing::ValuesIn(Cells().begin(), Cells().end()),
+                         [](const auto& info) {
+                           std::string name(info.param->name);
+                           for (auto& ch : name)
+                             if (ch == '-') ch = '_';
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace bptt

@@ -21,7 +21,7 @@ TEST(Init, OrthogonalSquareTallAndWide) {
 }
 
 TEST(Init, OrthogonalRecurrentBlocksOfEveryGate) {
-  ModelConfig config{CellType::kLstm, 10, 0, 32, 2, 0.0};
+  ModelConfig config = LanguageModel(*FindCell("lstm"), 10, 0, 32, 2, 0.0);
   Rng rng(5);
   ModelParams<float> p;
   Initialize(config, InitOptions{}, rng, p);
@@ -45,7 +45,7 @@ std::pair<double, double> Moments(const Mat<double>& m) {
 
 TEST(Init, XavierAndHeStatistics) {
   // One GRU layer with E = H = 400: each gate block has fan_in 400, fan_out 400.
-  ModelConfig config{CellType::kGru, 400, 0, 400, 1, 0.0};
+  ModelConfig config = LanguageModel(*FindCell("gru"), 400, 0, 400, 1, 0.0);
   Rng rng(11);
   ModelParams<double> p;
   InitOptions o;
@@ -64,7 +64,7 @@ TEST(Init, XavierAndHeStatistics) {
 }
 
 TEST(Init, IdentityForReluRnn) {
-  ModelConfig config{CellType::kRnnRelu, 8, 0, 16, 2, 0.0};
+  ModelConfig config = LanguageModel(*FindCell("rnn-relu"), 8, 0, 16, 2, 0.0);
   Rng rng(1);
   ModelParams<float> p;
   InitOptions o;
@@ -76,7 +76,7 @@ TEST(Init, IdentityForReluRnn) {
 }
 
 TEST(Init, UniformBound) {
-  ModelConfig config{CellType::kLstm, 30, 0, 20, 1, 0.0};
+  ModelConfig config = LanguageModel(*FindCell("lstm"), 30, 0, 20, 1, 0.0);
   Rng rng(2);
   ModelParams<float> p;
   InitOptions o;
@@ -88,7 +88,7 @@ TEST(Init, UniformBound) {
 }
 
 TEST(Init, SameSeedSameBitsDifferentSeedDifferentBits) {
-  ModelConfig config{CellType::kGru, 12, 6, 10, 2, 0.0};
+  ModelConfig config = LanguageModel(*FindCell("gru"), 12, 6, 10, 2, 0.0);
   for (InitScheme scheme : {InitScheme::kOrthogonal, InitScheme::kXavier, InitScheme::kUniform}) {
     InitOptions o;
     o.scheme = scheme;

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "bptt/clip.h"
+#include "bptt/error.h"
 #include "bptt/optimizer.h"
 
 namespace bptt {
@@ -12,7 +13,7 @@ namespace {
 
 // A 1-layer RNN with V = 1, H = 1: six scalar tensors. The hand-computed checks read
 // decoder.weight; every tensor gets the same treatment.
-ModelConfig Tiny() { return ModelConfig{CellType::kRnnTanh, 1, 0, 1, 1, 0.0}; }
+ModelConfig Tiny() { return LanguageModel(*FindCell("rnn-tanh"), 1, 0, 1, 1, 0.0); }
 
 ModelParams<double> Filled(double value) {
   auto p = ModelParams<double>::Zeros(Tiny());
@@ -97,7 +98,7 @@ TEST(Optimizer, DecoupledWeightDecaySparesBiases) {
   OptimizerOptions o;
   o.type = OptimizerType::kSgd;
   o.weight_decay = 0.5;
-  ModelConfig config{CellType::kRnnTanh, 2, 0, 2, 1, 0.0};
+  ModelConfig config = LanguageModel(*FindCell("rnn-tanh"), 2, 0, 2, 1, 0.0);
   auto params = ModelParams<double>::Zeros(config);
   params.ForEach([](const std::string&, Mat<double>& m) { m.setConstant(1.0); });
   auto grads = ModelParams<double>::Zeros(config);
@@ -105,6 +106,53 @@ TEST(Optimizer, DecoupledWeightDecaySparesBiases) {
   OptimizerStep(o, 0.1, params, grads, state);
   EXPECT_DOUBLE_EQ(params.decoder_weight(0, 0), 0.95);  // 1 - 0.1 * 0.5 * 1
   EXPECT_DOUBLE_EQ(params.decoder_bias(0, 0), 1.0);
+}
+
+TEST(Optimizer, WeightDecayFollowsTheTensorsRoleNotItsShape) {
+  // H = 1 and V = 1: every weight matrix has one column, like a bias. Weights decay, biases do not.
+  OptimizerOptions o;
+  o.type = OptimizerType::kSgd;
+  o.weight_decay = 0.5;
+  const ModelConfig config = LanguageModel(*FindCell("lstm"), 1, 0, 1, 1);
+  auto params = ModelParams<double>::Zeros(config);
+  params.ForEach([](const std::string&, Mat<double>& m) { m.setConstant(1.0); });
+  auto grads = ModelParams<double>::Zeros(config);
+  OptimizerState<double> state;
+  OptimizerStep(o, 0.1, params, grads, state);
+  params.ForEach([](const std::string& name, const Mat<double>& m) {
+    const bool bias = name.find("bias") != std::string::npos;
+    EXPECT_EQ(m.cols(), 1) << name;
+    EXPECT_DOUBLE_EQ(m(0, 0), bias ? 1.0 : 0.95) << name;
+    EXPECT_EQ(RoleOf(name), bias ? TensorRole::kBias : TensorRole::kWeight) << name;
+  });
+}
+
+TEST(Optimizer, RefusesAStateThatDoesNotFit) {
+  // An Adam state with one buffer per tensor (as a tampered checkpoint could hold) is an error,
+  // not a read past the end of the second.
+  OptimizerOptions adam;
+  const ModelConfig config = LanguageModel(*FindCell("gru"), 3, 0, 2, 1);
+  auto params = ModelParams<double>::Zeros(config), grads = params;
+  OptimizerState<double> state;
+  OptimizerStep(adam, 0.1, params, grads, state);
+  ASSERT_EQ(state.slot2.size(), state.slot1.size());
+  state.slot2.clear();
+  EXPECT_THROW(OptimizerStep(adam, 0.1, params, grads, state), Error);
+  state.slot2 = state.slot1;
+  state.slot2.back().resize(2, 2);
+  EXPECT_THROW(CheckOptimizerState(adam, params, state), Error);
+}
+
+TEST(Optimizer, SaysWhetherTheUpdatedWeightsAreFinite) {
+  OptimizerOptions sgd;
+  sgd.type = OptimizerType::kSgd;
+  const ModelConfig config = LanguageModel(*FindCell("rnn-tanh"), 2, 0, 2, 1);
+  auto params = ModelParams<float>::Zeros(config), grads = params;
+  OptimizerState<float> state;
+  grads.layers[0].weight_hh(1, 0) = 1.0f;
+  EXPECT_TRUE(OptimizerStep(sgd, 0.1, params, grads, state));
+  grads.layers[0].weight_hh(1, 0) = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(OptimizerStep(sgd, 0.1, params, grads, state));
 }
 
 TEST(Optimizer, ParsesNames) {

@@ -66,14 +66,10 @@ constexpr char kText[] = "the quick brown fox jumps over the lazy dog.\nPack my 
 
 Vocab MakeVocab(const std::string& text) { return VocabBuilder(TokenizerOptions{}).Add(text).Build(); }
 
-Sampler MakeSampler(CellType cell = CellType::kLstm, const std::string& text = kText, int layers = 2,
+Sampler MakeSampler(const char* cell = "lstm", const std::string& text = kText, int layers = 2,
                     int hidden = 24, uint64_t seed = 5) {
   Vocab vocab = MakeVocab(text);
-  ModelConfig config;
-  config.cell = cell;
-  config.vocab_size = vocab.size();
-  config.hidden_size = hidden;
-  config.layers = layers;
+  const ModelConfig config = LanguageModel(*FindCell(cell), vocab.size(), 0, hidden, layers);
   ModelParams<float> params = ModelParams<float>::Zeros(config);
   Rng rng(seed);
   InitOptions init;
@@ -127,7 +123,7 @@ TEST(SamplerTest, LengthCountsGeneratedSymbols) {
 }
 
 TEST(SamplerTest, TopKOneEqualsArgmax) {
-  for (CellType cell : {CellType::kLstm, CellType::kGru, CellType::kRnnTanh}) {
+  for (const char* cell : {"lstm", "gru", "rnn-tanh"}) {
     Sampler sampler = MakeSampler(cell);
     for (const char* prime : {"", "jumps"}) {
       SampleOptions argmax = Options(200, 3);
@@ -139,7 +135,7 @@ TEST(SamplerTest, TopKOneEqualsArgmax) {
         top1.prime = prime;
         top1.top_k = 1;
         top1.temperature = temperature;
-        EXPECT_EQ(Generate(sampler, top1), expected) << CellName(cell) << " T=" << temperature;
+        EXPECT_EQ(Generate(sampler, top1), expected) << cell << " T=" << temperature;
       }
     }
   }
@@ -186,7 +182,7 @@ TEST(SamplerTest, TemperatureTowardsZeroApproachesArgmax) {
 TEST(SamplerTest, PrimedArgmaxFollowsTheModelOnTheWholeText) {
   // Greedy continuation of a prime, checked against one forward pass over prime + output:
   // at every position from the end of the prime on, the next symbol is the argmax.
-  for (CellType cell : {CellType::kLstm, CellType::kGru}) {
+  for (const char* cell : {"lstm", "gru"}) {
     Sampler sampler = MakeSampler(cell);
     SampleOptions o = Options(60, 1);
     o.prime = "Pack my box";
@@ -195,8 +191,10 @@ TEST(SamplerTest, PrimedArgmaxFollowsTheModelOnTheWholeText) {
     const std::vector<int32_t> ids = sampler.vocab().Encode(text);
     ASSERT_EQ(ids.size(), 11u + 60u);
     const Eigen::Index T = static_cast<Eigen::Index>(ids.size());
-    Ids inputs(T);
-    for (Eigen::Index t = 0; t < T; ++t) inputs(t) = ids[static_cast<size_t>(t)];
+    Batch<float> batch;
+    batch.T = T;
+    batch.B = 1;
+    batch.ids = Eigen::Map<const Ids>(ids.data(), T);
     ModelCache<float> cache;
     State<float> state = State<float>::Zeros(sampler.config(), 1);
     // The sampler's own parameters are private; rebuild the same model.
@@ -207,11 +205,11 @@ TEST(SamplerTest, PrimedArgmaxFollowsTheModelOnTheWholeText) {
     init.scheme = InitScheme::kUniform;
     init.scale = 0.5;
     Initialize(config, init, rng, params);
-    Forward(config, params, inputs, T, 1, state, cache);
+    Forward(config, params, batch, state, cache, 1);
     for (Eigen::Index t = 10; t + 1 < T; ++t) {
       Eigen::Index best;
-      cache.logits.col(t).maxCoeff(&best);
-      ASSERT_EQ(best, inputs(t + 1)) << CellName(cell) << " t=" << t;
+      cache.outputs.col(t).maxCoeff(&best);
+      ASSERT_EQ(best, batch.ids(t + 1)) << cell << " t=" << t;
     }
   }
 }
@@ -284,7 +282,7 @@ TEST(SamplerTest, StopEndsTheSampleAtTheFirstMatch) {
 TEST(SamplerTest, SeveralSamplesEachRestartFromThePrime) {
   // Without "\n" in the vocabulary, "\n" appears only between samples.
   const std::string text = "abcab cba bca acb";
-  Sampler sampler = MakeSampler(CellType::kLstm, text);
+  Sampler sampler = MakeSampler("lstm", text);
   ASSERT_FALSE(sampler.vocab().Find("\n"));
   SampleOptions o = Options(20, 4);
   o.prime = "ab";
@@ -369,7 +367,7 @@ TEST(SelectCandidatesTest, TopKKeepsTheKHighestWithTiesToLowerIds) {
 
 #if BPTT_COUNT_MALLOC
 TEST(SamplerTest, NoAllocationPerSymbol) {
-  Sampler sampler = MakeSampler(CellType::kLstm, kText, 2, 64);
+  Sampler sampler = MakeSampler("lstm", kText, 2, 64);
   std::string text;
   text.reserve(1 << 16);
   const TextSink sink = [&text](std::string_view s) { text += s; };

@@ -10,9 +10,11 @@
 #include <malloc.h>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "bptt/checkpoint.h"
 #include "bptt/clip.h"
+#include "bptt/corpus.h"
 #include "bptt/error.h"
 #include "bptt/init.h"
 #include "bptt/loss.h"
@@ -69,6 +71,11 @@ class TrainerTest : public ::testing::Test {
   std::ostringstream log_;
 };
 
+std::string FileBytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
 TEST_F(TrainerTest, ValidationLossFallsBelowThreshold) {
   TrainOptions o = Options(GrammarText(1500, 1), "learn");  // ~40 k symbols
   o.max_steps = 300;
@@ -87,10 +94,11 @@ TEST_F(TrainerTest, ValidationLossFallsBelowThreshold) {
   double first_val = 0, last_val = 0;
   while (std::getline(in, line)) {
     const auto j = nlohmann::json::parse(line);
-    for (const char* key : {"step", "epoch", "train_loss", "val_loss", "val_bpc", "lr", "grad_norm",
-                            "clip_fraction", "chars_per_s", "wall_s"})
+    for (const char* key : {"step", "epoch", "train_loss", "val_loss", "lr", "grad_norm", "clip_fraction",
+                            "chars_per_s", "wall_s"})
       EXPECT_TRUE(j.contains(key)) << key;
     if (!j["val_loss"].is_null()) {
+      EXPECT_EQ(j["val_streams"], 8);  // the validation figure says how it was computed
       if (first_val == 0) first_val = j["val_loss"];
       last_val = j["val_loss"];
       EXPECT_NEAR(j["val_bpc"].get<double>(), j["val_loss"].get<double>() / std::log(2.0), 1e-9);
@@ -101,6 +109,14 @@ TEST_F(TrainerTest, ValidationLossFallsBelowThreshold) {
   EXPECT_LT(last_val, first_val);
   const Checkpoint best = LoadCheckpoint(fs::path(o.out) / "best.safetensors");
   EXPECT_NEAR(best.metrics["val_loss"].get<double>(), r.best_val_loss, 1e-12);
+  // summary.json: the best checkpoint scored as one stream over the validation split.
+  const auto summary = nlohmann::json::parse(std::ifstream(fs::path(o.out) / "summary.json"));
+  EXPECT_EQ(summary["steps"], 300);
+  EXPECT_NEAR(summary["best_val_loss"].get<double>(), r.best_val_loss, 1e-12);
+  const double one_stream = summary["best_val_loss_one_stream"];
+  EXPECT_GT(one_stream, 0.0);
+  EXPECT_NEAR(one_stream, r.best_val_loss, 0.1);  // the same model, scored with more context
+  EXPECT_EQ(summary, r.summary);
 }
 
 TEST_F(TrainerTest, ResumeContinuesExactly) {
@@ -117,11 +133,9 @@ TEST_F(TrainerTest, ResumeContinuesExactly) {
 
   TrainOptions first = o;
   first.out = (dir_ / "split").string();
-  first.max_steps = 11;
-  ASSERT_EQ(Train(first, log_, false).steps, 11);
-  TrainOptions limits;
-  limits.max_steps = 24;
-  const TrainResult resumed = Resume(first.out, limits, log_, false);
+  first.max_steps = 10;  // a multiple of eval_every: no extra validation at the end (trainer.h)
+  ASSERT_EQ(Train(first, log_, false).steps, 10);
+  const TrainResult resumed = Resume(first.out, {{"max-steps", 24}}, log_, false);
   ASSERT_EQ(resumed.steps, 24);
 
   const Checkpoint a = LoadCheckpoint(fs::path(o.out) / "latest.safetensors");
@@ -139,9 +153,148 @@ TEST_F(TrainerTest, ResumeContinuesExactly) {
   EXPECT_EQ(a.training->best_val_loss, b.training->best_val_loss);
 }
 
-std::string FileBytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
+// Interrupted (as by Ctrl-C) wherever it happens and resumed, a run ends with the weights and
+// the best checkpoint of the uninterrupted run: the validation at the interruption is logged
+// but does not choose best.safetensors.
+TEST_F(TrainerTest, AnInterruptedAndResumedRunEndsWithTheSameBestCheckpoint) {
+  TrainOptions o = Options(GrammarText(300, 6), "whole");
+  o.eval_every = 7;
+  o.max_steps = 40;
+  o.log_every = 1;
+  Train(o, log_, false);
+  TrainOptions cut = o;
+  cut.out = (dir_ / "cut").string();
+  std::thread interrupter([&] {
+    // Once a few steps are logged: a stop request, as the SIGINT handler makes it.
+    for (int i = 0; i < 2000; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      std::ifstream in(fs::path(cut.out) / "metrics.jsonl");
+      if (std::count(std::istreambuf_iterator<char>(in), {}, '\n') >= 3) break;
+    }
+    RequestStop();
+  });
+  const TrainResult first = Train(cut, log_, false);
+  interrupter.join();
+  ASSERT_EQ(first.end, TrainEnd::kInterrupted);
+  ASSERT_LT(first.steps, 40);
+  const TrainResult rest = Resume(cut.out, nlohmann::json::object(), log_, false);
+  ASSERT_EQ(rest.steps, 40);
+  EXPECT_EQ(FileBytes(fs::path(o.out) / "best.safetensors"), FileBytes(fs::path(cut.out) / "best.safetensors"))
+      << "interrupted at step " << first.steps;
+  EXPECT_EQ(FileBytes(fs::path(o.out) / "latest.safetensors"), FileBytes(fs::path(cut.out) / "latest.safetensors"));
+}
+
+TEST_F(TrainerTest, ResumeTakesTheOptionsThatMayChangeAndRefusesTheRest) {
+  TrainOptions o = Options(GrammarText(300, 7), "policy");
+  o.max_steps = 4;
+  Train(o, log_, false);
+  const auto stored = [&] {
+    return LoadCheckpoint(fs::path(o.out) / "latest.safetensors").training->options;
+  };
+  // Taken: the learning rate, clipping and limits.
+  Resume(o.out, {{"lr", 0.01}, {"clip-norm", 2.0}, {"max-steps", 6}}, log_, false);
+  EXPECT_EQ(stored()["lr"], 0.01);
+  EXPECT_EQ(stored()["clip_norm"], 2.0);
+  EXPECT_EQ(LoadCheckpoint(fs::path(o.out) / "latest.safetensors").step, 6);
+  // The same value of a fixed option is no change.
+  EXPECT_NO_THROW(Resume(o.out, {{"hidden", 48}, {"max-steps", 7}}, log_, false));
+  // A different one is refused, naming the flag and the run's value.
+  const auto refused = [&](const nlohmann::json& given, const std::string& text) {
+    try {
+      Resume(o.out, given, log_, false);
+      ADD_FAILURE() << "resumed with " << given.dump();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
+    }
+  };
+  refused({{"hidden", 64}}, "--hidden cannot be changed on --resume: the run has --hidden 48");
+  refused({{"batch", 4}}, "--batch cannot be changed");
+  refused({{"seq-len", 8}}, "--seq-len cannot be changed");
+  refused({{"dropout", 0.3}}, "--dropout cannot be changed");
+  refused({{"cell", "gru"}}, "--cell cannot be changed");
+  refused({{"seed", 9}}, "--seed cannot be changed");
+  refused({{"out", "elsewhere"}}, "--out cannot be given with --resume");
+}
+
+TEST_F(TrainerTest, ResumeRefusesADifferentCorpusNamingIt) {
+  TrainOptions o = Options(GrammarText(300, 8), "corpus");
+  o.max_steps = 3;
+  Train(o, log_, false);
+  std::ofstream(o.corpus[0]) << GrammarText(300, 9);  // the same symbols, another text
+  try {
+    Resume(o.out, {{"max-steps", 5}}, log_, false);
+    ADD_FAILURE() << "resumed on another corpus";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(o.corpus[0]), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("is not the one this run was trained on"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(TrainerTest, DropoutIsDrawnFromTheSeed) {
+  // The trainer's first step, rebuilt from its documented streams: initialisation from
+  // Rng(seed), dropout from Rng(StreamSeed(seed, kDropoutStream)).
+  for (const uint64_t seed : {1u, 2u}) {
+    TrainOptions o = Options(GrammarText(200, 10), "seed" + std::to_string(seed));
+    o.model.layers = 2;
+    o.model.dropout = 0.5;
+    o.seed = seed;
+    o.max_steps = 1;
+    o.threads = 1;
+    Train(o, log_, false);
+    const Checkpoint trained = LoadCheckpoint(fs::path(o.out) / "latest.safetensors");
+
+    ModelConfig config = trained.config;
+    ModelParams<float> params, grads = ModelParams<float>::Zeros(config);
+    Rng init(seed);
+    Initialize(config, o.init, init, params);
+    const EncodedCorpus corpus = EncodedCorpus::Build(ListCorpusFiles(o.corpus), o.tokenizer, dir_ / "ids");
+    BatchStream stream(corpus, SplitCorpus(corpus.size(), o.val_frac, 0).train, o.batch, o.seq_len);
+    Batch<float> batch;
+    batch.B = o.batch;
+    batch.T = stream.Next(batch.ids, batch.classes);
+    Rng dropout(StreamSeed(seed, kDropoutStream));
+    ModelCache<float> cache;
+    Forward(config, params, batch, State<float>::Zeros(config, o.batch), cache, 1, &dropout);
+    Mat<float> d;
+    HeadLoss(config, cache.outputs, batch, &d, 1);
+    Backward(config, params, batch, cache, d, nullptr, grads, nullptr, 1);
+    ClipGradNorm(grads, o.clip_norm);
+    OptimizerState<float> adam;
+    OptimizerStep(o.optimizer, o.lr, params, grads, adam, 1);
+    EXPECT_EQ(params.layers[1].weight_ih, trained.params.layers[1].weight_ih) << "seed " << seed;
+  }
+  // Two seeds, the same weights: different masks.
+  const ModelConfig config = LanguageModel(DefaultCell(), 5, 0, 16, 3, 0.5);
+  ModelParams<float> params;
+  Rng init(1);
+  Initialize(config, InitOptions{}, init, params);
+  Batch<float> batch;
+  batch.T = 4;
+  batch.B = 2;
+  batch.ids = Ids::Zero(8);
+  ModelCache<float> a, b;
+  Rng one(StreamSeed(1, kDropoutStream)), two(StreamSeed(2, kDropoutStream));
+  Forward(config, params, batch, State<float>::Zeros(config, 2), a, 1, &one);
+  Forward(config, params, batch, State<float>::Zeros(config, 2), b, 1, &two);
+  EXPECT_NE(a.dropout_mask[0], b.dropout_mask[0]);
+  EXPECT_NE(a.dropout_mask[1], b.dropout_mask[1]);
+}
+
+TEST_F(TrainerTest, NonFiniteWeightsStopTheRunAtTheStepTheyAppear) {
+  // A plain SGD step with a learning rate beyond float's range (it rounds to infinity) turns the
+  // weights non-finite while the step's own loss and gradient are finite; with no checkpoint due,
+  // the check after every update stops the run there and then.
+  TrainOptions o = Options(GrammarText(300, 3), "weights");
+  o.optimizer.type = OptimizerType::kSgd;
+  o.lr = 1e300;
+  o.clip_norm = 0;
+  o.checkpoint_every = 1000;
+  o.max_steps = 50;
+  const TrainResult r = Train(o, log_, false);
+  ASSERT_EQ(r.end, TrainEnd::kDiverged);
+  EXPECT_NE(r.message.find("the weights became non-finite at step 1"), std::string::npos) << r.message;
+  EXPECT_FALSE(fs::exists(fs::path(o.out) / "latest.safetensors"));
 }
 
 // The train_loss column of a run's metrics.jsonl.
@@ -262,12 +415,8 @@ TEST(EstimateTrainingBytesTest, MatchesTheHeapATrainingStepHolds) {
     const struct mallinfo2 m = mallinfo2();
     return static_cast<double>(m.uordblks + m.hblkhd);  // small blocks in use + mmapped blocks
   };
-  for (const CellType cell : {CellType::kLstm, CellType::kGru, CellType::kRnnTanh}) {
-    ModelConfig config;
-    config.cell = cell;
-    config.vocab_size = 60;
-    config.hidden_size = 192;
-    config.layers = 2;
+  for (const char* cell : {"lstm", "gru", "rnn-tanh"}) {
+    const ModelConfig config = LanguageModel(*FindCell(cell), 60, 0, 192, 2);
     const int T = 48, B = 16;
     const double before = heap();
     {
@@ -277,21 +426,25 @@ TEST(EstimateTrainingBytesTest, MatchesTheHeapATrainingStepHolds) {
       OptimizerOptions adam;
       OptimizerState<float> slots;
       ModelCache<float> cache;
-      Ids inputs(T * B), targets(T * B);
-      for (Eigen::Index i = 0; i < inputs.size(); ++i) {
-        inputs(i) = static_cast<int32_t>(rng.Below(60));
-        targets(i) = static_cast<int32_t>(rng.Below(60));
+      Batch<float> batch;
+      batch.T = T;
+      batch.B = B;
+      batch.ids.resize(T * B);
+      batch.classes.resize(T * B);
+      for (Eigen::Index i = 0; i < batch.ids.size(); ++i) {
+        batch.ids(i) = static_cast<int32_t>(rng.Below(60));
+        batch.classes(i) = static_cast<int32_t>(rng.Below(60));
       }
       State<float> state = State<float>::Zeros(config, B);
       Mat<float> dlogits;
-      Forward(config, params, inputs, T, B, state, cache);
-      SoftmaxCrossEntropy(cache.logits, targets, &dlogits);
-      Backward(config, params, inputs, cache, dlogits, nullptr, grads, nullptr);
+      Forward(config, params, batch, state, cache, 2);
+      HeadLoss(config, cache.outputs, batch, &dlogits, 2);
+      Backward(config, params, batch, cache, dlogits, nullptr, grads, nullptr, 2);
       ClipGradNorm(grads, 5.0);
-      OptimizerStep(adam, 2e-3, params, grads, slots);
+      OptimizerStep(adam, 2e-3, params, grads, slots, 2);
       const double held = heap() - before;
       const double estimate = static_cast<double>(EstimateTrainingBytes(config, T, B, OptimizerSlots(adam)));
-      EXPECT_NEAR(held / estimate, 1.0, 0.1) << CellName(cell) << ": heap " << held << " bytes, estimate " << estimate;
+      EXPECT_NEAR(held / estimate, 1.0, 0.1) << cell << ": heap " << held << " bytes, estimate " << estimate;
     }
   }
 }

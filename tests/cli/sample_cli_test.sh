@@ -95,9 +95,14 @@ if [ "${2:-}" = "--end-to-end" ]; then
   expect_error sample '"Q"' "$CK" --prime "the Quiz"
 
   expect_ok eval "$CK" "$WORK/corpus.txt" --json
-  for key in nats_per_symbol bpc perplexity symbols unknown; do
+  for key in nats_per_symbol bpc perplexity symbols unknown streams method; do
     grep -q "\"$key\"" "$WORK/out" || fail "bptt eval --json lacks $key: $(cat "$WORK/out")"
   done
+  grep -q '"streams":1' "$WORK/out" || fail "bptt eval does not score one stream by default: $(cat "$WORK/out")"
+  expect_ok eval "$CK" "$WORK/corpus.txt" --json --batch 4
+  grep -q 'approximation' "$WORK/out" || fail "bptt eval --batch 4 does not name its approximation: $(cat "$WORK/out")"
+  expect_error eval "cannot be combined with --batch" "$CK" "$WORK/corpus.txt" --batch 4 --precision int8
+  expect_ok eval "$CK" "$WORK/corpus.txt" --threads 2
   echo "the cat ate a fish." >"$WORK/other.txt"
   expect_ok eval "$CK" "$WORK/other.txt" --json
   grep -q '"unknown":2' "$WORK/out" || fail "bptt eval: expected 2 unknown symbols (f, i): $(cat "$WORK/out")"

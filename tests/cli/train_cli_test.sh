@@ -61,6 +61,14 @@ if "$bptt" inspect "$work/int/latest.safetensors" > /dev/null 2>&1; then pass; e
 step=$("$bptt" inspect --json "$work/int/latest.safetensors" | sed -n 's/^  "step": *\([0-9]*\).*/\1/p' | head -1)
 if "$bptt" train --resume "$work/int" --max-steps $((step + 3)) > /dev/null 2> "$work/resume.err"; then pass; else fail "resume after SIGINT: $(cat "$work/resume.err")"; fi
 
+# --resume: options that may change are taken, the others refused; nothing is ignored.
+expect_error "resume changes the model" "--hidden cannot be changed on --resume" train --resume "$work/int" --hidden 64
+expect_error "resume changes the batch" "--batch cannot be changed on --resume" train --resume "$work/int" --batch 8
+expect_error "resume with another out" "--out cannot be given with --resume" train --resume "$work/int" --out "$work/y"
+step=$("$bptt" inspect --json "$work/int/latest.safetensors" | sed -n 's/^  "step": *\([0-9]*\).*/\1/p' | head -1)
+if "$bptt" train --resume "$work/int" --lr 0.0005 --max-steps $((step + 1)) > /dev/null 2> "$work/lr.err"; then pass; else fail "resume --lr: $(cat "$work/lr.err")"; fi
+if "$bptt" inspect --json "$work/int/latest.safetensors" | grep -q '"lr": 0.0005'; then pass; else fail "resume --lr 0.0005 was not taken"; fi
+
 # SIGKILL at random moments: latest always loads, and --resume continues from it.
 "$bptt" train "${small[@]}" --out "$work/kill" --max-steps 3 --checkpoint-every 1 > /dev/null 2>&1 || fail "SIGKILL: first run"
 for round in 1 2 3 4 5; do
