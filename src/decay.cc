@@ -13,6 +13,8 @@
 #include "bptt/error.h"
 #include "bptt/loss.h"
 #include "bptt/plot.h"
+#include "bptt/task.h"
+#include "bptt/trainer.h"
 
 namespace bptt {
 
@@ -328,7 +330,9 @@ const DecayCurve* DecayReport::Find(int layer, const std::string& quantity) cons
   return nullptr;
 }
 
-// The columns [first, first + count) of every position-indexed part of a batch.
+namespace {
+
+// Steps [first_step, first_step + steps) of every position-indexed part of a batch.
 Batch<double> Columns(const Batch<double>& data, Eigen::Index first_step, Eigen::Index steps) {
   const Eigen::Index B = data.B, j = first_step * B, n = steps * B;
   Batch<double> out;
@@ -340,6 +344,56 @@ Batch<double> Columns(const Batch<double>& data, Eigen::Index first_step, Eigen:
   if (data.values.size() > 0) out.values = data.values.middleCols(j, n);
   if (data.scored.size() > 0) out.scored = data.scored.segment(j, n);
   return out;
+}
+
+}  // namespace
+
+Batch<double> ScoredAt(const Batch<double>& data, int s) {
+  const Eigen::Index B = data.B;
+  // The position of each sequence's last scored step.
+  std::vector<Eigen::Index> last(static_cast<size_t>(B), -1);
+  for (Eigen::Index b = 0; b < B; ++b) {
+    for (Eigen::Index t = data.T - 1; t >= 0 && last[b] < 0; --t)
+      if (data.IsScored(t * B + b)) last[b] = t * B + b;
+    if (last[b] < 0) throw Error("decay: sequence " + std::to_string(b) + " has no scored step");
+  }
+  if (s == 0) s = static_cast<int>(*std::min_element(last.begin(), last.end()) / B + 1);
+  if (s < 1 || s > data.T) throw Error("decay: loss step " + std::to_string(s) + " outside 1.." + std::to_string(data.T));
+  Batch<double> out = Columns(data, 0, s);
+  if (data.scored.size() == 0) return out;
+  const Eigen::Index at = (s - 1) * B;
+  for (Eigen::Index b = 0; b < B; ++b) {
+    if (out.scored(at + b)) continue;
+    if (out.classes.size() > 0) out.classes(at + b) = data.classes(last[b]);
+    if (out.values.size() > 0) out.values.col(at + b) = data.values.col(last[b]);
+    out.scored(at + b) = 1;
+  }
+  return out;
+}
+
+Batch<double> CheckpointInputs(const Checkpoint& checkpoint, const std::string& text, int T, int B, uint64_t seed,
+                               size_t* unknown) {
+  if (checkpoint.training && checkpoint.training->options.contains("task")) {
+    const TrainOptions o = TrainOptionsFromJson(checkpoint.training->options, "checkpoint");
+    const std::unique_ptr<Task> task = Task::Make(o.task, o.task_length);
+    Batch<float> batch;
+    task->Generate(StreamSeed(seed, kTestDataStream), 0, B, batch);
+    Batch<double> data;
+    data.T = batch.T;
+    data.B = batch.B;
+    data.ids = batch.ids;
+    data.dense = batch.dense.cast<double>();
+    data.classes = batch.classes;
+    data.values = batch.values.cast<double>();
+    data.scored = batch.scored;
+    return ScoredAt(data, 0);
+  }
+  Rng rng(seed);
+  if (text.empty()) return UnigramInputs(checkpoint.vocab, T, B, rng);
+  std::vector<std::string> missing;
+  const std::vector<int32_t> ids = checkpoint.vocab.Encode(text, &missing);
+  if (unknown) *unknown = missing.size();
+  return CorpusInputs(ids, T, B);
 }
 
 DecayReport MeasureDecay(const std::string& model, const ModelConfig& config, const ModelParams<double>& params,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include "bptt/decay.h"
 #include "bptt/error.h"
 #include "bptt/loss.h"
 #include "bptt/rng.h"
@@ -108,10 +109,11 @@ class TaskData final : public TrainData {
     }
   }
 
+  // B test sequences up to the end of the shortest, each scored there (decay.h ScoredAt).
   Batch<double> DecayProbe(int, int B) const override {
     Batch<float> batch;
     task_->Generate(StreamSeed(o_.seed, kTestDataStream), 0, B, batch);
-    return CastBatch<double>(batch);
+    return ScoredAt(CastBatch<double>(batch), 0);
   }
 
   nlohmann::json Summary(const ModelConfig& config, const ModelParams<float>& params, int64_t steps, bool solved,

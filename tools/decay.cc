@@ -171,18 +171,14 @@ int Decay(int argc, char** argv) {
 
   for (const auto& path : checkpoint_paths) {
     const Checkpoint checkpoint = LoadCheckpoint(path);
-    Batch<double> data;
-    if (!corpus.empty()) {
-      std::vector<std::string> missing;
-      const std::vector<int32_t> ids = checkpoint.vocab.Encode(text, &missing);
-      if (!missing.empty())
-        std::cerr << "bptt decay: " << missing.size() << " symbols of " << corpus << " are not in the vocabulary of "
-                  << path << "; left out\n";
-      data = CorpusInputs(ids, steps, batch);
-    } else {
-      Rng rng(seed + 1);
-      data = UnigramInputs(checkpoint.vocab, steps, batch, rng);
-    }
+    const bool task = checkpoint.training && checkpoint.training->options.contains("task");
+    if (task && (!vm["steps"].defaulted() || !corpus.empty()))
+      throw Error(path + " was trained on a task; its sequences are the task's, so --steps and --corpus do not apply");
+    size_t unknown = 0;
+    const Batch<double> data = CheckpointInputs(checkpoint, text, steps, batch, seed + 1, &unknown);
+    if (unknown > 0)
+      std::cerr << "bptt decay: " << unknown << " symbols of " << corpus << " are not in the vocabulary of " << path
+                << "; left out\n";
     const std::filesystem::path p(path);
     const std::string parent = p.parent_path().filename().string();
     measure_one(parent.empty() ? p.stem().string() : parent + "/" + p.stem().string(), checkpoint.config,

@@ -69,6 +69,7 @@
 #include <vector>
 
 #include "bptt/batch.h"
+#include "bptt/checkpoint.h"
 #include "bptt/model.h"
 #include "bptt/rng.h"
 #include "bptt/vocab.h"
@@ -97,6 +98,22 @@ Batch<double> UnigramInputs(const Vocab& vocab, int T, int B, Rng& rng);
 // B windows of T + 1 consecutive symbols at evenly spaced offsets of `ids` (first at 0, last
 // ending at the end). Throws bptt::Error if `ids` has fewer than T + 1 symbols.
 Batch<double> CorpusInputs(std::span<const int32_t> ids, int T, int B);
+
+// A batch of sequences of different lengths, each scored at its own end (a task's), made
+// measurable at one loss step s: the first s steps, with every sequence scored at step s
+// against the target of its own last scored step (for the tasks, the answer the sequence asks
+// for, which every input up to s already determines when s is at most the shortest length).
+// Sequences scored at s already keep their own target. Throws bptt::Error when some sequence
+// has no scored step, or s is outside [1, T]; s = 0 chooses the end of the shortest sequence.
+Batch<double> ScoredAt(const Batch<double>& data, int s);
+
+// The inputs `bptt decay --checkpoint` measures a trained model on: for a model trained on a
+// task (task.h), B test sequences of that task scored at the end of the shortest (ScoredAt; T
+// is the task's); for a language model, B windows of T + 1 symbols of `text` when it is not
+// empty (symbols the vocabulary lacks are left out and counted in *unknown), else symbols
+// drawn independently with the vocabulary's frequencies. Draws come from `seed`.
+Batch<double> CheckpointInputs(const Checkpoint& checkpoint, const std::string& text, int T, int B, uint64_t seed,
+                               size_t* unknown = nullptr);
 
 // One quantity of one layer, per lag.
 struct DecayCurve {
