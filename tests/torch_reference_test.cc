@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <ios>
 #include <numeric>
 #include <set>
 #include <span>
@@ -96,9 +97,10 @@ Flat Values(const json& t) {
     x = lcg.Real(scale);
     sum += x;
   }
-  EXPECT_EQ(sum, t["check"]["sum"].get<double>()) << "the LCG differs from the fixture's";
-  EXPECT_EQ(v.front(), t["check"]["first"].get<double>());
-  EXPECT_EQ(v.back(), t["check"]["last"].get<double>());
+  const json& check = t["check"];
+  EXPECT_EQ(sum, check["sum"].get<double>()) << "the LCG's sum differs: " << std::hexfloat << sum;
+  EXPECT_EQ(v.front(), check["first"].get<double>()) << "the LCG's first element: " << std::hexfloat << v.front();
+  EXPECT_EQ(v.back(), check["last"].get<double>()) << "the LCG's last element: " << std::hexfloat << v.back();
   return v;
 }
 
