@@ -240,6 +240,10 @@ Bound Bounds(const Mat<float>& w, const Eigen::VectorXf& x, Eigen::Index r, doub
           1.001 * Q + 4 * eps * (c + P + Q)};
 }
 
+double BoundOf(const Bound& b, Precision precision) {
+  return precision == Precision::kFloat32 ? b.fp32 : precision == Precision::kBfloat16 ? b.bf16 : b.int8;
+}
+
 TEST(StepMatrix, IsWithinTheQuantisationBoundOnRandomInputs) {
   Rng rng(6);
   double worst[3] = {0, 0, 0};  // error / bound
@@ -261,9 +265,7 @@ TEST(StepMatrix, IsWithinTheQuantisationBoundOnRandomInputs) {
             for (Eigen::Index r = 0; r < M; ++r) {
               Real want = accumulate ? Real(y0(r)) : 0;
               for (Eigen::Index k = 0; k < K; ++k) want += Real(w(r, k)) * Real(x(k));
-              const Bound b = Bounds(w, x, r, accumulate ? std::abs(y0(r)) : 0.0);
-              const double bound = precision == Precision::kFloat32 ? b.fp32
-                                   : precision == Precision::kBfloat16 ? b.bf16 : b.int8;
+              const double bound = BoundOf(Bounds(w, x, r, accumulate ? std::abs(y0(r)) : 0.0), precision);
               const double err = static_cast<double>(std::abs(Real(y(r)) - want));
               ASSERT_LE(err, bound) << "row " << r << ": " << y(r) << " vs " << static_cast<double>(want);
               double& wst = worst[static_cast<int>(precision)];
@@ -279,6 +281,28 @@ TEST(StepMatrix, IsWithinTheQuantisationBoundOnRandomInputs) {
     }
   for (const Precision p : kPrecisions)
     std::printf("[  error   ] %s: max error / bound = %.3g\n", PrecisionName(p), worst[static_cast<int>(p)]);
+}
+
+// A vector near the top of the float range (1e38) with small weights: every precision stays
+// finite and within its bound (int8's a = 1e38 / 127 and bfloat16's range both hold it).
+TEST(StepMatrix, HugeVectorIsWithinTheBound) {
+  Rng rng(11);
+  const Eigen::Index M = 70, K = 37;
+  const Mat<float> w = RandomMat<float>(M, K, rng, -1e-3, 1e-3);
+  Eigen::VectorXf x = RandomMat<float>(K, 1, rng, -1e38, 1e38);
+  x(5) = 1e38f;
+  for (const Precision precision : kPrecisions) {
+    StepMatrix sm(w, precision);
+    Eigen::VectorXf y(M);
+    sm.Multiply(x.data(), y.data(), false, 1);
+    for (Eigen::Index r = 0; r < M; ++r) {
+      Real want = 0;
+      for (Eigen::Index k = 0; k < K; ++k) want += Real(w(r, k)) * Real(x(k));
+      const double bound = BoundOf(Bounds(w, x, r, 0.0), precision);
+      ASSERT_TRUE(std::isfinite(y(r))) << PrecisionName(precision) << " row " << r;
+      ASSERT_LE(static_cast<double>(std::abs(Real(y(r)) - want)), bound) << PrecisionName(precision) << " row " << r;
+    }
+  }
 }
 
 // A NaN or an infinity in x makes every output non-finite in every precision, and NaN in int8
