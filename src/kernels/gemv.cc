@@ -25,10 +25,13 @@ constexpr Eigen::Index kPrefetchBytes = 4096;
 
 }  // namespace
 
+// Bit for bit the AVX-512 BF16 conversion (VCVTNEPS2BF16), so that both paths of ToBf16Pairs and
+// every build agree: NaN quieted, subnormals to signed zero, the rest rounded to nearest even.
 uint16_t ToBf16(float x) {
   uint32_t u;
   std::memcpy(&u, &x, sizeof u);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  if ((u & 0x7f800000u) == 0) return static_cast<uint16_t>((u >> 16) & 0x8000u);
   u += 0x7fffu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
 }

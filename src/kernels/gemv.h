@@ -27,7 +27,8 @@
 
 namespace bptt {
 
-// float -> bfloat16, rounding to nearest even; NaN stays NaN.
+// float -> bfloat16, rounding to nearest even; NaN stays NaN; a subnormal becomes a zero of its
+// sign, as in the AVX-512 BF16 instructions (which also read subnormal bfloat16 as zero).
 uint16_t ToBf16(float x);
 float FromBf16(uint16_t b);
 
