@@ -21,6 +21,10 @@ double SoftmaxCrossEntropy(const Mat<S>& logits, const Ids& targets, const Mask&
   if (targets.size() != N || (scored.size() != 0 && scored.size() != N))
     throw Error("softmax cross-entropy: targets and mask must have one entry per position");
   const int64_t count = Scored(scored, N);
+  for (Eigen::Index j = 0; j < N; ++j)
+    if ((scored.size() == 0 || scored(j) != 0) && (targets(j) < 0 || targets(j) >= logits.rows()))
+      throw Error("target class " + std::to_string(targets(j)) + " is outside the " + std::to_string(logits.rows()) +
+                  " classes of the head");
   if (dlogits) EnsureShape(*dlogits, logits.rows(), N);
   Eigen::VectorXd column_loss = Eigen::VectorXd::Zero(N);
 #pragma omp parallel for schedule(static) num_threads(threads)

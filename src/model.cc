@@ -162,6 +162,11 @@ void CheckBatch(const ModelConfig& config, const Batch<S>& batch) {
                            : batch.ids.size() != TB)
     throw Error("the batch's inputs do not match the model's input (" +
                 std::string(config.dense_input() ? "dense" : "symbols") + ", " + std::to_string(TB) + " positions)");
+  if (!config.dense_input())
+    for (Eigen::Index j = 0; j < TB; ++j)
+      if (batch.ids(j) < 0 || batch.ids(j) >= config.vocab_size)
+        throw Error("symbol id " + std::to_string(batch.ids(j)) + " is outside the vocabulary of " +
+                    std::to_string(config.vocab_size));
 }
 
 }  // namespace

@@ -20,15 +20,16 @@ Precision ParsePrecision(std::string_view name, std::string_view flag) {
   throw Error(std::string(flag) + " must be fp32, bf16 or int8, got '" + std::string(name) + "'");
 }
 
-Stepper::Stepper(const ModelConfig& config, ModelParams<float> params) : config_(config), params_(std::move(params)) {
+Stepper::Stepper(const ModelConfig& config, ModelParams<float> params)
+    : config_(config), params_(std::make_unique<ModelParams<float>>(std::move(params))) {
   config_.Validate();
   const ModelParams<float> expected = ModelParams<float>::Zeros(config_);
-  bool fits = params_.layers.size() == expected.layers.size();
+  bool fits = params_->layers.size() == expected.layers.size();
   if (fits) {
     std::vector<std::pair<Eigen::Index, Eigen::Index>> shapes;
     expected.ForEach([&](const std::string&, const Mat<float>& m) { shapes.emplace_back(m.rows(), m.cols()); });
     size_t k = 0;
-    params_.ForEach([&](const std::string&, const Mat<float>& m) {
+    params_->ForEach([&](const std::string&, const Mat<float>& m) {
       fits = fits && k < shapes.size() && shapes[k] == std::make_pair(m.rows(), m.cols());
       ++k;
     });
@@ -60,15 +61,15 @@ Stepper::Weights& Stepper::WeightsOf(Precision precision) {
   std::unique_ptr<Weights>& w = weights_[static_cast<size_t>(precision)];
   if (!w) {
     w = std::make_unique<Weights>();
-    for (size_t l = 0; l < params_.layers.size(); ++l) {
+    for (size_t l = 0; l < params_->layers.size(); ++l) {
       const bool gather = l == 0 && !config_.dense_input() && config_.embed_size == 0;  // one-hot
-      w->ih.push_back(gather ? nullptr : std::make_unique<StepMatrix>(params_.layers[l].weight_ih, precision));
-      w->hh.push_back(std::make_unique<StepMatrix>(params_.layers[l].weight_hh, precision));
+      w->ih.push_back(gather ? nullptr : std::make_unique<StepMatrix>(params_->layers[l].weight_ih, precision));
+      w->hh.push_back(std::make_unique<StepMatrix>(params_->layers[l].weight_hh, precision));
       w->hh_product.push_back([ws = w.get(), hh = w->hh.back().get()](const float* v, float* y, bool accumulate) {
         hh->Multiply(v, y, accumulate, ws->threads);
       });
     }
-    w->decoder = std::make_unique<StepMatrix>(params_.decoder_weight, precision);
+    w->decoder = std::make_unique<StepMatrix>(params_->decoder_weight, precision);
   }
   return *w;
 }
@@ -83,18 +84,20 @@ std::span<const float> Stepper::Prime(std::span<const int32_t> ids) {
   prime_batch_.B = 1;
   prime_batch_.ids = Eigen::Map<const Ids>(ids.data(), T);
   state_.SetZero();
-  Forward(config_, params_, prime_batch_, state_, prime_cache_, /*threads=*/1);
+  Forward(config_, *params_, prime_batch_, state_, prime_cache_, /*threads=*/1);
   FinalState(config_, prime_cache_, state_);
   return {prime_cache_.outputs.col(T - 1).data(), static_cast<size_t>(config_.output_size)};
 }
 
 std::span<const float> Stepper::Step(int32_t id) {
   if (config_.dense_input()) throw Error("Stepper::Step takes a vector; this model reads dense vectors");
+  if (id < 0 || id >= config_.vocab_size)
+    throw Error("symbol id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(config_.vocab_size));
   if (config_.embed_size > 0) {
-    embedded_ = params_.encoder.row(id).transpose();
+    embedded_ = params_->encoder.row(id).transpose();
     return Layers(embedded_.data());
   }
-  gates_[0] = params_.layers[0].weight_ih.col(id) + params_.layers[0].bias_ih;  // one-hot: a column
+  gates_[0] = params_->layers[0].weight_ih.col(id) + params_->layers[0].bias_ih;  // one-hot: a column
   return Layers(nullptr);
 }
 
@@ -108,8 +111,8 @@ std::span<const float> Stepper::Step(const float* x) {
 std::span<const float> Stepper::Layers(const float* input) {
   Weights& w = WeightsOf(precision_);
   const Cell& cell = *config_.cell;
-  for (size_t l = 0; l < params_.layers.size(); ++l) {
-    const RecurrentParams<float>& p = params_.layers[l];
+  for (size_t l = 0; l < params_->layers.size(); ++l) {
+    const RecurrentParams<float>& p = params_->layers[l];
     Eigen::VectorXf& a = gates_[l];
     const float* x = l > 0 ? state_.h[l - 1].data() : input;
     if (x != nullptr) {
@@ -120,7 +123,7 @@ std::span<const float> Stepper::Layers(const float* input) {
               cell.cell_state ? state_.c[l].data() : nullptr);
   }
   w.decoder->Multiply(state_.h.back().data(), outputs_.data(), false, w.threads);
-  outputs_ += params_.decoder_bias;
+  outputs_ += params_->decoder_bias;
   return {outputs_.data(), static_cast<size_t>(config_.output_size)};
 }
 

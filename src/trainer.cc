@@ -60,7 +60,6 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
   constexpr OnResume kFixed = OnResume::kFixed, kChanges = OnResume::kChanges, kNone = OnResume::kNone;
   const char* data = "Data";
   const char* task = "Task";
-  const char* model = "Model";
   const char* optim = "Optimisation";
   const char* schedule = "Schedule and output";
   std::vector<OptionSpec<O>> specs = {

@@ -12,6 +12,7 @@
 #include <iostream>
 #include <set>
 
+#include "bptt/error.h"
 #include "bptt/init.h"
 #include "bptt/loss.h"
 #include "bptt/model.h"
@@ -106,6 +107,26 @@ TEST(ChainRule, SeedExampleThroughTheEngine) {
   EXPECT_DOUBLE_EQ(grads.layers[0].weight_ih(0, 0), -4.0);  // df/dx = z
   EXPECT_DOUBLE_EQ(dinitial.h[0](0, 0), -4.0);             // df/dy = z
   EXPECT_DOUBLE_EQ(q, 3.0);                                 // df/dz = x + y
+}
+
+TEST(Forward, RefusesSymbolsAndClassesOutsideTheModel) {
+  const ModelConfig config = LanguageModel(*FindCell("gru"), 4, 0, 3, 1);
+  const auto params = ModelParams<double>::Zeros(config);
+  Batch<double> batch;
+  batch.T = 2;
+  batch.B = 1;
+  batch.ids = Ids::Zero(2);
+  batch.ids(1) = 4;
+  ModelCache<double> cache;
+  EXPECT_THROW(Forward(config, params, batch, State<double>::Zeros(config, 1), cache, 1), Error);
+  batch.ids(1) = 3;
+  Forward(config, params, batch, State<double>::Zeros(config, 1), cache, 1);
+  Ids targets = Ids::Zero(2);
+  targets(0) = -1;
+  EXPECT_THROW(SoftmaxCrossEntropy(cache.outputs, targets), Error);
+  Mask scored = Mask::Zero(2);
+  scored(1) = 1;
+  EXPECT_NO_THROW(SoftmaxCrossEntropy<double>(cache.outputs, targets, scored, nullptr, 1));  // not scored: any value
 }
 
 TEST(SoftmaxCrossEntropy, MatchesCentralDifferences) {

@@ -106,6 +106,26 @@ TEST(StepperTest, RefusesInputsOfTheWrongKind) {
   EXPECT_THROW(Stepper(m.config, ModelParams<float>::Zeros(dense)), Error);  // parameters of another shape
 }
 
+TEST(StepperTest, AMovedStepperKeepsItsWeightsAndRefusesUnknownSymbols) {
+  Model m = MakeModel("lstm", 2, 16, 0);
+  const std::vector<int32_t> context = m.vocab.Encode("the lazy dog");
+  for (const Precision precision : {Precision::kFloat32, Precision::kBfloat16, Precision::kInt8}) {
+    Stepper reference(m.config, m.params);
+    reference.Configure(precision, 1);
+    const std::vector<float> expected = StepOutputs(reference, context);
+    Stepper first(m.config, m.params);
+    first.Configure(precision, 1);
+    StepOutputs(first, context);  // builds its weight copies before the move
+    Stepper moved(std::move(first));
+    EXPECT_EQ(StepOutputs(moved, context), expected) << PrecisionName(precision);
+    Stepper assigned(m.config, m.params);
+    assigned = std::move(moved);
+    EXPECT_EQ(StepOutputs(assigned, context), expected) << PrecisionName(precision);
+    EXPECT_THROW(assigned.Step(m.config.vocab_size), Error);
+    EXPECT_THROW(assigned.Step(-1), Error);
+  }
+}
+
 TEST(StepperTest, ReducedPrecisionOutputsStayCloseToFloat32) {
   for (const Precision precision : kReduced) {
     for (const Case& c : kCases) {

@@ -59,7 +59,7 @@ class Stepper {
   std::span<const float> Step(const float* x);
 
   const ModelConfig& config() const { return config_; }
-  const ModelParams<float>& params() const { return params_; }
+  const ModelParams<float>& params() const { return *params_; }
   const State<float>& state() const { return state_; }
 
  private:
@@ -75,7 +75,7 @@ class Stepper {
   std::span<const float> Layers(const float* input);  // `input`: the layer-0 input vector, or null for one-hot
 
   ModelConfig config_;
-  ModelParams<float> params_;
+  std::unique_ptr<ModelParams<float>> params_;  // where the float32 StepMatrix point: fixed across moves
   Precision precision_ = Precision::kFloat32;
   std::vector<std::unique_ptr<Weights>> weights_;  // indexed by Precision, built on first use
   State<float> state_;                      // (H, 1) per layer

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 
+#include "bptt/error.h"
 #include "kernels/threads.h"
 
 namespace bptt {
@@ -97,6 +98,8 @@ float ToUint8Quads(const float* x, Eigen::Index K, uint32_t* quads) {
 StepMatrix::StepMatrix(const Mat<float>& w, Precision precision)
     : w_(&w), precision_(precision), rows_(w.rows()), cols_(w.cols()) {
   const Eigen::Index M = rows_, K = cols_;
+  if (precision != Precision::kFloat32 && !w.allFinite())
+    throw Error(std::string("weights with a non-finite value have no ") + PrecisionName(precision) + " copy");
   if (precision == Precision::kBfloat16) {
     const Eigen::Index panels = (M + kBf16Rows - 1) / kBf16Rows, pairs = (K + 1) / 2;
     bf16_.assign(static_cast<size_t>(panels * pairs * kBf16Rows * 2), 0);
