@@ -217,6 +217,94 @@ TEST_F(TrainerTest, ResumeTakesTheOptionsThatMayChangeAndRefusesTheRest) {
   refused({{"out", "elsewhere"}}, "--out cannot be given with --resume");
 }
 
+TEST_F(TrainerTest, ATaskRunResumesExactly) {
+  TrainOptions o = TaskDefaults();
+  o.task = "adding";
+  o.task_length = 20;
+  o.model.hidden_size = 8;
+  o.batch = 4;
+  o.test_size = 16;
+  o.eval_every = 3;
+  o.max_steps = 8;
+  o.threads = 1;
+  o.out = (dir_ / "task-whole").string();
+  const TrainResult whole = Train(o, log_, false);
+  ASSERT_EQ(whole.steps, 8);
+  TrainOptions first = o;
+  first.out = (dir_ / "task-split").string();
+  first.max_steps = 3;
+  Train(first, log_, false);
+  ASSERT_EQ(Resume(first.out, {{"max-steps", 8}}, log_, false).steps, 8);
+  const Checkpoint a = LoadCheckpoint(fs::path(o.out) / "latest.safetensors");
+  const Checkpoint b = LoadCheckpoint(fs::path(first.out) / "latest.safetensors");
+  EXPECT_EQ(a.params.layers[0].weight_hh, b.params.layers[0].weight_hh);
+  EXPECT_EQ(a.params.decoder_weight, b.params.decoder_weight);
+  EXPECT_EQ(a.training->chunk, 8u);  // the next batch of the training stream
+  EXPECT_EQ(a.training->data, b.training->data);  // the stop criterion's window
+  EXPECT_EQ(a.training->data["stop"]["seen"], 32);
+  // The model the task needs, and its summary.
+  EXPECT_TRUE(a.config.dense_input());
+  EXPECT_EQ(a.config.input_size, 2);
+  EXPECT_EQ(a.config.head, Head::kRegression);
+  EXPECT_EQ(a.config.output_size, 1);
+  for (const char* key : {"task", "T", "cell", "seed", "solved", "train_sequences", "test_size", "test_wrong",
+                          "test_mse", "baseline"})
+    EXPECT_TRUE(whole.summary.contains(key)) << key;
+  EXPECT_EQ(whole.summary["train_sequences"], 32);
+  EXPECT_EQ(whole.summary["test_size"], 16);
+  EXPECT_NEAR(whole.summary["baseline"].get<double>(), 19.0 / 480, 1e-12);
+}
+
+TEST_F(TrainerTest, TrialsDifferOnlyInTheSeedAndAreSummarised) {
+  TrainOptions o = TaskDefaults();
+  o.task = "copy";
+  o.task_length = 5;
+  o.model.hidden_size = 8;
+  o.batch = 4;
+  o.test_size = 8;
+  o.max_steps = 3;
+  o.threads = 1;
+  o.out = (dir_ / "trials").string();
+  const TrainResult r = TrainTrials(o, 3, log_, false);
+  ASSERT_EQ(r.summary["runs"].size(), 3u);
+  EXPECT_EQ(r.summary["trials"], 3);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(r.summary["runs"][k]["seed"], 1 + k);
+    EXPECT_TRUE(fs::exists(fs::path(o.out) / ("seed-" + std::to_string(1 + k)) / "summary.json"));
+  }
+  const auto& nats = r.summary["stats"]["test_nats"];
+  double mean = 0;
+  for (int k = 0; k < 3; ++k) mean += r.summary["runs"][k]["test_nats"].get<double>() / 3;
+  EXPECT_NEAR(nats["mean"].get<double>(), mean, 1e-12);
+  EXPECT_LE(nats["min"].get<double>(), nats["max"].get<double>());
+  EXPECT_GT(nats["std"].get<double>(), 0.0);  // different seeds, different models
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(fs::path(o.out) / "summary.json")), r.summary);
+}
+
+TEST(TrainOptionsJson, AKeyMissingFromAnOlderCheckpointTakesItsDefaultAndAnUnknownOneIsRefused) {
+  TrainOptions o;
+  o.corpus = {"x.txt"};
+  o.lr = 0.01;
+  o.model.vocab_size = o.model.output_size = 7;
+  nlohmann::json j = TrainOptionsToJson(o);
+  j.erase("decay_every");
+  j["model"].erase("head");
+  j["model"].erase("output_size");
+  const TrainOptions back = TrainOptionsFromJson(j, "old.safetensors");
+  EXPECT_EQ(back.lr, 0.01);
+  EXPECT_EQ(back.decay_every, TrainOptions().decay_every);
+  EXPECT_EQ(back.model.head, Head::kSoftmax);
+  EXPECT_EQ(back.model.output_size, 7);
+  EXPECT_EQ(TrainOptionsToJson(back), TrainOptionsToJson(o));
+  j["frobnicate"] = 3;
+  try {
+    TrainOptionsFromJson(j, "new.safetensors");
+    ADD_FAILURE() << "an unknown option was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "new.safetensors: stored options have 'frobnicate', which this bptt does not know");
+  }
+}
+
 TEST_F(TrainerTest, ResumeRefusesADifferentCorpusNamingIt) {
   TrainOptions o = Options(GrammarText(300, 8), "corpus");
   o.max_steps = 3;

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# bptt task from the command line: --list, one-line errors for bad names and flags, a tiny run
+# with its summary, --resume of a task run, bptt decay on the task model, and sample/eval
+# refusing a model that is not a language model.
+#   tests/cli/task_cli_test.sh BPTT_BINARY
+set -uo pipefail
+bptt="$1"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+failures=0
+passes=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+pass() { passes=$((passes + 1)); }
+
+# expect_error NAME EXPECTED_TEXT ARGS...: non-zero exit, exactly one stderr line containing the text.
+expect_error() {
+  local name="$1" text="$2"
+  shift 2
+  "$bptt" "$@" > "$work/out" 2> "$work/err"
+  local status=$?
+  local lines
+  lines=$(wc -l < "$work/err")
+  if [ "$status" -eq 0 ]; then fail "$name: exit status 0"; return; fi
+  if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr: $(cat "$work/err")"; return; fi
+  if ! grep -qF -- "$text" "$work/err"; then fail "$name: stderr '$(cat "$work/err")' lacks '$text'"; return; fi
+  pass
+}
+
+if "$bptt" task --list > "$work/list"; then pass; else fail "--list: exit status $?"; fi
+for name in adding temporal-order temporal-order-3 adding-2ch copy; do
+  if grep -q "^$name " "$work/list"; then pass; else fail "--list does not name $name"; fi
+done
+
+expect_error "unknown task" 'unknown task "addition"' task addition --out "$work/x"
+expect_error "no name" "missing the task's NAME" task --out "$work/x"
+expect_error "no out" "--out is required" task adding --T 20
+expect_error "bad T" "--T must be at least 20" task adding --T 5 --out "$work/x"
+expect_error "T of temporal order" "--T does not apply to temporal-order" task temporal-order --T 50 --out "$work/x"
+expect_error "embed" "unrecognised option '--embed'" task copy --embed 4 --out "$work/x"
+expect_error "corpus" "unrecognised option '--corpus'" task copy --corpus x.txt --out "$work/x"
+expect_error "bad cell" "--cell 'lstn' is not one of" task copy --cell lstn --out "$work/x"
+
+small=(--hidden 8 --batch 4 --test-size 32 --threads 1)
+if "$bptt" task adding --T 20 "${small[@]}" --max-steps 4 --eval-every 2 --out "$work/add" > "$work/summary" 2> "$work/err"; then pass; else fail "tiny run: $(cat "$work/err")"; fi
+for key in task T cell seed solved train_sequences test_size test_wrong test_mse baseline; do
+  if grep -q "\"$key\"" "$work/add/summary.json"; then pass; else fail "summary.json lacks $key"; fi
+done
+if grep -q '"train_sequences": 16' "$work/add/summary.json"; then pass; else fail "train_sequences is not 4 x 4"; fi
+if "$bptt" train --resume "$work/add" --max-steps 6 > /dev/null 2> "$work/err"; then pass; else fail "resume a task run: $(cat "$work/err")"; fi
+if grep -q '"train_sequences": 24' "$work/add/summary.json"; then pass; else fail "resumed run's summary: $(cat "$work/add/summary.json")"; fi
+expect_error "resume with another T" "--T" train --resume "$work/add" --T 40
+if "$bptt" decay --checkpoint "$work/add/latest.safetensors" --batch 4 --out "$work/decay" > /dev/null 2> "$work/err"; then pass; else fail "decay on a task model: $(cat "$work/err")"; fi
+if [ -s "$work/decay/summary.json" ]; then pass; else fail "decay wrote no summary"; fi
+expect_error "sample a task model" "sampling needs a language model" sample "$work/add/latest.safetensors"
+echo "x" > "$work/text.txt"
+expect_error "eval a task model" "trained on a task" eval "$work/add/latest.safetensors" "$work/text.txt"
+
+if "$bptt" task copy --T 5 "${small[@]}" --max-steps 2 --trials 2 --out "$work/copy" > /dev/null 2> "$work/err"; then pass; else fail "trials: $(cat "$work/err")"; fi
+if [ -f "$work/copy/seed-1/summary.json" ] && [ -f "$work/copy/seed-2/summary.json" ] && grep -q '"trials": 2' "$work/copy/summary.json"; then pass; else fail "trials summaries"; fi
+
+echo "$passes passed, $failures failed"
+[ "$failures" -eq 0 ]
