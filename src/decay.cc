@@ -373,7 +373,7 @@ Batch<double> ScoredAt(const Batch<double>& data, int s) {
 
 Batch<double> CheckpointInputs(const Checkpoint& checkpoint, const std::string& text, int T, int B, uint64_t seed,
                                size_t* unknown) {
-  if (checkpoint.training && checkpoint.training->options.contains("task")) {
+  if (checkpoint.training && !TaskOf(checkpoint.training->options).empty()) {
     const TrainOptions o = TrainOptionsFromJson(checkpoint.training->options, "checkpoint");
     const std::unique_ptr<Task> task = Task::Make(o.task, o.task_length);
     Batch<float> batch;

@@ -42,7 +42,10 @@ std::string OptionText(const nlohmann::json& value) {
   if (value.is_string()) return value.get<std::string>();
   if (value.is_array()) {
     std::string out;
-    for (const auto& v : value) out += (out.empty() ? "" : " ") + OptionText(v);
+    for (const auto& v : value) {
+      if (!out.empty()) out += ' ';
+      out += OptionText(v);
+    }
     return out;
   }
   if (value.is_number_float()) {
@@ -53,11 +56,12 @@ std::string OptionText(const nlohmann::json& value) {
   return value.dump();
 }
 
-std::string DotsToSlashes(std::string_view key) {
-  std::string out(key);
-  for (char& ch : out)
-    if (ch == '.') ch = '/';
-  return out;
+nlohmann::json::json_pointer OptionPointer(std::string_view key) {
+  std::string path;
+  path.reserve(key.size() + 1);
+  path += '/';
+  for (const char ch : key) path += ch == '.' ? '/' : ch;
+  return nlohmann::json::json_pointer(path);
 }
 
 std::vector<std::string> LeafKeys(const nlohmann::json& json) {

@@ -231,13 +231,19 @@ TrainOptions TrainOptionsFromJson(const nlohmann::json& j, const std::string& so
     o.model.input_size = m.value("input_size", 0);
     o.model.output_size = m.value("output_size", o.model.vocab_size);
     o.model.head = ParseHead(m.value("head", std::string("softmax")), "model head");
-    if (j.contains("task")) o.task = j.at("task").value("name", std::string());
+    o.task = TaskOf(j);
   } catch (const nlohmann::json::exception& e) {
     throw Error(source + ": stored options are malformed: " + e.what());
   } catch (const Error& e) {
     throw Error(source + ": stored options are malformed: " + e.what());
   }
   return o;
+}
+
+std::string TaskOf(const nlohmann::json& j) {
+  if (!j.contains("task") || !j.at("task").is_object()) return "";
+  const nlohmann::json& task = j.at("task");
+  return task.contains("name") && task.at("name").is_string() ? task.at("name").get<std::string>() : "";
 }
 
 namespace {

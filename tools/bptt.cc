@@ -23,6 +23,7 @@ constexpr Command kCommands[] = {
     {"inspect", bptt::cli::Inspect, "show a checkpoint's configuration, vocabulary and metrics"},
     {"tokenize", bptt::cli::Tokenize, "build and show the vocabulary of a corpus"},
     {"decay", bptt::cli::Decay, "measure how gradients decay or explode over timesteps"},
+    {"gradcheck", bptt::cli::Gradcheck, "backpropagated gradients against central differences, and what each costs"},
     {"task", bptt::cli::Task, "train and score a model on a long-lag experiment (adding, temporal order, copy)"},
 };
 

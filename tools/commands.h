@@ -12,5 +12,6 @@ int Inspect(int argc, char** argv);
 int Tokenize(int argc, char** argv);
 int Decay(int argc, char** argv);
 int Task(int argc, char** argv);
+int Gradcheck(int argc, char** argv);
 
 }  // namespace bptt::cli

@@ -12,6 +12,7 @@
 #include "bptt/decay.h"
 #include "bptt/error.h"
 #include "bptt/init.h"
+#include "bptt/trainer.h"
 #include "commands.h"
 
 namespace po = boost::program_options;
@@ -171,7 +172,7 @@ int Decay(int argc, char** argv) {
 
   for (const auto& path : checkpoint_paths) {
     const Checkpoint checkpoint = LoadCheckpoint(path);
-    const bool task = checkpoint.training && checkpoint.training->options.contains("task");
+    const bool task = checkpoint.training && !TaskOf(checkpoint.training->options).empty();
     if (task && (!vm["steps"].defaulted() || !corpus.empty()))
       throw Error(path + " was trained on a task; its sequences are the task's, so --steps and --corpus do not apply");
     size_t unknown = 0;

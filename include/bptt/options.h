@@ -133,8 +133,8 @@ std::vector<OptionSpec<Outer>> Nest(std::span<const OptionSpec<Inner>> inner, un
   return out;
 }
 
-// "model.hidden_size" -> "model/hidden_size", a JSON pointer's path.
-std::string DotsToSlashes(std::string_view key);
+// "model.hidden_size" -> the JSON pointer "/model/hidden_size".
+nlohmann::json::json_pointer OptionPointer(std::string_view key);
 // Every leaf of a JSON object as a dotted key ("model.hidden_size"); arrays are leaves.
 std::vector<std::string> LeafKeys(const nlohmann::json& json);
 
@@ -143,7 +143,7 @@ template <typename Options>
 nlohmann::json ToJson(std::span<const OptionSpec<Options>> specs, const Options& options) {
   nlohmann::json out = nlohmann::json::object();
   for (const auto& spec : specs)
-    if (!spec.key.empty()) out[nlohmann::json::json_pointer("/" + DotsToSlashes(spec.key))] = spec.get(options);
+    if (!spec.key.empty()) out[OptionPointer(spec.key)] = spec.get(options);
   return out;
 }
 
@@ -162,7 +162,7 @@ Options FromJson(std::span<const OptionSpec<Options>> specs, const nlohmann::jso
   }
   for (const auto& spec : specs) {
     if (spec.key.empty()) continue;
-    const nlohmann::json::json_pointer at("/" + DotsToSlashes(spec.key));
+    const nlohmann::json::json_pointer at = OptionPointer(spec.key);
     if (!json.contains(at)) continue;
     try {
       spec.set(defaults, json.at(at));

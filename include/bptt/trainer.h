@@ -106,6 +106,9 @@ TrainOptions TaskDefaults();
 nlohmann::json TrainOptionsToJson(const TrainOptions& options);
 TrainOptions TrainOptionsFromJson(const nlohmann::json& json, const std::string& source);
 
+// The task a run with these stored options trained on; "" for a corpus (a language model).
+std::string TaskOf(const nlohmann::json& stored_options);
+
 enum class TrainEnd { kFinished, kSolved, kInterrupted, kDiverged };
 
 struct TrainResult {

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# bptt gradcheck from the command line: a fresh model passes with exit status 0, --json holds the
+# documented keys, a threshold it cannot meet gives exit status 2, a checkpoint is checked with
+# its own model, and model flags beside a checkpoint are refused.
+#   tests/cli/gradcheck_cli_test.sh BPTT_BINARY
+set -uo pipefail
+bptt="$1"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+failures=0
+passes=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+pass() { passes=$((passes + 1)); }
+
+if "$bptt" gradcheck --cell gru --hidden 6 --layers 2 > "$work/out" 2> "$work/err"; then pass; else fail "fresh gru: $(cat "$work/err")"; fi
+grep -q "overall max relative error" "$work/out" && pass || fail "no overall error: $(cat "$work/out")"
+if "$bptt" gradcheck --cell lstm --hidden 5 --sample 4 --json > "$work/json" 2> "$work/err"; then pass; else fail "--json: $(cat "$work/err")"; fi
+for key in max_rel_error backward_s fd_s_per_parameter parameters ratio; do
+  grep -q "\"$key\"" "$work/json" && pass || fail "--json lacks $key"
+done
+"$bptt" gradcheck --cell rnn-tanh --hidden 4 --threshold 1e-30 > /dev/null 2> "$work/err"
+status=$?
+[ "$status" -eq 2 ] && pass || fail "an unmet threshold gave exit status $status"
+grep -q "above --threshold" "$work/err" && pass || fail "no threshold message: $(cat "$work/err")"
+printf 'abcabcabc\n%.0s' $(seq 1 300) > "$work/corpus.txt"
+"$bptt" train --corpus "$work/corpus.txt" --hidden 8 --layers 1 --batch 2 --seq-len 8 --max-steps 2 --threads 1 --out "$work/run" > /dev/null 2>&1 || fail "training the checkpoint"
+if "$bptt" gradcheck "$work/run/latest.safetensors" --sample 3 > "$work/out" 2> "$work/err"; then pass; else fail "checkpoint: $(cat "$work/err")"; fi
+"$bptt" gradcheck "$work/run/latest.safetensors" --hidden 16 > /dev/null 2> "$work/err" && fail "--hidden beside a checkpoint was accepted" || pass
+grep -q -- "--hidden describes a fresh model" "$work/err" && pass || fail "message: $(cat "$work/err")"
+
+echo "$passes passed, $failures failed"
+[ "$failures" -eq 0 ]
