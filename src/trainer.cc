@@ -107,9 +107,13 @@ class Run {
     omp_set_num_threads(threads);
     Eigen::setNbThreads(threads);
 
-    const auto files = ListCorpusFiles(o_.corpus);
+    const CorpusFiles listed = ListCorpusFiles(o_.corpus);
+    if (!listed.skipped.empty()) {
+      WriteSkippedList(listed.skipped, dir_ / "skipped-files.txt");
+      log_ << "bptt train: " << SkippedSummary(listed.skipped) << "; list in " << (dir_ / "skipped-files.txt").string() << "\n";
+    }
     corpus_ = std::make_unique<EncodedCorpus>(
-        EncodedCorpus::Build(files, o_.tokenizer, dir_ / "corpus.ids", resume ? &resume->vocab : nullptr));
+        EncodedCorpus::Build(listed.files, o_.tokenizer, dir_ / "corpus.ids", resume ? &resume->vocab : nullptr));
     if (corpus_->replacements() > 0)
       log_ << "bptt train: replaced " << corpus_->replacements() << " invalid UTF-8 sequences with U+FFFD\n";
     vocab_ = corpus_->vocab();

@@ -78,5 +78,20 @@ if "$bptt" train --resume "$work/kill" --max-steps $((before + 2)) > /dev/null 2
 after=$("$bptt" inspect --json "$work/kill/latest.safetensors" | sed -n 's/^  "step": *\([0-9]*\).*/\1/p' | head -1)
 [ "$after" = "$((before + 2))" ] && pass || fail "resume after SIGKILL: step $after, expected $((before + 2))"
 
+# A directory walk skips empty and binary files, says so in one line and lists them in the run directory.
+mkdir -p "$work/mixed"
+cp "$work/corpus.txt" "$work/mixed/a.txt"
+: > "$work/mixed/empty.txt"
+printf 'ELF\0\1\2' > "$work/mixed/program"
+if "$bptt" train --corpus "$work/mixed" --layers 1 --seq-len 16 --threads 1 --hidden 32 --batch 4 --max-steps 2 \
+     --out "$work/mixed-run" > /dev/null 2> "$work/mixed.err"; then pass; else fail "walk with skipped files: $(cat "$work/mixed.err")"; fi
+summary="skipped 2 files: 1 empty, 1 not text; list in $work/mixed-run/skipped-files.txt"
+if [ "$(grep -c '^bptt train: skipped' "$work/mixed.err")" = 1 ] && grep -qxF "bptt train: $summary" "$work/mixed.err"; then pass
+else fail "walk with skipped files: no line '$summary' in: $(cat "$work/mixed.err")"; fi
+expected_list="$work/mixed/empty.txt: empty
+$work/mixed/program: not text (NUL byte at byte 3)"
+if [ "$(cat "$work/mixed-run/skipped-files.txt" 2>&1)" = "$expected_list" ]; then pass
+else fail "skipped-files.txt: '$(cat "$work/mixed-run/skipped-files.txt" 2>&1)'"; fi
+
 echo "$passes passed, $failures failed"
 [ "$failures" -eq 0 ]
