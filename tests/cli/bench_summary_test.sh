@@ -5,12 +5,7 @@
 #   tests/cli/bench_summary_test.sh PATH/TO/bench/summarize.py
 set -uo pipefail
 summarize="$1"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-failures=0
-passes=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { passes=$((passes + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
 
 for t in 1 2; do
   echo '{"eigen_gflops": 100, "openblas_gflops": 200}' > "$work/peak$t.0.json"
@@ -74,5 +69,4 @@ header=$(grep '^config ' "$work/out")
 case "$header" in *"fp32 ratio"*"best ratio"*) pass ;; *) fail "table header: $header" ;; esac
 grep -q '^big .* 1\.6 .* 5\.5 (int8)' "$work/out" && pass || fail "big row: $(grep '^big ' "$work/out")"
 
-echo "$passes passed, $failures failed"
-[ "$failures" -eq 0 ]
+finish

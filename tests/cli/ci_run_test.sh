@@ -6,12 +6,7 @@
 #   tests/cli/ci_run_test.sh SOURCE_DIR
 set -uo pipefail
 source_dir="$1"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-failures=0
-passes=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { passes=$((passes + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
 
 # A scratch checkout: the real .ci/run and README.md, a stub .ci/install-deps.
 mkdir -p "$work/repo/.ci" "$work/bin"
@@ -83,5 +78,4 @@ if run_ci ""; then fail "README differs: exit status 0"; else pass; fi
 [ "$(wc -l < "$work/out")" -eq 1 ] && grep -qF "README.md does not give the test command" "$work/out" && pass ||
   fail "README differs: output '$(cat "$work/out")'"
 
-echo "$passes passed, $failures failed"
-[ "$failures" -eq 0 ]
+finish

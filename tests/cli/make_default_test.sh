@@ -12,26 +12,8 @@ if [ "$(dpkg-query -W -f='${Status}' fortunes 2> /dev/null)" != "install ok inst
   echo "SKIP: the fortunes package is not installed (apt-get install fortunes)"
   exit 77
 fi
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-failures=0
-passes=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { passes=$((passes + 1)); }
-
-# expect_error NAME EXPECTED_TEXT ARGS...: non-zero exit, exactly one stderr line containing the text.
-expect_error() {
-  local name="$1" text="$2"
-  shift 2
-  "$make_default" "$@" > "$work/out" 2> "$work/err"
-  local status=$?
-  local lines
-  lines=$(wc -l < "$work/err")
-  if [ "$status" -eq 0 ]; then fail "$name: exit status 0"; return; fi
-  if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr: $(cat "$work/err")"; return; fi
-  if ! grep -qF -- "$text" "$work/err"; then fail "$name: stderr '$(cat "$work/err")' lacks '$text'"; return; fi
-  pass
-}
+program="$make_default"
+source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
 
 # The package as installed: the result has the manifest's size and SHA-256.
 if "$make_default" --out "$work/default.txt" > /dev/null 2> "$work/err"; then pass; else fail "default: $(cat "$work/err")"; fi
@@ -65,5 +47,4 @@ expect_error "missing file" "$package_dir/no-such-fortunes: missing" --file-list
 expect_error "unknown flag" "unknown argument '--form'" --form "$work/extra"
 expect_error "flag without value" "--out needs a value" --out
 
-echo "$passes passed, $failures failed"
-[ "$failures" -eq 0 ]
+finish

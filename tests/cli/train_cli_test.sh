@@ -5,12 +5,8 @@
 #   tests/cli/train_cli_test.sh BPTT_BINARY
 set -uo pipefail
 bptt="$1"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-failures=0
-passes=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { passes=$((passes + 1)); }
+program="$bptt"
+source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
 
 # A corpus of ~60 KB of varied lines.
 for i in $(seq 1 2000); do
@@ -18,20 +14,6 @@ for i in $(seq 1 2000); do
 done > "$work/corpus.txt"
 base=(--corpus "$work/corpus.txt" --layers 1 --seq-len 16 --threads 1)
 small=("${base[@]}" --hidden 32 --batch 4)
-
-# expect_error NAME EXPECTED_TEXT ARGS...: non-zero exit, exactly one stderr line containing the text.
-expect_error() {
-  local name="$1" text="$2"
-  shift 2
-  "$bptt" "$@" > "$work/out" 2> "$work/err"
-  local status=$?
-  local lines
-  lines=$(wc -l < "$work/err")
-  if [ "$status" -eq 0 ]; then fail "$name: exit status 0"; return; fi
-  if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr: $(cat "$work/err")"; return; fi
-  if ! grep -qF -- "$text" "$work/err"; then fail "$name: stderr '$(cat "$work/err")' lacks '$text'"; return; fi
-  pass
-}
 
 expect_error "negative hidden" "--hidden must be positive" train "${base[@]}" --batch 4 --hidden -1 --out "$work/x"
 expect_error "zero batch" "--batch must be positive" train "${base[@]}" --hidden 32 --batch 0 --out "$work/x"
@@ -93,5 +75,4 @@ $work/mixed/program: not text (NUL byte at byte 3)"
 if [ "$(cat "$work/mixed-run/skipped-files.txt" 2>&1)" = "$expected_list" ]; then pass
 else fail "skipped-files.txt: '$(cat "$work/mixed-run/skipped-files.txt" 2>&1)'"; fi
 
-echo "$passes passed, $failures failed"
-[ "$failures" -eq 0 ]
+finish
