@@ -47,7 +47,7 @@ ctest --test-dir build-portable --output-on-failure --no-tests=error -j2 -L ^(gr
 cmake -S . -B build-debug -DCMAKE_BUILD_TYPE=Debug
 cmake --build build-debug -j2 --target gradient_test torch_reference_test sampler_test sampler_precision_test
 ctest --test-dir build-debug --output-on-failure --no-tests=error -j2 -L ^(gradient_test|torch_reference_test|sampler_test|sampler_precision_test)\$
-cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBPTT_SANITIZE=ON
+cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG -DBPTT_SANITIZE=ON
 cmake --build build-sanitize -j2
 ctest --test-dir build-sanitize --output-on-failure --no-tests=error -j2"
 # The focused list may grow: compare the steps with the targets the script lists.
