@@ -88,7 +88,7 @@ struct Args {
 bptt::EncodedCorpus LoadCorpus(const Args& a) {
   std::filesystem::create_directories(a.work_dir);
   const auto path = std::filesystem::path(a.work_dir) / ("corpus." + std::to_string(getpid()) + ".ids");
-  bptt::EncodedCorpus corpus = bptt::EncodedCorpus::Build(bptt::ListCorpusFiles({a.corpus}), {}, path);
+  bptt::EncodedCorpus corpus = bptt::EncodedCorpus::Build(bptt::ListCorpusFiles({a.corpus}).files, {}, path);
   std::filesystem::remove(path);
   return corpus;
 }

@@ -9,7 +9,9 @@
 #include <array>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string_view>
@@ -17,6 +19,7 @@
 #include <utility>
 
 #include "bptt/error.h"
+#include "utf8.h"
 
 namespace bptt {
 namespace fs = std::filesystem;
@@ -90,6 +93,54 @@ void ReadInPieces(const fs::path& path, const std::function<void(std::string_vie
 bool IsHidden(const fs::path& path) {
   const std::string name = path.filename().string();
   return !name.empty() && name[0] == '.';
+}
+
+// What a file holds, judged from its size and its first kTextSampleBytes.
+enum class Content {
+  kText,
+  kEmpty,
+  kBinary,         // a NUL byte
+  kOtherEncoding,  // most non-ASCII bytes outside well-formed UTF-8 sequences
+};
+
+struct Examined {
+  Content kind = Content::kText;
+  std::string detail;  // what showed it, for kBinary and kOtherEncoding
+};
+
+Examined Examine(const fs::path& file) {
+  std::error_code error;
+  const uintmax_t size = fs::file_size(file, error);
+  if (error) throw Error(file.string() + ": " + error.message());
+  if (size == 0) return {Content::kEmpty, ""};
+  File in(std::fopen(file.c_str(), "rb"));
+  if (!in) throw Error(file.string() + ": cannot open: " + ErrnoText());
+  std::array<char, kTextSampleBytes> buffer;
+  const size_t n = std::fread(buffer.data(), 1, buffer.size(), in.get());
+  if (std::ferror(in.get())) throw Error(file.string() + ": read failed: " + ErrnoText());
+  const std::string_view sample(buffer.data(), n);
+  if (const size_t nul = sample.find('\0'); nul != std::string_view::npos) {
+    return {Content::kBinary, "NUL byte at byte " + std::to_string(nul)};
+  }
+  size_t non_ascii = 0, ill_formed = 0;
+  for (size_t i = 0; i < sample.size();) {
+    if (static_cast<unsigned char>(sample[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    const int length = CheckUtf8Sequence(sample.substr(i));
+    if (length == 0) break;  // the sample ends inside a sequence
+    const auto bytes = static_cast<size_t>(std::abs(length));
+    non_ascii += bytes;
+    if (length < 0) ill_formed += bytes;
+    i += bytes;
+  }
+  if (2 * ill_formed > non_ascii) {
+    return {Content::kOtherEncoding, std::to_string(ill_formed) + " of the " +
+                                         std::to_string(non_ascii) + " non-ASCII bytes in the first " +
+                                         std::to_string(n) + " bytes are not UTF-8"};
+  }
+  return {};
 }
 
 // Writes ids to a temporary file next to `path` and renames it to `path` on Commit; the
@@ -167,8 +218,8 @@ class IdsWriter {
 
 }  // namespace
 
-std::vector<fs::path> ListCorpusFiles(const std::vector<std::string>& paths) {
-  std::vector<fs::path> files;
+CorpusFiles ListCorpusFiles(const std::vector<std::string>& paths) {
+  CorpusFiles corpus;
   for (const std::string& name : paths) {
     const fs::path path(name);
     std::error_code error;
@@ -187,22 +238,53 @@ std::vector<fs::path> ListCorpusFiles(const std::vector<std::string>& paths) {
         if (fs::is_regular_file(it->symlink_status())) found.push_back(it->path());
       }
       if (error) throw Error(name + ": cannot list: " + error.message());
-      if (found.empty()) throw Error(name + ": directory has no text files");
       std::sort(found.begin(), found.end());
-      files.insert(files.end(), found.begin(), found.end());
+      const size_t text_before = corpus.files.size();
+      for (const fs::path& file : found) {
+        Examined examined = Examine(file);
+        if (examined.kind == Content::kText) {
+          corpus.files.push_back(file);
+        } else {
+          const SkipReason reason =
+              examined.kind == Content::kEmpty ? SkipReason::kEmpty : SkipReason::kNotText;
+          corpus.skipped.push_back({file, reason, std::move(examined.detail)});
+        }
+      }
+      if (corpus.files.size() == text_before) throw Error(name + ": directory has no text files");
     } else if (fs::is_regular_file(status)) {
-      files.push_back(path);
+      const Examined examined = Examine(path);
+      if (examined.kind == Content::kEmpty) throw Error(name + ": empty file");
+      if (examined.kind == Content::kBinary) throw Error(name + ": not text (" + examined.detail + ")");
+      corpus.files.push_back(path);
     } else {
       throw Error(name + ": not a regular file or directory");
     }
   }
-  for (const fs::path& file : files) {
-    std::error_code error;
-    const uintmax_t size = fs::file_size(file, error);
-    if (error) throw Error(file.string() + ": " + error.message());
-    if (size == 0) throw Error(file.string() + ": empty file");
-  }
-  return files;
+  return corpus;
+}
+
+std::string_view SkipReasonName(SkipReason reason) {
+  return reason == SkipReason::kEmpty ? "empty" : "not text";
+}
+
+std::string SkippedSummary(const std::vector<SkippedFile>& skipped) {
+  const auto empty = static_cast<size_t>(std::count_if(
+      skipped.begin(), skipped.end(), [](const SkippedFile& s) { return s.reason == SkipReason::kEmpty; }));
+  return "skipped " + std::to_string(skipped.size()) + " files: " + std::to_string(empty) + " empty, " +
+         std::to_string(skipped.size() - empty) + " not text";
+}
+
+std::string SkippedLine(const SkippedFile& file) {
+  std::string line = file.path.string() + ": " + std::string(SkipReasonName(file.reason));
+  if (!file.detail.empty()) line += " (" + file.detail + ")";
+  return line;
+}
+
+void WriteSkippedList(const std::vector<SkippedFile>& skipped, const fs::path& list) {
+  std::ofstream out(list, std::ios::trunc);
+  for (const SkippedFile& file : skipped) out << SkippedLine(file) << "\n";
+  out.close();
+  if (!out) throw Error(list.string() + ": cannot write");
 }
 
 CorpusSplits SplitCorpus(size_t n, double val_frac, double test_frac) {

@@ -34,9 +34,14 @@ class CorpusData final : public TrainData {
  public:
   CorpusData(const TrainOptions& o, const std::filesystem::path& dir, const Checkpoint* resume, std::ostream& log)
       : o_(o) {
-    const auto files = ListCorpusFiles(o.corpus);
+    const CorpusFiles listed = ListCorpusFiles(o.corpus);
+    if (!listed.skipped.empty()) {
+      WriteSkippedList(listed.skipped, dir / "skipped-files.txt");
+      log << "bptt train: " << SkippedSummary(listed.skipped) << "; list in " << (dir / "skipped-files.txt").string()
+          << "\n";
+    }
     corpus_ = std::make_unique<EncodedCorpus>(
-        EncodedCorpus::Build(files, o.tokenizer, dir / "corpus.ids", resume ? &resume->vocab : nullptr));
+        EncodedCorpus::Build(listed.files, o.tokenizer, dir / "corpus.ids", resume ? &resume->vocab : nullptr));
     if (corpus_->replacements() > 0)
       log << "bptt train: replaced " << corpus_->replacements() << " invalid UTF-8 sequences with U+FFFD\n";
     fingerprint_ = Fingerprint(*corpus_);

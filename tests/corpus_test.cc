@@ -62,9 +62,45 @@ TEST_F(CorpusTest, ListsDirectoriesSortedWithoutHiddenFiles) {
   Write("d/.hidden", "h");
   Write("d/.git/config", "g");
   const fs::path single = Write("z.txt", "z");
-  const std::vector<fs::path> files = ListCorpusFiles({single.string(), (dir_ / "d").string()});
-  EXPECT_EQ(files, (std::vector<fs::path>{single, dir_ / "d/a.txt", dir_ / "d/b.txt",
-                                          dir_ / "d/sub/c.txt"}));
+  const CorpusFiles listed = ListCorpusFiles({single.string(), (dir_ / "d").string()});
+  EXPECT_EQ(listed.files, (std::vector<fs::path>{single, dir_ / "d/a.txt", dir_ / "d/b.txt",
+                                                 dir_ / "d/sub/c.txt"}));
+  EXPECT_TRUE(listed.skipped.empty());
+}
+
+TEST_F(CorpusTest, WalkSkipsEmptyAndNonTextFilesWithTheirReasons) {
+  Write("d/a.txt", "plain ASCII text\n");
+  Write("d/b.txt", "caf\xC3\xA9 na\xC3\xAFve \xE2\x9C\x93\n");  // well-formed UTF-8
+  // Mostly UTF-8 with one damaged byte: text (the tokenizer's OnInvalid decides about the byte).
+  Write("d/c.txt", "\xC3\xA9\xC3\xA9\xC3\xA9 \xFF \xE2\x9C\x93\n");
+  Write("d/empty.txt", "");
+  // A NUL byte past the first 1000 bytes, inside the sample.
+  Write("d/sub/binary.bin", std::string(1000, 'x') + '\0' + "yz");
+  Write("d/latin1.txt", "caf\xE9, na\xEFve, \xA9 2024\n");  // Latin-1: every non-ASCII byte ill-formed
+  // A NUL past the sample is not looked at: the file is listed and the tokenizer reports it.
+  Write("d/late_nul.txt", std::string(kTextSampleBytes, 'x') + '\0');
+  const CorpusFiles listed = ListCorpusFiles({(dir_ / "d").string()});
+  EXPECT_EQ(listed.files, (std::vector<fs::path>{dir_ / "d/a.txt", dir_ / "d/b.txt", dir_ / "d/c.txt",
+                                                 dir_ / "d/late_nul.txt"}));
+  ASSERT_EQ(listed.skipped.size(), 3u);
+  EXPECT_EQ(SkippedLine(listed.skipped[0]), (dir_ / "d/empty.txt").string() + ": empty");
+  EXPECT_EQ(listed.skipped[0].reason, SkipReason::kEmpty);
+  EXPECT_EQ(SkippedLine(listed.skipped[1]),
+            (dir_ / "d/latin1.txt").string() +
+                ": not text (3 of the 3 non-ASCII bytes in the first 20 bytes are not UTF-8)");
+  EXPECT_EQ(listed.skipped[1].reason, SkipReason::kNotText);
+  EXPECT_EQ(SkippedLine(listed.skipped[2]),
+            (dir_ / "d/sub/binary.bin").string() + ": not text (NUL byte at byte 1000)");
+  EXPECT_EQ(listed.skipped[2].reason, SkipReason::kNotText);
+  EXPECT_EQ(SkippedSummary(listed.skipped), "skipped 3 files: 1 empty, 2 not text");
+
+  const fs::path list = dir_ / "skipped-files.txt";
+  WriteSkippedList(listed.skipped, list);
+  std::ifstream in(list);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  EXPECT_EQ(lines, (std::vector<std::string>{SkippedLine(listed.skipped[0]), SkippedLine(listed.skipped[1]),
+                                             SkippedLine(listed.skipped[2])}));
 }
 
 TEST_F(CorpusTest, ListingErrors) {
@@ -74,10 +110,21 @@ TEST_F(CorpusTest, ListingErrors) {
   const std::string hidden_only = (dir_ / "hidden_only").string();
   EXPECT_EQ(ErrorOf([&] { ListCorpusFiles({hidden_only}); }),
             hidden_only + ": directory has no text files");
-  const fs::path empty = Write("e/empty.txt", "");
-  Write("e/full.txt", "x");
-  EXPECT_EQ(ErrorOf([&] { ListCorpusFiles({(dir_ / "e").string()}); }),
-            empty.string() + ": empty file");
+  Write("skipped_only/empty.txt", "");
+  Write("skipped_only/zeros.bin", std::string(8, '\0'));
+  const std::string skipped_only = (dir_ / "skipped_only").string();
+  EXPECT_EQ(ErrorOf([&] { ListCorpusFiles({skipped_only}); }),
+            skipped_only + ": directory has no text files");
+}
+
+TEST_F(CorpusTest, NamedEmptyOrBinaryFileIsAnError) {
+  const std::string empty = Write("empty.txt", "").string();
+  EXPECT_EQ(ErrorOf([&] { ListCorpusFiles({empty}); }), empty + ": empty file");
+  const std::string binary = Write("binary.bin", std::string("ab\0cd", 5)).string();
+  EXPECT_EQ(ErrorOf([&] { ListCorpusFiles({binary}); }), binary + ": not text (NUL byte at byte 2)");
+  // Named, a file in another encoding is listed: the tokenizer reports (or replaces) its bytes.
+  const fs::path latin1 = Write("latin1.txt", "caf\xE9\n");
+  EXPECT_EQ(ListCorpusFiles({latin1.string()}).files, std::vector<fs::path>{latin1});
 }
 
 TEST_F(CorpusTest, BuildWritesOneBytePerSymbolAndReopens) {

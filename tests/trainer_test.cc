@@ -336,7 +336,7 @@ TEST_F(TrainerTest, DropoutIsDrawnFromTheSeed) {
     ModelParams<float> params, grads = ModelParams<float>::Zeros(config);
     Rng init(seed);
     Initialize(config, o.init, init, params);
-    const EncodedCorpus corpus = EncodedCorpus::Build(ListCorpusFiles(o.corpus), o.tokenizer, dir_ / "ids");
+    const EncodedCorpus corpus = EncodedCorpus::Build(ListCorpusFiles(o.corpus).files, o.tokenizer, dir_ / "ids");
     BatchStream stream(corpus, SplitCorpus(corpus.size(), o.val_frac, 0).train, o.batch, o.seq_len);
     Batch<float> batch;
     batch.B = o.batch;

@@ -86,7 +86,8 @@ int Tokenize(int argc, char** argv) {
 
   // Encode the corpus as training does (ids file, memory-mapped), then check it symbol by
   // symbol against a fresh segmentation of the text.
-  const std::vector<fs::path> files = ListCorpusFiles(corpus);
+  const CorpusFiles listed = ListCorpusFiles(corpus);
+  const std::vector<fs::path>& files = listed.files;
   const TemporaryFile ids{fs::temp_directory_path() / ("bptt-tokenize-" + std::to_string(::getpid()) + ".ids")};
   const EncodedCorpus encoded = EncodedCorpus::Build(files, o, ids.path);
   const Vocab& vocab = encoded.vocab();
@@ -138,6 +139,10 @@ int Tokenize(int argc, char** argv) {
             << (vocab.options().normalize && vocab.options().unit != Unit::kByte ? ", NFC" : ", not normalised") << "\n"
             << "vocabulary   " << V << " symbols" << (vocab.unknown_id() >= 0 ? " (with <unk>)" : "") << "\n"
             << "symbols      " << total << " (" << text_bytes << " bytes of normalised text)\n";
+  if (!listed.skipped.empty()) {
+    std::cout << SkippedSummary(listed.skipped) << ":\n";
+    for (const SkippedFile& file : listed.skipped) std::cout << "  " << SkippedLine(file) << "\n";
+  }
   if (encoded.replacements() > 0) std::cout << "invalid      " << encoded.replacements() << " ill-formed UTF-8 sequences replaced by U+FFFD\n";
   std::cout << "top " << top << " symbols:\n";
   for (size_t k = 0; k < top; ++k) {

@@ -6,7 +6,7 @@
 // in memory as text or as int32. The EncodedCorpus owns its mapping (move-only) and its Vocab;
 // a BatchStream reads an EncodedCorpus that must outlive it.
 //
-//   EncodedCorpus corpus = EncodedCorpus::Build(ListCorpusFiles({"corpora"}), {}, "ids.bin");
+//   EncodedCorpus corpus = EncodedCorpus::Build(ListCorpusFiles({"corpora"}).files, {}, "ids.bin");
 //   CorpusSplits splits = SplitCorpus(corpus.size(), 0.05, 0.05);
 //   BatchStream train(corpus, splits.train, B, T);  Ids x, y;  while (train.Next(x, y) > 0) ...
 #pragma once
@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bptt/tensor.h"
@@ -22,11 +23,44 @@
 
 namespace bptt {
 
+// Why a directory walk leaves a file out of the corpus.
+enum class SkipReason {
+  kEmpty,    // no bytes
+  kNotText,  // a NUL byte in the first kTextSampleBytes, or most of the non-ASCII bytes there
+             // outside well-formed UTF-8 sequences (text in another encoding)
+};
+std::string_view SkipReasonName(SkipReason reason);  // "empty", "not text"
+
+// Bytes at the start of a file that decide whether it is text; as with grep -I, the rest of the
+// file is not looked at.
+inline constexpr size_t kTextSampleBytes = 4096;
+
+struct SkippedFile {
+  std::filesystem::path path;
+  SkipReason reason;
+  std::string detail;  // e.g. "NUL byte at byte 12"; empty for kEmpty
+};
+
+// A corpus's files in reading order, and the files its directory walks left out.
+struct CorpusFiles {
+  std::vector<std::filesystem::path> files;
+  std::vector<SkippedFile> skipped;  // in walk order
+};
+
 // The files named by `paths`, in order: a file as itself, a directory as every regular file
 // below it (symbolic links are not followed) whose name and directories do not start with '.',
-// sorted by path. Throws bptt::Error for a missing path, a directory without such files, or an
-// empty file.
-std::vector<std::filesystem::path> ListCorpusFiles(const std::vector<std::string>& paths);
+// sorted by path, except the empty and not-text files, which go to `skipped`. A file with a few
+// ill-formed UTF-8 sequences is text: the tokenizer's OnInvalid decides what becomes of them.
+// Throws bptt::Error for a missing path, a directory without text files, or a file named in
+// `paths` that is empty or holds a NUL byte in its first kTextSampleBytes.
+CorpusFiles ListCorpusFiles(const std::vector<std::string>& paths);
+
+// "skipped N files: K empty, M not text", for a non-empty `skipped`.
+std::string SkippedSummary(const std::vector<SkippedFile>& skipped);
+// "PATH: REASON", or "PATH: REASON (DETAIL)".
+std::string SkippedLine(const SkippedFile& file);
+// Writes SkippedLine of each skipped file, one a line, to `list` (replacing it).
+void WriteSkippedList(const std::vector<SkippedFile>& skipped, const std::filesystem::path& list);
 
 // Symbols [begin, end) of the stream.
 struct SymbolRange {

@@ -5,12 +5,8 @@
 #   tests/cli/train_cli_test.sh BPTT_BINARY
 set -uo pipefail
 bptt="$1"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-failures=0
-passes=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { passes=$((passes + 1)); }
+program="$bptt"
+source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
 
 # A corpus of ~60 KB of varied lines.
 for i in $(seq 1 2000); do
@@ -18,20 +14,6 @@ for i in $(seq 1 2000); do
 done > "$work/corpus.txt"
 base=(--corpus "$work/corpus.txt" --layers 1 --seq-len 16 --threads 1)
 small=("${base[@]}" --hidden 32 --batch 4)
-
-# expect_error NAME EXPECTED_TEXT ARGS...: non-zero exit, exactly one stderr line containing the text.
-expect_error() {
-  local name="$1" text="$2"
-  shift 2
-  "$bptt" "$@" > "$work/out" 2> "$work/err"
-  local status=$?
-  local lines
-  lines=$(wc -l < "$work/err")
-  if [ "$status" -eq 0 ]; then fail "$name: exit status 0"; return; fi
-  if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr: $(cat "$work/err")"; return; fi
-  if ! grep -qF -- "$text" "$work/err"; then fail "$name: stderr '$(cat "$work/err")' lacks '$text'"; return; fi
-  pass
-}
 
 expect_error "negative hidden" "--hidden must be positive" train "${base[@]}" --batch 4 --hidden -1 --out "$work/x"
 expect_error "zero batch" "--batch must be positive" train "${base[@]}" --hidden 32 --batch 0 --out "$work/x"
@@ -86,5 +68,19 @@ if "$bptt" train --resume "$work/kill" --max-steps $((before + 2)) > /dev/null 2
 after=$("$bptt" inspect --json "$work/kill/latest.safetensors" | sed -n 's/^  "step": *\([0-9]*\).*/\1/p' | head -1)
 [ "$after" = "$((before + 2))" ] && pass || fail "resume after SIGKILL: step $after, expected $((before + 2))"
 
-echo "$passes passed, $failures failed"
-[ "$failures" -eq 0 ]
+# A directory walk skips empty and binary files, says so in one line and lists them in the run directory.
+mkdir -p "$work/mixed"
+cp "$work/corpus.txt" "$work/mixed/a.txt"
+: > "$work/mixed/empty.txt"
+printf 'ELF\0\1\2' > "$work/mixed/program"
+if "$bptt" train --corpus "$work/mixed" --layers 1 --seq-len 16 --threads 1 --hidden 32 --batch 4 --max-steps 2 \
+     --out "$work/mixed-run" > /dev/null 2> "$work/mixed.err"; then pass; else fail "walk with skipped files: $(cat "$work/mixed.err")"; fi
+summary="skipped 2 files: 1 empty, 1 not text; list in $work/mixed-run/skipped-files.txt"
+if [ "$(grep -c '^bptt train: skipped' "$work/mixed.err")" = 1 ] && grep -qxF "bptt train: $summary" "$work/mixed.err"; then pass
+else fail "walk with skipped files: no line '$summary' in: $(cat "$work/mixed.err")"; fi
+expected_list="$work/mixed/empty.txt: empty
+$work/mixed/program: not text (NUL byte at byte 3)"
+if [ "$(cat "$work/mixed-run/skipped-files.txt" 2>&1)" = "$expected_list" ]; then pass
+else fail "skipped-files.txt: '$(cat "$work/mixed-run/skipped-files.txt" 2>&1)'"; fi
+
+finish

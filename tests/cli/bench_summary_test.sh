@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# bench/summarize.py on made-up runs: sampling ratios are bptt fp32 over PyTorch fp32 and bptt's
+# fastest precision over PyTorch fp32, each taken per run and then the median; the training
+# ratio likewise; rows without the anchor have no ratios.
+#   tests/cli/bench_summary_test.sh PATH/TO/bench/summarize.py
+set -uo pipefail
+summarize="$1"
+source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
+
+for t in 1 2; do
+  echo '{"eigen_gflops": 100, "openblas_gflops": 200}' > "$work/peak$t.0.json"
+  echo '{"eigen_gflops": 120, "openblas_gflops": 150}' > "$work/peak$t.1.json"
+done
+# train_json CHARS_PER_S: bptt_bench train's keys.
+train_json() {
+  echo "{\"train_chars_per_s\": $1, \"gflops\": 60, \"peak_rss_mb\": 100, \"training_rss_mb\": 90, \"estimate_mb\": 80}"
+}
+sample_json() { echo "{\"sample_fp32_chars_per_s\": $1, \"sample_bf16_chars_per_s\": $2, \"sample_int8_chars_per_s\": $3}"; }
+# Row "big": int8 fastest. Run 0: fp32 1000, int8 4000 against PyTorch 500; run 1: 1100 and 3000
+# against 1000. fp32 ratios 2.0 and 1.1 (median 1.55), int8 ratios 8.0 and 3.0 (median 5.5).
+train_json 10000 > "$work/big.0.train.json"
+train_json 12000 > "$work/big.1.train.json"
+echo '{"train_chars_per_s": 5000}' > "$work/big.0.torch.json"
+echo '{"train_chars_per_s": 4000}' > "$work/big.1.torch.json"
+sample_json 1000 2000 4000 > "$work/big.0.sample.json"
+sample_json 1100 2100 3000 > "$work/big.1.sample.json"
+echo '{"sample_chars_per_s": 500}' > "$work/big.0.torch_sample.json"
+echo '{"sample_chars_per_s": 1000}' > "$work/big.1.torch_sample.json"
+# Row "small": fp32 fastest (9000 and 9600), against PyTorch 3000 and 3200: ratio 3.0 in both runs.
+for r in 0 1; do
+  train_json 50000 > "$work/small.$r.train.json"
+  echo '{"train_chars_per_s": 25000}' > "$work/small.$r.torch.json"
+done
+sample_json 9000 5000 7000 > "$work/small.0.sample.json"
+sample_json 9600 5000 7000 > "$work/small.1.sample.json"
+echo '{"sample_chars_per_s": 3000}' > "$work/small.0.torch_sample.json"
+echo '{"sample_chars_per_s": 3200}' > "$work/small.1.torch_sample.json"
+# Row "alone": no anchor.
+for r in 0 1; do
+  train_json 7000 > "$work/alone.$r.train.json"
+  sample_json 1000 2000 4000 > "$work/alone.$r.sample.json"
+done
+
+if python3 "$summarize" "$work" 2 SkylakeX "big lstm 2 512 32 64 2 yes" "small lstm 2 128 50 50 1 yes" \
+     "alone lstm 2 512 32 64 2 no" > "$work/out" 2> "$work/err"; then pass; else fail "summarize: $(cat "$work/err")"; fi
+# field ROW KEY: the value of KEY in ROW's JSON line.
+field() { grep "^{\"config\": \"$1\"" "$work/out" | jq -c ".$2"; }
+expect() {
+  local got
+  got=$(field "$1" "$2")
+  [ "$got" = "$3" ] && pass || fail "$1 $2: $got, expected $3"
+}
+expect big sample_ratio_fp32 1.55
+expect big sample_ratio_int8 5.5
+expect big sample_best_precision '"int8"'
+expect big sample_ratio_best 5.5
+expect big torch_sample_fp32_chars_per_s 750
+expect big bptt_sample_fp32_chars_per_s 1050
+expect big train_ratio 2.5
+expect big openblas_coretype '"SkylakeX"'
+expect small sample_ratio_fp32 3
+expect small sample_best_precision '"fp32"'
+expect small sample_ratio_best 3
+expect alone sample_ratio_fp32 null
+expect alone sample_ratio_best null
+expect alone train_ratio null
+# The table names both sampling ratios.
+header=$(grep '^config ' "$work/out")
+case "$header" in *"fp32 ratio"*"best ratio"*) pass ;; *) fail "table header: $header" ;; esac
+grep -q '^big .* 1\.6 .* 5\.5 (int8)' "$work/out" && pass || fail "big row: $(grep '^big ' "$work/out")"
+
+finish
