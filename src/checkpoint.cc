@@ -108,12 +108,13 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
       PutMatrix(st, "optimizer.slot2." + names[k], names[k], t.optimizer.slot2[k]);
     PutState(st, "state.h", t.carried.h);
     PutState(st, "state.c", t.carried.c);
+    t.feedback.ForEach([&st](const std::string& name, const Mat<float>& m) { PutMatrix(st, name, name, m); });
     const nlohmann::json training = {
         {"optimizer_step", t.optimizer.step}, {"slots", t.optimizer.slot2.empty() ? t.optimizer.slot1.empty() ? 0 : 1 : 2},
         {"batch", t.carried.h.empty() ? 0 : t.carried.h[0].cols()},
         {"rng", t.rng}, {"epoch", t.epoch}, {"chunk", t.chunk}, {"data", t.data},
         {"best_val_loss", t.best_val_loss}, {"lr_scale", t.lr_scale}, {"rollbacks", t.rollbacks},
-        {"options", t.options}};
+        {"feedback", std::string(FeedbackName(t.feedback.rule))}, {"options", t.options}};
     st.SetMetadata("training", training.dump());
   }
   st.Save(path);
@@ -202,6 +203,19 @@ Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use) 
     for (const auto* part : {&t.carried.h, &t.carried.c})
       for (const Mat<float>& m : *part)
         if (!m.allFinite()) throw Error(source + ": the carried state is not finite");
+    // The fixed matrices of a learning rule other than backpropagation: shaped as the rule draws
+    // them, then read.
+    const std::string rule = j.contains("feedback") ? j.at("feedback").is_string() ? j.at("feedback").get<std::string>()
+                                                                                   : std::string("?")
+                                                    : std::string("bptt");
+    Rng shapes;
+    t.feedback = FeedbackMatrices<float>::Draw(ParseFeedback(rule, source + ": checkpoint training state 'feedback'"),
+                                               ck.config, shapes);
+    t.feedback.ForEach([&](const std::string& name, Mat<float>& m) {
+      GetMatrix(st, name, name, m);
+      if (!m.allFinite()) throw Error(source + ": '" + name + "' is not finite");
+      expected.insert(name);
+    });
     ck.training = std::move(t);
   }
   for (const auto& name : st.Names())

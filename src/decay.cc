@@ -111,7 +111,7 @@ Mat<double> Vjp(const Cell& cell, const RecurrentParams<double>& p, const LayerC
   back.Resize(cell, p.hidden_size(), cache.T, cache.B);
   back.dh = w;
   if (cell.cell_state) back.dc.setZero();
-  cell.modes<double>().chunk_backward(p, cache, zero_out, back, scratch, /*threads=*/1);
+  cell.modes<double>().chunk_backward(p, p.weight_hh, cache, zero_out, back, scratch, /*threads=*/1);
   return back.dh;
 }
 

@@ -1,5 +1,9 @@
 #include "bptt/model.h"
 
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
 #include "bptt/error.h"
 #include "kernels/threads.h"
 
@@ -25,6 +29,7 @@ void ModelConfig::Validate() const {
   if (layers < 1) throw Error("--layers must be positive, got " + std::to_string(layers));
   if (!(dropout >= 0.0 && dropout < 1.0)) throw Error("--dropout must be in [0, 1), got " + std::to_string(dropout));
   if (output_size < 1) throw Error("the model's head needs at least one output, got " + std::to_string(output_size));
+  if (residual && layers < 2) throw Error("--residual connects stacked layers: it needs --layers 2 or more");
 }
 
 std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
@@ -43,6 +48,8 @@ std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
                [](M& m) -> auto& { return m.embed_size; }),
       Field<M>(0, "dropout", "dropout", "Model", "dropout probability between layers", kFixed,
                [](M& m) -> auto& { return m.dropout; }),
+      Field<M>(0, "residual", "residual", "Model", "residual connections: layers above the first output h + their input",
+               kFixed, [](M& m) -> auto& { return m.residual; }),
   };
   return specs;
 }
@@ -81,7 +88,73 @@ ModelConfig ConfigFromJson(const nlohmann::json& j, const std::string& source) {
 
 ModelConfig LanguageModel(const Cell& cell, int vocab_size, int embed_size, int hidden_size, int layers,
                           double dropout) {
-  return {&cell, vocab_size, 0, embed_size, hidden_size, layers, dropout, Head::kSoftmax, vocab_size};
+  return {&cell, vocab_size, 0, embed_size, hidden_size, layers, dropout, Head::kSoftmax, vocab_size, false};
+}
+
+std::string_view FeedbackName(Feedback rule) {
+  constexpr std::string_view kNames[] = {"bptt", "fa", "dfa"};
+  return kNames[static_cast<int>(rule)];
+}
+
+Feedback ParseFeedback(std::string_view name, std::string_view flag) {
+  for (const Feedback rule : {Feedback::kBptt, Feedback::kFa, Feedback::kDfa})
+    if (FeedbackName(rule) == name) return rule;
+  throw Error(std::string(flag) + " '" + std::string(name) + "' is not one of bptt, fa, dfa");
+}
+
+namespace {
+
+template <typename S>
+Mat<S> Uniform(Eigen::Index rows, Eigen::Index cols, double bound, Rng& rng) {
+  Mat<S> m(rows, cols);
+  for (Eigen::Index j = 0; j < cols; ++j)
+    for (Eigen::Index i = 0; i < rows; ++i) m(i, j) = static_cast<S>(rng.Uniform(-bound, bound));
+  return m;
+}
+
+double XavierBound(Eigen::Index fan_in, Eigen::Index fan_out) {
+  return std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
+}
+
+}  // namespace
+
+template <typename S>
+FeedbackMatrices<S> FeedbackMatrices<S>::Draw(Feedback rule, const ModelConfig& c, Rng& rng) {
+  FeedbackMatrices<S> f;
+  f.rule = rule;
+  if (rule == Feedback::kBptt) return f;
+  const Eigen::Index H = c.hidden_size, G = c.cell->gates, O = c.output_size;
+  // The input matrices an error passes through: every layer's above the first, and the first's
+  // when an embedding lies below it.
+  for (int l = 0; l < c.layers; ++l) {
+    const Eigen::Index E = l == 0 ? c.layer0_input_size() : H;
+    const bool used = l > 0 ? rule == Feedback::kFa : c.embed_size > 0;
+    f.input.push_back(used ? Uniform<S>(G * H, E, XavierBound(E, H), rng) : Mat<S>());
+  }
+  if (rule == Feedback::kFa) {
+    for (int l = 0; l < c.layers; ++l) f.recurrent.push_back(Uniform<S>(G * H, H, XavierBound(H, H), rng));
+    f.decoder = Uniform<S>(O, H, XavierBound(H, O), rng);
+  } else {
+    for (int l = 0; l < c.layers; ++l) f.direct.push_back(Uniform<S>(O, H, XavierBound(H, O), rng));
+  }
+  return f;
+}
+
+template <typename S>
+std::map<std::string, double> AlignmentDegrees(const ModelParams<S>& a, const ModelParams<S>& b) {
+  std::vector<const Mat<S>*> bs;
+  b.ForEach([&bs](const std::string&, const Mat<S>& m) { bs.push_back(&m); });
+  std::map<std::string, double> angles;
+  size_t k = 0;
+  a.ForEach([&](const std::string& name, const Mat<S>& m) {
+    const Mat<S>& other = *bs[k++];
+    if (RoleOf(name) != TensorRole::kWeight) return;
+    const double norms = m.template cast<double>().norm() * other.template cast<double>().norm();
+    if (!(norms > 0)) return;
+    const double cosine = m.template cast<double>().cwiseProduct(other.template cast<double>()).sum() / norms;
+    angles[name] = std::acos(std::clamp(cosine, -1.0, 1.0)) * 180.0 / std::numbers::pi;
+  });
+  return angles;
 }
 
 TensorRole RoleOf(std::string_view name) {
@@ -148,11 +221,18 @@ void State<S>::SetZero() {
 
 namespace {
 
-// Input of layer l (l >= 1): the outputs h_1..h_T of layer l-1, after dropout when active.
+// Output y^l of layer l over the chunk: h_1..h_T, plus its input with a residual connection.
+template <typename S>
+ConstMatRef<S> LayerOutput(const ModelCache<S>& cache, size_t l) {
+  if (l > 0 && !cache.summed.empty()) return cache.summed[l];
+  return cache.layers[l].h.rightCols(cache.T * cache.B);
+}
+
+// Input x^l of layer l (l >= 1): the output of layer l-1, after dropout when active.
 template <typename S>
 ConstMatRef<S> LayerInput(const ModelCache<S>& cache, size_t l) {
   if (!cache.dropout_mask.empty()) return cache.dropped[l - 1];
-  return cache.layers[l - 1].h.rightCols(cache.T * cache.B);
+  return LayerOutput(cache, l - 1);
 }
 
 template <typename S>
@@ -187,12 +267,14 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
   } else {
     cache.dropout_mask.clear();
   }
+  if (config.residual) cache.summed.resize(L);
+  else cache.summed.clear();
 
   for (Eigen::Index l = 0; l < L; ++l) {
     const RecurrentParams<S>& p = params.layers[l];
     LayerCache<S>& lc = cache.layers[l];
     lc.Resize(cell, H, T, B);
-    // Input projection for all T steps: gates = W_ih x + b_ih.
+    // Input projection for all T steps: gates = W_ih x (the cell adds the biases).
     if (l > 0) {
       ParallelProduct(lc.gates, p.weight_ih, LayerInput(cache, l), false, threads);
     } else if (config.dense_input()) {
@@ -205,11 +287,11 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
 #pragma omp parallel for schedule(static) num_threads(threads)
       for (Eigen::Index j = 0; j < TB; ++j) lc.gates.col(j) = p.weight_ih.col(batch.ids(j));  // one-hot gather
     }
-    lc.gates.colwise() += p.bias_ih.col(0);
     lc.h.leftCols(B) = initial.h[l];
     if (cell.cell_state) lc.c.leftCols(B) = initial.c[l];
 
     cell.modes<S>().chunk_forward(p, lc, threads);
+    if (config.residual && l > 0) cache.summed[l] = lc.h.rightCols(TB) + LayerInput(cache, l);
 
     if (drop && l < L - 1) {
       Mat<S>& mask = cache.dropout_mask[l];
@@ -217,10 +299,10 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
       const S keep_scale = S(1) / S(1 - config.dropout);
       for (Eigen::Index k = 0; k < mask.size(); ++k)
         mask(k) = dropout_rng->Uniform() < config.dropout ? S(0) : keep_scale;
-      cache.dropped[l] = (lc.h.rightCols(TB).array() * mask.array()).matrix();
+      cache.dropped[l] = (LayerOutput(cache, l).array() * mask.array()).matrix();
     }
   }
-  const auto top = cache.layers[L - 1].h.rightCols(TB);
+  const ConstMatRef<S> top = LayerOutput(cache, L - 1);
   EnsureShape(cache.outputs, config.output_size, TB);
   ParallelProduct(cache.outputs, params.decoder_weight, top, false, threads);
   cache.outputs.colwise() += params.decoder_bias.col(0);
@@ -238,17 +320,22 @@ void FinalState(const ModelConfig& config, const ModelCache<S>& cache, State<S>&
 template <typename S>
 void Backward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
               ModelCache<S>& cache, const Mat<S>& doutputs, const std::type_identity_t<State<S>>* dfinal,
-              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial, int threads) {
+              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial, int threads,
+              const std::type_identity_t<FeedbackMatrices<S>>* feedback) {
   const Eigen::Index L = config.layers, H = config.hidden_size, B = cache.B, TB = cache.T * cache.B;
   const Cell& cell = *config.cell;
+  const Feedback rule = feedback ? feedback->rule : Feedback::kBptt;
+  const bool fa = rule == Feedback::kFa, dfa = rule == Feedback::kDfa;
   cache.back.resize(L);
+  static const Mat<S> kNoRecurrence;
 
-  // Decoder: outputs = W_dec h + b_dec.
-  const auto top = cache.layers[L - 1].h.rightCols(TB);
+  // Decoder: outputs = W_dec y + b_dec; the error reaching the top layer's output, dL/dy^{L-1}.
+  const ConstMatRef<S> top = LayerOutput(cache, L - 1);
   ParallelProduct(grads.decoder_weight, doutputs, top.transpose(), true, threads);
   grads.decoder_bias += doutputs.rowwise().sum();
   EnsureShape(cache.dh_out, H, TB);
-  ParallelProduct(cache.dh_out, params.decoder_weight.transpose(), doutputs, false, threads);  // (H, T*B)
+  const Mat<S>& decoder_back = fa ? feedback->decoder : dfa ? feedback->direct[L - 1] : params.decoder_weight;
+  ParallelProduct(cache.dh_out, decoder_back.transpose(), doutputs, false, threads);  // (H, T*B)
 
   for (Eigen::Index l = L - 1; l >= 0; --l) {
     const RecurrentParams<S>& p = params.layers[l];
@@ -260,7 +347,8 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
       if (dfinal) lb.dc = dfinal->c[l]; else lb.dc.setZero();
     }
 
-    cell.modes<S>().chunk_backward(p, cache.layers[l], cache.dh_out, lb, g, threads);
+    const Mat<S>& back_hh = fa ? feedback->recurrent[l] : dfa ? kNoRecurrence : p.weight_hh;
+    cell.modes<S>().chunk_backward(p, back_hh, cache.layers[l], cache.dh_out, lb, g, threads);
 
     if (dinitial) {
       dinitial->h[l] = lb.dh;
@@ -270,14 +358,22 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
     g.bias_ih += lb.dgates.rowwise().sum();
     if (l > 0) {
       ParallelProduct(g.weight_ih, lb.dgates, LayerInput(cache, l).transpose(), true, threads);
-      ParallelProduct(cache.dh_out, p.weight_ih.transpose(), lb.dgates, false, threads);
+      if (dfa) {
+        // The output error straight to the layer below.
+        ParallelProduct(cache.dh_out, feedback->direct[l - 1].transpose(), doutputs, false, threads);
+        continue;
+      }
+      // dL/dx^l = W_ih^T dgates (+ dL/dy^l through a residual connection), then through dropout.
+      const Mat<S>& input_back = fa ? feedback->input[l] : p.weight_ih;
+      ParallelProduct(cache.dh_out, input_back.transpose(), lb.dgates, config.residual, threads);
       if (!cache.dropout_mask.empty()) cache.dh_out.array() *= cache.dropout_mask[l - 1].array();
     } else if (config.dense_input()) {
       ParallelProduct(g.weight_ih, lb.dgates, batch.dense.transpose(), true, threads);
     } else if (config.embed_size > 0) {
       ParallelProduct(g.weight_ih, lb.dgates, cache.embedded.transpose(), true, threads);
       EnsureShape(cache.dx, p.weight_ih.cols(), TB);
-      ParallelProduct(cache.dx, p.weight_ih.transpose(), lb.dgates, false, threads);  // (E, T*B)
+      const Mat<S>& input_back = feedback && rule != Feedback::kBptt ? feedback->input[0] : p.weight_ih;
+      ParallelProduct(cache.dx, input_back.transpose(), lb.dgates, false, threads);  // (E, T*B)
       for (Eigen::Index j = 0; j < TB; ++j) grads.encoder.row(batch.ids(j)) += cache.dx.col(j).transpose();
     } else {
       for (Eigen::Index j = 0; j < TB; ++j) g.weight_ih.col(batch.ids(j)) += lb.dgates.col(j);  // scatter
@@ -291,9 +387,12 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
   template void Forward<S>(const ModelConfig&, const ModelParams<S>&, const Batch<S>&, const State<S>&, \
                            ModelCache<S>&, int, Rng*);                                                 \
   template void FinalState<S>(const ModelConfig&, const ModelCache<S>&, State<S>&);                    \
+  template struct FeedbackMatrices<S>;                                                                 \
+  template std::map<std::string, double> AlignmentDegrees<S>(const ModelParams<S>&, const ModelParams<S>&); \
   template void Backward<S>(const ModelConfig&, const ModelParams<S>&, const Batch<S>&, ModelCache<S>&, \
                             const Mat<S>&, const std::type_identity_t<State<S>>*, ModelParams<S>&,     \
-                            std::type_identity_t<State<S>>*, int);
+                            std::type_identity_t<State<S>>*, int,                                      \
+                            const std::type_identity_t<FeedbackMatrices<S>>*);
 BPTT_INSTANTIATE(float)
 BPTT_INSTANTIATE(double)
 #undef BPTT_INSTANTIATE

@@ -42,6 +42,7 @@ Stepper::Stepper(const ModelConfig& config, ModelParams<float> params)
   recurrent_.assign(static_cast<size_t>(config_.layers), Eigen::VectorXf::Zero(GH));
   embedded_ = Eigen::VectorXf::Zero(config_.embed_size);
   outputs_ = Eigen::VectorXf::Zero(config_.output_size);
+  if (config_.residual) summed_.assign(static_cast<size_t>(config_.layers), Eigen::VectorXf::Zero(config_.hidden_size));
   weights_.resize(std::size(kPrecisions));
 }
 
@@ -97,7 +98,7 @@ std::span<const float> Stepper::Step(int32_t id) {
     embedded_ = params_->encoder.row(id).transpose();
     return Layers(embedded_.data());
   }
-  gates_[0] = params_->layers[0].weight_ih.col(id) + params_->layers[0].bias_ih;  // one-hot: a column
+  gates_[0] = params_->layers[0].weight_ih.col(id);  // one-hot: a column
   return Layers(nullptr);
 }
 
@@ -106,23 +107,25 @@ std::span<const float> Stepper::Step(const float* x) {
   return Layers(x);
 }
 
-// One step of Forward (model.h) for a single stream: a = W_ih x + b_ih for each layer, the cell's
-// step from the state, and outputs = W_dec h + b_dec.
+// One step of Forward (model.h) for a single stream: a = W_ih x for each layer, the cell's step
+// from the state (which adds the biases), and outputs = W_dec h + b_dec.
 std::span<const float> Stepper::Layers(const float* input) {
   Weights& w = WeightsOf(precision_);
   const Cell& cell = *config_.cell;
+  const auto output = [this](size_t l) {  // y^l: h^l, plus the layer's input with a residual connection
+    return config_.residual && l > 0 ? summed_[l].data() : state_.h[l].data();
+  };
   for (size_t l = 0; l < params_->layers.size(); ++l) {
     const RecurrentParams<float>& p = params_->layers[l];
     Eigen::VectorXf& a = gates_[l];
-    const float* x = l > 0 ? state_.h[l - 1].data() : input;
-    if (x != nullptr) {
-      w.ih[l]->Multiply(x, a.data(), false, w.threads);
-      a += p.bias_ih;
-    }
+    const float* x = l > 0 ? output(l - 1) : input;
+    if (x != nullptr) w.ih[l]->Multiply(x, a.data(), false, w.threads);
     cell.step(p, w.hh_product[l], a.data(), recurrent_[l].data(), state_.h[l].data(),
               cell.cell_state ? state_.c[l].data() : nullptr);
+    if (config_.residual && l > 0)
+      summed_[l] = state_.h[l] + Eigen::Map<const Eigen::VectorXf>(x, config_.hidden_size);
   }
-  w.decoder->Multiply(state_.h.back().data(), outputs_.data(), false, w.threads);
+  w.decoder->Multiply(output(params_->layers.size() - 1), outputs_.data(), false, w.threads);
   outputs_ += params_->decoder_bias;
   return {outputs_.data(), static_cast<size_t>(config_.output_size)};
 }

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
+#include <numbers>
 #include <sstream>
 
 #include "bptt/checkpoint.h"
@@ -122,6 +123,10 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                [](O& o) -> auto& { return o.seq_len; }),
       Field<O>(kBoth, "batch", "batch", optim, "parallel streams or sequences per step (B)", kFixed,
                [](O& o) -> auto& { return o.batch; }),
+      Choice<O>(kBoth, "feedback", "feedback", optim,
+                "learning rule: bptt (backpropagation), fa (feedback alignment) or dfa (direct feedback alignment)",
+                kFixed, [](O& o) -> auto& { return o.feedback; }, FeedbackName,
+                [](const std::string& v, const std::string& f) { return ParseFeedback(v, f); }),
       Field<O>(kBoth, "seed", "seed", optim, "random seed of every stream: initialisation, dropout, task data", kFixed,
                [](O& o) -> auto& { return o.seed; }),
       Field<O>(kBoth, "threads", "threads", optim, "threads (0 = every core)", kChanges,
@@ -240,6 +245,7 @@ TrainOptions TrainOptionsFromJson(const nlohmann::json& j, const std::string& so
   return o;
 }
 
+
 std::string TaskOf(const nlohmann::json& j) {
   if (!j.contains("task") || !j.at("task").is_object()) return "";
   const nlohmann::json& task = j.at("task");
@@ -257,6 +263,8 @@ class Run {
     Setup(nullptr);
     Rng init_rng(o_.seed);
     Initialize(o_.model, o_.init, init_rng, params_);
+    Rng feedback_rng(StreamSeed(o_.seed, kFeedbackStream));
+    feedback_ = FeedbackMatrices<float>::Draw(o_.feedback, o_.model, feedback_rng);
     state_ = State<float>::Zeros(o_.model, o_.batch);
     std::ofstream(dir_ / "metrics.jsonl", std::ios::trunc);
     log_ << "bptt train: " << o_.model.cell->name << " " << o_.model.layers << "x" << o_.model.hidden_size << ", "
@@ -293,6 +301,8 @@ class Run {
     if (o_.max_steps == 0 && o_.max_epochs == 0 && o_.time_budget == 0 && o_.max_sequences == 0 && o_.task.empty())
       o_.max_epochs = 50;
     if (o_.decay_every > 0) decay_probe_ = data_->DecayProbe(o_.decay_steps, o_.decay_batch);
+    if (o_.feedback == Feedback::kDfa && o_.model.embed_size > 0)
+      throw Error("--feedback dfa sends the error to the layers, not to an embedding: use one-hot input (--embed 0)");
     grads_ = ModelParams<float>::Zeros(o_.model);
     rng_ = Rng(StreamSeed(o_.seed, kDropoutStream));
   }
@@ -357,7 +367,8 @@ class Run {
       Forward(o_.model, params_, batch, state_, cache, threads_, &rng_);
       const double loss = HeadLoss(o_.model, cache.outputs, batch, &doutputs, threads_);
       grads_.SetZero();
-      Backward(o_.model, params_, batch, cache, doutputs, nullptr, grads_, nullptr, threads_);
+      Backward(o_.model, params_, batch, cache, doutputs, nullptr, grads_, nullptr, threads_, &feedback_);
+      if (o_.feedback != Feedback::kBptt && (step_ + 1) % o_.eval_every == 0) Align(batch, cache, doutputs);
       if (o_.clip_value > 0) ClipGradValue(grads_, o_.clip_value);
       const double norm = o_.clip_norm > 0 ? ClipGradNorm(grads_, o_.clip_norm) : GradNorm(grads_);
       if (!std::isfinite(loss) || !std::isfinite(norm)) {
@@ -458,6 +469,14 @@ class Run {
     return LoadCheckpoint(best).params;
   }
 
+  // Lillicrap et al.'s measure: per weight tensor, the angle between the rule's update (in grads_)
+  // and the true BPTT gradient on the same batch, kept for the next metrics line.
+  void Align(const Batch<float>& batch, ModelCache<float>& cache, const Mat<float>& doutputs) {
+    ModelParams<float> bptt = ModelParams<float>::Zeros(o_.model);
+    Backward(o_.model, params_, batch, cache, doutputs, nullptr, bptt, nullptr, threads_);
+    alignment_ = AlignmentDegrees(grads_, bptt);
+  }
+
   // Appends one metrics line (validating first when asked) and prints it when not live. The
   // validation may choose best.safetensors unless choose_best is false.
   nlohmann::json LogWindow(double train_loss, double grad_norm, double clip_fraction, double items_per_s, double wall,
@@ -466,6 +485,7 @@ class Run {
                         {"val_loss", nullptr}, {"lr", LearningRate()}, {"grad_norm", grad_norm},
                         {"clip_fraction", clip_fraction}, {"items_per_s", items_per_s}, {"wall_s", wall}};
     data_->NameRate(m, items_per_s);
+    if (validate && !alignment_.empty()) m["alignment_deg"] = alignment_;
     if (validate) {
       const nlohmann::json v = data_->Validate(o_.model, params_, threads_);
       for (const auto& [key, value] : v.items()) m[key] = value;
@@ -511,6 +531,7 @@ class Run {
     t.best_val_loss = best_val_loss_;
     t.lr_scale = lr_scale_;
     t.rollbacks = rollbacks_;
+    t.feedback = feedback_;
     t.options = TrainOptionsToJson(o_);
     ck.training = std::move(t);
     SaveCheckpoint(ck, path);
@@ -544,6 +565,10 @@ class Run {
     if (state_.h.empty() || state_.h[0].cols() != o_.batch)
       throw Error(source + ": carried state does not match --batch " + std::to_string(o_.batch));
     rng_.Restore(t.rng);
+    if (t.feedback.rule != o_.feedback)
+      throw Error(source + ": the checkpoint's feedback matrices are not those of --feedback " +
+                  std::string(FeedbackName(o_.feedback)));
+    feedback_ = t.feedback;
     epoch_ = t.epoch;
     best_val_loss_ = t.best_val_loss;
     lr_scale_ = t.lr_scale;
@@ -600,6 +625,8 @@ class Run {
   OptimizerState<float> optimizer_state_;
   State<float> state_;
   Rng rng_;
+  FeedbackMatrices<float> feedback_;  // FA / DFA: drawn once from the seed, kept in checkpoints
+  nlohmann::json alignment_;          // FA / DFA: the angles of the last Align
   int64_t step_ = 0, epoch_ = 0;
   double best_val_loss_ = 0;
   nlohmann::json last_metrics_ = nlohmann::json::object();

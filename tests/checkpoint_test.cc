@@ -246,6 +246,26 @@ TEST_F(CheckpointTest, ValidatesEveryFieldOfTheTrainingState) {
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["options"].erase("model"); }), "training options");
 }
 
+TEST_F(CheckpointTest, FeedbackMatricesAndResidualConnectionsRoundTrip) {
+  Checkpoint ck = Make("gru", 0);
+  ck.config.residual = true;
+  ck.training->options["model"] = ConfigToJson(ck.config);
+  Rng rng(9);
+  ck.training->feedback = FeedbackMatrices<float>::Draw(Feedback::kFa, ck.config, rng);
+  const fs::path path = dir_ / "fa.safetensors";
+  SaveCheckpoint(ck, path);
+  const Checkpoint back = LoadCheckpoint(path);
+  EXPECT_TRUE(back.config.residual);
+  EXPECT_EQ(back.training->feedback.rule, Feedback::kFa);
+  ASSERT_EQ(back.training->feedback.recurrent.size(), 2u);
+  EXPECT_TRUE(SameBits(back.training->feedback.recurrent[1], ck.training->feedback.recurrent[1]));
+  EXPECT_TRUE(SameBits(back.training->feedback.decoder, ck.training->feedback.decoder));
+  EXPECT_TRUE(Safetensors::Load(path).Has("feedback.rnn.weight_hh_l1"));
+  // A rule the file's matrices do not fit is refused.
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["feedback"] = "dfa"; }), "feedback.direct_l0");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["feedback"] = "hebb"; }), "'hebb' is not one of");
+}
+
 TEST_F(CheckpointTest, NeverWritesNonFiniteWeights) {
   Checkpoint ck = Make("lstm", 0);
   const fs::path path = dir_ / "latest.safetensors";

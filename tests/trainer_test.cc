@@ -305,6 +305,45 @@ TEST(TrainOptionsJson, AKeyMissingFromAnOlderCheckpointTakesItsDefaultAndAnUnkno
   }
 }
 
+TEST_F(TrainerTest, FeedbackAlignmentRecordsItsAngleAndResumesExactly) {
+  for (const Feedback rule : {Feedback::kFa, Feedback::kDfa}) {
+    TrainOptions o = Options(GrammarText(300, 11), std::string(FeedbackName(rule)) + "-whole");
+    o.model.layers = 2;
+    o.model.residual = true;
+    o.feedback = rule;
+    o.eval_every = 3;
+    o.max_steps = 6;
+    Train(o, log_, false);
+    std::ifstream in(fs::path(o.out) / "metrics.jsonl");
+    int measured = 0;
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if (!j.contains("alignment_deg")) continue;
+      ++measured;
+      for (const char* name : {"rnn.weight_ih_l0", "rnn.weight_hh_l1", "decoder.weight"}) {
+        ASSERT_TRUE(j["alignment_deg"].contains(name)) << name << " " << line;
+        const double angle = j["alignment_deg"][name];
+        EXPECT_GE(angle, 0.0);
+        EXPECT_LE(angle, 180.0);
+      }
+      EXPECT_LT(j["alignment_deg"]["decoder.weight"].get<double>(), 1e-3);  // its gradient needs no feedback
+      EXPECT_GT(j["alignment_deg"]["rnn.weight_hh_l0"].get<double>(), 1.0);
+    }
+    EXPECT_EQ(measured, 2);
+    TrainOptions first = o;
+    first.out = (dir_ / (std::string(FeedbackName(rule)) + "-split")).string();
+    first.max_steps = 3;
+    Train(first, log_, false);
+    Resume(first.out, {{"max-steps", 6}}, log_, false);
+    const Checkpoint a = LoadCheckpoint(fs::path(o.out) / "latest.safetensors");
+    const Checkpoint b = LoadCheckpoint(fs::path(first.out) / "latest.safetensors");
+    EXPECT_EQ(a.params.layers[1].weight_hh, b.params.layers[1].weight_hh) << FeedbackName(rule);
+    EXPECT_EQ(a.training->feedback.rule, rule);
+    EXPECT_EQ(b.training->feedback.direct.size(), rule == Feedback::kDfa ? 2u : 0u);
+    EXPECT_EQ(b.training->feedback.recurrent.size(), rule == Feedback::kFa ? 2u : 0u);
+  }
+}
+
 TEST_F(TrainerTest, ResumeRefusesADifferentCorpusNamingIt) {
   TrainOptions o = Options(GrammarText(300, 8), "corpus");
   o.max_steps = 3;

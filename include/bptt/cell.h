@@ -22,9 +22,10 @@
 // and the PyTorch reference proves chunk_forward and step.
 //
 // One chunk of T timesteps runs as follows:
-//   1. the caller writes the input projection W_ih x_t + b_ih for all T steps into
-//      cache.gates with one GEMM (or a column gather for one-hot input), and h_0 (c_0) into the
-//      first B columns of cache.h (cache.c);
+//   1. the caller writes the input projection W_ih x_t for all T steps into cache.gates with
+//      one GEMM (or a column gather for one-hot input), and h_0 (c_0) into the first B columns
+//      of cache.h (cache.c); the cell adds b_ih and b_hh itself (a variant may normalise the
+//      projections before it does);
 //   2. chunk_forward runs the time loop: one recurrent product (G*H, H)·(H, B) per step over
 //      W_hh packed once per chunk (src/kernels/packed_gemm.h) and one fused pass over the gate
 //      elements, leaving every value backward needs in the cache; each thread sweeps its own
@@ -65,7 +66,7 @@ struct RecurrentParams {
 template <typename S>
 struct LayerCache {
   Eigen::Index T = 0, B = 0;
-  Mat<S> gates;      // (G*H, T*B) in: W_ih x_t + b_ih; out: the gate activations
+  Mat<S> gates;      // (G*H, T*B) in: W_ih x_t; out: the gate activations
                      //   (RNN: h_t; LSTM: i, f, g, o; GRU: r, z, n)
   Mat<S> h;          // (H, (T+1)*B) h_0 in columns [0, B), then h_1 .. h_T
   Mat<S> c;          // cells with a cell state: (H, (T+1)*B) c_0, then c_1 .. c_T
@@ -86,7 +87,7 @@ struct LayerCache {
 // Caller-owned buffers for one layer's backward pass over a chunk.
 template <typename S>
 struct LayerBackward {
-  Mat<S> dgates;       // (G*H, T*B) out: dL/d(W_ih x_t + b_ih), the input pre-activation gradient
+  Mat<S> dgates;       // (G*H, T*B) out: dL/d(W_ih x_t), the input projection's gradient (and b_ih's)
   Mat<S> drecurrent;   // cells that keep the recurrent pre-activation apart: (G*H, T*B)
                        //   dL/d(W_hh h_{t-1} + b_hh)
   Mat<S> dh;           // (H, B) in: dL/dh_T from beyond the chunk; out: dL/dh_0
@@ -110,14 +111,16 @@ using StepProduct = std::function<void(const float* x, float* y, bool accumulate
 // gradient checks and decay analysis).
 template <typename S>
 struct CellModes {
-  // In: cache.gates = W_ih x + b_ih (G*H, T*B); h_0 (c_0) in the first B columns of cache.h
+  // In: cache.gates = W_ih x (G*H, T*B); h_0 (c_0) in the first B columns of cache.h
   // (cache.c). Out: the rest of the cache.
   void (*chunk_forward)(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads);
   // In: dh_out (H, T*B) = dL/dh_t arriving from above; back.dh (back.dc) = dL/dh_T (dL/dc_T).
   // Out: back.dgates (and back.drecurrent); back.dh (back.dc) = dL/dh_0 (dL/dc_0);
-  // grad.weight_hh, grad.bias_hh += their gradients.
-  void (*chunk_backward)(const RecurrentParams<S>& p, const LayerCache<S>& cache, const ConstMatRef<S>& dh_out,
-                         LayerBackward<S>& back, RecurrentParams<S>& grad, int threads);
+  // grad.weight_hh, grad.bias_hh += their gradients. The error goes back a step through
+  // back_hh^T: p.weight_hh for backpropagation, a fixed random matrix of its shape for feedback
+  // alignment, or none (empty) for direct feedback alignment (model.h Feedback).
+  void (*chunk_backward)(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
+                         const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads);
   // The tangent-linear pass over the cached chunk with the input held fixed: dh (H, B) in: a
   // direction at h_0, out: the directional derivative of h_T, ∂h_T/∂h_0 · dh. For cells with a
   // cell state, dc likewise (in: the direction at c_0, usually 0; out: that of c_T).
@@ -136,7 +139,7 @@ struct Cell {
   std::string_view torch;        // the PyTorch module its parameters load into
   CellModes<float> f32;
   CellModes<double> f64;
-  // One step of one stream: a (G*H) in: W_ih x_t + b_ih; h, c (H) in: h_{t-1}, c_{t-1}; out:
+  // One step of one stream: a (G*H) in: W_ih x_t; h, c (H) in: h_{t-1}, c_{t-1}; out:
   // h_t, c_t; recurrent (G*H): workspace. The recurrent product comes from `w_hh`.
   void (*step)(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, float* recurrent, float* h,
                float* c);

@@ -9,6 +9,7 @@
 // and, when the checkpoint carries training state (TrainingState):
 //   optimizer.slot1.<name>, optimizer.slot2.<name>   optimizer buffers of each parameter
 //   state.h (L, B, H), state.c (L, B, H)             the hidden state carried between chunks
+//   feedback.*                                       FA / DFA: the fixed random matrices (model.h)
 // __metadata__ (all strings): "format" = "bptt", "format_version", "config" (JSON),
 // "vocab" (JSON, vocab.h), "step", "metrics" (JSON), "training" (JSON, when present) and the
 // file checksum that Safetensors verifies on load.
@@ -51,6 +52,7 @@ struct TrainingState {
   double best_val_loss = 0;  // best validation loss so far (nats); 0 before the first evaluation
   double lr_scale = 1.0;     // learning-rate factor left by divergence rollbacks (halved by each)
   int64_t rollbacks = 0;     // divergence rollbacks so far
+  FeedbackMatrices<float> feedback;  // FA / DFA: the fixed random matrices (empty for BPTT)
   nlohmann::json options;  // the training options (TrainOptions as JSON), for --resume
 };
 

@@ -3,12 +3,23 @@
 //   input    symbols: one-hot over V symbols (layer 0 gathers columns of weight_ih_l0; no
 //            product with a one-hot matrix is ever formed) or a learned embedding
 //            encoder.weight (V, E); or dense: D real features per step
-//   layers   L cells (cell.h), each reading the hidden states of the layer below, with
-//            inverted dropout between layers while training
+//   layers   L cells (cell.h), each reading the output of the layer below, with inverted
+//            dropout between layers while training; with residual connections a layer l >= 1
+//            outputs y^l = h^l + x^l, its hidden state plus its input (all of width H)
 //   head     outputs = decoder.weight h_t + decoder.bias (O per position): the logits of a
 //            softmax over O classes, or O regression predictions (loss.h scores either on the
 //            positions a Batch marks)
 // A language model is the symbol input with a softmax head over the same V symbols.
+//
+// The backward pass carries the error back through the transposed forward matrices (BPTT), or,
+// for the learning rules of the feedback-alignment papers, through fixed random matrices
+// (FeedbackMatrices): feedback alignment (Lillicrap et al. 2016) uses a matrix B of W's shape
+// wherever backpropagation uses W^T — the recurrent matrix of each layer, the input matrix of
+// each layer above the first (and of the first with an embedding), the decoder; direct feedback
+// alignment (Nøkland 2016) sends the output error e_t of each step straight to every layer,
+// dL/dy^l_t = D_l^T e_t with a fixed random D_l (O, H), and nothing back through time (a
+// cell's own elementwise paths, the LSTM cell state's, stay). The forward pass and the weight
+// gradients' form (dW = error x input^T) are the same for every rule.
 //
 // Parameters carry PyTorch's names (ModelParams::ForEach), so checkpoints load into
 // torch.nn.Embedding + torch.nn.LSTM/GRU/RNN + torch.nn.Linear.
@@ -22,6 +33,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -52,6 +64,7 @@ struct ModelConfig {
   double dropout = 0.0;   // probability of dropping a unit between layers (training only)
   Head head = Head::kSoftmax;
   int output_size = 0;    // O: classes (softmax) or values (regression) per step
+  bool residual = false;  // layers l >= 1 output h^l + x^l
 
   bool dense_input() const { return input_size > 0; }
   // E_0, the input width of layer 0.
@@ -62,7 +75,7 @@ struct ModelConfig {
   void Validate() const;
 };
 
-// The options that choose a model (--cell, --layers, --hidden, --embed, --dropout), declared
+// The options that choose a model (--cell, --layers, --hidden, --embed, --dropout, --residual), declared
 // once (options.h) for every command that builds one. The sizes that the data dictates (V, D,
 // O, the head) are not options.
 std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs();
@@ -122,6 +135,46 @@ struct ModelParams {
 enum class TensorRole { kWeight, kBias };
 TensorRole RoleOf(std::string_view name);
 
+// The learning rule: what carries the error backwards (see the top of this file).
+enum class Feedback { kBptt, kFa, kDfa };
+std::string_view FeedbackName(Feedback rule);  // "bptt", "fa", "dfa"
+Feedback ParseFeedback(std::string_view name, std::string_view flag);  // throws bptt::Error
+
+// The fixed random matrices of feedback alignment, drawn once for a run and kept with it.
+template <typename S>
+struct FeedbackMatrices {
+  Feedback rule = Feedback::kBptt;
+  std::vector<Mat<S>> input;      // FA: L of (G*H, E_l) in place of weight_ih_l (layer 0: with an
+                                  //   embedding only; empty otherwise)
+  std::vector<Mat<S>> recurrent;  // FA: L of (G*H, H) in place of weight_hh_l
+  Mat<S> decoder;                 // FA: (O, H) in place of decoder.weight
+  std::vector<Mat<S>> direct;     // DFA: L of (O, H), D_l
+
+  // Draws the matrices of `rule` for the model (empty for kBptt): each like the forward matrix it
+  // stands for is initialised (Xavier-uniform per gate block), D_l uniform in +-sqrt(6/(O+H)).
+  static FeedbackMatrices Draw(Feedback rule, const ModelConfig& config, Rng& rng);
+  // Calls f(name, matrix) for each, named "feedback.rnn.weight_hh_l0", ..., "feedback.direct_l0".
+  template <typename F>
+  void ForEach(F&& f) const {
+    for (size_t l = 0; l < input.size(); ++l)
+      if (input[l].size() > 0) f("feedback.rnn.weight_ih_l" + std::to_string(l), input[l]);
+    for (size_t l = 0; l < recurrent.size(); ++l) f("feedback.rnn.weight_hh_l" + std::to_string(l), recurrent[l]);
+    if (decoder.size() > 0) f(std::string("feedback.decoder.weight"), decoder);
+    for (size_t l = 0; l < direct.size(); ++l) f("feedback.direct_l" + std::to_string(l), direct[l]);
+  }
+  template <typename F>
+  void ForEach(F&& f) {
+    const_cast<const FeedbackMatrices*>(this)->ForEach(
+        [&f](const std::string& name, const Mat<S>& m) { f(name, const_cast<Mat<S>&>(m)); });
+  }
+};
+
+// Lillicrap et al.'s measure of how well a rule's update follows backpropagation: per weight
+// tensor (not the biases), the angle in degrees between the two updates, acos(<a, b> / |a||b|);
+// tensors where either is zero are left out.
+template <typename S>
+std::map<std::string, double> AlignmentDegrees(const ModelParams<S>& a, const ModelParams<S>& b);
+
 // The recurrent state between chunks: h (and c for cells with a cell state) of every layer.
 template <typename S>
 struct State {
@@ -141,6 +194,7 @@ struct ModelCache {
   std::vector<LayerCache<S>> layers;  // L
   std::vector<Mat<S>> dropped;        // L-1 of (H, T*B): layer l's outputs after dropout, feeding l+1
   std::vector<Mat<S>> dropout_mask;   // L-1 of (H, T*B): 0 or 1/(1-p); empty when not dropping
+  std::vector<Mat<S>> summed;         // residual connections: L of (H, T*B), y^l = h^l + x^l for l >= 1
   Mat<S> outputs;                     // (O, T*B) the head's logits or predictions
 
   std::vector<LayerBackward<S>> back;  // L
@@ -160,10 +214,12 @@ void FinalState(const ModelConfig& config, const ModelCache<S>& cache, State<S>&
 
 // Accumulates into grads the gradient of a loss whose derivative is doutputs (O, T*B) on the
 // outputs plus, when given, dfinal on the final state. When dinitial is given it receives the
-// gradient with respect to the initial state. (nullptr may be passed for either.)
+// gradient with respect to the initial state. (nullptr may be passed for either.) With feedback
+// matrices of FA or DFA, grads receives that rule's update direction instead.
 template <typename S>
 void Backward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
               ModelCache<S>& cache, const Mat<S>& doutputs, const std::type_identity_t<State<S>>* dfinal,
-              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial, int threads);
+              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial, int threads,
+              const std::type_identity_t<FeedbackMatrices<S>>* feedback = nullptr);
 
 }  // namespace bptt

@@ -81,6 +81,7 @@ class Stepper {
   State<float> state_;                      // (H, 1) per layer
   std::vector<Eigen::VectorXf> gates_;      // L of (G*H): a step's gate pre-activations
   std::vector<Eigen::VectorXf> recurrent_;  // L of (G*H): the cell's step workspace
+  std::vector<Eigen::VectorXf> summed_;     // residual connections: L of (H), y^l = h^l + x^l
   Eigen::VectorXf embedded_;                // (E) embedding input: the symbol's encoder row
   Eigen::VectorXf outputs_;                 // (O)
   Batch<float> prime_batch_;                // T = prime length, B = 1

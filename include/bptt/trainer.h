@@ -9,7 +9,9 @@
 //
 // Each step: forward, the head's loss, one backward sweep, clipping, an optimizer update, and a
 // check that the loss, gradient and weights are finite. The run directory DIR receives:
-//   metrics.jsonl        one JSON object per logged step
+//   metrics.jsonl        one JSON object per logged step; with FA or DFA, each validation also
+//                        records "alignment_deg": per weight tensor, the angle between the rule's
+//                        update and the true BPTT gradient on the same batch
 //   latest.safetensors   every checkpoint_every steps, at the end and on SIGINT/SIGTERM
 //   best.safetensors     the checkpoint with the lowest validation loss so far
 //   summary.json         at the end: how the run ended, its best validation figures (one
@@ -59,6 +61,7 @@ struct TrainOptions {
   InitOptions init;
   // Optimisation.
   OptimizerOptions optimizer;     // Adam
+  Feedback feedback = Feedback::kBptt;  // the learning rule: backpropagation, or FA / DFA (model.h)
   double lr = 2e-3;               // learning rate
   double lr_decay = 1.0;          // multiply the learning rate by this after each epoch ...
   int64_t lr_decay_after = 10;    // ... once this many epochs are done (char-rnn: 0.97 after 10)

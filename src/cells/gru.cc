@@ -20,11 +20,12 @@ using Vec = Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>;
 template <typename S>
 using ConstVec = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
 
-// One stream's step after the recurrent product. a (3H) in: W_ih x_t + b_ih; out: r, z, n.
-// u (3H) in: W_hh h_{t-1}; out: u_t (with b_hh). h_prev (H) in; h (H) out (may be h_prev).
+// One stream's step after the recurrent product. a (3H) in: W_ih x_t; out: r, z, n. u (3H) in:
+// W_hh h_{t-1}; out: u_t (with b_hh). h_prev (H) in; h (H) out (may be h_prev).
 template <typename S>
-void Pointwise(Eigen::Index H, S* a, S* u, const S* b_hh, const S* h_prev, S* h) {
-  Vec<S>(u, 3 * H) += ConstVec<S>(b_hh, 3 * H);
+void Pointwise(Eigen::Index H, S* a, S* u, const RecurrentParams<S>& p, const S* h_prev, S* h) {
+  Vec<S>(a, 3 * H) += ConstVec<S>(p.bias_ih.data(), 3 * H);
+  Vec<S>(u, 3 * H) += ConstVec<S>(p.bias_hh.data(), 3 * H);
   Vec<S> r(a, H), z(a + H, H), n(a + 2 * H, H);
   r = Sigmoid(r + Vec<S>(u, H));
   z = Sigmoid(z + Vec<S>(u + H, H));
@@ -48,7 +49,7 @@ void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads
       auto a = cache.Step(cache.gates, t);      // (3H, B)
       PackedProduct(cache.packed_hh, 3 * H, H, h_prev.col(j0).data(), H, j1 - j0, u.col(j0).data(), 3 * H, false);
       for (Eigen::Index b = j0; b < j1; ++b)
-        Pointwise(H, a.col(b).data(), u.col(b).data(), p.bias_hh.data(), h_prev.col(b).data(),
+        Pointwise(H, a.col(b).data(), u.col(b).data(), p, h_prev.col(b).data(),
                   cache.Step(cache.h, t + 1).col(b).data());
     }
   }
@@ -57,7 +58,7 @@ void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads
 // One stream: u = W_hh h_{t-1}, then Pointwise.
 void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, float* recurrent, float* h, float*) {
   w_hh(h, recurrent, false);
-  Pointwise(p.hidden_size(), a, recurrent, p.bias_hh.data(), h, h);
+  Pointwise(p.hidden_size(), a, recurrent, p, h, h);
 }
 
 // Per step t = T..1, with dh = dh_out_t + (dL/dh_t through step t+1):
@@ -65,13 +66,14 @@ void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, fl
 //   du_n = da_n * r                                                (recurrent side of n)
 //   dr = da_n * u_n                   da_r = du_r = dr * r (1 - r)
 //   dz = dh * (h_{t-1} - n)           da_z = du_z = dz * z (1 - z)
-//   dh_{t-1} = dh * z + W_hh^T du     one product over the packed W_hh^T
+//   dh_{t-1} = dh * z + W_hh^T du     one product over the packed W_hh^T (back_hh^T: cell.h)
 // After the sweep: dW_hh += du · [h_0 .. h_{T-1}]^T and db_hh += sum over columns of du.
 template <typename S>
-void ChunkBackward(const RecurrentParams<S>& p, const LayerCache<S>& cache, const ConstMatRef<S>& dh_out,
-                   LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
+void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
+                   const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
-  PackTransposedPanels(p.weight_hh, back.packed_hh_t);
+  const bool recur = back_hh.size() > 0;
+  if (recur) PackTransposedPanels(back_hh, back.packed_hh_t);
 #pragma omp parallel num_threads(threads)
   {
     const auto [j0, j1] = ThreadRange(B);
@@ -98,7 +100,8 @@ void ChunkBackward(const RecurrentParams<S>& p, const LayerCache<S>& cache, cons
         du_b.segment(0, 2 * H) = da_b.segment(0, 2 * H);
         back.dh.col(b) = (dh * z).matrix();  // the direct part of dh_{t-1}
       }
-      PackedProduct(back.packed_hh_t, H, 3 * H, du.col(j0).data(), 3 * H, j1 - j0, back.dh.col(j0).data(), H, true);
+      if (recur)
+        PackedProduct(back.packed_hh_t, H, 3 * H, du.col(j0).data(), 3 * H, j1 - j0, back.dh.col(j0).data(), H, true);
     }
   }
   ParallelProduct(grad.weight_hh, back.drecurrent, cache.h.leftCols(T * B).transpose(), true, threads);

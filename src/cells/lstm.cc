@@ -21,12 +21,13 @@ using Vec = Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>;
 template <typename S>
 using ConstVec = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
 
-// One stream's step after the recurrent product. a (4H) in: W_ih x_t + b_ih + W_hh h_{t-1};
-// out: the gates i, f, g, o. c_prev (H) in; c, tanh_c, h (H) out (c may be c_prev).
+// One stream's step after the recurrent product. a (4H) in: W_ih x_t + W_hh h_{t-1}; out: the
+// gates i, f, g, o. c_prev (H) in; c, tanh_c, h (H) out (c may be c_prev).
 template <typename S>
-void Pointwise(Eigen::Index H, S* a, const S* b_hh, const S* c_prev, S* c, S* tanh_c, S* h) {
+void Pointwise(Eigen::Index H, S* a, const RecurrentParams<S>& p, const S* c_prev, S* c, S* tanh_c, S* h) {
   Vec<S> all(a, 4 * H);
-  all += ConstVec<S>(b_hh, 4 * H);
+  all += ConstVec<S>(p.bias_ih.data(), 4 * H);
+  all += ConstVec<S>(p.bias_hh.data(), 4 * H);
   Vec<S> i(a, H), f(a + H, H), g(a + 2 * H, H), o(a + 3 * H, H);
   i = Sigmoid(i);
   f = Sigmoid(f);
@@ -52,7 +53,7 @@ void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads
       const auto h_prev = cache.Step(cache.h, t);
       PackedProduct(cache.packed_hh, 4 * H, H, h_prev.col(j0).data(), H, j1 - j0, a.col(j0).data(), 4 * H, true);
       for (Eigen::Index b = j0; b < j1; ++b)
-        Pointwise(H, a.col(b).data(), p.bias_hh.data(), cache.Step(cache.c, t).col(b).data(),
+        Pointwise(H, a.col(b).data(), p, cache.Step(cache.c, t).col(b).data(),
                   cache.Step(cache.c, t + 1).col(b).data(), cache.Step(cache.tanh_c, t).col(b).data(),
                   cache.Step(cache.h, t + 1).col(b).data());
     }
@@ -62,7 +63,7 @@ void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads
 // One stream: a += W_hh h_{t-1}, then Pointwise; `recurrent` holds tanh(c_t).
 void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, float* recurrent, float* h, float* c) {
   w_hh(h, a, true);
-  Pointwise(p.hidden_size(), a, p.bias_hh.data(), c, c, recurrent, h);
+  Pointwise(p.hidden_size(), a, p, c, c, recurrent, h);
 }
 
 // Per step t = T..1, with dh = dh_out_t + (dL/dh_t through step t+1):
@@ -72,13 +73,14 @@ void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, fl
 //   dg = dc * i                             da_g = dg * (1 - g^2)
 //   df = dc * c_{t-1}                       da_f = df * f (1 - f)
 //   dc_{t-1} = dc * f
-//   dh_{t-1} = W_hh^T da                    one product over the packed W_hh^T
+//   dh_{t-1} = W_hh^T da                    one product over the packed W_hh^T (back_hh^T: cell.h)
 // After the sweep: dW_hh += da · [h_0 .. h_{T-1}]^T and db_hh += sum over columns of da.
 template <typename S>
-void ChunkBackward(const RecurrentParams<S>& p, const LayerCache<S>& cache, const ConstMatRef<S>& dh_out,
-                   LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
+void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
+                   const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
-  PackTransposedPanels(p.weight_hh, back.packed_hh_t);
+  const bool recur = back_hh.size() > 0;
+  if (recur) PackTransposedPanels(back_hh, back.packed_hh_t);
 #pragma omp parallel num_threads(threads)
   {
     const auto [j0, j1] = ThreadRange(B);
@@ -104,7 +106,10 @@ void ChunkBackward(const RecurrentParams<S>& p, const LayerCache<S>& cache, cons
         if (back.record) back.dc_steps.col(t * B + b) = dc.matrix();
         dc *= f;  // dc_{t-1}
       }
-      PackedProduct(back.packed_hh_t, H, 4 * H, da.col(j0).data(), 4 * H, j1 - j0, back.dh.col(j0).data(), H, false);
+      if (recur)
+        PackedProduct(back.packed_hh_t, H, 4 * H, da.col(j0).data(), 4 * H, j1 - j0, back.dh.col(j0).data(), H, false);
+      else
+        back.dh.middleCols(j0, j1 - j0).setZero();
     }
   }
   ParallelProduct(grad.weight_hh, back.dgates, cache.h.leftCols(T * B).transpose(), true, threads);

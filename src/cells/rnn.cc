@@ -32,12 +32,13 @@ struct ReluAct {
   template <typename Y> static auto Grad(const Y& y) { return ReluGradFromOutput(y); }
 };
 
-// One stream's step after the recurrent product. a (H) in: W_ih x_t + b_ih + W_hh h_{t-1};
-// out: h_t, which is also written to h (H).
+// One stream's step after the recurrent product. a (H) in: W_ih x_t + W_hh h_{t-1}; out: h_t,
+// which is also written to h (H).
 template <typename Act, typename S>
-void Pointwise(Eigen::Index H, S* a, const S* b_hh, S* h) {
+void Pointwise(Eigen::Index H, S* a, const RecurrentParams<S>& p, S* h) {
   Vec<S> v(a, H);
-  v += ConstVec<S>(b_hh, H);
+  v += ConstVec<S>(p.bias_ih.data(), H);
+  v += ConstVec<S>(p.bias_hh.data(), H);
   v = Act::Value(v);
   Vec<S>(h, H) = v;
 }
@@ -57,7 +58,7 @@ void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads
       PackedProduct(cache.packed_hh, H, H, cache.Step(cache.h, t).col(j0).data(), H, j1 - j0, a.col(j0).data(), H,
                     true);
       for (Eigen::Index b = j0; b < j1; ++b)
-        Pointwise<Act>(H, a.col(b).data(), p.bias_hh.data(), cache.Step(cache.h, t + 1).col(b).data());
+        Pointwise<Act>(H, a.col(b).data(), p, cache.Step(cache.h, t + 1).col(b).data());
     }
   }
 }
@@ -66,18 +67,19 @@ void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads
 template <typename Act>
 void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, float*, float* h, float*) {
   w_hh(h, a, true);
-  Pointwise<Act>(p.hidden_size(), a, p.bias_hh.data(), h);
+  Pointwise<Act>(p.hidden_size(), a, p, h);
 }
 
 // Per step t = T..1, with dh = dh_out_t + (dL/dh_t through step t+1):
 //   da = dh * act'(a_t)      from the output: 1 - h^2, h (1 - h), or [h > 0]
-//   dh_{t-1} = W_hh^T da     one product over the packed W_hh^T
+//   dh_{t-1} = W_hh^T da     one product over the packed W_hh^T (back_hh^T: cell.h)
 // After the sweep: dW_hh += da · [h_0 .. h_{T-1}]^T and db_hh += sum over columns of da.
 template <typename Act, typename S>
-void ChunkBackward(const RecurrentParams<S>& p, const LayerCache<S>& cache, const ConstMatRef<S>& dh_out,
-                   LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
+void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
+                   const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
-  PackTransposedPanels(p.weight_hh, back.packed_hh_t);
+  const bool recur = back_hh.size() > 0;
+  if (recur) PackTransposedPanels(back_hh, back.packed_hh_t);
 #pragma omp parallel num_threads(threads)
   {
     const auto [j0, j1] = ThreadRange(B);
@@ -88,7 +90,8 @@ void ChunkBackward(const RecurrentParams<S>& p, const LayerCache<S>& cache, cons
       if (back.record) back.dh_steps.middleCols(t * B + j0, nb) = dh;
       auto da = back.dgates.middleCols(t * B + j0, nb);
       da = (dh.array() * Act::Grad(cache.Step(cache.h, t + 1).middleCols(j0, nb))).matrix();
-      PackedProduct(back.packed_hh_t, H, H, da.data(), H, nb, dh.data(), H, false);
+      if (recur) PackedProduct(back.packed_hh_t, H, H, da.data(), H, nb, dh.data(), H, false);
+      else dh.setZero();
     }
   }
   ParallelProduct(grad.weight_hh, back.dgates, cache.h.leftCols(T * B).transpose(), true, threads);
