@@ -542,7 +542,7 @@ void WriteDecayPlot(const std::vector<DecayReport>& reports, const std::filesyst
   chart.title = "Gradient decay over timesteps (median and quartiles over sequences)";
   chart.x_label = "lag k (steps back from the loss)";
   chart.y_label = "‖∂L/∂h(s−k)‖ / ‖∂L/∂h(s)‖  (top layer)";
-  int max_lag = 0;
+  std::vector<LineSeries> bounds;
   for (const auto& r : reports) {
     const DecayCurve* c = r.Find(r.config.layers - 1, "h");
     if (c == nullptr) continue;
@@ -555,17 +555,25 @@ void WriteDecayPlot(const std::vector<DecayReport>& reports, const std::filesyst
       s.low.push_back(c->q1[i] / m0);
       s.high.push_back(c->q3[i] / m0);
     }
-    max_lag = std::max(max_lag, c->lags.back());
     chart.series.push_back(std::move(s));
+    // The bound that holds for this model's weights: each step back multiplies the top layer's
+    // gradient by diag(act') U^T, of norm at most γ σ_max(U), so ‖∂L/∂h(s−k)‖ / ‖∂L/∂h(s)‖ <=
+    // (γ σ_max)^k. (0.25^k alone is the bound only for σ_max <= 1.)
+    const double gamma_sigma = r.layers.back().pascanu_bound;
+    if (!std::isfinite(gamma_sigma)) continue;
+    char label[128];
+    std::snprintf(label, sizeof label, "(%.3g·%.3g)^k bound, %s", r.config.cell->pascanu_gamma,
+                  r.layers.back().sigma_max, r.model.c_str());
+    LineSeries bound;
+    bound.label = label;
+    bound.reference = true;
+    for (int k = 0; k <= c->lags.back(); ++k) {
+      bound.x.push_back(k);
+      bound.y.push_back(std::pow(gamma_sigma, k));
+    }
+    bounds.push_back(std::move(bound));
   }
-  LineSeries bound;
-  bound.label = "0.25^k (sigmoid bound)";
-  bound.reference = true;
-  for (int k = 0; k <= max_lag; ++k) {
-    bound.x.push_back(k);
-    bound.y.push_back(std::pow(0.25, k));
-  }
-  chart.series.push_back(std::move(bound));
+  for (auto& bound : bounds) chart.series.push_back(std::move(bound));
   SaveText(RenderLineChart(chart), path);
 }
 

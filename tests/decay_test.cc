@@ -331,7 +331,10 @@ TEST(Outputs, CsvJsonAndSvgParseAndHoldTheirKeys) {
   ASSERT_NO_THROW(boost::property_tree::read_xml(svg_text, svg));
   EXPECT_EQ(CountElements(svg, "path", "series"), 3);
   EXPECT_EQ(CountElements(svg, "path", "band"), 3);
-  EXPECT_EQ(CountElements(svg, "path", "reference"), 1);
+  EXPECT_EQ(CountElements(svg, "path", "reference"), 1);  // the tanh RNN's own bound; none for LSTM and GRU
+  char bound[64];
+  std::snprintf(bound, sizeof bound, "(1·%.3g)^k bound, rnn-tanh", reports[0].layers.back().sigma_max);
+  EXPECT_NE(ReadAll(dir / "decay.svg").find(bound), std::string::npos) << bound;
   EXPECT_EQ(svg.get<std::string>("svg.<xmlattr>.xmlns"), "http://www.w3.org/2000/svg");
 }
 

@@ -195,8 +195,9 @@ nlohmann::json DecaySummaryJson(const std::vector<DecayReport>& reports, const D
 void WriteDecaySummary(const std::vector<DecayReport>& reports, const DecayOptions& options,
                        const std::filesystem::path& path);
 // decay.svg: the top layer's relative ‖∂L/∂h_{s-k}‖ against lag on a log axis, one line per
-// model with its quartile band (also divided by the median at k = 0), and the sigmoid bound
-// 0.25^k dashed.
+// model with its quartile band (also divided by the median at k = 0), and dashed, for each model
+// that has one (the Elman RNNs), the bound its own weights impose, (γ σ_max)^k with σ_max of the
+// top layer's recurrent matrix: for a sigmoid RNN 0.25^k only when σ_max <= 1.
 void WriteDecayPlot(const std::vector<DecayReport>& reports, const std::filesystem::path& path);
 
 // For training (`bptt train --decay-every N`): measures the model on one chunk and appends its
