@@ -11,11 +11,14 @@
 
 namespace bptt {
 
-namespace {
+const char* PaletteColour(size_t k) {
+  // Tableau 10: distinct on screen and in grey print.
+  static constexpr const char* kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+                                             "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"};
+  return kPalette[k % std::size(kPalette)];
+}
 
-// Tableau 10: distinct on screen and in grey print.
-constexpr const char* kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
-                                    "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"};
+namespace {
 
 std::string Escape(const std::string& text) {
   std::string out;
@@ -55,15 +58,17 @@ double NiceStep(double span, int max_ticks) {
   return 10 * p;
 }
 
-bool Plottable(double y) { return std::isfinite(y) && y > 0; }
-
 // The plotting area inside the margins, and the maps from data to pixels.
 struct Frame {
   double left, top, right, bottom;  // pixels
   double x_min, x_max;              // data
-  double y_min, y_max;              // decades (log10) for a line chart, data for a heatmap
+  double y_min, y_max;              // on the axis: decades (log10) for a log axis, else data
+  bool log_y = true;
   double X(double x) const { return left + (x - x_min) / (x_max - x_min) * (right - left); }
-  double Y(double decade) const { return bottom - (decade - y_min) / (y_max - y_min) * (bottom - top); }
+  double Y(double axis) const { return bottom - (axis - y_min) / (y_max - y_min) * (bottom - top); }
+  // A data value on the axis, and whether it can be drawn there.
+  double Axis(double y) const { return log_y ? std::log10(y) : y; }
+  bool Plottable(double y) const { return std::isfinite(y) && (!log_y || y > 0); }
 };
 
 void Header(std::ostringstream& svg, int width, int height, const std::string& title) {
@@ -99,14 +104,14 @@ std::string LinePath(const Frame& f, const std::vector<double>& x, const std::ve
   bool pen_down = false;
   double last_px = -1e300;
   for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-    if (!Plottable(y[i]) || !std::isfinite(x[i])) {
+    if (!f.Plottable(y[i]) || !std::isfinite(x[i])) {
       pen_down = false;
       continue;
     }
     if (pen_down && Thinned(f, x, i, last_px)) continue;
     last_px = f.X(x[i]);
     d += pen_down ? " L" : (d.empty() ? "M" : " M");
-    d += Num(f.X(x[i])) + " " + Num(f.Y(std::log10(y[i])));
+    d += Num(f.X(x[i])) + " " + Num(f.Y(f.Axis(y[i])));
     pen_down = true;
   }
   return d;
@@ -118,18 +123,18 @@ std::string BandPath(const Frame& f, const LineSeries& s) {
   size_t i = 0;
   const size_t n = std::min({s.x.size(), s.low.size(), s.high.size()});
   while (i < n) {
-    while (i < n && !(Plottable(s.low[i]) && Plottable(s.high[i]))) ++i;
+    while (i < n && !(f.Plottable(s.low[i]) && f.Plottable(s.high[i]))) ++i;
     size_t j = i;
-    while (j < n && Plottable(s.low[j]) && Plottable(s.high[j])) ++j;
+    while (j < n && f.Plottable(s.low[j]) && f.Plottable(s.high[j])) ++j;
     if (j - i >= 2) {
       std::vector<size_t> kept;
       double last_px = -1e300;
       for (size_t k = i; k < j; ++k)
         if (k == i || k + 1 == j || !Thinned(f, s.x, k, last_px)) kept.push_back(k), last_px = f.X(s.x[k]);
       for (size_t k : kept)
-        d += (k == i ? (d.empty() ? "M" : " M") : " L") + Num(f.X(s.x[k])) + " " + Num(f.Y(std::log10(s.high[k])));
+        d += (k == i ? (d.empty() ? "M" : " M") : " L") + Num(f.X(s.x[k])) + " " + Num(f.Y(f.Axis(s.high[k])));
       for (auto k = kept.rbegin(); k != kept.rend(); ++k)
-        d += " L" + Num(f.X(s.x[*k])) + " " + Num(f.Y(std::log10(s.low[*k])));
+        d += " L" + Num(f.X(s.x[*k])) + " " + Num(f.Y(f.Axis(s.low[*k])));
       d += " Z";
     }
     i = j;
@@ -169,17 +174,19 @@ std::string RenderLineChart(const LineChart& chart) {
   Header(svg, chart.width, chart.height, chart.title);
 
   // Ranges from the data series (lines and bands); references only follow.
+  Frame f{90, 50, static_cast<double>(chart.width) - 230, static_cast<double>(chart.height) - 70, 0, 1, 0, 1,
+          chart.log_y};
   double x_min = std::numeric_limits<double>::infinity(), x_max = -x_min;
   double lo = std::numeric_limits<double>::infinity(), hi = -lo;
   for (const auto& s : chart.series) {
     for (size_t i = 0; i < s.x.size(); ++i) {
       if (!std::isfinite(s.x[i])) continue;
-      const bool any = (i < s.y.size() && Plottable(s.y[i])) || (i < s.low.size() && Plottable(s.low[i]));
+      const bool any = (i < s.y.size() && f.Plottable(s.y[i])) || (i < s.low.size() && f.Plottable(s.low[i]));
       if (s.reference || !any) continue;
       x_min = std::min(x_min, s.x[i]);
       x_max = std::max(x_max, s.x[i]);
       for (const auto* v : {&s.y, &s.low, &s.high}) {
-        if (i < v->size() && Plottable((*v)[i])) {
+        if (i < v->size() && f.Plottable((*v)[i])) {
           lo = std::min(lo, (*v)[i]);
           hi = std::max(hi, (*v)[i]);
         }
@@ -188,28 +195,44 @@ std::string RenderLineChart(const LineChart& chart) {
   }
   if (!std::isfinite(x_min)) x_min = 0, x_max = 1;
   if (x_max <= x_min) x_max = x_min + 1;
-  if (!std::isfinite(lo)) lo = 0.1, hi = 1;
-  lo = std::max(lo, chart.y_floor);
-  double d_min = std::floor(std::log10(lo)), d_max = std::ceil(std::log10(hi));
-  if (d_max <= d_min) d_max = d_min + 1;
-
-  Frame f{90, 50, static_cast<double>(chart.width) - 230, static_cast<double>(chart.height) - 70,
-          x_min, x_max, d_min, d_max};
+  double d_min, d_max, y_step;
+  if (chart.log_y) {
+    if (!std::isfinite(lo)) lo = 0.1, hi = 1;
+    lo = std::max(lo, chart.y_floor);
+    d_min = std::floor(std::log10(lo));
+    d_max = std::ceil(std::log10(hi));
+    if (d_max <= d_min) d_max = d_min + 1;
+    y_step = std::max(1.0, NiceStep(d_max - d_min, 10));
+  } else {
+    if (!std::isfinite(lo)) lo = 0, hi = 1;
+    if (hi <= lo) hi = lo + (lo == 0 ? 1 : std::abs(lo) * 0.1);
+    y_step = NiceStep(hi - lo, 8);
+    d_min = std::floor(lo / y_step) * y_step;
+    d_max = std::ceil(hi / y_step) * y_step;
+  }
+  f.x_min = x_min;
+  f.x_max = x_max;
+  f.y_min = d_min;
+  f.y_max = d_max;
 
   // Grid and ticks.
   svg << "<g class=\"grid\" stroke=\"#e5e5e5\" stroke-width=\"1\">\n";
-  const double y_step = std::max(1.0, NiceStep(d_max - d_min, 10));
   const double x_step = NiceStep(x_max - x_min, 10);
-  for (double d = std::ceil(d_min / y_step) * y_step; d <= d_max + 1e-9; d += y_step)
+  for (double d = std::ceil(d_min / y_step) * y_step; d <= d_max + 1e-9 * y_step; d += y_step)
     svg << "<line x1=\"" << Num(f.left) << "\" x2=\"" << Num(f.right) << "\" y1=\"" << Num(f.Y(d)) << "\" y2=\""
         << Num(f.Y(d)) << "\"/>\n";
   for (double x = std::ceil(x_min / x_step) * x_step; x <= x_max + 1e-9 * x_step; x += x_step)
     svg << "<line x1=\"" << Num(f.X(x)) << "\" x2=\"" << Num(f.X(x)) << "\" y1=\"" << Num(f.top) << "\" y2=\""
         << Num(f.bottom) << "\"/>\n";
   svg << "</g>\n<g class=\"ticks\" fill=\"#333\">\n";
-  for (double d = std::ceil(d_min / y_step) * y_step; d <= d_max + 1e-9; d += y_step)
-    svg << "<text x=\"" << Num(f.left - 8) << "\" y=\"" << Num(f.Y(d) + 4) << "\" text-anchor=\"end\">10<tspan dy=\"-6\""
-        << " font-size=\"10\">" << TickLabel(d) << "</tspan></text>\n";
+  for (double d = std::ceil(d_min / y_step) * y_step; d <= d_max + 1e-9 * y_step; d += y_step) {
+    if (chart.log_y)
+      svg << "<text x=\"" << Num(f.left - 8) << "\" y=\"" << Num(f.Y(d) + 4) << "\" text-anchor=\"end\">10<tspan dy=\"-6\""
+          << " font-size=\"10\">" << TickLabel(d) << "</tspan></text>\n";
+    else
+      svg << "<text x=\"" << Num(f.left - 8) << "\" y=\"" << Num(f.Y(d) + 4) << "\" text-anchor=\"end\">"
+          << TickLabel(std::abs(d) < 1e-12 * y_step ? 0.0 : d) << "</text>\n";
+  }
   for (double x = std::ceil(x_min / x_step) * x_step; x <= x_max + 1e-9 * x_step; x += x_step)
     svg << "<text x=\"" << Num(f.X(x)) << "\" y=\"" << Num(f.bottom + 18) << "\" text-anchor=\"middle\">"
         << TickLabel(x) << "</text>\n";
@@ -217,13 +240,15 @@ std::string RenderLineChart(const LineChart& chart) {
   AxisLabels(svg, f, chart.x_label, chart.y_label);
 
   // Data, clipped to the plotting area: references first, then bands, then lines on top.
-  svg << "<clipPath id=\"plot-area\"><rect x=\"" << Num(f.left) << "\" y=\"" << Num(f.top) << "\" width=\""
-      << Num(f.right - f.left) << "\" height=\"" << Num(f.bottom - f.top) << "\"/></clipPath>\n"
-      << "<g clip-path=\"url(#plot-area)\" fill=\"none\" stroke-linejoin=\"round\">\n";
+  svg << "<clipPath id=\"" << Escape(chart.id) << "-area\"><rect x=\"" << Num(f.left) << "\" y=\"" << Num(f.top)
+      << "\" width=\"" << Num(f.right - f.left) << "\" height=\"" << Num(f.bottom - f.top) << "\"/></clipPath>\n"
+      << "<g clip-path=\"url(#" << Escape(chart.id) << "-area)\" fill=\"none\" stroke-linejoin=\"round\">\n";
   std::vector<std::string> colours;
   int next_colour = 0;
   for (const auto& s : chart.series)
-    colours.push_back(s.reference ? "#555555" : kPalette[next_colour++ % std::size(kPalette)]);
+    colours.push_back(s.reference        ? std::string("#555555")
+                      : !s.colour.empty() ? s.colour
+                                         : std::string(PaletteColour(static_cast<size_t>(next_colour++))));
   for (size_t i = 0; i < chart.series.size(); ++i) {
     const auto& s = chart.series[i];
     if (s.reference)
@@ -239,8 +264,9 @@ std::string RenderLineChart(const LineChart& chart) {
   for (size_t i = 0; i < chart.series.size(); ++i) {
     const auto& s = chart.series[i];
     if (!s.reference)
-      svg << "<path class=\"series\" stroke=\"" << colours[i] << "\" stroke-width=\"2.2\" d=\"" << LinePath(f, s.x, s.y)
-          << "\"><title>" << Escape(s.label) << "</title></path>\n";
+      svg << "<path class=\"series\" stroke=\"" << colours[i] << "\" stroke-width=\"2.2\""
+          << (s.dashed ? " stroke-dasharray=\"7 4\"" : "") << " d=\"" << LinePath(f, s.x, s.y) << "\"><title>"
+          << Escape(s.label) << "</title></path>\n";
   }
   svg << "</g>\n";
   svg << "<rect x=\"" << Num(f.left) << "\" y=\"" << Num(f.top) << "\" width=\"" << Num(f.right - f.left)
@@ -257,11 +283,32 @@ std::string RenderLineChart(const LineChart& chart) {
           << "\" fill-opacity=\"0.18\"/>\n";
     svg << "<line x1=\"" << Num(x) << "\" x2=\"" << Num(x + 30) << "\" y1=\"" << Num(y) << "\" y2=\"" << Num(y)
         << "\" stroke=\"" << colours[i] << "\" stroke-width=\"" << (s.reference ? "1.5" : "2.2") << "\""
-        << (s.reference ? " stroke-dasharray=\"7 5\"" : "") << "/>\n";
+        << (s.reference ? " stroke-dasharray=\"7 5\"" : s.dashed ? " stroke-dasharray=\"7 4\"" : "") << "/>\n";
     svg << "<text x=\"" << Num(x + 38) << "\" y=\"" << Num(y + 4) << "\">" << Escape(s.label) << "</text>\n";
     y += 24;
   }
   svg << "</g>\n</svg>\n";
+  return svg.str();
+}
+
+std::string RenderPanels(const std::vector<LineChart>& charts, int columns, const std::string& title) {
+  if (charts.empty() || columns < 1) throw Error("panels: need at least one chart and one column");
+  const int rows = (static_cast<int>(charts.size()) + columns - 1) / columns;
+  const int width = columns * charts[0].width, height = rows * charts[0].height + 40;
+  std::ostringstream svg;
+  Header(svg, width, height, title);
+  for (size_t i = 0; i < charts.size(); ++i) {
+    LineChart chart = charts[i];
+    chart.id = "panel" + std::to_string(i);
+    std::string inner = RenderLineChart(chart);
+    inner.erase(0, inner.find("<svg"));  // one document: drop the inner XML declaration
+    const size_t open = inner.find("<svg") + 4;
+    const int x = static_cast<int>(i % static_cast<size_t>(columns)) * charts[0].width;
+    const int y = 40 + static_cast<int>(i / static_cast<size_t>(columns)) * charts[0].height;
+    inner.insert(open, " x=\"" + std::to_string(x) + "\" y=\"" + std::to_string(y) + "\"");
+    svg << inner;
+  }
+  svg << "</svg>\n";
   return svg.str();
 }
 

@@ -15,6 +15,7 @@
 #include "bptt/checkpoint.h"
 #include "bptt/clip.h"
 #include "bptt/corpus.h"
+#include "bptt/curves.h"
 #include "bptt/decay.h"
 #include "bptt/error.h"
 #include "bptt/evaluate.h"
@@ -499,6 +500,7 @@ class Run {
     const auto metrics_path = dir_ / "metrics.jsonl";
     last_line_offset_ = std::filesystem::exists(metrics_path) ? std::filesystem::file_size(metrics_path) : 0;
     std::ofstream(metrics_path, std::ios::app) << m.dump() << "\n";
+    if (validate) WriteCurves({dir_}, dir_ / "curves.svg");  // watch a run in a browser
     if (!live_ || validate) {
       std::ostringstream line;
       line << "step " << step_ << "  " << data_->Progress(epoch_) << "  loss " << std::fixed << std::setprecision(4)

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "bptt/error.h"
+#include "bptt/version.h"
 #include "commands.h"
 
 namespace {
@@ -23,18 +24,23 @@ constexpr Command kCommands[] = {
     {"inspect", bptt::cli::Inspect, "show a checkpoint's configuration, vocabulary and metrics"},
     {"tokenize", bptt::cli::Tokenize, "build and show the vocabulary of a corpus"},
     {"decay", bptt::cli::Decay, "measure how gradients decay or explode over timesteps"},
+    {"plot", bptt::cli::Plot, "draw the training curves of one or more runs (SVG, and PNG)"},
     {"gradcheck", bptt::cli::Gradcheck, "backpropagated gradients against central differences, and what each costs"},
     {"task", bptt::cli::Task, "train and score a model on a long-lag experiment (adding, temporal order, copy)"},
 };
 
 void Usage(std::ostream& out) {
-  out << "usage: bptt COMMAND [options]   (bptt COMMAND --help for its options)\n\ncommands:\n";
+  out << "usage: bptt COMMAND [options]   (bptt COMMAND --help for its options; bptt --version)\n\ncommands:\n";
   for (const auto& c : kCommands) out << "  " << c.name << std::string(10 - c.name.size(), ' ') << c.help << "\n";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && (std::strcmp(argv[1], "--version") == 0 || std::strcmp(argv[1], "version") == 0)) {
+    std::cout << bptt::VersionText();
+    return 0;
+  }
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
     Usage(argc < 2 ? std::cerr : std::cout);
     return argc < 2 ? 1 : 0;

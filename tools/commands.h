@@ -13,5 +13,6 @@ int Tokenize(int argc, char** argv);
 int Decay(int argc, char** argv);
 int Task(int argc, char** argv);
 int Gradcheck(int argc, char** argv);
+int Plot(int argc, char** argv);
 
 }  // namespace bptt::cli

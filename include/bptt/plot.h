@@ -1,7 +1,8 @@
 // Plot: small, readable SVG figures written without any plotting library: a line chart with a
-// logarithmic y axis (lines, shaded bands, dashed reference lines, legend, title, axis labels)
-// and a heatmap with a colour bar. Each Render function returns the whole SVG document as a
-// string; SaveText writes it. The caller owns the data; nothing is kept between calls.
+// logarithmic or linear y axis (lines, shaded bands, dashed reference lines, legend, title, axis
+// labels), several charts as panels of one figure, and a heatmap with a colour bar. Each Render
+// function returns the whole SVG document as a string; SaveText writes it. The caller owns the
+// data; nothing is kept between calls.
 //
 //   LineChart chart{"Gradient decay", "lag k", "relative norm"};
 //   chart.series.push_back({"lstm", lags, medians, q1s, q3s});
@@ -19,6 +20,9 @@
 
 namespace bptt {
 
+// The k-th colour of the charts' palette (Tableau 10), cycling.
+const char* PaletteColour(size_t k);
+
 // One line of a chart. Points with a non-finite or non-positive y (for the log axis) are
 // left out, breaking the line; the same for the band.
 struct LineSeries {
@@ -26,18 +30,25 @@ struct LineSeries {
   std::vector<double> x, y;
   std::vector<double> low, high;  // optional band (same length as x); empty = no band
   bool reference = false;         // dashed grey, drawn under the data; does not set the y range
+  std::string colour;             // "" = the next colour of the palette
+  bool dashed = false;            // a dashed data line (e.g. a second quantity of the same run)
 };
 
 struct LineChart {
   std::string title, x_label, y_label;
   std::vector<LineSeries> series;
-  double y_floor = 1e-300;  // the y axis never extends below this
+  double y_floor = 1e-300;  // the y axis never extends below this (log axis)
+  bool log_y = true;        // false: a linear y axis (points need only be finite)
   int width = 900, height = 540;
+  std::string id = "plot";  // names the chart's clip path; unique within a document
 };
 
 // Log-scale y axis with decade ticks (every 1, 2, 5, 10, ... decades so that at most about
-// ten are labelled), linear x axis, legend at the right.
+// ten are labelled), or a linear one with 1-2-5 ticks; linear x axis, legend at the right.
 std::string RenderLineChart(const LineChart& chart);
+
+// The charts as panels of one figure, `columns` to a row, under a title.
+std::string RenderPanels(const std::vector<LineChart>& charts, int columns, const std::string& title);
 
 // values (rows, columns); row i is drawn at y = rows[i] (top to bottom in order), column j at
 // x = columns[j]. NaN cells are left blank. Grids larger than 240×240 are subsampled evenly.

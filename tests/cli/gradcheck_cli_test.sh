@@ -5,12 +5,8 @@
 #   tests/cli/gradcheck_cli_test.sh BPTT_BINARY
 set -uo pipefail
 bptt="$1"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-failures=0
-passes=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { passes=$((passes + 1)); }
+program="$bptt"
+source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
 
 if "$bptt" gradcheck --cell gru --hidden 6 --layers 2 > "$work/out" 2> "$work/err"; then pass; else fail "fresh gru: $(cat "$work/err")"; fi
 grep -q "overall max relative error" "$work/out" && pass || fail "no overall error: $(cat "$work/out")"
@@ -28,5 +24,4 @@ if "$bptt" gradcheck "$work/run/latest.safetensors" --sample 3 > "$work/out" 2> 
 "$bptt" gradcheck "$work/run/latest.safetensors" --hidden 16 > /dev/null 2> "$work/err" && fail "--hidden beside a checkpoint was accepted" || pass
 grep -q -- "--hidden describes a fresh model" "$work/err" && pass || fail "message: $(cat "$work/err")"
 
-echo "$passes passed, $failures failed"
-[ "$failures" -eq 0 ]
+finish

@@ -5,26 +5,8 @@
 #   tests/cli/task_cli_test.sh BPTT_BINARY
 set -uo pipefail
 bptt="$1"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-failures=0
-passes=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { passes=$((passes + 1)); }
-
-# expect_error NAME EXPECTED_TEXT ARGS...: non-zero exit, exactly one stderr line containing the text.
-expect_error() {
-  local name="$1" text="$2"
-  shift 2
-  "$bptt" "$@" > "$work/out" 2> "$work/err"
-  local status=$?
-  local lines
-  lines=$(wc -l < "$work/err")
-  if [ "$status" -eq 0 ]; then fail "$name: exit status 0"; return; fi
-  if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr: $(cat "$work/err")"; return; fi
-  if ! grep -qF -- "$text" "$work/err"; then fail "$name: stderr '$(cat "$work/err")' lacks '$text'"; return; fi
-  pass
-}
+program="$bptt"
+source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
 
 if "$bptt" task --list > "$work/list"; then pass; else fail "--list: exit status $?"; fi
 for name in adding temporal-order temporal-order-3 adding-2ch copy; do
@@ -58,5 +40,4 @@ expect_error "eval a task model" "trained on a task" eval "$work/add/latest.safe
 if "$bptt" task copy --T 5 "${small[@]}" --max-steps 2 --trials 2 --out "$work/copy" > /dev/null 2> "$work/err"; then pass; else fail "trials: $(cat "$work/err")"; fi
 if [ -f "$work/copy/seed-1/summary.json" ] && [ -f "$work/copy/seed-2/summary.json" ] && grep -q '"trials": 2' "$work/copy/summary.json"; then pass; else fail "trials summaries"; fi
 
-echo "$passes passed, $failures failed"
-[ "$failures" -eq 0 ]
+finish

@@ -25,6 +25,10 @@ expect_error "not a number" "--hidden" train "${base[@]}" --batch 4 --hidden lot
 expect_error "batch too large" "fewer than --batch x --seq-len + 1" train "${base[@]}" --hidden 32 --batch 100000 --out "$work/x"
 expect_error "model too large" "MiB are available" train "${base[@]}" --batch 4 --hidden 200000 --out "$work/x"
 expect_error "unknown command" "unknown command 'trian'" trian
+for v in --version version; do
+  if "$bptt" "$v" > "$work/version" && grep -q '^bptt [0-9]*\.[0-9]*\.[0-9]*$' "$work/version" && grep -q '^kernels: ' "$work/version"; then pass
+  else fail "bptt $v: $(cat "$work/version")"; fi
+done
 expect_error "resume without checkpoint" "no checkpoint to resume from" train --resume "$work/empty"
 
 # SIGINT: finish the step, save, print the resume command, exit 0.
@@ -50,6 +54,13 @@ expect_error "resume with another out" "--out cannot be given with --resume" tra
 step=$("$bptt" inspect --json "$work/int/latest.safetensors" | sed -n 's/^  "step": *\([0-9]*\).*/\1/p' | head -1)
 if "$bptt" train --resume "$work/int" --lr 0.0005 --max-steps $((step + 1)) > /dev/null 2> "$work/lr.err"; then pass; else fail "resume --lr: $(cat "$work/lr.err")"; fi
 if "$bptt" inspect --json "$work/int/latest.safetensors" | grep -q '"lr": 0.0005'; then pass; else fail "resume --lr 0.0005 was not taken"; fi
+
+# Training curves: the trainer draws DIR/curves.svg at each validation; bptt plot draws runs.
+[ -s "$work/int/curves.svg" ] && pass || fail "the run has no curves.svg"
+if "$bptt" plot "$work/int" --out "$work/curves.svg" --no-png > /dev/null 2> "$work/err"; then pass; else fail "plot: $(cat "$work/err")"; fi
+grep -q '<path class="series"' "$work/curves.svg" && pass || fail "plot drew no series"
+expect_error "plot without runs" "missing RUN_DIR" plot
+expect_error "plot a directory without metrics" "$work/empty/metrics.jsonl" plot "$work/empty"
 
 # SIGKILL at random moments: latest always loads, and --resume continues from it.
 "$bptt" train "${small[@]}" --out "$work/kill" --max-steps 3 --checkpoint-every 1 > /dev/null 2>&1 || fail "SIGKILL: first run"
