@@ -190,6 +190,7 @@ constexpr std::string_view kDerivedKeys[] = {"model.vocab_size", "model.input_si
 
 void TrainOptions::Validate() const {
   if (corpus.empty() && task.empty()) throw Error("--corpus is required (a text file or a directory of text files)");
+  if (!corpus.empty() && !task.empty()) throw Error("a run trains on a corpus or on a task, not both");
   if (seq_len < 1) throw Error("--seq-len must be positive, got " + std::to_string(seq_len));
   if (batch < 1) throw Error("--batch must be positive, got " + std::to_string(batch));
   if (!(lr > 0)) throw Error("--lr must be positive");
@@ -656,6 +657,7 @@ TrainOptions TaskDefaults() {
   o.checkpoint_every = 500;
   o.log_every = 50;
   o.test_size = 2560;
+  o.max_sequences = 1'000'000;  // the paper's T = 1000 needed 853,000
   return o;
 }
 
