@@ -226,12 +226,14 @@ nlohmann::json TrainOptionsToJson(const TrainOptions& o) {
 
 TrainOptions TrainOptionsFromJson(const nlohmann::json& j, const std::string& source) {
   TrainOptions o = FromJson(TrainOptionSpecs(), j, TrainOptions(), source, kDerivedKeys);
+  // The stored model is the whole configuration, with the sizes the data set.
+  if (!j.contains("model")) throw Error(source + ": stored options are malformed: they have no model");
+  const ModelConfig m = ConfigFromJson(j.at("model"), source);
+  o.model.vocab_size = m.vocab_size;
+  o.model.input_size = m.input_size;
+  o.model.output_size = m.output_size;
+  o.model.head = m.head;
   try {
-    const nlohmann::json& m = j.at("model");
-    o.model.vocab_size = m.value("vocab_size", 0);
-    o.model.input_size = m.value("input_size", 0);
-    o.model.output_size = m.value("output_size", o.model.vocab_size);
-    o.model.head = ParseHead(m.value("head", std::string("softmax")), "model head");
     if (j.contains("task")) o.task = j.at("task").value("name", std::string());
   } catch (const nlohmann::json::exception& e) {
     throw Error(source + ": stored options are malformed: " + e.what());

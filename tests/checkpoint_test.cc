@@ -164,6 +164,26 @@ TEST_F(CheckpointTest, RefusesFilesThatDisagreeWithThemselves) {
                         "vocabulary has");
   ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("config", "{not json"); }),
                         "not valid JSON");
+  // The sizes the data sets are integers that fit an int: not a float out of its range, and not
+  // one that would wrap to the right value.
+  const nlohmann::json sizes[] = {-1e300, 1e300, 4294967296.0 + ck.config.vocab_size,
+                                  uint64_t{4294967296} + static_cast<uint64_t>(ck.config.vocab_size), -1, "12"};
+  for (const char* key : {"vocab_size", "input_size", "output_size"}) {
+    for (const nlohmann::json& size : sizes) {
+      ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {
+                              auto c = ConfigToJson(ck.config);
+                              c[key] = size;
+                              st.SetMetadata("config", c.dump());
+                            }),
+                            "'" + std::string(key) + "' must be a non-negative integer");
+    }
+  }
+  ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {
+                          auto c = ConfigToJson(ck.config);
+                          c["head"] = 7;
+                          st.SetMetadata("config", c.dump());
+                        }),
+                        "model configuration is malformed");
   ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) {
                           const std::vector<float> x(4, 0.f);
                           st.Put("extra.weight", {2, 2}, x);
@@ -244,6 +264,8 @@ TEST_F(CheckpointTest, ValidatesEveryFieldOfTheTrainingState) {
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["options"]["model"]["cell"] = "gru"; }),
                         "is not the checkpoint's configuration");
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["options"].erase("model"); }), "training options");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["options"]["model"]["vocab_size"] = 1e300; }),
+                        "'vocab_size' must be a non-negative integer");
 }
 
 TEST_F(CheckpointTest, NeverWritesNonFiniteWeights) {
