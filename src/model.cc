@@ -95,6 +95,12 @@ ModelConfig ConfigFromJson(const nlohmann::json& j, const std::string& source) {
   return c;
 }
 
+double ParameterCount(const ModelConfig& c) {
+  const double V = c.vocab_size, E = c.embed_size, H = c.hidden_size, O = c.output_size, G = c.cell->gates;
+  const double E0 = c.layer0_input_size(), L = c.layers;
+  return (c.embed_size > 0 ? V * E : 0) + G * H * (E0 + H + 2) + (L - 1) * G * H * (H + H + 2) + O * H + O;
+}
+
 ModelConfig LanguageModel(const Cell& cell, int vocab_size, int embed_size, int hidden_size, int layers,
                           double dropout) {
   return {&cell, vocab_size, 0, embed_size, hidden_size, layers, dropout, Head::kSoftmax, vocab_size};

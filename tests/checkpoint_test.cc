@@ -196,6 +196,25 @@ TEST_F(CheckpointTest, RefusesFilesThatDisagreeWithThemselves) {
                         "decoder.bias");
 }
 
+TEST_F(CheckpointTest, RefusesAConfigurationLargerThanTheFileBeforeAllocatingIt) {
+  for (const char* cell : {"rnn-tanh", "lstm", "gru"})
+    for (int embed : {0, 5}) {
+      const Checkpoint ck = Make(cell, embed);
+      EXPECT_EQ(ParameterCount(ck.config), static_cast<double>(ck.params.Count())) << cell << " embed " << embed;
+    }
+  // A (65536, 65536) weight_hh would be 16 GiB, a billion layers more.
+  const Checkpoint ck = Make("lstm", 0);
+  const std::pair<const char*, int> huge[] = {{"hidden_size", 65536}, {"layers", 1 << 30}, {"embed_size", 1 << 30}};
+  for (const auto& [key, value] : huge) {
+    ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {
+                            auto c = ConfigToJson(ck.config);
+                            c[key] = value;
+                            st.SetMetadata("config", c.dump());
+                          }),
+                          "parameters but the file holds only");
+  }
+}
+
 // The file with its "checksum" entry taken out of the header, as another tool would write it.
 fs::path WithoutChecksum(const fs::path& dir, const Checkpoint& ck) {
   const fs::path good = dir / "good.safetensors", bare = dir / "bare.safetensors";
