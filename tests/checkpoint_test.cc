@@ -168,14 +168,15 @@ TEST_F(CheckpointTest, RefusesFilesThatDisagreeWithThemselves) {
   // one that would wrap to the right value.
   const nlohmann::json sizes[] = {-1e300, 1e300, 4294967296.0 + ck.config.vocab_size,
                                   uint64_t{4294967296} + static_cast<uint64_t>(ck.config.vocab_size), -1, "12"};
-  for (const char* key : {"vocab_size", "input_size", "output_size"}) {
+  for (const std::string key : {"vocab_size", "input_size", "output_size"}) {
+    const std::string expected = "'" + key + "' must be a non-negative integer";
     for (const nlohmann::json& size : sizes) {
       ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {
                               auto c = ConfigToJson(ck.config);
                               c[key] = size;
                               st.SetMetadata("config", c.dump());
                             }),
-                            "'" + std::string(key) + "' must be a non-negative integer");
+                            expected);
     }
   }
   ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {
@@ -263,6 +264,9 @@ TEST_F(CheckpointTest, ValidatesEveryFieldOfTheTrainingState) {
   ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("step", "42abc"); }),
                         "'step' is not an integer");
   ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("step", "-3"); }), "'step' is negative");
+  // The message quotes the value on one line, its control characters escaped.
+  ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("step", "\n3\r\x7f"); }),
+                        "'step' is not an integer: '\\x0a3\\x0d\\x7f'");
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["epoch"] = -1; }), "'epoch' must be");
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["optimizer_step"] = -5; }), "'optimizer_step'");
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["chunk"] = -2; }), "'chunk'");
