@@ -528,6 +528,11 @@ class Run {
   // Takes up training where the checkpoint `ck` (with training state) left it.
   void Restore(const Checkpoint& ck) {
     const std::string source = (dir_ / "latest.safetensors").string();
+    // The checkpoint's tensors have its configuration's shapes; the data decides the model's
+    // input and output sizes and head (Setup), and training needs both to be the same model.
+    if (ConfigToJson(ck.config) != ConfigToJson(o_.model))
+      throw Error(source + ": the checkpoint's model " + ConfigToJson(ck.config).dump() +
+                  " is not the one its data makes: " + ConfigToJson(o_.model).dump());
     params_ = ck.params;
     step_ = ck.step;
     const TrainingState& t = *ck.training;

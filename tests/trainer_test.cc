@@ -231,6 +231,42 @@ TEST_F(TrainerTest, ResumeRefusesADifferentCorpusNamingIt) {
   }
 }
 
+// A checkpoint whose model has another output size or head than its corpus makes, its tensors
+// shaped to fit that model, is refused rather than trained with the wrong shapes.
+TEST_F(TrainerTest, ResumeRefusesAModelThatItsDataDoesNotMake) {
+  TrainOptions o = Options(GrammarText(100, 10), "shape");
+  o.model.hidden_size = 8;
+  o.batch = 2;
+  o.seq_len = 8;
+  o.max_steps = 2;
+  Train(o, log_, false);
+  const fs::path latest = fs::path(o.out) / "latest.safetensors";
+  const Checkpoint ck = LoadCheckpoint(latest, CheckpointUse::kResume);
+  for (const Head head : {Head::kSoftmax, Head::kRegression}) {
+    Checkpoint changed = ck;
+    changed.config.output_size = 3;
+    changed.config.head = head;
+    changed.params.decoder_weight = ck.params.decoder_weight.topRows(3);
+    changed.params.decoder_bias = ck.params.decoder_bias.topRows(3);
+    for (auto* slot : {&changed.training->optimizer.slot1, &changed.training->optimizer.slot2}) {
+      // The decoder's weight and bias are the last two tensors (ModelParams::ForEach).
+      Mat<float>& weight = (*slot)[slot->size() - 2];
+      Mat<float>& bias = (*slot)[slot->size() - 1];
+      weight = Mat<float>(weight.topRows(3));
+      bias = Mat<float>(bias.topRows(3));
+    }
+    changed.training->options["model"] = ConfigToJson(changed.config);
+    SaveCheckpoint(changed, latest);
+    try {
+      Resume(o.out, {{"max-steps", 3}}, log_, false);
+      ADD_FAILURE() << "resumed a model with " << changed.config.output_size << " outputs on a corpus of "
+                    << ck.config.vocab_size << " symbols";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("is not the one its data makes"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST_F(TrainerTest, DropoutIsDrawnFromTheSeed) {
   // The trainer's first step, rebuilt from its documented streams: initialisation from
   // Rng(seed), dropout from Rng(StreamSeed(seed, kDropoutStream)).
