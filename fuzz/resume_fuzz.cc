@@ -222,6 +222,35 @@ const Seed kSeeds[] = {
        o.max_steps = 3;
        o.eval_every = 2;
      }},
+    // Generated tasks (task.h): dense or symbol input, a regression or softmax head, and the
+    // stop criterion's state in the checkpoint (adding, temporal-order).
+    {"lstm_task_adding", [](bptt::TrainOptions& o) {
+       o.task = "adding";
+       o.task_length = 20;
+       o.model.cell = &bptt::ParseCell("lstm", "cell");
+       o.model.hidden_size = 4;
+       o.batch = 2;
+       o.max_steps = 2;
+     }},
+    {"gru_task_copy_sgd_momentum", [](bptt::TrainOptions& o) {
+       o.task = "copy";
+       o.task_length = 2;
+       o.model.cell = &bptt::ParseCell("gru", "cell");
+       o.model.hidden_size = 4;
+       o.optimizer.type = bptt::OptimizerType::kSgd;
+       o.optimizer.momentum = 0.9;
+       o.batch = 3;
+       o.max_steps = 2;
+       o.eval_every = 1;
+     }},
+    {"rnn_tanh_task_temporal_order_rmsprop", [](bptt::TrainOptions& o) {
+       o.task = "temporal-order";
+       o.model.cell = &bptt::ParseCell("rnn-tanh", "cell");
+       o.model.hidden_size = 4;
+       o.optimizer.type = bptt::OptimizerType::kRmsprop;
+       o.batch = 2;
+       o.max_steps = 2;
+     }},
 };
 
 // Trains every seed into kRoot/seeds/NAME and copies its latest.safetensors to out/NAME.
@@ -238,7 +267,9 @@ void WriteSeeds(const fs::path& out) {
     o.eval_every = 100;
     o.checkpoint_every = 100;
     o.out = (kRoot / "seeds" / seed.name).string();
+    o.test_size = 8;  // a task's test set
     seed.configure(o);
+    if (!o.task.empty()) o.corpus.clear();
     fs::remove_all(o.out);
     bptt::Train(o, null_log, false);
     fs::copy_file(fs::path(o.out) / "latest.safetensors", out / seed.name, fs::copy_options::overwrite_existing);
@@ -331,6 +362,32 @@ Json InterestingValue(Random& random, const Json& old) {
       return Pick(random, ints);
     default: return Add(Pick(random, ints), static_cast<int64_t>(Below(random, 3)));
   }
+}
+
+// A value of the type that the training option stored at `key` takes ("model.hidden_size" an
+// integer, "optimizer.type" a name, ...), and now and then any interesting value.
+Json OptionValue(Random& random, const std::string& key, const Json& old) {
+  if (OneIn(random, 4)) return InterestingValue(random, old);
+  if (key == "task.name") return std::string(bptt::Tasks()[Below(random, bptt::Tasks().size())].name);
+  bptt::OptionKind kind = bptt::OptionKind::kInt;  // the derived sizes
+  for (const auto& spec : bptt::TrainOptionSpecs())
+    if (spec.key == key) kind = spec.kind;
+  switch (kind) {
+    case bptt::OptionKind::kSwitch:
+    case bptt::OptionKind::kSwitchOff: return OneIn(random, 2);
+    case bptt::OptionKind::kText: return Pick(random, Names());
+    case bptt::OptionKind::kTexts: return Json::array({Pick(random, Names())});
+    case bptt::OptionKind::kNumber:
+      if (OneIn(random, 2)) {
+        static const double small[] = {0.0, 1e-9, 0.001, 0.1, 0.5, 0.9, 0.99, 1.0, 2.0, 10.0, 1e6};
+        return small[Below(random, std::size(small))];
+      }
+      return InterestingValue(random, old.is_number() ? old : Json(1.0));
+    case bptt::OptionKind::kInt:
+      if (OneIn(random, 2)) return Below(random, 10);
+      return InterestingValue(random, old.is_number_integer() ? old : Json(1));
+  }
+  return InterestingValue(random, old);
 }
 
 // JSON pointers to every value inside `j` (itself excluded).
@@ -471,12 +528,13 @@ Json::json_pointer OptionPointer(const std::string& key) {
 // One mutation of a JSON metadata field: a value replaced, removed or added.
 bool MutateJson(Parts& p, Random& random) {
   static const char* const keys[] = {"config", "vocab", "metrics", "training", "training"};
-  const std::string key = keys[Below(random, 5)];
+  const size_t op = Below(random, 4);
+  const std::string key = op == 1 ? "training" : keys[Below(random, 5)];
   std::optional<Json> j = p.JsonField(key);
   if (!j) return false;
   std::vector<Json::json_pointer> paths;
   Paths(*j, Json::json_pointer(), paths);
-  switch (Below(random, 4)) {
+  switch (op) {
     case 0:  // remove a value
       if (paths.empty()) return false;
       {
@@ -487,10 +545,10 @@ bool MutateJson(Parts& p, Random& random) {
       }
       break;
     case 1:  // set a training option, present or not
-      if (key != "training") return false;
       {
-        const Json::json_pointer at = OptionPointer(Pick(random, OptionKeys()));
-        (*j)[at] = InterestingValue(random, j->contains(at) ? j->at(at) : Json());
+        const std::string option = Pick(random, OptionKeys());
+        const Json::json_pointer at = OptionPointer(option);
+        (*j)[at] = OptionValue(random, option, j->contains(at) ? j->at(at) : Json());
       }
       break;
     default:  // replace a value
