@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
+#include <limits>
 #include <sstream>
 
 #include "bptt/checkpoint.h"
@@ -308,7 +309,7 @@ class Run {
     if (o_.max_steps > 0) f = std::max(f, static_cast<double>(step_) / static_cast<double>(o_.max_steps));
     if (o_.max_epochs > 0) f = std::max(f, EpochProgress() / static_cast<double>(o_.max_epochs));
     if (o_.max_sequences > 0)
-      f = std::max(f, static_cast<double>(step_ * o_.batch) / static_cast<double>(o_.max_sequences));
+      f = std::max(f, static_cast<double>(step_) * o_.batch / static_cast<double>(o_.max_sequences));
     if (o_.time_budget > 0) f = std::max(f, wall / o_.time_budget);
     return f;
   }
@@ -338,12 +339,16 @@ class Run {
     const int64_t first_step = step_;
     bool limit_reached = false;
 
+    // The step and epoch counts come from a checkpoint, which may hold any count: the limits are
+    // tested without overflowing (step_ * batch >= max_sequences), and no count passes INT64_MAX.
+    constexpr int64_t kMaxCount = std::numeric_limits<int64_t>::max();
     while (true) {
       if (o_.max_steps > 0 && step_ >= o_.max_steps) { limit_reached = true; break; }
-      if (o_.max_sequences > 0 && step_ * o_.batch >= o_.max_sequences) { limit_reached = true; break; }
+      if (o_.max_sequences > 0 && step_ > (o_.max_sequences - 1) / o_.batch) { limit_reached = true; break; }
+      if (step_ == kMaxCount) { limit_reached = true; break; }
       if (o_.time_budget > 0 && Seconds(start) >= o_.time_budget) { limit_reached = true; break; }
       if (!data_->Next(batch)) {  // end of epoch: the state starts afresh
-        ++epoch_;
+        if (epoch_ < kMaxCount) ++epoch_;
         data_->Rewind();
         state_.SetZero();
         if (o_.max_epochs > 0 && epoch_ >= o_.max_epochs) { limit_reached = true; break; }

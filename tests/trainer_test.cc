@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <malloc.h>
 #include <set>
 #include <sstream>
@@ -265,6 +266,41 @@ TEST_F(TrainerTest, ResumeRefusesAModelThatItsDataDoesNotMake) {
       EXPECT_NE(std::string(e.what()).find("is not the one its data makes"), std::string::npos) << e.what();
     }
   }
+}
+
+// A checkpoint may hold any count: resuming it never overflows the step, optimizer-step or
+// epoch count, nor step * batch against --max-sequences.
+TEST_F(TrainerTest, ResumeNeverOverflowsTheCountsOfACheckpoint) {
+  TrainOptions o = Options(GrammarText(100, 11), "counts");
+  o.model.hidden_size = 8;
+  o.batch = 2;
+  o.seq_len = 8;
+  o.max_steps = 2;
+  Train(o, log_, false);
+  const fs::path latest = fs::path(o.out) / "latest.safetensors";
+  const Checkpoint trained = LoadCheckpoint(latest, CheckpointUse::kResume);
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  // At the end of an epoch, one step short of the largest step count, with the optimizer's
+  // count and the epoch at the largest: one more step, and those two stay there.
+  const size_t symbols = trained.training->data["corpus"]["symbols"];
+  const SymbolRange train = SplitCorpus(symbols, o.val_frac, o.test_frac).train;
+  Checkpoint ck = trained;
+  ck.step = kMax - 1;
+  ck.training->optimizer.step = kMax;
+  ck.training->epoch = kMax;
+  ck.training->chunk = (train.size() - 1) / o.batch / o.seq_len;
+  SaveCheckpoint(ck, latest);
+  EXPECT_EQ(Resume(o.out, {{"max-steps", kMax}}, log_, false).steps, kMax);
+  const Checkpoint after = LoadCheckpoint(latest, CheckpointUse::kResume);
+  EXPECT_EQ(after.training->optimizer.step, kMax);
+  EXPECT_EQ(after.training->epoch, kMax);
+  EXPECT_EQ(after.training->chunk, 1u);
+  // step * batch would overflow: --max-sequences is reached without a step.
+  ck = trained;
+  ck.step = kMax - 1;
+  ck.training->options["max_sequences"] = kMax;
+  SaveCheckpoint(ck, latest);
+  EXPECT_EQ(Resume(o.out, {{"max-steps", kMax}}, log_, false).steps, kMax - 1);
 }
 
 TEST_F(TrainerTest, DropoutIsDrawnFromTheSeed) {
