@@ -1,10 +1,10 @@
 // libFuzzer target for the whole resume path. Each input is a checkpoint with training state:
-// it is written as RUN/latest.safetensors in an emptied run directory and resumed for one step
-// with Resume (trainer.h): load and verify (LoadCheckpoint, kResume), restore the optimizer,
-// carried state, RNG and data position, train one step, validate, save. A bad checkpoint must
-// be refused with a one-line bptt::Error; a crash, a sanitizer report, an exception of another
-// type, a message of several lines or a hang is a finding. When the resume succeeds, the
-// checkpoint it wrote must resume in turn.
+// it is written as RUN/latest.safetensors in an emptied run directory and resumed with
+// Resume(RUN, {"max-steps": its step + 1, "threads": 1}) (trainer.h): load and verify
+// (LoadCheckpoint, kResume), restore the optimizer, carried state, RNG and data position, train
+// one step, validate, save. A bad checkpoint must be refused with a one-line bptt::Error; a
+// crash, a sanitizer report, an exception of another type, a message of several lines or a hang
+// is a finding. When the resume succeeds, the checkpoint it wrote must resume in turn.
 //
 //   fuzz/run 600                                            (builds and runs every target)
 //   build-fuzz/resume_fuzz --write-seeds=fuzz/corpus/resume  (trains the seed checkpoints)
@@ -23,7 +23,6 @@
 // tensor reshaped to fit; tensor values set to extremes; tensors removed, renamed, retyped or
 // reshaped; string metadata replaced. One mutation in eight, and every input that does not
 // parse, gets libFuzzer's byte mutator instead.
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -102,8 +101,8 @@ void WriteCorpus() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Seeds: tiny models trained for a few steps on the corpus, each with the training state of a
-// different cell, optimizer and set of options.
+// Seeds: tiny models trained for a few steps on the corpus or a generated task, each with the
+// training state of a different cell, optimizer and set of options.
 
 struct Seed {
   const char* name;
@@ -720,7 +719,8 @@ bool MutateMetadata(Parts& p, Random& random) {
   return true;
 }
 
-// The step an input is resumed to: one past its metadata 'step' (1 when there is none).
+// The step an input is resumed to: one past its metadata 'step', so that it trains one step;
+// 1 when the file has no such step (LoadCheckpoint refuses it) or it is INT64_MAX (no step).
 int64_t NextStep(const uint8_t* data, size_t size) {
   try {
     const Safetensors st = Safetensors::Parse(std::span<const uint8_t>(data, size), "fuzz");
