@@ -103,7 +103,9 @@ TEST(Init, SameSeedSameBitsDifferentSeedDifferentBits) {
     size_t k = 0;
     a.ForEach([&](const std::string& name, const Mat<float>& m) {
       EXPECT_EQ(std::memcmp(m.data(), bs[k]->data(), m.size() * sizeof(float)), 0) << name;
-      if (name.find("weight") != std::string::npos) EXPECT_NE(m, *cs[k]) << name;
+      if (name.find("weight") != std::string::npos) {
+        EXPECT_NE(m, *cs[k]) << name;
+      }
       ++k;
     });
   }
