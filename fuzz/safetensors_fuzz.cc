@@ -1,11 +1,9 @@
 // libFuzzer target for Safetensors::Parse: any input must either parse or throw bptt::Error,
 // and whatever parses must serialize and parse back to the same bytes.
 //
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
-//     fuzz/safetensors_fuzz.cc src/safetensors.cc -lz -o /tmp/safetensors_fuzz
-//   mkdir -p /tmp/corpus
-//   /tmp/safetensors_fuzz -max_total_time=60 /tmp/corpus fuzz/corpus/safetensors
-// libFuzzer adds the inputs it finds to the first directory, so the seeds here stay as they are.
+//   fuzz/run 60 safetensors     (builds it with clang and libFuzzer and runs it for 60 s)
+// libFuzzer adds the inputs it finds to build-fuzz/corpus/, so the seeds here stay as they are;
+// ctest replays them (safetensors_fuzz_seeds, fuzz/replay.cc).
 #include <cstdint>
 #include <cstdlib>
 #include <span>
