@@ -58,6 +58,17 @@ double NiceStep(double span, int max_ticks) {
   return 10 * p;
 }
 
+// The multiples of `step` in [lo, hi] (within a billionth of a step), at most 100 of them: the
+// count is fixed first, so a step too small to move a large value cannot loop.
+std::vector<double> Ticks(double lo, double hi, double step) {
+  std::vector<double> ticks;
+  const double first = std::ceil(lo / step);
+  const double last = std::floor(hi / step + 1e-9);
+  if (!std::isfinite(first) || !std::isfinite(last)) return ticks;
+  for (double k = first; k <= last && ticks.size() < 100; ++k) ticks.push_back(k * step);
+  return ticks;
+}
+
 // The plotting area inside the margins, and the maps from data to pixels.
 struct Frame {
   double left, top, right, bottom;  // pixels
@@ -194,7 +205,7 @@ std::string RenderLineChart(const LineChart& chart) {
     }
   }
   if (!std::isfinite(x_min)) x_min = 0, x_max = 1;
-  if (x_max <= x_min) x_max = x_min + 1;
+  if (x_max <= x_min) x_max = x_min + std::max(1.0, std::abs(x_min) * 1e-6);
   double d_min, d_max, y_step;
   if (chart.log_y) {
     if (!std::isfinite(lo)) lo = 0.1, hi = 1;
@@ -218,14 +229,14 @@ std::string RenderLineChart(const LineChart& chart) {
   // Grid and ticks.
   svg << "<g class=\"grid\" stroke=\"#e5e5e5\" stroke-width=\"1\">\n";
   const double x_step = NiceStep(x_max - x_min, 10);
-  for (double d = std::ceil(d_min / y_step) * y_step; d <= d_max + 1e-9 * y_step; d += y_step)
+  for (double d : Ticks(d_min, d_max, y_step))
     svg << "<line x1=\"" << Num(f.left) << "\" x2=\"" << Num(f.right) << "\" y1=\"" << Num(f.Y(d)) << "\" y2=\""
         << Num(f.Y(d)) << "\"/>\n";
-  for (double x = std::ceil(x_min / x_step) * x_step; x <= x_max + 1e-9 * x_step; x += x_step)
+  for (double x : Ticks(x_min, x_max, x_step))
     svg << "<line x1=\"" << Num(f.X(x)) << "\" x2=\"" << Num(f.X(x)) << "\" y1=\"" << Num(f.top) << "\" y2=\""
         << Num(f.bottom) << "\"/>\n";
   svg << "</g>\n<g class=\"ticks\" fill=\"#333\">\n";
-  for (double d = std::ceil(d_min / y_step) * y_step; d <= d_max + 1e-9 * y_step; d += y_step) {
+  for (double d : Ticks(d_min, d_max, y_step)) {
     if (chart.log_y)
       svg << "<text x=\"" << Num(f.left - 8) << "\" y=\"" << Num(f.Y(d) + 4) << "\" text-anchor=\"end\">10<tspan dy=\"-6\""
           << " font-size=\"10\">" << TickLabel(d) << "</tspan></text>\n";
@@ -233,7 +244,7 @@ std::string RenderLineChart(const LineChart& chart) {
       svg << "<text x=\"" << Num(f.left - 8) << "\" y=\"" << Num(f.Y(d) + 4) << "\" text-anchor=\"end\">"
           << TickLabel(std::abs(d) < 1e-12 * y_step ? 0.0 : d) << "</text>\n";
   }
-  for (double x = std::ceil(x_min / x_step) * x_step; x <= x_max + 1e-9 * x_step; x += x_step)
+  for (double x : Ticks(x_min, x_max, x_step))
     svg << "<text x=\"" << Num(f.X(x)) << "\" y=\"" << Num(f.bottom + 18) << "\" text-anchor=\"middle\">"
         << TickLabel(x) << "</text>\n";
   svg << "</g>\n";

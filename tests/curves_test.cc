@@ -11,9 +11,12 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <tuple>
+#include <vector>
 
 #include "bptt/curves.h"
 #include "bptt/error.h"
+#include "bptt/plot.h"
 
 namespace bptt {
 namespace {
@@ -76,6 +79,35 @@ TEST(Curves, TwoRunsInFourPanelsOneColourPerRun) {
     EXPECT_NE(std::string(e.what()).find((dir / "empty" / "metrics.jsonl").string()), std::string::npos) << e.what();
   }
   fs::remove_all(dir);
+}
+
+
+// Ranges whose span a double cannot resolve (one point at a step near INT64_MAX, a span of one
+// step there, a constant series) draw a bounded number of ticks at finite coordinates.
+TEST(LineChart, RangesTooNarrowForTheirMagnitudeDrawFewFiniteTicks) {
+  const double big = 9223372036854775807.0;
+  for (const auto& [xs, ys, log_y] : std::vector<std::tuple<std::vector<double>, std::vector<double>, bool>>{
+           {{big}, {0.064}, true},
+           {{big - 1, big}, {0.064, 0.063}, false},
+           {{1e300, 1e300}, {-1e300, -1e300}, false},
+           {{0, 1}, {5, 5}, false}}) {
+    LineChart chart;
+    chart.log_y = log_y;
+    LineSeries series;
+    series.label = "run";
+    series.x = xs;
+    series.y = ys;
+    chart.series.push_back(series);
+    const std::string svg = RenderLineChart(chart);
+    ptree tree;
+    std::istringstream in(svg);
+    ASSERT_NO_THROW(boost::property_tree::read_xml(in, tree));
+    std::vector<const ptree*> texts;
+    Collect(tree, "text", texts);
+    EXPECT_LT(texts.size(), 60u) << xs.front();
+    EXPECT_EQ(svg.find("nan"), std::string::npos) << xs.front();
+    EXPECT_EQ(svg.find("inf"), std::string::npos) << xs.front();
+  }
 }
 
 }  // namespace
