@@ -2,7 +2,9 @@
 
 #include <cctype>
 #include <cmath>
+#include <iomanip>
 #include <set>
+#include <sstream>
 
 #include "bptt/error.h"
 #include "bptt/safetensors.h"
@@ -145,6 +147,16 @@ Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use) 
   if (ck.step < 0) throw Error(source + ": checkpoint metadata 'step' is negative");
   if (meta.count("metrics")) ck.metrics = ParseMetadataJson(st, "metrics", source);
 
+  // A few bytes of configuration could ask for any amount of memory: the file must hold at least
+  // as many values as the parameters before they are allocated.
+  double values = 0;
+  for (const auto& name : st.Names()) values += static_cast<double>(st.Find(name)->bytes.size() / sizeof(float));
+  if (ParameterCount(ck.config) > values) {
+    std::ostringstream out;
+    out << std::fixed << std::setprecision(0) << source << ": the configuration " << ConfigToJson(ck.config).dump()
+        << " has " << ParameterCount(ck.config) << " parameters but the file holds only " << values << " values";
+    throw Error(out.str());
+  }
   std::set<std::string> expected;
   ck.params = ModelParams<float>::Zeros(ck.config);
   ck.params.ForEach([&](const std::string& name, Mat<float>& m) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
 
 #include "bptt/error.h"
@@ -58,6 +59,18 @@ std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
 namespace {
 // The keys of the stored configuration that the data sets rather than an option.
 constexpr std::string_view kDataKeys[] = {"vocab_size", "input_size", "output_size", "head"};
+
+// A size the data sets: a JSON integer in [0, INT_MAX], or `fallback` when the key is absent.
+int DataSize(const nlohmann::json& j, const char* key, int fallback, const std::string& source) {
+  if (!j.contains(key)) return fallback;
+  const nlohmann::json& v = j.at(key);
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  const bool fits = v.is_number_integer() && (v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t{kMax}
+                                                                     : v.get<int64_t>() >= 0 && v.get<int64_t>() <= kMax);
+  if (!fits)
+    throw Error(source + ": model configuration '" + key + "' must be a non-negative integer, got " + v.dump());
+  return v.get<int>();
+}
 }  // namespace
 
 nlohmann::json ConfigToJson(const ModelConfig& c) {
@@ -71,12 +84,14 @@ nlohmann::json ConfigToJson(const ModelConfig& c) {
 
 ModelConfig ConfigFromJson(const nlohmann::json& j, const std::string& source) {
   ModelConfig c = FromJson(ModelOptionSpecs(), j, ModelConfig(), source, kDataKeys);
+  c.vocab_size = DataSize(j, "vocab_size", 0, source);
+  c.input_size = DataSize(j, "input_size", 0, source);
+  c.output_size = DataSize(j, "output_size", c.vocab_size, source);
   try {
-    c.vocab_size = j.value("vocab_size", 0);
-    c.input_size = j.value("input_size", 0);
-    c.output_size = j.value("output_size", c.vocab_size);
     c.head = ParseHead(j.value("head", std::string("softmax")), "model head");
   } catch (const nlohmann::json::exception& e) {
+    throw Error(source + ": model configuration is malformed: " + e.what());
+  } catch (const Error& e) {
     throw Error(source + ": model configuration is malformed: " + e.what());
   }
   try {
@@ -85,6 +100,12 @@ ModelConfig ConfigFromJson(const nlohmann::json& j, const std::string& source) {
     throw Error(source + ": model configuration is invalid: " + e.what());
   }
   return c;
+}
+
+double ParameterCount(const ModelConfig& c) {
+  const double V = c.vocab_size, E = c.embed_size, H = c.hidden_size, O = c.output_size, G = c.cell->gates;
+  const double E0 = c.layer0_input_size(), L = c.layers;
+  return (c.embed_size > 0 ? V * E : 0) + G * H * (E0 + H + 2) + (L - 1) * G * H * (H + H + 2) + O * H + O;
 }
 
 ModelConfig LanguageModel(const Cell& cell, int vocab_size, int embed_size, int hidden_size, int layers,

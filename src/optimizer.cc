@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "bptt/error.h"
 
@@ -76,7 +77,9 @@ bool OptimizerStep(const OptimizerOptions& o, double lr, ModelParams<S>& params,
     }
   }
   CheckOptimizerState(o, params, state);
-  ++state.step;
+  // The count saturates rather than overflow (a checkpoint may say anything); Adam's bias
+  // correction is 1 long before.
+  if (state.step < std::numeric_limits<int64_t>::max()) ++state.step;
   const S rate = static_cast<S>(lr), eps = static_cast<S>(o.eps);
   const double t = static_cast<double>(state.step);
 

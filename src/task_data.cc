@@ -127,7 +127,7 @@ class TaskData final : public TrainData {
                         {"seed", o_.seed},
                         {"solved", task_->Solved(r.tally)},
                         {"stop_criterion_met", solved},
-                        {"train_sequences", steps * o_.batch},
+                        {"train_sequences", static_cast<uint64_t>(steps) * static_cast<uint64_t>(o_.batch)},
                         {"test_size", r.tally.sequences},
                         {"test_wrong", r.tally.sequences - r.tally.right},
                         {"test_error", r.tally.mean_error()},

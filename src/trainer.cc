@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
+#include <limits>
 #include <numbers>
 #include <sstream>
 
@@ -190,6 +191,7 @@ constexpr std::string_view kDerivedKeys[] = {"model.vocab_size", "model.input_si
 
 void TrainOptions::Validate() const {
   if (corpus.empty() && task.empty()) throw Error("--corpus is required (a text file or a directory of text files)");
+  if (!corpus.empty() && !task.empty()) throw Error("a run trains on a corpus or on a task, not both");
   if (seq_len < 1) throw Error("--seq-len must be positive, got " + std::to_string(seq_len));
   if (batch < 1) throw Error("--batch must be positive, got " + std::to_string(batch));
   if (!(lr > 0)) throw Error("--lr must be positive");
@@ -231,12 +233,14 @@ nlohmann::json TrainOptionsToJson(const TrainOptions& o) {
 
 TrainOptions TrainOptionsFromJson(const nlohmann::json& j, const std::string& source) {
   TrainOptions o = FromJson(TrainOptionSpecs(), j, TrainOptions(), source, kDerivedKeys);
+  // The stored model is the whole configuration, with the sizes the data set.
+  if (!j.contains("model")) throw Error(source + ": stored options are malformed: they have no model");
+  const ModelConfig m = ConfigFromJson(j.at("model"), source);
+  o.model.vocab_size = m.vocab_size;
+  o.model.input_size = m.input_size;
+  o.model.output_size = m.output_size;
+  o.model.head = m.head;
   try {
-    const nlohmann::json& m = j.at("model");
-    o.model.vocab_size = m.value("vocab_size", 0);
-    o.model.input_size = m.value("input_size", 0);
-    o.model.output_size = m.value("output_size", o.model.vocab_size);
-    o.model.head = ParseHead(m.value("head", std::string("softmax")), "model head");
     o.task = TaskOf(j);
   } catch (const nlohmann::json::exception& e) {
     throw Error(source + ": stored options are malformed: " + e.what());
@@ -323,7 +327,7 @@ class Run {
     if (o_.max_steps > 0) f = std::max(f, static_cast<double>(step_) / static_cast<double>(o_.max_steps));
     if (o_.max_epochs > 0) f = std::max(f, EpochProgress() / static_cast<double>(o_.max_epochs));
     if (o_.max_sequences > 0)
-      f = std::max(f, static_cast<double>(step_ * o_.batch) / static_cast<double>(o_.max_sequences));
+      f = std::max(f, static_cast<double>(step_) * o_.batch / static_cast<double>(o_.max_sequences));
     if (o_.time_budget > 0) f = std::max(f, wall / o_.time_budget);
     return f;
   }
@@ -353,12 +357,16 @@ class Run {
     const int64_t first_step = step_;
     bool limit_reached = false;
 
+    // The step and epoch counts come from a checkpoint, which may hold any count: the limits are
+    // tested without overflowing (step_ * batch >= max_sequences), and no count passes INT64_MAX.
+    constexpr int64_t kMaxCount = std::numeric_limits<int64_t>::max();
     while (true) {
       if (o_.max_steps > 0 && step_ >= o_.max_steps) { limit_reached = true; break; }
-      if (o_.max_sequences > 0 && step_ * o_.batch >= o_.max_sequences) { limit_reached = true; break; }
+      if (o_.max_sequences > 0 && step_ > (o_.max_sequences - 1) / o_.batch) { limit_reached = true; break; }
+      if (step_ == kMaxCount) { limit_reached = true; break; }
       if (o_.time_budget > 0 && Seconds(start) >= o_.time_budget) { limit_reached = true; break; }
       if (!data_->Next(batch)) {  // end of epoch: the state starts afresh
-        ++epoch_;
+        if (epoch_ < kMaxCount) ++epoch_;
         data_->Rewind();
         state_.SetZero();
         if (o_.max_epochs > 0 && epoch_ >= o_.max_epochs) { limit_reached = true; break; }
@@ -556,6 +564,11 @@ class Run {
   // Takes up training where the checkpoint `ck` (with training state) left it.
   void Restore(const Checkpoint& ck) {
     const std::string source = (dir_ / "latest.safetensors").string();
+    // The checkpoint's tensors have its configuration's shapes; the data decides the model's
+    // input and output sizes and head (Setup), and training needs both to be the same model.
+    if (ConfigToJson(ck.config) != ConfigToJson(o_.model))
+      throw Error(source + ": the checkpoint's model " + ConfigToJson(ck.config).dump() +
+                  " is not the one its data makes: " + ConfigToJson(o_.model).dump());
     params_ = ck.params;
     step_ = ck.step;
     const TrainingState& t = *ck.training;
@@ -659,6 +672,7 @@ TrainOptions TaskDefaults() {
   o.checkpoint_every = 500;
   o.log_every = 50;
   o.test_size = 2560;
+  o.max_sequences = 1'000'000;  // the paper's T = 1000 needed 853,000
   return o;
 }
 

@@ -164,6 +164,27 @@ TEST_F(CheckpointTest, RefusesFilesThatDisagreeWithThemselves) {
                         "vocabulary has");
   ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("config", "{not json"); }),
                         "not valid JSON");
+  // The sizes the data sets are integers that fit an int: not a float out of its range, and not
+  // one that would wrap to the right value.
+  const nlohmann::json sizes[] = {-1e300, 1e300, 4294967296.0 + ck.config.vocab_size,
+                                  uint64_t{4294967296} + static_cast<uint64_t>(ck.config.vocab_size), -1, "12"};
+  for (const std::string key : {"vocab_size", "input_size", "output_size"}) {
+    const std::string expected = "'" + key + "' must be a non-negative integer";
+    for (const nlohmann::json& size : sizes) {
+      ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {
+                              auto c = ConfigToJson(ck.config);
+                              c[key] = size;
+                              st.SetMetadata("config", c.dump());
+                            }),
+                            expected);
+    }
+  }
+  ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {
+                          auto c = ConfigToJson(ck.config);
+                          c["head"] = 7;
+                          st.SetMetadata("config", c.dump());
+                        }),
+                        "model configuration is malformed");
   ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) {
                           const std::vector<float> x(4, 0.f);
                           st.Put("extra.weight", {2, 2}, x);
@@ -174,6 +195,25 @@ TEST_F(CheckpointTest, RefusesFilesThatDisagreeWithThemselves) {
                           st.Put("decoder.bias", {3}, x);
                         }),
                         "decoder.bias");
+}
+
+TEST_F(CheckpointTest, RefusesAConfigurationLargerThanTheFileBeforeAllocatingIt) {
+  for (const char* cell : {"rnn-tanh", "lstm", "gru"})
+    for (int embed : {0, 5}) {
+      const Checkpoint ck = Make(cell, embed);
+      EXPECT_EQ(ParameterCount(ck.config), static_cast<double>(ck.params.Count())) << cell << " embed " << embed;
+    }
+  // A (65536, 65536) weight_hh would be 16 GiB, a billion layers more.
+  const Checkpoint ck = Make("lstm", 0);
+  const std::pair<const char*, int> huge[] = {{"hidden_size", 65536}, {"layers", 1 << 30}, {"embed_size", 1 << 30}};
+  for (const auto& [key, value] : huge) {
+    ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {
+                            auto c = ConfigToJson(ck.config);
+                            c[key] = value;
+                            st.SetMetadata("config", c.dump());
+                          }),
+                          "parameters but the file holds only");
+  }
 }
 
 // The file with its "checksum" entry taken out of the header, as another tool would write it.
@@ -224,6 +264,9 @@ TEST_F(CheckpointTest, ValidatesEveryFieldOfTheTrainingState) {
   ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("step", "42abc"); }),
                         "'step' is not an integer");
   ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("step", "-3"); }), "'step' is negative");
+  // The message quotes the value on one line, its control characters escaped.
+  ExpectErrorContaining(Tampered(dir_, ck, [](Safetensors& st) { st.SetMetadata("step", "\n3\r\x7f"); }),
+                        "'step' is not an integer: '\\x0a3\\x0d\\x7f'");
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["epoch"] = -1; }), "'epoch' must be");
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["optimizer_step"] = -5; }), "'optimizer_step'");
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["chunk"] = -2; }), "'chunk'");
@@ -244,6 +287,8 @@ TEST_F(CheckpointTest, ValidatesEveryFieldOfTheTrainingState) {
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["options"]["model"]["cell"] = "gru"; }),
                         "is not the checkpoint's configuration");
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["options"].erase("model"); }), "training options");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["options"]["model"]["vocab_size"] = 1e300; }),
+                        "'vocab_size' must be a non-negative integer");
 }
 
 TEST_F(CheckpointTest, FeedbackMatricesAndResidualConnectionsRoundTrip) {

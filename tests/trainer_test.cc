@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <malloc.h>
 #include <set>
 #include <sstream>
@@ -356,6 +357,77 @@ TEST_F(TrainerTest, ResumeRefusesADifferentCorpusNamingIt) {
     EXPECT_NE(std::string(e.what()).find(o.corpus[0]), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("is not the one this run was trained on"), std::string::npos) << e.what();
   }
+}
+
+// A checkpoint whose model has another output size or head than its corpus makes, its tensors
+// shaped to fit that model, is refused rather than trained with the wrong shapes.
+TEST_F(TrainerTest, ResumeRefusesAModelThatItsDataDoesNotMake) {
+  TrainOptions o = Options(GrammarText(100, 10), "shape");
+  o.model.hidden_size = 8;
+  o.batch = 2;
+  o.seq_len = 8;
+  o.max_steps = 2;
+  Train(o, log_, false);
+  const fs::path latest = fs::path(o.out) / "latest.safetensors";
+  const Checkpoint ck = LoadCheckpoint(latest, CheckpointUse::kResume);
+  for (const Head head : {Head::kSoftmax, Head::kRegression}) {
+    Checkpoint changed = ck;
+    changed.config.output_size = 3;
+    changed.config.head = head;
+    changed.params.decoder_weight = ck.params.decoder_weight.topRows(3);
+    changed.params.decoder_bias = ck.params.decoder_bias.topRows(3);
+    for (auto* slot : {&changed.training->optimizer.slot1, &changed.training->optimizer.slot2}) {
+      // The decoder's weight and bias are the last two tensors (ModelParams::ForEach).
+      Mat<float>& weight = (*slot)[slot->size() - 2];
+      Mat<float>& bias = (*slot)[slot->size() - 1];
+      weight = Mat<float>(weight.topRows(3));
+      bias = Mat<float>(bias.topRows(3));
+    }
+    changed.training->options["model"] = ConfigToJson(changed.config);
+    SaveCheckpoint(changed, latest);
+    try {
+      Resume(o.out, {{"max-steps", 3}}, log_, false);
+      ADD_FAILURE() << "resumed a model with " << changed.config.output_size << " outputs on a corpus of "
+                    << ck.config.vocab_size << " symbols";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("is not the one its data makes"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// A checkpoint may hold any count: resuming it never overflows the step, optimizer-step or
+// epoch count, nor step * batch against --max-sequences.
+TEST_F(TrainerTest, ResumeNeverOverflowsTheCountsOfACheckpoint) {
+  TrainOptions o = Options(GrammarText(100, 11), "counts");
+  o.model.hidden_size = 8;
+  o.batch = 2;
+  o.seq_len = 8;
+  o.max_steps = 2;
+  Train(o, log_, false);
+  const fs::path latest = fs::path(o.out) / "latest.safetensors";
+  const Checkpoint trained = LoadCheckpoint(latest, CheckpointUse::kResume);
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  // At the end of an epoch, one step short of the largest step count, with the optimizer's
+  // count and the epoch at the largest: one more step, and those two stay there.
+  const size_t symbols = trained.training->data["corpus"]["symbols"];
+  const SymbolRange train = SplitCorpus(symbols, o.val_frac, o.test_frac).train;
+  Checkpoint ck = trained;
+  ck.step = kMax - 1;
+  ck.training->optimizer.step = kMax;
+  ck.training->epoch = kMax;
+  ck.training->chunk = (train.size() - 1) / o.batch / o.seq_len;
+  SaveCheckpoint(ck, latest);
+  EXPECT_EQ(Resume(o.out, {{"max-steps", kMax}}, log_, false).steps, kMax);
+  const Checkpoint after = LoadCheckpoint(latest, CheckpointUse::kResume);
+  EXPECT_EQ(after.training->optimizer.step, kMax);
+  EXPECT_EQ(after.training->epoch, kMax);
+  EXPECT_EQ(after.training->chunk, 1u);
+  // step * batch would overflow: --max-sequences is reached without a step.
+  ck = trained;
+  ck.step = kMax - 1;
+  ck.training->options["max_sequences"] = kMax;
+  SaveCheckpoint(ck, latest);
+  EXPECT_EQ(Resume(o.out, {{"max-steps", kMax}}, log_, false).steps, kMax - 1);
 }
 
 TEST_F(TrainerTest, DropoutIsDrawnFromTheSeed) {

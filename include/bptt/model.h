@@ -90,6 +90,11 @@ std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs();
 nlohmann::json ConfigToJson(const ModelConfig& config);
 ModelConfig ConfigFromJson(const nlohmann::json& json, const std::string& source);
 
+// Values in the parameters of a model of this configuration, counted without allocating them:
+// V*E + sum over layers of G*H*(E_l + H + 2) + O*H + O. A double, which no configuration's
+// count overflows.
+double ParameterCount(const ModelConfig& config);
+
 // A language model: symbols in (one-hot, or an embedding of embed_size), a softmax over the same
 // V symbols out.
 ModelConfig LanguageModel(const Cell& cell, int vocab_size, int embed_size, int hidden_size, int layers,
