@@ -80,7 +80,7 @@ int Completion(int argc, char** argv, std::span<const Command> commands) {
                "  COMPREPLY=()\n"
                "  if [ \"$COMP_CWORD\" -eq 1 ]; then\n"
                "    mapfile -t COMPREPLY < <(compgen -W '"
-            << Words(names) << " --help --version' -- \"$cur\")\n"
+            << Words(names) << " version --help --version' -- \"$cur\")\n"
                "    return\n"
                "  fi\n"
                "  case \"$command\" in\n"
