@@ -65,12 +65,12 @@ py::object ToPython(const nlohmann::json& j) {
     case nlohmann::json::value_t::array: {
       py::list out;
       for (const auto& item : j) out.append(ToPython(item));
-      return std::move(out);
+      return out;
     }
     case nlohmann::json::value_t::object: {
       py::dict out;
       for (const auto& [key, value] : j.items()) out[py::str(key)] = ToPython(value);
-      return std::move(out);
+      return out;
     }
     default: return py::none();
   }
@@ -101,8 +101,8 @@ nlohmann::json ToJson(py::handle h, const std::string& what) {
     for (auto [key, value] : h.cast<py::dict>()) out[py::str(key).cast<std::string>()] = ToJson(value, what);
     return out;
   }
-  if (py::hasattr(h, "__index__")) return py::int_(h).cast<int64_t>();
-  if (py::hasattr(h, "__float__")) return py::float_(h).cast<double>();
+  if (py::hasattr(h, "__index__")) return py::int_(py::reinterpret_borrow<py::object>(h)).cast<int64_t>();
+  if (py::hasattr(h, "__float__")) return py::float_(py::reinterpret_borrow<py::object>(h)).cast<double>();
   throw Error(what + " cannot take a " + py::str(py::type::of(h).attr("__name__")).cast<std::string>());
 }
 
@@ -240,8 +240,8 @@ std::string KeywordOf(std::string_view flag) {
 nlohmann::json OptionValue(const OptionSpec<TrainOptions>& spec, py::handle value) {
   const std::string what = "--" + std::string(spec.flag);
   switch (spec.kind) {
-    case OptionKind::kSwitch: return py::bool_(value).cast<bool>();
-    case OptionKind::kSwitchOff: return !py::bool_(value).cast<bool>();
+    case OptionKind::kSwitch: return py::bool_(py::reinterpret_borrow<py::object>(value)).cast<bool>();
+    case OptionKind::kSwitchOff: return !py::bool_(py::reinterpret_borrow<py::object>(value)).cast<bool>();
     case OptionKind::kTexts: return Strings(value, false);
     default: return ToJson(value, what);
   }

@@ -151,7 +151,7 @@ def test_encode_and_decode(model):
     assert model.decode(ids) == "the lazy dog"
     assert model.decode(list(ids)) == "the lazy dog"
     with pytest.raises(bptt.Error, match="not in the vocabulary"):
-        model.encode("the lazy zebra")
+        model.encode("the lazy Zebra")
 
 
 def test_errors_carry_the_cli_s_messages(run, model):
@@ -159,7 +159,7 @@ def test_errors_carry_the_cli_s_messages(run, model):
     cases = [
         (lambda: model.sample(temperature=0), ["sample", ck, "--temperature", 0]),
         (lambda: model.sample(top_p=1.5), ["sample", ck, "--top-p", 1.5]),
-        (lambda: model.sample(prime="zebra"), ["sample", ck, "--prime", "zebra"]),
+        (lambda: model.sample(prime="Zebra"), ["sample", ck, "--prime", "Zebra"]),
         (lambda: model.eval(file=run["root"] / "missing.txt"), ["eval", ck, run["root"] / "missing.txt"]),
         (lambda: model.eval("abc", batch=4, precision="int8"), ["eval", ck, run["corpus"], "--batch", 4,
                                                                "--precision", "int8"]),
