@@ -128,6 +128,25 @@ const Seed kSeeds[] = {
        o.max_steps = 3;
        o.eval_every = 1;
      }},
+    {"lstm2_layernorm_residual_adam", [](bptt::TrainOptions& o) {
+       o.model.cell = &bptt::ParseCell("lstm", "cell");
+       o.model.layers = 2;
+       o.model.hidden_size = 4;
+       o.model.layer_norm = true;
+       o.model.residual = true;
+       o.batch = 2;
+       o.seq_len = 4;
+       o.max_steps = 3;
+     }},
+    {"gru_layernorm_adam", [](bptt::TrainOptions& o) {
+       o.model.cell = &bptt::ParseCell("gru", "cell");
+       o.model.hidden_size = 4;
+       o.model.embed_size = 3;
+       o.model.layer_norm = true;
+       o.batch = 2;
+       o.seq_len = 4;
+       o.max_steps = 2;
+     }},
     {"gru_sgd_nesterov", [](bptt::TrainOptions& o) {
        o.model.cell = &bptt::ParseCell("gru", "cell");
        o.model.hidden_size = 8;
@@ -521,7 +540,7 @@ void Repair(Parts& p, Random& random) {
 
 // The stored training options' value at `key` ("model.hidden_size"), as a JSON pointer.
 Json::json_pointer OptionPointer(const std::string& key) {
-  return Json::json_pointer("/options/" + bptt::DotsToSlashes(key));
+  return Json::json_pointer("/options") / bptt::OptionPointer(key);
 }
 
 // One mutation of a JSON metadata field: a value replaced, removed or added.

@@ -15,9 +15,10 @@ namespace {
 
 using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// PyTorch's shape of a parameter: biases are 1-D, everything else (rows, cols).
+// PyTorch's shape of a parameter: biases and layer norms (as nn.LayerNorm's) are 1-D, everything
+// else (rows, cols).
 std::vector<int64_t> TorchShape(const std::string& name, const Mat<float>& m) {
-  if (m.cols() == 1 && name.find("bias") != std::string::npos) return {m.rows()};
+  if (m.cols() == 1 && RoleOf(name) != TensorRole::kWeight) return {m.rows()};
   return {m.rows(), m.cols()};
 }
 

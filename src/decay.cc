@@ -72,6 +72,12 @@ LayerCache<double> LastSteps(const Cell& cell, const LayerCache<double>& cache, 
     sub.tanh_c = cache.tanh_c.middleCols(start, k * B);
   }
   if (cell.separate_recurrent) sub.recurrent = cache.recurrent.middleCols(start, k * B);
+  if (cache.ln_ih.size() > 0) {  // layer norm
+    sub.ln_ih = cache.ln_ih.middleCols(start, k * B);
+    sub.ln_hh = cache.ln_hh.middleCols(start, k * B);
+    sub.ln_rstd = cache.ln_rstd.middleCols(start, k * B);
+    if (cell.cell_state) sub.ln_c = cache.ln_c.middleCols(start, k * B);
+  }
   return sub;
 }
 
@@ -92,6 +98,12 @@ LayerCache<double> FirstSequences(const Cell& cell, const LayerCache<double>& ca
     sub.tanh_c = keep(cache.tanh_c, cache.T);
   }
   if (cell.separate_recurrent) sub.recurrent = keep(cache.recurrent, cache.T);
+  if (cache.ln_ih.size() > 0) {  // layer norm
+    sub.ln_ih = keep(cache.ln_ih, cache.T);
+    sub.ln_hh = keep(cache.ln_hh, cache.T);
+    sub.ln_rstd = keep(cache.ln_rstd, cache.T);
+    if (cell.cell_state) sub.ln_c = keep(cache.ln_c, cache.T);
+  }
   return sub;
 }
 
@@ -109,7 +121,7 @@ Mat<double> Tangent(const Cell& cell, const RecurrentParams<double>& p, const La
 Mat<double> Vjp(const Cell& cell, const RecurrentParams<double>& p, const LayerCache<double>& cache,
                 const Mat<double>& w, const Mat<double>& zero_out, LayerBackward<double>& back,
                 RecurrentParams<double>& scratch) {
-  back.Resize(cell, p.hidden_size(), cache.T, cache.B);
+  back.Resize(cell, p.hidden_size(), cache.T, cache.B, p.layer_norm());
   back.dh = w;
   if (cell.cell_state) back.dc.setZero();
   cell.modes<double>().chunk_backward(p, p.weight_hh, cache, zero_out, back, scratch, /*threads=*/1);
@@ -290,7 +302,7 @@ Mat<double> JacobianNorms(const Cell& cell, const RecurrentParams<double>& param
   Mat<double> sigma = Mat<double>::Zero(static_cast<Eigen::Index>(lags.size()), B);
   Rng rng(options.seed);
   LayerBackward<double> back;
-  RecurrentParams<double> scratch = RecurrentParams<double>::Zeros(cell, params.weight_ih.cols(), H);
+  RecurrentParams<double> scratch = RecurrentParams<double>::Zeros(cell, params.weight_ih.cols(), H, params.layer_norm());
   for (size_t li = 0; li < lags.size(); ++li) {
     const int k = lags[li];
     if (k < 0 || k >= cache.T + 1) throw Error("decay: lag " + std::to_string(k) + " outside the chunk");

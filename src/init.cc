@@ -87,7 +87,9 @@ void Initialize(const ModelConfig& config, const InitOptions& o, Rng& rng, Model
   if (o.scheme == InitScheme::kUniform || o.scheme == InitScheme::kPytorch) {
     const double bound = o.scheme == InitScheme::kPytorch ? 1.0 / std::sqrt(static_cast<double>(H))
                                                           : (o.scale > 0 ? o.scale : 0.08);
-    params.ForEach([&](const std::string&, Mat<S>& m) { FillUniform<S>(m, bound, rng); });
+    params.ForEach([&](const std::string& name, Mat<S>& m) {
+      if (RoleOf(name) != TensorRole::kNorm) FillUniform<S>(m, bound, rng);
+    });
   } else {
     if (params.encoder.size() > 0) FillNormal<S>(params.encoder, 1.0, rng);
     for (auto& layer : params.layers) {
@@ -117,6 +119,10 @@ void Initialize(const ModelConfig& config, const InitOptions& o, Rng& rng, Model
     }
     FillUniform<S>(params.decoder_weight, XavierBound(H, config.vocab_size), rng);
   }
+  // Layer norm: each LN starts as the identity normalisation (no draws, so that the other tensors
+  // are those of the same model without layer norm).
+  for (auto& layer : params.layers)
+    for (Mat<S>* gain : {&layer.ln_ih_weight, &layer.ln_hh_weight, &layer.ln_c_weight}) gain->setOnes();
   // The forget gate: the block named 'f' (LSTM's second).
   if (const size_t f = config.cell->gate_names.find('f'); f != std::string_view::npos) {
     const Eigen::Index row = static_cast<Eigen::Index>(f) * H;

@@ -32,6 +32,8 @@ void ModelConfig::Validate() const {
   if (!(dropout >= 0.0 && dropout < 1.0)) throw Error("--dropout must be in [0, 1), got " + std::to_string(dropout));
   if (output_size < 1) throw Error("the model's head needs at least one output, got " + std::to_string(output_size));
   if (residual && layers < 2) throw Error("--residual connects stacked layers: it needs --layers 2 or more");
+  if (layer_norm && !cell->layer_norm)
+    throw Error("--layer-norm applies to " + CellNames(true) + ", not to " + std::string(cell->name));
 }
 
 std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
@@ -52,6 +54,10 @@ std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
                [](M& m) -> auto& { return m.dropout; }),
       Field<M>(0, "residual", "residual", "Model", "residual connections: layers above the first output h + their input",
                kFixed, [](M& m) -> auto& { return m.residual; }),
+      Field<M>(0, "layer-norm", "layer_norm", "Model",
+               "layer normalisation of the input and recurrent pre-activations (and the LSTM's cell state), "
+               "Ba et al. 2016: lstm, gru",
+               kFixed, [](M& m) -> auto& { return m.layer_norm; }),
   };
   return specs;
 }
@@ -105,12 +111,13 @@ ModelConfig ConfigFromJson(const nlohmann::json& j, const std::string& source) {
 double ParameterCount(const ModelConfig& c) {
   const double V = c.vocab_size, E = c.embed_size, H = c.hidden_size, O = c.output_size, G = c.cell->gates;
   const double E0 = c.layer0_input_size(), L = c.layers;
-  return (c.embed_size > 0 ? V * E : 0) + G * H * (E0 + H + 2) + (L - 1) * G * H * (H + H + 2) + O * H + O;
+  const double norms = c.layer_norm ? L * (4 * G * H + (c.cell->cell_state ? 2 * H : 0)) : 0;
+  return (c.embed_size > 0 ? V * E : 0) + G * H * (E0 + H + 2) + (L - 1) * G * H * (H + H + 2) + norms + O * H + O;
 }
 
 ModelConfig LanguageModel(const Cell& cell, int vocab_size, int embed_size, int hidden_size, int layers,
                           double dropout) {
-  return {&cell, vocab_size, 0, embed_size, hidden_size, layers, dropout, Head::kSoftmax, vocab_size, false};
+  return {&cell, vocab_size, 0, embed_size, hidden_size, layers, dropout, Head::kSoftmax, vocab_size, false, false};
 }
 
 std::string_view FeedbackName(Feedback rule) {
@@ -180,6 +187,7 @@ std::map<std::string, double> AlignmentDegrees(const ModelParams<S>& a, const Mo
 }
 
 TensorRole RoleOf(std::string_view name) {
+  if (name.starts_with("rnn.ln_")) return TensorRole::kNorm;
   return name.find("bias") != std::string_view::npos ? TensorRole::kBias : TensorRole::kWeight;
 }
 
@@ -189,7 +197,8 @@ ModelParams<S> ModelParams<S>::Zeros(const ModelConfig& config) {
   const Eigen::Index V = config.vocab_size, H = config.hidden_size, O = config.output_size;
   if (config.embed_size > 0) p.encoder = Mat<S>::Zero(V, config.embed_size);
   for (int l = 0; l < config.layers; ++l)
-    p.layers.push_back(RecurrentParams<S>::Zeros(*config.cell, l == 0 ? config.layer0_input_size() : H, H));
+    p.layers.push_back(
+        RecurrentParams<S>::Zeros(*config.cell, l == 0 ? config.layer0_input_size() : H, H, config.layer_norm));
   p.decoder_weight = Mat<S>::Zero(O, H);
   p.decoder_bias = Mat<S>::Zero(O, 1);
   return p;
@@ -220,8 +229,11 @@ ModelParams<T> ModelParams<S>::Cast() const {
   ModelParams<T> out;
   out.encoder = encoder.template cast<T>();
   for (const auto& l : layers)
-    out.layers.push_back({l.weight_ih.template cast<T>(), l.weight_hh.template cast<T>(),
-                          l.bias_ih.template cast<T>(), l.bias_hh.template cast<T>()});
+    out.layers.push_back({l.weight_ih.template cast<T>(), l.weight_hh.template cast<T>(), l.bias_ih.template cast<T>(),
+                          l.bias_hh.template cast<T>(), l.ln_ih_weight.template cast<T>(),
+                          l.ln_ih_bias.template cast<T>(), l.ln_hh_weight.template cast<T>(),
+                          l.ln_hh_bias.template cast<T>(), l.ln_c_weight.template cast<T>(),
+                          l.ln_c_bias.template cast<T>()});
   out.decoder_weight = decoder_weight.template cast<T>();
   out.decoder_bias = decoder_bias.template cast<T>();
   return out;
@@ -295,7 +307,7 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
   for (Eigen::Index l = 0; l < L; ++l) {
     const RecurrentParams<S>& p = params.layers[l];
     LayerCache<S>& lc = cache.layers[l];
-    lc.Resize(cell, H, T, B);
+    lc.Resize(cell, H, T, B, config.layer_norm);
     // Input projection for all T steps: gates = W_ih x (the cell adds the biases).
     if (l > 0) {
       ParallelProduct(lc.gates, p.weight_ih, LayerInput(cache, l), false, threads);
@@ -363,7 +375,7 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
     const RecurrentParams<S>& p = params.layers[l];
     RecurrentParams<S>& g = grads.layers[l];
     LayerBackward<S>& lb = cache.back[l];
-    lb.Resize(cell, H, cache.T, B);
+    lb.Resize(cell, H, cache.T, B, config.layer_norm);
     if (dfinal) lb.dh = dfinal->h[l]; else lb.dh.setZero();
     if (cell.cell_state) {
       if (dfinal) lb.dc = dfinal->c[l]; else lb.dc.setZero();
@@ -376,8 +388,7 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
       dinitial->h[l] = lb.dh;
       if (cell.cell_state) dinitial->c[l] = lb.dc;
     }
-    // Input projection: dW_ih += dgates x^T, db_ih += sum of dgates, dx = W_ih^T dgates.
-    g.bias_ih += lb.dgates.rowwise().sum();
+    // Input projection (the cell has added db_ih): dW_ih += dgates x^T, dx = W_ih^T dgates.
     if (l > 0) {
       ParallelProduct(g.weight_ih, lb.dgates, LayerInput(cache, l).transpose(), true, threads);
       if (dfa) {

@@ -754,6 +754,7 @@ uint64_t EstimateTrainingBytes(const ModelConfig& c, int T, int B, int optimizer
   const uint64_t E0 = c.layer0_input_size(), TB = static_cast<uint64_t>(T) * B;
   uint64_t params = (c.embed_size > 0 ? V * c.embed_size : 0) + O * H + O;
   for (uint64_t l = 0; l < L; ++l) params += G * H * ((l == 0 ? E0 : H) + H + 2);
+  if (c.layer_norm) params += L * (4 * G * H + (c.cell->cell_state ? 2 * H : 0));
   // Per layer: gates and their gradient, h, and the cell's extras (a cell state and its tanh; a
   // separate recurrent pre-activation and its gradient). Plus W_hh and W_hh^T packed into
   // 32-row panels for the sweeps (cell.h: packed_hh, packed_hh_t).
@@ -762,6 +763,8 @@ uint64_t EstimateTrainingBytes(const ModelConfig& c, int T, int B, int optimizer
   if (c.cell->cell_state) per_layer += H * (TB + B) + H * TB;
   if (c.cell->separate_recurrent) per_layer += 2 * G * H * TB;
   if (c.dropout > 0) per_layer += 2 * H * TB;
+  // Layer norm (cell.h): each LN's ẑ, rstd and output gradient, and dL/d(W_hh h) of an LSTM.
+  if (c.layer_norm) per_layer += (4 * G * H + (c.cell->cell_state ? 2 * H + 3 : 2)) * TB;
   const uint64_t floats = params * (2 + optimizer_slots) + L * per_layer + 2 * O * TB + 2 * H * TB +
                           (c.embed_size > 0 ? 2 * static_cast<uint64_t>(c.embed_size) * TB : 0) +
                           (c.dense_input() ? static_cast<uint64_t>(c.input_size) * TB : 0);

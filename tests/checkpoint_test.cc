@@ -1,5 +1,6 @@
 // Checkpoints: bit-for-bit round trip with training state, PyTorch names and row-major
-// layouts, deterministic bytes, and refusal of files that disagree with themselves.
+// layouts, deterministic bytes, and refusal of files that disagree with themselves; layer-norm
+// tensors present exactly with --layer-norm, and refused for the cells without it.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -25,12 +26,16 @@ class CheckpointTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  static Checkpoint Make(const char* cell, int embed) {
+  static Checkpoint Make(const char* cell, int embed, bool layer_norm = false) {
     Checkpoint ck;
     ck.vocab = VocabBuilder(TokenizerOptions{}).Add("héllo wörld, 日本語 👩‍👩‍👧!\n").Build();
     ck.config = LanguageModel(*FindCell(cell), ck.vocab.size(), embed, 6, 2);
+    ck.config.layer_norm = layer_norm;
     Rng rng(3);
     Initialize(ck.config, InitOptions{}, rng, ck.params);
+    ck.params.ForEach([](const std::string& name, Mat<float>& m) {  // layer norms as training leaves them
+      if (RoleOf(name) == TensorRole::kNorm) m.setRandom();
+    });
     ck.step = 42;
     ck.metrics = {{"val_loss", 1.25}};
     TrainingState t;
@@ -199,10 +204,13 @@ TEST_F(CheckpointTest, RefusesFilesThatDisagreeWithThemselves) {
 
 TEST_F(CheckpointTest, RefusesAConfigurationLargerThanTheFileBeforeAllocatingIt) {
   for (const char* cell : {"rnn-tanh", "lstm", "gru"})
-    for (int embed : {0, 5}) {
-      const Checkpoint ck = Make(cell, embed);
-      EXPECT_EQ(ParameterCount(ck.config), static_cast<double>(ck.params.Count())) << cell << " embed " << embed;
-    }
+    for (int embed : {0, 5})
+      for (bool layer_norm : {false, true}) {
+        if (layer_norm && !FindCell(cell)->layer_norm) continue;
+        const Checkpoint ck = Make(cell, embed, layer_norm);
+        EXPECT_EQ(ParameterCount(ck.config), static_cast<double>(ck.params.Count()))
+            << cell << " embed " << embed << (layer_norm ? " layer norm" : "");
+      }
   // A (65536, 65536) weight_hh would be 16 GiB, a billion layers more.
   const Checkpoint ck = Make("lstm", 0);
   const std::pair<const char*, int> huge[] = {{"hidden_size", 65536}, {"layers", 1 << 30}, {"embed_size", 1 << 30}};
@@ -309,6 +317,79 @@ TEST_F(CheckpointTest, FeedbackMatricesAndResidualConnectionsRoundTrip) {
   // A rule the file's matrices do not fit is refused.
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["feedback"] = "dfa"; }), "feedback.direct_l0");
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["feedback"] = "hebb"; }), "'hebb' is not one of");
+}
+
+TEST_F(CheckpointTest, LayerNormTensorsRoundTripAsOneDimensionalTensors) {
+  for (const auto& [cell, gates] : {std::pair{"lstm", 4}, std::pair{"gru", 3}}) {
+    SCOPED_TRACE(cell);
+    const Checkpoint a = Make(cell, 0, true);
+    const fs::path path = dir_ / "ln.safetensors";
+    SaveCheckpoint(a, path);
+    const Checkpoint b = LoadCheckpoint(path, CheckpointUse::kResume);
+    EXPECT_TRUE(b.config.layer_norm);
+    std::vector<std::string> names;
+    std::vector<const Mat<float>*> bs;
+    b.params.ForEach([&](const std::string& name, const Mat<float>& m) {
+      names.push_back(name);
+      bs.push_back(&m);
+    });
+    size_t k = 0;
+    a.params.ForEach([&](const std::string& name, const Mat<float>& m) {
+      ASSERT_LT(k, names.size());
+      EXPECT_EQ(name, names[k]);
+      EXPECT_TRUE(SameBits(m, *bs[k++])) << name;
+    });
+    EXPECT_EQ(k, names.size());
+    for (size_t s = 0; s < a.training->optimizer.slot2.size(); ++s)
+      EXPECT_TRUE(SameBits(a.training->optimizer.slot2[s], b.training->optimizer.slot2[s])) << names[s];
+
+    // PyTorch's nn.LayerNorm shapes: 1-D gains and biases, G*H for the projections, H for c.
+    const Safetensors st = Safetensors::Load(path);
+    const int64_t H = 6, G = gates;
+    EXPECT_EQ(st.Get<float>("rnn.ln_ih_weight_l0", {G * H})[5], a.params.layers[0].ln_ih_weight(5, 0));
+    EXPECT_EQ(st.Get<float>("rnn.ln_hh_bias_l1", {G * H})[G * H - 1], a.params.layers[1].ln_hh_bias(G * H - 1, 0));
+    EXPECT_TRUE(st.Has("optimizer.slot1.rnn.ln_ih_bias_l1"));
+    EXPECT_EQ(st.Has("rnn.ln_c_weight_l1"), G == 4);
+    if (G == 4) EXPECT_EQ(st.Get<float>("rnn.ln_c_bias_l1", {H})[2], a.params.layers[1].ln_c_bias(2, 0));
+
+    // The configuration and the tensors must agree (without the training state, whose own copy
+    // of the configuration would disagree first).
+    Checkpoint weights = a;
+    weights.training.reset();
+    ExpectErrorContaining(Tampered(dir_, weights, [&](Safetensors& t) {
+                            auto c = ConfigToJson(a.config);
+                            c["layer_norm"] = false;
+                            t.SetMetadata("config", c.dump());
+                          }),
+                          "unexpected tensor 'rnn.ln_");
+    const Checkpoint plain = Make(cell, 0);
+    ExpectErrorContaining(Tampered(dir_, plain, [&](Safetensors& t) {
+                            auto c = ConfigToJson(plain.config);
+                            c["layer_norm"] = true;
+                            t.SetMetadata("config", c.dump());
+                          }),
+                          "tensor 'rnn.ln_ih_weight_l0' is missing");
+  }
+  // Without --layer-norm there are no such tensors, and the stored configuration says so.
+  const Checkpoint plain = Make("lstm", 0);
+  SaveCheckpoint(plain, dir_ / "plain.safetensors");
+  for (const std::string& name : Safetensors::Load(dir_ / "plain.safetensors").Names())
+    EXPECT_EQ(name.find(".ln_"), std::string::npos) << name;
+  EXPECT_EQ(ConfigToJson(plain.config).at("layer_norm"), false);
+  // A stored configuration from before --layer-norm (no key) loads without it.
+  auto old_config = ConfigToJson(plain.config);
+  old_config.erase("layer_norm");
+  EXPECT_FALSE(ConfigFromJson(old_config, "old").layer_norm);
+}
+
+TEST_F(CheckpointTest, LayerNormIsRefusedForTheElmanCells) {
+  Checkpoint ck = Make("rnn-tanh", 0);
+  ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {
+                          auto c = ConfigToJson(ck.config);
+                          c["layer_norm"] = true;
+                          st.SetMetadata("config", c.dump());
+                        }),
+                        "--layer-norm applies to lstm, gru, not to rnn-tanh");
 }
 
 TEST_F(CheckpointTest, NeverWritesNonFiniteWeights) {

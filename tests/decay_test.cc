@@ -5,7 +5,8 @@
 //     its Pascanu bound (γ σ_max)^k;
 //   - an LSTM whose forget gate is forced open and other gates shut keeps dL/dc at 1;
 //   - ‖∂h_s/∂h_{s-k}‖₂ by power iteration agrees with the largest singular value of the
-//     Jacobian from central differences of the forward pass, for every cell and both layers;
+//     Jacobian from central differences of the forward pass, for every cell (and the
+//     layer-normalised LSTM and GRU) and both layers;
 //   - decay.csv, summary.json, decay.svg and the training records parse and hold their keys.
 #include "bptt/decay.h"
 
@@ -224,11 +225,23 @@ double FiniteDifferenceSigma(const ModelConfig& config, const ModelParams<double
 }
 
 TEST(Jacobian, AgreesWithFiniteDifferences) {
+  std::vector<std::pair<const Cell*, bool>> variants;  // (cell, layer norm)
   for (const Cell* cell : Cells()) {
-    SCOPED_TRACE(std::string(cell->name));
-    const ModelConfig config = LanguageModel(*cell, 6, 0, 4, 2);
+    variants.emplace_back(cell, false);
+    if (cell->layer_norm) variants.emplace_back(cell, true);
+  }
+  for (const auto& [cell, layer_norm] : variants) {
+    SCOPED_TRACE(std::string(cell->name) + (layer_norm ? " layer norm" : ""));
+    ModelConfig config = LanguageModel(*cell, 6, 0, 4, 2);
+    config.layer_norm = layer_norm;
     auto params = Fresh(config, InitScheme::kUniform, 0.9, 21);
     for (auto& layer : params.layers) layer.bias_ih.array() += 0.3;  // keep ReLU units alive
+    Rng ln_rng(5);  // layer norms away from gain 1, bias 0
+    params.ForEach([&](const std::string& name, Mat<double>& m) {
+      if (RoleOf(name) != TensorRole::kNorm) return;
+      const double base = name.find("weight") != std::string::npos ? 1.0 : 0.0;
+      for (Eigen::Index k = 0; k < m.size(); ++k) m(k) = base + ln_rng.Uniform(-0.4, 0.4);
+    });
     Rng rng(23);
     const int T = 10;
     const Batch<double> data = UniformInputs(6, T, 1, rng);
@@ -247,6 +260,20 @@ TEST(Jacobian, AgreesWithFiniteDifferences) {
         EXPECT_NEAR(analytic, numeric, 1e-6 * std::max(numeric, 1e-4)) << "layer " << layer << " lag " << k;
       }
     }
+    // The same sequence first among three, the Jacobian measured on the first only (a cache cut
+    // down to its first sequences): the same norms.
+    Batch<double> three = UniformInputs(6, T, 3, rng);
+    for (int t = 0; t < T; ++t) {
+      three.ids(3 * t) = data.ids(t);
+      three.classes(3 * t) = data.classes(t);
+    }
+    options.jacobian_batch = 1;
+    const DecayReport first = MeasureDecay("first of three", config, params, three, options);
+    for (int layer = 0; layer < 2; ++layer)
+      for (int k = 1; k < T; ++k) {
+        const double alone = r.Find(layer, "jacobian")->median[k];
+        EXPECT_NEAR(first.Find(layer, "jacobian")->median[k], alone, 1e-9 * alone) << "layer " << layer << " lag " << k;
+      }
   }
 }
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <numbers>
+#include <utility>
 
 #include "bptt/error.h"
 #include "bptt/evaluate.h"
@@ -196,23 +197,35 @@ TEST_F(EncodeFileTest, EvaluateFileReportsTheScoredSymbols) {
 TEST_F(EncodeFileTest, StepwiseEvaluationScoresAsOneStream) {
   const std::string text = "one fish two fish red fish blue fish\nthis one has a little star\n";
   const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add(text).Build();
-  const ModelConfig config = SmallConfig("gru", vocab.size());
-  const ModelParams<float> params = RandomParams(config, 9);
   std::string long_text;  // 2560 symbols: ScoreStepwise's chunks of 1024 steps, full and partial
   for (int i = 0; i < 40; ++i) long_text += text;
   const fs::path path = Write("e.txt", long_text + "Z");
   const size_t n = long_text.size();
   const EncodedCorpus corpus(EncodeFile(path, vocab).ids, vocab);
-  // One stream over the whole text, all n - 1 predictions: the batched path with B = 1.
-  const double batched = EvaluateLoss(config, params, corpus, {0, n}, 1, 16, 1);
-  const TextEvaluation r = EvaluateFileStepwise(config, params, EncodeFile(path, vocab), Precision::kFloat32);
-  EXPECT_EQ(r.symbols, n - 1);
-  EXPECT_EQ(r.unknown, 1u);
-  EXPECT_NEAR(r.nats_per_symbol, batched, 1e-5 * batched);
-  EXPECT_DOUBLE_EQ(r.bits_per_symbol, r.nats_per_symbol / std::numbers::ln2);
-  EXPECT_DOUBLE_EQ(r.perplexity, std::exp(r.nats_per_symbol));
-  EXPECT_THROW(EvaluateFileStepwise(config, params, EncodeFile(Write("s.txt", "oZZ"), vocab), Precision::kInt8),
-               Error);
+  // The plain GRU, and the layer-normalised LSTM and GRU (whose step normalises each column as
+  // the chunk pass does), with LN gains and biases away from 1 and 0.
+  for (const auto& [cell, layer_norm] : {std::pair{"gru", false}, std::pair{"lstm", true}, std::pair{"gru", true}}) {
+    SCOPED_TRACE(std::string(cell) + (layer_norm ? " layer norm" : ""));
+    ModelConfig config = SmallConfig(cell, vocab.size());
+    config.layer_norm = layer_norm;
+    ModelParams<float> params = RandomParams(config, 9);
+    Rng rng(10);
+    params.ForEach([&](const std::string& name, Mat<float>& m) {
+      if (RoleOf(name) != TensorRole::kNorm) return;
+      const double base = name.find("weight") != std::string::npos ? 1.0 : 0.0;
+      for (Eigen::Index k = 0; k < m.size(); ++k) m(k) = static_cast<float>(base + rng.Uniform(-0.5, 0.5));
+    });
+    // One stream over the whole text, all n - 1 predictions: the batched path with B = 1.
+    const double batched = EvaluateLoss(config, params, corpus, {0, n}, 1, 16, 1);
+    const TextEvaluation r = EvaluateFileStepwise(config, params, EncodeFile(path, vocab), Precision::kFloat32);
+    EXPECT_EQ(r.symbols, n - 1);
+    EXPECT_EQ(r.unknown, 1u);
+    EXPECT_NEAR(r.nats_per_symbol, batched, 1e-5 * batched);
+    EXPECT_DOUBLE_EQ(r.bits_per_symbol, r.nats_per_symbol / std::numbers::ln2);
+    EXPECT_DOUBLE_EQ(r.perplexity, std::exp(r.nats_per_symbol));
+    EXPECT_THROW(EvaluateFileStepwise(config, params, EncodeFile(Write("s.txt", "oZZ"), vocab), Precision::kInt8),
+                 Error);
+  }
 }
 
 }  // namespace

@@ -2,6 +2,10 @@
 // error formula of the gradient tests, the costs measured, and a wrong gradient caught.
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "bptt/decay.h"
 #include "bptt/error.h"
 #include "bptt/gradcheck.h"
@@ -11,8 +15,15 @@ namespace bptt {
 namespace {
 
 TEST(GradCheck, EveryCellPassesAndTheReportAddsUp) {
+  std::vector<std::pair<const Cell*, bool>> variants;  // (cell, layer norm)
   for (const Cell* cell : Cells()) {
-    const ModelConfig config = LanguageModel(*cell, 6, 0, 5, 2);
+    variants.emplace_back(cell, false);
+    if (cell->layer_norm) variants.emplace_back(cell, true);
+  }
+  for (const auto& [cell, layer_norm] : variants) {
+    SCOPED_TRACE(std::string(cell->name) + (layer_norm ? " layer norm" : ""));
+    ModelConfig config = LanguageModel(*cell, 6, 0, 5, 2);
+    config.layer_norm = layer_norm;
     Rng rng(3);
     ModelParams<double> params;
     InitOptions init;
@@ -24,7 +35,9 @@ TEST(GradCheck, EveryCellPassesAndTheReportAddsUp) {
     EXPECT_LE(r.max_rel_error, 1e-6) << cell->name;
     EXPECT_EQ(r.parameters, params.Count());
     EXPECT_EQ(r.checked, params.Count());
-    ASSERT_EQ(r.tensors.size(), 2u * 4 + 2);
+    // Per layer the four of PyTorch's layout, and with layer norm a gain and a bias per LN.
+    const size_t per_layer = 4 + (layer_norm ? (cell->cell_state ? 6 : 4) : 0);
+    ASSERT_EQ(r.tensors.size(), 2u * per_layer + 2);
     double worst = 0;
     for (const TensorCheck& t : r.tensors) {
       EXPECT_EQ(t.checked, t.elements) << t.name;

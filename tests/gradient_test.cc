@@ -4,7 +4,9 @@
 // classification at the last step), over T = 7 steps with B = 3, a non-zero initial state and
 // a loss that also depends on the final state; the same at sizes that cross the kernels' panel
 // and column-block boundaries (H = 70, B = 11, T = 5), and with dropout on (a fixed mask).
-// Also: truncated BPTT with the state carried equals one long chunk.
+// The layer-normalised LSTM and GRU (--layer-norm) likewise, their LN gains and biases drawn
+// away from 1 and 0: one-hot, embedding and dense input, dropout, residual connections and the
+// large sizes. Also: truncated BPTT with the state carried equals one long chunk.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -21,6 +23,7 @@ namespace bptt {
 namespace {
 
 constexpr double kStep = 1e-5;       // central-difference step
+constexpr double kExtrapolatedStep = 4e-5;  // h of Richardson's extrapolation (CheckTensor)
 constexpr double kMaxRelError = 1e-6;
 
 // Relative error of analytic a against numeric n, |a - n| / max(|a|, |n|, kFloor).
@@ -34,18 +37,28 @@ double RelError(double a, double n) {
 }
 
 // Checks d loss / d x at the given elements of x (all when `elements` is empty) against central
-// differences; returns the largest relative error.
+// differences; returns the largest relative error. The central difference D(h) is off by
+// h^2 f'''/6; with `extrapolate`, Richardson's (4 D(h/2) - D(h)) / 3 removes that term, for
+// losses whose third derivative is large: a layer norm whose input has a variance near its eps
+// (a column that dropout has left one unit) has derivatives growing like powers of 1/sqrt(eps),
+// and D(1e-5) misses their gradient by a few 1e-6. The extrapolation triples the rounding
+// error, hence its larger h (error h^4), which keeps both near 1e-7.
 double CheckTensor(Mat<double>& x, const Mat<double>& analytic, const std::function<double()>& loss,
-                   const std::vector<Eigen::Index>& elements = {}) {
+                   const std::vector<Eigen::Index>& elements = {}, bool extrapolate = false) {
   double worst = 0;
-  const auto check = [&](Eigen::Index k) {
+  const auto difference = [&](Eigen::Index k, double h) {
     const double saved = x(k);
-    x(k) = saved + kStep;
+    x(k) = saved + h;
     const double up = loss();
-    x(k) = saved - kStep;
+    x(k) = saved - h;
     const double down = loss();
     x(k) = saved;
-    worst = std::max(worst, RelError(analytic(k), (up - down) / (2 * kStep)));
+    return (up - down) / (2 * h);
+  };
+  const auto check = [&](Eigen::Index k) {
+    const double numeric = extrapolate ? (4 * difference(k, kExtrapolatedStep / 2) - difference(k, kExtrapolatedStep)) / 3
+                                       : difference(k, kStep);
+    worst = std::max(worst, RelError(analytic(k), numeric));
   };
   if (elements.empty()) {
     for (Eigen::Index k = 0; k < x.size(); ++k) check(k);
@@ -129,6 +142,23 @@ TEST(Forward, RefusesSymbolsAndClassesOutsideTheModel) {
   EXPECT_NO_THROW(SoftmaxCrossEntropy<double>(cache.outputs, targets, scored, nullptr, 1));  // not scored: any value
 }
 
+TEST(ModelConfig, LayerNormIsRefusedForCellsWithoutIt) {
+  for (const Cell* cell : Cells()) {
+    ModelConfig config = LanguageModel(*cell, 4, 0, 3, 1);
+    config.layer_norm = true;
+    if (cell->layer_norm) {
+      EXPECT_NO_THROW(config.Validate()) << cell->name;
+      continue;
+    }
+    try {
+      config.Validate();
+      ADD_FAILURE() << cell->name << " took --layer-norm";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), "--layer-norm applies to lstm, gru, not to " + std::string(cell->name));
+    }
+  }
+}
+
 TEST(SoftmaxCrossEntropy, MatchesCentralDifferences) {
   Rng rng(7);
   Mat<double> logits = RandomMat(6, 9, rng, 3.0);
@@ -201,6 +231,7 @@ struct GradCase {
   int sampled = 0;  // > 0: check the tensors at their panel boundaries plus this many random elements
   bool residual = false;
   int layers = 2;
+  bool layer_norm = false;
 
   std::string Name() const {
     std::string name(cell);
@@ -211,7 +242,9 @@ struct GradCase {
             : scoring == Scoring::kLastStep ? "_last" : "_regression";
     if (H != 4) name += "_H" + std::to_string(H) + "_B" + std::to_string(B) + "_T" + std::to_string(T);
     if (dropout > 0) name += "_dropout";
-    if (residual) name += "_residual_L" + std::to_string(layers);
+    if (residual) name += "_residual";
+    if (residual || layers != 2) name += "_L" + std::to_string(layers);
+    if (layer_norm) name += "_layernorm";
     return name;
   }
 };
@@ -229,6 +262,7 @@ TEST_P(ModelGradient, EveryTensorMatchesCentralDifferences) {
   config.layers = gc.layers;
   config.dropout = gc.dropout;
   config.residual = gc.residual;
+  config.layer_norm = gc.layer_norm;
   if (gc.input == Input::kDense) config.input_size = D;
   else config.vocab_size = V;
   if (gc.input == Input::kEmbed) config.embed_size = 3;
@@ -244,6 +278,12 @@ TEST_P(ModelGradient, EveryTensorMatchesCentralDifferences) {
   init.scale = cell.name == "rnn-relu" ? 0.6 : 0.8;
   if (gc.H > 4) init.scale = 1.5 / std::sqrt(static_cast<double>(gc.H));
   Initialize(config, init, rng, params);
+  // Layer norms away from their starting gain 1 and bias 0, so that both enter every gradient.
+  params.ForEach([&](const std::string& name, Mat<double>& m) {
+    if (RoleOf(name) != TensorRole::kNorm) return;
+    const bool gain = name.find("weight") != std::string::npos;
+    for (Eigen::Index k = 0; k < m.size(); ++k) m(k) = (gain ? 1.0 : 0.0) + rng.Uniform(-0.4, 0.4);
+  });
 
   // The final-state weights shrink with the state's size, so that the loss stays of order 1 and
   // the central differences' rounding (about 1e-16 of the loss, over kStep) stays below kFloor's.
@@ -309,18 +349,18 @@ TEST_P(ModelGradient, EveryTensorMatchesCentralDifferences) {
   double worst = 0;
   params.ForEach([&](const std::string& name, Mat<double>& w) {
     const auto elements = gc.sampled > 0 ? BoundaryElements(w, gc.sampled, pick) : std::vector<Eigen::Index>{};
-    const double err = CheckTensor(w, *analytic[k++], loss, elements);
+    const double err = CheckTensor(w, *analytic[k++], loss, elements, gc.layer_norm);
     EXPECT_LE(err, kMaxRelError) << name;
     worst = std::max(worst, err);
     std::cout << gc.Name() << " " << name << ": max relative error " << err << "\n";
   });
   for (int l = 0; l < config.layers; ++l) {
     const auto elements = gc.sampled > 0 ? BoundaryElements(initial.h[l], gc.sampled, pick) : std::vector<Eigen::Index>{};
-    const double err_h = CheckTensor(initial.h[l], dinitial.h[l], loss, elements);
+    const double err_h = CheckTensor(initial.h[l], dinitial.h[l], loss, elements, gc.layer_norm);
     EXPECT_LE(err_h, kMaxRelError) << "h0 layer " << l;
     worst = std::max(worst, err_h);
     if (cell.cell_state) {
-      const double err_c = CheckTensor(initial.c[l], dinitial.c[l], loss, elements);
+      const double err_c = CheckTensor(initial.c[l], dinitial.c[l], loss, elements, gc.layer_norm);
       EXPECT_LE(err_c, kMaxRelError) << "c0 layer " << l;
       worst = std::max(worst, err_c);
     }
@@ -342,6 +382,18 @@ std::vector<GradCase> AllCases() {
     // Residual connections over three layers, with and without dropout, one-hot and dense.
     cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 4, 3, 7, 0.0, 0, true, 3});
     cases.push_back({cell->name, Input::kDense, Scoring::kRegression, 4, 3, 7, 0.3, 0, true, 3});
+    if (!cell->layer_norm) continue;
+    // Layer normalisation: one layer and two, the inputs and heads, dropout, residual
+    // connections, the large sizes.
+    cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 4, 3, 7, 0.0, 0, false, 1, true});
+    cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 4, 3, 7, 0.0, 0, false, 2, true});
+    cases.push_back({cell->name, Input::kEmbed, Scoring::kMasked, 4, 3, 7, 0.0, 0, false, 2, true});
+    cases.push_back({cell->name, Input::kDense, Scoring::kRegression, 4, 3, 7, 0.0, 0, false, 2, true});
+    cases.push_back({cell->name, Input::kDense, Scoring::kLastStep, 4, 3, 7, 0.0, 0, false, 2, true});
+    cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 4, 3, 7, 0.4, 0, false, 2, true});
+    cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 4, 3, 7, 0.0, 0, true, 3, true});
+    cases.push_back({cell->name, Input::kDense, Scoring::kRegression, 4, 3, 7, 0.3, 0, true, 3, true});
+    cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 70, 11, 5, 0.0, 8, false, 2, true});
   }
   return cases;
 }

@@ -1,9 +1,12 @@
 // Initialisers: orthogonality, the statistics of Xavier and He draws, identity, the LSTM
-// forget-gate bias, and bit-for-bit reproducibility from the seed.
+// forget-gate bias, layer norms that start as the identity, and bit-for-bit reproducibility from
+// the seed.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "bptt/init.h"
 
@@ -103,10 +106,46 @@ TEST(Init, SameSeedSameBitsDifferentSeedDifferentBits) {
     size_t k = 0;
     a.ForEach([&](const std::string& name, const Mat<float>& m) {
       EXPECT_EQ(std::memcmp(m.data(), bs[k]->data(), m.size() * sizeof(float)), 0) << name;
-      if (name.find("weight") != std::string::npos) EXPECT_NE(m, *cs[k]) << name;
+      if (name.find("weight") != std::string::npos) {
+        EXPECT_NE(m, *cs[k]) << name;
+      }
       ++k;
     });
   }
+}
+
+TEST(Init, LayerNormsStartAsTheIdentityAndTakeNoDraws) {
+  // Under every scheme: gains 1 and biases 0, and every other tensor that of the same model
+  // without layer norm, bit for bit (the forget-gate bias included).
+  for (const char* cell : {"lstm", "gru"})
+    for (InitScheme scheme : {InitScheme::kOrthogonal, InitScheme::kXavier, InitScheme::kHe, InitScheme::kUniform,
+                              InitScheme::kPytorch, InitScheme::kIdentity}) {
+      SCOPED_TRACE(std::string(cell) + " " + std::string(InitName(scheme)));
+      ModelConfig config = LanguageModel(*FindCell(cell), 12, 0, 10, 2, 0.0);
+      InitOptions o;
+      o.scheme = scheme;
+      ModelParams<float> plain, normalised;
+      Rng r1(42), r2(42);
+      Initialize(config, o, r1, plain);
+      config.layer_norm = true;
+      Initialize(config, o, r2, normalised);
+      std::vector<const Mat<float>*> ps;
+      plain.ForEach([&](const std::string&, const Mat<float>& m) { ps.push_back(&m); });
+      size_t k = 0, norms = 0;
+      normalised.ForEach([&](const std::string& name, const Mat<float>& m) {
+        if (RoleOf(name) == TensorRole::kNorm) {
+          ++norms;
+          const float expected = name.find("weight") != std::string::npos ? 1.0f : 0.0f;
+          EXPECT_EQ(m.minCoeff(), expected) << name;
+          EXPECT_EQ(m.maxCoeff(), expected) << name;
+          return;
+        }
+        ASSERT_LT(k, ps.size());
+        EXPECT_EQ(m, *ps[k++]) << name;
+      });
+      EXPECT_EQ(k, ps.size());
+      EXPECT_EQ(norms, std::string(cell) == "lstm" ? 12u : 8u);
+    }
 }
 
 TEST(Rng, SaveRestoreContinuesTheSequence) {

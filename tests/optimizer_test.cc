@@ -109,22 +109,27 @@ TEST(Optimizer, DecoupledWeightDecaySparesBiases) {
 }
 
 TEST(Optimizer, WeightDecayFollowsTheTensorsRoleNotItsShape) {
-  // H = 1 and V = 1: every weight matrix has one column, like a bias. Weights decay, biases do not.
+  // H = 1 and V = 1: every weight matrix has one column, like a bias. Weights decay; biases and
+  // the layer norms' gains and biases (rnn.ln_*) do not.
   OptimizerOptions o;
   o.type = OptimizerType::kSgd;
   o.weight_decay = 0.5;
-  const ModelConfig config = LanguageModel(*FindCell("lstm"), 1, 0, 1, 1);
+  ModelConfig config = LanguageModel(*FindCell("lstm"), 1, 0, 1, 1);
+  config.layer_norm = true;
   auto params = ModelParams<double>::Zeros(config);
   params.ForEach([](const std::string&, Mat<double>& m) { m.setConstant(1.0); });
   auto grads = ModelParams<double>::Zeros(config);
   OptimizerState<double> state;
   OptimizerStep(o, 0.1, params, grads, state);
-  params.ForEach([](const std::string& name, const Mat<double>& m) {
-    const bool bias = name.find("bias") != std::string::npos;
+  int norms = 0;
+  params.ForEach([&norms](const std::string& name, const Mat<double>& m) {
+    const bool norm = name.starts_with("rnn.ln_"), bias = !norm && name.find("bias") != std::string::npos;
+    norms += norm;
     EXPECT_EQ(m.cols(), 1) << name;
-    EXPECT_DOUBLE_EQ(m(0, 0), bias ? 1.0 : 0.95) << name;
-    EXPECT_EQ(RoleOf(name), bias ? TensorRole::kBias : TensorRole::kWeight) << name;
+    EXPECT_DOUBLE_EQ(m(0, 0), bias || norm ? 1.0 : 0.95) << name;
+    EXPECT_EQ(RoleOf(name), norm ? TensorRole::kNorm : bias ? TensorRole::kBias : TensorRole::kWeight) << name;
   });
+  EXPECT_EQ(norms, 6);
 }
 
 TEST(Optimizer, RefusesAStateThatDoesNotFit) {

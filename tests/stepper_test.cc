@@ -34,24 +34,34 @@ struct Model {
   Vocab vocab;
 };
 
-// Weights drawn like a fresh bptt model's (orthogonal recurrent blocks, Xavier input blocks).
-Model MakeModel(const char* cell, int layers, int hidden, int embed) {
+// Weights drawn like a fresh bptt model's (orthogonal recurrent blocks, Xavier input blocks);
+// with layer norm, its gains and biases as training might leave them (1 +- 0.5, +-0.5).
+Model MakeModel(const char* cell, int layers, int hidden, int embed, bool layer_norm = false) {
   Model m;
   m.vocab = VocabBuilder(TokenizerOptions{}).Add(kText).Build();
   m.config = LanguageModel(*FindCell(cell), m.vocab.size(), embed, hidden, layers);
+  m.config.layer_norm = layer_norm;
   Rng rng(11);
   Initialize(m.config, InitOptions{}, rng, m.params);
+  m.params.ForEach([&](const std::string& name, Mat<float>& w) {
+    if (RoleOf(name) != TensorRole::kNorm) return;
+    const float base = name.find("weight") != std::string::npos ? 1.0f : 0.0f;
+    for (Eigen::Index k = 0; k < w.size(); ++k) w(k) = base + static_cast<float>(rng.Uniform(-0.5, 0.5));
+  });
   return m;
 }
 
 struct Case {
   const char* cell;
   int layers, hidden, embed;
+  bool layer_norm = false;
 };
 
-// Sizes with and without whole 16- and 64-row panels, one-hot and embedding input, every cell.
-const Case kCases[] = {{"lstm", 2, 64, 0}, {"lstm", 1, 24, 10}, {"gru", 2, 48, 0},       {"rnn-tanh", 2, 40, 0},
-                       {"rnn-relu", 1, 33, 7}, {"rnn-sigmoid", 1, 17, 0}, {"lstm", 1, 200, 0}};
+// Sizes with and without whole 16- and 64-row panels, one-hot and embedding input, every cell,
+// and the layer-normalised LSTM and GRU.
+const Case kCases[] = {{"lstm", 2, 64, 0},      {"lstm", 1, 24, 10},       {"gru", 2, 48, 0},
+                       {"rnn-tanh", 2, 40, 0},  {"rnn-relu", 1, 33, 7},    {"rnn-sigmoid", 1, 17, 0},
+                       {"lstm", 1, 200, 0},     {"lstm", 2, 40, 0, true},  {"gru", 2, 33, 6, true}};
 
 const Precision kReduced[] = {Precision::kBfloat16, Precision::kInt8};
 
@@ -64,7 +74,7 @@ std::vector<float> StepOutputs(Stepper& stepper, const std::vector<int32_t>& con
 
 TEST(StepperTest, Float32StepsGiveTheForwardPassOutputs) {
   for (const Case& c : kCases) {
-    Model m = MakeModel(c.cell, c.layers, c.hidden, c.embed);
+    Model m = MakeModel(c.cell, c.layers, c.hidden, c.embed, c.layer_norm);
     const std::vector<int32_t> context = m.vocab.Encode("the lazy dog jumps over");
     Batch<float> batch;
     batch.T = static_cast<Eigen::Index>(context.size());
@@ -83,7 +93,7 @@ TEST(StepperTest, Float32StepsGiveTheForwardPassOutputs) {
         const float scale = expected.cwiseAbs().maxCoeff();
         for (size_t v = 0; v < got.size(); ++v)
           ASSERT_NEAR(got[v], expected(static_cast<Eigen::Index>(v)), 1e-5f * scale)
-              << c.cell << " H=" << c.hidden << " t=" << t << " v=" << v;
+              << c.cell << (c.layer_norm ? " layer norm" : "") << " H=" << c.hidden << " t=" << t << " v=" << v;
       }
     }
   }
@@ -129,7 +139,7 @@ TEST(StepperTest, AMovedStepperKeepsItsWeightsAndRefusesUnknownSymbols) {
 TEST(StepperTest, ReducedPrecisionOutputsStayCloseToFloat32) {
   for (const Precision precision : kReduced) {
     for (const Case& c : kCases) {
-      Model m = MakeModel(c.cell, c.layers, c.hidden, c.embed);
+      Model m = MakeModel(c.cell, c.layers, c.hidden, c.embed, c.layer_norm);
       Stepper stepper(m.config, m.params);
       const std::vector<int32_t> context = m.vocab.Encode("Pack my box with five dozen liquor jugs");
       stepper.Configure(Precision::kFloat32, 1);
@@ -141,7 +151,8 @@ TEST(StepperTest, ReducedPrecisionOutputsStayCloseToFloat32) {
       ASSERT_GT(spread, 0.1f);
       float worst = 0;
       for (size_t v = 0; v < reference.size(); ++v) worst = std::max(worst, std::abs(reduced[v] - reference[v]));
-      EXPECT_LE(worst, 0.05f * spread) << PrecisionName(precision) << " " << c.cell << " H=" << c.hidden;
+      EXPECT_LE(worst, 0.05f * spread) << PrecisionName(precision) << " " << c.cell
+                                       << (c.layer_norm ? " layer norm" : "") << " H=" << c.hidden;
       EXPECT_GT(worst, 0.0f) << "the " << PrecisionName(precision) << " path was not taken";
     }
   }

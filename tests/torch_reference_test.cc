@@ -1,10 +1,13 @@
 // bptt against an independent reference: tests/reference/torch_reference.json holds, for fixed
 // weights and inputs, the float64 forward values and every gradient of models built in PyTorch
-// from nn.RNN / nn.LSTM / nn.GRU (rnn-sigmoid: a loop over torch.sigmoid) + nn.Linear + a softmax
-// or regression head (tests/reference/make_torch_reference.py and its README say how):
+// from nn.RNN / nn.LSTM / nn.GRU (rnn-sigmoid: a loop over torch.sigmoid; the layer-normalised LSTM
+// and GRU: a loop over F.layer_norm, matrix products, torch.sigmoid and torch.tanh) + nn.Linear +
+// a softmax or regression head (tests/reference/make_torch_reference.py and its README say how):
 //   small cases  H = 5: one-hot, embedding and dense inputs; language models, classifiers scored
 //                at the last step only, regression scored on a mask of positions. Every tensor is
 //                stored.
+//   layer norm   the LSTM and GRU with --layer-norm: small (one-hot, embedding, dense regression)
+//                and big cases, their LN gains and biases loaded by name like every tensor.
 //   big cases    H = 70, B = 11, T = 5, L = 2, every cell: each recurrent matrix spans several
 //                32-row panels of the packed kernel (src/kernels/packed_gemm.h) forward and, as
 //                W_hh^T, backward, and each product runs the 8-column loop and a 3-column tail.
@@ -236,6 +239,7 @@ ModelConfig ConfigOf(const json& c) {
   config.layers = c["L"];
   config.head = ParseHead(c["head"].get<std::string>(), "head");
   config.output_size = c["O"];
+  config.layer_norm = c.value("layer_norm", false);
   return config;
 }
 
@@ -410,10 +414,16 @@ INSTANTIATE_TEST_SUITE_P(Fixture, TorchReference, ::testing::ValuesIn(CaseNames(
 
 // What the fixture must hold for the tests above to mean what the header says.
 TEST(TorchReferenceFixture, CoversEveryCellHeadAndSize) {
-  std::set<std::string> all, small, big, regress, classify;
+  std::set<std::string> all, small, big, regress, classify, normalised, small_ln, big_ln;
   for (const Cell* cell : Cells()) all.insert(std::string(cell->name));
+  for (const Cell* cell : Cells())
+    if (cell->layer_norm) normalised.insert(std::string(cell->name));
   for (const json& c : Fixture()["cases"]) {
     const std::string cell = c["cell"];
+    if (c.value("layer_norm", false)) {
+      (IsBig(c) ? big_ln : small_ln).insert(cell);
+      EXPECT_TRUE(c["tensors"].contains("rnn.ln_hh_weight_l1")) << c["name"];
+    }
     if (IsBig(c)) {
       big.insert(cell);
       EXPECT_EQ(c["H"], 70);
@@ -442,6 +452,8 @@ TEST(TorchReferenceFixture, CoversEveryCellHeadAndSize) {
   }
   EXPECT_EQ(small, all);
   EXPECT_EQ(big, all);
+  EXPECT_EQ(small_ln, normalised);
+  EXPECT_EQ(big_ln, normalised);
   for (const char* cell : {"lstm", "gru"}) {
     EXPECT_TRUE(regress.count(cell)) << cell;
     EXPECT_TRUE(classify.count(cell)) << cell;

@@ -10,7 +10,10 @@
 //   identity    Le et al. 2015 (IRNN): recurrent matrix = scale * I, input weights N(0, 0.001^2)
 //
 // Biases start at zero (except for `uniform` and `pytorch`); the LSTM forget-gate bias is then
-// set to forget_bias (Jozefowicz et al. 2015), split as bias_ih = forget_bias, bias_hh = 0.
+// set to forget_bias (Jozefowicz et al. 2015), split as bias_ih = forget_bias, bias_hh = 0 (with
+// layer norm too: bias_ih is added after the LNs). Layer norms start with gain 1 and bias 0
+// under every scheme and take no draws, so a model with --layer-norm starts with the other
+// tensors of the same model without it.
 // The decoder is Xavier (zero bias) and the embedding N(0, 1), except under `uniform` and `pytorch`.
 // All draws come from one Rng in ModelParams::ForEach order: the same seed gives the same
 // model bit for bit.

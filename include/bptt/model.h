@@ -69,6 +69,7 @@ struct ModelConfig {
   Head head = Head::kSoftmax;
   int output_size = 0;    // O: classes (softmax) or values (regression) per step
   bool residual = false;  // layers l >= 1 output h^l + x^l
+  bool layer_norm = false;  // layer normalisation inside the cell (cell.h): cells with Cell::layer_norm
 
   bool dense_input() const { return input_size > 0; }
   // E_0, the input width of layer 0.
@@ -79,7 +80,8 @@ struct ModelConfig {
   void Validate() const;
 };
 
-// The options that choose a model (--cell, --layers, --hidden, --embed, --dropout, --residual), declared
+// The options that choose a model (--cell, --layers, --hidden, --embed, --dropout, --residual,
+// --layer-norm), declared
 // once (options.h) for every command that builds one. The sizes that the data dictates (V, D,
 // O, the head) are not options.
 std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs();
@@ -91,8 +93,8 @@ nlohmann::json ConfigToJson(const ModelConfig& config);
 ModelConfig ConfigFromJson(const nlohmann::json& json, const std::string& source);
 
 // Values in the parameters of a model of this configuration, counted without allocating them:
-// V*E + sum over layers of G*H*(E_l + H + 2) + O*H + O. A double, which no configuration's
-// count overflows.
+// V*E + sum over layers of G*H*(E_l + H + 2) (with layer norm + 4*G*H, and + 2*H for a cell
+// state) + O*H + O. A double, which no configuration's count overflows.
 double ParameterCount(const ModelConfig& config);
 
 // A language model: symbols in (one-hot, or an embedding of embed_size), a softmax over the same
@@ -111,17 +113,29 @@ struct ModelParams {
   static ModelParams Zeros(const ModelConfig& config);
 
   // Calls f(name, tensor) for every tensor in a fixed order, with PyTorch's names:
-  // encoder.weight, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, ...,
-  // decoder.weight, decoder.bias.
+  // encoder.weight, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, (with
+  // layer norm rnn.ln_ih_weight_l0, rnn.ln_ih_bias_l0, rnn.ln_hh_weight_l0, rnn.ln_hh_bias_l0,
+  // rnn.ln_c_weight_l0, rnn.ln_c_bias_l0), ..., decoder.weight, decoder.bias.
   template <typename F>
   void ForEach(F&& f) {
     if (encoder.size() > 0) f(std::string("encoder.weight"), encoder);
     for (size_t l = 0; l < layers.size(); ++l) {
       const std::string k = std::to_string(l);
-      f("rnn.weight_ih_l" + k, layers[l].weight_ih);
-      f("rnn.weight_hh_l" + k, layers[l].weight_hh);
-      f("rnn.bias_ih_l" + k, layers[l].bias_ih);
-      f("rnn.bias_hh_l" + k, layers[l].bias_hh);
+      RecurrentParams<S>& p = layers[l];
+      f("rnn.weight_ih_l" + k, p.weight_ih);
+      f("rnn.weight_hh_l" + k, p.weight_hh);
+      f("rnn.bias_ih_l" + k, p.bias_ih);
+      f("rnn.bias_hh_l" + k, p.bias_hh);
+      if (p.ln_ih_weight.size() > 0) {
+        f("rnn.ln_ih_weight_l" + k, p.ln_ih_weight);
+        f("rnn.ln_ih_bias_l" + k, p.ln_ih_bias);
+        f("rnn.ln_hh_weight_l" + k, p.ln_hh_weight);
+        f("rnn.ln_hh_bias_l" + k, p.ln_hh_bias);
+      }
+      if (p.ln_c_weight.size() > 0) {
+        f("rnn.ln_c_weight_l" + k, p.ln_c_weight);
+        f("rnn.ln_c_bias_l" + k, p.ln_c_bias);
+      }
     }
     f(std::string("decoder.weight"), decoder_weight);
     f(std::string("decoder.bias"), decoder_bias);
@@ -139,9 +153,10 @@ struct ModelParams {
   ModelParams<T> Cast() const;
 };
 
-// What a parameter tensor is for, from its name: optimizers decay weights, not biases, and
-// nothing decides that by a tensor's shape.
-enum class TensorRole { kWeight, kBias };
+// What a parameter tensor is for, from its name: optimizers decay weights, not biases nor the
+// layer norms' gains and biases (rnn.ln_*: decay would pull a gain towards 0, not towards its
+// starting 1), and nothing decides that by a tensor's shape.
+enum class TensorRole { kWeight, kBias, kNorm };
 TensorRole RoleOf(std::string_view name);
 
 // The learning rule: what carries the error backwards (see the top of this file).

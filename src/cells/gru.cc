@@ -4,12 +4,20 @@
 //   z_t = sigmoid(W_iz x_t + b_iz + u_z)
 //   n_t = tanh   (W_in x_t + b_in + r_t * u_n)
 //   h_t = (1 - z_t) * n_t + z_t * h_{t-1}
-// Its four modes follow, in the order of cell.h: the pointwise pass they share, chunk forward,
-// step, chunk backward and tangent.
+// With layer normalisation (cell.h), each LN over a whole 3H column, gains and biases per
+// element, the recurrent pre-activation normalised as a whole before r_t picks its n block:
+//   a_t = LN(W_ih x_t; g_ih, b'_ih) + b_ih                   (3H)
+//   u_t = LN(W_hh h_{t-1}; g_hh, b'_hh) + b_hh               (3H)
+//   r_t = sigmoid(a_r + u_r),  z_t = sigmoid(a_z + u_z),  n_t = tanh(a_n + r_t * u_n)
+//   h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+// Its four modes follow, in the order of cell.h: the pointwise passes they share (plain and
+// layer-normalised), chunk forward, step, chunk backward and tangent; each mode chooses the
+// variant once, by whether the layer's parameters hold the LN tensors.
 #include "bptt/cell.h"
 #include "kernels/activation.h"
 #include "kernels/packed_gemm.h"
 #include "kernels/threads.h"
+#include "layer_norm.h"
 
 namespace bptt::cells {
 
@@ -20,24 +28,44 @@ using Vec = Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>;
 template <typename S>
 using ConstVec = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
 
+// The gates and the new state from the pre-activations with their biases. a (3H) in: a_t; out:
+// r, z, n. u (3H) in: u_t. h_prev (H) in; h (H) out (may be h_prev).
+template <typename S>
+void Gates(Eigen::Index H, S* a, const S* u, const S* h_prev, S* h) {
+  Vec<S> r(a, H), z(a + H, H), n(a + 2 * H, H);
+  r = Sigmoid(r + ConstVec<S>(u, H));
+  z = Sigmoid(z + ConstVec<S>(u + H, H));
+  n = Tanh(n + r * ConstVec<S>(u + 2 * H, H));
+  Vec<S>(h, H) = (S(1) - z) * n + z * ConstVec<S>(h_prev, H);
+}
+
 // One stream's step after the recurrent product. a (3H) in: W_ih x_t; out: r, z, n. u (3H) in:
 // W_hh h_{t-1}; out: u_t (with b_hh). h_prev (H) in; h (H) out (may be h_prev).
 template <typename S>
 void Pointwise(Eigen::Index H, S* a, S* u, const RecurrentParams<S>& p, const S* h_prev, S* h) {
   Vec<S>(a, 3 * H) += ConstVec<S>(p.bias_ih.data(), 3 * H);
   Vec<S>(u, 3 * H) += ConstVec<S>(p.bias_hh.data(), 3 * H);
-  Vec<S> r(a, H), z(a + H, H), n(a + 2 * H, H);
-  r = Sigmoid(r + Vec<S>(u, H));
-  z = Sigmoid(z + Vec<S>(u + H, H));
-  n = Tanh(n + r * Vec<S>(u + 2 * H, H));
-  Vec<S>(h, H) = (S(1) - z) * n + z * ConstVec<S>(h_prev, H);
+  Gates(H, a, u, h_prev, h);
+}
+
+// The same with layer normalisation; also out: z_ih, z_hh (3H) the ẑ of W_ih x_t and W_hh h_{t-1}
+// (may be a and u themselves) and rstd (2) their 1 / sqrt(var + eps).
+template <typename S>
+void PointwiseLn(Eigen::Index H, S* a, S* u, S* z_ih, S* z_hh, const RecurrentParams<S>& p, const S* h_prev, S* h,
+                 S* rstd) {
+  const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
+  rstd[0] = LayerNormalize(3 * H, a, z_ih);
+  rstd[1] = LayerNormalize(3 * H, u, z_hh);
+  Vec<S>(a, 3 * H) = param(p.ln_ih_weight) * ConstVec<S>(z_ih, 3 * H) + param(p.ln_ih_bias) + param(p.bias_ih);
+  Vec<S>(u, 3 * H) = param(p.ln_hh_weight) * ConstVec<S>(z_hh, 3 * H) + param(p.ln_hh_bias) + param(p.bias_hh);
+  Gates(H, a, u, h_prev, h);
 }
 
 // Per step t, for each thread's columns of the batch:
 //   u_t = W_hh h_{t-1}                     (3H, B)  one product over the packed W_hh
-//   then Pointwise on each column.
-template <typename S>
-void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
+//   then Pointwise (with layer norm PointwiseLn) on each column.
+template <bool kLayerNorm, typename S>
+void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   PackPanels(p.weight_hh, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
@@ -48,16 +76,33 @@ void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads
       auto u = cache.Step(cache.recurrent, t);  // (3H, B)
       auto a = cache.Step(cache.gates, t);      // (3H, B)
       PackedProduct(cache.packed_hh, 3 * H, H, h_prev.col(j0).data(), H, j1 - j0, u.col(j0).data(), 3 * H, false);
-      for (Eigen::Index b = j0; b < j1; ++b)
-        Pointwise(H, a.col(b).data(), u.col(b).data(), p, h_prev.col(b).data(),
-                  cache.Step(cache.h, t + 1).col(b).data());
+      for (Eigen::Index b = j0; b < j1; ++b) {
+        if constexpr (kLayerNorm)
+          PointwiseLn(H, a.col(b).data(), u.col(b).data(), cache.Step(cache.ln_ih, t).col(b).data(),
+                      cache.Step(cache.ln_hh, t).col(b).data(), p, h_prev.col(b).data(),
+                      cache.Step(cache.h, t + 1).col(b).data(), cache.Step(cache.ln_rstd, t).col(b).data());
+        else
+          Pointwise(H, a.col(b).data(), u.col(b).data(), p, h_prev.col(b).data(),
+                    cache.Step(cache.h, t + 1).col(b).data());
+      }
     }
   }
 }
 
-// One stream: u = W_hh h_{t-1}, then Pointwise.
+template <typename S>
+void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
+  if (p.layer_norm()) ChunkForwardOf<true>(p, cache, threads);
+  else ChunkForwardOf<false>(p, cache, threads);
+}
+
+// One stream: u = W_hh h_{t-1}, then Pointwise (with layer norm PointwiseLn, the ẑ in place).
 void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, float* recurrent, float* h, float*) {
   w_hh(h, recurrent, false);
+  if (p.layer_norm()) {
+    float rstd[2];
+    PointwiseLn(p.hidden_size(), a, recurrent, a, recurrent, p, h, h, rstd);
+    return;
+  }
   Pointwise(p.hidden_size(), a, recurrent, p, h, h);
 }
 
@@ -67,13 +112,22 @@ void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, fl
 //   dr = da_n * u_n                   da_r = du_r = dr * r (1 - r)
 //   dz = dh * (h_{t-1} - n)           da_z = du_z = dz * z (1 - z)
 //   dh_{t-1} = dh * z + W_hh^T du     one product over the packed W_hh^T (back_hh^T: cell.h)
-// After the sweep: dW_hh += du · [h_0 .. h_{T-1}]^T and db_hh += sum over columns of du.
-template <typename S>
-void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
-                   const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
+// After the sweep: dW_hh += du · [h_0 .. h_{T-1}]^T, db_ih += sum over columns of da and
+// db_hh += sum over columns of du.
+// With layer norm (J: the LN Jacobian of layer_norm.h at the cached ẑ and rstd), da and du
+// above are the gradients on the LN outputs (kept in dln_ih, dln_hh); then
+//   dgates = J_ih (g_ih * da),  drecurrent = J_hh (g_hh * du),  dh_{t-1} = dh * z + W_hh^T drecurrent
+// and after the sweep dW_hh += drecurrent · [h_0 .. h_{T-1}]^T; db_ih, db'_ih += sum of da,
+// dg_ih += sum of da * ẑ_ih; db_hh, db'_hh += sum of du, dg_hh += sum of du * ẑ_hh.
+template <bool kLayerNorm, typename S>
+void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
+                     const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   const bool recur = back_hh.size() > 0;
   if (recur) PackTransposedPanels(back_hh, back.packed_hh_t);
+  Mat<S>& dpre = kLayerNorm ? back.dln_ih : back.dgates;      // dL/da_t
+  Mat<S>& dpre_u = kLayerNorm ? back.dln_hh : back.drecurrent;  // dL/du_t
+  const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
 #pragma omp parallel num_threads(threads)
   {
     const auto [j0, j1] = ThreadRange(B);
@@ -81,11 +135,12 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const Lay
       const auto act = cache.Step(cache.gates, t);
       const auto u = cache.Step(cache.recurrent, t);
       const auto h_prev = cache.Step(cache.h, t);
-      auto da = back.dgates.middleCols(t * B, B);
-      auto du = back.drecurrent.middleCols(t * B, B);
+      auto da = dpre.middleCols(t * B, B);
+      auto du = dpre_u.middleCols(t * B, B);
       for (Eigen::Index b = j0; b < j1; ++b) {
-        back.dh.col(b) += dh_out.col(t * B + b);
-        if (back.record) back.dh_steps.col(t * B + b) = back.dh.col(b);
+        const Eigen::Index j = t * B + b;
+        back.dh.col(b) += dh_out.col(j);
+        if (back.record) back.dh_steps.col(j) = back.dh.col(b);
         const auto r = act.col(b).segment(0, H).array(), z = act.col(b).segment(H, H).array(),
                    n = act.col(b).segment(2 * H, H).array();
         const auto dh = back.dh.col(b).array();
@@ -99,25 +154,55 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const Lay
         da_b.segment(H, H) = (dh * (h_prev.col(b).array() - n) * SigmoidGradFromOutput(z)).matrix();
         du_b.segment(0, 2 * H) = da_b.segment(0, 2 * H);
         back.dh.col(b) = (dh * z).matrix();  // the direct part of dh_{t-1}
+        if constexpr (kLayerNorm) {
+          back.dgates.col(j) = LayerNormJacobian(param(p.ln_ih_weight) * da_b.array(), cache.ln_ih.col(j).array(),
+                                                 cache.ln_rstd(0, j))
+                                   .matrix();
+          back.drecurrent.col(j) = LayerNormJacobian(param(p.ln_hh_weight) * du_b.array(),
+                                                     cache.ln_hh.col(j).array(), cache.ln_rstd(1, j))
+                                       .matrix();
+        }
       }
       if (recur)
-        PackedProduct(back.packed_hh_t, H, 3 * H, du.col(j0).data(), 3 * H, j1 - j0, back.dh.col(j0).data(), H, true);
+        PackedProduct(back.packed_hh_t, H, 3 * H, back.drecurrent.col(t * B + j0).data(), 3 * H, j1 - j0,
+                      back.dh.col(j0).data(), H, true);
     }
   }
   ParallelProduct(grad.weight_hh, back.drecurrent, cache.h.leftCols(T * B).transpose(), true, threads);
-  grad.bias_hh += back.drecurrent.rowwise().sum();
+  grad.bias_ih += dpre.rowwise().sum();
+  grad.bias_hh += dpre_u.rowwise().sum();
+  if constexpr (kLayerNorm) {
+    grad.ln_ih_bias += dpre.rowwise().sum();
+    grad.ln_hh_bias += dpre_u.rowwise().sum();
+    grad.ln_ih_weight += (dpre.array() * cache.ln_ih.array()).rowwise().sum().matrix();
+    grad.ln_hh_weight += (dpre_u.array() * cache.ln_hh.array()).rowwise().sum().matrix();
+  }
+}
+
+template <typename S>
+void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
+                   const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
+  if (p.layer_norm()) ChunkBackwardOf<true>(p, back_hh, cache, dh_out, back, grad, threads);
+  else ChunkBackwardOf<false>(p, back_hh, cache, dh_out, back, grad, threads);
 }
 
 // The tangent of the forward pass, per step (dx: the directional derivative of x):
 //   du = W_hh dh_{t-1};  dr = r(1-r) du_r, dz = z(1-z) du_z
 //   dn = (1-n^2) (dr*u_n + r*du_n);  dh_t = (1-z)*dn + dz*(h_{t-1} - n) + z*dh_{t-1}
-template <typename S>
-void Tangent(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh, Mat<S>&) {
-  const Eigen::Index H = p.hidden_size();
+// With layer norm (J as in the backward pass): du = g_hh * J_hh (W_hh dh_{t-1}).
+template <bool kLayerNorm, typename S>
+void TangentOf(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh) {
+  const Eigen::Index H = p.hidden_size(), B = cache.B;
   using Array = Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic>;
+  const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
   Mat<S> du;
   for (Eigen::Index t = 0; t < cache.T; ++t) {
     du.noalias() = p.weight_hh * dh;
+    if constexpr (kLayerNorm)
+      for (Eigen::Index b = 0; b < B; ++b)
+        du.col(b) = (param(p.ln_hh_weight) * LayerNormJacobian(du.col(b).array(), cache.ln_hh.col(t * B + b).array(),
+                                                                cache.ln_rstd(1, t * B + b)))
+                        .matrix();
     const auto act = cache.Step(cache.gates, t);
     const auto r = act.topRows(H).array(), z = act.middleRows(H, H).array(), n = act.bottomRows(H).array();
     const auto u_n = cache.Step(cache.recurrent, t).bottomRows(H).array();
@@ -129,6 +214,12 @@ void Tangent(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh
   }
 }
 
+template <typename S>
+void Tangent(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh, Mat<S>&) {
+  if (p.layer_norm()) TangentOf<true>(p, cache, dh);
+  else TangentOf<false>(p, cache, dh);
+}
+
 }  // namespace
 
 extern constinit const Cell kGru;
@@ -138,6 +229,7 @@ constinit const Cell kGru{
     .gate_names = "rzn",
     .cell_state = false,
     .separate_recurrent = true,
+    .layer_norm = true,
     .pascanu_gamma = std::numeric_limits<double>::quiet_NaN(),
     .torch = "nn.GRU",
     .f32 = {&ChunkForward<float>, &ChunkBackward<float>, &Tangent<float>},

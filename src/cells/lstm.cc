@@ -5,12 +5,20 @@
 //   o_t = sigmoid(W_io x_t + b_io + W_ho h_{t-1} + b_ho)
 //   c_t = f_t * c_{t-1} + i_t * g_t
 //   h_t = o_t * tanh(c_t)
-// Its four modes follow, in the order of cell.h: the pointwise pass they share, chunk forward,
-// step, chunk backward and tangent.
+// With layer normalisation (cell.h; the LN-LSTM of Ba, Kiros & Hinton 2016), each LN over a
+// whole column (4H for the projections, H for the cell state), gains and biases per element:
+//   a_t = LN(W_ih x_t; g_ih, b'_ih) + LN(W_hh h_{t-1}; g_hh, b'_hh) + b_ih + b_hh    (4H)
+//   i_t, f_t, g_t, o_t = sigmoid, sigmoid, tanh, sigmoid of the blocks of a_t
+//   c_t = f_t * c_{t-1} + i_t * g_t
+//   h_t = o_t * tanh(LN(c_t; g_c, b'_c))
+// Its four modes follow, in the order of cell.h: the pointwise passes they share (plain and
+// layer-normalised), chunk forward, step, chunk backward and tangent; each mode chooses the
+// variant once, by whether the layer's parameters hold the LN tensors.
 #include "bptt/cell.h"
 #include "kernels/activation.h"
 #include "kernels/packed_gemm.h"
 #include "kernels/threads.h"
+#include "layer_norm.h"
 
 namespace bptt::cells {
 
@@ -21,6 +29,18 @@ using Vec = Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>;
 template <typename S>
 using ConstVec = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
 
+// The gates and the new cell state from the pre-activations with their biases. a (4H) in: a_t;
+// out: i, f, g, o. c_prev (H) in; c (H) out (may be c_prev).
+template <typename S>
+void GatesAndCell(Eigen::Index H, S* a, const S* c_prev, S* c) {
+  Vec<S> i(a, H), f(a + H, H), g(a + 2 * H, H), o(a + 3 * H, H);
+  i = Sigmoid(i);
+  f = Sigmoid(f);
+  g = Tanh(g);
+  o = Sigmoid(o);
+  Vec<S>(c, H) = f * ConstVec<S>(c_prev, H) + i * g;
+}
+
 // One stream's step after the recurrent product. a (4H) in: W_ih x_t + W_hh h_{t-1}; out: the
 // gates i, f, g, o. c_prev (H) in; c, tanh_c, h (H) out (c may be c_prev).
 template <typename S>
@@ -28,21 +48,36 @@ void Pointwise(Eigen::Index H, S* a, const RecurrentParams<S>& p, const S* c_pre
   Vec<S> all(a, 4 * H);
   all += ConstVec<S>(p.bias_ih.data(), 4 * H);
   all += ConstVec<S>(p.bias_hh.data(), 4 * H);
-  Vec<S> i(a, H), f(a + H, H), g(a + 2 * H, H), o(a + 3 * H, H);
-  i = Sigmoid(i);
-  f = Sigmoid(f);
-  g = Tanh(g);
-  o = Sigmoid(o);
-  Vec<S>(c, H) = f * ConstVec<S>(c_prev, H) + i * g;
+  GatesAndCell(H, a, c_prev, c);
   Vec<S>(tanh_c, H) = Tanh(Vec<S>(c, H));
-  Vec<S>(h, H) = o * Vec<S>(tanh_c, H);
+  Vec<S>(h, H) = ConstVec<S>(a + 3 * H, H) * Vec<S>(tanh_c, H);
+}
+
+// The same with layer normalisation. a (4H) in: W_ih x_t; out: the gates. r (4H) in: W_hh h_{t-1};
+// out: its ẑ. z_ih (4H) out: the ẑ of W_ih x_t (may be a). c_prev (H) in; c, z_c, tanh_c, h (H)
+// out: c_t, its ẑ, tanh(LN(c_t)), h_t (c may be c_prev). rstd (3) out: of ih, hh, c.
+template <typename S>
+void PointwiseLn(Eigen::Index H, S* a, S* r, S* z_ih, const RecurrentParams<S>& p, const S* c_prev, S* c, S* z_c,
+                 S* tanh_c, S* h, S* rstd) {
+  const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
+  rstd[0] = LayerNormalize(4 * H, a, z_ih);
+  rstd[1] = LayerNormalize(4 * H, r, r);
+  Vec<S>(a, 4 * H) = param(p.ln_ih_weight) * ConstVec<S>(z_ih, 4 * H) + param(p.ln_ih_bias) +
+                     param(p.ln_hh_weight) * ConstVec<S>(r, 4 * H) + param(p.ln_hh_bias) + param(p.bias_ih) +
+                     param(p.bias_hh);
+  GatesAndCell(H, a, c_prev, c);
+  rstd[2] = LayerNormalize(H, c, z_c);
+  Vec<S>(tanh_c, H) = Tanh(param(p.ln_c_weight) * ConstVec<S>(z_c, H) + param(p.ln_c_bias));
+  Vec<S>(h, H) = ConstVec<S>(a + 3 * H, H) * Vec<S>(tanh_c, H);
 }
 
 // Per step t, for each thread's columns of the batch:
 //   a_t = gates_t + W_hh h_{t-1}           (4H, B)  one product over the packed W_hh
 //   then Pointwise on each column.
-template <typename S>
-void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
+// With layer norm the product goes to ln_hh instead (W_hh h_{t-1} is normalised on its own),
+// then PointwiseLn on each column.
+template <bool kLayerNorm, typename S>
+void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   PackPanels(p.weight_hh, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
@@ -51,19 +86,44 @@ void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads
     for (Eigen::Index t = 0; t < T && j0 < j1; ++t) {
       auto a = cache.Step(cache.gates, t);  // (4H, B)
       const auto h_prev = cache.Step(cache.h, t);
-      PackedProduct(cache.packed_hh, 4 * H, H, h_prev.col(j0).data(), H, j1 - j0, a.col(j0).data(), 4 * H, true);
-      for (Eigen::Index b = j0; b < j1; ++b)
-        Pointwise(H, a.col(b).data(), p, cache.Step(cache.c, t).col(b).data(),
-                  cache.Step(cache.c, t + 1).col(b).data(), cache.Step(cache.tanh_c, t).col(b).data(),
-                  cache.Step(cache.h, t + 1).col(b).data());
+      if constexpr (kLayerNorm) {
+        auto r = cache.Step(cache.ln_hh, t);  // (4H, B)
+        PackedProduct(cache.packed_hh, 4 * H, H, h_prev.col(j0).data(), H, j1 - j0, r.col(j0).data(), 4 * H, false);
+        for (Eigen::Index b = j0; b < j1; ++b)
+          PointwiseLn(H, a.col(b).data(), r.col(b).data(), cache.Step(cache.ln_ih, t).col(b).data(), p,
+                      cache.Step(cache.c, t).col(b).data(), cache.Step(cache.c, t + 1).col(b).data(),
+                      cache.Step(cache.ln_c, t).col(b).data(), cache.Step(cache.tanh_c, t).col(b).data(),
+                      cache.Step(cache.h, t + 1).col(b).data(), cache.Step(cache.ln_rstd, t).col(b).data());
+      } else {
+        PackedProduct(cache.packed_hh, 4 * H, H, h_prev.col(j0).data(), H, j1 - j0, a.col(j0).data(), 4 * H, true);
+        for (Eigen::Index b = j0; b < j1; ++b)
+          Pointwise(H, a.col(b).data(), p, cache.Step(cache.c, t).col(b).data(),
+                    cache.Step(cache.c, t + 1).col(b).data(), cache.Step(cache.tanh_c, t).col(b).data(),
+                    cache.Step(cache.h, t + 1).col(b).data());
+      }
     }
   }
 }
 
-// One stream: a += W_hh h_{t-1}, then Pointwise; `recurrent` holds tanh(c_t).
+template <typename S>
+void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
+  if (p.layer_norm()) ChunkForwardOf<true>(p, cache, threads);
+  else ChunkForwardOf<false>(p, cache, threads);
+}
+
+// One stream: a += W_hh h_{t-1}, then Pointwise; `recurrent` holds tanh(c_t). With layer norm:
+// recurrent = W_hh h_{t-1} (normalised apart from a), then PointwiseLn with the ẑ of W_ih x_t
+// in a, and those of c_t and tanh(LN(c_t)) in recurrent's first 2H.
 void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, float* recurrent, float* h, float* c) {
+  const Eigen::Index H = p.hidden_size();
+  if (p.layer_norm()) {
+    float rstd[3];
+    w_hh(h, recurrent, false);
+    PointwiseLn(H, a, recurrent, a, p, c, c, recurrent, recurrent + H, h, rstd);
+    return;
+  }
   w_hh(h, a, true);
-  Pointwise(p.hidden_size(), a, p, c, c, recurrent, h);
+  Pointwise(H, a, p, c, c, recurrent, h);
 }
 
 // Per step t = T..1, with dh = dh_out_t + (dL/dh_t through step t+1):
@@ -74,13 +134,24 @@ void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, fl
 //   df = dc * c_{t-1}                       da_f = df * f (1 - f)
 //   dc_{t-1} = dc * f
 //   dh_{t-1} = W_hh^T da                    one product over the packed W_hh^T (back_hh^T: cell.h)
-// After the sweep: dW_hh += da · [h_0 .. h_{T-1}]^T and db_hh += sum over columns of da.
-template <typename S>
-void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
-                   const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
+// After the sweep: dW_hh += da · [h_0 .. h_{T-1}]^T and db_ih, db_hh += sum over columns of da.
+// With layer norm (J: the LN Jacobian of layer_norm.h at the cached ẑ and rstd; y_c = LN(c_t)):
+//   dy_c = dh * o * (1 - tanh^2 y_c)        into dln_c
+//   dc = dc_next + J_c (g_c * dy_c)
+//   da as above, into dln_ih (both LN outputs are summed into a_t, so both receive da)
+//   dgates = J_ih (g_ih * da),  drecurrent = J_hh (g_hh * da),  dh_{t-1} = W_hh^T drecurrent
+// and after the sweep dW_hh += drecurrent · [h_0 .. h_{T-1}]^T; db_ih, db_hh, db'_ih, db'_hh +=
+// sum of da; dg_ih += sum of da * ẑ_ih, dg_hh += sum of da * ẑ_hh; dg_c += sum of dy_c * ẑ_c,
+// db'_c += sum of dy_c.
+template <bool kLayerNorm, typename S>
+void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
+                     const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   const bool recur = back_hh.size() > 0;
   if (recur) PackTransposedPanels(back_hh, back.packed_hh_t);
+  Mat<S>& dpre = kLayerNorm ? back.dln_ih : back.dgates;           // dL/da_t
+  Mat<S>& dproduct = kLayerNorm ? back.drecurrent : back.dgates;   // dL/d(W_hh h_{t-1})
+  const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
 #pragma omp parallel num_threads(threads)
   {
     const auto [j0, j1] = ThreadRange(B);
@@ -88,45 +159,85 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const Lay
       const auto act = cache.Step(cache.gates, t);
       const auto c_prev = cache.Step(cache.c, t);
       const auto tc = cache.Step(cache.tanh_c, t);
-      auto da = back.dgates.middleCols(t * B, B);
+      auto da = dpre.middleCols(t * B, B);
       for (Eigen::Index b = j0; b < j1; ++b) {
-        back.dh.col(b) += dh_out.col(t * B + b);
-        if (back.record) back.dh_steps.col(t * B + b) = back.dh.col(b);
+        const Eigen::Index j = t * B + b;
+        back.dh.col(b) += dh_out.col(j);
+        if (back.record) back.dh_steps.col(j) = back.dh.col(b);
         const auto i = act.col(b).segment(0, H).array(), f = act.col(b).segment(H, H).array(),
                    g = act.col(b).segment(2 * H, H).array(), o = act.col(b).segment(3 * H, H).array();
         const auto dh = back.dh.col(b).array();
         auto dc = back.dc.col(b).array();
         const auto tcb = tc.col(b).array();
-        dc += dh * o * TanhGradFromOutput(tcb);
+        if constexpr (kLayerNorm) {
+          auto dy_c = back.dln_c.col(j).array();
+          dy_c = dh * o * TanhGradFromOutput(tcb);
+          dc += LayerNormJacobian(param(p.ln_c_weight) * dy_c, cache.ln_c.col(j).array(), cache.ln_rstd(2, j));
+        } else {
+          dc += dh * o * TanhGradFromOutput(tcb);
+        }
         auto col = da.col(b);
         col.segment(0, H) = (dc * g * SigmoidGradFromOutput(i)).matrix();
         col.segment(H, H) = (dc * c_prev.col(b).array() * SigmoidGradFromOutput(f)).matrix();
         col.segment(2 * H, H) = (dc * i * TanhGradFromOutput(g)).matrix();
         col.segment(3 * H, H) = (dh * tcb * SigmoidGradFromOutput(o)).matrix();
-        if (back.record) back.dc_steps.col(t * B + b) = dc.matrix();
+        if (back.record) back.dc_steps.col(j) = dc.matrix();
         dc *= f;  // dc_{t-1}
+        if constexpr (kLayerNorm) {
+          const auto dab = col.array();
+          back.dgates.col(j) =
+              LayerNormJacobian(param(p.ln_ih_weight) * dab, cache.ln_ih.col(j).array(), cache.ln_rstd(0, j)).matrix();
+          back.drecurrent.col(j) =
+              LayerNormJacobian(param(p.ln_hh_weight) * dab, cache.ln_hh.col(j).array(), cache.ln_rstd(1, j)).matrix();
+        }
       }
       if (recur)
-        PackedProduct(back.packed_hh_t, H, 4 * H, da.col(j0).data(), 4 * H, j1 - j0, back.dh.col(j0).data(), H, false);
+        PackedProduct(back.packed_hh_t, H, 4 * H, dproduct.col(t * B + j0).data(), 4 * H, j1 - j0,
+                      back.dh.col(j0).data(), H, false);
       else
         back.dh.middleCols(j0, j1 - j0).setZero();
     }
   }
-  ParallelProduct(grad.weight_hh, back.dgates, cache.h.leftCols(T * B).transpose(), true, threads);
-  grad.bias_hh += back.dgates.rowwise().sum();
+  ParallelProduct(grad.weight_hh, dproduct, cache.h.leftCols(T * B).transpose(), true, threads);
+  const Mat<S> db = dpre.rowwise().sum();
+  grad.bias_ih += db;
+  grad.bias_hh += db;
+  if constexpr (kLayerNorm) {
+    grad.ln_ih_bias += db;
+    grad.ln_hh_bias += db;
+    grad.ln_ih_weight += (dpre.array() * cache.ln_ih.array()).rowwise().sum().matrix();
+    grad.ln_hh_weight += (dpre.array() * cache.ln_hh.array()).rowwise().sum().matrix();
+    grad.ln_c_weight += (back.dln_c.array() * cache.ln_c.array()).rowwise().sum().matrix();
+    grad.ln_c_bias += back.dln_c.rowwise().sum();
+  }
+}
+
+template <typename S>
+void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
+                   const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
+  if (p.layer_norm()) ChunkBackwardOf<true>(p, back_hh, cache, dh_out, back, grad, threads);
+  else ChunkBackwardOf<false>(p, back_hh, cache, dh_out, back, grad, threads);
 }
 
 // The tangent of the forward pass, per step (dx: the directional derivative of x):
 //   da = W_hh dh_{t-1};  di = i(1-i) da_i, df = f(1-f) da_f, dg = (1-g^2) da_g, do = o(1-o) da_o
 //   dc_t = df*c_{t-1} + f*dc_{t-1} + di*g + i*dg
 //   dh_t = do*tanh(c_t) + o*(1 - tanh^2 c_t)*dc_t
-template <typename S>
-void Tangent(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh, Mat<S>& dc) {
-  const Eigen::Index H = p.hidden_size();
+// With layer norm (J as in the backward pass): da = g_hh * J_hh (W_hh dh_{t-1}), and
+//   dh_t = do*tanh(y_c) + o*(1 - tanh^2 y_c) * g_c * J_c dc_t.
+template <bool kLayerNorm, typename S>
+void TangentOf(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh, Mat<S>& dc) {
+  const Eigen::Index H = p.hidden_size(), B = cache.B;
   using Array = Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic>;
+  const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
   Mat<S> da;
   for (Eigen::Index t = 0; t < cache.T; ++t) {
     da.noalias() = p.weight_hh * dh;
+    if constexpr (kLayerNorm)
+      for (Eigen::Index b = 0; b < B; ++b)
+        da.col(b) = (param(p.ln_hh_weight) * LayerNormJacobian(da.col(b).array(), cache.ln_hh.col(t * B + b).array(),
+                                                                cache.ln_rstd(1, t * B + b)))
+                        .matrix();
     const auto act = cache.Step(cache.gates, t);
     const auto i = act.topRows(H).array(), f = act.middleRows(H, H).array(), g = act.middleRows(2 * H, H).array(),
                o = act.bottomRows(H).array();
@@ -137,8 +248,22 @@ void Tangent(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh
     const Array dg = TanhGradFromOutput(g) * da.middleRows(2 * H, H).array();
     const Array d_o = SigmoidGradFromOutput(o) * da.bottomRows(H).array();
     dc = (df * c_prev + f * dc.array() + di * g + i * dg).matrix();
-    dh = (d_o * tc + o * TanhGradFromOutput(tc) * dc.array()).matrix();
+    if constexpr (kLayerNorm) {
+      Array dy(H, B);
+      for (Eigen::Index b = 0; b < B; ++b)
+        dy.col(b) = param(p.ln_c_weight) *
+                    LayerNormJacobian(dc.col(b).array(), cache.ln_c.col(t * B + b).array(), cache.ln_rstd(2, t * B + b));
+      dh = (d_o * tc + o * TanhGradFromOutput(tc) * dy).matrix();
+    } else {
+      dh = (d_o * tc + o * TanhGradFromOutput(tc) * dc.array()).matrix();
+    }
   }
+}
+
+template <typename S>
+void Tangent(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh, Mat<S>& dc) {
+  if (p.layer_norm()) TangentOf<true>(p, cache, dh, dc);
+  else TangentOf<false>(p, cache, dh, dc);
 }
 
 }  // namespace
@@ -150,6 +275,7 @@ constinit const Cell kLstm{
     .gate_names = "ifgo",
     .cell_state = true,
     .separate_recurrent = false,
+    .layer_norm = true,
     .pascanu_gamma = std::numeric_limits<double>::quiet_NaN(),
     .torch = "nn.LSTM",
     .f32 = {&ChunkForward<float>, &ChunkBackward<float>, &Tangent<float>},

@@ -27,9 +27,10 @@ const Cell* FindCell(std::string_view name) {
   return nullptr;
 }
 
-std::string CellNames() {
+std::string CellNames(bool layer_norm) {
   std::string names;
-  for (const Cell* cell : kCells) names += (names.empty() ? "" : ", ") + std::string(cell->name);
+  for (const Cell* cell : kCells)
+    if (cell->layer_norm || !layer_norm) names += (names.empty() ? "" : ", ") + std::string(cell->name);
   return names;
 }
 
@@ -41,13 +42,21 @@ const Cell& ParseCell(std::string_view name, std::string_view flag) {
 const Cell& DefaultCell() { return cells::kLstm; }
 
 template <typename S>
-RecurrentParams<S> RecurrentParams<S>::Zeros(const Cell& cell, Eigen::Index E, Eigen::Index H) {
+RecurrentParams<S> RecurrentParams<S>::Zeros(const Cell& cell, Eigen::Index E, Eigen::Index H, bool layer_norm) {
   const Eigen::Index GH = cell.gates * H;
-  return {Mat<S>::Zero(GH, E), Mat<S>::Zero(GH, H), Mat<S>::Zero(GH, 1), Mat<S>::Zero(GH, 1)};
+  RecurrentParams p;
+  p.weight_ih = Mat<S>::Zero(GH, E);
+  p.weight_hh = Mat<S>::Zero(GH, H);
+  p.bias_ih = p.bias_hh = Mat<S>::Zero(GH, 1);
+  if (layer_norm) {
+    p.ln_ih_weight = p.ln_ih_bias = p.ln_hh_weight = p.ln_hh_bias = Mat<S>::Zero(GH, 1);
+    if (cell.cell_state) p.ln_c_weight = p.ln_c_bias = Mat<S>::Zero(H, 1);
+  }
+  return p;
 }
 
 template <typename S>
-void LayerCache<S>::Resize(const Cell& cell, Eigen::Index H, Eigen::Index T_, Eigen::Index B_) {
+void LayerCache<S>::Resize(const Cell& cell, Eigen::Index H, Eigen::Index T_, Eigen::Index B_, bool layer_norm) {
   T = T_;
   B = B_;
   EnsureShape(gates, cell.gates * H, T * B);
@@ -57,14 +66,25 @@ void LayerCache<S>::Resize(const Cell& cell, Eigen::Index H, Eigen::Index T_, Ei
     EnsureShape(tanh_c, H, T * B);
   }
   if (cell.separate_recurrent) EnsureShape(recurrent, cell.gates * H, T * B);
+  if (layer_norm) {
+    EnsureShape(ln_ih, cell.gates * H, T * B);
+    EnsureShape(ln_hh, cell.gates * H, T * B);
+    if (cell.cell_state) EnsureShape(ln_c, H, T * B);
+    EnsureShape(ln_rstd, cell.cell_state ? 3 : 2, T * B);
+  }
 }
 
 template <typename S>
-void LayerBackward<S>::Resize(const Cell& cell, Eigen::Index H, Eigen::Index T, Eigen::Index B) {
+void LayerBackward<S>::Resize(const Cell& cell, Eigen::Index H, Eigen::Index T, Eigen::Index B, bool layer_norm) {
   EnsureShape(dgates, cell.gates * H, T * B);
   EnsureShape(dh, H, B);
   if (cell.cell_state) EnsureShape(dc, H, B);
-  if (cell.separate_recurrent) EnsureShape(drecurrent, cell.gates * H, T * B);
+  if (cell.separate_recurrent || layer_norm) EnsureShape(drecurrent, cell.gates * H, T * B);
+  if (layer_norm) {
+    EnsureShape(dln_ih, cell.gates * H, T * B);
+    if (cell.separate_recurrent) EnsureShape(dln_hh, cell.gates * H, T * B);
+    if (cell.cell_state) EnsureShape(dln_c, H, T * B);
+  }
   if (record) {
     EnsureShape(dh_steps, H, T * B);
     if (cell.cell_state) EnsureShape(dc_steps, H, T * B);

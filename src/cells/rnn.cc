@@ -73,7 +73,7 @@ void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, fl
 // Per step t = T..1, with dh = dh_out_t + (dL/dh_t through step t+1):
 //   da = dh * act'(a_t)      from the output: 1 - h^2, h (1 - h), or [h > 0]
 //   dh_{t-1} = W_hh^T da     one product over the packed W_hh^T (back_hh^T: cell.h)
-// After the sweep: dW_hh += da · [h_0 .. h_{T-1}]^T and db_hh += sum over columns of da.
+// After the sweep: dW_hh += da · [h_0 .. h_{T-1}]^T and db_ih, db_hh += sum over columns of da.
 template <typename Act, typename S>
 void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
                    const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
@@ -95,7 +95,9 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const Lay
     }
   }
   ParallelProduct(grad.weight_hh, back.dgates, cache.h.leftCols(T * B).transpose(), true, threads);
-  grad.bias_hh += back.dgates.rowwise().sum();
+  const Mat<S> db = back.dgates.rowwise().sum();
+  grad.bias_ih += db;
+  grad.bias_hh += db;
 }
 
 // The tangent of the forward pass, per step: dh_t = act'(a_t) * (W_hh dh_{t-1}).
@@ -116,6 +118,7 @@ constexpr Cell Rnn(std::string_view name, double gamma, std::string_view torch) 
       .gate_names = "",
       .cell_state = false,
       .separate_recurrent = false,
+      .layer_norm = false,
       .pascanu_gamma = gamma,
       .torch = torch,
       .f32 = {&ChunkForward<Act, float>, &ChunkBackward<Act, float>, &Tangent<Act, float>},

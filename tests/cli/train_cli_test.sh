@@ -18,6 +18,7 @@ small=("${base[@]}" --hidden 32 --batch 4)
 expect_error "negative hidden" "--hidden must be positive" train "${base[@]}" --batch 4 --hidden -1 --out "$work/x"
 expect_error "zero batch" "--batch must be positive" train "${base[@]}" --hidden 32 --batch 0 --out "$work/x"
 expect_error "unknown cell" "--cell 'transformer' is not one of" train "${small[@]}" --cell transformer --out "$work/x"
+expect_error "layer norm of an Elman RNN" "--layer-norm applies to lstm, gru, not to rnn-tanh" train "${small[@]}" --cell rnn-tanh --layer-norm --out "$work/x"
 expect_error "unknown optimizer" "--optimizer 'adamax' is not one of" train "${small[@]}" --optimizer adamax --out "$work/x"
 expect_error "unknown flag" "unrecognised option '--hiden'" train "${small[@]}" --hiden 3 --out "$work/x"
 expect_error "missing corpus" "$work/nope.txt" train --corpus "$work/nope.txt" --out "$work/x"
@@ -49,6 +50,7 @@ if "$bptt" train --resume "$work/int" --max-steps $((step + 3)) > /dev/null 2> "
 
 # --resume: options that may change are taken, the others refused; nothing is ignored.
 expect_error "resume changes the model" "--hidden cannot be changed on --resume" train --resume "$work/int" --hidden 64
+expect_error "resume adds layer norm" "--layer-norm cannot be changed on --resume" train --resume "$work/int" --layer-norm
 expect_error "resume changes the batch" "--batch cannot be changed on --resume" train --resume "$work/int" --batch 8
 expect_error "resume with another out" "--out cannot be given with --resume" train --resume "$work/int" --out "$work/y"
 step=$("$bptt" inspect --json "$work/int/latest.safetensors" | sed -n 's/^  "step": *\([0-9]*\).*/\1/p' | head -1)

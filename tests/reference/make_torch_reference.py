@@ -9,7 +9,10 @@ parameter names:
     rnn    : nn.RNN(tanh|relu) / nn.LSTM / nn.GRU, num_layers=L, seq-first;
              rnn-sigmoid (which nn.RNN lacks) is LoopRNN below, a loop over
              torch.sigmoid(x W_ih^T + b_ih + h W_hh^T + b_hh) with nn.RNN's
-             parameter names
+             parameter names; the layer-normalised LSTM and GRU ("layer_norm":
+             true) are LayerNormRNN below, a loop over F.layer_norm, matrix
+             products, torch.sigmoid and torch.tanh with nn.LSTM / nn.GRU's
+             parameter names plus ln_{ih,hh,c}_{weight,bias}_l{k}
     decoder: nn.Linear(H, O)
     head   : softmax: mean over the scored positions of cross-entropy (nats)
              regression: sum over the scored positions of (out - value)^2,
@@ -55,8 +58,9 @@ The output is deterministic for a given torch build. --check reloads the
 written JSON, rebuilds every model from it, verifies that everything stored
 reproduces bit-exactly, checks every gradient element of the small cases
 (and a few sampled elements of each big one) against central differences,
-runs torch.autograd.gradcheck on two cases, and checks LoopRNN with tanh
-against nn.RNN. The C++ tests read only the JSON; they do not need PyTorch.
+runs torch.autograd.gradcheck on four cases, and checks LoopRNN with tanh
+against nn.RNN and LayerNormRNN without its LNs against nn.LSTM / nn.GRU.
+The C++ tests read only the JSON; they do not need PyTorch.
 """
 
 import json
@@ -102,6 +106,15 @@ SMALL_CASES = [
     ("lstm-classify", "lstm", "onehot", "classify", 1301),
     ("gru-classify", "gru", "onehot", "classify", 1302),
 ]
+# Layer normalisation (bptt --layer-norm): the same kinds of case with LayerNormRNN. Their LN
+# gains are drawn as 1 + uniform(-0.5, 0.5), everything else as above.
+SMALL_LN_CASES = [
+    ("lstm-ln", "lstm", "onehot", "lm", 1404),
+    ("gru-ln", "gru", "onehot", "lm", 1402),
+    ("lstm-ln-embed", "lstm", "embed", "lm", 1411),
+    ("gru-ln-dense-regress", "gru", "dense", "regress", 1421),
+    ("lstm-ln-dense-regress", "lstm", "dense", "regress", 1421),
+]
 
 BIG = dict(V=9, H=70, L=2, B=11, T=5)
 BIG_CASES = [
@@ -112,6 +125,10 @@ BIG_CASES = [
     ("big-lstm", "lstm", 2004),
     ("big-gru", "gru", 2005),
 ]
+BIG_LN_CASES = [
+    ("big-lstm-ln", "lstm", 2014),
+    ("big-gru-ln", "gru", 2015),
+]
 SAMPLES = 64  # sampled elements per big tensor
 
 
@@ -121,6 +138,8 @@ def big_scale(name):
         return 1.0
     if "bias" in name:
         return 0.5
+    if ".ln_" in name:
+        return 2.0  # layer-norm gains: uniform(-1, 1)
     return 0.25  # weights with H inputs
 
 
@@ -155,7 +174,74 @@ class LoopRNN(nn.Module):
         return inp, torch.stack(finals)
 
 
-def make_rnn(cell, nin, H, L):
+LN_EPS = 1e-5  # bptt's and nn.LayerNorm's
+
+
+class LayerNormRNN(nn.Module):
+    """The layer-normalised LSTM or GRU of bptt --layer-norm as a plain loop
+    over torch primitives, with nn.LSTM / nn.GRU's parameter names and layout
+    plus, per layer, ln_ih_weight/bias and ln_hh_weight/bias (G*H) and for the
+    LSTM ln_c_weight/bias (H). Each LN is F.layer_norm over a whole column:
+        LSTM  a = LN(x W_ih^T) + LN(h W_hh^T) + b_ih + b_hh;  i, f, g, o
+              c = f c + i g;  h = o tanh(LN(c))
+        GRU   a = LN(x W_ih^T) + b_ih;  u = LN(h W_hh^T) + b_hh
+              r = sigmoid(a_r + u_r), z = sigmoid(a_z + u_z),
+              n = tanh(a_n + r u_n), h = (1 - z) n + z h
+    With norm=False every LN is the identity and the loop is nn.LSTM / nn.GRU
+    (check_layer_norm_loop)."""
+
+    def __init__(self, cell, nin, H, L, norm=True):
+        super().__init__()
+        self.cell, self.H, self.L, self.norm = cell, H, L, norm
+        G = 4 if cell == "lstm" else 3
+        for l in range(L):
+            e = nin if l == 0 else H
+            setattr(self, "weight_ih_l%d" % l, nn.Parameter(torch.empty(G * H, e)))
+            setattr(self, "weight_hh_l%d" % l, nn.Parameter(torch.empty(G * H, H)))
+            setattr(self, "bias_ih_l%d" % l, nn.Parameter(torch.empty(G * H)))
+            setattr(self, "bias_hh_l%d" % l, nn.Parameter(torch.empty(G * H)))
+            if norm:
+                for part, n in (("ih", G * H), ("hh", G * H)) + ((("c", H),) if cell == "lstm" else ()):
+                    setattr(self, "ln_%s_weight_l%d" % (part, l), nn.Parameter(torch.empty(n)))
+                    setattr(self, "ln_%s_bias_l%d" % (part, l), nn.Parameter(torch.empty(n)))
+
+    def ln(self, z, part, l):
+        if not self.norm:
+            return z
+        return F.layer_norm(z, (z.shape[-1],), getattr(self, "ln_%s_weight_l%d" % (part, l)),
+                            getattr(self, "ln_%s_bias_l%d" % (part, l)), eps=LN_EPS)
+
+    def forward(self, x, state):
+        lstm = self.cell == "lstm"
+        h0, c0 = state if lstm else (state, None)
+        inp, hs, cs = x, [], []
+        for l in range(self.L):
+            p = lambda name: getattr(self, "%s_l%d" % (name, l))
+            h, c, outs = h0[l], c0[l] if lstm else None, []
+            for t in range(x.shape[0]):
+                a = self.ln(inp[t] @ p("weight_ih").t(), "ih", l) + p("bias_ih")
+                u = self.ln(h @ p("weight_hh").t(), "hh", l) + p("bias_hh")
+                if lstm:
+                    i, f, g, o = (a + u).chunk(4, -1)
+                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                    h = torch.sigmoid(o) * torch.tanh(self.ln(c, "c", l))
+                else:
+                    a_r, a_z, a_n = a.chunk(3, -1)
+                    u_r, u_z, u_n = u.chunk(3, -1)
+                    r, z = torch.sigmoid(a_r + u_r), torch.sigmoid(a_z + u_z)
+                    h = (1 - z) * torch.tanh(a_n + r * u_n) + z * h
+                outs.append(h)
+            inp = torch.stack(outs)
+            hs.append(h)
+            cs.append(c)
+        if lstm:
+            return inp, (torch.stack(hs), torch.stack(cs))
+        return inp, torch.stack(hs)
+
+
+def make_rnn(cell, nin, H, L, layer_norm=False):
+    if layer_norm:
+        return LayerNormRNN(cell, nin, H, L)
     if cell == "lstm":
         return nn.LSTM(nin, H, num_layers=L, dropout=0.0)
     if cell == "gru":
@@ -168,12 +254,12 @@ def make_rnn(cell, nin, H, L):
 
 
 class Net(nn.Module):
-    def __init__(self, cell, V, E, D, H, L, O):
+    def __init__(self, cell, V, E, D, H, L, O, layer_norm=False):
         super().__init__()
         self.V, self.E, self.D, self.O = V, E, D, O
         if E > 0:
             self.encoder = nn.Embedding(V, E)
-        self.rnn = make_rnn(cell, D if D > 0 else E if E > 0 else V, H, L)
+        self.rnn = make_rnn(cell, D if D > 0 else E if E > 0 else V, H, L, layer_norm)
         self.decoder = nn.Linear(H, O)
 
     def forward(self, x, state):
@@ -233,7 +319,8 @@ class Problem:
 
 
 def empty_net(case):
-    return Net(case["cell"], case["V"], case["E"], case["D"], case["H"], case["L"], case["O"])
+    return Net(case["cell"], case["V"], case["E"], case["D"], case["H"], case["L"], case["O"],
+               case.get("layer_norm", False))
 
 
 # ------------------------------------------------------------------ storing
@@ -332,12 +419,15 @@ def sampled(t, seed):
 
 # ------------------------------------------------------------------ making
 
-def describe(name, cell, kind, task, V, E, D, H, L, B, T):
+def describe(name, cell, kind, task, V, E, D, H, L, B, T, layer_norm=False):
     head = "regression" if task == "regress" else "softmax"
     O = SMALL_O_REG if task == "regress" else SMALL_O_CLS if task == "classify" else V
-    return {"name": name, "cell": cell, "task": task, "head": head,
+    case = {"name": name, "cell": cell, "task": task, "head": head,
             "V": 0 if kind == "dense" else V, "E": E, "D": D if kind == "dense" else 0,
             "H": H, "L": L, "B": B, "T": T, "O": O}
+    if layer_norm:
+        case["layer_norm"] = True
+    return case
 
 
 def forward_and_grads(net, prob):
@@ -358,8 +448,10 @@ def small_problem(case, seed):
     torch.manual_seed(seed)
     net = empty_net(case)
     with torch.no_grad():
-        for p in net.parameters():
+        for k, p in net.named_parameters():
             p.uniform_(-0.5, 0.5)
+            if ".ln_" in k and "weight" in k:
+                p.add_(1.0)  # layer-norm gains around 1
     u = lambda *s: torch.empty(*s).uniform_(-0.5, 0.5)
     x = u(T, B, case["D"]) if case["D"] > 0 else torch.randint(0, case["V"], (T, B))
     classes = values = None
@@ -395,9 +487,9 @@ def store_problem(case, prob):
         case["scored"] = [int(v) for v in prob.scored.reshape(-1).tolist()]
 
 
-def make_small(name, cell, kind, task, seed):
+def make_small(name, cell, kind, task, seed, layer_norm=False):
     case = describe(name, cell, kind, task, SMALL["V"], 4 if kind == "embed" else 0, SMALL_D,
-                    SMALL["H"], SMALL["L"], SMALL["B"], SMALL["T"])
+                    SMALL["H"], SMALL["L"], SMALL["B"], SMALL["T"], layer_norm)
     net, prob = small_problem(case, seed)
     fwd, grads, head, total = forward_and_grads(net, prob)
     zero = prob.zero_state(net)
@@ -446,9 +538,9 @@ def big_problem(case):
     return net, Problem(case, x, classes, None, None, h0, c0, wh, wc)
 
 
-def make_big(name, cell, seed):
+def make_big(name, cell, seed, layer_norm=False):
     V, H, L, B, T = (BIG[k] for k in "VHLBT")
-    case = describe(name, cell, "onehot", "lm", V, 0, 0, H, L, B, T)
+    case = describe(name, cell, "onehot", "lm", V, 0, 0, H, L, B, T, layer_norm)
     shapes = [(k, list(p.shape)) for k, p in empty_net(case).named_parameters()]
     shapes += [(k, [L, B, H]) for k in (["h0", "wh", "c0", "wc"] if cell == "lstm" else ["h0", "wh"])]
     specs = {}
@@ -613,6 +705,35 @@ def check_loop_rnn():
     return worst
 
 
+def check_layer_norm_loop():
+    """LayerNormRNN with every LN the identity agrees with nn.LSTM / nn.GRU in
+    outputs and gradients: the loop around F.layer_norm is PyTorch's cell."""
+    worst = 0.0
+    for cell in ("lstm", "gru"):
+        torch.manual_seed(8)
+        nin, H, L, B, T = 7, 5, 2, 3, 6
+        ref = make_rnn(cell, nin, H, L)
+        loop = LayerNormRNN(cell, nin, H, L, norm=False)
+        with torch.no_grad():
+            for (_, p), (_, q) in zip(ref.named_parameters(), loop.named_parameters()):
+                q.copy_(p)
+        assert [n for n, _ in ref.named_parameters()] == [n for n, _ in loop.named_parameters()]
+        x = torch.randn(T, B, nin)
+        state = (torch.randn(L, B, H), torch.randn(L, B, H)) if cell == "lstm" else torch.randn(L, B, H)
+        w = torch.randn(T, B, H)
+        outs = []
+        for m in (ref, loop):
+            top, final = m(x, state)
+            hT = final[0] if cell == "lstm" else final
+            m.zero_grad()
+            ((top * w).sum() + hT.sum()).backward()
+            outs.append([top.detach(), hT.detach()] + [p.grad for p in m.parameters()])
+        for a, b in zip(*outs):
+            worst = max(worst, ((a - b).abs().max() / b.abs().max()).item())
+    assert worst < 1e-13, worst
+    return worst
+
+
 def fixture_bytes(doc):
     return len(json.dumps(doc, separators=(",", ":"))) + 1
 
@@ -620,7 +741,9 @@ def fixture_bytes(doc):
 def main():
     doc = {"generator": "tests/reference/make_torch_reference.py",
            "torch_version": torch.__version__,
-           "cases": [make_small(*c) for c in SMALL_CASES] + [make_big(*c) for c in BIG_CASES]}
+           "cases": [make_small(*c) for c in SMALL_CASES] + [make_big(*c) for c in BIG_CASES] +
+                    [make_small(*c, layer_norm=True) for c in SMALL_LN_CASES] +
+                    [make_big(*c, layer_norm=True) for c in BIG_LN_CASES]}
     with open(OUT, "w") as fh:
         json.dump(doc, fh, separators=(",", ":"))
         fh.write("\n")
@@ -642,10 +765,12 @@ def main():
             print("  %-26s central differences over %d elements: max abs err %.3g, max rel err %.3g"
                   % (c["name"], n, wa, wr))
             assert wr < 1e-6, c["name"]
-        for name in ("lstm-embed", "gru-dense-regress"):
+        for name in ("lstm-embed", "gru-dense-regress", "lstm-ln-embed", "gru-ln-dense-regress"):
             c = next(cc for cc in back["cases"] if cc["name"] == name)
             print("  %-26s torch.autograd.gradcheck: %s" % (name, check_gradcheck(c)))
         print("  LoopRNN(tanh) vs nn.RNN(tanh): max relative difference %.3g" % check_loop_rnn())
+        print("  LayerNormRNN without its LNs vs nn.LSTM / nn.GRU: max relative difference %.3g"
+              % check_layer_norm_loop())
 
 
 if __name__ == "__main__":
