@@ -15,6 +15,7 @@
 #include "bptt/plot.h"
 #include "bptt/task.h"
 #include "bptt/trainer.h"
+#include "decay_internal.h"
 
 namespace bptt {
 
@@ -640,6 +641,90 @@ void RecordDecay(const ModelConfig& config, const ModelParams<float>& params, co
       if (v > kSmallestNorm) map.values(i, static_cast<Eigen::Index>(column_of[lag])) = std::log10(v);
   }
   SaveText(RenderHeatmap(map), run_dir / "heatmap.svg");
+}
+
+std::vector<DecayReport> MeasureDecayStudy(const DecayStudy& study, std::ostream& log) {
+  if (study.cells.empty() && study.checkpoints.empty()) throw Error("give --cell or --checkpoint (or both)");
+  const std::vector<std::string> inits =
+      study.inits.empty() ? std::vector<std::string>{std::string(InitName(InitOptions().scheme))} : study.inits;
+  if (inits.size() != 1 && inits.size() != study.cells.size())
+    throw Error("--init takes one scheme for all models or one per --cell (" + std::to_string(study.cells.size()) + ")");
+  if (study.measure.threads < 1) throw Error("--threads must be positive, got " + std::to_string(study.measure.threads));
+  const int steps = study.steps.value_or(DecayStudy::kDefaultSteps);
+  DecayOptions options = study.measure;
+  options.seed = study.seed;
+
+  std::string text;
+  if (!study.corpus.empty()) {
+    std::ifstream in(study.corpus, std::ios::binary);
+    if (!in) throw Error(study.corpus + ": cannot open");
+    std::ostringstream read;
+    read << in.rdbuf();
+    text = read.str();
+  }
+  std::vector<DecayReport> reports;
+  const auto label_of = [&reports](std::string label) {
+    int same = 1;
+    for (const auto& r : reports) same += r.model == label || r.model.rfind(label + " #", 0) == 0;
+    return same > 1 ? label + " #" + std::to_string(same) : label;
+  };
+  const auto measure = [&](const std::string& label, const ModelConfig& c, const ModelParams<float>& params,
+                           const Batch<double>& data) {
+    log << "bptt decay: " << label << " (" << c.cell->name << ", L=" << c.layers << ", H=" << c.hidden_size
+        << ", T=" << data.T << ", B=" << data.B << ")\n";
+    reports.push_back(MeasureDecay(label_of(label), c, params.Cast<double>(), data, options));
+  };
+
+  // Fresh models share one vocabulary and one input.
+  if (!study.cells.empty()) {
+    ModelConfig config = study.model;
+    Batch<double> data;
+    if (!study.corpus.empty()) {
+      TokenizerOptions tokenizer;
+      tokenizer.unit = study.unit;
+      const Vocab vocab = VocabBuilder(tokenizer).Add(text, study.corpus).Build();
+      config.vocab_size = vocab.size();
+      data = CorpusInputs(vocab.Encode(text), steps, study.batch);
+    } else {
+      config.vocab_size = study.symbols;
+      Rng rng(study.seed + 1);
+      data = UniformInputs(study.symbols, steps, study.batch, rng);
+    }
+    for (size_t i = 0; i < study.cells.size(); ++i) {
+      const std::string& scheme = inits.size() == 1 ? inits[0] : inits[i];
+      const auto parsed = ParseInit(scheme);
+      if (!parsed) throw Error("--init '" + scheme + "' is not one of uniform, pytorch, xavier, he, orthogonal, identity");
+      ModelConfig c = config;
+      c.cell = &ParseCell(study.cells[i]);
+      c.output_size = c.vocab_size;
+      c.Validate();
+      InitOptions init = study.init;
+      init.scheme = *parsed;
+      Rng init_rng(study.seed);
+      auto params = ModelParams<float>::Zeros(c);
+      Initialize(c, init, init_rng, params);
+      std::string label = study.cells[i];
+      if (init.scheme != InitOptions().scheme) label += " (" + scheme + ")";
+      measure(label, c, params, data);
+    }
+  }
+
+  for (const auto& path : study.checkpoints) {
+    const Checkpoint checkpoint = LoadCheckpoint(path);
+    const bool task = checkpoint.training && !TaskOf(checkpoint.training->options).empty();
+    if (task && (study.steps || !study.corpus.empty()))
+      throw Error(path + " was trained on a task; its sequences are the task's, so --steps and --corpus do not apply");
+    size_t unknown = 0;
+    const Batch<double> data = CheckpointInputs(checkpoint, text, steps, study.batch, study.seed + 1, &unknown);
+    if (unknown > 0)
+      log << "bptt decay: " << unknown << " symbols of " << study.corpus << " are not in the vocabulary of " << path
+          << "; left out\n";
+    const std::filesystem::path p(path);
+    const std::string parent = p.parent_path().filename().string();
+    measure(parent.empty() ? p.stem().string() : parent + "/" + p.stem().string(), checkpoint.config,
+            checkpoint.params, data);
+  }
+  return reports;
 }
 
 }  // namespace bptt

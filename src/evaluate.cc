@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numbers>
 
 #include "bptt/error.h"
@@ -30,11 +31,11 @@ double EvaluateLoss(const ModelConfig& config, const ModelParams<float>& params,
   return total / static_cast<double>(count);
 }
 
-EncodedFile EncodeFile(const std::filesystem::path& path, const Vocab& vocab) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path.string() + ": cannot open");
-  EncodedFile file;
-  const SymbolSink add = [&](std::string_view symbol) {
+namespace {
+
+// Receives the symbols of a text: each as its id, the unknown ones counted and listed.
+SymbolSink Collect(EncodedFile& file, const Vocab& vocab) {
+  return [&file, &vocab](std::string_view symbol) {
     if (const std::optional<int32_t> id = vocab.Find(symbol)) {
       file.ids.push_back(*id);
       return;
@@ -45,6 +46,24 @@ EncodedFile EncodeFile(const std::filesystem::path& path, const Vocab& vocab) {
     if (listed.size() < EncodedFile::kMaxListed && std::find(listed.begin(), listed.end(), symbol) == listed.end())
       listed.emplace_back(symbol);
   };
+}
+
+}  // namespace
+
+EncodedFile EncodeText(std::string_view text, const Vocab& vocab, const std::string& source) {
+  EncodedFile file;
+  const SymbolSink add = Collect(file, vocab);
+  Segmenter segmenter(vocab.options(), source);
+  segmenter.Feed(text, add);
+  segmenter.Finish(add);
+  return file;
+}
+
+EncodedFile EncodeFile(const std::filesystem::path& path, const Vocab& vocab) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path.string() + ": cannot open");
+  EncodedFile file;
+  const SymbolSink add = Collect(file, vocab);
   Segmenter segmenter(vocab.options(), path.string());
   std::string piece(size_t{1} << 20, '\0');
   while (in) {
@@ -117,6 +136,35 @@ TextEvaluation EvaluateFileStepwise(const ModelConfig& config, ModelParams<float
   result.perplexity = std::exp(result.nats_per_symbol);
   result.symbols = file.ids.size() - 1;
   return result;
+}
+
+void EvalOptions::Validate() const {
+  if (batch < 1) throw Error("--batch must be positive, got " + std::to_string(batch));
+  if (seq_len < 1) throw Error("--seq-len must be positive, got " + std::to_string(seq_len));
+  if (threads < 1) throw Error("--threads must be positive, got " + std::to_string(threads));
+  if (precision && batch != 1)
+    throw Error("--precision scores one stream a symbol at a time; it cannot be combined with --batch");
+}
+
+TextEvaluation Evaluate(const ModelConfig& config, const ModelParams<float>& params, const Vocab& vocab,
+                        EncodedFile file, const EvalOptions& options) {
+  options.Validate();
+  if (!config.language_model())
+    throw Error("bptt eval scores text with a language model; this model was trained on a task");
+  if (options.precision) {
+    TextEvaluation r = EvaluateFileStepwise(config, params, std::move(file), *options.precision);
+    r.method = std::string("stepwise, ") + std::string(PrecisionName(*options.precision));
+    return r;
+  }
+  TextEvaluation r = EvaluateFile(config, params, std::move(file), vocab, options.batch, options.seq_len, options.threads);
+  r.method = r.streams == 1 ? std::string("one stream")
+                            : std::to_string(r.streams) + " streams from the zero state (an approximation)";
+  return r;
+}
+
+nlohmann::json EvaluationJson(const TextEvaluation& r) {
+  return {{"nats_per_symbol", r.nats_per_symbol}, {"bpc", r.bits_per_symbol}, {"perplexity", r.perplexity},
+          {"symbols", r.symbols}, {"unknown", r.unknown}, {"streams", r.streams}, {"method", r.method}};
 }
 
 }  // namespace bptt

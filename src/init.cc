@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "bptt/error.h"
+#include "bptt/options.h"
 
 namespace bptt {
 

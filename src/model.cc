@@ -6,6 +6,7 @@
 #include <numbers>
 
 #include "bptt/error.h"
+#include "bptt/options.h"
 #include "kernels/threads.h"
 
 namespace bptt {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "bptt/error.h"
+#include "sampler_internal.h"
 
 namespace bptt {
 
@@ -121,61 +122,91 @@ int32_t Sampler::Pick(std::span<const float> logits, const SampleOptions& option
 }
 
 void Sampler::Generate(const SampleOptions& options, const TextSink& emit) {
+  Start(options);
+  std::string_view piece;
+  while (Next(&piece)) emit(piece);
+}
+
+void Sampler::Start(const SampleOptions& options) {
   options.Validate();
-  std::vector<int32_t> prime;
+  prime_.clear();
   if (!options.prime.empty()) {
     std::vector<std::string> missing;
-    prime = vocab_.Encode(options.prime, &missing);
+    prime_ = vocab_.Encode(options.prime, &missing);
     if (!missing.empty())
       throw Error("--prime has " + std::to_string(missing.size()) + " symbol" + (missing.size() == 1 ? "" : "s") +
                   " not in the vocabulary: " + NameSymbols(missing));
   }
-  const std::string prime_text = vocab_.Decode(prime);  // the prime as the model sees it (NFC)
-  const std::optional<int32_t> newline = vocab_.Find("\n");
-  const std::string& stop = options.stop;
+  prime_text_ = vocab_.Decode(prime_);
+  options_ = options;
   stepper_.Configure(options.precision, options.threads);
   tail_.clear();
-  tail_.reserve(stop.size() + 64);
-  Rng rng(options.seed);
+  tail_.reserve(options.stop.size() + 64);
+  newline_ = vocab_.Find("\n");
+  rng_ = Rng(options.seed);
+  sample_ = 0;
+  phase_ = Phase::kSeparate;
+}
 
-  // Appends a generated symbol to the tail and says whether the generated text now ends with
-  // the stop string. The tail keeps only the last stop.size() - 1 bytes between calls.
-  const auto stopped = [&](const std::string& text) {
-    if (stop.empty()) return false;
-    tail_ += text;
-    if (tail_.ends_with(stop)) return true;
-    if (tail_.size() >= stop.size()) tail_.erase(0, tail_.size() - (stop.size() - 1));
-    return false;
-  };
+// The tail keeps only the last stop.size() - 1 bytes between calls.
+bool Sampler::Stopped(const std::string& text) {
+  const std::string& stop = options_.stop;
+  if (stop.empty()) return false;
+  tail_ += text;
+  if (tail_.ends_with(stop)) return true;
+  if (tail_.size() >= stop.size()) tail_.erase(0, tail_.size() - (stop.size() - 1));
+  return false;
+}
 
-  for (int sample = 0; sample < options.num; ++sample) {
-    if (sample > 0) emit("\n");
-    tail_.clear();
-    int64_t generated = 0;
-    bool done = false;
-    std::span<const float> logits;
-    if (!prime.empty()) {
-      emit(prime_text);
-      logits = stepper_.Prime(prime);
-    } else if (newline) {
-      logits = stepper_.Prime(std::span<const int32_t>(&*newline, 1));
-    } else {
-      if (options.length == 0) continue;
-      const auto first = static_cast<int32_t>(rng.Below(static_cast<uint64_t>(vocab_.size())));
-      emit(vocab_.symbol(first));
-      ++generated;
-      done = stopped(vocab_.symbol(first));
-      logits = stepper_.Prime(std::span<const int32_t>(&first, 1));
-    }
-    while (!done && generated < options.length) {
-      const int32_t id = Pick(logits, options, rng);
-      const std::string& text = vocab_.symbol(id);
-      emit(text);
-      ++generated;
-      done = stopped(text);
-      if (!done && generated < options.length) logits = stepper_.Step(id);
+bool Sampler::Next(std::string_view* piece) {
+  while (sample_ < options_.num) {
+    switch (phase_) {
+      case Phase::kSeparate:  // "\n" between samples
+        phase_ = Phase::kBegin;
+        if (sample_ > 0) {
+          *piece = "\n";
+          return true;
+        }
+        break;
+      case Phase::kBegin: {  // the prime, a line start, or a first symbol drawn uniformly
+        phase_ = Phase::kGenerate;
+        tail_.clear();
+        generated_ = 0;
+        done_ = false;
+        if (!prime_.empty()) {
+          logits_ = stepper_.Prime(prime_);
+          *piece = prime_text_;
+          return true;
+        }
+        if (newline_) {
+          logits_ = stepper_.Prime(std::span<const int32_t>(&*newline_, 1));
+          break;
+        }
+        if (options_.length == 0) break;
+        const auto first = static_cast<int32_t>(rng_.Below(static_cast<uint64_t>(vocab_.size())));
+        ++generated_;
+        done_ = Stopped(vocab_.symbol(first));
+        logits_ = stepper_.Prime(std::span<const int32_t>(&first, 1));
+        *piece = vocab_.symbol(first);
+        return true;
+      }
+      case Phase::kGenerate: {
+        if (done_ || generated_ >= options_.length) {
+          ++sample_;
+          phase_ = Phase::kSeparate;
+          break;
+        }
+        const int32_t id = Pick(logits_, options_, rng_);
+        const std::string& text = vocab_.symbol(id);
+        ++generated_;
+        done_ = Stopped(text);
+        if (!done_ && generated_ < options_.length) logits_ = stepper_.Step(id);
+        *piece = text;
+        return true;
+      }
     }
   }
+  return false;
 }
 
 }  // namespace bptt

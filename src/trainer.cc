@@ -262,7 +262,8 @@ namespace {
 // The state of one run, from setup to the last checkpoint.
 class Run {
  public:
-  Run(TrainOptions options, std::ostream& log, bool live) : o_(std::move(options)), log_(log), live_(live) {}
+  Run(TrainOptions options, std::ostream& log, bool live, const TrainHooks& hooks)
+      : o_(std::move(options)), log_(log), live_(live), hooks_(hooks) {}
 
   TrainResult Start() {
     Setup(nullptr);
@@ -432,7 +433,7 @@ class Run {
         limit_reached = true;
         break;
       }
-      if (stop_requested.load()) {
+      if (stop_requested.load() || (hooks_.stop && hooks_.stop())) {
         result.end = TrainEnd::kInterrupted;
         break;
       }
@@ -508,6 +509,7 @@ class Run {
     const auto metrics_path = dir_ / "metrics.jsonl";
     last_line_offset_ = std::filesystem::exists(metrics_path) ? std::filesystem::file_size(metrics_path) : 0;
     std::ofstream(metrics_path, std::ios::app) << m.dump() << "\n";
+    if (hooks_.progress) hooks_.progress(m);
     if (validate) WriteCurves({dir_}, dir_ / "curves.svg");  // watch a run in a browser
     if (!live_ || validate) {
       std::ostringstream line;
@@ -632,6 +634,7 @@ class Run {
   TrainOptions o_;
   std::ostream& log_;
   bool live_;
+  const TrainHooks& hooks_;
   std::filesystem::path dir_;
   int threads_ = 1;
   std::unique_ptr<TrainData> data_;
@@ -673,9 +676,9 @@ TrainOptions TaskDefaults() {
   return o;
 }
 
-TrainResult Train(TrainOptions options, std::ostream& log, bool live) {
+TrainResult Train(TrainOptions options, std::ostream& log, bool live, const TrainHooks& hooks) {
   stop_requested = false;
-  Run run(std::move(options), log, live);
+  Run run(std::move(options), log, live, hooks);
   return run.Start();
 }
 
@@ -716,7 +719,8 @@ TrainResult TrainTrials(TrainOptions options, int trials, std::ostream& log, boo
   return result;
 }
 
-TrainResult Resume(const std::filesystem::path& dir, const nlohmann::json& given, std::ostream& log, bool live) {
+TrainResult Resume(const std::filesystem::path& dir, const nlohmann::json& given, std::ostream& log, bool live,
+                   const TrainHooks& hooks) {
   stop_requested = false;
   const auto path = dir / "latest.safetensors";
   if (!std::filesystem::exists(path)) throw Error(path.string() + ": no checkpoint to resume from");
@@ -739,7 +743,7 @@ TrainResult Resume(const std::filesystem::path& dir, const nlohmann::json& given
     spec.set(o, value);
   }
   o.out = dir.string();
-  Run run(std::move(o), log, live);
+  Run run(std::move(o), log, live, hooks);
   return run.Continue(ck);
 }
 

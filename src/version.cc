@@ -30,6 +30,11 @@ std::string VersionText() {
   text += "large products: Eigen\n";
 #endif
   text += "threads: OpenMP\n";
+#if defined(BPTT_PYTHON_MODULE)
+  text += "python module: built (import bptt)\n";
+#else
+  text += "python module: not built\n";
+#endif
 #if defined(__clang__)
   text += "compiler: clang " __clang_version__ "\n";
 #elif defined(__GNUC__)

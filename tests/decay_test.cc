@@ -25,6 +25,7 @@
 #include "bptt/error.h"
 #include "bptt/init.h"
 #include "bptt/plot.h"
+#include "decay_internal.h"
 
 namespace bptt {
 namespace {

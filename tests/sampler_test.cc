@@ -13,6 +13,7 @@
 #include "bptt/error.h"
 #include "bptt/init.h"
 #include "bptt/sampler.h"
+#include "sampler_internal.h"
 
 // Counts heap allocations (operator new ends in malloc or aligned_alloc, Eigen allocates with
 // malloc) while g_counting is set, by interposing glibc's allocation functions. Sanitizer

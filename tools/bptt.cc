@@ -11,11 +11,7 @@
 
 namespace {
 
-struct Command {
-  std::string_view name;
-  int (*run)(int, char**);
-  std::string_view help;
-};
+using bptt::cli::Command;
 
 constexpr Command kCommands[] = {
     {"train", bptt::cli::Train, "train a model on a text corpus"},
@@ -46,6 +42,14 @@ int main(int argc, char** argv) {
     return argc < 2 ? 1 : 0;
   }
   const std::string_view name = argv[1];
+  if (name == "completion") {
+    try {
+      return bptt::cli::Completion(argc - 1, argv + 1, kCommands);
+    } catch (const bptt::Error& e) {
+      std::cerr << "bptt completion: " << e.what() << "\n";
+      return 1;
+    }
+  }
   for (const auto& c : kCommands) {
     if (c.name != name) continue;
     try {

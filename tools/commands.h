@@ -3,7 +3,17 @@
 // bptt::Error or an option error into one line on stderr and exit status 1.
 #pragma once
 
+#include <span>
+#include <string_view>
+
 namespace bptt::cli {
+
+// A subcommand of the bptt program: its name, its main and its line in `bptt --help`.
+struct Command {
+  std::string_view name;
+  int (*run)(int argc, char** argv);
+  std::string_view help;
+};
 
 int Train(int argc, char** argv);
 int Sample(int argc, char** argv);
@@ -14,5 +24,10 @@ int Decay(int argc, char** argv);
 int Task(int argc, char** argv);
 int Gradcheck(int argc, char** argv);
 int Plot(int argc, char** argv);
+
+// `bptt completion bash`: prints the bash completion of the program, made from each command's
+// --help (the flags its option declarations make; whether each takes a value) and the names of
+// the cells and tasks. Hidden from `bptt --help`.
+int Completion(int argc, char** argv, std::span<const Command> commands);
 
 }  // namespace bptt::cli

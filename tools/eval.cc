@@ -2,7 +2,6 @@
 #include <boost/program_options.hpp>
 #include <iomanip>
 #include <iostream>
-#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "bptt/checkpoint.h"
@@ -16,20 +15,20 @@ namespace bptt::cli {
 
 int Eval(int argc, char** argv) {
   std::string checkpoint, file;
-  int batch = 1, seq_len = 256, threads = 1;
+  EvalOptions o;
   bool json = false;
   std::string precision;
   po::options_description options("bptt eval CHECKPOINT FILE [options]");
   options.add_options()
       ("json", po::bool_switch(&json), "print one JSON object: nats_per_symbol, bpc, perplexity, symbols, unknown")
-      ("batch", po::value(&batch)->default_value(batch),
+      ("batch", po::value(&o.batch)->default_value(o.batch),
        "streams evaluated side by side (B). 1: the whole file as one stream, the loss papers and PyTorch report; "
        "N > 1: N streams each from the zero state, faster and a little above it (the output says so)")
-      ("seq-len", po::value(&seq_len)->default_value(seq_len), "timesteps per chunk (T); the state is carried across chunks")
-      ("threads", po::value(&threads)->default_value(threads), "threads for the products")
+      ("seq-len", po::value(&o.seq_len)->default_value(o.seq_len), "timesteps per chunk (T); the state is carried across chunks")
+      ("threads", po::value(&o.threads)->default_value(o.threads), "threads for the products")
       ("precision", po::value(&precision),
        "score as `bptt sample --precision` runs: one stream, one symbol at a time, with fp32, bf16 or int8 "
-       "products (ignores --batch and --seq-len); compare the three to see what a reduced precision costs")
+       "products (ignores --seq-len); compare the three to see what a reduced precision costs")
       ("help", "show this help");
   po::options_description hidden;
   hidden.add_options()
@@ -47,14 +46,8 @@ int Eval(int argc, char** argv) {
     return 0;
   }
   if (checkpoint.empty() || file.empty()) throw Error("missing CHECKPOINT or FILE (see bptt eval --help)");
-  if (batch < 1) throw Error("--batch must be positive, got " + std::to_string(batch));
-  if (seq_len < 1) throw Error("--seq-len must be positive, got " + std::to_string(seq_len));
-  if (threads < 1) throw Error("--threads must be positive, got " + std::to_string(threads));
-  if (!precision.empty() && vm.count("batch") && !vm["batch"].defaulted())
-    throw Error("--precision scores one stream a symbol at a time; it cannot be combined with --batch");
-
-  const std::optional<Precision> step_precision =
-      precision.empty() ? std::nullopt : std::optional(ParsePrecision(precision, "--precision"));
+  if (!precision.empty()) o.precision = ParsePrecision(precision, "--precision");
+  o.Validate();
 
   Checkpoint c = LoadCheckpoint(checkpoint);
   if (!c.checksum_verified) std::cerr << "bptt eval: " << checkpoint << " has no checksum; loaded unverified\n";
@@ -63,24 +56,16 @@ int Eval(int argc, char** argv) {
   EncodedFile encoded = EncodeFile(file, c.vocab);
   TextEvaluation r;
   try {
-    r = step_precision ? EvaluateFileStepwise(c.config, std::move(c.params), std::move(encoded), *step_precision)
-                       : EvaluateFile(c.config, c.params, std::move(encoded), c.vocab, batch, seq_len, threads);
+    r = Evaluate(c.config, c.params, c.vocab, std::move(encoded), o);
   } catch (const Error& e) {
     throw Error(file + ": " + e.what());
   }
-  const int streams = step_precision ? 1 : static_cast<int>(r.streams);
-  const std::string method = step_precision ? std::string("stepwise, ") + PrecisionName(*step_precision)
-                             : streams == 1 ? std::string("one stream")
-                                            : std::to_string(streams) + " streams from the zero state (an approximation)";
 
   if (json) {
-    const nlohmann::json out = {{"nats_per_symbol", r.nats_per_symbol}, {"bpc", r.bits_per_symbol},
-                                {"perplexity", r.perplexity}, {"symbols", r.symbols}, {"unknown", r.unknown},
-                                {"streams", streams}, {"method", method}};
-    std::cout << out.dump() << "\n";
+    std::cout << EvaluationJson(r).dump() << "\n";
     return 0;
   }
-  std::cout << std::fixed << std::setprecision(4) << file << ": " << r.symbols << " symbols scored (" << method << ")\n"
+  std::cout << std::fixed << std::setprecision(4) << file << ": " << r.symbols << " symbols scored (" << r.method << ")\n"
             << "  nats per symbol  " << r.nats_per_symbol << "\n"
             << "  bits per symbol  " << r.bits_per_symbol << "  (BPC)\n"
             << "  perplexity       " << r.perplexity << "\n"

@@ -64,12 +64,15 @@
 #include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <ostream>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "bptt/batch.h"
 #include "bptt/checkpoint.h"
+#include "bptt/init.h"
 #include "bptt/model.h"
 #include "bptt/rng.h"
 #include "bptt/vocab.h"
@@ -176,15 +179,35 @@ DecayReport MeasureDecay(const std::string& model, const ModelConfig& config,
                          const ModelParams<double>& params, const Batch<double>& data,
                          const DecayOptions& options);
 
-// ‖∂h^l_s/∂h^l_{s-k}‖₂ for each sequence (B values) at every lag in `lags` (rows of the
-// result, (lags, B)), by power iteration on the cached forward pass of layer l over steps
-// 1..s (cache.T = s). Exposed for the tests.
-Mat<double> JacobianNorms(const Cell& cell, const RecurrentParams<double>& params,
-                          const LayerCache<double>& cache, const std::vector<int>& lags,
-                          const DecayOptions& options);
+// What `bptt decay` measures: fresh models of some cells, trained checkpoints, or both, each on
+// B sequences of T steps. Fresh models share one input: windows of a corpus file, or symbols
+// drawn uniformly from `symbols`. A checkpoint is measured on CheckpointInputs: a task model on
+// its task's sequences (so steps and corpus are refused for it), a language model on the corpus
+// or on symbols drawn with its vocabulary's frequencies.
+struct DecayStudy {
+  std::vector<std::string> cells;        // fresh models: rnn-tanh, rnn-sigmoid, rnn-relu, lstm, gru
+  std::vector<std::string> checkpoints;  // trained models: checkpoint files
+  ModelConfig model;                     // fresh models: hidden_size, layers, embed_size
+  std::vector<std::string> inits;        // fresh models: one scheme for all or one per cell;
+                                         //   empty = InitOptions' default
+  InitOptions init;                      // fresh models: scale and forget_bias
+  std::string corpus;                    // text file to cut the sequences from; "" = random symbols
+  Unit unit = Unit::kGrapheme;           // fresh models with a corpus: the symbol unit
+  int symbols = 64;                      // fresh models without a corpus: V of the random input
+  std::optional<int> steps;              // T (200 when not given)
+  int batch = 16;                        // B
+  uint64_t seed = 1;                     // initialisation, random input, power iteration
+  DecayOptions measure;                  // its seed is set from `seed`
 
-// Lag 0 plus at most n lags in [1, max_lag], evenly spaced on a log scale, always with max_lag.
-std::vector<int> LogSpacedLags(int max_lag, int n);
+  static constexpr int kDefaultSteps = 200;
+};
+
+// Builds or loads each model, takes its inputs and measures it (MeasureDecay), in the order
+// cells, then checkpoints; each model is named on `log` as it starts, with the symbols of the
+// corpus that a checkpoint's vocabulary lacks. Labels are the cell names (with a scheme other
+// than the default: "lstm (identity)") and "dir/name" of the checkpoints, numbered "#2", ...
+// when repeated. Throws bptt::Error naming the flag of an invalid setting.
+std::vector<DecayReport> MeasureDecayStudy(const DecayStudy& study, std::ostream& log);
 
 // decay.csv: header model,layer,quantity,lag,median,q1,q3,relative; one row per curve point.
 void WriteDecayCsv(const std::vector<DecayReport>& reports, const std::filesystem::path& path);

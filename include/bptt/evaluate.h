@@ -22,8 +22,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bptt/corpus.h"
@@ -49,6 +52,9 @@ struct EncodedFile {
   static constexpr size_t kMaxListed = 20;
 };
 
+// The symbols of `text` as ids of the vocabulary, as EncodeFile reads a file; errors name `source`.
+EncodedFile EncodeText(std::string_view text, const Vocab& vocab, const std::string& source = "text");
+
 // Cuts the file into symbols with the vocabulary's tokenizer options (Segmenter, reading it in
 // pieces) and looks each up with Vocab::Find. Throws bptt::Error naming the path if it cannot
 // be read or is not valid UTF-8 (unless the vocabulary replaces invalid bytes).
@@ -62,7 +68,31 @@ struct TextEvaluation {
   uint64_t streams = 1;        // B
   uint64_t unknown = 0;        // as in EncodedFile
   std::vector<std::string> unknown_symbols;
+  std::string method;          // how it was scored: "one stream", "N streams from the zero state
+                               //   (an approximation)" or "stepwise, <precision>"
 };
+
+// How `bptt eval` scores a text.
+struct EvalOptions {
+  int batch = 1;      // B streams side by side (EvaluateFile); 1 = the one-stream loss
+  int seq_len = 256;  // T timesteps per chunk
+  int threads = 1;
+  std::optional<Precision> precision;  // score one stream a symbol at a time in this precision
+                                       //   (EvaluateFileStepwise) instead
+
+  // Throws bptt::Error naming the flag ("--batch must be positive, got 0").
+  void Validate() const;
+};
+
+// Scores encoded text with a language model: EvaluateFile, or EvaluateFileStepwise when
+// options.precision is set, with `method` filled in. Throws bptt::Error for invalid options, a
+// model that is not a language model, or a text of fewer than two known symbols.
+TextEvaluation Evaluate(const ModelConfig& config, const ModelParams<float>& params, const Vocab& vocab,
+                        EncodedFile file, const EvalOptions& options);
+
+// The object `bptt eval --json` prints: nats_per_symbol, bpc, perplexity, symbols, unknown,
+// streams, method.
+nlohmann::json EvaluationJson(const TextEvaluation& evaluation);
 
 // Evaluates encoded text with EvaluateLoss: T timesteps per chunk and B streams, or fewer so
 // that each stream has at least T inputs (one stream for a text of T symbols or less). Throws

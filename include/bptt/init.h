@@ -22,13 +22,16 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string_view>
 
 #include "bptt/model.h"
-#include "bptt/options.h"
 #include "bptt/rng.h"
 
 namespace bptt {
+
+template <typename Options>
+struct OptionSpec;  // options.h
 
 enum class InitScheme { kUniform, kPytorch, kXavier, kHe, kOrthogonal, kIdentity };
 

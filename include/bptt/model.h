@@ -34,6 +34,8 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -41,10 +43,12 @@
 
 #include "bptt/batch.h"
 #include "bptt/cell.h"
-#include "bptt/options.h"
 #include "bptt/rng.h"
 
 namespace bptt {
+
+template <typename Options>
+struct OptionSpec;  // options.h
 
 // What the head's outputs are scored as (loss.h).
 enum class Head {

@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -72,6 +73,13 @@ class Sampler {
   // with "<unk>" reads them as "<unk>" instead).
   void Generate(const SampleOptions& options, const TextSink& emit);
 
+  // Generate as a stream that the caller pulls from (the Python module's generator): Start
+  // validates and takes the options, then each Next sets *piece to the next text that Generate
+  // would emit, until it returns false. The view is valid until the next call. Start throws as
+  // Generate does.
+  void Start(const SampleOptions& options);
+  bool Next(std::string_view* piece);
+
   const ModelConfig& config() const { return stepper_.config(); }
   const Vocab& vocab() const { return vocab_; }
 
@@ -79,24 +87,25 @@ class Sampler {
   // The next symbol given the logits.
   int32_t Pick(std::span<const float> logits, const SampleOptions& options, Rng& rng);
 
+  // Appends generated text to tail_; true when the generated text now ends with options_.stop.
+  bool Stopped(const std::string& text);
+
   Stepper stepper_;
   Vocab vocab_;
+  // The stream of Start and Next.
+  SampleOptions options_;
+  std::vector<int32_t> prime_;    // the prime's ids
+  std::string prime_text_;        // the prime as the model sees it (NFC)
+  std::optional<int32_t> newline_;  // the id of "\n", when the vocabulary has it
+  Rng rng_;
+  enum class Phase { kSeparate, kBegin, kGenerate } phase_ = Phase::kSeparate;
+  int sample_ = 0;                // the sample being generated
+  int64_t generated_ = 0;         // symbols of it generated so far
+  bool done_ = false;             // this sample met the stop string
+  std::span<const float> logits_; // (V) of the last position
   std::vector<double> probs_;     // (V)
   std::vector<int32_t> order_;    // (V) candidate ranking for top-k / top-p
   std::string tail_;              // the end of the generated text, for the stop check
 };
-
-// The candidates for the next symbol under top-k and top-p (as described above). Fills
-// `order` with the ids 0..n-1 so that the kept ones come first, ranked by decreasing score
-// (ties: lower id first), and returns how many are kept (at least 1).
-//   scores  (n) the ranking key: the logits, or any increasing function of the probabilities
-//   probs   (n) the probabilities (any positive scale; only ratios matter)
-//   top_k   0 = off; k >= n keeps every symbol
-//   top_p   in (0, 1]; the smallest prefix whose probability reaches top_p of the total of the
-//           top-k candidates (all of them when rounding keeps the sum below it)
-// Only the kept prefix of `order` is sorted. `order` is resized to n, which allocates only the
-// first time.
-size_t SelectCandidates(std::span<const float> scores, std::span<const double> probs, int top_k,
-                        double top_p, std::vector<int32_t>& order);
 
 }  // namespace bptt

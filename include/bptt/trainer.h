@@ -32,6 +32,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <span>
@@ -124,8 +125,19 @@ struct TrainResult {
   std::string message;          // for kDiverged: what went wrong and where
 };
 
+// What a caller may watch and steer besides the log (the Python module's progress callback and
+// its Ctrl-C). Both are called on the training thread, between steps.
+struct TrainHooks {
+  // Receives each metrics line as it is appended to DIR/metrics.jsonl (a line that the end of
+  // the run rewrites with its last validation comes again).
+  std::function<void(const nlohmann::json& metrics)> progress;
+  // Asked after every step; true stops the run as RequestStop does: latest.safetensors is
+  // written and the run ends as kInterrupted.
+  std::function<bool()> stop;
+};
+
 // Trains from scratch. Throws bptt::Error for bad options or data.
-TrainResult Train(TrainOptions options, std::ostream& log, bool live);
+TrainResult Train(TrainOptions options, std::ostream& log, bool live, const TrainHooks& hooks = {});
 
 // Trains `trials` models that differ only in their seed (options.seed, +1, ...) into
 // options.out/seed-S, one after another, and writes options.out/summary.json: every trial's
@@ -137,7 +149,8 @@ TrainResult TrainTrials(TrainOptions options, int trials, std::ostream& log, boo
 // applying `given`: the options given on the command line (JSON by flag, as ParseOptionText
 // makes them). Those whose OnResume is kChanges are taken; a kFixed one with a value other than
 // the stored one, and any kNone one, is refused with a one-line bptt::Error naming its flag.
-TrainResult Resume(const std::filesystem::path& dir, const nlohmann::json& given, std::ostream& log, bool live);
+TrainResult Resume(const std::filesystem::path& dir, const nlohmann::json& given, std::ostream& log, bool live,
+                   const TrainHooks& hooks = {});
 
 // Asks a running Train/Resume to stop after the current step and write latest.safetensors.
 // Async-signal-safe: meant to be called from a SIGINT/SIGTERM handler.

@@ -1,0 +1,292 @@
+"""The bptt Python module (python/module.cc) against the bptt program and the checkpoint file.
+
+Run by ctest (python_test) with PYTHONPATH at the built module and BPTT_PROGRAM the built bptt;
+the torch round trip is skipped where python3-torch is not installed.
+"""
+import json
+import os
+import signal
+import struct
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+
+import bptt
+
+PROGRAM = os.environ.get("BPTT_PROGRAM", "bptt")
+
+TEXT = (
+    "the quick brown fox jumps over the lazy dog.\n"
+    "a stitch in time saves nine.\n"
+    "all that glitters is not gold.\n"
+) * 40
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny LSTM language model trained from Python, and the metrics lines it reported."""
+    root = tmp_path_factory.mktemp("run")
+    corpus = root / "corpus.txt"
+    corpus.write_text(TEXT)
+    seen = []
+    result = bptt.train(corpus=corpus, out=root / "lm", hidden=24, layers=1, seq_len=16, batch=4,
+                        max_steps=60, eval_every=30, log_every=10, threads=1, lr=0.01, verbose=False,
+                        progress=seen.append)
+    return {"root": root, "corpus": corpus, "dir": root / "lm", "result": result, "seen": seen}
+
+
+@pytest.fixture(scope="module")
+def model(run):
+    return bptt.load(run["dir"] / "latest.safetensors")
+
+
+def cli(*args):
+    return subprocess.run([PROGRAM, *map(str, args)], capture_output=True, text=True)
+
+
+def read_safetensors(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    data = raw[8 + n:]
+    tensors = {k: np.frombuffer(data[v["data_offsets"][0]:v["data_offsets"][1]], "<f4").reshape(v["shape"])
+               for k, v in header.items() if k != "__metadata__"}
+    return header["__metadata__"], tensors
+
+
+def test_train_reports_progress_and_ends(run):
+    result = run["result"]
+    assert result["end"] == "finished"
+    assert result["steps"] == 60
+    assert result["dir"] == str(run["dir"])
+    steps = [m["step"] for m in run["seen"]]
+    assert steps[:6] == [10, 20, 30, 40, 50, 60]
+    lines = [json.loads(line) for line in open(run["dir"] / "metrics.jsonl")]
+    assert [m["step"] for m in lines] == steps[:len(lines)]
+    assert run["seen"][2]["val_loss"] == pytest.approx(lines[2]["val_loss"])
+    assert result["best_val_loss"] == pytest.approx(min(m["val_loss"] for m in lines if m["val_loss"]))
+
+
+def test_model_config_vocab_and_tensors(model):
+    c = model.config
+    assert (c["cell"], c["layers"], c["hidden_size"]) == ("lstm", 1, 24)
+    assert len(model.vocab) == c["vocab_size"] and "\n" in model.vocab and "q" in model.vocab
+    assert model.step == 60 and model.checksum_verified
+    assert model.training_options["model"]["hidden_size"] == 24
+    t = model.tensors()
+    V, H = c["vocab_size"], 24
+    assert t["rnn.weight_ih_l0"].shape == (4 * H, V)
+    assert t["rnn.weight_hh_l0"].shape == (4 * H, H)
+    assert t["rnn.bias_ih_l0"].shape == (4 * H,)
+    assert t["decoder.weight"].shape == (V, H) and t["decoder.bias"].shape == (V,)
+    assert all(a.dtype == np.float32 for a in t.values())
+
+
+def test_tensors_are_the_checkpoint_s_values_without_copies(run, model):
+    _, stored = read_safetensors(run["dir"] / "latest.safetensors")
+    t = model.tensors()
+    assert set(k for k in stored if not k.startswith(("optimizer.", "state."))) == set(t)
+    for name, array in t.items():
+        np.testing.assert_array_equal(array, stored[name])
+    again = model.tensors()
+    assert np.shares_memory(t["decoder.weight"], again["decoder.weight"])
+    assert not t["decoder.weight"].flags["OWNDATA"]
+
+
+def test_writing_a_tensor_changes_what_the_model_computes(run):
+    m = bptt.load(run["dir"] / "latest.safetensors")
+    before = m.eval(TEXT[:300])["nats_per_symbol"]
+    m.tensors()["decoder.bias"][:] += 5 * np.arange(len(m.vocab), dtype=np.float32)
+    assert m.eval(TEXT[:300])["nats_per_symbol"] > before + 1
+
+
+def test_sample_is_the_cli_s_text(run, model):
+    ck = run["dir"] / "latest.safetensors"
+    text = model.sample(length=80, temperature=0.7, top_k=5, top_p=0.9, prime="the ", seed=3)
+    out = cli("sample", ck, "--length", 80, "--temperature", 0.7, "--top-k", 5, "--top-p", 0.9,
+              "--prime", "the ", "--seed", 3)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == text + "\n"
+    assert text.startswith("the ")
+    many = model.sample(length=10, num=3, seed=1, stop="o", argmax=True)
+    assert many == cli("sample", ck, "--length", 10, "--num", 3, "--seed", 1, "--stop", "o",
+                       "--argmax").stdout.rstrip("\n")
+
+
+def test_stream_yields_the_sample_piece_by_piece(model):
+    options = dict(length=40, prime="a st", seed=5, num=2)
+    pieces = list(model.stream(**options))
+    assert pieces[0] == "a st"
+    assert len(pieces) > 40
+    assert "".join(pieces) == model.sample(**options)
+    stream = model.stream(length=3)
+    assert iter(stream) is stream
+    assert len([next(stream) for _ in range(3)]) == 3
+    with pytest.raises(StopIteration):
+        next(stream)
+
+
+def test_eval_has_the_keys_and_values_of_the_cli(run, model):
+    held = run["root"] / "held.txt"
+    held.write_text(TEXT[:500])
+    out = cli("eval", run["dir"] / "latest.safetensors", held, "--json")
+    assert out.returncode == 0, out.stderr
+    expected = json.loads(out.stdout)
+    for got in (model.eval(TEXT[:500]), model.eval(file=held)):
+        assert set(got) == set(expected)
+        assert got["method"] == expected["method"] == "one stream"
+        assert got["symbols"] == expected["symbols"]
+        assert got["nats_per_symbol"] == pytest.approx(expected["nats_per_symbol"], rel=1e-12)
+    stepwise = model.eval(TEXT[:500], precision="bf16")
+    assert stepwise["method"] == "stepwise, bf16"
+    assert stepwise["nats_per_symbol"] == pytest.approx(expected["nats_per_symbol"], abs=0.01)
+    assert model.eval(TEXT[:500], batch=4, seq_len=16)["streams"] == 4
+
+
+def test_encode_and_decode(model):
+    ids = model.encode("the lazy dog")
+    assert ids.dtype == np.int32 and len(ids) == 12
+    assert model.decode(ids) == "the lazy dog"
+    assert model.decode(list(ids)) == "the lazy dog"
+    with pytest.raises(bptt.Error, match="not in the vocabulary"):
+        model.encode("the lazy Zebra")
+
+
+def test_errors_carry_the_cli_s_messages(run, model):
+    ck = run["dir"] / "latest.safetensors"
+    cases = [
+        (lambda: model.sample(temperature=0), ["sample", ck, "--temperature", 0]),
+        (lambda: model.sample(top_p=1.5), ["sample", ck, "--top-p", 1.5]),
+        (lambda: model.sample(prime="Zebra"), ["sample", ck, "--prime", "Zebra"]),
+        (lambda: model.eval(file=run["root"] / "missing.txt"), ["eval", ck, run["root"] / "missing.txt"]),
+        (lambda: model.eval("abc", batch=4, precision="int8"), ["eval", ck, run["corpus"], "--batch", 4,
+                                                               "--precision", "int8"]),
+        (lambda: bptt.load(run["root"] / "missing.safetensors"), ["inspect", run["root"] / "missing.safetensors"]),
+        (lambda: bptt.train(corpus=run["corpus"], out=run["root"] / "x", lr=-1),
+         ["train", "--corpus", run["corpus"], "--out", run["root"] / "x", "--lr", -1]),
+        (lambda: bptt.train(corpus=run["corpus"], out=run["root"] / "x", cell="lstn"),
+         ["train", "--corpus", run["corpus"], "--out", run["root"] / "x", "--cell", "lstn"]),
+        (lambda: bptt.train(resume=run["dir"], hidden=32), ["train", "--resume", run["dir"], "--hidden", 32]),
+    ]
+    for call, args in cases:
+        with pytest.raises(bptt.Error) as raised:
+            call()
+        out = cli(*args)
+        assert out.returncode == 1
+        command = args[0]
+        assert out.stderr.strip() == f"bptt {command}: {raised.value}", args
+
+
+def test_training_options_come_from_the_option_table(run):
+    flags = set()
+    for command in ("train", "task"):
+        for line in cli(command, "--help").stdout.splitlines():
+            if line.startswith("  --"):
+                flags.add(line.split()[0][2:])
+    flags -= {"help", "resume", "trials", "list"}
+    doc = bptt.train.__doc__
+    for flag in flags:
+        assert "  " + flag.replace("-", "_") in doc, flag
+    with pytest.raises(bptt.Error, match="unrecognised option 'hiden'"):
+        bptt.train(corpus=run["corpus"], out=run["root"] / "x", hiden=3)
+    with pytest.raises(bptt.Error, match="unrecognised option 'T' of bptt train"):
+        bptt.train(corpus=run["corpus"], out=run["root"] / "x", T=3)
+    with pytest.raises(bptt.Error, match="--hidden"):
+        bptt.train(corpus=run["corpus"], out=run["root"] / "x", hidden="lots")
+
+
+def test_a_progress_callback_stops_and_resume_continues(run):
+    out = run["root"] / "stopped"
+    common = dict(hidden=16, layers=1, seq_len=16, batch=4, log_every=5, eval_every=50, threads=1,
+                  verbose=False)
+    result = bptt.train(corpus=run["corpus"], out=out, max_steps=40, progress=lambda m: m["step"] < 10, **common)
+    assert result["end"] == "interrupted" and result["steps"] == 10
+    assert bptt.load(out / "latest.safetensors").step == 10
+    resumed = bptt.train(resume=out, max_steps=40, verbose=False)
+    assert resumed["end"] == "finished" and resumed["steps"] == 40
+    straight = bptt.train(corpus=run["corpus"], out=run["root"] / "straight", max_steps=40, **common)
+    assert straight["steps"] == 40
+    a = bptt.load(out / "latest.safetensors").tensors()
+    b = bptt.load(run["root"] / "straight" / "latest.safetensors").tensors()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_an_exception_in_progress_stops_the_run_saves_and_is_raised(run):
+    out = run["root"] / "raised"
+
+    def progress(metrics):
+        if metrics["step"] >= 10:
+            raise ValueError("enough")
+
+    with pytest.raises(ValueError, match="enough"):
+        bptt.train(corpus=run["corpus"], out=out, hidden=16, layers=1, seq_len=16, batch=4, log_every=5,
+                   max_steps=1000, threads=1, verbose=False, progress=progress)
+    assert bptt.load(out / "latest.safetensors").step == 10
+
+
+def test_ctrl_c_saves_and_raises_keyboard_interrupt(run):
+    out = run["root"] / "interrupted"
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bptt.train(corpus=run["corpus"], out=out, hidden=16, layers=1, seq_len=16, batch=4,
+                       time_budget=60, threads=1, verbose=False)
+    finally:
+        timer.cancel()
+    saved = bptt.load(out / "latest.safetensors")
+    assert saved.step > 0
+
+
+def test_a_task_trains_with_the_task_s_defaults(run):
+    result = bptt.train(task="adding", T=20, out=run["root"] / "adding", max_steps=20, eval_every=10,
+                        test_size=64, threads=1, verbose=False)
+    assert result["end"] == "finished"
+    assert result["summary"]["task"] == "adding"
+    m = bptt.load(run["root"] / "adding" / "latest.safetensors")
+    assert m.config["hidden_size"] == 64 and m.config["head"] == "regression"
+    assert m.training_options["init"]["forget_bias"] == 5
+
+
+def test_decay_curves_as_arrays(run, tmp_path):
+    r = bptt.decay(cells="rnn-tanh,lstm", hidden=8, layers=1, symbols=10, steps=30, batch=4, jacobian_lags=3,
+                   out=tmp_path)
+    assert [m["model"] for m in r["models"]] == ["rnn-tanh", "lstm"]
+    lstm = r["models"][1]
+    quantities = [c["quantity"] for c in lstm["curves"]]
+    assert quantities == ["h", "c", "jacobian"]
+    h = lstm["curves"][0]
+    assert isinstance(h["lags"], np.ndarray) and h["lags"][0] == 0 and len(h["lags"]) == 30
+    assert h["relative"][0] == pytest.approx(1.0)
+    assert np.all(h["q1"] <= h["median"]) and np.all(h["median"] <= h["q3"])
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary == json.loads(json.dumps(r["summary"]))
+    assert (tmp_path / "decay.svg").exists()
+    trained = bptt.decay(checkpoints=[run["dir"] / "latest.safetensors"], steps=20, batch=4)
+    assert trained["models"][0]["model"] == "lm/latest"
+    with pytest.raises(bptt.Error, match="give --cell or --checkpoint"):
+        bptt.decay()
+
+
+def test_torch_round_trip(run, model):
+    """The checkpoint in torch.nn.LSTM + torch.nn.Linear scores text as the module's eval does."""
+    torch = pytest.importorskip("torch", reason="python3-torch is not installed: no round trip through PyTorch")
+    c = model.config
+    V, H = c["vocab_size"], c["hidden_size"]
+    t = {k: torch.from_numpy(np.array(v)) for k, v in model.tensors().items()}
+    lstm = torch.nn.LSTM(V, H, c["layers"]).double()
+    lstm.load_state_dict({k[4:]: v.double() for k, v in t.items() if k.startswith("rnn.")})
+    decoder = torch.nn.Linear(H, V).double()
+    decoder.load_state_dict({"weight": t["decoder.weight"].double(), "bias": t["decoder.bias"].double()})
+    text = TEXT[7:707]
+    ids = torch.from_numpy(model.encode(text).astype(np.int64))
+    with torch.no_grad():
+        x = torch.nn.functional.one_hot(ids[:-1], V).double().unsqueeze(1)  # (T, 1, V)
+        out, _ = lstm(x)
+        loss = torch.nn.functional.cross_entropy(decoder(out[:, 0]), ids[1:]).item()
+    ours = model.eval(text)["nats_per_symbol"]
+    print(f"torch round trip: {len(text) - 1} symbols, torch {loss:.6f} nats, bptt {ours:.6f} nats")
+    assert ours == pytest.approx(loss, rel=1e-5)
