@@ -27,9 +27,10 @@ compare=(python3 "$here/compare_checkpoints.py")
 # CI runs as root; Open MPI refuses root unless told. --oversubscribe: ctest may run this test
 # next to others on a machine of 2 cores.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-mpi2=("$mpiexec" -n 2 --oversubscribe --bind-to none)
-# In the sanitized build: what Open MPI's libraries keep until exit is not bptt's leak.
-export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$here/mpi-lsan.supp"
+# In the sanitized build, the ranks run without LeakSanitizer (AddressSanitizer and UBSan stay
+# on): Open MPI's plugins keep allocations to the end and are unloaded before LeakSanitizer
+# looks, so their reports cannot be told from bptt's. The runs of one process keep it.
+mpi2=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$mpiexec" -n 2 --oversubscribe --bind-to none)
 
 for i in $(seq 1 2000); do
   echo "line $i: the quick brown fox $((i * 7 % 13)) jumps over $((i % 5)) lazy dogs — ça va? ✓"
