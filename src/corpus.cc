@@ -470,11 +470,16 @@ void EncodedCorpus::Unmap() {
 // BatchStream
 
 BatchStream::BatchStream(const EncodedCorpus& corpus, SymbolRange range, int batch_size,
-                         int timesteps, bool allow_partial)
-    : corpus_(&corpus), range_(range), batch_size_(batch_size), timesteps_(timesteps) {
+                         int timesteps, bool allow_partial, std::optional<StreamShare> share)
+    : corpus_(&corpus), range_(range), batch_size_(batch_size), share_(share.value_or(StreamShare{0, batch_size})),
+      timesteps_(timesteps) {
   if (batch_size < 1 || timesteps < 1) {
     throw Error("batch size " + std::to_string(batch_size) + " and timesteps " +
                 std::to_string(timesteps) + " must be at least 1");
+  }
+  if (share_.begin < 0 || share_.end > batch_size || share_.size() < 1) {
+    throw Error("streams [" + std::to_string(share_.begin) + ", " + std::to_string(share_.end) +
+                ") are not a share of a batch of " + std::to_string(batch_size));
   }
   if (range.begin > range.end || range.end > corpus.size()) {
     throw Error("symbol range [" + std::to_string(range.begin) + ", " + std::to_string(range.end) +
@@ -498,14 +503,14 @@ int BatchStream::Next(Ids& inputs, Ids& targets) {
   const auto t_max = static_cast<size_t>(timesteps_);
   const size_t first = chunk_ * t_max;  // first timestep of the chunk within each stream
   const size_t steps = std::min(t_max, stream_length_ - first);
-  const auto b_max = static_cast<size_t>(batch_size_);
-  const auto n = static_cast<Eigen::Index>(steps * b_max);
+  const auto b0 = static_cast<size_t>(share_.begin), width = static_cast<size_t>(share_.size());
+  const auto n = static_cast<Eigen::Index>(steps * width);
   if (inputs.size() != n) inputs.resize(n);
   if (targets.size() != n) targets.resize(n);
-  for (size_t b = 0; b < b_max; ++b) {
+  for (size_t b = b0; b < b0 + width; ++b) {
     const size_t start = range_.begin + b * stream_length_ + first;
     for (size_t t = 0; t < steps; ++t) {
-      const auto column = static_cast<Eigen::Index>(t * b_max + b);
+      const auto column = static_cast<Eigen::Index>(t * width + b - b0);
       inputs[column] = (*corpus_)[start + t];
       targets[column] = (*corpus_)[start + t + 1];
     }

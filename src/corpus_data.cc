@@ -32,25 +32,41 @@ nlohmann::json Fingerprint(const EncodedCorpus& corpus) {
 
 class CorpusData final : public TrainData {
  public:
-  CorpusData(const TrainOptions& o, const std::filesystem::path& dir, const Checkpoint* resume, std::ostream& log)
-      : o_(o) {
-    const CorpusFiles listed = ListCorpusFiles(o.corpus);
-    if (!listed.skipped.empty()) {
-      WriteSkippedList(listed.skipped, dir / "skipped-files.txt");
-      log << "bptt train: " << SkippedSummary(listed.skipped) << "; list in " << (dir / "skipped-files.txt").string()
-          << "\n";
+  CorpusData(const TrainOptions& o, const std::filesystem::path& dir, const Checkpoint* resume, std::ostream& log,
+             Communicator& comm, StreamShare share)
+      : o_(o), comm_(comm) {
+    // Rank 0 encodes; the others map its file with its vocabulary.
+    std::string encoded;  // rank 0's vocabulary and fingerprint
+    if (comm.rank() == 0) {
+      const CorpusFiles listed = ListCorpusFiles(o.corpus);
+      if (!listed.skipped.empty()) {
+        WriteSkippedList(listed.skipped, dir / "skipped-files.txt");
+        log << "bptt train: " << SkippedSummary(listed.skipped) << "; list in "
+            << (dir / "skipped-files.txt").string() << "\n";
+      }
+      corpus_ = std::make_unique<EncodedCorpus>(
+          EncodedCorpus::Build(listed.files, o.tokenizer, dir / "corpus.ids", resume ? &resume->vocab : nullptr));
+      if (corpus_->replacements() > 0)
+        log << "bptt train: replaced " << corpus_->replacements() << " invalid UTF-8 sequences with U+FFFD\n";
+      fingerprint_ = Fingerprint(*corpus_);
+      encoded = nlohmann::json{{"vocab", corpus_->vocab().ToJson()}, {"fingerprint", fingerprint_}}.dump();
     }
-    corpus_ = std::make_unique<EncodedCorpus>(
-        EncodedCorpus::Build(listed.files, o.tokenizer, dir / "corpus.ids", resume ? &resume->vocab : nullptr));
-    if (corpus_->replacements() > 0)
-      log << "bptt train: replaced " << corpus_->replacements() << " invalid UTF-8 sequences with U+FFFD\n";
-    fingerprint_ = Fingerprint(*corpus_);
+    comm.Broadcast(encoded);
+    if (comm.rank() != 0) {
+      const nlohmann::json j = nlohmann::json::parse(encoded);
+      const auto ids = dir / "corpus.ids";
+      if (!std::filesystem::exists(ids))
+        throw Error(ids.string() + ", which rank 0 wrote, is not there: the run directory must be on a file system " +
+                    "that every rank shares");
+      corpus_ = std::make_unique<EncodedCorpus>(EncodedCorpus::Open(ids, Vocab::FromJson(j.at("vocab"))));
+      fingerprint_ = j.at("fingerprint");
+    }
     splits_ = SplitCorpus(corpus_->size(), o.val_frac, o.test_frac);
     if (splits_.train.size() < static_cast<size_t>(o.batch) * o.seq_len + 1)
       throw Error("corpus has " + std::to_string(splits_.train.size()) +
                   " training symbols, fewer than --batch x --seq-len + 1 = " +
                   std::to_string(static_cast<size_t>(o.batch) * o.seq_len + 1) + "; use a smaller --batch or --seq-len");
-    train_ = std::make_unique<BatchStream>(*corpus_, splits_.train, o.batch, o.seq_len);
+    train_ = std::make_unique<BatchStream>(*corpus_, splits_.train, o.batch, o.seq_len, false, share);
     if (splits_.validation.size() >= 2)
       val_batch_ = static_cast<int>(std::min<size_t>(o.batch, splits_.validation.size() - 1));
   }
@@ -82,7 +98,7 @@ class CorpusData final : public TrainData {
   bool Observe(const Batch<float>&, const Mat<float>&) override { return false; }
 
   const char* ItemName() const override { return "chars/s"; }
-  int64_t ItemsPerStep(const Batch<float>& batch) const override { return batch.T * batch.B; }
+  int64_t ItemsPerStep(const Batch<float>& batch) const override { return batch.T * batch.whole_B(); }
   std::string Progress(int64_t epoch) const override {
     std::ostringstream out;
     out << "epoch " << std::fixed << std::setprecision(2) << static_cast<double>(epoch) + EpochFraction();
@@ -92,7 +108,12 @@ class CorpusData final : public TrainData {
 
   nlohmann::json Validate(const ModelConfig& config, const ModelParams<float>& params, int threads) override {
     if (val_batch_ == 0) return {{"val_loss", nullptr}};
-    const double val = EvaluateLoss(config, params, *corpus_, splits_.validation, val_batch_, o_.seq_len, threads);
+    const StreamShare share = StreamShare::OfRank(val_batch_, comm_.rank(), comm_.size());
+    const LossSum part = EvaluateLossSum(config, params, *corpus_, splits_.validation, val_batch_, o_.seq_len, threads,
+                                         share);
+    double sums[2] = {part.nats, static_cast<double>(part.symbols)};
+    comm_.Sum(std::span<double>(sums));
+    const double val = sums[0] / sums[1];
     return {{"val_loss", val}, {"val_bpc", val / std::log(2.0)}, {"val_streams", val_batch_}};
   }
   std::string DescribeValidation(const nlohmann::json& m) const override {
@@ -150,6 +171,7 @@ class CorpusData final : public TrainData {
   }
 
   TrainOptions o_;
+  Communicator& comm_;
   std::unique_ptr<EncodedCorpus> corpus_;
   nlohmann::json fingerprint_;
   CorpusSplits splits_;
@@ -160,8 +182,9 @@ class CorpusData final : public TrainData {
 }  // namespace
 
 std::unique_ptr<TrainData> MakeCorpusData(const TrainOptions& options, const std::filesystem::path& dir,
-                                          const Checkpoint* resume, std::ostream& log) {
-  return std::make_unique<CorpusData>(options, dir, resume, log);
+                                          const Checkpoint* resume, std::ostream& log, Communicator& comm,
+                                          StreamShare share) {
+  return std::make_unique<CorpusData>(options, dir, resume, log, comm, share);
 }
 
 }  // namespace bptt

@@ -11,24 +11,31 @@
 
 namespace bptt {
 
-double EvaluateLoss(const ModelConfig& config, const ModelParams<float>& params,
-                    const EncodedCorpus& corpus, SymbolRange range, int B, int T, int threads) {
-  BatchStream stream(corpus, range, B, T, /*allow_partial=*/true);
-  State<float> state = State<float>::Zeros(config, B);
+LossSum EvaluateLossSum(const ModelConfig& config, const ModelParams<float>& params, const EncodedCorpus& corpus,
+                        SymbolRange range, int B, int T, int threads, StreamShare share) {
+  LossSum sum;
+  if (share.size() == 0) return sum;
+  BatchStream stream(corpus, range, B, T, /*allow_partial=*/true, share);
+  State<float> state = State<float>::Zeros(config, share.size());
   ModelCache<float> cache;
   Batch<float> batch;
-  batch.B = B;
-  double total = 0;  // nats summed over the scored symbols
-  uint64_t count = 0;
+  batch.B = share.size();
   while (const int steps = stream.Next(batch.ids, batch.classes)) {
     batch.T = steps;
     Forward(config, params, batch, state, cache, threads);
-    const auto n = static_cast<uint64_t>(steps) * static_cast<uint64_t>(B);
-    total += SoftmaxCrossEntropy<float>(cache.outputs, batch.classes, nullptr, threads) * static_cast<double>(n);
-    count += n;
+    const auto n = static_cast<uint64_t>(steps) * static_cast<uint64_t>(batch.B);
+    sum.nats += SoftmaxCrossEntropy<float>(cache.outputs, batch.classes, nullptr, threads) * static_cast<double>(n);
+    sum.symbols += n;
     FinalState(config, cache, state);
   }
-  return total / static_cast<double>(count);
+  return sum;
+}
+
+double EvaluateLoss(const ModelConfig& config, const ModelParams<float>& params,
+                    const EncodedCorpus& corpus, SymbolRange range, int B, int T, int threads) {
+  if (B < 1) throw Error("evaluation needs at least one stream, got B = " + std::to_string(B));
+  const LossSum sum = EvaluateLossSum(config, params, corpus, range, B, T, threads, {0, B});
+  return sum.nats / static_cast<double>(sum.symbols);
 }
 
 namespace {

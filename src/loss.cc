@@ -16,11 +16,11 @@ int64_t Scored(const Mask& scored, Eigen::Index N) {
 
 template <typename S>
 double SoftmaxCrossEntropy(const Mat<S>& logits, const Ids& targets, const Mask& scored, Mat<S>* dlogits,
-                           int threads) {
+                           int threads, int64_t divide_by) {
   const Eigen::Index N = logits.cols();
   if (targets.size() != N || (scored.size() != 0 && scored.size() != N))
     throw Error("softmax cross-entropy: targets and mask must have one entry per position");
-  const int64_t count = Scored(scored, N);
+  const int64_t count = divide_by > 0 ? divide_by : Scored(scored, N);
   for (Eigen::Index j = 0; j < N; ++j)
     if ((scored.size() == 0 || scored(j) != 0) && (targets(j) < 0 || targets(j) >= logits.rows()))
       throw Error("target class " + std::to_string(targets(j)) + " is outside the " + std::to_string(logits.rows()) +
@@ -48,11 +48,11 @@ double SoftmaxCrossEntropy(const Mat<S>& logits, const Ids& targets, const Mask&
 
 template <typename S>
 double MeanSquaredError(const Mat<S>& predictions, const Mat<S>& targets, const Mask& scored, Mat<S>* dpredictions,
-                        int threads) {
+                        int threads, int64_t divide_by) {
   const Eigen::Index N = predictions.cols(), O = predictions.rows();
   if (targets.rows() != O || targets.cols() != N || (scored.size() != 0 && scored.size() != N))
     throw Error("mean squared error: targets must be (O, N) and the mask have one entry per position");
-  const int64_t count = Scored(scored, N);
+  const int64_t count = divide_by > 0 ? divide_by : Scored(scored, N);
   if (dpredictions) EnsureShape(*dpredictions, O, N);
   const double scale = count == 0 ? 0.0 : 1.0 / (static_cast<double>(count) * static_cast<double>(O));
   Eigen::VectorXd column_loss = Eigen::VectorXd::Zero(N);
@@ -71,13 +71,21 @@ double MeanSquaredError(const Mat<S>& predictions, const Mat<S>& targets, const 
 template <typename S>
 double HeadLoss(const ModelConfig& config, const Mat<S>& outputs, const Batch<S>& batch, Mat<S>* doutputs,
                 int threads) {
-  if (config.head == Head::kRegression) return MeanSquaredError(outputs, batch.values, batch.scored, doutputs, threads);
-  return SoftmaxCrossEntropy(outputs, batch.classes, batch.scored, doutputs, threads);
+  int64_t count = 0;  // N_s of the batch itself
+  if (batch.whole_B() != batch.B) {
+    if (batch.scored.size() != 0)
+      throw Error("the loss of a slice of a batch needs the scored positions of the whole batch: "
+                  "a batch with a mask cannot be split");
+    count = static_cast<int64_t>(batch.T * batch.whole_B());
+  }
+  if (config.head == Head::kRegression)
+    return MeanSquaredError(outputs, batch.values, batch.scored, doutputs, threads, count);
+  return SoftmaxCrossEntropy(outputs, batch.classes, batch.scored, doutputs, threads, count);
 }
 
 #define BPTT_INSTANTIATE(S)                                                                                   \
-  template double SoftmaxCrossEntropy<S>(const Mat<S>&, const Ids&, const Mask&, Mat<S>*, int);              \
-  template double MeanSquaredError<S>(const Mat<S>&, const Mat<S>&, const Mask&, Mat<S>*, int);              \
+  template double SoftmaxCrossEntropy<S>(const Mat<S>&, const Ids&, const Mask&, Mat<S>*, int, int64_t);     \
+  template double MeanSquaredError<S>(const Mat<S>&, const Mat<S>&, const Mask&, Mat<S>*, int, int64_t);     \
   template double HeadLoss<S>(const ModelConfig&, const Mat<S>&, const Batch<S>&, Mat<S>*, int);
 BPTT_INSTANTIATE(float)
 BPTT_INSTANTIATE(double)

@@ -276,6 +276,9 @@ void CheckBatch(const ModelConfig& config, const Batch<S>& batch) {
                            : batch.ids.size() != TB)
     throw Error("the batch's inputs do not match the model's input (" +
                 std::string(config.dense_input() ? "dense" : "symbols") + ", " + std::to_string(TB) + " positions)");
+  if (batch.first < 0 || batch.first + batch.B > batch.whole_B())
+    throw Error("the batch's sequences [" + std::to_string(batch.first) + ", " + std::to_string(batch.first + batch.B) +
+                ") are not a slice of its whole batch of " + std::to_string(batch.whole_B()));
   if (!config.dense_input())
     for (Eigen::Index j = 0; j < TB; ++j)
       if (batch.ids(j) < 0 || batch.ids(j) >= config.vocab_size)
@@ -331,8 +334,15 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
       Mat<S>& mask = cache.dropout_mask[l];
       EnsureShape(mask, H, TB);
       const S keep_scale = S(1) / S(1 - config.dropout);
-      for (Eigen::Index k = 0; k < mask.size(); ++k)
-        mask(k) = dropout_rng->Uniform() < config.dropout ? S(0) : keep_scale;
+      // The mask of the whole batch is drawn in column order, (H, T*whole_B); a slice keeps its
+      // own columns and skips the others' draws, so each slice has the whole batch's values.
+      const Eigen::Index before = H * batch.first, after = H * (batch.whole_B() - batch.first - B);
+      for (Eigen::Index t = 0; t < T; ++t) {
+        dropout_rng->Discard(static_cast<uint64_t>(before));
+        for (Eigen::Index k = t * B * H; k < (t + 1) * B * H; ++k)
+          mask(k) = dropout_rng->Uniform() < config.dropout ? S(0) : keep_scale;
+        dropout_rng->Discard(static_cast<uint64_t>(after));
+      }
       cache.dropped[l] = (LayerOutput(cache, l).array() * mask.array()).matrix();
     }
   }

@@ -1,6 +1,8 @@
 // What a training run reads: the batches of a corpus (a language model) or of a generated task,
 // and how each is validated, resumed and summarised. The trainer (trainer.cc) runs either the
-// same way through this interface.
+// same way through this interface. In a distributed run (distributed.h; a corpus only) each
+// rank's data reads its share of the streams, and Validate is collective: each rank scores its
+// share of the validation streams and the sums over the ranks give every rank the figures.
 #pragma once
 
 #include <filesystem>
@@ -13,6 +15,7 @@
 #include "bptt/model.h"
 #include "bptt/trainer.h"
 #include "bptt/vocab.h"
+#include "distributed.h"
 
 namespace bptt {
 
@@ -28,8 +31,8 @@ class TrainData {
   virtual int timesteps() const = 0;       // T of a training batch
   virtual std::string Describe() const = 0;
 
-  // Fills the next training batch (B = batch.B); false at the end of an epoch, after which the
-  // trainer calls Rewind.
+  // Fills the next training batch (batch.B sequences: this rank's share); false at the end of
+  // an epoch, after which the trainer calls Rewind.
   virtual bool Next(Batch<float>& batch) = 0;
   virtual void Rewind() = 0;
   // Whether the state is carried from one batch to the next (a corpus's streams) or starts at
@@ -65,11 +68,14 @@ class TrainData {
                                  bool solved, int threads) = 0;
 };
 
-// A corpus: B contiguous streams of the train split, T symbols at a time; validation on the
-// validation split in B streams; the summary's one-stream figure of the best checkpoint.
-// With `resume`, the corpus must be the one the checkpoint was trained on.
+// A corpus: B contiguous streams of the train split, of which it reads `share`, T symbols at a
+// time; validation on the validation split in B streams; the summary's one-stream figure of the
+// best checkpoint. With `resume`, the corpus must be the one the checkpoint was trained on.
+// Rank 0 encodes the corpus into dir/corpus.ids and the other ranks map that file, so dir must
+// be on a file system that every rank sees.
 std::unique_ptr<TrainData> MakeCorpusData(const TrainOptions& options, const std::filesystem::path& dir,
-                                          const Checkpoint* resume, std::ostream& log);
+                                          const Checkpoint* resume, std::ostream& log, Communicator& comm,
+                                          StreamShare share);
 
 // A generated task (task.h): B fresh sequences a step from the training stream of the seed;
 // validation on the test set, scored by the paper's criterion.

@@ -12,6 +12,7 @@
 #include <limits>
 #include <numbers>
 #include <sstream>
+#include <thread>
 
 #include "bptt/checkpoint.h"
 #include "bptt/clip.h"
@@ -22,6 +23,7 @@
 #include "bptt/evaluate.h"
 #include "bptt/loss.h"
 #include "bptt/plot.h"
+#include "distributed.h"
 #include "train_data.h"
 
 namespace bptt {
@@ -131,8 +133,13 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                 [](const std::string& v, const std::string& f) { return ParseFeedback(v, f); }),
       Field<O>(kBoth, "seed", "seed", optim, "random seed of every stream: initialisation, dropout, task data", kFixed,
                [](O& o) -> auto& { return o.seed; }),
-      Field<O>(kBoth, "threads", "threads", optim, "threads (0 = every core)", kChanges,
+      Field<O>(kBoth, "threads", "threads", optim,
+               "threads (0 = every core; distributed: the machine's cores shared between its ranks)", kChanges,
                [](O& o) -> auto& { return o.threads; }),
+      Field<O>(kTrain, "distributed", "", optim,
+               "train with the other ranks of the MPI job, each on its share of the --batch streams (automatic "
+               "under mpirun; docs/distributed.md)",
+               kChanges, [](O& o) -> auto& { return o.distributed; }),
       Field<O>(kBoth, "max-steps", "max_steps", schedule, "stop after this many steps (0 = no limit)", kChanges,
                [](O& o) -> auto& { return o.max_steps; }),
       Field<O>(kTrain, "max-epochs", "max_epochs", schedule,
@@ -259,54 +266,98 @@ std::string TaskOf(const nlohmann::json& j) {
 
 namespace {
 
-// The state of one run, from setup to the last checkpoint.
+// The state of one run, from setup to the last checkpoint. In a distributed run every rank has
+// one, holding its share of the streams; rank 0's alone writes to the log and to DIR.
 class Run {
  public:
   Run(TrainOptions options, std::ostream& log, bool live, const TrainHooks& hooks)
-      : o_(std::move(options)), log_(log), live_(live), hooks_(hooks) {}
+      : o_(std::move(options)),
+        comm_(OpenCommunicator(o_.distributed)),
+        share_{0, o_.batch},
+        errors_(log),
+        log_(root() ? log : quiet_),
+        live_(live && root()),
+        hooks_(hooks) {}
 
   TrainResult Start() {
-    Setup(nullptr);
-    Rng init_rng(o_.seed);
-    Initialize(o_.model, o_.init, init_rng, params_);
-    Rng feedback_rng(StreamSeed(o_.seed, kFeedbackStream));
-    feedback_ = FeedbackMatrices<float>::Draw(o_.feedback, o_.model, feedback_rng);
-    state_ = State<float>::Zeros(o_.model, o_.batch);
-    std::ofstream(dir_ / "metrics.jsonl", std::ios::trunc);
-    log_ << "bptt train: " << o_.model.cell->name << " " << o_.model.layers << "x" << o_.model.hidden_size << ", "
-         << params_.Count() << " parameters; " << data_->Describe() << "; run directory " << dir_.string() << "\n";
-    return Loop();
+    return Guarded([&] {
+      Setup(nullptr);
+      Rng init_rng(o_.seed);
+      Initialize(o_.model, o_.init, init_rng, params_);
+      Rng feedback_rng(StreamSeed(o_.seed, kFeedbackStream));
+      feedback_ = FeedbackMatrices<float>::Draw(o_.feedback, o_.model, feedback_rng);
+      state_ = State<float>::Zeros(o_.model, share_.size());
+      if (root()) std::ofstream(dir_ / "metrics.jsonl", std::ios::trunc);
+      log_ << "bptt train: " << o_.model.cell->name << " " << o_.model.layers << "x" << o_.model.hidden_size << ", "
+           << params_.Count() << " parameters; " << data_->Describe() << "; run directory " << dir_.string() << "\n";
+      return Loop();
+    });
   }
 
   TrainResult Continue(const Checkpoint& ck) {
-    Setup(&ck);
-    Restore(ck);
-    TruncateMetrics();
-    log_ << "bptt train: resuming " << dir_.string() << " at step " << step_ << "\n";
-    return Loop();
+    return Guarded([&] {
+      Setup(&ck);
+      Restore(ck);
+      if (root()) TruncateMetrics();
+      log_ << "bptt train: resuming " << dir_.string() << " at step " << step_ << "\n";
+      return Loop();
+    });
   }
 
  private:
+  bool root() const { return comm_->rank() == 0; }
+  bool distributed() const { return comm_->size() > 1; }
+
+  // Runs the training; in a distributed run an error ends every rank's process (the others may
+  // be waiting for this one), after saying which rank failed and why.
+  template <typename F>
+  TrainResult Guarded(F&& train) {
+    try {
+      return train();
+    } catch (const std::exception& e) {
+      if (!distributed()) throw;
+      errors_ << "bptt train: rank " << comm_->rank() << " of " << comm_->size() << ": " << e.what() << "\n"
+              << std::flush;
+      comm_->Abort(1);
+      throw;  // not reached: Abort ends the process
+    }
+  }
+
   void Setup(const Checkpoint* resume) {
     o_.Validate();
+    if (distributed() && !o_.task.empty())
+      throw Error("a task trains in one process: distributed training takes a corpus (bptt train)");
+    if (o_.batch < comm_->size())
+      throw Error("--batch " + std::to_string(o_.batch) + " is fewer streams than the " +
+                  std::to_string(comm_->size()) + " ranks: each rank needs at least one");
+    share_ = StreamShare::OfRank(o_.batch, comm_->rank(), comm_->size());
     dir_ = o_.out;
     std::filesystem::create_directories(dir_);
-    RemoveStaleTemporaries();
-    threads_ = o_.threads > 0 ? o_.threads : omp_get_num_procs();
+    if (root()) RemoveStaleTemporaries();
+    threads_ = o_.threads > 0 ? o_.threads : DefaultThreads(*comm_);
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    if (distributed() && cores > 0 && comm_->local_size() * threads_ > cores)
+      log_ << "bptt train: warning: " << comm_->local_size() << " ranks x " << threads_ << " threads on a machine of "
+           << cores << " cores oversubscribe it; leave --threads at 0 for cores / ranks\n";
+    if (distributed()) log_ << "bptt train: distributed over " << comm_->Describe() << ", " << threads_
+                            << (threads_ == 1 ? " thread" : " threads") << " per rank\n";
 
-    data_ = o_.task.empty() ? MakeCorpusData(o_, dir_, resume, log_) : MakeTaskData(o_);
+    data_ = o_.task.empty() ? MakeCorpusData(o_, dir_, resume, log_, *comm_, share_) : MakeTaskData(o_);
     data_->Shape(o_.model);
     o_.model.Validate();
     vocab_ = data_->vocab();
 
-    const uint64_t need = EstimateTrainingBytes(o_.model, data_->timesteps(), o_.batch, OptimizerSlots(o_.optimizer));
+    // Each rank's share, times the ranks that share this machine's memory.
+    const uint64_t need = EstimateTrainingBytes(o_.model, data_->timesteps(), share_.size(),
+                                                OptimizerSlots(o_.optimizer)) *
+                          static_cast<uint64_t>(comm_->local_size());
     const uint64_t have = AvailableBytes();
     if (have > 0 && need > have)
       throw Error("the model needs about " + std::to_string(need >> 20) + " MiB to train but only " +
                   std::to_string(have >> 20) + " MiB are available; reduce --hidden, --layers, --batch or --seq-len");
     if (o_.max_steps == 0 && o_.max_epochs == 0 && o_.time_budget == 0 && o_.max_sequences == 0 && o_.task.empty())
       o_.max_epochs = 50;
-    if (o_.decay_every > 0) decay_probe_ = data_->DecayProbe(o_.decay_steps, o_.decay_batch);
+    if (o_.decay_every > 0 && root()) decay_probe_ = data_->DecayProbe(o_.decay_steps, o_.decay_batch);
     if (o_.feedback == Feedback::kDfa && o_.model.embed_size > 0)
       throw Error("--feedback dfa sends the error to the layers, not to an embedding: use one-hot input (--embed 0)");
     grads_ = ModelParams<float>::Zeros(o_.model);
@@ -336,17 +387,19 @@ class Run {
     const Clock::time_point start = Clock::now();
     Clock::time_point window_start = start;
     Batch<float> batch;
-    batch.B = o_.batch;
+    batch.B = share_.size();  // this rank's streams [first, first + B) of the whole batch
+    batch.first = share_.begin;
+    batch.whole = o_.batch;
     ModelCache<float> cache;
     Mat<float> doutputs;
-    double window_loss = 0, window_norm = 0;
+    double window_loss = 0, window_norm = 0, window_reduce = 0;
     int64_t window_steps = 0, window_clipped = 0, window_items = 0;
     TrainResult result;
     result.dir = dir_;
     // After a divergence: true when rolled back (go on training), false when the run must end.
     const auto diverged = [&](const std::string& why) {
       if (RollBack(why)) {
-        window_loss = window_norm = 0;
+        window_loss = window_norm = window_reduce = 0;
         window_steps = window_clipped = window_items = 0;
         return true;
       }
@@ -356,6 +409,7 @@ class Run {
     };
     const int64_t first_step = step_;
     bool limit_reached = false;
+    bool any_out_of_time = false;  // distributed: some rank passed --time-budget at the last step
 
     // The step and epoch counts come from a checkpoint, which may hold any count: the limits are
     // tested without overflowing (step_ * batch >= max_sequences), and no count passes INT64_MAX.
@@ -364,7 +418,12 @@ class Run {
       if (o_.max_steps > 0 && step_ >= o_.max_steps) { limit_reached = true; break; }
       if (o_.max_sequences > 0 && step_ > (o_.max_sequences - 1) / o_.batch) { limit_reached = true; break; }
       if (step_ == kMaxCount) { limit_reached = true; break; }
-      if (o_.time_budget > 0 && Seconds(start) >= o_.time_budget) { limit_reached = true; break; }
+      // Distributed, the ranks learn at each step's reduction whether any rank's clock has passed
+      // the budget, so that they stop at the same step.
+      if (o_.time_budget > 0 && (distributed() ? any_out_of_time : Seconds(start) >= o_.time_budget)) {
+        limit_reached = true;
+        break;
+      }
       if (!data_->Next(batch)) {  // end of epoch: the state starts afresh
         if (epoch_ < kMaxCount) ++epoch_;
         data_->Rewind();
@@ -375,10 +434,20 @@ class Run {
       if (!data_->carries_state()) state_.SetZero();
 
       Forward(o_.model, params_, batch, state_, cache, threads_, &rng_);
-      const double loss = HeadLoss(o_.model, cache.outputs, batch, &doutputs, threads_);
+      // A rank's loss and gradients are its positions' sums divided by the whole batch's
+      // positions (loss.h), so the sums over the ranks are the whole batch's.
+      double loss = HeadLoss(o_.model, cache.outputs, batch, &doutputs, threads_);
       grads_.SetZero();
       Backward(o_.model, params_, batch, cache, doutputs, nullptr, grads_, nullptr, threads_, &feedback_);
       if (o_.feedback != Feedback::kBptt && (step_ + 1) % o_.eval_every == 0) Align(batch, cache, doutputs);
+      bool stop = stop_requested.load() || (hooks_.stop && hooks_.stop());
+      if (distributed()) {
+        StepSums sums{loss, stop, o_.time_budget > 0 && Seconds(start) >= o_.time_budget};
+        window_reduce += SumOverRanks(sums);
+        loss = sums.loss;
+        stop = sums.stop;
+        any_out_of_time = sums.out_of_time;
+      }
       if (o_.clip_value > 0) ClipGradValue(grads_, o_.clip_value);
       const double norm = o_.clip_norm > 0 ? ClipGradNorm(grads_, o_.clip_norm) : GradNorm(grads_);
       if (!std::isfinite(loss) || !std::isfinite(norm)) {
@@ -414,15 +483,16 @@ class Run {
         log_ << line << std::flush;
       }
       if (log_now) {
+        if (distributed()) allreduce_ms_ = 1e3 * window_reduce / static_cast<double>(window_steps);
         LogWindow(window_loss / window_steps, window_norm / window_steps,
                   static_cast<double>(window_clipped) / window_steps,
                   static_cast<double>(window_items) / Seconds(window_start), Seconds(start), eval_now);
         result.train_loss = window_loss / window_steps;
-        window_loss = window_norm = 0;
+        window_loss = window_norm = window_reduce = 0;
         window_steps = window_clipped = window_items = 0;
         window_start = Clock::now();
       }
-      if (o_.decay_every > 0 && step_ % o_.decay_every == 0) {
+      if (o_.decay_every > 0 && step_ % o_.decay_every == 0 && root()) {
         DecayOptions decay;
         decay.jacobian_lags = 0;
         RecordDecay(o_.model, params_, decay_probe_, decay, dir_, step_);
@@ -433,7 +503,7 @@ class Run {
         limit_reached = true;
         break;
       }
-      if (stop_requested.load() || (hooks_.stop && hooks_.stop())) {
+      if (stop) {
         result.end = TrainEnd::kInterrupted;
         break;
       }
@@ -447,29 +517,110 @@ class Run {
         // resumed must end with the best checkpoint of an uninterrupted one.
         nlohmann::json m;
         if (window_steps > 0) {
+          if (distributed()) allreduce_ms_ = 1e3 * window_reduce / static_cast<double>(window_steps);
           m = LogWindow(window_loss / window_steps, window_norm / window_steps,
                         static_cast<double>(window_clipped) / window_steps,
                         static_cast<double>(window_items) / Seconds(window_start), Seconds(start), true,
                         limit_reached);
         } else {
-          std::filesystem::resize_file(dir_ / "metrics.jsonl", last_line_offset_);
+          if (root()) std::filesystem::resize_file(dir_ / "metrics.jsonl", last_line_offset_);
           m = LogWindow(last_metrics_["train_loss"], last_metrics_["grad_norm"], last_metrics_["clip_fraction"],
                         last_metrics_["items_per_s"], last_metrics_["wall_s"], true, limit_reached);
         }
         result.train_loss = m["train_loss"];
       }
       SaveLatest();
-      if (result.end != TrainEnd::kInterrupted) {
+      // Distributed: each rank's FNV-1a of its final weights, in rank order (all equal).
+      std::vector<uint64_t> fingerprints;
+      if (result.end != TrainEnd::kInterrupted && distributed()) fingerprints = comm_->AllGather(WeightsFingerprint(false));
+      if (result.end != TrainEnd::kInterrupted && root()) {
         result.summary = data_->Summary(o_.model, BestParams(), step_, result.end == TrainEnd::kSolved, threads_);
         result.summary["steps"] = step_;
         result.summary["best_val_loss"] = best_val_loss_ > 0 ? nlohmann::json(best_val_loss_) : nlohmann::json(nullptr);
         result.summary["end"] = result.end == TrainEnd::kSolved ? "solved" : "limit";
+        if (distributed()) {
+          result.summary["ranks"] = comm_->size();
+          nlohmann::json hex = nlohmann::json::array();
+          for (uint64_t f : fingerprints) {
+            char text[17];
+            std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(f));
+            hex.push_back(text);
+          }
+          result.summary["weights_fnv1a_by_rank"] = hex;
+        }
         SaveText(result.summary.dump(2) + "\n", dir_ / "summary.json");
       }
     }
     result.steps = step_;
     result.best_val_loss = best_val_loss_;
+    result.rank = comm_->rank();
+    result.fingerprint = WeightsFingerprint(false);
     return result;
+  }
+
+  // FNV-1a of the weights (and the optimizer's buffers), which every rank must agree on.
+  uint64_t WeightsFingerprint(bool with_optimizer) const {
+    uint64_t hash = Fingerprint({});
+    const auto add = [&hash](const Mat<float>& m) { hash = Fingerprint({m.data(), static_cast<size_t>(m.size())}, hash); };
+    params_.ForEach([&](const std::string&, const Mat<float>& m) { add(m); });
+    if (with_optimizer)
+      for (const auto* slots : {&optimizer_state_.slot1, &optimizer_state_.slot2})
+        for (const Mat<float>& m : *slots) add(m);
+    return hash;
+  }
+
+  // The carried state of all B streams, on rank 0 (each rank holds the columns of its share;
+  // the shares in rank order are the whole batch). Collective.
+  State<float> WholeState() {
+    if (!distributed()) return state_;
+    State<float> whole = State<float>::Zeros(o_.model, o_.batch);
+    std::vector<float> all;
+    for (int l = 0; l < o_.model.layers; ++l) {
+      for (auto [part, to] : {std::pair{&state_.h, &whole.h}, std::pair{&state_.c, &whole.c}}) {
+        if (part->empty()) continue;
+        const Mat<float>& m = (*part)[l];
+        comm_->Gather({m.data(), static_cast<size_t>(m.size())}, all);
+        if (root()) (*to)[l] = Eigen::Map<const Mat<float>>(all.data(), m.rows(), o_.batch);
+      }
+    }
+    return whole;
+  }
+
+  // What the ranks sum at each step besides the gradients: the loss, and whether any rank was
+  // asked to stop (SIGINT, SIGTERM) or ran out of --time-budget.
+  struct StepSums {
+    double loss = 0;
+    bool stop = false;
+    bool out_of_time = false;
+  };
+
+  // Sums the ranks' gradients in grads_, and `sums`, with one allreduce of one flat float
+  // buffer: the gradients in ModelParams::ForEach order, then the loss and the two flags.
+  // Returns the seconds the allreduce took. Every rank receives the same bits (the reduction is
+  // MPI's, the same on every rank; Save checks that the ranks agree).
+  double SumOverRanks(StepSums& sums) {
+    const auto count = static_cast<size_t>(grads_.Count());
+    flat_.resize(count + 3);
+    size_t at = 0;
+    grads_.ForEach([&](const std::string&, const Mat<float>& m) {
+      std::copy(m.data(), m.data() + m.size(), flat_.data() + at);
+      at += static_cast<size_t>(m.size());
+    });
+    flat_[count] = static_cast<float>(sums.loss);
+    flat_[count + 1] = sums.stop ? 1.0f : 0.0f;
+    flat_[count + 2] = sums.out_of_time ? 1.0f : 0.0f;
+    const Clock::time_point start = Clock::now();
+    comm_->Sum(std::span<float>(flat_));
+    const double seconds = Seconds(start);
+    at = 0;
+    grads_.ForEach([&](const std::string&, Mat<float>& m) {
+      std::copy(flat_.data() + at, flat_.data() + at + m.size(), m.data());
+      at += static_cast<size_t>(m.size());
+    });
+    sums.loss = flat_[count];
+    sums.stop = flat_[count + 1] > 0;
+    sums.out_of_time = flat_[count + 2] > 0;
+    return seconds;
   }
 
   // The weights of best.safetensors, or the current ones without a validation.
@@ -496,6 +647,7 @@ class Run {
                         {"clip_fraction", clip_fraction}, {"items_per_s", items_per_s}, {"wall_s", wall}};
     data_->NameRate(m, items_per_s);
     if (validate && !alignment_.empty()) m["alignment_deg"] = alignment_;
+    if (allreduce_ms_ >= 0) m["allreduce_ms"] = allreduce_ms_;  // per step, distributed
     if (validate) {
       const nlohmann::json v = data_->Validate(o_.model, params_, threads_);
       for (const auto& [key, value] : v.items()) m[key] = value;
@@ -506,6 +658,7 @@ class Run {
       }
     }
     last_metrics_ = m;
+    if (!root()) return m;
     const auto metrics_path = dir_ / "metrics.jsonl";
     last_line_offset_ = std::filesystem::exists(metrics_path) ? std::filesystem::file_size(metrics_path) : 0;
     std::ofstream(metrics_path, std::ios::app) << m.dump() << "\n";
@@ -524,18 +677,26 @@ class Run {
   }
 
   // Checkpoints hold no wall-clock figures or output path, so that the same seed and thread
-  // count give the same bytes (metrics.jsonl keeps the rates and wall_s).
+  // count give the same bytes (metrics.jsonl keeps the rates and wall_s). Collective in a
+  // distributed run: the ranks check that they agree on the weights and gather the carried
+  // state, and rank 0 writes.
   void Save(const std::filesystem::path& path, const nlohmann::json& metrics) {
+    if (distributed())
+      CheckSameOnEveryRank(*comm_, WeightsFingerprint(true), "weights and optimizer state at step " +
+                                                                 std::to_string(step_));
+    State<float> carried = WholeState();
+    if (!root()) return;
     Checkpoint ck;
     ck.config = o_.model;
     ck.params = params_;
     ck.vocab = vocab_;
     ck.step = step_;
     ck.metrics = metrics;
-    for (const char* key : {"chars_per_s", "sequences_per_s", "items_per_s", "wall_s"}) ck.metrics.erase(key);
+    for (const char* key : {"chars_per_s", "sequences_per_s", "items_per_s", "wall_s", "allreduce_ms"})
+      ck.metrics.erase(key);
     TrainingState t;
     t.optimizer = optimizer_state_;
-    t.carried = state_;
+    t.carried = std::move(carried);
     t.rng = rng_.Save();
     t.epoch = epoch_;
     t.chunk = data_->position();
@@ -578,9 +739,11 @@ class Run {
     } catch (const Error& e) {
       throw Error(source + ": " + e.what());
     }
-    state_ = t.carried;
-    if (state_.h.empty() || state_.h[0].cols() != o_.batch)
+    if (t.carried.h.empty() || t.carried.h[0].cols() != o_.batch)
       throw Error(source + ": carried state does not match --batch " + std::to_string(o_.batch));
+    state_ = t.carried;  // this rank's share of the streams
+    for (auto* part : {&state_.h, &state_.c})
+      for (Mat<float>& m : *part) m = Mat<float>(m.middleCols(share_.begin, share_.size()));
     rng_.Restore(t.rng);
     if (t.feedback.rule != o_.feedback)
       throw Error(source + ": the checkpoint's feedback matrices are not those of --feedback " +
@@ -632,9 +795,15 @@ class Run {
   }
 
   TrainOptions o_;
+  std::unique_ptr<Communicator> comm_;  // this process alone, or the ranks of the MPI job
+  StreamShare share_;                   // this rank's streams of the o_.batch
+  std::ostream quiet_{nullptr};         // the log of the ranks other than 0: discards
+  std::ostream& errors_;                // where a rank says why it failed
   std::ostream& log_;
   bool live_;
   const TrainHooks& hooks_;
+  std::vector<float> flat_;             // the gradients as one buffer, for the allreduce
+  double allreduce_ms_ = -1;            // the last window's allreduce per step; -1 in one process
   std::filesystem::path dir_;
   int threads_ = 1;
   std::unique_ptr<TrainData> data_;

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "distributed.h"
+
 namespace bptt {
 
 const char* Version() { return BPTT_VERSION; }
@@ -30,6 +32,7 @@ std::string VersionText() {
   text += "large products: Eigen\n";
 #endif
   text += "threads: OpenMP\n";
+  text += HaveMpi() ? "distributed: MPI (bptt train under mpirun)\n" : "distributed: no (built without MPI)\n";
 #if defined(BPTT_PYTHON_MODULE)
   text += "python module: built (import bptt)\n";
 #else

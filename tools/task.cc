@@ -60,6 +60,7 @@ int Task(int argc, char** argv) {
   o.task = name;
   if (!cli.Given("T")) o.task_length = Task::Make(name)->info().default_T;
   if (o.out.empty()) throw Error("--out is required");
+  o.distributed = LaunchedByMpi();  // refused by the trainer with more than one rank
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);

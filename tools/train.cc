@@ -19,8 +19,9 @@ void OnSignal(int) { RequestStop(); }
 
 }  // namespace
 
-// How a run ended, on stderr; the exit status.
+// How a run ended, on stderr (by rank 0 alone in a distributed run); the exit status.
 int ReportRun(const TrainResult& result, const char* command) {
+  if (result.rank != 0) return result.end == TrainEnd::kDiverged ? 3 : 0;
   switch (result.end) {
     case TrainEnd::kDiverged:
       std::cerr << "bptt " << command << ": " << result.message << "\n";
@@ -67,8 +68,11 @@ int Train(int argc, char** argv) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   const bool live = isatty(STDERR_FILENO) != 0;
-  if (!resume.empty()) return ReportRun(Resume(resume, cli.given(), std::cerr, live), "train");
+  nlohmann::json given = cli.given();
+  if (LaunchedByMpi()) given["distributed"] = true;  // mpirun -np N bptt train ...
+  if (!resume.empty()) return ReportRun(Resume(resume, given, std::cerr, live), "train");
   TrainOptions o = cli.Apply(TrainOptions());
+  o.distributed = given.value("distributed", false);
   if (o.out.empty()) {
     const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
     char stamp[32];

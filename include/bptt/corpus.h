@@ -14,10 +14,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "bptt/batch.h"
 #include "bptt/tensor.h"
 #include "bptt/vocab.h"
 
@@ -147,15 +149,19 @@ class EncodedCorpus {
 // [0, Ls). Chunk k covers t in [k*T, k*T + T); in inputs and targets, (T*B), element t*B + b is
 // timestep t of stream b. Without allow_partial an epoch is floor(Ls / T) full chunks; with it
 // (validation, to cover the whole range) the last chunk may be shorter.
+// With a share (batch.h; every stream when none is given), only streams [share.begin, share.end) of the B are read: the columns
+// are then t*S + (b - share.begin) for the S = share.size() streams of the share, the part of
+// the whole chunk that one process of a distributed run trains on.
 class BatchStream {
  public:
   // Throws bptt::Error if the range lies outside the corpus or is too short for one chunk
-  // (B*T + 1 symbols, or B + 1 with allow_partial).
+  // (B*T + 1 symbols, or B + 1 with allow_partial), or the share is not within [0, B).
   BatchStream(const EncodedCorpus& corpus, SymbolRange range, int batch_size, int timesteps,
-              bool allow_partial = false);
+              bool allow_partial = false, std::optional<StreamShare> share = std::nullopt);
 
-  // Fills the next chunk (resizing inputs and targets to steps*B) and returns its timesteps
-  // `steps` (T, or fewer for a partial last chunk); 0 at the end of the epoch.
+  // Fills the next chunk (resizing inputs and targets to steps*S; S = B without a share) and
+  // returns its timesteps `steps` (T, or fewer for a partial last chunk); 0 at the end of the
+  // epoch.
   int Next(Ids& inputs, Ids& targets);
   void Rewind() { chunk_ = 0; }
   // The next Next() returns chunk `chunk`; chunk == chunks_per_epoch() is the end of the epoch.
@@ -165,12 +171,14 @@ class BatchStream {
   size_t chunks_per_epoch() const { return chunks_per_epoch_; }
   size_t stream_length() const { return stream_length_; }  // Ls
   int batch_size() const { return batch_size_; }
+  StreamShare share() const { return share_; }
   int timesteps() const { return timesteps_; }
 
  private:
   const EncodedCorpus* corpus_;
   SymbolRange range_;
   int batch_size_;
+  StreamShare share_;
   int timesteps_;
   size_t stream_length_ = 0;
   size_t chunks_per_epoch_ = 0;

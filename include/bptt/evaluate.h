@@ -42,6 +42,17 @@ namespace bptt {
 double EvaluateLoss(const ModelConfig& config, const ModelParams<float>& params,
                     const EncodedCorpus& corpus, SymbolRange range, int B, int T, int threads);
 
+// The nats summed over the symbols that the streams of `share` (of the same B-stream layout)
+// predict, and their count: the part of EvaluateLoss that one process of a distributed run
+// computes. Over shares that make up the B streams the sums add up to EvaluateLoss's (to
+// rounding). An empty share is no stream: {0, 0}.
+struct LossSum {
+  double nats = 0;
+  uint64_t symbols = 0;
+};
+LossSum EvaluateLossSum(const ModelConfig& config, const ModelParams<float>& params, const EncodedCorpus& corpus,
+                        SymbolRange range, int B, int T, int threads, StreamShare share);
+
 // A text file as ids of a given vocabulary.
 struct EncodedFile {
   std::vector<int32_t> ids;                  // the symbols found in the vocabulary, in order

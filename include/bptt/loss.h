@@ -9,6 +9,13 @@
 //   dloss/dp_oj = 2 (p_oj - t_oj) / (N_s O)          on scored positions, 0 elsewhere
 // N_s is the number of scored positions (all N when the mask is empty); with none the loss is 0.
 // Per-position terms are summed in position order, so results do not depend on the threads.
+// A caller that scores one part of a larger batch passes divide_by, the N_s of the whole batch,
+// so that the parts' losses and gradients sum to the whole batch's; HeadLoss does so for a
+// slice of a batch (batch.h), whose whole batch has T * whole_B positions (a slice of a
+// batch with a mask is refused: its whole count is not known to it).
+//
+// Note: with the whole count, each position's gradient is bit for bit the one the whole batch
+// gives it.
 //
 //   double nats = SoftmaxCrossEntropy(logits, targets, &dlogits);
 //   double loss = HeadLoss(config, cache.outputs, batch, &doutputs, threads);
@@ -22,7 +29,7 @@ namespace bptt {
 
 template <typename S>
 double SoftmaxCrossEntropy(const Mat<S>& logits, const Ids& targets, const Mask& scored, Mat<S>* dlogits,
-                           int threads);
+                           int threads, int64_t divide_by = 0);
 
 // Every position scored.
 template <typename S>
@@ -32,9 +39,10 @@ double SoftmaxCrossEntropy(const Mat<S>& logits, const Ids& targets, Mat<S>* dlo
 
 template <typename S>
 double MeanSquaredError(const Mat<S>& predictions, const Mat<S>& targets, const Mask& scored, Mat<S>* dpredictions,
-                        int threads);
+                        int threads, int64_t divide_by = 0);
 
-// The loss of the model's head on the batch's targets and mask, and its gradient when asked.
+// The loss of the model's head on the batch's targets and mask, and its gradient when asked; for
+// a slice of a batch, divided by the whole batch's positions (the slices' losses sum to its loss).
 template <typename S>
 double HeadLoss(const ModelConfig& config, const Mat<S>& outputs, const Batch<S>& batch, Mat<S>* doutputs,
                 int threads);

@@ -227,7 +227,8 @@ struct ModelCache {
 };
 
 // Runs the chunk's inputs (batch.ids or batch.dense, T*B columns) from `initial` on `threads`
-// threads. With a dropout RNG and config.dropout > 0 the between-layer dropout is applied.
+// threads. With a dropout RNG and config.dropout > 0 the between-layer dropout is applied; the
+// masks are drawn for the whole batch, of which a slice (batch.h) keeps its own columns.
 template <typename S>
 void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
              const State<S>& initial, ModelCache<S>& cache, int threads, Rng* dropout_rng = nullptr);

@@ -43,6 +43,8 @@ class Rng {
   double Normal();
   // Uniform integer in [0, n).
   uint64_t Below(uint64_t n);
+  // Advances as if n numbers had been drawn (each Uniform or Next draws one).
+  void Discard(uint64_t n) { engine_.discard(n); }
 
   // The full engine state as text, and back (for exact resume).
   std::string Save() const;

@@ -23,6 +23,14 @@
 // on_divergence = rollback, reloads latest and halves the learning rate (at most
 // max_rollbacks times).
 //
+// Distributed. With `distributed`, the processes of an MPI job (mpirun -np N) train one model
+// together (distributed.h, docs/distributed.md): rank r holds streams [r B / N, (r + 1) B / N)
+// of the same B, the ranks sum their gradients once per step and take the same step, so a run
+// gives the single process's weights to rounding; each rank validates its share of the
+// validation streams; rank 0 alone writes DIR, and a checkpoint holds the carried state of all
+// B streams, so a run resumes with any number of ranks (exactly with the same number and
+// threads). A corpus only: a task trains in one process.
+//
 // Every option is declared once in TrainOptionSpecs(), which also says what --resume does with
 // it (options.h).
 //
@@ -71,7 +79,9 @@ struct TrainOptions {
   int seq_len = 64;               // T (corpus)
   int batch = 32;                 // B
   uint64_t seed = 1;              // every random stream: initialisation, dropout, task data
-  int threads = 0;                // 0 = every core
+  int threads = 0;                // 0 = every core (distributed: the cores / the ranks on the machine)
+  bool distributed = false;       // train with the other ranks of the MPI job (not stored: a run
+                                  // resumes with whatever ranks it is given)
   // Schedule (a run ends at the first limit reached; with none set, after 50 epochs, or for a
   // task when its stop criterion is met).
   int64_t max_steps = 0;
@@ -123,6 +133,8 @@ struct TrainResult {
   nlohmann::json summary;       // what DIR/summary.json holds
   std::filesystem::path dir;    // the run directory
   std::string message;          // for kDiverged: what went wrong and where
+  int rank = 0;                 // this process's rank in a distributed run: rank 0 reports
+  uint64_t fingerprint = 0;     // FNV-1a of the final weights: the same on every rank
 };
 
 // What a caller may watch and steer besides the log (the Python module's progress callback and
@@ -151,6 +163,11 @@ TrainResult TrainTrials(TrainOptions options, int trials, std::ostream& log, boo
 // the stored one, and any kNone one, is refused with a one-line bptt::Error naming its flag.
 TrainResult Resume(const std::filesystem::path& dir, const nlohmann::json& given, std::ostream& log, bool live,
                    const TrainHooks& hooks = {});
+
+// Whether an MPI launcher started this process, so that bptt train trains distributed without
+// being told: Open MPI's mpirun (OMPI_COMM_WORLD_SIZE), or a PMIx or PMI launcher (PMIX_RANK,
+// PMI_SIZE: MPICH's mpiexec, Slurm's srun --mpi=...).
+bool LaunchedByMpi();
 
 // Asks a running Train/Resume to stop after the current step and write latest.safetensors.
 // Async-signal-safe: meant to be called from a SIGINT/SIGTERM handler.
