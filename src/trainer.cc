@@ -440,7 +440,7 @@ class Run {
       grads_.SetZero();
       Backward(o_.model, params_, batch, cache, doutputs, nullptr, grads_, nullptr, threads_, &feedback_);
       if (o_.feedback != Feedback::kBptt && (step_ + 1) % o_.eval_every == 0) Align(batch, cache, doutputs);
-      bool stop = stop_requested.load() || (hooks_.stop && hooks_.stop());
+      bool stop = stop_requested.load();
       if (distributed()) {
         StepSums sums{loss, stop, o_.time_budget > 0 && Seconds(start) >= o_.time_budget};
         window_reduce += SumOverRanks(sums);
@@ -503,7 +503,9 @@ class Run {
         limit_reached = true;
         break;
       }
-      if (stop) {
+      // A caller's stop hook (the Python module's progress callback, Ctrl-C) is asked after the
+      // step's metrics went out; it belongs to a single process (TrainHooks).
+      if (stop || (hooks_.stop && hooks_.stop())) {
         result.end = TrainEnd::kInterrupted;
         break;
       }
