@@ -350,7 +350,9 @@ TEST_F(CheckpointTest, LayerNormTensorsRoundTripAsOneDimensionalTensors) {
     EXPECT_EQ(st.Get<float>("rnn.ln_hh_bias_l1", {G * H})[G * H - 1], a.params.layers[1].ln_hh_bias(G * H - 1, 0));
     EXPECT_TRUE(st.Has("optimizer.slot1.rnn.ln_ih_bias_l1"));
     EXPECT_EQ(st.Has("rnn.ln_c_weight_l1"), G == 4);
-    if (G == 4) EXPECT_EQ(st.Get<float>("rnn.ln_c_bias_l1", {H})[2], a.params.layers[1].ln_c_bias(2, 0));
+    if (G == 4) {
+      EXPECT_EQ(st.Get<float>("rnn.ln_c_bias_l1", {H})[2], a.params.layers[1].ln_c_bias(2, 0));
+    }
 
     // The configuration and the tensors must agree (without the training state, whose own copy
     // of the configuration would disagree first).

@@ -188,7 +188,9 @@ TEST(SoftmaxCrossEntropy, MaskedPositionsAreNeitherScoredNorDifferentiated) {
     if (scored(j)) expected += std::log(logits.col(j).array().exp().sum()) - logits(targets(j), j);
   EXPECT_NEAR(loss, expected / 4, 1e-14);
   for (Eigen::Index j = 0; j < 8; ++j)
-    if (!scored(j)) EXPECT_EQ(d.col(j).cwiseAbs().maxCoeff(), 0.0) << j;
+    if (!scored(j)) {
+      EXPECT_EQ(d.col(j).cwiseAbs().maxCoeff(), 0.0) << j;
+    }
   const double err =
       CheckTensor(logits, d, [&] { return SoftmaxCrossEntropy<double>(logits, targets, scored, nullptr, 1); });
   EXPECT_LE(err, kMaxRelError);
@@ -208,7 +210,9 @@ TEST(MeanSquaredError, MatchesItsFormulaAndCentralDifferences) {
     if (scored(j)) expected += (p.col(j) - t.col(j)).squaredNorm();
   EXPECT_NEAR(loss, expected / (4 * 2), 1e-15);
   for (Eigen::Index j = 0; j < 6; ++j)
-    if (!scored(j)) EXPECT_EQ(d.col(j).cwiseAbs().maxCoeff(), 0.0) << j;
+    if (!scored(j)) {
+      EXPECT_EQ(d.col(j).cwiseAbs().maxCoeff(), 0.0) << j;
+    }
   const double err = CheckTensor(p, d, [&] { return MeanSquaredError<double>(p, t, scored, nullptr, 1); });
   EXPECT_LE(err, kMaxRelError);
   std::cout << "mean squared error: max relative error " << err << "\n";
