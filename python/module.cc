@@ -539,7 +539,7 @@ PYBIND11_MODULE(bptt, m) {
           py::kw_only(), py::arg("length") = d.length, py::arg("temperature") = d.temperature,
           py::arg("top_k") = d.top_k, py::arg("top_p") = d.top_p, py::arg("prime") = d.prime,
           py::arg("seed") = d.seed, py::arg("argmax") = d.argmax, py::arg("stop") = d.stop, py::arg("num") = d.num,
-          py::arg("precision") = "fp32", py::arg("threads") = d.threads,
+          py::arg("precision") = PrecisionName(d.precision), py::arg("threads") = d.threads,
           "Generated text, as `bptt sample` prints it (without its final newline): the options are its flags.")
       .def(
           "stream",
@@ -552,7 +552,7 @@ PYBIND11_MODULE(bptt, m) {
           py::kw_only(), py::arg("length") = d.length, py::arg("temperature") = d.temperature,
           py::arg("top_k") = d.top_k, py::arg("top_p") = d.top_p, py::arg("prime") = d.prime,
           py::arg("seed") = d.seed, py::arg("argmax") = d.argmax, py::arg("stop") = d.stop, py::arg("num") = d.num,
-          py::arg("precision") = "fp32", py::arg("threads") = d.threads,
+          py::arg("precision") = PrecisionName(d.precision), py::arg("threads") = d.threads,
           "sample's text as it is generated: an iterator of pieces (the prime, then a symbol at a time).")
       .def(
           "eval",

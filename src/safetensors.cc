@@ -1,6 +1,7 @@
 #include "bptt/safetensors.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -11,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <memory>
 #include <set>
 #include <tuple>
 #include <type_traits>
@@ -282,17 +284,6 @@ bool VerifyChecksum(std::map<std::string, std::string>& metadata, std::span<cons
   return true;
 }
 
-void ReadAll(int fd, std::span<uint8_t> out, const std::string& path) {
-  size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n = read(fd, out.data() + done, std::min<size_t>(out.size() - done, 1 << 30));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw Error(path + ": read failed: " + std::strerror(errno));
-    if (n == 0) throw Error(path + ": file shrank while being read");
-    done += static_cast<size_t>(n);
-  }
-}
-
 // Writes `bytes` to a temporary file beside `path`, fsyncs it and renames it over `path`.
 void WriteFileAtomically(const std::filesystem::path& path, std::span<const uint8_t> bytes) {
   static std::atomic<uint64_t> counter{0};
@@ -460,6 +451,12 @@ std::vector<std::string> Safetensors::Names() const {
   return names;
 }
 
+uint64_t Safetensors::DataBytes() const {
+  uint64_t bytes = unkept_bytes_;
+  for (const auto& [name, tensor] : tensors_) bytes += tensor.bytes.size();
+  return bytes;
+}
+
 void Safetensors::SetMetadata(const std::string& key, std::string value) {
   const std::string entry = source_ + ": metadata " + Quote(key);
   if (key == kChecksumKey) throw Error(entry + " is reserved for the checksum Save writes");
@@ -504,7 +501,7 @@ std::vector<uint8_t> Safetensors::Serialize() const {
   return file;
 }
 
-Safetensors Safetensors::Parse(std::span<const uint8_t> bytes, std::string_view name_for_errors) {
+Safetensors Safetensors::Parse(std::span<const uint8_t> bytes, std::string_view name_for_errors, const Keep& keep) {
   const std::string file = std::string(name_for_errors) + ": safetensors file";
   const std::string where = std::string(name_for_errors) + ": safetensors header";
   if (bytes.size() < 8)
@@ -561,6 +558,10 @@ Safetensors Safetensors::Parse(std::span<const uint8_t> bytes, std::string_view 
                 std::to_string(data.size()) + ") unused");
 
   for (Entry& entry : entries) {
+    if (keep && !keep(entry.name)) {
+      st.unkept_bytes_ += entry.end - entry.begin;
+      continue;
+    }
     const auto* begin = data.data() + entry.begin;
     st.tensors_[entry.name] = Tensor{entry.dtype, std::move(entry.shape),
                                      {begin, begin + (entry.end - entry.begin)}};
@@ -572,23 +573,29 @@ void Safetensors::Save(const std::filesystem::path& path) const {
   WriteFileAtomically(path, Serialize());
 }
 
-Safetensors Safetensors::Load(const std::filesystem::path& path) {
+Safetensors Safetensors::Load(const std::filesystem::path& path, const Keep& keep) {
   const std::string name = path.string();
   const int fd = open(name.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(name + ": cannot open: " + std::strerror(errno));
-  std::vector<uint8_t> bytes;
-  try {
-    struct stat st;
-    if (fstat(fd, &st) != 0) throw Error(name + ": cannot stat: " + std::strerror(errno));
-    if (!S_ISREG(st.st_mode)) throw Error(name + ": not a regular file");
-    bytes.resize(static_cast<size_t>(st.st_size));
-    ReadAll(fd, bytes, name);
-  } catch (...) {
+  struct stat st;
+  const bool stated = fstat(fd, &st) == 0;
+  const int stat_error = errno;
+  if (!stated || !S_ISREG(st.st_mode)) {
     close(fd);
-    throw;
+    throw Error(name + (stated ? ": not a regular file" : ": cannot stat: " + std::string(std::strerror(stat_error))));
   }
+  const auto size = static_cast<size_t>(st.st_size);
+  if (size == 0) {
+    close(fd);
+    return Parse({}, name, keep);
+  }
+  // The mapping is read once, front to back (the checksum), then in the kept tensors' ranges.
+  void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  const int map_error = errno;
   close(fd);
-  return Parse(bytes, name);
+  if (map == MAP_FAILED) throw Error(name + ": cannot map: " + std::strerror(map_error));
+  const std::unique_ptr<void, std::function<void(void*)>> unmap(map, [size](void* p) { munmap(p, size); });
+  return Parse({static_cast<const uint8_t*>(map), size}, name, keep);
 }
 
 }  // namespace bptt

@@ -48,7 +48,7 @@ void SampleOptions::Validate() const {
   if (top_k < 0) throw Error("--top-k must be non-negative (0 = off), got " + std::to_string(top_k));
   if (!(top_p > 0 && top_p <= 1)) throw Error("--top-p must be in (0, 1], got " + Number(top_p));
   if (num < 1) throw Error("--num must be positive, got " + std::to_string(num));
-  if (threads < 1) throw Error("--threads must be positive, got " + std::to_string(threads));
+  if (threads < 0) throw Error("--threads must be non-negative (0 = chosen as it runs), got " + std::to_string(threads));
 }
 
 size_t SelectCandidates(std::span<const float> scores, std::span<const double> probs, int top_k,

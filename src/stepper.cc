@@ -1,5 +1,11 @@
 #include "bptt/stepper.h"
 
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+
 #include "bptt/error.h"
 #include "kernels/gemv.h"
 
@@ -18,6 +24,14 @@ Precision ParsePrecision(std::string_view name, std::string_view flag) {
   for (const Precision p : kPrecisions)
     if (name == PrecisionName(p)) return p;
   throw Error(std::string(flag) + " must be fp32, bf16 or int8, got '" + std::string(name) + "'");
+}
+
+Precision DefaultSamplePrecision() {
+#if defined(__AVX512VNNI__)
+  return Precision::kInt8;
+#else
+  return Precision::kFloat32;
+#endif
 }
 
 Stepper::Stepper(const ModelConfig& config, ModelParams<float> params)
@@ -51,11 +65,69 @@ Stepper::Stepper(Stepper&&) noexcept = default;
 Stepper& Stepper::operator=(Stepper&&) noexcept = default;
 
 void Stepper::Configure(Precision precision, int threads) {
-  if (threads < 1) throw Error("--threads must be positive, got " + std::to_string(threads));
+  if (threads < 0) throw Error("--threads must be non-negative (0 = chosen as it runs), got " + std::to_string(threads));
   precision_ = precision;
   WeightsOf(precision);
-  for (auto& w : weights_)
-    if (w) w->threads = threads;
+  threads_ = ThreadChoice{};
+  threads_.automatic = threads == 0;
+  threads_.current = std::max(threads, 1);
+  if (threads_.automatic) ChooseThreads();
+}
+
+namespace {
+constexpr int kTimedBlock = 16;            // steps timed per measurement
+constexpr int64_t kFirstProbe = 256;       // steps before the other choice is tried again...
+constexpr int64_t kLastProbe = 16384;      // ...doubling up to this while it keeps losing
+constexpr double kTrialGiveUp = 3;         // a tried step this many times the kept one's ends the trial
+}  // namespace
+
+void Stepper::ChooseThreads() {
+  const Weights& w = WeightsOf(precision_);
+  size_t bytes = w.decoder->Bytes();
+  for (size_t l = 0; l < w.hh.size(); ++l) bytes += w.hh[l]->Bytes() + (w.ih[l] ? w.ih[l]->Bytes() : 0);
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);  // per core; 0 or -1 when the system does not say
+  const auto cores = static_cast<size_t>(std::max(1, omp_get_num_procs()));
+  if (cores == 1 || (l2 > 0 && bytes <= static_cast<size_t>(l2) / 2)) return;  // one core holds them
+  // As many cores as it takes for each share to fit in three quarters of a core's L2, at least two.
+  const size_t share = l2 > 0 ? static_cast<size_t>(l2) * 3 / 4 : bytes;
+  threads_.split = static_cast<int>(std::min(cores, std::max<size_t>(2, (bytes + share - 1) / share)));
+  threads_.until_probe = kTimedBlock;
+  threads_.probe_every = kFirstProbe;
+}
+
+void Stepper::StepTimed(double seconds) {
+  ThreadChoice& c = threads_;
+  const int mode = c.current == 1 ? 0 : 1;
+  const auto run = [&c](int m) {
+    c.current = m == 0 ? 1 : c.split;
+    c.block = 0;
+    c.block_seconds = 0;
+  };
+  if (mode == c.kept) {
+    // A kept step far slower than the other choice was: another process may hold a core.
+    if (c.seconds[1 - mode] > 0 && seconds > kTrialGiveUp * c.seconds[1 - mode]) c.until_probe = 0;
+    c.block_seconds += seconds;
+    if (++c.block == kTimedBlock) {
+      c.seconds[mode] = c.block_seconds / kTimedBlock;
+      c.block = 0;
+      c.block_seconds = 0;
+    }
+    if (c.seconds[mode] > 0 && --c.until_probe <= 0) run(1 - mode);
+    return;
+  }
+  // A trial of the other choice: a block of steps, or one step far slower than the kept choice.
+  const bool hopeless = seconds > kTrialGiveUp * c.seconds[c.kept];
+  c.block_seconds += seconds;
+  if (!hopeless && ++c.block < kTimedBlock) return;
+  c.seconds[mode] = hopeless ? seconds : c.block_seconds / kTimedBlock;
+  if (c.seconds[mode] < c.seconds[c.kept]) {
+    c.kept = mode;
+    c.probe_every = kFirstProbe;
+  } else {
+    c.probe_every = std::min(2 * c.probe_every, kLastProbe);
+  }
+  c.until_probe = c.probe_every;
+  run(c.kept);
 }
 
 Stepper::Weights& Stepper::WeightsOf(Precision precision) {
@@ -111,6 +183,9 @@ std::span<const float> Stepper::Step(const float* x) {
 // from the state (which adds the biases), and outputs = W_dec h + b_dec.
 std::span<const float> Stepper::Layers(const float* input) {
   Weights& w = WeightsOf(precision_);
+  w.threads = threads_.current;
+  const bool timed = threads_.automatic && threads_.split > 1;
+  const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   const Cell& cell = *config_.cell;
   const auto output = [this](size_t l) {  // y^l: h^l, plus the layer's input with a residual connection
     return config_.residual && l > 0 ? summed_[l].data() : state_.h[l].data();
@@ -127,6 +202,7 @@ std::span<const float> Stepper::Layers(const float* input) {
   }
   w.decoder->Multiply(output(params_->layers.size() - 1), outputs_.data(), false, w.threads);
   outputs_ += params_->decoder_bias;
+  if (timed) StepTimed(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return {outputs_.data(), static_cast<size_t>(config_.output_size)};
 }
 

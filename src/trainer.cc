@@ -104,6 +104,10 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                kChanges, [](O& o) -> auto& { return o.lr_decay; }),
       Field<O>(kBoth, "lr-decay-after", "lr_decay_after", optim, "...once this many epochs are done", kChanges,
                [](O& o) -> auto& { return o.lr_decay_after; }),
+      Field<O>(kBoth, "lr-anneal", "lr_anneal", optim,
+               "over this last fraction of the run (by --max-steps, --max-epochs or --time-budget, whichever "
+               "ends it first) the learning rate falls linearly to zero (0 = off)",
+               kChanges, [](O& o) -> auto& { return o.lr_anneal; }),
       Field<O>(kBoth, "momentum", "optimizer.momentum", optim, "SGD momentum", kFixed,
                [](O& o) -> auto& { return o.optimizer.momentum; }),
       Field<O>(kBoth, "nesterov", "optimizer.nesterov", optim, "SGD: Nesterov momentum", kFixed,
@@ -204,6 +208,7 @@ void TrainOptions::Validate() const {
   if (!(lr > 0)) throw Error("--lr must be positive");
   if (!(lr_decay > 0 && lr_decay <= 1)) throw Error("--lr-decay must be in (0, 1]");
   if (lr_decay_after < 0) throw Error("--lr-decay-after must not be negative");
+  if (!(lr_anneal >= 0 && lr_anneal <= 1)) throw Error("--lr-anneal must be in [0, 1]");
   if (clip_norm < 0) throw Error("--clip-norm must be 0 (off) or positive");
   if (clip_value < 0) throw Error("--clip-value must be 0 (off) or positive");
   if (threads < 0) throw Error("--threads must be 0 (every core) or positive");
@@ -364,10 +369,16 @@ class Run {
     rng_ = Rng(StreamSeed(o_.seed, kDropoutStream));
   }
 
+  // The next step's rate: --lr, halved by each rollback, decayed per epoch after
+  // --lr-decay-after, and over the last --lr-anneal of the run (run_fraction_) falling linearly
+  // to zero.
   double LearningRate() const {
     const int64_t decayed = epoch_ - o_.lr_decay_after;
-    const double lr = o_.lr * lr_scale_;
-    return decayed > 0 ? lr * std::pow(o_.lr_decay, static_cast<double>(decayed)) : lr;
+    double lr = o_.lr * lr_scale_;
+    if (decayed > 0) lr *= std::pow(o_.lr_decay, static_cast<double>(decayed));
+    if (o_.lr_anneal > 0 && run_fraction_ > 1 - o_.lr_anneal)
+      lr *= std::max(0.0, (1 - run_fraction_) / o_.lr_anneal);
+    return lr;
   }
 
   double EpochProgress() const { return static_cast<double>(epoch_) + data_->EpochFraction(); }
@@ -441,13 +452,16 @@ class Run {
       Backward(o_.model, params_, batch, cache, doutputs, nullptr, grads_, nullptr, threads_, &feedback_);
       if (o_.feedback != Feedback::kBptt && (step_ + 1) % o_.eval_every == 0) Align(batch, cache, doutputs);
       bool stop = stop_requested.load();
+      double elapsed = Seconds(start);
       if (distributed()) {
-        StepSums sums{loss, stop, o_.time_budget > 0 && Seconds(start) >= o_.time_budget};
+        StepSums sums{loss, stop, o_.time_budget > 0 && Seconds(start) >= o_.time_budget, Seconds(start)};
         window_reduce += SumOverRanks(sums);
         loss = sums.loss;
         stop = sums.stop;
         any_out_of_time = sums.out_of_time;
+        elapsed = sums.seconds / comm_->size();  // the ranks' mean: the same on every rank
       }
+      run_fraction_ = RunFraction(elapsed);
       if (o_.clip_value > 0) ClipGradValue(grads_, o_.clip_value);
       const double norm = o_.clip_norm > 0 ? ClipGradNorm(grads_, o_.clip_norm) : GradNorm(grads_);
       if (!std::isfinite(loss) || !std::isfinite(norm)) {
@@ -594,15 +608,17 @@ class Run {
     double loss = 0;
     bool stop = false;
     bool out_of_time = false;
+    double seconds = 0;  // since the run started (for --lr-anneal by --time-budget)
   };
 
   // Sums the ranks' gradients in grads_, and `sums`, with one allreduce of one flat float
-  // buffer: the gradients in ModelParams::ForEach order, then the loss and the two flags.
+  // buffer: the gradients in ModelParams::ForEach order, then the loss, the two flags and the
+  // seconds.
   // Returns the seconds the allreduce took. Every rank receives the same bits (the reduction is
   // MPI's, the same on every rank; Save checks that the ranks agree).
   double SumOverRanks(StepSums& sums) {
     const auto count = static_cast<size_t>(grads_.Count());
-    flat_.resize(count + 3);
+    flat_.resize(count + 4);
     size_t at = 0;
     grads_.ForEach([&](const std::string&, const Mat<float>& m) {
       std::copy(m.data(), m.data() + m.size(), flat_.data() + at);
@@ -611,6 +627,7 @@ class Run {
     flat_[count] = static_cast<float>(sums.loss);
     flat_[count + 1] = sums.stop ? 1.0f : 0.0f;
     flat_[count + 2] = sums.out_of_time ? 1.0f : 0.0f;
+    flat_[count + 3] = static_cast<float>(sums.seconds);
     const Clock::time_point start = Clock::now();
     comm_->Sum(std::span<float>(flat_));
     const double seconds = Seconds(start);
@@ -622,6 +639,7 @@ class Run {
     sums.loss = flat_[count];
     sums.stop = flat_[count + 1] > 0;
     sums.out_of_time = flat_[count + 2] > 0;
+    sums.seconds = flat_[count + 3];
     return seconds;
   }
 
@@ -764,7 +782,7 @@ class Run {
     if (!o_.rollback_on_divergence || rollbacks_ >= o_.max_rollbacks || !std::filesystem::exists(latest)) return false;
     const int64_t rollbacks = rollbacks_;
     const double lr_scale = lr_scale_;  // the checkpoint predates this divergence and its halving
-    Restore(LoadCheckpoint(latest));
+    Restore(LoadCheckpoint(latest, CheckpointUse::kResume));
     rollbacks_ = rollbacks + 1;
     lr_scale_ = lr_scale * 0.5;
     log_ << (live_ ? "\n" : "") << "bptt train: " << why << "; rolled back to step " << step_
@@ -821,6 +839,7 @@ class Run {
   nlohmann::json last_metrics_ = nlohmann::json::object();
   uintmax_t last_line_offset_ = 0;  // size of metrics.jsonl before its last line
   double lr_scale_ = 1.0;
+  double run_fraction_ = 0;  // of the run done before the next step (RunFraction), for --lr-anneal
   int64_t rollbacks_ = 0;
   Batch<double> decay_probe_;  // decay_every > 0
 };

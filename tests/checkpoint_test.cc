@@ -71,7 +71,7 @@ TEST_F(CheckpointTest, RoundTripBitForBit) {
     const Checkpoint a = Make(cell, embed);
     const fs::path path = dir_ / "a.safetensors";
     SaveCheckpoint(a, path);
-    const Checkpoint b = LoadCheckpoint(path);
+    const Checkpoint b = LoadCheckpoint(path, CheckpointUse::kResume);
     EXPECT_EQ(b.config.cell, a.config.cell);
     EXPECT_EQ(b.config.embed_size, a.config.embed_size);
     EXPECT_EQ(b.vocab.ToJson(), a.vocab.ToJson());
@@ -243,6 +243,39 @@ fs::path WithoutChecksum(const fs::path& dir, const Checkpoint& ck) {
   return bare;
 }
 
+// A model is read without the optimizer state, which is still covered by the file's checksum:
+// its bytes are checked, not copied.
+TEST_F(CheckpointTest, AModelIsReadWithoutItsOptimizerStateButTheWholeFileIsVerified) {
+  const Checkpoint ck = Make("lstm", 0);
+  const fs::path path = dir_ / "model.safetensors";
+  SaveCheckpoint(ck, path);
+  const Checkpoint model = LoadCheckpoint(path);
+  ASSERT_TRUE(model.training.has_value());
+  EXPECT_TRUE(model.training->optimizer.slot1.empty());
+  EXPECT_TRUE(model.training->optimizer.slot2.empty());
+  EXPECT_EQ(model.training->optimizer.step, ck.training->optimizer.step);
+  EXPECT_EQ(model.training->carried.h.size(), ck.training->carried.h.size());
+  EXPECT_EQ(LoadCheckpoint(path, CheckpointUse::kResume).training->optimizer.slot2.size(),
+            ck.training->optimizer.slot2.size());
+
+  // One bit of an optimizer value flipped: the model load refuses the file too.
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  uint64_t header = 0;
+  std::memcpy(&header, bytes.data(), 8);
+  const auto j = nlohmann::json::parse(bytes.substr(8, header));
+  ASSERT_TRUE(j.contains("optimizer.slot2.decoder.weight"));
+  bytes.at(8 + header + j["optimizer.slot2.decoder.weight"]["data_offsets"][0].get<size_t>()) ^= 1;
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes;
+  }
+  ExpectErrorContaining(path, "checksum mismatch");
+}
+
 TEST_F(CheckpointTest, WithoutAChecksumLoadsForTheModelButNotForResuming) {
   const Checkpoint ck = Make("lstm", 0);
   const fs::path bare = WithoutChecksum(dir_, ck);
@@ -287,7 +320,8 @@ TEST_F(CheckpointTest, ValidatesEveryFieldOfTheTrainingState) {
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["batch"] = 4; }), "state.h");
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["slots"] = 3; }), "'slots'");
   // One slot declared where the file holds two: the second slot's tensors are left over.
-  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["slots"] = 1; }), "unexpected tensor 'optimizer.slot2");
+  ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["slots"] = 1; }), "unexpected tensor 'optimizer.slot2",
+                        CheckpointUse::kResume);
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j.erase("rng"); }), "no 'rng'");
   // The training options' model must be the checkpoint's.
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["options"]["model"]["hidden_size"] = 7; }),

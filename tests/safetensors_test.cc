@@ -178,6 +178,14 @@ TEST_F(SafetensorsFileTest, RoundTripIsBitExact) {
     EXPECT_EQ(loaded.Find(name)->shape, st.Find(name)->shape) << name;
     EXPECT_EQ(loaded.Find(name)->bytes, st.Find(name)->bytes) << name;
   }
+  // Loading part of the file: the other tensors are left out.
+  const Safetensors part = Safetensors::Load(path, [](const std::string& name) { return name.starts_with("uint"); });
+  EXPECT_EQ(part.Names(), (std::vector<std::string>{"uint16s", "uint32s", "uint64s", "uint8s"}));
+  EXPECT_EQ(part.Get<uint8_t>("uint8s", {16, 16}), uint8s);
+  EXPECT_FALSE(part.Has("floats"));
+  EXPECT_EQ(part.metadata(), st.metadata());
+  EXPECT_TRUE(part.checksum_verified());
+  EXPECT_EQ(part.DataBytes(), loaded.DataBytes());
   EXPECT_TRUE(SameBits(loaded.Get<float>("floats", {3, 4}), floats));
   EXPECT_TRUE(SameBits(loaded.Get<double>("doubles", {2, 1, 3}), doubles));
   EXPECT_EQ(loaded.Get<int32_t>("int32s", {6}), int32s);

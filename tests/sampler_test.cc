@@ -188,6 +188,7 @@ TEST(SamplerTest, PrimedArgmaxFollowsTheModelOnTheWholeText) {
     SampleOptions o = Options(60, 1);
     o.prime = "Pack my box";
     o.argmax = true;
+    o.precision = Precision::kFloat32;  // the forward pass below is float32
     const std::string text = Generate(sampler, o);
     const std::vector<int32_t> ids = sampler.vocab().Encode(text);
     ASSERT_EQ(ids.size(), 11u + 60u);

@@ -120,6 +120,26 @@ TEST_F(TrainerTest, ValidationLossFallsBelowThreshold) {
   EXPECT_EQ(summary, r.summary);
 }
 
+// --lr-anneal F: full rate until the run is 1 - F done, then linearly down to zero at its end
+// (the rate of step s + 1 from the fraction s / max_steps done before it); the logged "lr" is the
+// rate the step took.
+TEST_F(TrainerTest, LrAnnealFallsLinearlyToZeroOverTheLastFractionOfTheRun) {
+  TrainOptions o = Options(GrammarText(300, 2), "anneal");
+  o.max_steps = 10;
+  o.lr = 1e-3;
+  o.lr_anneal = 0.5;
+  o.log_every = 1;
+  o.eval_every = 100;
+  ASSERT_EQ(Train(o, log_, false).steps, 10);
+  std::ifstream in(fs::path(o.out) / "metrics.jsonl");
+  std::vector<double> lr;
+  for (std::string line; std::getline(in, line);) lr.push_back(nlohmann::json::parse(line)["lr"].get<double>());
+  ASSERT_EQ(lr.size(), 10u);
+  for (int s = 0; s < 10; ++s) EXPECT_NEAR(lr[s], 1e-3 * std::min(1.0, (1 - s / 10.0) / 0.5), 1e-12) << "step " << s + 1;
+  o.lr_anneal = 1.5;
+  EXPECT_THROW(o.Validate(), Error);
+}
+
 TEST_F(TrainerTest, ResumeContinuesExactly) {
   // Small corpus so that the 24 steps cross epoch boundaries; dropout exercises the RNG state.
   TrainOptions o = Options(GrammarText(40, 2), "whole");

@@ -18,7 +18,7 @@ int Sample(int argc, char** argv) {
   const SampleOptions d;
   std::string checkpoint;
   po::options_description options("bptt sample CHECKPOINT [options]");
-  std::string precision = "fp32";
+  std::string precision = PrecisionName(d.precision);
   options.add_options()
       ("length", po::value(&o.length)->default_value(d.length), "symbols to generate per sample (after the prime)")
       ("temperature", po::value(&o.temperature)->default_value(d.temperature), "divide the logits by this (> 0): lower is more conservative")
@@ -31,8 +31,11 @@ int Sample(int argc, char** argv) {
       ("num", po::value(&o.num)->default_value(d.num), "samples to generate, separated by a newline")
       ("precision", po::value(&precision)->default_value(precision),
        "arithmetic of the per-symbol products: fp32; bf16 (bfloat16 weights, float sums: about twice as fast); "
-       "int8 (8-bit weights and vector, int32 sums: about four times; see bptt eval --precision for what it costs)")
-      ("threads", po::value(&o.threads)->default_value(d.threads), "threads splitting each per-symbol product by rows")
+       "int8 (8-bit weights and vector, int32 sums: about four times; see bptt eval --precision for what it costs; "
+       "the default where the CPU build has AVX-512 VNNI)")
+      ("threads", po::value(&o.threads)->default_value(d.threads),
+       "threads splitting each per-symbol product by rows (0 = timed as it runs: one thread, or the cores whose "
+       "caches hold the weights; the text is the same either way)")
       ("help", "show this help");
   po::options_description hidden;
   hidden.add_options()("checkpoint", po::value(&checkpoint), "checkpoint file (.safetensors)");

@@ -68,8 +68,9 @@ struct Checkpoint {
   bool checksum_verified = false;                      // the file carried a checksum, and it matched
 };
 
-// What a checkpoint is loaded for: a model only (sampling, evaluation, inspection), or training
-// state to resume from, which must be present and verified by its checksum.
+// What a checkpoint is loaded for: a model only (sampling, evaluation, inspection: the optimizer
+// state is checked by the file's checksum but not read, and `training` comes without it), or
+// training state to resume from, which must be present and verified by its checksum.
 enum class CheckpointUse { kModel, kResume };
 
 // Writes atomically (temporary file, fsync, rename). Throws bptt::Error naming the path if the

@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -68,6 +69,8 @@ class Safetensors {
   bool Has(const std::string& name) const { return tensors_.count(name) != 0; }
   const Tensor* Find(const std::string& name) const;  // nullptr when absent
   std::vector<std::string> Names() const;             // sorted
+  // Bytes of all tensors: those held, and those of the file that Parse or Load did not keep.
+  uint64_t DataBytes() const;
 
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // Whether the file read by Parse or Load carried a checksum (which then matched).
@@ -78,14 +81,23 @@ class Safetensors {
 
   // The file's bytes, checksum included.
   std::vector<uint8_t> Serialize() const;
-  // Validates and copies a whole file's bytes; errors begin "<name_for_errors>: safetensors".
-  static Safetensors Parse(std::span<const uint8_t> bytes, std::string_view name_for_errors);
+  // Which tensors Parse and Load copy out of a file (all of them when empty). Every tensor of
+  // the file is validated (checksum, dtype, shape, tiling) either way; the ones not kept are left
+  // out of the returned object, as if the file did not hold them.
+  using Keep = std::function<bool(const std::string& name)>;
+
+  // Validates a whole file's bytes and copies its tensors (those `keep` accepts); errors begin
+  // "<name_for_errors>: safetensors".
+  static Safetensors Parse(std::span<const uint8_t> bytes, std::string_view name_for_errors, const Keep& keep = {});
 
   // Writes a temporary file in the same directory, fsyncs it, renames it over `path` and fsyncs
   // the directory. On failure throws bptt::Error naming `path` and the OS error, removes the
   // temporary file and leaves any previous file at `path` as it was.
   void Save(const std::filesystem::path& path) const;
-  static Safetensors Load(const std::filesystem::path& path);
+  // Memory-maps the file, validates it whole (as Parse) and copies out the tensors `keep` accepts:
+  // a reader that needs part of a file (the model of a checkpoint, not its optimizer state) pays
+  // for reading and checking the rest, not for copying it.
+  static Safetensors Load(const std::filesystem::path& path, const Keep& keep = {});
 
  private:
   template <typename T>
@@ -95,6 +107,7 @@ class Safetensors {
   std::map<std::string, std::string> metadata_;
   std::string source_ = "safetensors";  // names the file in Get's errors
   bool checksum_verified_ = false;
+  uint64_t unkept_bytes_ = 0;  // of the tensors of the file that were not kept
 };
 
 }  // namespace bptt

@@ -47,8 +47,8 @@ struct SampleOptions {
   bool argmax = false;       // always pick the most probable symbol (greedy decoding)
   std::string stop;          // end a sample once its generated text ends with this; "" = off
   int num = 1;               // samples, each restarted from the prime, separated by "\n"
-  Precision precision = Precision::kFloat32;  // of the per-symbol products (stepper.h)
-  int threads = 1;           // threads splitting each per-symbol product by rows (>= 1)
+  Precision precision = DefaultSamplePrecision();  // of the per-symbol products (stepper.h)
+  int threads = 0;           // threads splitting each per-symbol product by rows; 0 = chosen as it runs
 
   // Throws bptt::Error naming the flag: "--temperature must be positive", ...
   // (The prime is checked against the vocabulary by Sampler::Generate.)

@@ -13,7 +13,7 @@
 // tests/sampler_precision_test.cc bounds what the reduced precisions cost in nats on a trained
 // model; `bptt eval --precision` measures it on any text.
 //
-//   Stepper stepper(config, params);  stepper.Configure(Precision::kInt8, 1);
+//   Stepper stepper(config, params);  stepper.Configure(Precision::kInt8, /*threads=*/0);
 //   std::span<const float> logits = stepper.Prime(prime_ids);
 //   logits = stepper.Step(next_id);
 #pragma once
@@ -33,6 +33,9 @@ enum class Precision { kFloat32, kBfloat16, kInt8 };
 // "fp32", "bf16", "int8" and back; ParsePrecision throws bptt::Error naming `flag` for anything else.
 const char* PrecisionName(Precision precision);
 Precision ParsePrecision(std::string_view name, std::string_view flag);
+// What sampling uses unless told: int8 where the build has the AVX-512 VNNI kernel (a step of a
+// 2x512 LSTM about four times as fast as fp32, for 0.0002 nats per symbol: README), else fp32.
+Precision DefaultSamplePrecision();
 
 class StepMatrix;
 
@@ -45,8 +48,11 @@ class Stepper {
   Stepper& operator=(Stepper&&) noexcept;
 
   // The precision of the step's products (its weight copies are built on first use) and the
-  // threads that split each product by rows (>= 1).
+  // threads that split each product by rows (>= 1), or 0: chosen as the steps run (below).
+  // The outputs do not depend on the threads.
   void Configure(Precision precision, int threads);
+  // The threads the last step ran on.
+  int threads() const { return threads_.current; }
 
   // The zero state.
   void Reset();
@@ -66,17 +72,40 @@ class Stepper {
   // The products of one precision: per layer weight_ih (none for one-hot input) and weight_hh
   // (with the cell's view of it), and the decoder.
   struct Weights {
-    int threads = 1;  // splitting each product by rows
+    int threads = 1;  // splitting each product by rows: the step's choice
     std::vector<std::unique_ptr<StepMatrix>> ih, hh;
     std::vector<StepProduct> hh_product;
     std::unique_ptr<StepMatrix> decoder;
   };
   Weights& WeightsOf(Precision precision);
+
+  // Threads chosen while stepping (Configure with 0). One step reads every weight once: when
+  // the weights outgrow a core's L2 cache but fit in the L2 caches of `split` cores, splitting
+  // the rows between them makes the step cache-resident (a 2x512 LSTM in int8, 3.2 MB, on cores
+  // with 2 MB each: 3.7 times as fast), but each product then waits for the slowest thread, and
+  // a core another process holds can make a split step thousands of times slower. So the steps
+  // time themselves: one thread and `split` threads each run a block of steps, the faster is
+  // kept, and the other is tried again after `probe_every` steps (doubling each time it loses);
+  // a tried step slower than three times the kept one's ends the trial at once.
+  struct ThreadChoice {
+    bool automatic = false;
+    int split = 1;               // the threads tried against one
+    int current = 1;             // the threads the next step runs on
+    int kept = 0;                // 0: one thread, 1: split
+    double seconds[2] = {0, 0};  // per step, last measured: [0] one thread, [1] split
+    int block = 0;               // steps of the current block
+    double block_seconds = 0;
+    int64_t until_probe = 0;     // steps on the kept choice before trying the other
+    int64_t probe_every = 0;
+  };
+  void ChooseThreads();                   // sets up threads_ for the configured precision
+  void StepTimed(double seconds);         // records a step's time, may change threads_.current
   std::span<const float> Layers(const float* input);  // `input`: the layer-0 input vector, or null for one-hot
 
   ModelConfig config_;
   std::unique_ptr<ModelParams<float>> params_;  // where the float32 StepMatrix point: fixed across moves
   Precision precision_ = Precision::kFloat32;
+  ThreadChoice threads_;
   std::vector<std::unique_ptr<Weights>> weights_;  // indexed by Precision, built on first use
   State<float> state_;                      // (H, 1) per layer
   std::vector<Eigen::VectorXf> gates_;      // L of (G*H): a step's gate pre-activations

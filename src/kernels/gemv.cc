@@ -103,8 +103,9 @@ StepMatrix::StepMatrix(const Mat<float>& w, Precision precision)
   if (precision == Precision::kBfloat16) {
     const Eigen::Index panels = (M + kBf16Rows - 1) / kBf16Rows, pairs = (K + 1) / 2;
     bf16_.assign(static_cast<size_t>(panels * pairs * kBf16Rows * 2), 0);
-    for (Eigen::Index r = 0; r < M; ++r)
-      for (Eigen::Index k = 0; k < K; ++k)
+    // Column by column, as w is stored: a walk along rows would read one value per cache line.
+    for (Eigen::Index k = 0; k < K; ++k)
+      for (Eigen::Index r = 0; r < M; ++r)
         bf16_[static_cast<size_t>(((r / kBf16Rows * pairs + k / 2) * kBf16Rows + r % kBf16Rows) * 2 + k % 2)] =
             ToBf16(w(r, k));
     words_.assign(static_cast<size_t>(pairs + 16), 0);
@@ -113,20 +114,46 @@ StepMatrix::StepMatrix(const Mat<float>& w, Precision precision)
     int8_.assign(static_cast<size_t>(panels * quads * kInt8Rows * 4), 0);
     scale_.assign(static_cast<size_t>(panels * kInt8Rows), 0.0f);
     offset_.assign(static_cast<size_t>(panels * kInt8Rows), 0);
-    for (Eigen::Index r = 0; r < M; ++r) {
-      const float top = w.row(r).cwiseAbs().maxCoeff();
-      const float s = top > 0 ? top / 127.0f : 1.0f;
-      int32_t sum = 0;
-      for (Eigen::Index k = 0; k < K; ++k) {
-        const auto q = static_cast<int8_t>(std::clamp(std::nearbyint(w(r, k) / s), -127.0f, 127.0f));
-        int8_[static_cast<size_t>(((r / kInt8Rows * quads + k / 4) * kInt8Rows + r % kInt8Rows) * 4 + k % 4)] = q;
-        sum += q;
+    // Each row's scale from its largest magnitude; then column by column, as w is stored.
+    const Eigen::VectorXf top = w.cwiseAbs().rowwise().maxCoeff();
+    for (Eigen::Index r = 0; r < M; ++r) scale_[static_cast<size_t>(r)] = top(r) > 0 ? top(r) / 127.0f : 1.0f;
+    Eigen::Index r0 = 0;
+#if defined(__AVX512F__)
+    // 16 rows (within one panel) by 4 columns at a time: their 16 quads are one 64-byte store.
+    // Rounding and clamping as below, so both paths give the same bytes.
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), low_byte = _mm512_set1_epi32(0xff);
+    for (; r0 + 16 <= M; r0 += 16) {
+      const __m512 scale = _mm512_loadu_ps(scale_.data() + r0);
+      __m512i sum = _mm512_setzero_si512();
+      for (Eigen::Index k4 = 0; k4 < quads; ++k4) {
+        __m512i word = _mm512_setzero_si512();
+        for (Eigen::Index i = 0; i < 4 && 4 * k4 + i < K; ++i) {
+          const __m512 v = _mm512_div_ps(_mm512_loadu_ps(&w(r0, 4 * k4 + i)), scale);
+          __m512i q = _mm512_cvtps_epi32(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+          q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+          sum = _mm512_add_epi32(sum, q);
+          word = _mm512_or_si512(word, _mm512_slli_epi32(_mm512_and_si512(q, low_byte), static_cast<unsigned>(8 * i)));
+        }
+        _mm512_storeu_si512(&int8_[static_cast<size_t>(((r0 / kInt8Rows * quads + k4) * kInt8Rows + r0 % kInt8Rows) * 4)],
+                            word);
       }
-      scale_[static_cast<size_t>(r)] = s;
-      offset_[static_cast<size_t>(r)] = 128 * sum;
+      _mm512_storeu_si512(&offset_[static_cast<size_t>(r0)], _mm512_slli_epi32(sum, 7));  // 128 sum
     }
+#endif
+    for (Eigen::Index k = 0; k < K; ++k)
+      for (Eigen::Index r = r0; r < M; ++r) {
+        const auto q = static_cast<int8_t>(
+            std::clamp(std::nearbyint(w(r, k) / scale_[static_cast<size_t>(r)]), -127.0f, 127.0f));
+        int8_[static_cast<size_t>(((r / kInt8Rows * quads + k / 4) * kInt8Rows + r % kInt8Rows) * 4 + k % 4)] = q;
+        offset_[static_cast<size_t>(r)] += 128 * q;
+      }
     words_.assign(static_cast<size_t>(quads + 16), 0);
   }
+}
+
+size_t StepMatrix::Bytes() const {
+  const auto weights = static_cast<size_t>(rows_ * cols_);
+  return precision_ == Precision::kFloat32 ? 4 * weights : precision_ == Precision::kBfloat16 ? 2 * weights : weights;
 }
 
 void StepMatrix::Multiply(const float* x, float* y, bool accumulate, int threads) {

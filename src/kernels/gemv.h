@@ -56,6 +56,8 @@ class StepMatrix {
 
   Eigen::Index rows() const { return rows_; }
   Eigen::Index cols() const { return cols_; }
+  // The weight bytes a product reads: 4, 2 or 1 per weight.
+  size_t Bytes() const;
 
  private:
   void Rows(const float* x, float a, float* y, bool accumulate, Eigen::Index begin, Eigen::Index end) const;
