@@ -350,7 +350,7 @@ double SoftmaxCrossEntropy(float* logits, const float* bias, const int* targets,
 class Trainer {
  public:
   Trainer(Model& model, const std::vector<int>& train, int T, int B, double lr, const dnnl::engine& e)
-      : model_(model), train_(train), T_(T), B_(B), lr_(lr), engine_(e), stream_(e) {
+      : model_(model), train_(train), T_(T), B_(B), lr_(lr), stream_(e) {
     const int L = model.layers, H = model.hidden, V = model.vocab;
     stream_length_ = (static_cast<int64_t>(train.size()) - 1) / B;
     if (stream_length_ < T) throw std::runtime_error("the corpus is too short for --batch and --seq");
@@ -375,7 +375,8 @@ class Trainer {
         for (memory* m : {&y.src_iter_c, &y.dst_iter_c, &y.diff_src_iter_c, &y.diff_dst_iter_c})
           *m = memory(d.src_iter, e);
       }
-      // No gradient flows into a chunk from the next one (truncated BPTT).
+      // The first chunk starts from a zero state; no gradient flows into a chunk from the next
+      // one (truncated BPTT).
       Zero(y.src_iter);
       Zero(y.diff_dst_iter);
       if (lstm) {
@@ -532,7 +533,6 @@ class Trainer {
   const std::vector<int>& train_;
   const int T_, B_;
   const double lr_;
-  dnnl::engine engine_;
   dnnl::stream stream_;
   int64_t stream_length_ = 0, offset_ = 0;
   int adam_steps_ = 0;
