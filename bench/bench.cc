@@ -4,6 +4,7 @@
 //   bptt_bench sample --corpus FILE --cell lstm --hidden 512 --layers 2 --length 2000
 //                     (batch 1, temperature 1, float32, bfloat16 and int8 products; best of --repeats)
 //   bptt_bench peak   --size 2048            (SGEMM GFLOP/s: Eigen, and OpenBLAS when linked)
+//   bptt_bench fma    --threads 2            (GFLOP/s of a loop of independent AVX-512 FMAs)
 //
 // train runs exactly the trainer's step (trainer.cc): Forward, SoftmaxCrossEntropy, zeroing
 // the gradients, Backward, global-norm clipping, carrying the state, an Adam update; on the
@@ -38,6 +39,7 @@
 #ifdef BPTT_BENCH_OPENBLAS
 #include <cblas.h>
 #endif
+#include <immintrin.h>
 #include <omp.h>
 
 namespace po = boost::program_options;
@@ -230,14 +232,54 @@ nlohmann::json Peak(const Args& a) {
   return out;
 }
 
+// The FMA units' peak: on each of `threads` threads, kChains independent chains of 16-lane
+// float FMAs (enough to cover the FMA latency on two FMA ports), 2 FLOPs per lane; best of
+// `repeats`. The register-only loop bounds what any float32 kernel can reach on the machine.
+nlohmann::json Fma(const Args& a) {
+#ifdef __AVX512F__
+  constexpr int kChains = 16;
+  constexpr int64_t kIterations = 20'000'000;
+  double best = 1e30;
+  float sink = 0;
+  for (int r = 0; r < a.repeats + 1; ++r) {
+    double seconds = 0;
+#pragma omp parallel num_threads(a.threads) reduction(+ : sink)
+    {
+      __m512 acc[kChains];
+      for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c + omp_get_thread_num()));
+      const __m512 scale = _mm512_set1_ps(0.999999f), shift = _mm512_set1_ps(1e-6f);
+#pragma omp barrier
+      const double t0 = omp_get_wtime();
+      for (int64_t i = 0; i < kIterations; ++i) {
+#pragma GCC unroll 16
+        for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], scale, shift);
+      }
+#pragma omp barrier
+#pragma omp master
+      seconds = omp_get_wtime() - t0;
+      alignas(64) float lanes[16];
+      for (int c = 0; c < kChains; ++c) {
+        _mm512_store_ps(lanes, acc[c]);
+        for (float x : lanes) sink += x;
+      }
+    }
+    if (r > 0) best = std::min(best, seconds);
+  }
+  const double flops = 2.0 * 16 * kChains * kIterations * a.threads;
+  return {{"mode", "fma"}, {"threads", a.threads}, {"fma_gflops", flops / best * 1e-9}, {"checksum", sink}};
+#else
+  throw std::runtime_error("fma needs a build for AVX-512 (BPTT_NATIVE on an AVX-512 machine)");
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Args a;
-  po::options_description flags("bptt_bench MODE [flags]; MODE is train, sample or peak");
+  po::options_description flags("bptt_bench MODE [flags]; MODE is train, sample, peak or fma");
   flags.add_options()
       ("help", "this help")
-      ("mode", po::value(&a.mode)->required(), "train, sample or peak")
+      ("mode", po::value(&a.mode)->required(), "train, sample, peak or fma")
       ("corpus", po::value(&a.corpus), "text file (train, sample)")
       ("cell", po::value(&a.cell)->default_value(a.cell), "lstm, gru, rnn-tanh, ...")
       ("hidden", po::value(&a.hidden)->default_value(a.hidden), "H")
@@ -250,7 +292,7 @@ int main(int argc, char** argv) {
       ("length", po::value(&a.length)->default_value(a.length), "symbols per sample")
       ("sample-threads", po::value(&a.sample_threads)->default_value(a.sample_threads),
        "threads splitting each per-symbol product (SampleOptions::threads)")
-      ("repeats", po::value(&a.repeats)->default_value(a.repeats), "sample, peak: best of this many")
+      ("repeats", po::value(&a.repeats)->default_value(a.repeats), "sample, peak, fma: best of this many")
       ("size", po::value(&a.size)->default_value(a.size), "peak: n of the n x n SGEMM")
       ("work-dir", po::value(&a.work_dir)->default_value(a.work_dir), "where the encoded corpus is written");
   po::positional_options_description positional;
@@ -270,6 +312,7 @@ int main(int argc, char** argv) {
     if (a.mode == "train") out = Train(a);
     else if (a.mode == "sample") out = Sample(a);
     else if (a.mode == "peak") out = Peak(a);
+    else if (a.mode == "fma") out = Fma(a);
     else throw std::runtime_error("unknown mode " + a.mode);
     std::cout << out.dump() << std::endl;
     return 0;

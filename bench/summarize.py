@@ -3,18 +3,22 @@
 
   summarize.py OUT_DIR RUNS OPENBLAS_CORETYPE ROW...
 
-OUT_DIR holds peak{1,2}.{0,1}.json (bptt_bench peak at the start and the end) and, for each row
-"name cell layers hidden batch seq threads anchor" and run r, name.r.train.json and
-name.r.sample.json (bptt_bench), name.r.torch.json (the training anchor) and
-name.r.torch_sample.json (bench/torch_cells.py --sample-only); the anchor's files may be missing.
-Medians over the runs; a ratio is taken within each run, then its median.
+OUT_DIR holds peak{1,2}.{0,1}.json (bptt_bench peak at the start and the end), fma{1,2}.{0,1}.json
+(bptt_bench fma, likewise; may be missing) and, for each row "name cell layers hidden batch seq
+threads anchor" and run r, name.r.train.json and name.r.sample.json (bptt_bench), name.r.torch.json
+(the PyTorch training anchor), name.r.torch_sample.json (bench/torch_cells.py --sample-only),
+name.r.onednn.json and name.r.onednn_sample.json (bptt_onednn, training and --sample-only); the
+anchors' files may be missing. Medians over the runs; a ratio is taken within each run, then its
+median.
 
 sample_ratio_fp32: bptt fp32 over PyTorch fp32 sampling; sample_ratio_best: bptt's fastest
 precision on the row (sample_best_precision) over PyTorch fp32; sample_ratio_bf16 and
-sample_ratio_int8 likewise. rss_over_need: training's share of the resident set (peak minus the
+sample_ratio_int8 likewise. onednn_train_ratio, onednn_sample_ratio_fp32, onednn_sample_ratio_best,
+onednn_sample_ratio_bf16 and onednn_sample_ratio_int8: the same against the oneDNN anchor.
+rss_over_need: training's share of the resident set (peak minus the
 process before the model exists) over EstimateTrainingBytes; process_rss_over_need: whole peak.
 peak_fraction: over the Eigen SGEMM peak on the row's threads; openblas_peak_fraction: over
-OpenBLAS's.
+OpenBLAS's; fma_peak_fraction: over the FMA loop's peak (bptt_bench fma) on the row's threads.
 """
 import json, statistics, sys
 out, runs, coretype, rows = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
@@ -27,18 +31,28 @@ def load(path):
         return json.load(open(path))
     except FileNotFoundError:
         return None
+def best_fma(threads):
+    runs = [f for f in (load(f"{out}/fma{threads}.{i}.json") for i in range(2)) if f]
+    return max(f["fma_gflops"] for f in runs) if runs else None
+fma = {t: best_fma(t) for t in (1, 2)}
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 for t, peak in peaks.items():
     print(f"SGEMM peak (2048^3, {t} thread(s), best of start and end): Eigen {peak['eigen_gflops']:.1f} GFLOP/s"
           + (f", OpenBLAS {peak['openblas_gflops']:.1f} GFLOP/s" if "openblas_gflops" in peak else ""))
+for t, peak in fma.items():
+    if peak is not None:
+        print(f"FMA peak (independent AVX-512 FMAs, {t} thread(s), best of start and end): {peak:.1f} GFLOP/s")
 print(f"PyTorch and the OpenBLAS peak with OPENBLAS_CORETYPE={coretype}")
-print(f"medians of {runs} run(s); ratios are per run (bptt and PyTorch back to back), then the median")
-print("sampling: best of the same repeats after one untimed sample on both sides; 'fp32 ratio' is bptt fp32 over"
-      " PyTorch fp32, 'best ratio' bptt's fastest precision over PyTorch fp32")
-hdr = (f"{'config':<20}{'bptt ch/s':>10}{'torch ch/s':>11}{'ratio':>7}{'GFLOP/s':>9}{'%peak':>7}{'%oblas':>7}"
-       f"{'smp fp32':>10}{'smp bf16':>10}{'smp int8':>10}{'torch smp':>10}{'fp32 ratio':>11}{'best ratio':>16}{'us/ch':>7}"
+print(f"medians of {runs} run(s); ratios are per run (bptt, PyTorch and oneDNN back to back), then the median")
+print("sampling: best of the same repeats after one untimed sample on every side; 'fp32 ratio' is bptt fp32 over"
+      " PyTorch fp32, 'best ratio' bptt's fastest precision over PyTorch fp32; 'fp32/dnnl' and 'best/dnnl' the same"
+      " over oneDNN fp32")
+hdr = (f"{'config':<20}{'bptt ch/s':>10}{'torch ch/s':>11}{'ratio':>7}{'dnnl ch/s':>10}{'r/dnnl':>7}"
+       f"{'GFLOP/s':>9}{'%peak':>7}{'%oblas':>7}{'%fma':>6}"
+       f"{'smp fp32':>10}{'smp bf16':>10}{'smp int8':>10}{'torch smp':>10}{'fp32 ratio':>11}{'best ratio':>16}"
+       f"{'dnnl smp':>10}{'fp32/dnnl':>10}{'best/dnnl':>10}{'us/ch':>7}"
        f"{'RSS MB':>8}{'train MB':>9}{'need MB':>8}{'x need':>7}")
 print(hdr)
 lines = []
@@ -50,6 +64,8 @@ for row in rows:
     sm = [load(f"{out}/{name}.{r}.sample.json") for r in range(runs)]
     th = [load(f"{out}/{name}.{r}.torch.json") for r in range(runs)]
     ts_runs = [load(f"{out}/{name}.{r}.torch_sample.json") for r in range(runs)]
+    dn = [load(f"{out}/{name}.{r}.onednn.json") for r in range(runs)]
+    ds_runs = [load(f"{out}/{name}.{r}.onednn_sample.json") for r in range(runs)]
     bt = med([t["train_chars_per_s"] for t in tr])
     bs = {p: med([s[f"sample_{p}_chars_per_s"] for s in sm]) for p in precisions}
     best = max(precisions, key=lambda p: bs[p])  # bptt's fastest precision on this row
@@ -58,16 +74,25 @@ for row in rows:
     tratio = med([a["train_chars_per_s"] / b["train_chars_per_s"] if b else None for a, b in zip(tr, th)])
     sratio = {p: med([a[f"sample_{p}_chars_per_s"] / b["sample_chars_per_s"] if b else None
                       for a, b in zip(sm, ts_runs)]) for p in precisions}
+    dt = med([t["train_chars_per_s"] if t else None for t in dn])
+    ds = med([t["sample_chars_per_s"] if t else None for t in ds_runs])
+    dratio = med([a["train_chars_per_s"] / b["train_chars_per_s"] if b else None for a, b in zip(tr, dn)])
+    dsratio = {p: med([a[f"sample_{p}_chars_per_s"] / b["sample_chars_per_s"] if b else None
+                       for a, b in zip(sm, ds_runs)]) for p in precisions}
+    dimpl = next((t["impl"] for t in dn if t), None)
+    dloss = med([t["loss"] if t else None for t in dn])
     gf = med([t["gflops"] for t in tr])
     ref = peaks[int(row.split()[6])]["eigen_gflops"]  # the Eigen peak on the row's threads
     oref = peaks[int(row.split()[6])].get("openblas_gflops")
+    fref = fma[int(row.split()[6])]  # the FMA loop's peak on the row's threads
     rss = max(t["peak_rss_mb"] for t in tr)
     trss = max(t["training_rss_mb"] for t in tr)
     est = tr[0]["estimate_mb"]
     best_text = f"{sratio[best]:.1f} ({best})" if sratio[best] is not None else "-"
-    print(f"{name:<20}{bt:>10.0f}{f(tt, '%.0f'):>11}{f(tratio, '%.2f'):>7}{gf:>9.1f}{100 * gf / ref:>6.0f}%{f(oref and 100 * gf / oref, '%.0f%%'):>7}"
+    print(f"{name:<20}{bt:>10.0f}{f(tt, '%.0f'):>11}{f(tratio, '%.2f'):>7}{f(dt, '%.0f'):>10}{f(dratio, '%.2f'):>7}"
+          f"{gf:>9.1f}{100 * gf / ref:>6.0f}%{f(oref and 100 * gf / oref, '%.0f%%'):>7}{f(fref and 100 * gf / fref, '%.0f%%'):>6}"
           f"{bs['fp32']:>10.0f}{bs['bf16']:>10.0f}{bs['int8']:>10.0f}{f(ts, '%.0f'):>10}{f(sratio['fp32'], '%.1f'):>11}"
-          f"{best_text:>16}{1e6 / bs[best]:>7.1f}"
+          f"{best_text:>16}{f(ds, '%.0f'):>10}{f(dsratio['fp32'], '%.1f'):>10}{f(dsratio[best], '%.1f'):>10}{1e6 / bs[best]:>7.1f}"
           f"{rss:>8.0f}{trss:>9.0f}{est:>8.0f}{trss / est:>7.2f}")
     r = lambda x, n: None if x is None else round(x, n)
     lines.append(dict(config=name, bptt_train_chars_per_s=r(bt, 1), torch_train_chars_per_s=r(tt, 1),
@@ -78,7 +103,13 @@ for row in rows:
                       sample_ratio_int8=r(sratio["int8"], 2), sample_best_precision=best,
                       sample_ratio_best=r(sratio[best], 2), sample_us_per_char_best=r(1e6 / bs[best], 1),
                       gflops=r(gf, 1), peak_fraction=r(gf / ref, 3),
-                      openblas_peak_fraction=r(oref and gf / oref, 3), peak_rss_mb=r(rss, 1),
+                      openblas_peak_fraction=r(oref and gf / oref, 3), fma_gflops=r(fref, 1),
+                      fma_peak_fraction=r(fref and gf / fref, 3),
+                      onednn_train_chars_per_s=r(dt, 1), onednn_train_ratio=r(dratio, 3), onednn_loss=dloss,
+                      onednn_impl=dimpl, onednn_sample_fp32_chars_per_s=r(ds, 1),
+                      onednn_sample_ratio_fp32=r(dsratio["fp32"], 2), onednn_sample_ratio_bf16=r(dsratio["bf16"], 2),
+                      onednn_sample_ratio_int8=r(dsratio["int8"], 2), onednn_sample_ratio_best=r(dsratio[best], 2),
+                      peak_rss_mb=r(rss, 1),
                       training_rss_mb=r(trss, 1), training_need_mb=r(est, 1),
                       rss_over_need=r(trss / est, 3), process_rss_over_need=r(rss / est, 3),
                       openblas_coretype=coretype, runs=runs))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/summarize.py on made-up runs: sampling ratios are bptt fp32 over PyTorch fp32 and bptt's
 # fastest precision over PyTorch fp32, each taken per run and then the median; the training
-# ratio likewise; rows without the anchor have no ratios.
+# ratio likewise; the same against the oneDNN anchor; rows without the anchors have no ratios; the
+# FMA peak fraction is over the best FMA peak on the row's threads.
 #   tests/cli/bench_summary_test.sh PATH/TO/bench/summarize.py
 set -uo pipefail
 summarize="$1"
@@ -11,6 +12,10 @@ for t in 1 2; do
   echo '{"eigen_gflops": 100, "openblas_gflops": 200}' > "$work/peak$t.0.json"
   echo '{"eigen_gflops": 120, "openblas_gflops": 150}' > "$work/peak$t.1.json"
 done
+# FMA peaks: 400 on 2 threads (the larger of start and end), 200 on 1 thread (only at the start).
+echo '{"fma_gflops": 300}' > "$work/fma2.0.json"
+echo '{"fma_gflops": 400}' > "$work/fma2.1.json"
+echo '{"fma_gflops": 200}' > "$work/fma1.0.json"
 # train_json CHARS_PER_S: bptt_bench train's keys.
 train_json() {
   echo "{\"train_chars_per_s\": $1, \"gflops\": 60, \"peak_rss_mb\": 100, \"training_rss_mb\": 90, \"estimate_mb\": 80}"
@@ -26,6 +31,12 @@ sample_json 1000 2000 4000 > "$work/big.0.sample.json"
 sample_json 1100 2100 3000 > "$work/big.1.sample.json"
 echo '{"sample_chars_per_s": 500}' > "$work/big.0.torch_sample.json"
 echo '{"sample_chars_per_s": 1000}' > "$work/big.1.torch_sample.json"
+# oneDNN on "big": training 8000 and 6000 (ratios 1.25 and 2.0, median 1.625); sampling 500 and
+# 1100 (fp32 ratios 2.0 and 1.0, median 1.5; int8 ratios 8.0 and 2.727, median 5.36).
+echo '{"train_chars_per_s": 8000, "loss": 3.0, "impl": "onednn-2.6.3 fwd ref bwd ref"}' > "$work/big.0.onednn.json"
+echo '{"train_chars_per_s": 6000, "loss": 2.0, "impl": "onednn-2.6.3 fwd ref bwd ref"}' > "$work/big.1.onednn.json"
+echo '{"sample_chars_per_s": 500}' > "$work/big.0.onednn_sample.json"
+echo '{"sample_chars_per_s": 1100}' > "$work/big.1.onednn_sample.json"
 # Row "small": fp32 fastest (9000 and 9600), against PyTorch 3000 and 3200: ratio 3.0 in both runs.
 for r in 0 1; do
   train_json 50000 > "$work/small.$r.train.json"
@@ -64,9 +75,19 @@ expect small sample_ratio_best 3
 expect alone sample_ratio_fp32 null
 expect alone sample_ratio_best null
 expect alone train_ratio null
+expect big onednn_train_ratio 1.625
+expect big onednn_train_chars_per_s 7000
+expect big onednn_sample_ratio_fp32 1.5
+expect big onednn_sample_ratio_best 5.36
+expect big onednn_loss 2.5
+expect big onednn_impl '"onednn-2.6.3 fwd ref bwd ref"'
+expect big fma_peak_fraction 0.15
+expect small fma_peak_fraction 0.3
+expect small onednn_train_ratio null
+expect alone onednn_sample_ratio_fp32 null
 # The table names both sampling ratios.
 header=$(grep '^config ' "$work/out")
-case "$header" in *"fp32 ratio"*"best ratio"*) pass ;; *) fail "table header: $header" ;; esac
+case "$header" in *"fp32 ratio"*"best ratio"*"fp32/dnnl"*"best/dnnl"*) pass ;; *) fail "table header: $header" ;; esac
 grep -q '^big .* 1\.6 .* 5\.5 (int8)' "$work/out" && pass || fail "big row: $(grep '^big ' "$work/out")"
 
 finish
