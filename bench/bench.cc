@@ -4,7 +4,8 @@
 //   bptt_bench sample --corpus FILE --cell lstm --hidden 512 --layers 2 --length 2000
 //                     (batch 1, temperature 1, float32, bfloat16 and int8 products; best of --repeats)
 //   bptt_bench peak   --size 2048            (SGEMM GFLOP/s: Eigen, and OpenBLAS when linked)
-//   bptt_bench fma    --threads 2            (GFLOP/s of a loop of independent AVX-512 FMAs)
+//   bptt_bench fma    --threads 2            (GFLOP/s of a loop of independent AVX-512 FMAs, and of
+//                                            AVX-512 BF16 dot products where the CPU has them)
 //
 // train runs exactly the trainer's step (trainer.cc): Forward, SoftmaxCrossEntropy, zeroing
 // the gradients, Backward, global-norm clipping, carrying the state, an Adam update; on the
@@ -266,7 +267,40 @@ nlohmann::json Fma(const Args& a) {
     if (r > 0) best = std::min(best, seconds);
   }
   const double flops = 2.0 * 16 * kChains * kIterations * a.threads;
-  return {{"mode", "fma"}, {"threads", a.threads}, {"fma_gflops", flops / best * 1e-9}, {"checksum", sink}};
+  nlohmann::json out = {{"mode", "fma"}, {"threads", a.threads}, {"fma_gflops", flops / best * 1e-9}};
+#ifdef __AVX512BF16__
+  // The same loop of AVX-512 BF16 dot products (VDPBF16PS: 32 bfloat16 products summed into 16
+  // floats, 64 FLOPs): whether bfloat16 arithmetic could train faster than float32 here.
+  double best_bf16 = 1e30;
+  for (int r = 0; r < a.repeats + 1; ++r) {
+    double seconds = 0;
+#pragma omp parallel num_threads(a.threads) reduction(+ : sink)
+    {
+      __m512 acc[kChains];
+      for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c + omp_get_thread_num()));
+      const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(-1e-3f));
+      const __m512bh y = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.25f));
+#pragma omp barrier
+      const double t0 = omp_get_wtime();
+      for (int64_t i = 0; i < kIterations; ++i) {
+#pragma GCC unroll 16
+        for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], x, y);
+      }
+#pragma omp barrier
+#pragma omp master
+      seconds = omp_get_wtime() - t0;
+      alignas(64) float lanes[16];
+      for (int c = 0; c < kChains; ++c) {
+        _mm512_store_ps(lanes, acc[c]);
+        for (float v : lanes) sink += v;
+      }
+    }
+    if (r > 0) best_bf16 = std::min(best_bf16, seconds);
+  }
+  out["bf16_dot_gflops"] = 2 * flops / best_bf16 * 1e-9;
+#endif
+  out["checksum"] = sink;
+  return out;
 #else
   throw std::runtime_error("fma needs a build for AVX-512 (BPTT_NATIVE on an AVX-512 machine)");
 #endif

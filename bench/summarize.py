@@ -35,6 +35,10 @@ def best_fma(threads):
     runs = [f for f in (load(f"{out}/fma{threads}.{i}.json") for i in range(2)) if f]
     return max(f["fma_gflops"] for f in runs) if runs else None
 fma = {t: best_fma(t) for t in (1, 2)}
+def best_bf16(threads):
+    runs = [f for f in (load(f"{out}/fma{threads}.{i}.json") for i in range(2)) if f and "bf16_dot_gflops" in f]
+    return max(f["bf16_dot_gflops"] for f in runs) if runs else None
+bf16 = {t: best_bf16(t) for t in (1, 2)}
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -43,7 +47,8 @@ for t, peak in peaks.items():
           + (f", OpenBLAS {peak['openblas_gflops']:.1f} GFLOP/s" if "openblas_gflops" in peak else ""))
 for t, peak in fma.items():
     if peak is not None:
-        print(f"FMA peak (independent AVX-512 FMAs, {t} thread(s), best of start and end): {peak:.1f} GFLOP/s")
+        print(f"FMA peak (independent AVX-512 FMAs, {t} thread(s), best of start and end): {peak:.1f} GFLOP/s"
+              + (f"; AVX-512 BF16 dot products {bf16[t]:.1f} GFLOP/s" if bf16[t] else ""))
 print(f"PyTorch and the OpenBLAS peak with OPENBLAS_CORETYPE={coretype}")
 print(f"medians of {runs} run(s); ratios are per run (bptt, PyTorch and oneDNN back to back), then the median")
 print("sampling: best of the same repeats after one untimed sample on every side; 'fp32 ratio' is bptt fp32 over"
@@ -115,3 +120,12 @@ for row in rows:
                       openblas_coretype=coretype, runs=runs))
 for l in lines:
     print(json.dumps(l))
+# Start-up (bench/startup.py), when the run measured it.
+startup = load(f"{out}/startup.json")
+if startup:
+    print(f"start-up, 2x512 LSTM checkpoint, `bptt sample --length {startup['length']}` as whole processes "
+          f"(median of {startup['runs']}): bptt {startup['bptt_total_s']:.3f} s (first symbol at "
+          f"{1e3 * startup['bptt_first_symbol_s']:.0f} ms), PyTorch on {startup['torch_threads']} thread(s) "
+          f"{startup['torch_total_s']:.3f} s (first symbol at {1e3 * startup['torch_first_symbol_s']:.0f} ms): "
+          f"{startup['startup_ratio']:.1f}x")
+    print(json.dumps(dict(config="startup", **startup)))
