@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <cstring>
 #include <iomanip>
 #include <set>
 #include <sstream>
@@ -29,7 +30,7 @@ std::vector<int64_t> TorchShape(const std::string& name, const Mat<float>& m) {
 }
 
 // dst = src between storage orders, in tiles that keep both sides' lines in cache (an element-wise
-// walk reads one of them a row's stride apart: 4 ns an element on a 2048 x 512 matrix, 1 in tiles).
+// walk would read one side a whole row's stride apart).
 template <typename Dst, typename Src>
 void CopyTiled(Dst& dst, const Src& src) {
   constexpr Eigen::Index kTile = 32;
@@ -46,9 +47,18 @@ void PutMatrix(Safetensors& st, const std::string& name, const std::string& para
   st.Put(name, TorchShape(param_name, m), std::span<const float>(r.data(), static_cast<size_t>(r.size())));
 }
 
+// The tensor's row-major bytes into m, 32 rows at a time through a buffer that stays in cache.
 void GetMatrix(const Safetensors& st, const std::string& name, const std::string& param_name, Mat<float>& m) {
-  const std::vector<float> v = st.Get<float>(name, TorchShape(param_name, m));
-  CopyTiled(m, Eigen::Map<const RowMajor>(v.data(), m.rows(), m.cols()));
+  const uint8_t* bytes = st.Checked<float>(name, TorchShape(param_name, m)).bytes.data();
+  if (m.size() == 0) return;
+  constexpr Eigen::Index kRows = 32;
+  RowMajor block(std::min(kRows, m.rows()), m.cols());
+  for (Eigen::Index i = 0; i < m.rows(); i += kRows) {
+    const Eigen::Index rows = std::min(kRows, m.rows() - i);
+    std::memcpy(block.data(), bytes + sizeof(float) * static_cast<size_t>(i * m.cols()),
+                sizeof(float) * static_cast<size_t>(rows * m.cols()));
+    m.middleRows(i, rows) = block.topRows(rows);
+  }
 }
 
 // A state (L of (H, B)) as one (L, B, H) tensor: each (H, B) column-major block is (B, H) row-major.
@@ -181,7 +191,7 @@ Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use) 
     throw Error(out.str());
   }
   std::set<std::string> expected;
-  ck.params = ModelParams<float>::Zeros(ck.config);
+  ck.params = ModelParams<float>::Shaped(ck.config);  // each tensor is read whole below
   ck.params.ForEach([&](const std::string& name, Mat<float>& m) {
     GetMatrix(st, name, name, m);
     expected.insert(name);

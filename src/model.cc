@@ -192,15 +192,22 @@ TensorRole RoleOf(std::string_view name) {
 }
 
 template <typename S>
-ModelParams<S> ModelParams<S>::Zeros(const ModelConfig& config) {
+ModelParams<S> ModelParams<S>::Shaped(const ModelConfig& config) {
   ModelParams p;
   const Eigen::Index V = config.vocab_size, H = config.hidden_size, O = config.output_size;
-  if (config.embed_size > 0) p.encoder = Mat<S>::Zero(V, config.embed_size);
+  if (config.embed_size > 0) p.encoder.resize(V, config.embed_size);
   for (int l = 0; l < config.layers; ++l)
     p.layers.push_back(
-        RecurrentParams<S>::Zeros(*config.cell, l == 0 ? config.layer0_input_size() : H, H, config.layer_norm));
-  p.decoder_weight = Mat<S>::Zero(O, H);
-  p.decoder_bias = Mat<S>::Zero(O, 1);
+        RecurrentParams<S>::Shaped(*config.cell, l == 0 ? config.layer0_input_size() : H, H, config.layer_norm));
+  p.decoder_weight.resize(O, H);
+  p.decoder_bias.resize(O, 1);
+  return p;
+}
+
+template <typename S>
+ModelParams<S> ModelParams<S>::Zeros(const ModelConfig& config) {
+  ModelParams p = Shaped(config);
+  p.SetZero();
   return p;
 }
 

@@ -410,6 +410,15 @@ void Safetensors::Put(const std::string& name, std::vector<int64_t> shape,
 template <typename T>
 std::vector<T> Safetensors::Get(const std::string& name,
                                 const std::vector<int64_t>& expected_shape) const {
+  const Tensor& tensor = Checked<T>(name, expected_shape);
+  std::vector<T> values(tensor.bytes.size() / sizeof(T));
+  if (!values.empty()) std::memcpy(values.data(), tensor.bytes.data(), tensor.bytes.size());
+  return values;
+}
+
+template <typename T>
+const Safetensors::Tensor& Safetensors::Checked(const std::string& name,
+                                                const std::vector<int64_t>& expected_shape) const {
   const Tensor* tensor = Find(name);
   if (tensor == nullptr) throw Error(source_ + ": tensor " + Quote(name) + " is missing");
   if (tensor->dtype != DTypeOf<T>())
@@ -419,11 +428,11 @@ std::vector<T> Safetensors::Get(const std::string& name,
   if (tensor->shape != expected_shape)
     throw Error(source_ + ": tensor " + Quote(name) + " has shape " + ShapeText(tensor->shape) +
                 ", expected " + ShapeText(expected_shape));
-  std::vector<T> values(tensor->bytes.size() / sizeof(T));
-  if (!values.empty()) std::memcpy(values.data(), tensor->bytes.data(), tensor->bytes.size());
-  return values;
+  return *tensor;
 }
 
+template const Safetensors::Tensor& Safetensors::Checked<float>(const std::string&,
+                                                                 const std::vector<int64_t>&) const;
 template std::vector<float> Safetensors::Get(const std::string&, const std::vector<int64_t>&) const;
 template std::vector<double> Safetensors::Get(const std::string&,
                                               const std::vector<int64_t>&) const;

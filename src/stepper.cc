@@ -37,7 +37,7 @@ Precision DefaultSamplePrecision() {
 Stepper::Stepper(const ModelConfig& config, ModelParams<float> params)
     : config_(config), params_(std::make_unique<ModelParams<float>>(std::move(params))) {
   config_.Validate();
-  const ModelParams<float> expected = ModelParams<float>::Zeros(config_);
+  const ModelParams<float> expected = ModelParams<float>::Shaped(config_);
   bool fits = params_->layers.size() == expected.layers.size();
   if (fits) {
     std::vector<std::pair<Eigen::Index, Eigen::Index>> shapes;

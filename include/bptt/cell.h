@@ -77,6 +77,9 @@ struct RecurrentParams {
 
   // All zeros (the LN gains too: Initialize sets them to 1).
   static RecurrentParams Zeros(const Cell& cell, Eigen::Index E, Eigen::Index H, bool layer_norm);
+  // Every tensor at its shape, the values unset: for tensors about to be written whole, or only
+  // looked at (a large tensor's memory is then not even touched).
+  static RecurrentParams Shaped(const Cell& cell, Eigen::Index E, Eigen::Index H, bool layer_norm);
   Eigen::Index hidden_size() const { return weight_hh.cols(); }
   bool layer_norm() const { return ln_ih_weight.size() > 0; }
 };

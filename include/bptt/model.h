@@ -111,6 +111,7 @@ struct ModelParams {
   Mat<S> decoder_bias;                     // (O, 1)
 
   static ModelParams Zeros(const ModelConfig& config);
+  static ModelParams Shaped(const ModelConfig& config);  // values unset, as RecurrentParams::Shaped
 
   // Calls f(name, tensor) for every tensor in a fixed order, with PyTorch's names:
   // encoder.weight, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, (with

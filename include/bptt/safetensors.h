@@ -65,6 +65,10 @@ class Safetensors {
   // "... has shape [2, 3], expected [3, 2]".
   template <typename T>
   std::vector<T> Get(const std::string& name, const std::vector<int64_t>& expected_shape) const;
+  // The tensor itself, after the checks Get makes: for a reader that converts its bytes as it
+  // copies them.
+  template <typename T>
+  const Tensor& Checked(const std::string& name, const std::vector<int64_t>& expected_shape) const;
 
   bool Has(const std::string& name) const { return tensors_.count(name) != 0; }
   const Tensor* Find(const std::string& name) const;  // nullptr when absent

@@ -42,16 +42,27 @@ const Cell& ParseCell(std::string_view name, std::string_view flag) {
 const Cell& DefaultCell() { return cells::kLstm; }
 
 template <typename S>
-RecurrentParams<S> RecurrentParams<S>::Zeros(const Cell& cell, Eigen::Index E, Eigen::Index H, bool layer_norm) {
+RecurrentParams<S> RecurrentParams<S>::Shaped(const Cell& cell, Eigen::Index E, Eigen::Index H, bool layer_norm) {
   const Eigen::Index GH = cell.gates * H;
   RecurrentParams p;
-  p.weight_ih = Mat<S>::Zero(GH, E);
-  p.weight_hh = Mat<S>::Zero(GH, H);
-  p.bias_ih = p.bias_hh = Mat<S>::Zero(GH, 1);
+  p.weight_ih.resize(GH, E);
+  p.weight_hh.resize(GH, H);
+  p.bias_ih.resize(GH, 1);
+  p.bias_hh.resize(GH, 1);
   if (layer_norm) {
-    p.ln_ih_weight = p.ln_ih_bias = p.ln_hh_weight = p.ln_hh_bias = Mat<S>::Zero(GH, 1);
-    if (cell.cell_state) p.ln_c_weight = p.ln_c_bias = Mat<S>::Zero(H, 1);
+    for (Mat<S>* m : {&p.ln_ih_weight, &p.ln_ih_bias, &p.ln_hh_weight, &p.ln_hh_bias}) m->resize(GH, 1);
+    if (cell.cell_state)
+      for (Mat<S>* m : {&p.ln_c_weight, &p.ln_c_bias}) m->resize(H, 1);
   }
+  return p;
+}
+
+template <typename S>
+RecurrentParams<S> RecurrentParams<S>::Zeros(const Cell& cell, Eigen::Index E, Eigen::Index H, bool layer_norm) {
+  RecurrentParams p = Shaped(cell, E, H, layer_norm);
+  for (Mat<S>* m : {&p.weight_ih, &p.weight_hh, &p.bias_ih, &p.bias_hh, &p.ln_ih_weight, &p.ln_ih_bias, &p.ln_hh_weight,
+                    &p.ln_hh_bias, &p.ln_c_weight, &p.ln_c_bias})
+    m->setZero();
   return p;
 }
 
