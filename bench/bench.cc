@@ -233,27 +233,27 @@ nlohmann::json Peak(const Args& a) {
   return out;
 }
 
-// The FMA units' peak: on each of `threads` threads, kChains independent chains of 16-lane
-// float FMAs (enough to cover the FMA latency on two FMA ports), 2 FLOPs per lane; best of
-// `repeats`. The register-only loop bounds what any float32 kernel can reach on the machine.
-nlohmann::json Fma(const Args& a) {
+constexpr int64_t kIterations = 20'000'000;  // rounds of the FMA-peak loops
+
 #ifdef __AVX512F__
+// Best seconds, of `repeats` after one untimed, of kIterations rounds of acc = step(acc) on
+// kChains independent 16-lane accumulators (enough to cover an FMA's latency on two ports) on
+// each of `threads` threads: a loop in registers only. `sink` keeps the results alive.
+template <typename Step>
+double ChainSeconds(int threads, int repeats, Step step, float& sink) {
   constexpr int kChains = 16;
-  constexpr int64_t kIterations = 20'000'000;
   double best = 1e30;
-  float sink = 0;
-  for (int r = 0; r < a.repeats + 1; ++r) {
+  for (int r = 0; r < repeats + 1; ++r) {
     double seconds = 0;
-#pragma omp parallel num_threads(a.threads) reduction(+ : sink)
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
     {
       __m512 acc[kChains];
       for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c + omp_get_thread_num()));
-      const __m512 scale = _mm512_set1_ps(0.999999f), shift = _mm512_set1_ps(1e-6f);
 #pragma omp barrier
       const double t0 = omp_get_wtime();
       for (int64_t i = 0; i < kIterations; ++i) {
 #pragma GCC unroll 16
-        for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], scale, shift);
+        for (int c = 0; c < kChains; ++c) acc[c] = step(acc[c]);
       }
 #pragma omp barrier
 #pragma omp master
@@ -266,38 +266,27 @@ nlohmann::json Fma(const Args& a) {
     }
     if (r > 0) best = std::min(best, seconds);
   }
-  const double flops = 2.0 * 16 * kChains * kIterations * a.threads;
-  nlohmann::json out = {{"mode", "fma"}, {"threads", a.threads}, {"fma_gflops", flops / best * 1e-9}};
+  return best;
+}
+#endif
+
+// The FMA units' peak: float FMAs (2 FLOPs per lane) in ChainSeconds' loop, which bounds what any
+// float32 kernel can reach on the machine; and, where the CPU has AVX-512 BF16, its dot products
+// (VDPBF16PS: 32 bfloat16 products summed into 16 floats, 64 FLOPs), to tell whether bfloat16
+// arithmetic could train faster than float32 here.
+nlohmann::json Fma(const Args& a) {
+#ifdef __AVX512F__
+  const double rounds = 16.0 * kIterations * a.threads;  // instructions over all threads
+  float sink = 0;
+  const __m512 scale = _mm512_set1_ps(0.999999f), shift = _mm512_set1_ps(1e-6f);
+  const double fma = ChainSeconds(a.threads, a.repeats, [scale, shift](__m512 acc) { return _mm512_fmadd_ps(acc, scale, shift); },
+                                  sink);
+  nlohmann::json out = {{"mode", "fma"}, {"threads", a.threads}, {"fma_gflops", 32 * rounds / fma * 1e-9}};
 #ifdef __AVX512BF16__
-  // The same loop of AVX-512 BF16 dot products (VDPBF16PS: 32 bfloat16 products summed into 16
-  // floats, 64 FLOPs): whether bfloat16 arithmetic could train faster than float32 here.
-  double best_bf16 = 1e30;
-  for (int r = 0; r < a.repeats + 1; ++r) {
-    double seconds = 0;
-#pragma omp parallel num_threads(a.threads) reduction(+ : sink)
-    {
-      __m512 acc[kChains];
-      for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c + omp_get_thread_num()));
-      const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(-1e-3f));
-      const __m512bh y = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.25f));
-#pragma omp barrier
-      const double t0 = omp_get_wtime();
-      for (int64_t i = 0; i < kIterations; ++i) {
-#pragma GCC unroll 16
-        for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], x, y);
-      }
-#pragma omp barrier
-#pragma omp master
-      seconds = omp_get_wtime() - t0;
-      alignas(64) float lanes[16];
-      for (int c = 0; c < kChains; ++c) {
-        _mm512_store_ps(lanes, acc[c]);
-        for (float v : lanes) sink += v;
-      }
-    }
-    if (r > 0) best_bf16 = std::min(best_bf16, seconds);
-  }
-  out["bf16_dot_gflops"] = 2 * flops / best_bf16 * 1e-9;
+  const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(-1e-3f));
+  const __m512bh y = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.25f));
+  const double dot = ChainSeconds(a.threads, a.repeats, [x, y](__m512 acc) { return _mm512_dpbf16_ps(acc, x, y); }, sink);
+  out["bf16_dot_gflops"] = 64 * rounds / dot * 1e-9;
 #endif
   out["checksum"] = sink;
   return out;
