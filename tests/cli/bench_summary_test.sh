@@ -52,6 +52,10 @@ for r in 0 1; do
   sample_json 1000 2000 4000 > "$work/alone.$r.sample.json"
 done
 
+# Start-up (bench/startup.py's line) and the bf16 dot-product rate beside the FMA peak.
+echo '{"length": 600, "runs": 5, "torch_threads": 1, "bptt_first_symbol_s": 0.05, "bptt_total_s": 0.1, "torch_first_symbol_s": 1.0, "torch_total_s": 2.5, "startup_ratio": 25.0}' > "$work/startup.json"
+echo '{"fma_gflops": 200, "bf16_dot_gflops": 90}' > "$work/fma1.1.json"
+
 if python3 "$summarize" "$work" 2 SkylakeX "big lstm 2 512 32 64 2 yes" "small lstm 2 128 50 50 1 yes" \
      "alone lstm 2 512 32 64 2 no" > "$work/out" 2> "$work/err"; then pass; else fail "summarize: $(cat "$work/err")"; fi
 # field ROW KEY: the value of KEY in ROW's JSON line.
@@ -85,6 +89,12 @@ expect big fma_peak_fraction 0.15
 expect small fma_peak_fraction 0.3
 expect small onednn_train_ratio null
 expect alone onednn_sample_ratio_fp32 null
+expect startup startup_ratio 25
+expect startup bptt_first_symbol_s 0.05
+grep -q '^start-up, .*bptt 0.100 s (first symbol at 50 ms), PyTorch on 1 thread(s) 2.500 s .*: 25.0x$' "$work/out" && pass ||
+  fail "start-up line: $(grep '^start-up' "$work/out")"
+grep -q '^FMA peak (.*, 1 thread(s), .*): 200.0 GFLOP/s; AVX-512 BF16 dot products 90.0 GFLOP/s$' "$work/out" && pass ||
+  fail "FMA line: $(grep '^FMA peak (.*1 thread' "$work/out")"
 # The table names both sampling ratios.
 header=$(grep '^config ' "$work/out")
 case "$header" in *"fp32 ratio"*"best ratio"*"fp32/dnnl"*"best/dnnl"*) pass ;; *) fail "table header: $header" ;; esac
