@@ -29,21 +29,8 @@ std::vector<int64_t> TorchShape(const std::string& name, const Mat<float>& m) {
   return {m.rows(), m.cols()};
 }
 
-// dst = src between storage orders, in tiles that keep both sides' lines in cache (an element-wise
-// walk would read one side a whole row's stride apart).
-template <typename Dst, typename Src>
-void CopyTiled(Dst& dst, const Src& src) {
-  constexpr Eigen::Index kTile = 32;
-  for (Eigen::Index j = 0; j < dst.cols(); j += kTile)
-    for (Eigen::Index i = 0; i < dst.rows(); i += kTile) {
-      const Eigen::Index rows = std::min(kTile, dst.rows() - i), cols = std::min(kTile, dst.cols() - j);
-      dst.block(i, j, rows, cols) = src.block(i, j, rows, cols);
-    }
-}
-
 void PutMatrix(Safetensors& st, const std::string& name, const std::string& param_name, const Mat<float>& m) {
-  RowMajor r(m.rows(), m.cols());
-  CopyTiled(r, m);
+  const RowMajor r = m;
   st.Put(name, TorchShape(param_name, m), std::span<const float>(r.data(), static_cast<size_t>(r.size())));
 }
 
