@@ -132,12 +132,12 @@ double ScoreStepwise(Stepper& stepper, std::span<const int32_t> ids) {
 }
 
 TextEvaluation EvaluateFileStepwise(const ModelConfig& config, ModelParams<float> params, EncodedFile file,
-                                    Precision precision) {
+                                    Precision precision, int threads) {
   TextEvaluation result;
   result.unknown = file.unknown;
   result.unknown_symbols = std::move(file.unknown_symbols);
   Stepper stepper(config, std::move(params));
-  stepper.Configure(precision, 1);
+  stepper.Configure(precision, threads);
   result.nats_per_symbol = ScoreStepwise(stepper, file.ids);
   result.bits_per_symbol = result.nats_per_symbol / std::numbers::ln2;
   result.perplexity = std::exp(result.nats_per_symbol);
@@ -159,7 +159,7 @@ TextEvaluation Evaluate(const ModelConfig& config, const ModelParams<float>& par
   if (!config.language_model())
     throw Error("bptt eval scores text with a language model; this model was trained on a task");
   if (options.precision) {
-    TextEvaluation r = EvaluateFileStepwise(config, params, std::move(file), *options.precision);
+    TextEvaluation r = EvaluateFileStepwise(config, params, std::move(file), *options.precision, options.threads);
     r.method = std::string("stepwise, ") + std::string(PrecisionName(*options.precision));
     return r;
   }

@@ -221,6 +221,9 @@ TEST_F(EncodeFileTest, StepwiseEvaluationScoresAsOneStream) {
     EXPECT_EQ(r.symbols, n - 1);
     EXPECT_EQ(r.unknown, 1u);
     EXPECT_NEAR(r.nats_per_symbol, batched, 1e-5 * batched);
+    // --threads splits each step's products by rows: the same sums, the same score.
+    EXPECT_EQ(EvaluateFileStepwise(config, params, EncodeFile(path, vocab), Precision::kFloat32, 2).nats_per_symbol,
+              r.nats_per_symbol);
     EXPECT_DOUBLE_EQ(r.bits_per_symbol, r.nats_per_symbol / std::numbers::ln2);
     EXPECT_DOUBLE_EQ(r.perplexity, std::exp(r.nats_per_symbol));
     EXPECT_THROW(EvaluateFileStepwise(config, params, EncodeFile(Write("s.txt", "oZZ"), vocab), Precision::kInt8),

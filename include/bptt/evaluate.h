@@ -117,9 +117,10 @@ TextEvaluation EvaluateFile(const ModelConfig& config, const ModelParams<float>&
 // `ids` has fewer than two symbols.
 double ScoreStepwise(Stepper& stepper, std::span<const int32_t> ids);
 
-// Evaluates encoded text with ScoreStepwise in `precision` (n - 1 symbols scored). What a
-// reduced sampling precision costs is the difference from kFloat32.
+// Evaluates encoded text with ScoreStepwise in `precision` on `threads` threads (as
+// Stepper::Configure) (n - 1 symbols scored). What a reduced sampling precision costs is the
+// difference from kFloat32.
 TextEvaluation EvaluateFileStepwise(const ModelConfig& config, ModelParams<float> params, EncodedFile file,
-                                    Precision precision);
+                                    Precision precision, int threads = 1);
 
 }  // namespace bptt
