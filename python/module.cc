@@ -159,23 +159,34 @@ class Model {
   Checkpoint checkpoint_;
 };
 
-SampleOptions MakeSampleOptions(int64_t length, double temperature, int top_k, double top_p, std::string prime,
-                                uint64_t seed, bool argmax, std::string stop, int num, const std::string& precision,
-                                int threads) {
-  SampleOptions o;
-  o.length = length;
-  o.temperature = temperature;
-  o.top_k = top_k;
-  o.top_p = top_p;
-  o.prime = std::move(prime);
-  o.seed = seed;
-  o.argmax = argmax;
-  o.stop = std::move(stop);
-  o.num = num;
-  o.precision = ParsePrecision(precision, "--precision");
-  o.threads = threads;
-  o.Validate();
-  return o;
+// Defines `name` on Model, taking `bptt sample`'s flags as keywords (SampleOptions' defaults) and
+// calling f(model, options) with them validated.
+template <typename F>
+void DefSampling(py::class_<Model>& model, const char* name, F f, const char* doc) {
+  const SampleOptions d;
+  model.def(
+      name,
+      [f](Model& self, int64_t length, double temperature, int top_k, double top_p, std::string prime, uint64_t seed,
+          bool argmax, std::string stop, int num, const std::string& precision, int threads) {
+        SampleOptions o;
+        o.length = length;
+        o.temperature = temperature;
+        o.top_k = top_k;
+        o.top_p = top_p;
+        o.prime = std::move(prime);
+        o.seed = seed;
+        o.argmax = argmax;
+        o.stop = std::move(stop);
+        o.num = num;
+        o.precision = ParsePrecision(precision, "--precision");
+        o.threads = threads;
+        o.Validate();
+        return f(self, o);
+      },
+      py::kw_only(), py::arg("length") = d.length, py::arg("temperature") = d.temperature, py::arg("top_k") = d.top_k,
+      py::arg("top_p") = d.top_p, py::arg("prime") = d.prime, py::arg("seed") = d.seed, py::arg("argmax") = d.argmax,
+      py::arg("stop") = d.stop, py::arg("num") = d.num, py::arg("precision") = PrecisionName(d.precision),
+      py::arg("threads") = d.threads, doc);
 }
 
 // The pieces of Sampler::Next as str. A piece that ends inside a UTF-8 sequence (a byte
@@ -469,8 +480,8 @@ PYBIND11_MODULE(bptt, m) {
   py::register_exception<Error>(m, "Error", PyExc_RuntimeError).doc() =
       "An error of bptt (bad options, files or checkpoints), with the message the command line prints.";
 
-  const SampleOptions d;
-  py::class_<Model>(m, "Model", "A checkpoint loaded for sampling, evaluation and inspection (bptt.load).")
+  py::class_<Model> model(m, "Model", "A checkpoint loaded for sampling, evaluation and inspection (bptt.load).");
+  model
       .def(py::init(&Model::Load), py::arg("path"))
       .def_property_readonly("path", &Model::path)
       .def_property_readonly(
@@ -524,37 +535,6 @@ PYBIND11_MODULE(bptt, m) {
           [](Model& self, const std::vector<int32_t>& ids) { return Text(self.checkpoint().vocab.Decode(ids), true); },
           py::arg("ids"), "The text of the ids.")
       .def(
-          "sample",
-          [](Model& self, int64_t length, double temperature, int top_k, double top_p, std::string prime,
-             uint64_t seed, bool argmax, std::string stop, int num, const std::string& precision, int threads) {
-            const SampleOptions o = MakeSampleOptions(length, temperature, top_k, top_p, std::move(prime), seed,
-                                                      argmax, std::move(stop), num, precision, threads);
-            std::string text;
-            {
-              py::gil_scoped_release release;
-              self.MakeSampler()->Generate(o, [&text](std::string_view piece) { text.append(piece); });
-            }
-            return Text(text, true);
-          },
-          py::kw_only(), py::arg("length") = d.length, py::arg("temperature") = d.temperature,
-          py::arg("top_k") = d.top_k, py::arg("top_p") = d.top_p, py::arg("prime") = d.prime,
-          py::arg("seed") = d.seed, py::arg("argmax") = d.argmax, py::arg("stop") = d.stop, py::arg("num") = d.num,
-          py::arg("precision") = PrecisionName(d.precision), py::arg("threads") = d.threads,
-          "Generated text, as `bptt sample` prints it (without its final newline): the options are its flags.")
-      .def(
-          "stream",
-          [](Model& self, int64_t length, double temperature, int top_k, double top_p, std::string prime,
-             uint64_t seed, bool argmax, std::string stop, int num, const std::string& precision, int threads) {
-            const SampleOptions o = MakeSampleOptions(length, temperature, top_k, top_p, std::move(prime), seed,
-                                                      argmax, std::move(stop), num, precision, threads);
-            return std::make_unique<Stream>(self.MakeSampler(), o);
-          },
-          py::kw_only(), py::arg("length") = d.length, py::arg("temperature") = d.temperature,
-          py::arg("top_k") = d.top_k, py::arg("top_p") = d.top_p, py::arg("prime") = d.prime,
-          py::arg("seed") = d.seed, py::arg("argmax") = d.argmax, py::arg("stop") = d.stop, py::arg("num") = d.num,
-          py::arg("precision") = PrecisionName(d.precision), py::arg("threads") = d.threads,
-          "sample's text as it is generated: an iterator of pieces (the prime, then a symbol at a time).")
-      .def(
           "eval",
           [](Model& self, std::optional<std::string> text, py::object file, int batch, int seq_len, int threads,
              std::optional<std::string> precision) {
@@ -584,6 +564,21 @@ PYBIND11_MODULE(bptt, m) {
           py::arg("seq_len") = 256, py::arg("threads") = 1, py::arg("precision") = py::none(),
           "Scores a text (or file=PATH) as `bptt eval --json` does; the options are its flags. Returns its "
           "object: nats_per_symbol, bpc, perplexity, symbols, unknown, streams, method.");
+  DefSampling(
+      model, "sample",
+      [](Model& self, const SampleOptions& o) {
+        std::string text;
+        {
+          py::gil_scoped_release release;
+          self.MakeSampler()->Generate(o, [&text](std::string_view piece) { text.append(piece); });
+        }
+        return Text(text, true);
+      },
+      "Generated text, as `bptt sample` prints it (without its final newline): the options are its flags.");
+  DefSampling(
+      model, "stream",
+      [](Model& self, const SampleOptions& o) { return std::make_unique<Stream>(self.MakeSampler(), o); },
+      "sample's text as it is generated: an iterator of pieces (the prime, then a symbol at a time).");
 
   py::class_<Stream>(m, "Stream", "The pieces of Model.stream.")
       .def("__iter__", [](py::object self) { return self; })
