@@ -6,6 +6,9 @@
 //   bptt_bench peak   --size 2048            (SGEMM GFLOP/s: Eigen, and OpenBLAS when linked)
 //   bptt_bench fma    --threads 2            (GFLOP/s of a loop of independent AVX-512 FMAs, and of
 //                                            AVX-512 BF16 dot products where the CPU has them)
+//   bptt_bench recurrent --cell lstm --hidden 512 --batch 32 --seq 64 --threads 2
+//                     (GFLOP/s of the time loop's packed recurrent products alone, forward and
+//                     backward, shared between the threads as in the cells)
 //
 // train runs exactly the trainer's step (trainer.cc): Forward, SoftmaxCrossEntropy, zeroing
 // the gradients, Backward, global-norm clipping, carrying the state, an Adam update; on the
@@ -35,6 +38,7 @@
 #include "bptt/optimizer.h"
 #include "bptt/sampler.h"
 #include "bptt/trainer.h"
+#include "kernels/packed_gemm.h"
 #include "kernels/threads.h"
 
 #ifdef BPTT_BENCH_OPENBLAS
@@ -295,14 +299,61 @@ nlohmann::json Fma(const Args& a) {
 #endif
 }
 
+// The recurrent products of one layer's sweeps, as the cells run them (lstm.cc): per step t,
+// forward a_t += W_hh h_{t-1} (G*H, B) and backward dh = W_hh^T da_t (H, B), over weights packed
+// once, shared between the threads as StepShare (packed_gemm.h) says; random weights and inputs. Reports
+// the best of `repeats` sweeps, in GFLOP/s, and the packed weights' bytes: against the FMA peak
+// (fma) this shows what the memory side costs when the weights do not fit a core's L2.
+nlohmann::json Recurrent(const Args& a) {
+  const Eigen::Index G = bptt::ParseCell(a.cell).gates, H = a.hidden, B = a.batch, T = a.seq;
+  const bptt::Mat<float> w = bptt::Mat<float>::Random(G * H, H);
+  bptt::Mat<float> packed, packed_t;
+  bptt::PackPanels(w, packed);
+  bptt::PackTransposedPanels(w, packed_t);
+  bptt::Mat<float> h = bptt::Mat<float>::Random(H, B * (T + 1)), gates = bptt::Mat<float>::Random(G * H, B * T);
+  bptt::Mat<float> dh = bptt::Mat<float>::Zero(H, B);
+  double forward = 1e30, backward = 1e30;
+  for (int r = 0; r < a.repeats + 1; ++r) {
+    const Clock::time_point t0 = Clock::now();
+#pragma omp parallel num_threads(a.threads)
+    {
+      const bptt::StepShare share(G * H, B);
+      for (Eigen::Index t = 0; t < T && share.active(); ++t) {
+        share.Product(packed, H, h.col(t * B).data(), H, gates.col(t * B).data(), G * H, true);
+        share.Join();
+      }
+    }
+    const double f = Since(t0);
+    const Clock::time_point t1 = Clock::now();
+#pragma omp parallel num_threads(a.threads)
+    {
+      const bptt::StepShare share(H, B);
+      for (Eigen::Index t = T - 1; t >= 0 && share.active(); --t) {
+        share.Product(packed_t, G * H, gates.col(t * B).data(), G * H, dh.data(), H, false);
+        share.Join();
+      }
+    }
+    const double b = Since(t1);
+    if (r > 0) forward = std::min(forward, f), backward = std::min(backward, b);
+  }
+  const double flops = 2.0 * G * H * H * B * T;
+  return {{"mode", "recurrent"},  {"cell", a.cell},
+          {"hidden", a.hidden},   {"batch", a.batch},
+          {"seq", a.seq},         {"threads", a.threads},
+          {"weight_bytes", static_cast<double>(packed.size()) * sizeof(float)},
+          {"forward_gflops", flops / forward * 1e-9},
+          {"backward_gflops", flops / backward * 1e-9},
+          {"checksum", static_cast<double>(gates.sum() + dh.sum())}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Args a;
-  po::options_description flags("bptt_bench MODE [flags]; MODE is train, sample, peak or fma");
+  po::options_description flags("bptt_bench MODE [flags]; MODE is train, sample, peak, fma or recurrent");
   flags.add_options()
       ("help", "this help")
-      ("mode", po::value(&a.mode)->required(), "train, sample, peak or fma")
+      ("mode", po::value(&a.mode)->required(), "train, sample, peak, fma or recurrent")
       ("corpus", po::value(&a.corpus), "text file (train, sample)")
       ("cell", po::value(&a.cell)->default_value(a.cell), "lstm, gru, rnn-tanh, ...")
       ("hidden", po::value(&a.hidden)->default_value(a.hidden), "H")
@@ -315,7 +366,7 @@ int main(int argc, char** argv) {
       ("length", po::value(&a.length)->default_value(a.length), "symbols per sample")
       ("sample-threads", po::value(&a.sample_threads)->default_value(a.sample_threads),
        "threads splitting each per-symbol product (SampleOptions::threads)")
-      ("repeats", po::value(&a.repeats)->default_value(a.repeats), "sample, peak, fma: best of this many")
+      ("repeats", po::value(&a.repeats)->default_value(a.repeats), "sample, peak, fma, recurrent: best of this many")
       ("size", po::value(&a.size)->default_value(a.size), "peak: n of the n x n SGEMM")
       ("work-dir", po::value(&a.work_dir)->default_value(a.work_dir), "where the encoded corpus is written");
   po::positional_options_description positional;
@@ -336,6 +387,7 @@ int main(int argc, char** argv) {
     else if (a.mode == "sample") out = Sample(a);
     else if (a.mode == "peak") out = Peak(a);
     else if (a.mode == "fma") out = Fma(a);
+    else if (a.mode == "recurrent") out = Recurrent(a);
     else throw std::runtime_error("unknown mode " + a.mode);
     std::cout << out.dump() << std::endl;
     return 0;

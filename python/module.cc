@@ -560,8 +560,9 @@ PYBIND11_MODULE(bptt, m) {
             py::dict out = ToPython(EvaluationJson(r));
             return out;
           },
-          py::arg("text") = py::none(), py::kw_only(), py::arg("file") = py::none(), py::arg("batch") = 1,
-          py::arg("seq_len") = 256, py::arg("threads") = 1, py::arg("precision") = py::none(),
+          py::arg("text") = py::none(), py::kw_only(), py::arg("file") = py::none(),
+          py::arg("batch") = EvalOptions{}.batch, py::arg("seq_len") = EvalOptions{}.seq_len,
+          py::arg("threads") = EvalOptions{}.threads, py::arg("precision") = py::none(),
           "Scores a text (or file=PATH) as `bptt eval --json` does; the options are its flags. Returns its "
           "object: nats_per_symbol, bpc, perplexity, symbols, unknown, streams, method.");
   DefSampling(

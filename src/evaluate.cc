@@ -1,5 +1,7 @@
 #include "bptt/evaluate.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -148,7 +150,7 @@ TextEvaluation EvaluateFileStepwise(const ModelConfig& config, ModelParams<float
 void EvalOptions::Validate() const {
   if (batch < 1) throw Error("--batch must be positive, got " + std::to_string(batch));
   if (seq_len < 1) throw Error("--seq-len must be positive, got " + std::to_string(seq_len));
-  if (threads < 1) throw Error("--threads must be positive, got " + std::to_string(threads));
+  if (threads < 0) throw Error("--threads must not be negative, got " + std::to_string(threads));
   if (precision && batch != 1)
     throw Error("--precision scores one stream a symbol at a time; it cannot be combined with --batch");
 }
@@ -163,7 +165,8 @@ TextEvaluation Evaluate(const ModelConfig& config, const ModelParams<float>& par
     r.method = std::string("stepwise, ") + std::string(PrecisionName(*options.precision));
     return r;
   }
-  TextEvaluation r = EvaluateFile(config, params, std::move(file), vocab, options.batch, options.seq_len, options.threads);
+  const int threads = options.threads > 0 ? options.threads : std::max(1, omp_get_num_procs());
+  TextEvaluation r = EvaluateFile(config, params, std::move(file), vocab, options.batch, options.seq_len, threads);
   r.method = r.streams == 1 ? std::string("one stream")
                             : std::to_string(r.streams) + " streams from the zero state (an approximation)";
   return r;

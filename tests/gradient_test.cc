@@ -3,10 +3,12 @@
 // and every head (softmax at every step, softmax on a mask, regression on a mask,
 // classification at the last step), over T = 7 steps with B = 3, a non-zero initial state and
 // a loss that also depends on the final state; the same at sizes that cross the kernels' panel
-// and column-block boundaries (H = 70, B = 11, T = 5), and with dropout on (a fixed mask).
+// and column-block boundaries (H = 70, B = 11, T = 5) and with one stream (B = 1: the steps
+// split between the threads by rows), and with dropout on (a fixed mask).
 // The layer-normalised LSTM and GRU (--layer-norm) likewise, their LN gains and biases drawn
 // away from 1 and 0: one-hot, embedding and dense input, dropout, residual connections and the
-// large sizes. Also: truncated BPTT with the state carried equals one long chunk.
+// large sizes. Also: truncated BPTT with the state carried equals one long chunk, and every
+// thread count gives the one-thread numbers bit for bit, however the steps are split.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -381,6 +383,8 @@ std::vector<GradCase> AllCases() {
     // Across the kernels' 32-row panels and 8-column blocks, forward and backward.
     cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 70, 11, 5, 0.0, 8});
     cases.push_back({cell->name, Input::kDense, Scoring::kRegression, 70, 11, 5, 0.0, 8});
+    // One stream on the analytic pass's 2 threads: the steps split by rows (StepShare).
+    cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 70, 1, 5, 0.0, 8});
     // Dropout between the layers, with the mask fixed.
     cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 4, 3, 7, 0.4});
     // Residual connections over three layers, with and without dropout, one-hot and dense.
@@ -398,6 +402,7 @@ std::vector<GradCase> AllCases() {
     cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 4, 3, 7, 0.0, 0, true, 3, true});
     cases.push_back({cell->name, Input::kDense, Scoring::kRegression, 4, 3, 7, 0.3, 0, true, 3, true});
     cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 70, 11, 5, 0.0, 8, false, 2, true});
+    cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 70, 1, 5, 0.0, 8, false, 2, true});
   }
   return cases;
 }
@@ -576,6 +581,92 @@ TEST_P(TruncatedBptt, TwoChunksWithCarriedStateEqualOneChunk) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCells, TruncatedBptt, ::testing::ValuesIn(Cells().begin(), Cells().end()),
+                         [](const auto& info) {
+                           std::string name(info.param->name);
+                           for (auto& ch : name)
+                             if (ch == '-') ch = '_';
+                           return name;
+                         });
+
+// The time loops share each step between the threads by columns of the batch, or by rows of
+// the recurrent product when there are fewer columns than threads (StepShare, packed_gemm.h);
+// every sum of the sweeps runs in the same order either way, so one layer's forward cache and
+// backward outputs are bit for bit those of one thread. (The large products around the sweeps
+// are Eigen's, whose kernels may round differently at different split sizes: a whole model is
+// held to its central differences instead, above, with B = 1 on 2 threads.) In float at H = 70
+// (the products' 70, 210 and 280 rows make 3, 7 and 9 panels of 32, shared unevenly), B = 1 on
+// 2 and 3 threads and B = 2 on 3 (split by rows), B = 2 on 2 and B = 3 (by columns); every cell,
+// with and without layer norm.
+class ThreadSplit : public ::testing::TestWithParam<const Cell*> {};
+
+TEST_P(ThreadSplit, AnyThreadCountGivesTheOneThreadNumbers) {
+  const Cell& cell = *GetParam();
+  const Eigen::Index H = 70, T = 5, G = cell.gates;
+  for (const bool layer_norm : {false, true}) {
+    if (layer_norm && !cell.layer_norm) continue;
+    for (const Eigen::Index B : {1, 2, 3}) {
+      ModelConfig config = LanguageModel(cell, 6, 0, H, 1);
+      config.layer_norm = layer_norm;
+      config.Validate();
+      Rng rng(31 + B);
+      ModelParams<float> params;
+      Initialize(config, InitOptions{}, rng, params);
+      const RecurrentParams<float>& p = params.layers[0];
+      const Mat<float> input = RandomMat(G * H, T * B, rng, 1.0).cast<float>();  // W_ih x_t
+      const Mat<float> h0 = RandomMat(H, B, rng).cast<float>(), c0 = RandomMat(H, B, rng).cast<float>();
+      const Mat<float> dh_out = RandomMat(H, T * B, rng).cast<float>();
+      const Mat<float> dh_T = RandomMat(H, B, rng).cast<float>(), dc_T = RandomMat(H, B, rng).cast<float>();
+
+      struct Sweeps {
+        LayerCache<float> cache;
+        LayerBackward<float> back;
+      };
+      const auto run = [&](int threads) {
+        Sweeps s;
+        s.cache.Resize(cell, H, T, B, layer_norm);
+        s.cache.gates = input;
+        s.cache.h.leftCols(B) = h0;
+        if (cell.cell_state) s.cache.c.leftCols(B) = c0;
+        cell.modes<float>().chunk_forward(p, s.cache, threads);
+        s.back.Resize(cell, H, T, B, layer_norm);
+        s.back.dh = dh_T;
+        if (cell.cell_state) s.back.dc = dc_T;
+        RecurrentParams<float> grad = RecurrentParams<float>::Zeros(cell, 6, H, layer_norm);
+        cell.modes<float>().chunk_backward(p, p.weight_hh, s.cache, dh_out, s.back, grad, threads);
+        return s;
+      };
+      const Sweeps one = run(1);
+      for (const int threads : {2, 3}) {
+        const Sweeps many = run(threads);
+        const std::string where = std::string(cell.name) + (layer_norm ? " layer norm" : "") + " B " +
+                                  std::to_string(B) + " on " + std::to_string(threads) + " threads: ";
+        const auto same = [&](const char* name, const Mat<float>& a, const Mat<float>& b) {
+          ASSERT_EQ(a.rows(), b.rows()) << where << name;
+          ASSERT_EQ(a.cols(), b.cols()) << where << name;
+          EXPECT_TRUE((a.array() == b.array()).all()) << where << name;
+        };
+        same("h", many.cache.h, one.cache.h);
+        same("c", many.cache.c, one.cache.c);
+        same("gates", many.cache.gates, one.cache.gates);
+        same("tanh_c", many.cache.tanh_c, one.cache.tanh_c);
+        same("recurrent", many.cache.recurrent, one.cache.recurrent);
+        same("ln_ih", many.cache.ln_ih, one.cache.ln_ih);
+        same("ln_hh", many.cache.ln_hh, one.cache.ln_hh);
+        same("ln_c", many.cache.ln_c, one.cache.ln_c);
+        same("ln_rstd", many.cache.ln_rstd, one.cache.ln_rstd);
+        same("dgates", many.back.dgates, one.back.dgates);
+        same("drecurrent", many.back.drecurrent, one.back.drecurrent);
+        same("dln_ih", many.back.dln_ih, one.back.dln_ih);
+        same("dln_hh", many.back.dln_hh, one.back.dln_hh);
+        same("dln_c", many.back.dln_c, one.back.dln_c);
+        same("dh_0", many.back.dh, one.back.dh);
+        same("dc_0", many.back.dc, one.back.dc);
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCells, ThreadSplit, ::testing::ValuesIn(Cells().begin(), Cells().end()),
                          [](const auto& info) {
                            std::string name(info.param->name);
                            for (auto& ch : name)

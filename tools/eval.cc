@@ -25,7 +25,7 @@ int Eval(int argc, char** argv) {
        "streams evaluated side by side (B). 1: the whole file as one stream, the loss papers and PyTorch report; "
        "N > 1: N streams each from the zero state, faster and a little above it (the output says so)")
       ("seq-len", po::value(&o.seq_len)->default_value(o.seq_len), "timesteps per chunk (T); the state is carried across chunks")
-      ("threads", po::value(&o.threads)->default_value(o.threads), "threads for the products")
+      ("threads", po::value(&o.threads)->default_value(o.threads), "threads for the products (0 = every core; with --precision, chosen as it runs as in bptt sample)")
       ("precision", po::value(&precision),
        "score as `bptt sample --precision` runs: one stream, one symbol at a time, with fp32, bf16 or int8 "
        "products (ignores --seq-len); compare the three to see what a reduced precision costs")

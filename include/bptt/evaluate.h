@@ -87,7 +87,7 @@ struct TextEvaluation {
 struct EvalOptions {
   int batch = 1;      // B streams side by side (EvaluateFile); 1 = the one-stream loss
   int seq_len = 256;  // T timesteps per chunk
-  int threads = 1;
+  int threads = 0;     // 0: every core (with precision: chosen as it runs, as `bptt sample` does)
   std::optional<Precision> precision;  // score one stream a symbol at a time in this precision
                                        //   (EvaluateFileStepwise) instead
 

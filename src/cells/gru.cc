@@ -61,7 +61,7 @@ void PointwiseLn(Eigen::Index H, S* a, S* u, S* z_ih, S* z_hh, const RecurrentPa
   Gates(H, a, u, h_prev, h);
 }
 
-// Per step t, for each thread's columns of the batch:
+// Per step t, shared between the threads as StepShare (packed_gemm.h) says:
 //   u_t = W_hh h_{t-1}                     (3H, B)  one product over the packed W_hh
 //   then Pointwise (with layer norm PointwiseLn) on each column.
 template <bool kLayerNorm, typename S>
@@ -70,12 +70,14 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, int threa
   PackPanels(p.weight_hh, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
   {
-    const auto [j0, j1] = ThreadRange(B);
-    for (Eigen::Index t = 0; t < T && j0 < j1; ++t) {
+    const StepShare share(3 * H, B);
+    const Eigen::Index j0 = share.j0, j1 = share.j1;
+    for (Eigen::Index t = 0; t < T && share.active(); ++t) {
       const auto h_prev = cache.Step(cache.h, t);
       auto u = cache.Step(cache.recurrent, t);  // (3H, B)
       auto a = cache.Step(cache.gates, t);      // (3H, B)
-      PackedProduct(cache.packed_hh, 3 * H, H, h_prev.col(j0).data(), H, j1 - j0, u.col(j0).data(), 3 * H, false);
+      share.Product(cache.packed_hh, H, h_prev.data(), H, u.data(), 3 * H, false);
+      share.Join();
       for (Eigen::Index b = j0; b < j1; ++b) {
         if constexpr (kLayerNorm)
           PointwiseLn(H, a.col(b).data(), u.col(b).data(), cache.Step(cache.ln_ih, t).col(b).data(),
@@ -85,6 +87,7 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, int threa
           Pointwise(H, a.col(b).data(), u.col(b).data(), p, h_prev.col(b).data(),
                     cache.Step(cache.h, t + 1).col(b).data());
       }
+      share.Join();
     }
   }
 }
@@ -106,7 +109,8 @@ void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, fl
   Pointwise(p.hidden_size(), a, recurrent, p, h, h);
 }
 
-// Per step t = T..1, with dh = dh_out_t + (dL/dh_t through step t+1):
+// Per step t = T..1 (shared between the threads as StepShare says), with
+// dh = dh_out_t + (dL/dh_t through step t+1):
 //   dn = dh * (1 - z)                 da_n = dn * (1 - n^2)         (input side of n)
 //   du_n = da_n * r                                                (recurrent side of n)
 //   dr = da_n * u_n                   da_r = du_r = dr * r (1 - r)
@@ -130,8 +134,9 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
   const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
 #pragma omp parallel num_threads(threads)
   {
-    const auto [j0, j1] = ThreadRange(B);
-    for (Eigen::Index t = T - 1; t >= 0 && j0 < j1; --t) {
+    const StepShare share(H, B);
+    const Eigen::Index j0 = share.j0, j1 = share.j1;
+    for (Eigen::Index t = T - 1; t >= 0 && share.active(); --t) {
       const auto act = cache.Step(cache.gates, t);
       const auto u = cache.Step(cache.recurrent, t);
       const auto h_prev = cache.Step(cache.h, t);
@@ -163,9 +168,9 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
                                        .matrix();
         }
       }
-      if (recur)
-        PackedProduct(back.packed_hh_t, H, 3 * H, back.drecurrent.col(t * B + j0).data(), 3 * H, j1 - j0,
-                      back.dh.col(j0).data(), H, true);
+      share.Join();
+      if (recur) share.Product(back.packed_hh_t, 3 * H, back.drecurrent.col(t * B).data(), 3 * H, back.dh.data(), H, true);
+      share.Join();
     }
   }
   ParallelProduct(grad.weight_hh, back.drecurrent, cache.h.leftCols(T * B).transpose(), true, threads);

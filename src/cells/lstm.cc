@@ -71,7 +71,7 @@ void PointwiseLn(Eigen::Index H, S* a, S* r, S* z_ih, const RecurrentParams<S>& 
   Vec<S>(h, H) = ConstVec<S>(a + 3 * H, H) * Vec<S>(tanh_c, H);
 }
 
-// Per step t, for each thread's columns of the batch:
+// Per step t, shared between the threads as StepShare (packed_gemm.h) says:
 //   a_t = gates_t + W_hh h_{t-1}           (4H, B)  one product over the packed W_hh
 //   then Pointwise on each column.
 // With layer norm the product goes to ln_hh instead (W_hh h_{t-1} is normalised on its own),
@@ -82,25 +82,29 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, int threa
   PackPanels(p.weight_hh, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
   {
-    const auto [j0, j1] = ThreadRange(B);
-    for (Eigen::Index t = 0; t < T && j0 < j1; ++t) {
+    const StepShare share(4 * H, B);
+    const Eigen::Index j0 = share.j0, j1 = share.j1;
+    for (Eigen::Index t = 0; t < T && share.active(); ++t) {
       auto a = cache.Step(cache.gates, t);  // (4H, B)
       const auto h_prev = cache.Step(cache.h, t);
       if constexpr (kLayerNorm) {
         auto r = cache.Step(cache.ln_hh, t);  // (4H, B)
-        PackedProduct(cache.packed_hh, 4 * H, H, h_prev.col(j0).data(), H, j1 - j0, r.col(j0).data(), 4 * H, false);
+        share.Product(cache.packed_hh, H, h_prev.data(), H, r.data(), 4 * H, false);
+        share.Join();
         for (Eigen::Index b = j0; b < j1; ++b)
           PointwiseLn(H, a.col(b).data(), r.col(b).data(), cache.Step(cache.ln_ih, t).col(b).data(), p,
                       cache.Step(cache.c, t).col(b).data(), cache.Step(cache.c, t + 1).col(b).data(),
                       cache.Step(cache.ln_c, t).col(b).data(), cache.Step(cache.tanh_c, t).col(b).data(),
                       cache.Step(cache.h, t + 1).col(b).data(), cache.Step(cache.ln_rstd, t).col(b).data());
       } else {
-        PackedProduct(cache.packed_hh, 4 * H, H, h_prev.col(j0).data(), H, j1 - j0, a.col(j0).data(), 4 * H, true);
+        share.Product(cache.packed_hh, H, h_prev.data(), H, a.data(), 4 * H, true);
+        share.Join();
         for (Eigen::Index b = j0; b < j1; ++b)
           Pointwise(H, a.col(b).data(), p, cache.Step(cache.c, t).col(b).data(),
                     cache.Step(cache.c, t + 1).col(b).data(), cache.Step(cache.tanh_c, t).col(b).data(),
                     cache.Step(cache.h, t + 1).col(b).data());
       }
+      share.Join();
     }
   }
 }
@@ -126,7 +130,8 @@ void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, fl
   Pointwise(H, a, p, c, c, recurrent, h);
 }
 
-// Per step t = T..1, with dh = dh_out_t + (dL/dh_t through step t+1):
+// Per step t = T..1 (shared between the threads as StepShare says), with
+// dh = dh_out_t + (dL/dh_t through step t+1):
 //   do = dh * tanh(c_t)                     da_o = do * o (1 - o)
 //   dc = dc_next + dh * o * (1 - tanh^2 c_t)
 //   di = dc * g                             da_i = di * i (1 - i)
@@ -154,8 +159,9 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
   const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
 #pragma omp parallel num_threads(threads)
   {
-    const auto [j0, j1] = ThreadRange(B);
-    for (Eigen::Index t = T - 1; t >= 0 && j0 < j1; --t) {
+    const StepShare share(H, B);
+    const Eigen::Index j0 = share.j0, j1 = share.j1;
+    for (Eigen::Index t = T - 1; t >= 0 && share.active(); --t) {
       const auto act = cache.Step(cache.gates, t);
       const auto c_prev = cache.Step(cache.c, t);
       const auto tc = cache.Step(cache.tanh_c, t);
@@ -191,11 +197,10 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
               LayerNormJacobian(param(p.ln_hh_weight) * dab, cache.ln_hh.col(j).array(), cache.ln_rstd(1, j)).matrix();
         }
       }
-      if (recur)
-        PackedProduct(back.packed_hh_t, H, 4 * H, dproduct.col(t * B + j0).data(), 4 * H, j1 - j0,
-                      back.dh.col(j0).data(), H, false);
-      else
-        back.dh.middleCols(j0, j1 - j0).setZero();
+      share.Join();
+      if (recur) share.Product(back.packed_hh_t, 4 * H, dproduct.col(t * B).data(), 4 * H, back.dh.data(), H, false);
+      else back.dh.middleCols(j0, j1 - j0).setZero();
+      share.Join();
     }
   }
   ParallelProduct(grad.weight_hh, dproduct, cache.h.leftCols(T * B).transpose(), true, threads);

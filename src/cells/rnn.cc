@@ -43,7 +43,7 @@ void Pointwise(Eigen::Index H, S* a, const RecurrentParams<S>& p, S* h) {
   Vec<S>(h, H) = v;
 }
 
-// Per step t, for each thread's columns of the batch:
+// Per step t, shared between the threads as StepShare (packed_gemm.h) says:
 //   a_t = gates_t + W_hh h_{t-1}            (H, B)  one product over the packed W_hh
 //   then Pointwise on each column.
 template <typename Act, typename S>
@@ -52,13 +52,14 @@ void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads
   PackPanels(p.weight_hh, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
   {
-    const auto [j0, j1] = ThreadRange(B);
-    for (Eigen::Index t = 0; t < T && j0 < j1; ++t) {
+    const StepShare share(H, B);
+    for (Eigen::Index t = 0; t < T && share.active(); ++t) {
       auto a = cache.Step(cache.gates, t);
-      PackedProduct(cache.packed_hh, H, H, cache.Step(cache.h, t).col(j0).data(), H, j1 - j0, a.col(j0).data(), H,
-                    true);
-      for (Eigen::Index b = j0; b < j1; ++b)
+      share.Product(cache.packed_hh, H, cache.Step(cache.h, t).data(), H, a.data(), H, true);
+      share.Join();
+      for (Eigen::Index b = share.j0; b < share.j1; ++b)
         Pointwise<Act>(H, a.col(b).data(), p, cache.Step(cache.h, t + 1).col(b).data());
+      share.Join();
     }
   }
 }
@@ -70,7 +71,8 @@ void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, fl
   Pointwise<Act>(p.hidden_size(), a, p, h);
 }
 
-// Per step t = T..1, with dh = dh_out_t + (dL/dh_t through step t+1):
+// Per step t = T..1 (shared between the threads as StepShare says), with
+// dh = dh_out_t + (dL/dh_t through step t+1):
 //   da = dh * act'(a_t)      from the output: 1 - h^2, h (1 - h), or [h > 0]
 //   dh_{t-1} = W_hh^T da     one product over the packed W_hh^T (back_hh^T: cell.h)
 // After the sweep: dW_hh += da · [h_0 .. h_{T-1}]^T and db_ih, db_hh += sum over columns of da.
@@ -82,16 +84,18 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const Lay
   if (recur) PackTransposedPanels(back_hh, back.packed_hh_t);
 #pragma omp parallel num_threads(threads)
   {
-    const auto [j0, j1] = ThreadRange(B);
-    const Eigen::Index nb = j1 - j0;
+    const StepShare share(H, B);
+    const Eigen::Index j0 = share.j0, nb = share.j1 - share.j0;
     auto dh = back.dh.middleCols(j0, nb);
-    for (Eigen::Index t = T - 1; t >= 0 && nb > 0; --t) {
+    for (Eigen::Index t = T - 1; t >= 0 && share.active(); --t) {
       dh += dh_out.middleCols(t * B + j0, nb);
       if (back.record) back.dh_steps.middleCols(t * B + j0, nb) = dh;
       auto da = back.dgates.middleCols(t * B + j0, nb);
       da = (dh.array() * Act::Grad(cache.Step(cache.h, t + 1).middleCols(j0, nb))).matrix();
-      if (recur) PackedProduct(back.packed_hh_t, H, H, da.data(), H, nb, dh.data(), H, false);
+      share.Join();
+      if (recur) share.Product(back.packed_hh_t, H, back.dgates.col(t * B).data(), H, back.dh.data(), H, false);
       else dh.setZero();
+      share.Join();
     }
   }
   ParallelProduct(grad.weight_hh, back.dgates, cache.h.leftCols(T * B).transpose(), true, threads);

@@ -14,13 +14,12 @@
 //   PackedProduct: C (M, N) (+)= W · X, every panel in turn
 // Each output element sums over k in order, so results do not depend on the thread count.
 //
-// The time loops split the batch: inside one parallel region each thread runs the whole sweep
-// for its own columns (ThreadRange, threads.h), so the threads never wait for each other inside
-// the loop, which on a shared machine (a core taken by another process for a time slice) costs
-// far more than reading the weights once per thread and step.
+// The time loops share their steps between threads as StepShare (below) says: by columns of the
+// batch when every thread gets columns, by panels of rows otherwise.
 #pragma once
 
 #include <algorithm>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -29,6 +28,7 @@
 #endif
 
 #include "bptt/tensor.h"
+#include "kernels/threads.h"
 
 namespace bptt {
 
@@ -142,5 +142,68 @@ void PackedProduct(const Mat<S>& packed, Eigen::Index M, Eigen::Index K, const S
     PanelProduct(packed, q, K, x, ldx, N, c + r0, ldc, std::min(kPanelRows, M - r0), accumulate);
   }
 }
+
+// How the threads of a time loop's parallel region share each step: the product over the packed
+// weights, C (M, B) (+)= W · X, and the pointwise passes over C's columns.
+//
+// By columns, when there are at least as many columns as threads: each thread takes its own
+// columns of the batch (ThreadRange) for the product and the pointwise passes of the whole sweep,
+// so the threads never wait for each other inside the loop, which on a shared machine (a core
+// taken by another process for a time slice) costs more than reading the weights once per
+// thread and step.
+// By rows, with fewer columns than threads (one stream: `bptt eval`, the end-of-run score): a
+// split of the columns would leave threads idle while one streams all of W for a single column,
+// so each thread takes its share of W's panels for every column, and the threads meet (Join)
+// after the product, before the pointwise pass reads it, and after the pointwise pass, before
+// the next product reads its output. The pointwise passes still go by columns.
+// Either way each element of C sums over k in the same order: results do not depend on the
+// thread count or the split.
+//
+//   #pragma omp parallel num_threads(threads)
+//   { const StepShare share(M, B);
+//     for (t = 0; t < T && share.active(); ++t) {
+//       share.Product(packed, K, x, ldx, c, ldc, accumulate);  share.Join();
+//       for (b = share.j0; b < share.j1; ++b) ...pointwise...;  share.Join(); } }
+class StepShare {
+ public:
+  // Inside the parallel region: M rows of each step's product, B columns.
+  StepShare(Eigen::Index M, Eigen::Index B) : M_(M), B_(B), by_rows_(B < omp_get_num_threads()) {
+    std::tie(j0, j1) = ThreadRange(B);
+    if (by_rows_) std::tie(q0_, q1_) = ThreadRange(PanelBlocks(M));
+  }
+
+  // Whether this thread runs the sweep (split by rows, every thread does: they meet at Join).
+  bool active() const { return by_rows_ || j0 < j1; }
+
+  // This thread's share of C (M, B) (+)= W · X (K, B), W packed by PackPanels (or W^T by
+  // PackTransposedPanels); x and c point at column 0, column-major with leading dimensions
+  // ldx and ldc.
+  template <typename S>
+  void Product(const Mat<S>& packed, Eigen::Index K, const S* x, Eigen::Index ldx, S* c, Eigen::Index ldc,
+               bool accumulate) const {
+    if (!by_rows_) {
+      PackedProduct(packed, M_, K, x + j0 * ldx, ldx, j1 - j0, c + j0 * ldc, ldc, accumulate);
+      return;
+    }
+    for (Eigen::Index q = q0_; q < q1_; ++q) {
+      const Eigen::Index r0 = q * kPanelRows;
+      PanelProduct(packed, q, K, x, ldx, B_, c + r0, ldc, std::min(kPanelRows, M_ - r0), accumulate);
+    }
+  }
+
+  // Waits for the other threads when the rows are split.
+  void Join() const {
+    if (by_rows_) {
+#pragma omp barrier
+    }
+  }
+
+  Eigen::Index j0 = 0, j1 = 0;  // this thread's columns in the pointwise passes
+
+ private:
+  Eigen::Index M_, B_;
+  bool by_rows_;
+  Eigen::Index q0_ = 0, q1_ = 0;  // this thread's panels when split by rows
+};
 
 }  // namespace bptt
