@@ -410,6 +410,14 @@ std::vector<GradCase> AllCases() {
 INSTANTIATE_TEST_SUITE_P(AllCells, ModelGradient, ::testing::ValuesIn(AllCases()),
                          [](const auto& info) { return info.param.Name(); });
 
+// A test name for a cell parameter: its registry name with '-' as '_'.
+std::string CellTestName(const ::testing::TestParamInfo<const Cell*>& info) {
+  std::string name(info.param->name);
+  for (auto& ch : name)
+    if (ch == '-') ch = '_';
+  return name;
+}
+
 // The feedback-alignment rules (model.h Feedback).
 class FeedbackRules : public ::testing::TestWithParam<const Cell*> {};
 
@@ -512,12 +520,7 @@ TEST(DirectFeedback, OneLayerGetsTheErrorOfEachStepAlone) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCells, FeedbackRules, ::testing::ValuesIn(Cells().begin(), Cells().end()),
-                         [](const auto& info) {
-                           std::string name(info.param->name);
-                           for (auto& ch : name)
-                             if (ch == '-') ch = '_';
-                           return name;
-                         });
+                         CellTestName);
 
 TEST(AlignmentDegrees, MeasuresTheAngleOfEachWeightTensor) {
   const ModelConfig config = LanguageModel(*FindCell("rnn-tanh"), 2, 0, 1, 1);
@@ -581,12 +584,7 @@ TEST_P(TruncatedBptt, TwoChunksWithCarriedStateEqualOneChunk) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCells, TruncatedBptt, ::testing::ValuesIn(Cells().begin(), Cells().end()),
-                         [](const auto& info) {
-                           std::string name(info.param->name);
-                           for (auto& ch : name)
-                             if (ch == '-') ch = '_';
-                           return name;
-                         });
+                         CellTestName);
 
 // The time loops share each step between the threads by columns of the batch, or by rows of
 // the recurrent product when there are fewer columns than threads (StepShare, packed_gemm.h);
@@ -667,12 +665,7 @@ TEST_P(ThreadSplit, AnyThreadCountGivesTheOneThreadNumbers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCells, ThreadSplit, ::testing::ValuesIn(Cells().begin(), Cells().end()),
-                         [](const auto& info) {
-                           std::string name(info.param->name);
-                           for (auto& ch : name)
-                             if (ch == '-') ch = '_';
-                           return name;
-                         });
+                         CellTestName);
 
 }  // namespace
 }  // namespace bptt
