@@ -150,12 +150,15 @@ void PackedProduct(const Mat<S>& packed, Eigen::Index M, Eigen::Index K, const S
 // columns of the batch (ThreadRange) for the product and the pointwise passes of the whole sweep,
 // so the threads never wait for each other inside the loop, which on a shared machine (a core
 // taken by another process for a time slice) costs more than reading the weights once per
-// thread and step.
+// thread and step (training a 2x512 LSTM split by rows instead: 2.5-11% faster on a quiet
+// machine, 23-27% slower beside one other busy process; bench/README.md).
 // By rows, with fewer columns than threads (one stream: `bptt eval`, the end-of-run score): a
 // split of the columns would leave threads idle while one streams all of W for a single column,
 // so each thread takes its share of W's panels for every column, and the threads meet (Join)
 // after the product, before the pointwise pass reads it, and after the pointwise pass, before
-// the next product reads its output. The pointwise passes still go by columns.
+// the next product reads its output. The pointwise passes still go by columns. (A 2x512 LSTM's
+// one-stream score on two cores: 2.8x faster than on one on a quiet machine; on an
+// oversubscribed one the meetings can cost more than they save: bench/README.md.)
 // Either way each element of C sums over k in the same order: results do not depend on the
 // thread count or the split.
 //

@@ -103,6 +103,7 @@ if [ "${2:-}" = "--end-to-end" ]; then
   grep -q 'approximation' "$WORK/out" || fail "bptt eval --batch 4 does not name its approximation: $(cat "$WORK/out")"
   expect_error eval "cannot be combined with --batch" "$CK" "$WORK/corpus.txt" --batch 4 --precision int8
   expect_ok eval "$CK" "$WORK/corpus.txt" --threads 2
+  expect_error eval "--threads must not be negative" "$CK" "$WORK/corpus.txt" --threads=-1
   echo "the cat ate a fish." >"$WORK/other.txt"
   expect_ok eval "$CK" "$WORK/other.txt" --json
   grep -q '"unknown":2' "$WORK/out" || fail "bptt eval: expected 2 unknown symbols (f, i): $(cat "$WORK/out")"
