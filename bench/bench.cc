@@ -1,9 +1,11 @@
 // bptt_bench: times the library directly and prints one JSON line, for bench/run.
 //
 //   bptt_bench train  --corpus FILE --cell lstm --hidden 512 --layers 2 --batch 32 --seq 64
+//                     [--precision bf16]  (the large products on AMX, as bptt train --precision)
 //   bptt_bench sample --corpus FILE --cell lstm --hidden 512 --layers 2 --length 2000
 //                     (batch 1, temperature 1, float32, bfloat16 and int8 products; best of --repeats)
-//   bptt_bench peak   --size 2048            (SGEMM GFLOP/s: Eigen, and OpenBLAS when linked)
+//   bptt_bench peak   --size 2048            (SGEMM GFLOP/s: Eigen, and OpenBLAS when linked; the
+//                                            same product in bfloat16 on AMX where the CPU has it)
 //   bptt_bench fma    --threads 2            (GFLOP/s of a loop of independent AVX-512 FMAs, and of
 //                                            AVX-512 BF16 dot products where the CPU has them)
 //   bptt_bench recurrent --cell lstm --hidden 512 --batch 32 --seq 64 --threads 2
@@ -89,6 +91,7 @@ struct Args {
   std::string mode, corpus, cell = "lstm", work_dir = "/tmp/bptt_bench";
   int hidden = 512, layers = 2, batch = 32, seq = 64, steps = 20, warmup = 3, threads = 2;
   int length = 2000, size = 2048, repeats = 5, sample_threads = 1;
+  std::string precision = "fp32";  // train: of the large products (compute.h)
 };
 
 // The benchmark corpus, encoded into a file of work_dir that is removed once mapped.
@@ -110,6 +113,10 @@ nlohmann::json Train(const Args& a) {
   const bptt::EncodedCorpus corpus = LoadCorpus(a);
   const bptt::ModelConfig config = Config(a, corpus.vocab().size());
   const bptt::CorpusSplits splits = bptt::SplitCorpus(corpus.size(), 0.1, 0.0);
+  const bptt::Compute compute{a.threads, bptt::ParsePrecision(a.precision, "--precision")};
+  if (compute.products == bptt::Precision::kInt8) throw std::runtime_error("--precision must be fp32 or bf16");
+  if (compute.products == bptt::Precision::kBfloat16 && !bptt::Bf16ProductsAvailable())
+    throw std::runtime_error("--precision bf16 needs a CPU with AMX-BF16");
   // The process before training: libraries, thread pools and the mapped corpus (touched here,
   // so that its pages count in the baseline, not in training's share).
   int64_t touch = 0;
@@ -135,10 +142,10 @@ nlohmann::json Train(const Args& a) {
       state.SetZero();
       batch.T = stream.Next(batch.ids, batch.classes);
     }
-    bptt::Forward(config, params, batch, state, cache, a.threads, &rng);
+    bptt::Forward(config, params, batch, state, cache, compute, &rng);
     loss = bptt::HeadLoss(config, cache.outputs, batch, &dlogits, a.threads);
     grads.SetZero();
-    bptt::Backward(config, params, batch, cache, dlogits, nullptr, grads, nullptr, a.threads);
+    bptt::Backward(config, params, batch, cache, dlogits, nullptr, grads, nullptr, compute);
     bptt::ClipGradNorm(grads, 5.0);
     bptt::FinalState(config, cache, state);
     bptt::OptimizerStep(adam, 2e-3, params, grads, opt_state, a.threads);
@@ -156,6 +163,7 @@ nlohmann::json Train(const Args& a) {
           {"batch", a.batch},
           {"seq", a.seq},
           {"threads", a.threads},
+          {"precision", a.precision},
           {"vocab", config.vocab_size},
           {"steps", a.steps},
           {"seconds", seconds},
@@ -224,6 +232,15 @@ nlohmann::json Peak(const Args& a) {
     if (r > 0) best = std::min(best, Since(t0));
   }
   nlohmann::json out = {{"mode", "peak"}, {"size", n}, {"threads", a.threads}, {"eigen_gflops", flops / best * 1e-9}};
+  if (bptt::Bf16ProductsAvailable()) {  // the same product in bfloat16 on AMX (train --precision bf16)
+    best = 1e30;
+    for (int r = 0; r < a.repeats + 1; ++r) {
+      const Clock::time_point t0 = Clock::now();
+      bptt::ParallelProduct(C, A, B, false, bptt::Compute{a.threads, bptt::Precision::kBfloat16});
+      if (r > 0) best = std::min(best, Since(t0));
+    }
+    out["amx_bf16_gflops"] = flops / best * 1e-9;
+  }
 #ifdef BPTT_BENCH_OPENBLAS
   best = 1e30;
   for (int r = 0; r < a.repeats + 1; ++r) {
@@ -363,6 +380,8 @@ int main(int argc, char** argv) {
       ("steps", po::value(&a.steps)->default_value(a.steps), "timed training steps")
       ("warmup", po::value(&a.warmup)->default_value(a.warmup), "untimed training steps first")
       ("threads", po::value(&a.threads)->default_value(a.threads), "OpenMP and Eigen threads")
+      ("precision", po::value(&a.precision)->default_value(a.precision),
+       "train: the large products in fp32, or bf16 on AMX (bptt train --precision)")
       ("length", po::value(&a.length)->default_value(a.length), "symbols per sample")
       ("sample-threads", po::value(&a.sample_threads)->default_value(a.sample_threads),
        "threads splitting each per-symbol product (SampleOptions::threads)")

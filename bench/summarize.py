@@ -7,10 +7,13 @@ OUT_DIR holds peak{1,2}.{0,1}.json (bptt_bench peak at the start and the end), f
 (bptt_bench fma, likewise; may be missing) and, for each row "name cell layers hidden batch seq
 threads anchor" and run r, name.r.train.json and name.r.sample.json (bptt_bench), name.r.torch.json
 (the PyTorch training anchor), name.r.torch_sample.json (bench/torch_cells.py --sample-only),
-name.r.onednn.json and name.r.onednn_sample.json (bptt_onednn, training and --sample-only); the
-anchors' files may be missing. Medians over the runs; a ratio is taken within each run, then its
+name.r.onednn.json and name.r.onednn_sample.json (bptt_onednn, training and --sample-only), and
+name.r.train_bf16.json (bptt_bench train --precision bf16, where the CPU has AMX); the anchors' and
+the bf16 files may be missing. Medians over the runs; a ratio is taken within each run, then its
 median.
 
+train_bf16_ratio and onednn_train_bf16_ratio: bptt's training with bf16 large products over the
+PyTorch and the oneDNN anchor's (float) training.
 sample_ratio_fp32: bptt fp32 over PyTorch fp32 sampling; sample_ratio_best: bptt's fastest
 precision on the row (sample_best_precision) over PyTorch fp32; sample_ratio_bf16 and
 sample_ratio_int8 likewise. onednn_train_ratio, onednn_sample_ratio_fp32, onednn_sample_ratio_best,
@@ -24,7 +27,7 @@ import json, statistics, sys
 out, runs, coretype, rows = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 def best_peak(threads):
     peaks = [json.load(open(f"{out}/peak{threads}.{i}.json")) for i in range(2)]
-    return {k: max(p[k] for p in peaks) for k in peaks[0] if k.endswith("gflops")}
+    return {k: max(p.get(k, 0) for p in peaks) for k in peaks[0] if k.endswith("gflops")}
 peaks = {t: best_peak(t) for t in (1, 2)}
 def load(path):
     try:
@@ -44,7 +47,8 @@ def med(xs):
     return statistics.median(xs) if xs else None
 for t, peak in peaks.items():
     print(f"SGEMM peak (2048^3, {t} thread(s), best of start and end): Eigen {peak['eigen_gflops']:.1f} GFLOP/s"
-          + (f", OpenBLAS {peak['openblas_gflops']:.1f} GFLOP/s" if "openblas_gflops" in peak else ""))
+          + (f", OpenBLAS {peak['openblas_gflops']:.1f} GFLOP/s" if "openblas_gflops" in peak else "")
+          + (f"; bfloat16 on AMX {peak['amx_bf16_gflops']:.1f} GFLOP/s" if "amx_bf16_gflops" in peak else ""))
 for t, peak in fma.items():
     if peak is not None:
         print(f"FMA peak (independent AVX-512 FMAs, {t} thread(s), best of start and end): {peak:.1f} GFLOP/s"
@@ -54,7 +58,10 @@ print(f"medians of {runs} run(s); ratios are per run (bptt, PyTorch and oneDNN b
 print("sampling: best of the same repeats after one untimed sample on every side; 'fp32 ratio' is bptt fp32 over"
       " PyTorch fp32, 'best ratio' bptt's fastest precision over PyTorch fp32; 'fp32/dnnl' and 'best/dnnl' the same"
       " over oneDNN fp32")
+print("bf16 columns: bptt training with --precision bf16 (the large products on AMX) and its ratios to the same"
+      " run's PyTorch and oneDNN (float) training")
 hdr = (f"{'config':<20}{'bptt ch/s':>10}{'torch ch/s':>11}{'ratio':>7}{'dnnl ch/s':>10}{'r/dnnl':>7}"
+       f"{'bf16 ch/s':>10}{'bf16/torch':>11}{'bf16/dnnl':>10}"
        f"{'GFLOP/s':>9}{'%peak':>7}{'%oblas':>7}{'%fma':>6}"
        f"{'smp fp32':>10}{'smp bf16':>10}{'smp int8':>10}{'torch smp':>10}{'fp32 ratio':>11}{'best ratio':>16}"
        f"{'dnnl smp':>10}{'fp32/dnnl':>10}{'best/dnnl':>10}{'us/ch':>7}"
@@ -72,6 +79,8 @@ for row in rows:
     dn = [load(f"{out}/{name}.{r}.onednn.json") for r in range(runs)]
     ds_runs = [load(f"{out}/{name}.{r}.onednn_sample.json") for r in range(runs)]
     bt = med([t["train_chars_per_s"] for t in tr])
+    t16 = [load(f"{out}/{name}.{r}.train_bf16.json") for r in range(runs)]
+    bt16 = med([t["train_chars_per_s"] if t else None for t in t16])
     bs = {p: med([s[f"sample_{p}_chars_per_s"] for s in sm]) for p in precisions}
     best = max(precisions, key=lambda p: bs[p])  # bptt's fastest precision on this row
     tt = med([t["train_chars_per_s"] if t else None for t in th])
@@ -82,6 +91,8 @@ for row in rows:
     dt = med([t["train_chars_per_s"] if t else None for t in dn])
     ds = med([t["sample_chars_per_s"] if t else None for t in ds_runs])
     dratio = med([a["train_chars_per_s"] / b["train_chars_per_s"] if b else None for a, b in zip(tr, dn)])
+    t16ratio = med([a["train_chars_per_s"] / b["train_chars_per_s"] if a and b else None for a, b in zip(t16, th)])
+    d16ratio = med([a["train_chars_per_s"] / b["train_chars_per_s"] if a and b else None for a, b in zip(t16, dn)])
     dsratio = {p: med([a[f"sample_{p}_chars_per_s"] / b["sample_chars_per_s"] if b else None
                        for a, b in zip(sm, ds_runs)]) for p in precisions}
     dimpl = next((t["impl"] for t in dn if t), None)
@@ -95,13 +106,15 @@ for row in rows:
     est = tr[0]["estimate_mb"]
     best_text = f"{sratio[best]:.1f} ({best})" if sratio[best] is not None else "-"
     print(f"{name:<20}{bt:>10.0f}{f(tt, '%.0f'):>11}{f(tratio, '%.2f'):>7}{f(dt, '%.0f'):>10}{f(dratio, '%.2f'):>7}"
+          f"{f(bt16, '%.0f'):>10}{f(t16ratio, '%.2f'):>11}{f(d16ratio, '%.2f'):>10}"
           f"{gf:>9.1f}{100 * gf / ref:>6.0f}%{f(oref and 100 * gf / oref, '%.0f%%'):>7}{f(fref and 100 * gf / fref, '%.0f%%'):>6}"
           f"{bs['fp32']:>10.0f}{bs['bf16']:>10.0f}{bs['int8']:>10.0f}{f(ts, '%.0f'):>10}{f(sratio['fp32'], '%.1f'):>11}"
           f"{best_text:>16}{f(ds, '%.0f'):>10}{f(dsratio['fp32'], '%.1f'):>10}{f(dsratio[best], '%.1f'):>10}{1e6 / bs[best]:>7.1f}"
           f"{rss:>8.0f}{trss:>9.0f}{est:>8.0f}{trss / est:>7.2f}")
     r = lambda x, n: None if x is None else round(x, n)
     lines.append(dict(config=name, bptt_train_chars_per_s=r(bt, 1), torch_train_chars_per_s=r(tt, 1),
-                      train_ratio=r(tratio, 3),
+                      train_ratio=r(tratio, 3), bptt_train_bf16_chars_per_s=r(bt16, 1),
+                      train_bf16_ratio=r(t16ratio, 3), onednn_train_bf16_ratio=r(d16ratio, 3),
                       bptt_sample_fp32_chars_per_s=r(bs["fp32"], 1), bptt_sample_bf16_chars_per_s=r(bs["bf16"], 1),
                       bptt_sample_int8_chars_per_s=r(bs["int8"], 1), torch_sample_fp32_chars_per_s=r(ts, 1),
                       sample_ratio_fp32=r(sratio["fp32"], 2), sample_ratio_bf16=r(sratio["bf16"], 2),

@@ -297,7 +297,8 @@ void CheckBatch(const ModelConfig& config, const Batch<S>& batch) {
 
 template <typename S>
 void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
-             const State<S>& initial, ModelCache<S>& cache, int threads, Rng* dropout_rng) {
+             const State<S>& initial, ModelCache<S>& cache, Compute compute, Rng* dropout_rng) {
+  const int threads = compute.threads;
   CheckBatch(config, batch);
   const Eigen::Index L = config.layers, H = config.hidden_size, T = batch.T, B = batch.B, TB = T * B;
   const Cell& cell = *config.cell;
@@ -320,13 +321,13 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
     lc.Resize(cell, H, T, B, config.layer_norm);
     // Input projection for all T steps: gates = W_ih x (the cell adds the biases).
     if (l > 0) {
-      ParallelProduct(lc.gates, p.weight_ih, LayerInput(cache, l), false, threads);
+      ParallelProduct(lc.gates, p.weight_ih, LayerInput(cache, l), false, compute);
     } else if (config.dense_input()) {
-      ParallelProduct(lc.gates, p.weight_ih, batch.dense, false, threads);
+      ParallelProduct(lc.gates, p.weight_ih, batch.dense, false, compute);
     } else if (config.embed_size > 0) {
       EnsureShape(cache.embedded, config.embed_size, TB);
       for (Eigen::Index j = 0; j < TB; ++j) cache.embedded.col(j) = params.encoder.row(batch.ids(j)).transpose();
-      ParallelProduct(lc.gates, p.weight_ih, cache.embedded, false, threads);
+      ParallelProduct(lc.gates, p.weight_ih, cache.embedded, false, compute);
     } else {
 #pragma omp parallel for schedule(static) num_threads(threads)
       for (Eigen::Index j = 0; j < TB; ++j) lc.gates.col(j) = p.weight_ih.col(batch.ids(j));  // one-hot gather
@@ -355,7 +356,7 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
   }
   const ConstMatRef<S> top = LayerOutput(cache, L - 1);
   EnsureShape(cache.outputs, config.output_size, TB);
-  ParallelProduct(cache.outputs, params.decoder_weight, top, false, threads);
+  ParallelProduct(cache.outputs, params.decoder_weight, top, false, compute);
   cache.outputs.colwise() += params.decoder_bias.col(0);
 }
 
@@ -371,7 +372,7 @@ void FinalState(const ModelConfig& config, const ModelCache<S>& cache, State<S>&
 template <typename S>
 void Backward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
               ModelCache<S>& cache, const Mat<S>& doutputs, const std::type_identity_t<State<S>>* dfinal,
-              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial, int threads,
+              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial, Compute compute,
               const std::type_identity_t<FeedbackMatrices<S>>* feedback) {
   const Eigen::Index L = config.layers, H = config.hidden_size, B = cache.B, TB = cache.T * cache.B;
   const Cell& cell = *config.cell;
@@ -382,11 +383,11 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
 
   // Decoder: outputs = W_dec y + b_dec; the error reaching the top layer's output, dL/dy^{L-1}.
   const ConstMatRef<S> top = LayerOutput(cache, L - 1);
-  ParallelProduct(grads.decoder_weight, doutputs, top.transpose(), true, threads);
+  ParallelProduct(grads.decoder_weight, doutputs, top.transpose(), true, compute);
   grads.decoder_bias += doutputs.rowwise().sum();
   EnsureShape(cache.dh_out, H, TB);
   const Mat<S>& decoder_back = fa ? feedback->decoder : dfa ? feedback->direct[L - 1] : params.decoder_weight;
-  ParallelProduct(cache.dh_out, decoder_back.transpose(), doutputs, false, threads);  // (H, T*B)
+  ParallelProduct(cache.dh_out, decoder_back.transpose(), doutputs, false, compute);  // (H, T*B)
 
   for (Eigen::Index l = L - 1; l >= 0; --l) {
     const RecurrentParams<S>& p = params.layers[l];
@@ -399,7 +400,7 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
     }
 
     const Mat<S>& back_hh = fa ? feedback->recurrent[l] : dfa ? kNoRecurrence : p.weight_hh;
-    cell.modes<S>().chunk_backward(p, back_hh, cache.layers[l], cache.dh_out, lb, g, threads);
+    cell.modes<S>().chunk_backward(p, back_hh, cache.layers[l], cache.dh_out, lb, g, compute);
 
     if (dinitial) {
       dinitial->h[l] = lb.dh;
@@ -407,23 +408,23 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
     }
     // Input projection (the cell has added db_ih): dW_ih += dgates x^T, dx = W_ih^T dgates.
     if (l > 0) {
-      ParallelProduct(g.weight_ih, lb.dgates, LayerInput(cache, l).transpose(), true, threads);
+      ParallelProduct(g.weight_ih, lb.dgates, LayerInput(cache, l).transpose(), true, compute);
       if (dfa) {
         // The output error straight to the layer below.
-        ParallelProduct(cache.dh_out, feedback->direct[l - 1].transpose(), doutputs, false, threads);
+        ParallelProduct(cache.dh_out, feedback->direct[l - 1].transpose(), doutputs, false, compute);
         continue;
       }
       // dL/dx^l = W_ih^T dgates (+ dL/dy^l through a residual connection), then through dropout.
       const Mat<S>& input_back = fa ? feedback->input[l] : p.weight_ih;
-      ParallelProduct(cache.dh_out, input_back.transpose(), lb.dgates, config.residual, threads);
+      ParallelProduct(cache.dh_out, input_back.transpose(), lb.dgates, config.residual, compute);
       if (!cache.dropout_mask.empty()) cache.dh_out.array() *= cache.dropout_mask[l - 1].array();
     } else if (config.dense_input()) {
-      ParallelProduct(g.weight_ih, lb.dgates, batch.dense.transpose(), true, threads);
+      ParallelProduct(g.weight_ih, lb.dgates, batch.dense.transpose(), true, compute);
     } else if (config.embed_size > 0) {
-      ParallelProduct(g.weight_ih, lb.dgates, cache.embedded.transpose(), true, threads);
+      ParallelProduct(g.weight_ih, lb.dgates, cache.embedded.transpose(), true, compute);
       EnsureShape(cache.dx, p.weight_ih.cols(), TB);
       const Mat<S>& input_back = feedback && rule != Feedback::kBptt ? feedback->input[0] : p.weight_ih;
-      ParallelProduct(cache.dx, input_back.transpose(), lb.dgates, false, threads);  // (E, T*B)
+      ParallelProduct(cache.dx, input_back.transpose(), lb.dgates, false, compute);  // (E, T*B)
       for (Eigen::Index j = 0; j < TB; ++j) grads.encoder.row(batch.ids(j)) += cache.dx.col(j).transpose();
     } else {
       for (Eigen::Index j = 0; j < TB; ++j) g.weight_ih.col(batch.ids(j)) += lb.dgates.col(j);  // scatter
@@ -435,13 +436,13 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
   template struct ModelParams<S>;                                                                      \
   template struct State<S>;                                                                            \
   template void Forward<S>(const ModelConfig&, const ModelParams<S>&, const Batch<S>&, const State<S>&, \
-                           ModelCache<S>&, int, Rng*);                                                 \
+                           ModelCache<S>&, Compute, Rng*);                                             \
   template void FinalState<S>(const ModelConfig&, const ModelCache<S>&, State<S>&);                    \
   template struct FeedbackMatrices<S>;                                                                 \
   template std::map<std::string, double> AlignmentDegrees<S>(const ModelParams<S>&, const ModelParams<S>&); \
   template void Backward<S>(const ModelConfig&, const ModelParams<S>&, const Batch<S>&, ModelCache<S>&, \
                             const Mat<S>&, const std::type_identity_t<State<S>>*, ModelParams<S>&,     \
-                            std::type_identity_t<State<S>>*, int,                                      \
+                            std::type_identity_t<State<S>>*, Compute,                                  \
                             const std::type_identity_t<FeedbackMatrices<S>>*);
 BPTT_INSTANTIATE(float)
 BPTT_INSTANTIATE(double)

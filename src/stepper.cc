@@ -11,21 +11,6 @@
 
 namespace bptt {
 
-namespace {
-constexpr Precision kPrecisions[] = {Precision::kFloat32, Precision::kBfloat16, Precision::kInt8};
-}  // namespace
-
-const char* PrecisionName(Precision precision) {
-  constexpr const char* kNames[] = {"fp32", "bf16", "int8"};
-  return kNames[static_cast<int>(precision)];
-}
-
-Precision ParsePrecision(std::string_view name, std::string_view flag) {
-  for (const Precision p : kPrecisions)
-    if (name == PrecisionName(p)) return p;
-  throw Error(std::string(flag) + " must be fp32, bf16 or int8, got '" + std::string(name) + "'");
-}
-
 Precision DefaultSamplePrecision() {
 #if defined(__AVX512VNNI__)
   return Precision::kInt8;
@@ -57,7 +42,7 @@ Stepper::Stepper(const ModelConfig& config, ModelParams<float> params)
   embedded_ = Eigen::VectorXf::Zero(config_.embed_size);
   outputs_ = Eigen::VectorXf::Zero(config_.output_size);
   if (config_.residual) summed_.assign(static_cast<size_t>(config_.layers), Eigen::VectorXf::Zero(config_.hidden_size));
-  weights_.resize(std::size(kPrecisions));
+  weights_.resize(3);  // one per Precision
 }
 
 Stepper::~Stepper() = default;

@@ -140,6 +140,15 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
       Field<O>(kBoth, "threads", "threads", optim,
                "threads (0 = every core; distributed: the machine's cores shared between its ranks)", kChanges,
                [](O& o) -> auto& { return o.threads; }),
+      Choice<O>(kBoth, "precision", "precision", optim,
+                "number format of the large products (input projections, weight gradients, decoder): fp32, or "
+                "bf16 (bfloat16 operands, float sums; needs a CPU with AMX; the recurrent steps stay fp32)",
+                kChanges, [](O& o) -> auto& { return o.precision; }, PrecisionName,
+                [](const std::string& v, const std::string& f) {
+                  const Precision p = ParsePrecision(v, f);
+                  if (p == Precision::kInt8) throw Error(f + " must be fp32 or bf16 for training, got 'int8'");
+                  return p;
+                }),
       Field<O>(kTrain, "distributed", "", optim,
                "train with the other ranks of the MPI job, each on its share of the --batch streams (automatic "
                "under mpirun; docs/distributed.md)",
@@ -212,6 +221,9 @@ void TrainOptions::Validate() const {
   if (clip_norm < 0) throw Error("--clip-norm must be 0 (off) or positive");
   if (clip_value < 0) throw Error("--clip-value must be 0 (off) or positive");
   if (threads < 0) throw Error("--threads must be 0 (every core) or positive");
+  if (precision == Precision::kBfloat16 && !Bf16ProductsAvailable())
+    throw Error("--precision bf16 needs a CPU with AMX-BF16 (Intel Xeon, 4th generation or later), which this is not; "
+                "use --precision fp32");
   if (max_steps < 0 || max_epochs < 0 || max_sequences < 0 || time_budget < 0)
     throw Error("--max-steps, --max-epochs, --max-sequences and --time-budget must not be negative");
   if (eval_every < 1) throw Error("--eval-every must be positive");
@@ -294,7 +306,9 @@ class Run {
       state_ = State<float>::Zeros(o_.model, share_.size());
       if (root()) std::ofstream(dir_ / "metrics.jsonl", std::ios::trunc);
       log_ << "bptt train: " << o_.model.cell->name << " " << o_.model.layers << "x" << o_.model.hidden_size << ", "
-           << params_.Count() << " parameters; " << data_->Describe() << "; run directory " << dir_.string() << "\n";
+           << params_.Count() << " parameters"
+           << (o_.precision == Precision::kBfloat16 ? " (large products in bf16 on AMX)" : "") << "; "
+           << data_->Describe() << "; run directory " << dir_.string() << "\n";
       return Loop();
     });
   }
@@ -444,12 +458,13 @@ class Run {
       }
       if (!data_->carries_state()) state_.SetZero();
 
-      Forward(o_.model, params_, batch, state_, cache, threads_, &rng_);
+      Forward(o_.model, params_, batch, state_, cache, Compute{threads_, o_.precision}, &rng_);
       // A rank's loss and gradients are its positions' sums divided by the whole batch's
       // positions (loss.h), so the sums over the ranks are the whole batch's.
       double loss = HeadLoss(o_.model, cache.outputs, batch, &doutputs, threads_);
       grads_.SetZero();
-      Backward(o_.model, params_, batch, cache, doutputs, nullptr, grads_, nullptr, threads_, &feedback_);
+      Backward(o_.model, params_, batch, cache, doutputs, nullptr, grads_, nullptr, Compute{threads_, o_.precision},
+               &feedback_);
       if (o_.feedback != Feedback::kBptt && (step_ + 1) % o_.eval_every == 0) Align(batch, cache, doutputs);
       bool stop = stop_requested.load();
       double elapsed = Seconds(start);
@@ -654,7 +669,7 @@ class Run {
   // and the true BPTT gradient on the same batch, kept for the next metrics line.
   void Align(const Batch<float>& batch, ModelCache<float>& cache, const Mat<float>& doutputs) {
     ModelParams<float> bptt = ModelParams<float>::Zeros(o_.model);
-    Backward(o_.model, params_, batch, cache, doutputs, nullptr, bptt, nullptr, threads_);
+    Backward(o_.model, params_, batch, cache, doutputs, nullptr, bptt, nullptr, Compute{threads_, o_.precision});
     alignment_ = AlignmentDegrees(grads_, bptt);
   }
 

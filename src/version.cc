@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "bptt/compute.h"
 #include "distributed.h"
 
 namespace bptt {
@@ -27,10 +28,11 @@ std::string VersionText() {
   std::string text = std::string("bptt ") + Version() + "\n";
   text += "kernels: " + kernels + "\n";
 #if defined(EIGEN_USE_BLAS)
-  text += "large products: OpenBLAS\n";
+  text += "large products: OpenBLAS";
 #else
-  text += "large products: Eigen\n";
+  text += "large products: Eigen";
 #endif
+  text += Bf16ProductsAvailable() ? "; bf16 on AMX (train --precision bf16)\n" : "; no bf16 (this CPU has no AMX)\n";
   text += "threads: OpenMP\n";
   text += HaveMpi() ? "distributed: MPI (bptt train under mpirun)\n" : "distributed: no (built without MPI)\n";
 #if defined(BPTT_PYTHON_MODULE)

@@ -13,6 +13,11 @@
 //                  (the result must then be exact), and on random inputs within the bound of
 //                  each precision's rounding. The vector quantisers ToBf16, ToBf16Pairs and
 //                  ToUint8Quads on ties, NaN, infinities, huge, tiny and zero vectors.
+//   amx_gemm.h     AmxProduct (where the CPU has AMX; skipped elsewhere): M and N across the
+//                  16-wide tiles, their 32-wide pairs and every kind of tail, K across the 32-wide
+//                  k blocks, both layouts of each operand (a matrix and a transpose), accumulate on
+//                  and off, 1 to 3 threads, K split into chunks, and a leading dimension larger
+//                  than M; against the bfloat16-rounded operands (ToBf16) summed in long double.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -24,6 +29,7 @@
 #include <vector>
 
 #include "bptt/rng.h"
+#include "kernels/amx_gemm.h"
 #include "kernels/gemv.h"
 #include "kernels/packed_gemm.h"
 
@@ -487,6 +493,93 @@ TEST(ToBf16Pairs, AgreesWithToBf16OnRandomBitPatterns) {
     mismatches += half != ToBf16(x[static_cast<size_t>(k)]);
   }
   EXPECT_EQ(mismatches, 0);
+}
+
+
+// ------------------------------------------------------------------------------ amx_gemm.h
+
+// dst = (or +=) lhs * rhs through AmxProduct, lhs (M, K) stored as given or as its transpose,
+// rhs (K, N) likewise; dst has 3 rows of padding below M, which must keep their values.
+struct AmxCase {
+  Eigen::Index M, N, K;
+  bool lhs_transposed, rhs_transposed, accumulate;
+  int threads;
+};
+
+Mat<float> RunAmx(const AmxCase& c, const Mat<float>& lhs_store, const Mat<float>& rhs_store, const Mat<float>& start) {
+  Mat<float> dst = start;
+  const StridedMatrix lhs = c.lhs_transposed ? StridedMatrix{lhs_store.data(), c.M, c.K, lhs_store.rows(), 1}
+                                             : StridedMatrix{lhs_store.data(), c.M, c.K, 1, lhs_store.rows()};
+  const StridedMatrix rhs = c.rhs_transposed ? StridedMatrix{rhs_store.data(), c.K, c.N, rhs_store.rows(), 1}
+                                             : StridedMatrix{rhs_store.data(), c.K, c.N, 1, rhs_store.rows()};
+  AmxProduct(dst.data(), dst.rows(), lhs, rhs, c.accumulate, c.threads);
+  return dst;
+}
+
+void CheckAmx(const AmxCase& c, Rng& rng) {
+  const Mat<float> lhs_store = c.lhs_transposed ? RandomMat<float>(c.K, c.M, rng) : RandomMat<float>(c.M, c.K, rng);
+  const Mat<float> rhs_store = c.rhs_transposed ? RandomMat<float>(c.N, c.K, rng) : RandomMat<float>(c.K, c.N, rng);
+  const Mat<float> start = RandomMat<float>(c.M + 3, c.N, rng);
+  const auto lhs = [&](Eigen::Index m, Eigen::Index k) {
+    return FromBf16(ToBf16(c.lhs_transposed ? lhs_store(k, m) : lhs_store(m, k)));
+  };
+  const auto rhs = [&](Eigen::Index k, Eigen::Index n) {
+    return FromBf16(ToBf16(c.rhs_transposed ? rhs_store(n, k) : rhs_store(k, n)));
+  };
+  const Mat<float> dst = RunAmx(c, lhs_store, rhs_store, start);
+  const std::string what = "M " + std::to_string(c.M) + " N " + std::to_string(c.N) + " K " + std::to_string(c.K) +
+                           " lhs^T " + std::to_string(c.lhs_transposed) + " rhs^T " +
+                           std::to_string(c.rhs_transposed) + " acc " + std::to_string(c.accumulate) +
+                           " threads " + std::to_string(c.threads);
+  for (Eigen::Index n = 0; n < c.N; ++n) {
+    for (Eigen::Index m = 0; m < c.M; ++m) {
+      Real sum = c.accumulate ? Real(start(m, n)) : Real(0), size = c.accumulate ? std::fabs(Real(start(m, n))) : 0;
+      for (Eigen::Index k = 0; k < c.K; ++k) {
+        sum += Real(lhs(m, k)) * Real(rhs(k, n));
+        size += std::fabs(Real(lhs(m, k)) * Real(rhs(k, n)));
+      }
+      // float sums of c.K products of bfloat16 values (exact in float): at most K + 1 roundings.
+      const Real bound = Real(c.K + 2) * std::ldexp(Real(1), -24) * size;
+      ASSERT_LE(std::fabs(Real(dst(m, n)) - sum), bound) << what << " at (" << m << ", " << n << ")";
+    }
+    for (Eigen::Index m = c.M; m < c.M + 3; ++m) ASSERT_EQ(dst(m, n), start(m, n)) << what << ": padding written";
+  }
+}
+
+TEST(AmxProduct, MatchesTheRoundedOperandsProduct) {
+  if (!AmxAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
+  Rng rng(11);
+  for (const Eigen::Index M : {1, 15, 16, 17, 33, 65})
+    for (const Eigen::Index N : {1, 16, 17, 31, 32, 33, 70})
+      for (const Eigen::Index K : {1, 2, 31, 32, 33, 97})
+        for (const int layout : {0, 1, 2, 3})
+          for (const bool accumulate : {false, true})
+            for (const int threads : {1, 2, 3})
+              CheckAmx({M, N, K, (layout & 1) != 0, (layout & 2) != 0, accumulate, threads}, rng);
+}
+
+TEST(AmxProduct, SplitsLongKIntoChunksAndEitherDimensionBetweenThreads) {
+  if (!AmxAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
+  Rng rng(12);
+  // N = 2048 on one thread: its 64 column pairs take 128 KB per k block, so K = 300 (10 blocks)
+  // runs as two chunks; M = 2048 does the same split by rows.
+  for (const int layout : {0, 3}) {
+    CheckAmx({20, 2048, 300, (layout & 1) != 0, (layout & 2) != 0, true, 1}, rng);
+    CheckAmx({2048, 20, 300, (layout & 1) != 0, (layout & 2) != 0, false, 2}, rng);
+  }
+}
+
+TEST(AmxProduct, GivesTheSameBitsOnAnyThreadCount) {
+  if (!AmxAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
+  Rng rng(13);
+  for (const auto [M, N] : {std::pair<Eigen::Index, Eigen::Index>{70, 300}, {300, 70}}) {
+    const Mat<float> lhs = RandomMat<float>(M, 200, rng), rhs = RandomMat<float>(200, N, rng);
+    const Mat<float> start = RandomMat<float>(M + 3, N, rng);
+    const Mat<float> one = RunAmx({M, N, 200, false, false, true, 1}, lhs, rhs, start);
+    for (const int threads : {2, 3, 5})
+      EXPECT_TRUE((RunAmx({M, N, 200, false, false, true, threads}, lhs, rhs, start).array() == one.array()).all())
+          << threads << " threads, M " << M;
+  }
 }
 
 }  // namespace

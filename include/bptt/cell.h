@@ -54,6 +54,7 @@
 #include <string>
 #include <string_view>
 
+#include "bptt/compute.h"
 #include "bptt/tensor.h"
 
 namespace bptt {
@@ -152,9 +153,11 @@ struct CellModes {
   // grad.weight_hh, grad.bias_ih, grad.bias_hh (and grad.ln_*) += their gradients; the caller
   // forms grad.weight_ih from back.dgates. The error goes back a step through
   // back_hh^T: p.weight_hh for backpropagation, a fixed random matrix of its shape for feedback
-  // alignment, or none (empty) for direct feedback alignment (model.h Feedback).
+  // alignment, or none (empty) for direct feedback alignment (model.h Feedback). The sweep runs in
+  // float on compute.threads; dW_hh, a product over all T*B columns, in compute.products.
   void (*chunk_backward)(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
-                         const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads);
+                         const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad,
+                         Compute compute);
   // The tangent-linear pass over the cached chunk with the input held fixed: dh (H, B) in: a
   // direction at h_0, out: the directional derivative of h_T, ∂h_T/∂h_0 · dh. For cells with a
   // cell state, dc likewise (in: the direction at c_0, usually 0; out: that of c_T).

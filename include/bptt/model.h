@@ -24,7 +24,8 @@
 // Parameters carry PyTorch's names (ModelParams::ForEach), so checkpoints load into
 // torch.nn.Embedding + torch.nn.LSTM/GRU/RNN + torch.nn.Linear.
 // The caller owns the parameters, the gradients (same type), the state and the cache, and says
-// how many threads each call may use:
+// how each call computes (compute.h: its threads, and the precision of its large products; a
+// thread count alone means float):
 //
 //   Forward(config, params, batch, state, cache, threads, &rng);   // cache.outputs (O, T*B)
 //   double loss = HeadLoss(config, cache.outputs, batch, &doutputs, threads);
@@ -227,12 +228,12 @@ struct ModelCache {
   Mat<S> dx;                           // (E_l, T*B) dL/d(input of that layer)
 };
 
-// Runs the chunk's inputs (batch.ids or batch.dense, T*B columns) from `initial` on `threads`
-// threads. With a dropout RNG and config.dropout > 0 the between-layer dropout is applied; the
+// Runs the chunk's inputs (batch.ids or batch.dense, T*B columns) from `initial` as `compute`
+// says. With a dropout RNG and config.dropout > 0 the between-layer dropout is applied; the
 // masks are drawn for the whole batch, of which a slice (batch.h) keeps its own columns.
 template <typename S>
 void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
-             const State<S>& initial, ModelCache<S>& cache, int threads, Rng* dropout_rng = nullptr);
+             const State<S>& initial, ModelCache<S>& cache, Compute compute, Rng* dropout_rng = nullptr);
 
 // Copies the state after the last step of the chunk into `state`.
 template <typename S>
@@ -245,7 +246,7 @@ void FinalState(const ModelConfig& config, const ModelCache<S>& cache, State<S>&
 template <typename S>
 void Backward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
               ModelCache<S>& cache, const Mat<S>& doutputs, const std::type_identity_t<State<S>>* dfinal,
-              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial, int threads,
+              ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial, Compute compute,
               const std::type_identity_t<FeedbackMatrices<S>>* feedback = nullptr);
 
 }  // namespace bptt

@@ -24,15 +24,11 @@
 #include <string_view>
 #include <vector>
 
+#include "bptt/compute.h"
 #include "bptt/model.h"
 
 namespace bptt {
 
-enum class Precision { kFloat32, kBfloat16, kInt8 };
-
-// "fp32", "bf16", "int8" and back; ParsePrecision throws bptt::Error naming `flag` for anything else.
-const char* PrecisionName(Precision precision);
-Precision ParsePrecision(std::string_view name, std::string_view flag);
 // What sampling uses unless told: int8 where the build has the AVX-512 VNNI kernel (on one
 // thread a step of a 2x512 LSTM about 3.4 times as fast as fp32, for 0.0003 nats per symbol:
 // README), else fp32.

@@ -150,7 +150,8 @@ void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, fl
 // db'_c += sum of dy_c.
 template <bool kLayerNorm, typename S>
 void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
-                     const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
+                     const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, Compute compute) {
+  const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   const bool recur = back_hh.size() > 0;
   if (recur) PackTransposedPanels(back_hh, back.packed_hh_t);
@@ -203,7 +204,7 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
       share.Join();
     }
   }
-  ParallelProduct(grad.weight_hh, dproduct, cache.h.leftCols(T * B).transpose(), true, threads);
+  ParallelProduct(grad.weight_hh, dproduct, cache.h.leftCols(T * B).transpose(), true, compute);
   const Mat<S> db = dpre.rowwise().sum();
   grad.bias_ih += db;
   grad.bias_hh += db;
@@ -219,9 +220,9 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
 
 template <typename S>
 void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
-                   const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
-  if (p.layer_norm()) ChunkBackwardOf<true>(p, back_hh, cache, dh_out, back, grad, threads);
-  else ChunkBackwardOf<false>(p, back_hh, cache, dh_out, back, grad, threads);
+                   const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, Compute compute) {
+  if (p.layer_norm()) ChunkBackwardOf<true>(p, back_hh, cache, dh_out, back, grad, compute);
+  else ChunkBackwardOf<false>(p, back_hh, cache, dh_out, back, grad, compute);
 }
 
 // The tangent of the forward pass, per step (dx: the directional derivative of x):

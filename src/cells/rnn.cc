@@ -78,7 +78,8 @@ void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, fl
 // After the sweep: dW_hh += da · [h_0 .. h_{T-1}]^T and db_ih, db_hh += sum over columns of da.
 template <typename Act, typename S>
 void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
-                   const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, int threads) {
+                   const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, Compute compute) {
+  const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   const bool recur = back_hh.size() > 0;
   if (recur) PackTransposedPanels(back_hh, back.packed_hh_t);
@@ -98,7 +99,7 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const Lay
       share.Join();
     }
   }
-  ParallelProduct(grad.weight_hh, back.dgates, cache.h.leftCols(T * B).transpose(), true, threads);
+  ParallelProduct(grad.weight_hh, back.dgates, cache.h.leftCols(T * B).transpose(), true, compute);
   const Mat<S> db = back.dgates.rowwise().sum();
   grad.bias_ih += db;
   grad.bias_hh += db;

@@ -8,15 +8,20 @@
 //
 //   #pragma omp parallel num_threads(threads)
 //   { const auto [j0, j1] = ThreadRange(B); ... }
-//   ParallelProduct(dst, lhs, rhs, /*accumulate=*/true, threads);   // dst += lhs * rhs
+//   ParallelProduct(dst, lhs, rhs, /*accumulate=*/true, compute);   // dst += lhs * rhs
 #pragma once
 
 #include <omp.h>
 
 #include <algorithm>
+#include <string>
+#include <type_traits>
 #include <utility>
 
+#include "bptt/compute.h"
+#include "bptt/error.h"
 #include "bptt/tensor.h"
+#include "kernels/amx_gemm.h"
 
 namespace bptt {
 
@@ -27,16 +32,48 @@ inline std::pair<Eigen::Index, Eigen::Index> ThreadRange(Eigen::Index n, Eigen::
   return {std::min(n, units * id / count * unit), std::min(n, units * (id + 1) / count * unit)};
 }
 
-// dst (M, N) = lhs (M, K) * rhs (K, N), or += with accumulate, on `threads` threads. Each thread
-// computes its own rows (or columns, when N > M) with a single-threaded Eigen product (Eigen does
-// not thread a product called inside a parallel region), split on whole vectors of floats. A
-// thread that loses its core for a time slice then delays only the end of the product, not a
-// barrier inside it as in Eigen's own threaded GEMM. dst must not alias lhs or rhs.
+template <typename X>
+struct IsTranspose : std::false_type {};
+template <typename X>
+struct IsTranspose<Eigen::Transpose<X>> : std::true_type {};
+
+// An Eigen matrix, block or transpose of one as the AMX kernel's strided operand.
+template <typename X>
+StridedMatrix Strided(const X& x) {
+  if constexpr (IsTranspose<std::remove_cvref_t<X>>::value) {
+    const StridedMatrix n = Strided(x.nestedExpression());
+    return {n.data, n.cols, n.rows, n.col_stride, n.row_stride};
+  } else {
+    return {x.data(), x.rows(), x.cols(), x.innerStride(), x.outerStride()};
+  }
+}
+
+// dst (M, N) = lhs (M, K) * rhs (K, N), or += with accumulate, on compute.threads threads, in
+// compute.products' precision: float through Eigen, bfloat16 through the AMX kernel
+// (amx_gemm.h; float matrices only). For float, each thread computes its own rows (or columns,
+// when N > M) with a single-threaded Eigen product (Eigen does not thread a product called inside
+// a parallel region), split on whole vectors of floats. A thread that loses its core for a time
+// slice then delays only the end of the product, not a barrier inside it as in Eigen's own
+// threaded GEMM. dst must not alias lhs or rhs.
 template <typename Dst, typename Lhs, typename Rhs>
-void ParallelProduct(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate, int threads) {
+void ParallelProduct(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate, Compute compute) {
+  using S = typename std::remove_cvref_t<Dst>::Scalar;
+  if (compute.products == Precision::kBfloat16) {
+    if constexpr (std::is_same_v<S, float>) {
+      const StridedMatrix l = Strided(lhs), r = Strided(rhs);
+      if (dst.innerStride() != 1 || (l.row_stride != 1 && l.col_stride != 1) || (r.row_stride != 1 && r.col_stride != 1))
+        throw Error("bfloat16 products need matrices with contiguous rows or columns");
+      AmxProduct(dst.data(), dst.outerStride(), l, r, accumulate, compute.threads);
+      return;
+    } else {
+      throw Error("bfloat16 products are for float models only");
+    }
+  }
+  if (compute.products != Precision::kFloat32)
+    throw Error(std::string("the large products run in fp32 or bf16, not ") + PrecisionName(compute.products));
   constexpr Eigen::Index kAlign = 16;
   const bool by_rows = dst.rows() >= dst.cols();
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(compute.threads)
   {
     const auto [begin, end] = ThreadRange(by_rows ? dst.rows() : dst.cols(), kAlign);
     if (begin < end) {

@@ -9,7 +9,7 @@ summarize="$1"
 source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
 
 for t in 1 2; do
-  echo '{"eigen_gflops": 100, "openblas_gflops": 200}' > "$work/peak$t.0.json"
+  echo '{"eigen_gflops": 100, "openblas_gflops": 200, "amx_bf16_gflops": 500}' > "$work/peak$t.0.json"
   echo '{"eigen_gflops": 120, "openblas_gflops": 150}' > "$work/peak$t.1.json"
 done
 # FMA peaks: 400 on 2 threads (the larger of start and end), 200 on 1 thread (only at the start).
@@ -37,6 +37,10 @@ echo '{"train_chars_per_s": 8000, "loss": 3.0, "impl": "onednn-2.6.3 fwd ref bwd
 echo '{"train_chars_per_s": 6000, "loss": 2.0, "impl": "onednn-2.6.3 fwd ref bwd ref"}' > "$work/big.1.onednn.json"
 echo '{"sample_chars_per_s": 500}' > "$work/big.0.onednn_sample.json"
 echo '{"sample_chars_per_s": 1100}' > "$work/big.1.onednn_sample.json"
+# bf16 training on "big" (where the CPU has AMX): 15000 and 18000 against PyTorch 5000 and 4000
+# (ratios 3.0 and 4.5, median 3.75) and oneDNN 8000 and 6000 (1.875 and 3.0, median 2.4375).
+echo '{"train_chars_per_s": 15000}' > "$work/big.0.train_bf16.json"
+echo '{"train_chars_per_s": 18000}' > "$work/big.1.train_bf16.json"
 # Row "small": fp32 fastest (9000 and 9600), against PyTorch 3000 and 3200: ratio 3.0 in both runs.
 for r in 0 1; do
   train_json 50000 > "$work/small.$r.train.json"
@@ -89,15 +93,21 @@ expect big fma_peak_fraction 0.15
 expect small fma_peak_fraction 0.3
 expect small onednn_train_ratio null
 expect alone onednn_sample_ratio_fp32 null
+expect big train_bf16_ratio 3.75
+expect big onednn_train_bf16_ratio 2.438
+expect big bptt_train_bf16_chars_per_s 16500
+expect small train_bf16_ratio null
 expect startup startup_ratio 25
 expect startup bptt_first_symbol_s 0.05
 grep -q '^start-up, .*bptt 0.100 s (first symbol at 50 ms), PyTorch on 1 thread(s) 2.500 s .*: 25.0x$' "$work/out" && pass ||
   fail "start-up line: $(grep '^start-up' "$work/out")"
 grep -q '^FMA peak (.*, 1 thread(s), .*): 200.0 GFLOP/s; AVX-512 BF16 dot products 90.0 GFLOP/s$' "$work/out" && pass ||
   fail "FMA line: $(grep '^FMA peak (.*1 thread' "$work/out")"
+grep -q '^SGEMM peak (2048^3, 2 thread(s), .*): Eigen 120.0 GFLOP/s, OpenBLAS 200.0 GFLOP/s; bfloat16 on AMX 500.0 GFLOP/s$' "$work/out" &&
+  pass || fail "SGEMM line: $(grep '^SGEMM peak (.*2 thread' "$work/out")"
 # The table names both sampling ratios.
 header=$(grep '^config ' "$work/out")
-case "$header" in *"fp32 ratio"*"best ratio"*"fp32/dnnl"*"best/dnnl"*) pass ;; *) fail "table header: $header" ;; esac
+case "$header" in *"bf16/torch"*"bf16/dnnl"*"fp32 ratio"*"best ratio"*"fp32/dnnl"*"best/dnnl"*) pass ;; *) fail "table header: $header" ;; esac
 grep -q '^big .* 1\.6 .* 5\.5 (int8)' "$work/out" && pass || fail "big row: $(grep '^big ' "$work/out")"
 
 finish

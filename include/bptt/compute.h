@@ -1,0 +1,39 @@
+// Compute: how a model's products run — on how many threads, and in which number format.
+//
+// Every compute call takes one (model.h Forward and Backward, the cells' chunk modes), so the
+// choice travels with the call and nothing is set process-wide. A thread count converts to one
+// with float products.
+//
+// Precision names the number format of products:
+//   kFloat32   float operands, float sums (everywhere, and the default).
+//   kBfloat16  bfloat16 operands, float sums. For training, the large products over all T*B
+//              columns of a chunk (input projections, weight gradients, the decoder) run on
+//              Intel's AMX tile unit (src/kernels/amx_gemm.h); the recurrent step products,
+//              the gate arithmetic and the optimizer stay float. For sampling, the Stepper's
+//              per-step products (stepper.h).
+//   kInt8      int8 weights with float row scales: sampling and stepwise scoring only.
+//
+//   Forward(config, params, batch, state, cache, Compute{threads, Precision::kBfloat16}, &rng);
+#pragma once
+
+#include <string_view>
+
+namespace bptt {
+
+enum class Precision { kFloat32, kBfloat16, kInt8 };
+
+// "fp32", "bf16", "int8" and back; ParsePrecision throws bptt::Error naming `flag` for anything else.
+const char* PrecisionName(Precision precision);
+Precision ParsePrecision(std::string_view name, std::string_view flag);
+
+// True when the large products can run in bfloat16 here: the CPU has AMX-BF16 and the operating
+// system lets the process use its tiles.
+bool Bf16ProductsAvailable();
+
+struct Compute {
+  int threads = 1;                            // >= 1
+  Precision products = Precision::kFloat32;   // of the large products: kFloat32 or kBfloat16
+  Compute(int threads = 1, Precision products = Precision::kFloat32) : threads(threads), products(products) {}
+};
+
+}  // namespace bptt

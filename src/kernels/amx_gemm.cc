@@ -1,0 +1,266 @@
+#include "kernels/amx_gemm.h"
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <omp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "kernels/threads.h"
+
+// GCC 12's AVX-512 intrinsics start some results from _mm512_undefined_*, which its own
+// -Wuninitialized then reports at every inlined call; the values are all written.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace bptt {
+namespace {
+
+using Index = Eigen::Index;
+
+constexpr Index kTile = 16;              // rows of a tile, and float columns of a float tile
+constexpr Index kTileK = 32;             // bfloat16 values of k in a row tile
+constexpr Index kBlock = kTile * kTileK; // bfloat16 values in a 1 KB tile block
+// The bytes of a thread's own operand share that one pass over a K chunk reads again and again.
+constexpr Index kChunkBytes = 1 << 20;
+
+// Linux: ask for the AMX tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
+constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+
+bool AskForTiles() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool avx512 = (b >> 16 & 1) && (b >> 30 & 1);  // AVX512F, AVX512BW
+  const bool amx = (d >> 22 & 1) && (d >> 24 & 1);     // AMX-BF16, AMX-TILE
+  if (!avx512 || !amx || a < 1) return false;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a >> 5 & 1)) return false;  // AVX512-BF16
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+// Eight tiles of 16 rows x 64 bytes: 0-3 float sums, 4-5 row tiles of rhs^T, 6-7 pair tiles of lhs.
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row;
+  uint8_t reserved[14];
+  uint16_t bytes_per_row[16];
+  uint8_t rows[16];
+};
+constexpr TileConfig kTileConfig = {1, 0, {}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+
+// The tile instructions are inline assembly that does not tell the compiler which memory it reads
+// or writes; this orders the plain loads and stores of a scratch tile around them.
+inline void MemoryBarrier() { asm volatile("" ::: "memory"); }
+inline void LoadTileConfig(const TileConfig& config) { asm volatile("ldtilecfg %0" ::"m"(config)); }
+inline void ReleaseTiles() { asm volatile("tilerelease" ::: "memory"); }
+
+__mmask16 Mask(Index count) { return count >= 16 ? __mmask16(0xffff) : __mmask16((1u << std::max<Index>(count, 0)) - 1); }
+
+// The word order that interleaves 16 bfloat16 of one row with 16 of the next: 0, 16, 1, 17, ...
+alignas(64) constexpr uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                                  8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+
+// A 16x16 matrix of 32-bit units (16 registers, row i in r[i]) transposed in place.
+__attribute__((target("avx512f"))) void Transpose16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 16; i += 8)
+    for (int j = 0; j < 4; ++j) {
+      t[i + j] = _mm512_shuffle_i32x4(r[i + j], r[i + j + 4], 0x88);
+      t[i + j + 4] = _mm512_shuffle_i32x4(r[i + j], r[i + j + 4], 0xdd);
+    }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xdd);
+  }
+}
+
+// Row tile (nb, kb) of rhs^T: out[i][j] = rhs(kb*32 + j, nb*16 + i), zero outside rhs.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void PackRowTile(const StridedMatrix& rhs, Index nb, Index kb,
+                                                                         uint16_t* out) {
+  const Index K = rhs.rows, N = rhs.cols, k0 = kb * kTileK, n0 = nb * kTile;
+  if (rhs.row_stride == 1) {
+    for (Index i = 0; i < kTile; ++i) {
+      const Index n = n0 + i;
+      __m512i v = _mm512_setzero_si512();
+      if (n < N) {
+        const float* src = rhs.data + n * rhs.col_stride + k0;
+        const __m512 lo = _mm512_maskz_loadu_ps(Mask(K - k0), src);
+        const __m512 hi = _mm512_maskz_loadu_ps(Mask(K - k0 - 16), src + 16);
+        v = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+      }
+      _mm512_storeu_si512(out + i * kTileK, v);
+    }
+  } else {  // rhs is a transpose (col_stride 1): pairs of k for 16 n, then transposed
+    const __m512i order = _mm512_load_si512(kInterleave);
+    const __mmask16 cols = Mask(N - n0);
+    __m512i units[kTile];
+    for (Index q = 0; q < kTile; ++q) {
+      const Index k = k0 + 2 * q;
+      const __m512 x0 = k < K ? _mm512_maskz_loadu_ps(cols, rhs.data + k * rhs.row_stride + n0) : _mm512_setzero_ps();
+      const __m512 x1 =
+          k + 1 < K ? _mm512_maskz_loadu_ps(cols, rhs.data + (k + 1) * rhs.row_stride + n0) : _mm512_setzero_ps();
+      units[q] = _mm512_permutexvar_epi16(order, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(x1, x0)));
+    }
+    Transpose16x16(units);
+    for (Index i = 0; i < kTile; ++i) _mm512_storeu_si512(out + i * kTileK, units[i]);
+  }
+}
+
+// Pair tile (mb, kb) of lhs: out[r][2i + e] = lhs(mb*16 + i, kb*32 + 2r + e), zero outside lhs.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void PackPairTile(const StridedMatrix& lhs, Index mb, Index kb,
+                                                                          uint16_t* out) {
+  const Index M = lhs.rows, K = lhs.cols, k0 = kb * kTileK, m0 = mb * kTile;
+  if (lhs.row_stride == 1) {
+    const __m512i order = _mm512_load_si512(kInterleave);
+    const __mmask16 rows = Mask(M - m0);
+    for (Index r = 0; r < kTile; ++r) {
+      const Index k = k0 + 2 * r;
+      const __m512 x0 = k < K ? _mm512_maskz_loadu_ps(rows, lhs.data + k * lhs.col_stride + m0) : _mm512_setzero_ps();
+      const __m512 x1 =
+          k + 1 < K ? _mm512_maskz_loadu_ps(rows, lhs.data + (k + 1) * lhs.col_stride + m0) : _mm512_setzero_ps();
+      const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(x1, x0));
+      _mm512_storeu_si512(out + r * kTileK, _mm512_permutexvar_epi16(order, both));
+    }
+  } else {  // lhs is a transpose (col_stride 1): 32 k of each of 16 m, then transposed
+    const __mmask16 lo = Mask(K - k0), hi = Mask(K - k0 - 16);
+    __m512i units[kTile];
+    for (Index i = 0; i < kTile; ++i) {
+      units[i] = _mm512_setzero_si512();
+      if (m0 + i >= M) continue;
+      const float* src = lhs.data + (m0 + i) * lhs.row_stride + k0;
+      units[i] = reinterpret_cast<__m512i>(
+          _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + 16), _mm512_maskz_loadu_ps(lo, src)));
+    }
+    Transpose16x16(units);
+    for (Index r = 0; r < kTile; ++r) _mm512_storeu_si512(out + r * kTileK, units[r]);
+  }
+}
+
+// Float tile (dst columns n0.., rows m0..) into / out of a 16x16 scratch, for tiles at dst's edges.
+void ToScratch(const float* dst, Index ld, Index M, Index N, Index m0, Index n0, float* scratch) {
+  for (Index i = 0; i < kTile; ++i)
+    for (Index j = 0; j < kTile; ++j)
+      scratch[i * kTile + j] = n0 + i < N && m0 + j < M ? dst[(n0 + i) * ld + m0 + j] : 0.0f;
+}
+void FromScratch(const float* scratch, Index ld, Index M, Index N, Index m0, Index n0, float* dst) {
+  for (Index i = 0; i < kTile && n0 + i < N; ++i)
+    for (Index j = 0; j < kTile && m0 + j < M; ++j) dst[(n0 + i) * ld + m0 + j] = scratch[i * kTile + j];
+}
+
+// The four float tiles of a 32x32 block of dst: tile 2*a + b holds dst columns n0 + 16a..,
+// rows m0 + 16b...
+#define BPTT_AMX_FOR_EACH_SUM(X) X(0, 0, 0) X(1, 0, 1) X(2, 1, 0) X(3, 1, 1)
+
+// The 32x32 block of dst at (m0, n0) over k blocks [kb0, kb1): row tiles 2*nb2, 2*nb2 + 1 of rhs^T
+// and pair tiles 2*mb2, 2*mb2 + 1 of lhs.
+void Block(float* dst, Index ld, Index M, Index N, Index mb2, Index nb2, Index kblocks, Index kb0, Index kb1,
+           const uint16_t* row_tiles, const uint16_t* pair_tiles, bool accumulate, float (*scratch)[kTile * kTile]) {
+  const Index m0 = mb2 * 2 * kTile, n0 = nb2 * 2 * kTile;
+  bool inside[4];
+#define BPTT_AMX_LOAD(c, a, b)                                                                      \
+  {                                                                                                 \
+    const Index m = m0 + (b) * kTile, n = n0 + (a) * kTile;                                         \
+    inside[c] = m + kTile <= M && n + kTile <= N;                                                   \
+    if (!accumulate) {                                                                              \
+      _tile_zero(c);                                                                                \
+    } else if (inside[c]) {                                                                         \
+      _tile_loadd(c, dst + n * ld + m, ld * sizeof(float));                                         \
+    } else {                                                                                        \
+      ToScratch(dst, ld, M, N, m, n, scratch[c]);                                                   \
+      MemoryBarrier();                                                                              \
+      _tile_loadd(c, scratch[c], kTile * sizeof(float));                                            \
+    }                                                                                               \
+  }
+  BPTT_AMX_FOR_EACH_SUM(BPTT_AMX_LOAD)
+#undef BPTT_AMX_LOAD
+  const uint16_t* r0 = row_tiles + (2 * nb2) * kblocks * kBlock;
+  const uint16_t* r1 = r0 + kblocks * kBlock;
+  const uint16_t* p0 = pair_tiles + (2 * mb2) * kblocks * kBlock;
+  const uint16_t* p1 = p0 + kblocks * kBlock;
+  for (Index kb = kb0; kb < kb1; ++kb) {
+    _tile_loadd(4, r0 + kb * kBlock, 64);
+    _tile_loadd(5, r1 + kb * kBlock, 64);
+    _tile_loadd(6, p0 + kb * kBlock, 64);
+    _tile_loadd(7, p1 + kb * kBlock, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+#define BPTT_AMX_STORE(c, a, b)                                                                     \
+  {                                                                                                 \
+    const Index m = m0 + (b) * kTile, n = n0 + (a) * kTile;                                         \
+    if (inside[c]) {                                                                                \
+      _tile_stored(c, dst + n * ld + m, ld * sizeof(float));                                        \
+    } else if (m < M && n < N) {                                                                    \
+      _tile_stored(c, scratch[c], kTile * sizeof(float));                                           \
+      MemoryBarrier();                                                                              \
+      FromScratch(scratch[c], ld, M, N, m, n, dst);                                                 \
+    }                                                                                               \
+  }
+  BPTT_AMX_FOR_EACH_SUM(BPTT_AMX_STORE)
+#undef BPTT_AMX_STORE
+  MemoryBarrier();
+}
+
+}  // namespace
+
+bool AmxAvailable() {
+  static const bool available = AskForTiles();
+  return available;
+}
+
+void AmxProduct(float* dst, Index ld, const StridedMatrix& lhs, const StridedMatrix& rhs, bool accumulate,
+                int threads) {
+  const Index M = lhs.rows, N = rhs.cols, K = lhs.cols;
+  const Index kblocks = (K + kTileK - 1) / kTileK;
+  const Index mpairs = (M + 2 * kTile - 1) / (2 * kTile), npairs = (N + 2 * kTile - 1) / (2 * kTile);
+  // The rounded operands, reused from call to call by the calling thread.
+  thread_local std::vector<uint16_t> row_tiles, pair_tiles;
+  row_tiles.resize(static_cast<size_t>(2 * npairs * kblocks * kBlock));
+  pair_tiles.resize(static_cast<size_t>(2 * mpairs * kblocks * kBlock));
+  uint16_t* const rt = row_tiles.data();
+  uint16_t* const pt = pair_tiles.data();
+  const Index row_count = 2 * npairs * kblocks, pair_count = 2 * mpairs * kblocks;
+  // Split dst by whichever of its dimensions has more 32-wide blocks.
+  const bool by_columns = npairs >= mpairs;
+#pragma omp parallel num_threads(threads)
+  {
+    const auto [r_begin, r_end] = ThreadRange(row_count);
+    for (Index t = r_begin; t < r_end; ++t) PackRowTile(rhs, t / kblocks, t % kblocks, rt + t * kBlock);
+    const auto [p_begin, p_end] = ThreadRange(pair_count);
+    for (Index t = p_begin; t < p_end; ++t) PackPairTile(lhs, t / kblocks, t % kblocks, pt + t * kBlock);
+#pragma omp barrier
+    LoadTileConfig(kTileConfig);
+    alignas(64) float scratch[4][kTile * kTile];
+    // The thread's own blocks are the inner loop, over K in chunks that keep its share of their
+    // operand in L2 (256 KB at most per 32 rows of the other operand's chunk... see kChunkBytes).
+    const Index own = by_columns ? npairs : mpairs, other = by_columns ? mpairs : npairs;
+    const auto [begin, end] = ThreadRange(own);
+    const Index own_bytes = std::max<Index>(1, (end - begin) * 2 * kTile * kTileK * 2);  // per k block
+    const Index chunk = std::clamp<Index>(kChunkBytes / own_bytes, 1, kblocks);
+    for (Index kb0 = 0; kb0 < kblocks; kb0 += chunk) {
+      const Index kb1 = std::min(kblocks, kb0 + chunk);
+      for (Index o = 0; o < other; ++o)
+        for (Index a = begin; a < end; ++a)
+          Block(dst, ld, M, N, by_columns ? o : a, by_columns ? a : o, kblocks, kb0, kb1, rt, pt,
+                accumulate || kb0 > 0, scratch);
+    }
+    ReleaseTiles();
+  }
+}
+
+}  // namespace bptt
