@@ -1,7 +1,7 @@
 // bptt_bench: times the library directly and prints one JSON line, for bench/run.
 //
 //   bptt_bench train  --corpus FILE --cell lstm --hidden 512 --layers 2 --batch 32 --seq 64
-//                     [--precision bf16]  (the large products on AMX, as bptt train --precision)
+//                     [--precision bf16]  (the products on AMX, as bptt train --precision)
 //   bptt_bench sample --corpus FILE --cell lstm --hidden 512 --layers 2 --length 2000
 //                     (batch 1, temperature 1, float32, bfloat16 and int8 products; best of --repeats)
 //   bptt_bench peak   --size 2048            (SGEMM GFLOP/s: Eigen, and OpenBLAS when linked; the
@@ -10,7 +10,7 @@
 //                                            AVX-512 BF16 dot products where the CPU has them)
 //   bptt_bench recurrent --cell lstm --hidden 512 --batch 32 --seq 64 --threads 2
 //                     (GFLOP/s of the time loop's packed recurrent products alone, forward and
-//                     backward, shared between the threads as in the cells)
+//                     backward, shared between the threads as in the cells; --precision bf16: on AMX)
 //
 // train runs exactly the trainer's step (trainer.cc): Forward, SoftmaxCrossEntropy, zeroing
 // the gradients, Backward, global-norm clipping, carrying the state, an Adam update; on the
@@ -155,7 +155,7 @@ nlohmann::json Train(const Args& a) {
   for (int s = 0; s < a.steps; ++s) step();
   const double seconds = Since(t0);
   const double chars = static_cast<double>(a.batch) * a.seq * a.steps / seconds;
-  const double estimate = static_cast<double>(bptt::EstimateTrainingBytes(config, a.seq, a.batch, 2));
+  const double estimate = static_cast<double>(bptt::EstimateTrainingBytes(config, a.seq, a.batch, 2, compute.products));
   return {{"mode", "train"},
           {"cell", a.cell},
           {"hidden", a.hidden},
@@ -324,9 +324,12 @@ nlohmann::json Fma(const Args& a) {
 nlohmann::json Recurrent(const Args& a) {
   const Eigen::Index G = bptt::ParseCell(a.cell).gates, H = a.hidden, B = a.batch, T = a.seq;
   const bptt::Mat<float> w = bptt::Mat<float>::Random(G * H, H);
-  bptt::Mat<float> packed, packed_t;
-  bptt::PackPanels(w, packed);
-  bptt::PackTransposedPanels(w, packed_t);
+  const bptt::Precision precision = bptt::ParsePrecision(a.precision, "--precision");
+  if (precision == bptt::Precision::kBfloat16 && !bptt::Bf16ProductsAvailable())
+    throw std::runtime_error("--precision bf16 needs a CPU with AMX-BF16");
+  bptt::PackedRecurrent<float> packed, packed_t;  // as the cells pack them (cell.h)
+  bptt::Pack(w, false, precision, packed);
+  bptt::Pack(w, true, precision, packed_t);
   bptt::Mat<float> h = bptt::Mat<float>::Random(H, B * (T + 1)), gates = bptt::Mat<float>::Random(G * H, B * T);
   bptt::Mat<float> dh = bptt::Mat<float>::Zero(H, B);
   double forward = 1e30, backward = 1e30;
@@ -336,7 +339,7 @@ nlohmann::json Recurrent(const Args& a) {
     {
       const bptt::StepShare share(G * H, B);
       for (Eigen::Index t = 0; t < T && share.active(); ++t) {
-        share.Product(packed, H, h.col(t * B).data(), H, gates.col(t * B).data(), G * H, true);
+        share.Product(packed, h.col(t * B).data(), H, gates.col(t * B).data(), G * H, true);
         share.Join();
       }
     }
@@ -346,7 +349,7 @@ nlohmann::json Recurrent(const Args& a) {
     {
       const bptt::StepShare share(H, B);
       for (Eigen::Index t = T - 1; t >= 0 && share.active(); --t) {
-        share.Product(packed_t, G * H, gates.col(t * B).data(), G * H, dh.data(), H, false);
+        share.Product(packed_t, gates.col(t * B).data(), G * H, dh.data(), H, false);
         share.Join();
       }
     }
@@ -357,7 +360,9 @@ nlohmann::json Recurrent(const Args& a) {
   return {{"mode", "recurrent"},  {"cell", a.cell},
           {"hidden", a.hidden},   {"batch", a.batch},
           {"seq", a.seq},         {"threads", a.threads},
-          {"weight_bytes", static_cast<double>(packed.size()) * sizeof(float)},
+          {"precision", a.precision},
+          {"weight_bytes", packed.bf16 ? static_cast<double>(packed.tiles.size()) * sizeof(uint16_t)
+                                       : static_cast<double>(packed.panels.size()) * sizeof(float)},
           {"forward_gflops", flops / forward * 1e-9},
           {"backward_gflops", flops / backward * 1e-9},
           {"checksum", static_cast<double>(gates.sum() + dh.sum())}};
@@ -381,7 +386,7 @@ int main(int argc, char** argv) {
       ("warmup", po::value(&a.warmup)->default_value(a.warmup), "untimed training steps first")
       ("threads", po::value(&a.threads)->default_value(a.threads), "OpenMP and Eigen threads")
       ("precision", po::value(&a.precision)->default_value(a.precision),
-       "train: the large products in fp32, or bf16 on AMX (bptt train --precision)")
+       "train, recurrent: the products in fp32, or bf16 on AMX (bptt train --precision)")
       ("length", po::value(&a.length)->default_value(a.length), "symbols per sample")
       ("sample-threads", po::value(&a.sample_threads)->default_value(a.sample_threads),
        "threads splitting each per-symbol product (SampleOptions::threads)")

@@ -12,7 +12,7 @@ name.r.train_bf16.json (bptt_bench train --precision bf16, where the CPU has AMX
 the bf16 files may be missing. Medians over the runs; a ratio is taken within each run, then its
 median.
 
-train_bf16_ratio and onednn_train_bf16_ratio: bptt's training with bf16 large products over the
+train_bf16_ratio and onednn_train_bf16_ratio: bptt's training with bf16 products (AMX) over the
 PyTorch and the oneDNN anchor's (float) training.
 sample_ratio_fp32: bptt fp32 over PyTorch fp32 sampling; sample_ratio_best: bptt's fastest
 precision on the row (sample_best_precision) over PyTorch fp32; sample_ratio_bf16 and
@@ -58,7 +58,7 @@ print(f"medians of {runs} run(s); ratios are per run (bptt, PyTorch and oneDNN b
 print("sampling: best of the same repeats after one untimed sample on every side; 'fp32 ratio' is bptt fp32 over"
       " PyTorch fp32, 'best ratio' bptt's fastest precision over PyTorch fp32; 'fp32/dnnl' and 'best/dnnl' the same"
       " over oneDNN fp32")
-print("bf16 columns: bptt training with --precision bf16 (the large products on AMX) and its ratios to the same"
+print("bf16 columns: bptt training with --precision bf16 (the products on AMX) and its ratios to the same"
       " run's PyTorch and oneDNN (float) training")
 hdr = (f"{'config':<20}{'bptt ch/s':>10}{'torch ch/s':>11}{'ratio':>7}{'dnnl ch/s':>10}{'r/dnnl':>7}"
        f"{'bf16 ch/s':>10}{'bf16/torch':>11}{'bf16/dnnl':>10}"

@@ -335,7 +335,7 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
     lc.h.leftCols(B) = initial.h[l];
     if (cell.cell_state) lc.c.leftCols(B) = initial.c[l];
 
-    cell.modes<S>().chunk_forward(p, lc, threads);
+    cell.modes<S>().chunk_forward(p, lc, compute);
     if (config.residual && l > 0) cache.summed[l] = lc.h.rightCols(TB) + LayerInput(cache, l);
 
     if (drop && l < L - 1) {

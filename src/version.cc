@@ -28,11 +28,12 @@ std::string VersionText() {
   std::string text = std::string("bptt ") + Version() + "\n";
   text += "kernels: " + kernels + "\n";
 #if defined(EIGEN_USE_BLAS)
-  text += "large products: OpenBLAS";
+  text += "large products: OpenBLAS\n";
 #else
-  text += "large products: Eigen";
+  text += "large products: Eigen\n";
 #endif
-  text += Bf16ProductsAvailable() ? "; bf16 on AMX (train --precision bf16)\n" : "; no bf16 (this CPU has no AMX)\n";
+  text += Bf16ProductsAvailable() ? "bf16 training: AMX (train --precision bf16)\n"
+                                  : "bf16 training: no (this CPU has no AMX)\n";
   text += "threads: OpenMP\n";
   text += HaveMpi() ? "distributed: MPI (bptt train under mpirun)\n" : "distributed: no (built without MPI)\n";
 #if defined(BPTT_PYTHON_MODULE)

@@ -9,7 +9,7 @@
 // away from 1 and 0: one-hot, embedding and dense input, dropout, residual connections and the
 // large sizes. Also: truncated BPTT with the state carried equals one long chunk, and every
 // thread count gives the one-thread numbers bit for bit, however the steps are split. And the
-// large products in bfloat16 (--precision bf16, where the CPU has AMX): a float model's outputs
+// products in bfloat16 (--precision bf16, where the CPU has AMX): a float model's outputs
 // and gradients within bfloat16's rounding of float's, for every cell and input.
 #include <gtest/gtest.h>
 
@@ -596,12 +596,16 @@ INSTANTIATE_TEST_SUITE_P(AllCells, TruncatedBptt, ::testing::ValuesIn(Cells().be
 // held to its central differences instead, above, with B = 1 on 2 threads.) In float at H = 70
 // (the products' 70, 210 and 280 rows make 3, 7 and 9 panels of 32, shared unevenly), B = 1 on
 // 2 and 3 threads and B = 2 on 3 (split by rows), B = 2 on 2 and B = 3 (by columns); every cell,
-// with and without layer norm.
+// with and without layer norm; in float, and with bfloat16 products on AMX where the CPU has it
+// (the steps' products then run on 16-row tiles: 70, 210 and 280 rows end in partial tiles).
 class ThreadSplit : public ::testing::TestWithParam<const Cell*> {};
 
 TEST_P(ThreadSplit, AnyThreadCountGivesTheOneThreadNumbers) {
   const Cell& cell = *GetParam();
   const Eigen::Index H = 70, T = 5, G = cell.gates;
+  std::vector<Precision> precisions = {Precision::kFloat32};
+  if (Bf16ProductsAvailable()) precisions.push_back(Precision::kBfloat16);
+  for (const Precision precision : precisions)
   for (const bool layer_norm : {false, true}) {
     if (layer_norm && !cell.layer_norm) continue;
     for (const Eigen::Index B : {1, 2, 3}) {
@@ -627,18 +631,19 @@ TEST_P(ThreadSplit, AnyThreadCountGivesTheOneThreadNumbers) {
         s.cache.gates = input;
         s.cache.h.leftCols(B) = h0;
         if (cell.cell_state) s.cache.c.leftCols(B) = c0;
-        cell.modes<float>().chunk_forward(p, s.cache, threads);
+        cell.modes<float>().chunk_forward(p, s.cache, Compute{threads, precision});
         s.back.Resize(cell, H, T, B, layer_norm);
         s.back.dh = dh_T;
         if (cell.cell_state) s.back.dc = dc_T;
         RecurrentParams<float> grad = RecurrentParams<float>::Zeros(cell, 6, H, layer_norm);
-        cell.modes<float>().chunk_backward(p, p.weight_hh, s.cache, dh_out, s.back, grad, threads);
+        cell.modes<float>().chunk_backward(p, p.weight_hh, s.cache, dh_out, s.back, grad, Compute{threads, precision});
         return s;
       };
       const Sweeps one = run(1);
       for (const int threads : {2, 3}) {
         const Sweeps many = run(threads);
-        const std::string where = std::string(cell.name) + (layer_norm ? " layer norm" : "") + " B " +
+        const std::string where = std::string(cell.name) + " " + PrecisionName(precision) +
+                                  (layer_norm ? " layer norm" : "") + " B " +
                                   std::to_string(B) + " on " + std::to_string(threads) + " threads: ";
         const auto same = [&](const char* name, const Mat<float>& a, const Mat<float>& b) {
           ASSERT_EQ(a.rows(), b.rows()) << where << name;
@@ -669,18 +674,20 @@ TEST_P(ThreadSplit, AnyThreadCountGivesTheOneThreadNumbers) {
 INSTANTIATE_TEST_SUITE_P(AllCells, ThreadSplit, ::testing::ValuesIn(Cells().begin(), Cells().end()),
                          CellTestName);
 
-// The large products in bfloat16 (compute.h): the kernel is proven in kernels_test; here, that
-// the model sends its products there and what that costs. Operands rounded to 8 bits of
-// significand move a float model's outputs and gradients by a few parts in a thousand: each is
-// asserted within 3% (relative L2) of the float run's and different from it (the products did
-// run in bfloat16); the ReLU RNN's gradient is the exception said below. One-hot input with 2 layers (the upper layer's input projection), an
-// embedding and a dense input, every cell, 2 threads.
+// bfloat16 products (compute.h): the kernels are proven in kernels_test; here, that the model
+// sends its large products and its steps' recurrent products there, and what that costs.
+// Operands rounded to 8 bits of significand move a float model's outputs and gradients by a few
+// parts in a thousand: each is asserted within 3% (relative L2) of the float run's and different
+// from it (the products did run in bfloat16); the ReLU RNN's gradient is the exception said
+// below. One-hot input with 2 layers (the upper layer's input projection), an embedding and a
+// dense input, every cell, 2 threads, with B = 5 and B = 1.
 class Bf16Products : public ::testing::TestWithParam<const Cell*> {};
 
 TEST_P(Bf16Products, StayWithinBfloat16RoundingOfFloat) {
   if (!Bf16ProductsAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
-  for (const Input input : {Input::kOneHot, Input::kEmbed, Input::kDense}) {
-    constexpr int V = 30, H = 40, T = 6, B = 5;
+  for (const Input input : {Input::kOneHot, Input::kEmbed, Input::kDense})
+  for (const Eigen::Index B : {5, 1}) {  // the steps split by columns, and by rows (one stream)
+    constexpr int V = 30, H = 40, T = 6;
     ModelConfig config = LanguageModel(*GetParam(), V, input == Input::kEmbed ? 12 : 0, H, 2);
     if (input == Input::kDense) {
       config.vocab_size = 0;
@@ -708,7 +715,8 @@ TEST_P(Bf16Products, StayWithinBfloat16RoundingOfFloat) {
     };
     Mat<float> out32, out16;
     const ModelParams<float> g32 = run(Precision::kFloat32, out32), g16 = run(Precision::kBfloat16, out16);
-    const std::string what = std::string(GetParam()->name) + " input " + std::to_string(static_cast<int>(input));
+    const std::string what = std::string(GetParam()->name) + " input " + std::to_string(static_cast<int>(input)) +
+                             " B " + std::to_string(B);
     EXPECT_LE((out16 - out32).norm(), 0.03 * out32.norm()) << what;
     EXPECT_GT((out16 - out32).norm(), 0.0) << what;
     std::vector<const Mat<float>*> f;

@@ -18,6 +18,9 @@
 //                  k blocks, both layouts of each operand (a matrix and a transpose), accumulate on
 //                  and off, 1 to 3 threads, K split into chunks, and a leading dimension larger
 //                  than M; against the bfloat16-rounded operands (ToBf16) summed in long double.
+//                  PackAmxPairs + AmxStepProduct likewise: W and W^T, rows across the groups of
+//                  three tiles and their tails, a range of rows (the others untouched), columns
+//                  across several 16-column tiles.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -569,10 +572,54 @@ TEST(AmxProduct, SplitsLongKIntoChunksAndEitherDimensionBetweenThreads) {
   }
 }
 
+TEST(AmxStepProduct, MatchesTheRoundedOperandsProductOnItsRows) {
+  if (!AmxAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
+  Rng rng(14);
+  std::vector<uint16_t> tiles;
+  for (const Eigen::Index M : {1, 16, 40, 70, 100})
+    for (const Eigen::Index K : {1, 33, 70})
+      for (const Eigen::Index cols : {1, 5, 16, 17, 40})
+        for (const bool transposed : {false, true})
+          for (const bool accumulate : {false, true})
+            for (const auto& [row_begin, row_end] : {std::pair<Eigen::Index, Eigen::Index>{0, M}, {32, M}, {0, 64}}) {
+              if (row_begin >= M) continue;
+              const Eigen::Index end = std::min(row_end, M);
+              const Mat<float> store = transposed ? RandomMat<float>(K, M, rng) : RandomMat<float>(M, K, rng);
+              const Mat<float> x = RandomMat<float>(K + 2, cols, rng);  // leading dimension K + 2
+              const Mat<float> start = RandomMat<float>(M + 3, cols, rng);
+              PackAmxPairs(transposed ? StridedMatrix{store.data(), M, K, store.rows(), 1}
+                                      : StridedMatrix{store.data(), M, K, 1, store.rows()},
+                           tiles);
+              Mat<float> c = start;
+              AmxStepProduct(tiles.data(), M, K, row_begin, end, x.data(), x.rows(), cols, c.data(), c.rows(),
+                             accumulate);
+              const std::string what = "M " + std::to_string(M) + " K " + std::to_string(K) + " cols " +
+                                       std::to_string(cols) + " W^T " + std::to_string(transposed) + " acc " +
+                                       std::to_string(accumulate) + " rows " + std::to_string(row_begin) + ".." +
+                                       std::to_string(end);
+              for (Eigen::Index n = 0; n < cols; ++n)
+                for (Eigen::Index m = 0; m < M + 3; ++m) {
+                  if (m < row_begin || m >= end) {
+                    ASSERT_EQ(c(m, n), start(m, n)) << what << ": row " << m << " written";
+                    continue;
+                  }
+                  Real sum = accumulate ? Real(start(m, n)) : Real(0), size = std::fabs(sum);
+                  for (Eigen::Index k = 0; k < K; ++k) {
+                    const Real w = FromBf16(ToBf16(transposed ? store(k, m) : store(m, k)));
+                    const Real v = FromBf16(ToBf16(x(k, n)));
+                    sum += w * v;
+                    size += std::fabs(w * v);
+                  }
+                  ASSERT_LE(std::fabs(Real(c(m, n)) - sum), Real(K + 2) * std::ldexp(Real(1), -24) * size)
+                      << what << " at (" << m << ", " << n << ")";
+                }
+            }
+}
+
 TEST(AmxProduct, GivesTheSameBitsOnAnyThreadCount) {
   if (!AmxAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
   Rng rng(13);
-  for (const auto [M, N] : {std::pair<Eigen::Index, Eigen::Index>{70, 300}, {300, 70}}) {
+  for (const auto& [M, N] : {std::pair<Eigen::Index, Eigen::Index>{70, 300}, {300, 70}}) {
     const Mat<float> lhs = RandomMat<float>(M, 200, rng), rhs = RandomMat<float>(200, N, rng);
     const Mat<float> start = RandomMat<float>(M + 3, N, rng);
     const Mat<float> one = RunAmx({M, N, 200, false, false, true, 1}, lhs, rhs, start);

@@ -45,14 +45,17 @@
 //      forms dW_ih and the input gradient with a few large GEMMs) and accumulates dW_hh (one
 //      GEMM), db_ih, db_hh (and the LN gains and biases) after the sweep.
 // The caller owns the cache and the backward buffers; they are resized only when T, B or H
-// change, so nothing is allocated inside the time loop. `threads` is the number of threads a
-// mode may use (>= 1).
+// change, so nothing is allocated inside the time loop. The chunk modes compute as `compute`
+// says (compute.h): on its threads, and with bfloat16 products the steps' recurrent products
+// and dW_hh run in bfloat16 on AMX; the gate arithmetic stays in float.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bptt/compute.h"
 #include "bptt/tensor.h"
@@ -86,6 +89,18 @@ struct RecurrentParams {
 };
 
 // Values recorded by one layer's forward pass over a chunk; read by its backward pass.
+// A time loop's recurrent weights (W_hh, or its transpose for the backward sweep), packed once
+// per chunk for the steps' products (src/kernels/packed_gemm.h Pack): float panels of 32 rows,
+// or, when the chunk's products are bfloat16 (compute.h), bfloat16 tiles for AMX
+// (src/kernels/amx_gemm.h).
+template <typename S>
+struct PackedRecurrent {
+  Eigen::Index M = 0, K = 0;   // the packed matrix's shape: (G*H, H) for W_hh, (H, G*H) for W_hh^T
+  bool bf16 = false;           // which of the two below holds it
+  Mat<S> panels;               // (32, K*ceil(M/32)) float panels
+  std::vector<uint16_t> tiles; // ceil(M/16)*ceil(K/32) tiles of 16x32 bfloat16
+};
+
 template <typename S>
 struct LayerCache {
   Eigen::Index T = 0, B = 0;
@@ -102,8 +117,7 @@ struct LayerCache {
   Mat<S> ln_hh;      // (G*H, T*B) of W_hh h_{t-1}
   Mat<S> ln_c;       // cells with a cell state: (H, T*B) of c_t
   Mat<S> ln_rstd;    // (2, T*B), cells with a cell state (3, T*B): rows ih, hh, c
-  Mat<S> packed_hh;  // (32, H*ceil(G*H/32)) workspace: W_hh in the kernel's panels, packed
-                     //   once per chunk (src/kernels/packed_gemm.h)
+  PackedRecurrent<S> packed_hh;  // workspace: W_hh packed once per chunk for the steps' products
 
   // Shapes the buffers for a chunk; reallocates only when a dimension changes.
   void Resize(const Cell& cell, Eigen::Index H, Eigen::Index T_, Eigen::Index B_, bool layer_norm);
@@ -126,7 +140,7 @@ struct LayerBackward {
   Mat<S> dln_c;        // cells with a cell state: (H, T*B) dL/dLN(c_t)
   Mat<S> dh;           // (H, B) in: dL/dh_T from beyond the chunk; out: dL/dh_0
   Mat<S> dc;           // cells with a cell state: (H, B) in: dL/dc_T; out: dL/dc_0
-  Mat<S> packed_hh_t;  // (32, G*H*ceil(H/32)) workspace: W_hh^T in the kernel's panels
+  PackedRecurrent<S> packed_hh_t;  // workspace: W_hh^T packed once per chunk for the steps' products
 
   // With record set, the sweep also keeps the total gradient on every step's state, for
   // gradient-decay analysis (decay.h); training leaves it off.
@@ -147,14 +161,13 @@ template <typename S>
 struct CellModes {
   // In: cache.gates = W_ih x (G*H, T*B); h_0 (c_0) in the first B columns of cache.h
   // (cache.c). Out: the rest of the cache.
-  void (*chunk_forward)(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads);
+  void (*chunk_forward)(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute);
   // In: dh_out (H, T*B) = dL/dh_t arriving from above; back.dh (back.dc) = dL/dh_T (dL/dc_T).
   // Out: back.dgates (and back.drecurrent, back.dln_*); back.dh (back.dc) = dL/dh_0 (dL/dc_0);
   // grad.weight_hh, grad.bias_ih, grad.bias_hh (and grad.ln_*) += their gradients; the caller
   // forms grad.weight_ih from back.dgates. The error goes back a step through
   // back_hh^T: p.weight_hh for backpropagation, a fixed random matrix of its shape for feedback
-  // alignment, or none (empty) for direct feedback alignment (model.h Feedback). The sweep runs in
-  // float on compute.threads; dW_hh, a product over all T*B columns, in compute.products.
+  // alignment, or none (empty) for direct feedback alignment (model.h Feedback).
   void (*chunk_backward)(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
                          const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad,
                          Compute compute);

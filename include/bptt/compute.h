@@ -6,11 +6,12 @@
 //
 // Precision names the number format of products:
 //   kFloat32   float operands, float sums (everywhere, and the default).
-//   kBfloat16  bfloat16 operands, float sums. For training, the large products over all T*B
-//              columns of a chunk (input projections, weight gradients, the decoder) run on
-//              Intel's AMX tile unit (src/kernels/amx_gemm.h); the recurrent step products,
-//              the gate arithmetic and the optimizer stay float. For sampling, the Stepper's
-//              per-step products (stepper.h).
+//   kBfloat16  bfloat16 operands, float sums. For training, every matrix product of a chunk runs
+//              on Intel's AMX tile unit (src/kernels/amx_gemm.h): the large products over all
+//              T*B columns (input projections, weight gradients, the decoder) and each step's
+//              recurrent product; the gate arithmetic, the sums over time, the loss and the
+//              optimizer stay float. For sampling, the Stepper's per-step products (stepper.h),
+//              with the AVX-512 BF16 dot products.
 //   kInt8      int8 weights with float row scales: sampling and stepwise scoring only.
 //
 //   Forward(config, params, batch, state, cache, Compute{threads, Precision::kBfloat16}, &rng);
@@ -26,13 +27,13 @@ enum class Precision { kFloat32, kBfloat16, kInt8 };
 const char* PrecisionName(Precision precision);
 Precision ParsePrecision(std::string_view name, std::string_view flag);
 
-// True when the large products can run in bfloat16 here: the CPU has AMX-BF16 and the operating
-// system lets the process use its tiles.
+// True when training's products can run in bfloat16 here: the CPU has AMX-BF16 and the
+// operating system lets the process use its tiles.
 bool Bf16ProductsAvailable();
 
 struct Compute {
   int threads = 1;                            // >= 1
-  Precision products = Precision::kFloat32;   // of the large products: kFloat32 or kBfloat16
+  Precision products = Precision::kFloat32;   // of the matrix products: kFloat32 or kBfloat16
   Compute(int threads = 1, Precision products = Precision::kFloat32) : threads(threads), products(products) {}
 };
 

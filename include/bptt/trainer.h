@@ -82,7 +82,7 @@ struct TrainOptions {
   int batch = 32;                 // B
   uint64_t seed = 1;              // every random stream: initialisation, dropout, task data
   int threads = 0;                // 0 = every core (distributed: the cores / the ranks on the machine)
-  Precision precision = Precision::kFloat32;  // of the large products: fp32, or bf16 on AMX (compute.h)
+  Precision precision = Precision::kFloat32;  // of the matrix products: fp32, or bf16 on AMX (compute.h)
   bool distributed = false;       // train with the other ranks of the MPI job (not stored: a run
                                   // resumes with whatever ranks it is given)
   // Schedule (a run ends at the first limit reached; with none set, after 50 epochs, or for a
@@ -178,7 +178,9 @@ void RequestStop();
 
 // Bytes of memory that training a model of this configuration needs: parameters, gradients,
 // optimizer state, the per-timestep caches of a (T, B) chunk and the packed copies of each
-// layer's W_hh. (Not the corpus, which is memory-mapped, nor the program itself.)
-uint64_t EstimateTrainingBytes(const ModelConfig& config, int T, int B, int optimizer_slots);
+// layer's W_hh; with bf16 products, those copies in bfloat16 tiles and the largest product's
+// operands rounded to bfloat16. (Not the corpus, which is memory-mapped, nor the program itself.)
+uint64_t EstimateTrainingBytes(const ModelConfig& config, int T, int B, int optimizer_slots,
+                               Precision products = Precision::kFloat32);
 
 }  // namespace bptt

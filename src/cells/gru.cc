@@ -65,9 +65,10 @@ void PointwiseLn(Eigen::Index H, S* a, S* u, S* z_ih, S* z_hh, const RecurrentPa
 //   u_t = W_hh h_{t-1}                     (3H, B)  one product over the packed W_hh
 //   then Pointwise (with layer norm PointwiseLn) on each column.
 template <bool kLayerNorm, typename S>
-void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
+void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
+  const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
-  PackPanels(p.weight_hh, cache.packed_hh);
+  Pack(p.weight_hh, false, compute.products, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
   {
     const StepShare share(3 * H, B);
@@ -76,7 +77,7 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, int threa
       const auto h_prev = cache.Step(cache.h, t);
       auto u = cache.Step(cache.recurrent, t);  // (3H, B)
       auto a = cache.Step(cache.gates, t);      // (3H, B)
-      share.Product(cache.packed_hh, H, h_prev.data(), H, u.data(), 3 * H, false);
+      share.Product(cache.packed_hh, h_prev.data(), H, u.data(), 3 * H, false);
       share.Join();
       for (Eigen::Index b = j0; b < j1; ++b) {
         if constexpr (kLayerNorm)
@@ -93,9 +94,9 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, int threa
 }
 
 template <typename S>
-void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
-  if (p.layer_norm()) ChunkForwardOf<true>(p, cache, threads);
-  else ChunkForwardOf<false>(p, cache, threads);
+void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
+  if (p.layer_norm()) ChunkForwardOf<true>(p, cache, compute);
+  else ChunkForwardOf<false>(p, cache, compute);
 }
 
 // One stream: u = W_hh h_{t-1}, then Pointwise (with layer norm PointwiseLn, the ẑ in place).
@@ -129,7 +130,7 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
   const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   const bool recur = back_hh.size() > 0;
-  if (recur) PackTransposedPanels(back_hh, back.packed_hh_t);
+  if (recur) Pack(back_hh, true, compute.products, back.packed_hh_t);
   Mat<S>& dpre = kLayerNorm ? back.dln_ih : back.dgates;      // dL/da_t
   Mat<S>& dpre_u = kLayerNorm ? back.dln_hh : back.drecurrent;  // dL/du_t
   const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
@@ -170,7 +171,7 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
         }
       }
       share.Join();
-      if (recur) share.Product(back.packed_hh_t, 3 * H, back.drecurrent.col(t * B).data(), 3 * H, back.dh.data(), H, true);
+      if (recur) share.Product(back.packed_hh_t, back.drecurrent.col(t * B).data(), 3 * H, back.dh.data(), H, true);
       share.Join();
     }
   }

@@ -77,9 +77,10 @@ void PointwiseLn(Eigen::Index H, S* a, S* r, S* z_ih, const RecurrentParams<S>& 
 // With layer norm the product goes to ln_hh instead (W_hh h_{t-1} is normalised on its own),
 // then PointwiseLn on each column.
 template <bool kLayerNorm, typename S>
-void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
+void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
+  const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
-  PackPanels(p.weight_hh, cache.packed_hh);
+  Pack(p.weight_hh, false, compute.products, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
   {
     const StepShare share(4 * H, B);
@@ -89,7 +90,7 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, int threa
       const auto h_prev = cache.Step(cache.h, t);
       if constexpr (kLayerNorm) {
         auto r = cache.Step(cache.ln_hh, t);  // (4H, B)
-        share.Product(cache.packed_hh, H, h_prev.data(), H, r.data(), 4 * H, false);
+        share.Product(cache.packed_hh, h_prev.data(), H, r.data(), 4 * H, false);
         share.Join();
         for (Eigen::Index b = j0; b < j1; ++b)
           PointwiseLn(H, a.col(b).data(), r.col(b).data(), cache.Step(cache.ln_ih, t).col(b).data(), p,
@@ -97,7 +98,7 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, int threa
                       cache.Step(cache.ln_c, t).col(b).data(), cache.Step(cache.tanh_c, t).col(b).data(),
                       cache.Step(cache.h, t + 1).col(b).data(), cache.Step(cache.ln_rstd, t).col(b).data());
       } else {
-        share.Product(cache.packed_hh, H, h_prev.data(), H, a.data(), 4 * H, true);
+        share.Product(cache.packed_hh, h_prev.data(), H, a.data(), 4 * H, true);
         share.Join();
         for (Eigen::Index b = j0; b < j1; ++b)
           Pointwise(H, a.col(b).data(), p, cache.Step(cache.c, t).col(b).data(),
@@ -110,9 +111,9 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, int threa
 }
 
 template <typename S>
-void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
-  if (p.layer_norm()) ChunkForwardOf<true>(p, cache, threads);
-  else ChunkForwardOf<false>(p, cache, threads);
+void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
+  if (p.layer_norm()) ChunkForwardOf<true>(p, cache, compute);
+  else ChunkForwardOf<false>(p, cache, compute);
 }
 
 // One stream: a += W_hh h_{t-1}, then Pointwise; `recurrent` holds tanh(c_t). With layer norm:
@@ -154,7 +155,7 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
   const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   const bool recur = back_hh.size() > 0;
-  if (recur) PackTransposedPanels(back_hh, back.packed_hh_t);
+  if (recur) Pack(back_hh, true, compute.products, back.packed_hh_t);
   Mat<S>& dpre = kLayerNorm ? back.dln_ih : back.dgates;           // dL/da_t
   Mat<S>& dproduct = kLayerNorm ? back.drecurrent : back.dgates;   // dL/d(W_hh h_{t-1})
   const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
@@ -199,7 +200,7 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
         }
       }
       share.Join();
-      if (recur) share.Product(back.packed_hh_t, 4 * H, dproduct.col(t * B).data(), 4 * H, back.dh.data(), H, false);
+      if (recur) share.Product(back.packed_hh_t, dproduct.col(t * B).data(), 4 * H, back.dh.data(), H, false);
       else back.dh.middleCols(j0, j1 - j0).setZero();
       share.Join();
     }

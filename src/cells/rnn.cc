@@ -47,15 +47,16 @@ void Pointwise(Eigen::Index H, S* a, const RecurrentParams<S>& p, S* h) {
 //   a_t = gates_t + W_hh h_{t-1}            (H, B)  one product over the packed W_hh
 //   then Pointwise on each column.
 template <typename Act, typename S>
-void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, int threads) {
+void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
+  const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
-  PackPanels(p.weight_hh, cache.packed_hh);
+  Pack(p.weight_hh, false, compute.products, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
   {
     const StepShare share(H, B);
     for (Eigen::Index t = 0; t < T && share.active(); ++t) {
       auto a = cache.Step(cache.gates, t);
-      share.Product(cache.packed_hh, H, cache.Step(cache.h, t).data(), H, a.data(), H, true);
+      share.Product(cache.packed_hh, cache.Step(cache.h, t).data(), H, a.data(), H, true);
       share.Join();
       for (Eigen::Index b = share.j0; b < share.j1; ++b)
         Pointwise<Act>(H, a.col(b).data(), p, cache.Step(cache.h, t + 1).col(b).data());
@@ -82,7 +83,7 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const Lay
   const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   const bool recur = back_hh.size() > 0;
-  if (recur) PackTransposedPanels(back_hh, back.packed_hh_t);
+  if (recur) Pack(back_hh, true, compute.products, back.packed_hh_t);
 #pragma omp parallel num_threads(threads)
   {
     const StepShare share(H, B);
@@ -94,7 +95,7 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const Lay
       auto da = back.dgates.middleCols(t * B + j0, nb);
       da = (dh.array() * Act::Grad(cache.Step(cache.h, t + 1).middleCols(j0, nb))).matrix();
       share.Join();
-      if (recur) share.Product(back.packed_hh_t, H, back.dgates.col(t * B).data(), H, back.dh.data(), H, false);
+      if (recur) share.Product(back.packed_hh_t, back.dgates.col(t * B).data(), H, back.dh.data(), H, false);
       else dh.setZero();
       share.Join();
     }

@@ -160,9 +160,33 @@ void FromScratch(const float* scratch, Index ld, Index M, Index N, Index m0, Ind
     for (Index j = 0; j < kTile && m0 + j < M; ++j) dst[(n0 + i) * ld + m0 + j] = scratch[i * kTile + j];
 }
 
-// The four float tiles of a 32x32 block of dst: tile 2*a + b holds dst columns n0 + 16a..,
-// rows m0 + 16b...
-#define BPTT_AMX_FOR_EACH_SUM(X) X(0, 0, 0) X(1, 0, 1) X(2, 1, 0) X(3, 1, 1)
+// Float tile i <- dst's 16x16 block of rows m.., columns n.. (zero without accumulate), and
+// back; a block at dst's edges (inside[i] false) goes through scratch[i]. Macros, because a tile
+// instruction names its tile in the instruction itself. They use dst, ld, M, N, accumulate,
+// inside and scratch from the function around them.
+#define BPTT_AMX_LOAD_SUM(i, m, n)                                                                  \
+  {                                                                                                 \
+    inside[i] = (m) + kTile <= M && (n) + kTile <= N;                                               \
+    if (!accumulate) {                                                                              \
+      _tile_zero(i);                                                                                \
+    } else if (inside[i]) {                                                                         \
+      _tile_loadd(i, dst + (n) * ld + (m), ld * sizeof(float));                                     \
+    } else {                                                                                        \
+      ToScratch(dst, ld, M, N, m, n, scratch[i]);                                                   \
+      MemoryBarrier();                                                                              \
+      _tile_loadd(i, scratch[i], kTile * sizeof(float));                                            \
+    }                                                                                               \
+  }
+#define BPTT_AMX_STORE_SUM(i, m, n)                                                                 \
+  {                                                                                                 \
+    if (inside[i]) {                                                                                \
+      _tile_stored(i, dst + (n) * ld + (m), ld * sizeof(float));                                    \
+    } else if ((m) < M && (n) < N) {                                                                \
+      _tile_stored(i, scratch[i], kTile * sizeof(float));                                           \
+      MemoryBarrier();                                                                              \
+      FromScratch(scratch[i], ld, M, N, m, n, dst);                                                 \
+    }                                                                                               \
+  }
 
 // The 32x32 block of dst at (m0, n0) over k blocks [kb0, kb1): row tiles 2*nb2, 2*nb2 + 1 of rhs^T
 // and pair tiles 2*mb2, 2*mb2 + 1 of lhs.
@@ -170,22 +194,11 @@ void Block(float* dst, Index ld, Index M, Index N, Index mb2, Index nb2, Index k
            const uint16_t* row_tiles, const uint16_t* pair_tiles, bool accumulate, float (*scratch)[kTile * kTile]) {
   const Index m0 = mb2 * 2 * kTile, n0 = nb2 * 2 * kTile;
   bool inside[4];
-#define BPTT_AMX_LOAD(c, a, b)                                                                      \
-  {                                                                                                 \
-    const Index m = m0 + (b) * kTile, n = n0 + (a) * kTile;                                         \
-    inside[c] = m + kTile <= M && n + kTile <= N;                                                   \
-    if (!accumulate) {                                                                              \
-      _tile_zero(c);                                                                                \
-    } else if (inside[c]) {                                                                         \
-      _tile_loadd(c, dst + n * ld + m, ld * sizeof(float));                                         \
-    } else {                                                                                        \
-      ToScratch(dst, ld, M, N, m, n, scratch[c]);                                                   \
-      MemoryBarrier();                                                                              \
-      _tile_loadd(c, scratch[c], kTile * sizeof(float));                                            \
-    }                                                                                               \
-  }
-  BPTT_AMX_FOR_EACH_SUM(BPTT_AMX_LOAD)
-#undef BPTT_AMX_LOAD
+  // Tile 2*a + b holds the columns n0 + 16a.., rows m0 + 16b...
+  BPTT_AMX_LOAD_SUM(0, m0, n0)
+  BPTT_AMX_LOAD_SUM(1, m0 + kTile, n0)
+  BPTT_AMX_LOAD_SUM(2, m0, n0 + kTile)
+  BPTT_AMX_LOAD_SUM(3, m0 + kTile, n0 + kTile)
   const uint16_t* r0 = row_tiles + (2 * nb2) * kblocks * kBlock;
   const uint16_t* r1 = r0 + kblocks * kBlock;
   const uint16_t* p0 = pair_tiles + (2 * mb2) * kblocks * kBlock;
@@ -200,23 +213,76 @@ void Block(float* dst, Index ld, Index M, Index N, Index mb2, Index nb2, Index k
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
   }
-#define BPTT_AMX_STORE(c, a, b)                                                                     \
-  {                                                                                                 \
-    const Index m = m0 + (b) * kTile, n = n0 + (a) * kTile;                                         \
-    if (inside[c]) {                                                                                \
-      _tile_stored(c, dst + n * ld + m, ld * sizeof(float));                                        \
-    } else if (m < M && n < N) {                                                                    \
-      _tile_stored(c, scratch[c], kTile * sizeof(float));                                           \
-      MemoryBarrier();                                                                              \
-      FromScratch(scratch[c], ld, M, N, m, n, dst);                                                 \
-    }                                                                                               \
+  BPTT_AMX_STORE_SUM(0, m0, n0)
+  BPTT_AMX_STORE_SUM(1, m0 + kTile, n0)
+  BPTT_AMX_STORE_SUM(2, m0, n0 + kTile)
+  BPTT_AMX_STORE_SUM(3, m0 + kTile, n0 + kTile)
+  MemoryBarrier();
+}
+
+// Float tiles 0..g-1 (g <= 3) of dst's rows m0 + 16i.., columns n0..: sums over every k block of
+// a row tile of X (tile 3; at a, kBlock apart) by pair tiles of W (tiles 4-6; at p, one W row tile
+// kblocks * kBlock apart).
+void StepGroup(const uint16_t* a, const uint16_t* p, Index kblocks, Index g, float* dst, Index ld, Index M, Index N,
+               Index m0, Index n0, bool accumulate, float (*scratch)[kTile * kTile]) {
+  bool inside[3] = {false, false, false};
+  BPTT_AMX_LOAD_SUM(0, m0, n0)
+  if (g > 1) BPTT_AMX_LOAD_SUM(1, m0 + kTile, n0)
+  if (g > 2) BPTT_AMX_LOAD_SUM(2, m0 + 2 * kTile, n0)
+  const Index stride = kblocks * kBlock;  // from one row tile of W to the next
+  if (g == 3) {
+    for (Index kb = 0; kb < kblocks; ++kb) {
+      _tile_loadd(3, a + kb * kBlock, 64);
+      _tile_loadd(4, p + kb * kBlock, 64);
+      _tile_loadd(5, p + stride + kb * kBlock, 64);
+      _tile_loadd(6, p + 2 * stride + kb * kBlock, 64);
+      _tile_dpbf16ps(0, 3, 4);
+      _tile_dpbf16ps(1, 3, 5);
+      _tile_dpbf16ps(2, 3, 6);
+    }
+  } else {
+    for (Index kb = 0; kb < kblocks; ++kb) {
+      _tile_loadd(3, a + kb * kBlock, 64);
+      _tile_loadd(4, p + kb * kBlock, 64);
+      _tile_dpbf16ps(0, 3, 4);
+      if (g > 1) {
+        _tile_loadd(5, p + stride + kb * kBlock, 64);
+        _tile_dpbf16ps(1, 3, 5);
+      }
+    }
   }
-  BPTT_AMX_FOR_EACH_SUM(BPTT_AMX_STORE)
-#undef BPTT_AMX_STORE
+  BPTT_AMX_STORE_SUM(0, m0, n0)
+  if (g > 1) BPTT_AMX_STORE_SUM(1, m0 + kTile, n0)
+  if (g > 2) BPTT_AMX_STORE_SUM(2, m0 + 2 * kTile, n0)
   MemoryBarrier();
 }
 
 }  // namespace
+
+void PackAmxPairs(const StridedMatrix& w, std::vector<uint16_t>& tiles) {
+  const Index mtiles = (w.rows + kTile - 1) / kTile, kblocks = (w.cols + kTileK - 1) / kTileK;
+  tiles.resize(static_cast<size_t>(mtiles * kblocks * kBlock));
+  for (Index t = 0; t < mtiles * kblocks; ++t) PackPairTile(w, t / kblocks, t % kblocks, tiles.data() + t * kBlock);
+}
+
+void AmxStepProduct(const uint16_t* tiles, Index M, Index K, Index row_begin, Index row_end, const float* x,
+                    Index ldx, Index cols, float* c, Index ldc, bool accumulate) {
+  if (row_begin >= row_end || cols <= 0) return;
+  const Index kblocks = (K + kTileK - 1) / kTileK, ntiles = (cols + kTile - 1) / kTile;
+  thread_local std::vector<uint16_t> row_tiles;
+  row_tiles.resize(static_cast<size_t>(ntiles * kblocks * kBlock));
+  const StridedMatrix xs{x, K, cols, 1, ldx};
+  for (Index t = 0; t < ntiles * kblocks; ++t) PackRowTile(xs, t / kblocks, t % kblocks, row_tiles.data() + t * kBlock);
+  LoadTileConfig(kTileConfig);
+  alignas(64) float scratch[3][kTile * kTile];
+  const Index mt_begin = row_begin / kTile, mt_end = (row_end + kTile - 1) / kTile;
+  for (Index nb = 0; nb < ntiles; ++nb)
+    for (Index mt = mt_begin; mt < mt_end; mt += 3)
+      StepGroup(row_tiles.data() + nb * kblocks * kBlock, tiles + mt * kblocks * kBlock, kblocks,
+                std::min<Index>(3, mt_end - mt), c, ldc, std::min(M, row_end), cols, mt * kTile, nb * kTile,
+                accumulate, scratch);
+  ReleaseTiles();
+}
 
 bool AmxAvailable() {
   static const bool available = AskForTiles();

@@ -1,9 +1,10 @@
-// The large products in bfloat16 on Intel's AMX tile unit: dst (M, N) = or += lhs (M, K) * rhs
+// Matrix products in bfloat16 on Intel's AMX tile unit: dst (M, N) = or += lhs (M, K) * rhs
 // (K, N), the operands rounded to bfloat16 (round to nearest even), the sums in float.
 //
 // AMX multiplies 16x32 bfloat16 tiles into 16x16 float tiles (TDPBF16PS) about ten times as fast
-// as AVX-512 FMAs in float (bench/README); the model uses it for the products it forms over all
-// T*B columns of a chunk when training with --precision bf16 (precision.h). dst is column-major,
+// as AVX-512 FMAs in float (bench/README.md); training with --precision bf16 (compute.h) runs the
+// products over all T*B columns of a chunk here (AmxProduct) and each step's recurrent product
+// (PackAmxPairs, AmxStepProduct, below). For AmxProduct dst is column-major,
 // so the kernel computes dst^T = rhs^T lhs^T: a float tile holds 16 columns of dst (tile rows) by
 // 16 rows of dst (64 contiguous bytes of each column). Both operands are first rounded into
 // tile-sized 1 KB blocks:
@@ -15,6 +16,8 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <cstdint>
+#include <vector>
 
 namespace bptt {
 
@@ -33,5 +36,15 @@ bool AmxAvailable();
 // `threads` threads (>= 1). Requires AmxAvailable().
 void AmxProduct(float* dst, Eigen::Index ld_dst, const StridedMatrix& lhs, const StridedMatrix& rhs, bool accumulate,
                 int threads);
+
+// A time loop's recurrent product, the same weights at every step: W (M, K) rounded once into
+// pair tiles (PackAmxPairs: ceil(M/16) x ceil(K/32) tiles, tile (mt, kb) at (mt*ceil(K/32) + kb)
+// * 512), then each step's C (M, cols) (+)= W X (K, cols) for the rows [row_begin, row_end) of C
+// (row_begin a multiple of 16) on the calling thread (AmxStepProduct). The step's X columns
+// are rounded into row tiles first; float tiles run three row tiles at a time over K. Requires
+// AmxAvailable().
+void PackAmxPairs(const StridedMatrix& w, std::vector<uint16_t>& tiles);
+void AmxStepProduct(const uint16_t* tiles, Eigen::Index M, Eigen::Index K, Eigen::Index row_begin, Eigen::Index row_end,
+                    const float* x, Eigen::Index ldx, Eigen::Index cols, float* c, Eigen::Index ldc, bool accumulate);
 
 }  // namespace bptt

@@ -27,7 +27,11 @@
 #include <immintrin.h>
 #endif
 
+#include "bptt/cell.h"
+#include "bptt/compute.h"
+#include "bptt/error.h"
 #include "bptt/tensor.h"
+#include "kernels/amx_gemm.h"
 #include "kernels/threads.h"
 
 namespace bptt {
@@ -60,6 +64,27 @@ void PackTransposedPanels(const Mat<S>& w, Mat<S>& packed) {
     auto panel = packed.middleCols(q * M, M);
     panel.topRows(n) = w.middleCols(u0, n).transpose();
     panel.bottomRows(kPanelRows - n).setZero();
+  }
+}
+
+// W (M, K), or W^T with `transposed`, into `out` for StepShare::Product: float panels, or
+// bfloat16 AMX tiles when `products` is kBfloat16 (float only).
+template <typename S>
+void Pack(const Mat<S>& w, bool transposed, Precision products, PackedRecurrent<S>& out) {
+  out.M = transposed ? w.cols() : w.rows();
+  out.K = transposed ? w.rows() : w.cols();
+  out.bf16 = products == Precision::kBfloat16;
+  if (!out.bf16) {
+    if (transposed) PackTransposedPanels(w, out.panels);
+    else PackPanels(w, out.panels);
+    return;
+  }
+  if constexpr (std::is_same_v<S, float>) {
+    PackAmxPairs(transposed ? StridedMatrix{w.data(), w.cols(), w.rows(), w.rows(), 1}
+                            : StridedMatrix{w.data(), w.rows(), w.cols(), 1, w.rows()},
+                 out.tiles);
+  } else {
+    throw Error("bfloat16 products are for float models only");
   }
 }
 
@@ -178,9 +203,21 @@ class StepShare {
   // Whether this thread runs the sweep (split by rows, every thread does: they meet at Join).
   bool active() const { return by_rows_ || j0 < j1; }
 
-  // This thread's share of C (M, B) (+)= W · X (K, B), W packed by PackPanels (or W^T by
-  // PackTransposedPanels); x and c point at column 0, column-major with leading dimensions
-  // ldx and ldc.
+  // This thread's share of C (M, B) (+)= W · X (K, B), W packed by Pack (float panels or
+  // bfloat16 tiles), or a float W packed by PackPanels (or W^T by PackTransposedPanels); x and c
+  // point at column 0, column-major with leading dimensions ldx and ldc.
+  template <typename S>
+  void Product(const PackedRecurrent<S>& w, const S* x, Eigen::Index ldx, S* c, Eigen::Index ldc,
+               bool accumulate) const {
+    if constexpr (std::is_same_v<S, float>) {
+      if (w.bf16) {
+        if (by_rows_) AmxStepProduct(w.tiles.data(), M_, w.K, q0_ * kPanelRows, std::min(M_, q1_ * kPanelRows), x, ldx, B_, c, ldc, accumulate);
+        else AmxStepProduct(w.tiles.data(), M_, w.K, 0, M_, x + j0 * ldx, ldx, j1 - j0, c + j0 * ldc, ldc, accumulate);
+        return;
+      }
+    }
+    Product(w.panels, w.K, x, ldx, c, ldc, accumulate);
+  }
   template <typename S>
   void Product(const Mat<S>& packed, Eigen::Index K, const S* x, Eigen::Index ldx, S* c, Eigen::Index ldc,
                bool accumulate) const {

@@ -70,7 +70,7 @@ void ParallelProduct(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate,
     }
   }
   if (compute.products != Precision::kFloat32)
-    throw Error(std::string("the large products run in fp32 or bf16, not ") + PrecisionName(compute.products));
+    throw Error(std::string("training products run in fp32 or bf16, not ") + PrecisionName(compute.products));
   constexpr Eigen::Index kAlign = 16;
   const bool by_rows = dst.rows() >= dst.cols();
 #pragma omp parallel num_threads(compute.threads)
