@@ -307,7 +307,10 @@ class Run {
       if (root()) std::ofstream(dir_ / "metrics.jsonl", std::ios::trunc);
       log_ << "bptt train: " << o_.model.cell->name << " " << o_.model.layers << "x" << o_.model.hidden_size << ", "
            << params_.Count() << " parameters"
-           << (o_.precision == Precision::kBfloat16 ? " (products in bf16 on AMX)" : "") << "; "
+           << (o_.precision == Precision::kBfloat16 ? " (products in bf16 on AMX)"
+               : Bf16ProductsAvailable()              ? " (this CPU has AMX: --precision bf16 trains faster)"
+                                                      : "")
+           << "; "
            << data_->Describe() << "; run directory " << dir_.string() << "\n";
       return Loop();
     });
