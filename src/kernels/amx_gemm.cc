@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "kernels/threads.h"
@@ -57,7 +56,10 @@ inline void MemoryBarrier() { asm volatile("" ::: "memory"); }
 inline void LoadTileConfig(const TileConfig& config) { asm volatile("ldtilecfg %0" ::"m"(config)); }
 inline void ReleaseTiles() { asm volatile("tilerelease" ::: "memory"); }
 
-__mmask16 Mask(Index count) { return count >= 16 ? __mmask16(0xffff) : __mmask16((1u << std::max<Index>(count, 0)) - 1); }
+// The first `count` lanes of 16 (none for count <= 0).
+__mmask16 Mask(Index count) {
+  return count >= 16 ? __mmask16(0xffff) : __mmask16((1u << std::max<Index>(count, 0)) - 1);
+}
 
 // The word order that interleaves 16 bfloat16 of one row with 16 of the next: 0, 16, 1, 17, ...
 alignas(64) constexpr uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
@@ -312,8 +314,9 @@ void AmxProduct(float* dst, Index ld, const StridedMatrix& lhs, const StridedMat
 #pragma omp barrier
     LoadTileConfig(kTileConfig);
     alignas(64) float scratch[4][kTile * kTile];
-    // The thread's own blocks are the inner loop, over K in chunks that keep its share of their
-    // operand in L2 (256 KB at most per 32 rows of the other operand's chunk... see kChunkBytes).
+    // The thread's own 32-wide blocks are the inner loop, so its share of their operand is read
+    // again for every block of the other operand: K runs in chunks that keep that share within
+    // kChunkBytes (in L2); each chunk after the first adds to the float sums left in dst.
     const Index own = by_columns ? npairs : mpairs, other = by_columns ? mpairs : npairs;
     const auto [begin, end] = ThreadRange(own);
     const Index own_bytes = std::max<Index>(1, (end - begin) * 2 * kTile * kTileK * 2);  // per k block

@@ -211,8 +211,11 @@ class StepShare {
                bool accumulate) const {
     if constexpr (std::is_same_v<S, float>) {
       if (w.bf16) {
-        if (by_rows_) AmxStepProduct(w.tiles.data(), M_, w.K, q0_ * kPanelRows, std::min(M_, q1_ * kPanelRows), x, ldx, B_, c, ldc, accumulate);
-        else AmxStepProduct(w.tiles.data(), M_, w.K, 0, M_, x + j0 * ldx, ldx, j1 - j0, c + j0 * ldc, ldc, accumulate);
+        if (by_rows_)
+          AmxStepProduct(w.tiles.data(), M_, w.K, q0_ * kPanelRows, std::min(M_, q1_ * kPanelRows), x, ldx, B_, c,
+                         ldc, accumulate);
+        else
+          AmxStepProduct(w.tiles.data(), M_, w.K, 0, M_, x + j0 * ldx, ldx, j1 - j0, c + j0 * ldc, ldc, accumulate);
         return;
       }
     }

@@ -61,7 +61,8 @@ void ParallelProduct(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate,
   if (compute.products == Precision::kBfloat16) {
     if constexpr (std::is_same_v<S, float>) {
       const StridedMatrix l = Strided(lhs), r = Strided(rhs);
-      if (dst.innerStride() != 1 || (l.row_stride != 1 && l.col_stride != 1) || (r.row_stride != 1 && r.col_stride != 1))
+      if (dst.innerStride() != 1 || (l.row_stride != 1 && l.col_stride != 1) ||
+          (r.row_stride != 1 && r.col_stride != 1))
         throw Error("bfloat16 products need matrices with contiguous rows or columns");
       AmxProduct(dst.data(), dst.outerStride(), l, r, accumulate, compute.threads);
       return;
