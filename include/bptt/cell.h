@@ -88,7 +88,6 @@ struct RecurrentParams {
   bool layer_norm() const { return ln_ih_weight.size() > 0; }
 };
 
-// Values recorded by one layer's forward pass over a chunk; read by its backward pass.
 // A time loop's recurrent weights (W_hh, or its transpose for the backward sweep), packed once
 // per chunk for the steps' products (src/kernels/packed_gemm.h Pack): float panels of 32 rows,
 // or, when the chunk's products are bfloat16 (compute.h), bfloat16 tiles for AMX
@@ -101,6 +100,7 @@ struct PackedRecurrent {
   std::vector<uint16_t> tiles; // ceil(M/16)*ceil(K/32) tiles of 16x32 bfloat16
 };
 
+// Values recorded by one layer's forward pass over a chunk; read by its backward pass.
 template <typename S>
 struct LayerCache {
   Eigen::Index T = 0, B = 0;
