@@ -264,7 +264,10 @@ void StepGroup(const uint16_t* a, const uint16_t* p, Index kblocks, Index g, flo
 void PackAmxPairs(const StridedMatrix& w, std::vector<uint16_t>& tiles) {
   const Index mtiles = (w.rows + kTile - 1) / kTile, kblocks = (w.cols + kTileK - 1) / kTileK;
   tiles.resize(static_cast<size_t>(mtiles * kblocks * kBlock));
-  for (Index t = 0; t < mtiles * kblocks; ++t) PackPairTile(w, t / kblocks, t % kblocks, tiles.data() + t * kBlock);
+  for (Index t = 0; t < mtiles * kblocks; ++t) {  // along w's contiguous dimension, as in AmxProduct
+    const Index mb = w.row_stride == 1 ? t % mtiles : t / kblocks, kb = w.row_stride == 1 ? t / mtiles : t % kblocks;
+    PackPairTile(w, mb, kb, tiles.data() + (mb * kblocks + kb) * kBlock);
+  }
 }
 
 void AmxStepProduct(const uint16_t* tiles, Index M, Index K, Index row_begin, Index row_end, const float* x,
@@ -307,10 +310,20 @@ void AmxProduct(float* dst, Index ld, const StridedMatrix& lhs, const StridedMat
   const bool by_columns = npairs >= mpairs;
 #pragma omp parallel num_threads(threads)
   {
+    // Each operand is read along its contiguous dimension: the tiles of one k block for every
+    // row (or column) in turn when rows (columns) are contiguous, else every k block of one.
     const auto [r_begin, r_end] = ThreadRange(row_count);
-    for (Index t = r_begin; t < r_end; ++t) PackRowTile(rhs, t / kblocks, t % kblocks, rt + t * kBlock);
+    for (Index t = r_begin; t < r_end; ++t) {
+      const Index nb = rhs.row_stride == 1 ? t / kblocks : t % (2 * npairs);
+      const Index kb = rhs.row_stride == 1 ? t % kblocks : t / (2 * npairs);
+      PackRowTile(rhs, nb, kb, rt + (nb * kblocks + kb) * kBlock);
+    }
     const auto [p_begin, p_end] = ThreadRange(pair_count);
-    for (Index t = p_begin; t < p_end; ++t) PackPairTile(lhs, t / kblocks, t % kblocks, pt + t * kBlock);
+    for (Index t = p_begin; t < p_end; ++t) {
+      const Index mb = lhs.row_stride == 1 ? t % (2 * mpairs) : t / kblocks;
+      const Index kb = lhs.row_stride == 1 ? t / (2 * mpairs) : t % kblocks;
+      PackPairTile(lhs, mb, kb, pt + (mb * kblocks + kb) * kBlock);
+    }
 #pragma omp barrier
     LoadTileConfig(kTileConfig);
     alignas(64) float scratch[4][kTile * kTile];
