@@ -15,7 +15,7 @@
 //                  ToUint8Quads on ties, NaN, infinities, huge, tiny and zero vectors.
 //   amx_gemm.h     AmxProduct (where the CPU has AMX; skipped elsewhere): M and N across the
 //                  16-wide tiles, their 32-wide pairs and every kind of tail, K across the 32-wide
-//                  k blocks, both layouts of each operand (a matrix and a transpose), accumulate on
+//                  k blocks (and K = 0), both layouts of each operand (a matrix and a transpose), accumulate on
 //                  and off, 1 to 3 threads, K split into chunks, and a leading dimension larger
 //                  than M; against the bfloat16-rounded operands (ToBf16) summed in long double.
 //                  PackAmxPairs + AmxStepProduct likewise: W and W^T, rows across the groups of
@@ -559,6 +559,19 @@ TEST(AmxProduct, MatchesTheRoundedOperandsProduct) {
           for (const bool accumulate : {false, true})
             for (const int threads : {1, 2, 3})
               CheckAmx({M, N, K, (layout & 1) != 0, (layout & 2) != 0, accumulate, threads}, rng);
+}
+
+TEST(AmxProduct, EmptyKGivesZerosOrLeavesTheSums) {
+  if (!AmxAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
+  Rng rng(15);
+  const Mat<float> lhs(5, 0), rhs(0, 7), start = RandomMat<float>(8, 7, rng);
+  for (const bool accumulate : {false, true}) {
+    Mat<float> dst = start;
+    AmxProduct(dst.data(), dst.rows(), {lhs.data(), 5, 0, 1, 5}, {rhs.data(), 0, 7, 1, 0}, accumulate, 2);
+    for (Eigen::Index n = 0; n < 7; ++n)
+      for (Eigen::Index m = 0; m < 8; ++m)
+        ASSERT_EQ(dst(m, n), m < 5 && !accumulate ? 0.0f : start(m, n)) << m << ", " << n << " acc " << accumulate;
+  }
 }
 
 TEST(AmxProduct, SplitsLongKIntoChunksAndEitherDimensionBetweenThreads) {

@@ -297,6 +297,11 @@ bool AmxAvailable() {
 void AmxProduct(float* dst, Index ld, const StridedMatrix& lhs, const StridedMatrix& rhs, bool accumulate,
                 int threads) {
   const Index M = lhs.rows, N = rhs.cols, K = lhs.cols;
+  if (K == 0) {  // an empty sum
+    if (!accumulate)
+      for (Index n = 0; n < N; ++n) std::fill(dst + n * ld, dst + n * ld + M, 0.0f);
+    return;
+  }
   const Index kblocks = (K + kTileK - 1) / kTileK;
   const Index mpairs = (M + 2 * kTile - 1) / (2 * kTile), npairs = (N + 2 * kTile - 1) / (2 * kTile);
   // The rounded operands, reused from call to call by the calling thread.

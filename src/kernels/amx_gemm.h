@@ -32,7 +32,7 @@ struct StridedMatrix {
 // the tile registers (asked once, on the first call).
 bool AmxAvailable();
 
-// dst (M, N) column-major with leading dimension ld_dst; lhs (M, K); rhs (K, N); K >= 1. On
+// dst (M, N) column-major with leading dimension ld_dst; lhs (M, K); rhs (K, N). On
 // `threads` threads (>= 1). Requires AmxAvailable().
 void AmxProduct(float* dst, Eigen::Index ld_dst, const StridedMatrix& lhs, const StridedMatrix& rhs, bool accumulate,
                 int threads);
