@@ -12,19 +12,15 @@
 #include "bptt/init.h"
 #include "bptt/rng.h"
 #include "bptt/safetensors.h"
+#include "test_util.h"
 
 namespace bptt {
 namespace {
 
 namespace fs = std::filesystem;
 
-class CheckpointTest : public ::testing::Test {
+class CheckpointTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("bptt_checkpoint_test_" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
 
   static Checkpoint Make(const char* cell, int embed, bool layer_norm = false) {
     Checkpoint ck;
@@ -58,7 +54,6 @@ class CheckpointTest : public ::testing::Test {
     return ck;
   }
 
-  fs::path dir_;
 };
 
 bool SameBits(const Mat<float>& a, const Mat<float>& b) {

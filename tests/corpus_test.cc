@@ -11,40 +11,17 @@
 #include <vector>
 
 #include "bptt/error.h"
+#include "test_util.h"
 
 namespace bptt {
 namespace {
 
+using test::ErrorOf;
+
 namespace fs = std::filesystem;
 
-template <typename F>
-std::string ErrorOf(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-// A fresh directory per test, removed afterwards.
-class CorpusTest : public ::testing::Test {
+class CorpusTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
-           ("bptt_corpus_test_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  fs::path Write(const std::string& name, const std::string& text) {
-    const fs::path path = dir_ / name;
-    fs::create_directories(path.parent_path());
-    std::ofstream(path, std::ios::binary) << text;
-    return path;
-  }
 
   std::vector<int32_t> IdsOf(const EncodedCorpus& corpus) {
     std::vector<int32_t> ids;
@@ -52,7 +29,6 @@ class CorpusTest : public ::testing::Test {
     return ids;
   }
 
-  fs::path dir_;
 };
 
 TEST_F(CorpusTest, ListsDirectoriesSortedWithoutHiddenFiles) {

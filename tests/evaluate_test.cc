@@ -14,6 +14,7 @@
 #include "bptt/evaluate.h"
 #include "bptt/init.h"
 #include "bptt/loss.h"
+#include "test_util.h"
 
 namespace bptt {
 namespace {
@@ -115,20 +116,7 @@ TEST(EvaluateTest, TooShortRangeIsAnError) {
   EXPECT_NO_THROW(EvaluateLoss(config, params, corpus, {0, 5}, 4, 8, 1));
 }
 
-class EncodeFileTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("bptt_evaluate_test_" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path Write(const std::string& name, const std::string& text) {
-    const fs::path path = dir_ / name;
-    std::ofstream(path, std::ios::binary) << text;
-    return path;
-  }
-  fs::path dir_;
-};
+class EncodeFileTest : public test::TempDirTest {};
 
 TEST_F(EncodeFileTest, SymbolsOutsideTheVocabularyAreCountedAndLeftOut) {
   const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add("abc d\n").Build();

@@ -21,9 +21,12 @@
 #include <vector>
 
 #include "bptt/error.h"
+#include "test_util.h"
 
 namespace bptt {
 namespace {
+
+using test::ErrorOf;
 
 namespace fs = std::filesystem;
 
@@ -83,15 +86,6 @@ void ExpectRefused(const std::vector<uint8_t>& file, std::string_view expected) 
   }
 }
 
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 template <typename T>
 bool SameBits(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
@@ -106,24 +100,16 @@ Safetensors SmallSet() {
   return st;
 }
 
-class SafetensorsFileTest : public testing::Test {
+class SafetensorsFileTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::path(testing::TempDir()) /
-           ("safetensors_test_" + std::to_string(getpid()) + "_" +
-            testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
   void TearDown() override {
-    fs::permissions(dir_, fs::perms::owner_all);
-    fs::remove_all(dir_);
+    fs::permissions(dir_, fs::perms::owner_all);  // a test may have made it read-only
+    TempDirTest::TearDown();
   }
   size_t EntryCount(const fs::path& dir) const {
     return static_cast<size_t>(
         std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
   }
-  fs::path dir_;
 };
 
 TEST_F(SafetensorsFileTest, RoundTripIsBitExact) {

@@ -17,22 +17,14 @@
 #include "bptt/error.h"
 #include "bptt/loss.h"
 #include "bptt/rng.h"
+#include "test_util.h"
 
 namespace bptt {
 namespace {
 
-constexpr uint64_t kSeed = 20240611;
+using test::ErrorOf;
 
-// The message of the bptt::Error thrown by f, or "" if none is thrown.
-template <typename F>
-std::string ErrorOf(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+constexpr uint64_t kSeed = 20240611;
 
 Batch<float> Generate(const Task& task, uint64_t seed, uint64_t first, int B) {
   Batch<float> batch;

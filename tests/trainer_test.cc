@@ -21,6 +21,7 @@
 #include "bptt/loss.h"
 #include "bptt/optimizer.h"
 #include "bptt/trainer.h"
+#include "test_util.h"
 
 namespace bptt {
 namespace {
@@ -45,13 +46,8 @@ std::string GrammarText(size_t sentences, uint64_t seed) {
   return text;
 }
 
-class TrainerTest : public ::testing::Test {
+class TrainerTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("bptt_trainer_test_" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
 
   TrainOptions Options(const std::string& corpus_text, const std::string& run) {
     const fs::path corpus = dir_ / "corpus.txt";
@@ -68,7 +64,6 @@ class TrainerTest : public ::testing::Test {
     return o;
   }
 
-  fs::path dir_;
   std::ostringstream log_;
 };
 

@@ -9,9 +9,12 @@
 #include <vector>
 
 #include "bptt/error.h"
+#include "test_util.h"
 
 namespace bptt {
 namespace {
+
+using test::ErrorOf;
 
 using Symbols = std::vector<std::string>;
 
@@ -39,17 +42,6 @@ void ExpectRoundTrip(std::string_view text, const TokenizerOptions& options,
   const Vocab vocab = VocabBuilder(options).Add(text).Build();
   const std::vector<int32_t> ids = vocab.Encode(text);
   EXPECT_EQ(vocab.Decode(ids), expected) << "unit " << UnitName(options.unit);
-}
-
-// The message of the bptt::Error thrown by f, or "" if none is thrown.
-template <typename F>
-std::string ErrorOf(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // Text exercising every kind of segment: combining marks, Hangul jamo, emoji ZWJ sequences,

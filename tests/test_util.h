@@ -1,0 +1,56 @@
+// What the test suites share: the message of an expected bptt::Error, and a fresh directory
+// for each test that writes files.
+//
+//   EXPECT_NE(ErrorOf([&] { LoadCheckpoint(path); }).find("checksum"), std::string::npos);
+//   class CorpusTest : public TempDirTest {};   // dir_, Write("a.txt", "text")
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "bptt/error.h"
+
+namespace bptt::test {
+
+// The message of the bptt::Error that f throws, or "" when it throws none.
+template <typename F>
+std::string ErrorOf(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// A directory of its own for each test (under the system's temporary directory, named after the
+// process and the test, so that parallel test processes never share one), removed afterwards.
+class TempDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::string name = std::string(info->test_suite_name()) + "_" + info->name();
+    for (char& ch : name)
+      if (ch == '/') ch = '_';
+    dir_ = std::filesystem::temp_directory_path() / ("bptt_" + std::to_string(::getpid()) + "_" + name);
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Writes `text` to dir_/name (creating its directories) and returns the path.
+  std::filesystem::path Write(const std::string& name, const std::string& text) const {
+    const std::filesystem::path path = dir_ / name;
+    std::filesystem::create_directories(path.parent_path());
+    std::ofstream(path, std::ios::binary) << text;
+    return path;
+  }
+
+  std::filesystem::path dir_;
+};
+
+}  // namespace bptt::test
