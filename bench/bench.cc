@@ -327,7 +327,7 @@ nlohmann::json Recurrent(const Args& a) {
   const bptt::Precision precision = bptt::ParsePrecision(a.precision, "--precision");
   if (precision == bptt::Precision::kBfloat16 && !bptt::Bf16ProductsAvailable())
     throw std::runtime_error("--precision bf16 needs a CPU with AMX-BF16");
-  bptt::PackedRecurrent<float> packed, packed_t;  // as the cells pack them (cell.h)
+  bptt::PackedMatrix<float> packed, packed_t;  // as the cells pack them (compute.h)
   bptt::Pack(w, false, precision, packed);
   bptt::Pack(w, true, precision, packed_t);
   bptt::Mat<float> h = bptt::Mat<float>::Random(H, B * (T + 1)), gates = bptt::Mat<float>::Random(G * H, B * T);

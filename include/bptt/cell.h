@@ -88,18 +88,6 @@ struct RecurrentParams {
   bool layer_norm() const { return ln_ih_weight.size() > 0; }
 };
 
-// A time loop's recurrent weights (W_hh, or its transpose for the backward sweep), packed once
-// per chunk for the steps' products (src/kernels/packed_gemm.h Pack): float panels of 32 rows,
-// or, when the chunk's products are bfloat16 (compute.h), bfloat16 tiles for AMX
-// (src/kernels/amx_gemm.h).
-template <typename S>
-struct PackedRecurrent {
-  Eigen::Index M = 0, K = 0;   // the packed matrix's shape: (G*H, H) for W_hh, (H, G*H) for W_hh^T
-  bool bf16 = false;           // which of the two below holds it
-  Mat<S> panels;               // (32, K*ceil(M/32)) float panels
-  std::vector<uint16_t> tiles; // ceil(M/16)*ceil(K/32) tiles of 16x32 bfloat16
-};
-
 // Values recorded by one layer's forward pass over a chunk; read by its backward pass.
 template <typename S>
 struct LayerCache {
@@ -117,7 +105,7 @@ struct LayerCache {
   Mat<S> ln_hh;      // (G*H, T*B) of W_hh h_{t-1}
   Mat<S> ln_c;       // cells with a cell state: (H, T*B) of c_t
   Mat<S> ln_rstd;    // (2, T*B), cells with a cell state (3, T*B): rows ih, hh, c
-  PackedRecurrent<S> packed_hh;  // workspace: W_hh packed once per chunk for the steps' products
+  PackedMatrix<S> packed_hh;    // workspace: W_hh packed once per chunk for the steps' products
 
   // Shapes the buffers for a chunk; reallocates only when a dimension changes.
   void Resize(const Cell& cell, Eigen::Index H, Eigen::Index T_, Eigen::Index B_, bool layer_norm);
@@ -140,7 +128,7 @@ struct LayerBackward {
   Mat<S> dln_c;        // cells with a cell state: (H, T*B) dL/dLN(c_t)
   Mat<S> dh;           // (H, B) in: dL/dh_T from beyond the chunk; out: dL/dh_0
   Mat<S> dc;           // cells with a cell state: (H, B) in: dL/dc_T; out: dL/dc_0
-  PackedRecurrent<S> packed_hh_t;  // workspace: W_hh^T packed once per chunk for the steps' products
+  PackedMatrix<S> packed_hh_t;  // workspace: W_hh^T packed once per chunk for the steps' products
 
   // With record set, the sweep also keeps the total gradient on every step's state, for
   // gradient-decay analysis (decay.h); training leaves it off.

@@ -17,7 +17,11 @@
 //   Forward(config, params, batch, state, cache, Compute{threads, Precision::kBfloat16}, &rng);
 #pragma once
 
+#include <cstdint>
 #include <string_view>
+#include <vector>
+
+#include "bptt/tensor.h"
 
 namespace bptt {
 
@@ -35,6 +39,18 @@ struct Compute {
   int threads = 1;                            // >= 1
   Precision products = Precision::kFloat32;   // of the matrix products: kFloat32 or kBfloat16
   Compute(int threads = 1, Precision products = Precision::kFloat32) : threads(threads), products(products) {}
+};
+
+// A matrix packed once for many products with it (src/kernels/packed_gemm.h Pack): the time
+// loops pack W_hh (or its transpose) once per chunk and every step's product reads the packing.
+// Float panels of 32 rows, or, when the products are bfloat16, bfloat16 tiles for AMX
+// (src/kernels/amx_gemm.h).
+template <typename S>
+struct PackedMatrix {
+  Eigen::Index M = 0, K = 0;   // the packed matrix's shape
+  bool bf16 = false;           // which of the two below holds it
+  Mat<S> panels;               // (32, K*ceil(M/32)) float panels
+  std::vector<uint16_t> tiles; // ceil(M/16)*ceil(K/32) tiles of 16x32 bfloat16
 };
 
 }  // namespace bptt

@@ -22,7 +22,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "bptt/stepper.h"
+#include "bptt/compute.h"
 #include "bptt/tensor.h"
 
 namespace bptt {

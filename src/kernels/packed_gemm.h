@@ -27,7 +27,6 @@
 #include <immintrin.h>
 #endif
 
-#include "bptt/cell.h"
 #include "bptt/compute.h"
 #include "bptt/error.h"
 #include "bptt/tensor.h"
@@ -70,7 +69,7 @@ void PackTransposedPanels(const Mat<S>& w, Mat<S>& packed) {
 // W (M, K), or W^T with `transposed`, into `out` for StepShare::Product: float panels, or
 // bfloat16 AMX tiles when `products` is kBfloat16 (float only).
 template <typename S>
-void Pack(const Mat<S>& w, bool transposed, Precision products, PackedRecurrent<S>& out) {
+void Pack(const Mat<S>& w, bool transposed, Precision products, PackedMatrix<S>& out) {
   out.M = transposed ? w.cols() : w.rows();
   out.K = transposed ? w.rows() : w.cols();
   out.bf16 = products == Precision::kBfloat16;
@@ -207,7 +206,7 @@ class StepShare {
   // bfloat16 tiles), or a float W packed by PackPanels (or W^T by PackTransposedPanels); x and c
   // point at column 0, column-major with leading dimensions ldx and ldc.
   template <typename S>
-  void Product(const PackedRecurrent<S>& w, const S* x, Eigen::Index ldx, S* c, Eigen::Index ldc,
+  void Product(const PackedMatrix<S>& w, const S* x, Eigen::Index ldx, S* c, Eigen::Index ldc,
                bool accumulate) const {
     if constexpr (std::is_same_v<S, float>) {
       if (w.bf16) {
