@@ -284,6 +284,8 @@ bool VerifyChecksum(std::map<std::string, std::string>& metadata, std::span<cons
   return true;
 }
 
+}  // namespace
+
 // Writes `bytes` to a temporary file beside `path`, fsyncs it and renames it over `path`.
 void WriteFileAtomically(const std::filesystem::path& path, std::span<const uint8_t> bytes) {
   static std::atomic<uint64_t> counter{0};
@@ -335,8 +337,6 @@ void WriteFileAtomically(const std::filesystem::path& path, std::span<const uint
   }
   close(dir_fd);
 }
-
-}  // namespace
 
 std::string_view DTypeName(DType dtype) {
   for (const auto& [type, name] : kDTypeNames)

@@ -114,4 +114,10 @@ class Safetensors {
   uint64_t unkept_bytes_ = 0;  // of the tensors of the file that were not kept
 };
 
+// Writes `bytes` to a temporary file beside `path` (".NAME.tmpPID-N"), fsyncs it, renames it over
+// `path` and fsyncs the directory: the file at `path` is the old one or the new one, whole. On
+// failure throws bptt::Error naming `path` and removes the temporary file. Safetensors::Save
+// writes this way; so does anything else that must not be lost halfway (run_directory.h).
+void WriteFileAtomically(const std::filesystem::path& path, std::span<const uint8_t> bytes);
+
 }  // namespace bptt
