@@ -344,7 +344,7 @@ py::dict TrainPy(py::kwargs kwargs) {
       if (!given.contains("T")) o.task_length = Task::Make(task)->info().default_T;
     }
     py::gil_scoped_release release;
-    result = trials == 1 ? Train(o, log, live, hooks) : TrainTrials(o, trials, log, live);
+    result = trials == 1 ? Train(o, log, live, hooks) : TrainTrials(o, trials, log, live, hooks);
   }
   if (result.end == TrainEnd::kInterrupted)
     log << "bptt.train: stopped at step " << result.steps << "; saved "

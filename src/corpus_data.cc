@@ -36,8 +36,7 @@ class CorpusData final : public TrainData {
              Communicator& comm, StreamShare share)
       : o_(o), comm_(comm) {
     // Rank 0 encodes; the others map its file with its vocabulary.
-    std::string encoded;  // rank 0's vocabulary and fingerprint
-    if (comm.rank() == 0) {
+    const std::string encoded = OnRootForAll(comm, [&] {
       const CorpusFiles listed = ListCorpusFiles(o.corpus);
       if (!listed.skipped.empty()) {
         WriteSkippedList(listed.skipped, dir / "skipped-files.txt");
@@ -49,9 +48,8 @@ class CorpusData final : public TrainData {
       if (corpus_->replacements() > 0)
         log << "bptt train: replaced " << corpus_->replacements() << " invalid UTF-8 sequences with U+FFFD\n";
       fingerprint_ = Fingerprint(*corpus_);
-      encoded = nlohmann::json{{"vocab", corpus_->vocab().ToJson()}, {"fingerprint", fingerprint_}}.dump();
-    }
-    comm.Broadcast(encoded);
+      return nlohmann::json{{"vocab", corpus_->vocab().ToJson()}, {"fingerprint", fingerprint_}}.dump();
+    });
     if (comm.rank() != 0) {
       const nlohmann::json j = nlohmann::json::parse(encoded);
       const auto ids = dir / "corpus.ids";
@@ -149,7 +147,7 @@ class CorpusData final : public TrainData {
 
   nlohmann::json Summary(const ModelConfig& config, const ModelParams<float>& best, int64_t, bool,
                          int threads) override {
-    nlohmann::json s = {{"corpus", o_.corpus}, {"symbols", corpus_->size()}, {"cell", config.cell->name},
+    nlohmann::json s = {{"corpus", CorpusPathsJson(o_.corpus)}, {"symbols", corpus_->size()}, {"cell", config.cell->name},
                         {"seed", o_.seed}};
     if (val_batch_ > 0) {
       const SymbolRange one{splits_.validation.begin,

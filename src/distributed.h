@@ -10,17 +10,28 @@
 // operation is a copy or nothing; OpenCommunicator(true) joins the MPI job of this process's
 // launcher (MPI_Init on first use, MPI_Finalize when the program ends). A failing MPI call
 // throws bptt::Error naming the call and the rank. A rank that dies ends the job: mpirun
-// notices and kills the others, naming the rank (docs/distributed.md).
+// notices and kills the others, naming the rank (docs/distributed.md). A rank that hangs is
+// found by the others' timeout (SetTimeout): a collective that has not completed after that
+// long asks every rank whether it is alive, and throws bptt::Error naming those that do not
+// answer.
 //
 //   std::unique_ptr<Communicator> comm = OpenCommunicator(options.distributed);
+//   comm->SetTimeout(300);
 //   comm->Sum(flat_gradients);   // on every rank: the sums over the ranks, bit for bit alike
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "bptt/error.h"
+#include "bptt/model.h"
+#include "bptt/optimizer.h"
 
 namespace bptt {
 
@@ -32,6 +43,11 @@ class Communicator {
   virtual int size() const = 0;        // N
   virtual int local_size() const = 0;  // the ranks on this machine (sharing its cores)
   virtual std::string Describe() const = 0;  // "4 ranks on 2 machines (Open MPI v4.1.4)"
+
+  // Seconds each collective below may wait for the other ranks before it throws bptt::Error
+  // naming the ranks that did not come (those that do not answer when asked); 0 = forever, the
+  // setting until it is called (rank 0 may take long to encode a corpus while the others wait).
+  virtual void SetTimeout(double seconds) = 0;
 
   // Replaces `values` on every rank by their element-wise sums over the ranks, the same on
   // every rank.
@@ -61,11 +77,54 @@ bool HaveMpi();
 // default); at least 1.
 int DefaultThreads(const Communicator& comm);
 
+// An error that every rank of the job throws alike, having agreed on it through a collective
+// (a check of all ranks, or rank 0's failure passed to the others): the ranks end in order,
+// each with the same one-line message, and nobody has to abort the job.
+class AgreedError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Runs `on_root` on rank 0 and gives every rank what it returns; when it throws, every rank
+// throws an AgreedError with rank 0's message. Collective.
+std::string OnRootForAll(Communicator& comm, const std::function<std::string()>& on_root);
+
 // FNV-1a (64 bits) of the bytes of `values`, continuing from `hash`.
 uint64_t Fingerprint(std::span<const float> values, uint64_t hash = 0xcbf29ce484222325ull);
+uint64_t Fingerprint(std::string_view bytes, uint64_t hash = 0xcbf29ce484222325ull);
 
 // Throws bptt::Error unless every rank's `fingerprint` of `what` equals rank 0's, naming the
 // first rank that differs.
 void CheckSameOnEveryRank(Communicator& comm, uint64_t fingerprint, const std::string& what);
+
+// Throws an AgreedError on every rank unless every rank holds the same `options` (a JSON object
+// by flag or key) as rank 0, naming the first rank that differs and its first differing option.
+// Collective; one allgather of a hash when they agree.
+void CheckSameOptions(Communicator& comm, const nlohmann::json& options);
+
+// ---------------------------------------------------------------------------------------------
+// What the ranks of a training run exchange.
+
+// What the ranks sum at each step besides the gradients: the loss, and whether any rank was
+// asked to stop (SIGINT, SIGTERM, TrainHooks::stop) or ran out of --time-budget.
+struct StepSums {
+  double loss = 0;
+  bool stop = false;
+  bool out_of_time = false;
+  double seconds = 0;  // since the run started (for --lr-anneal by --time-budget)
+};
+
+// Sums the ranks' gradients in `grads`, and `sums`, with one allreduce of one flat float buffer
+// (`flat`, kept between steps): the gradients in ModelParams::ForEach order, then the loss, the
+// two flags and the seconds. Every rank receives the same bits (the reduction is MPI's, the same
+// on every rank). Returns the seconds the allreduce took.
+double SumOverRanks(Communicator& comm, ModelParams<float>& grads, StepSums& sums, std::vector<float>& flat);
+
+// The carried state of all `batch` streams, on rank 0 (each rank holds the columns of its share;
+// the shares in rank order are the whole batch); `local` itself in one process. Collective.
+State<float> GatherState(Communicator& comm, const ModelConfig& config, const State<float>& local, int batch);
+
+// FNV-1a of the weights (and the optimizer's buffers), which every rank must agree on.
+uint64_t WeightsFingerprint(const ModelParams<float>& params, const OptimizerState<float>* optimizer = nullptr);
 
 }  // namespace bptt

@@ -1,6 +1,6 @@
 // What a training run reads: the batches of a corpus (a language model) or of a generated task,
-// and how each is validated, resumed and summarised. The trainer (trainer.cc) runs either the
-// same way through this interface. In a distributed run (distributed.h; a corpus only) each
+// and how each is validated, resumed and summarised. The training loop (train_loop.h) runs either
+// the same way through this interface. In a distributed run (distributed.h; a corpus only) each
 // rank's data reads its share of the streams, and Validate is collective: each rank scores its
 // share of the validation streams and the sums over the ranks give every rank the figures.
 #pragma once
@@ -13,7 +13,7 @@
 
 #include "bptt/batch.h"
 #include "bptt/model.h"
-#include "bptt/trainer.h"
+#include "bptt/train_options.h"
 #include "bptt/vocab.h"
 #include "distributed.h"
 
@@ -72,7 +72,8 @@ class TrainData {
 // time; validation on the validation split in B streams; the summary's one-stream figure of the
 // best checkpoint. With `resume`, the corpus must be the one the checkpoint was trained on.
 // Rank 0 encodes the corpus into dir/corpus.ids and the other ranks map that file, so dir must
-// be on a file system that every rank sees.
+// be on a file system that every rank sees; an error of rank 0's (a corpus it cannot read) is
+// thrown on every rank (AgreedError).
 std::unique_ptr<TrainData> MakeCorpusData(const TrainOptions& options, const std::filesystem::path& dir,
                                           const Checkpoint* resume, std::ostream& log, Communicator& comm,
                                           StreamShare share);

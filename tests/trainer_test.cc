@@ -271,56 +271,6 @@ TEST_F(TrainerTest, ATaskRunResumesExactly) {
   EXPECT_NEAR(whole.summary["baseline"].get<double>(), 19.0 / 480, 1e-12);
 }
 
-TEST_F(TrainerTest, TrialsDifferOnlyInTheSeedAndAreSummarised) {
-  TrainOptions o = TaskDefaults();
-  o.task = "copy";
-  o.task_length = 5;
-  o.model.hidden_size = 8;
-  o.batch = 4;
-  o.test_size = 8;
-  o.max_steps = 3;
-  o.threads = 1;
-  o.out = (dir_ / "trials").string();
-  const TrainResult r = TrainTrials(o, 3, log_, false);
-  ASSERT_EQ(r.summary["runs"].size(), 3u);
-  EXPECT_EQ(r.summary["trials"], 3);
-  for (int k = 0; k < 3; ++k) {
-    EXPECT_EQ(r.summary["runs"][k]["seed"], 1 + k);
-    EXPECT_TRUE(fs::exists(fs::path(o.out) / ("seed-" + std::to_string(1 + k)) / "summary.json"));
-  }
-  const auto& nats = r.summary["stats"]["test_nats"];
-  double mean = 0;
-  for (int k = 0; k < 3; ++k) mean += r.summary["runs"][k]["test_nats"].get<double>() / 3;
-  EXPECT_NEAR(nats["mean"].get<double>(), mean, 1e-12);
-  EXPECT_LE(nats["min"].get<double>(), nats["max"].get<double>());
-  EXPECT_GT(nats["std"].get<double>(), 0.0);  // different seeds, different models
-  EXPECT_EQ(nlohmann::json::parse(std::ifstream(fs::path(o.out) / "summary.json")), r.summary);
-}
-
-TEST(TrainOptionsJson, AKeyMissingFromAnOlderCheckpointTakesItsDefaultAndAnUnknownOneIsRefused) {
-  TrainOptions o;
-  o.corpus = {"x.txt"};
-  o.lr = 0.01;
-  o.model.vocab_size = o.model.output_size = 7;
-  nlohmann::json j = TrainOptionsToJson(o);
-  j.erase("decay_every");
-  j["model"].erase("head");
-  j["model"].erase("output_size");
-  const TrainOptions back = TrainOptionsFromJson(j, "old.safetensors");
-  EXPECT_EQ(back.lr, 0.01);
-  EXPECT_EQ(back.decay_every, TrainOptions().decay_every);
-  EXPECT_EQ(back.model.head, Head::kSoftmax);
-  EXPECT_EQ(back.model.output_size, 7);
-  EXPECT_EQ(TrainOptionsToJson(back), TrainOptionsToJson(o));
-  j["frobnicate"] = 3;
-  try {
-    TrainOptionsFromJson(j, "new.safetensors");
-    ADD_FAILURE() << "an unknown option was accepted";
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()), "new.safetensors: stored options have 'frobnicate', which this bptt does not know");
-  }
-}
-
 TEST_F(TrainerTest, FeedbackAlignmentRecordsItsAngleAndResumesExactly) {
   for (const Feedback rule : {Feedback::kFa, Feedback::kDfa}) {
     TrainOptions o = Options(GrammarText(300, 11), std::string(FeedbackName(rule)) + "-whole");
@@ -443,6 +393,63 @@ TEST_F(TrainerTest, ResumeNeverOverflowsTheCountsOfACheckpoint) {
   ck.training->options["max_sequences"] = kMax;
   SaveCheckpoint(ck, latest);
   EXPECT_EQ(Resume(o.out, {{"max-steps", kMax}}, log_, false).steps, kMax - 1);
+}
+
+// A file name need not be UTF-8: such a corpus trains, its checkpoints store the path (as its
+// bytes) and the run resumes from them.
+TEST_F(TrainerTest, ACorpusWhosePathIsNotUtf8TrainsAndResumes) {
+  TrainOptions o = Options(GrammarText(100, 12), "latin1");
+  const fs::path latin1 = dir_ / "caf\xe9.txt";
+  fs::rename(o.corpus[0], latin1);
+  o.corpus = {latin1.string()};
+  o.model.hidden_size = 8;
+  o.batch = 2;
+  o.seq_len = 8;
+  o.max_steps = 2;
+  o.checkpoint_every = 1;
+  ASSERT_EQ(Train(o, log_, false).end, TrainEnd::kFinished);
+  const Checkpoint ck = LoadCheckpoint(fs::path(o.out) / "latest.safetensors", CheckpointUse::kResume);
+  EXPECT_EQ(TrainOptionsFromJson(ck.training->options, "ck").corpus, o.corpus);
+  EXPECT_EQ(Resume(o.out, {{"max-steps", 3}}, log_, false).steps, 3);
+}
+
+// The options are checked before the corpus is read (which may take minutes), and nothing is
+// written for a run that cannot start.
+TEST_F(TrainerTest, BadOptionsAreRefusedBeforeTheDataIsReadOrTheDirectoryMade) {
+  TrainOptions o = Options(GrammarText(10, 1), "never");
+  o.corpus = {(dir_ / "missing.txt").string()};
+  o.model.hidden_size = -1;
+  EXPECT_EQ(test::ErrorOf([&] { Train(o, log_, false); }), "--hidden must be positive, got -1");
+  o.model.hidden_size = 8;
+  o.model.layer_norm = true;
+  o.model.cell = FindCell("rnn-tanh");
+  EXPECT_NE(test::ErrorOf([&] { Train(o, log_, false); }).find("--layer-norm applies to"), std::string::npos);
+  o.model.layer_norm = false;
+  o.model.hidden_size = 300000;  // its W_hh alone is 360 GB
+  EXPECT_NE(test::ErrorOf([&] { Train(o, log_, false); }).find("MiB are available"), std::string::npos);
+  EXPECT_FALSE(fs::exists(o.out));
+  o.model.hidden_size = 8;  // now the corpus is read, and is missing
+  EXPECT_NE(test::ErrorOf([&] { Train(o, log_, false); }).find("missing.txt"), std::string::npos);
+}
+
+// Without a run directory, a new one under models/ (of the working directory) named after the
+// cell and the time, never one that exists.
+TEST_F(TrainerTest, WithoutOutARunMakesANewDirectory) {
+  const fs::path cwd = fs::current_path();
+  fs::current_path(dir_);
+  TrainOptions o = Options(GrammarText(100, 13), "unused");
+  o.corpus = {(dir_ / "corpus.txt").string()};
+  o.out = "";
+  o.model.hidden_size = 8;
+  o.max_steps = 1;
+  const TrainResult first = Train(o, log_, false);
+  const TrainResult second = Train(o, log_, false);
+  fs::current_path(cwd);
+  EXPECT_EQ(first.dir.parent_path(), fs::path("models"));
+  EXPECT_EQ(first.dir.filename().string().rfind("lstm-", 0), 0u) << first.dir;
+  EXPECT_NE(first.dir, second.dir);
+  EXPECT_TRUE(fs::exists(dir_ / first.dir / "latest.safetensors"));
+  EXPECT_TRUE(fs::exists(dir_ / second.dir / "latest.safetensors"));
 }
 
 TEST_F(TrainerTest, DropoutIsDrawnFromTheSeed) {

@@ -2,7 +2,9 @@
 // and the long-lag tasks), and measure how their gradients decay over timesteps.
 #include <boost/program_options/errors.hpp>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
+#include <string>
 #include <string_view>
 
 #include "bptt/error.h"
@@ -25,6 +27,13 @@ constexpr Command kCommands[] = {
     {"task", bptt::cli::Task, "train and score a model on a long-lag experiment (adding, temporal order, copy)"},
 };
 
+// An exception's message on one line.
+std::string OneLine(std::string text) {
+  for (char& c : text)
+    if (c == '\n' || c == '\r') c = ' ';
+  return text;
+}
+
 void Usage(std::ostream& out) {
   out << "usage: bptt COMMAND [options]   (bptt COMMAND --help for its options; bptt --version)\n\ncommands:\n";
   for (const auto& c : kCommands) out << "  " << c.name << std::string(10 - c.name.size(), ' ') << c.help << "\n";
@@ -45,8 +54,8 @@ int main(int argc, char** argv) {
   if (name == "completion") {
     try {
       return bptt::cli::Completion(argc - 1, argv + 1, kCommands);
-    } catch (const bptt::Error& e) {
-      std::cerr << "bptt completion: " << e.what() << "\n";
+    } catch (const std::exception& e) {
+      std::cerr << "bptt completion: " << OneLine(e.what()) << "\n";
       return 1;
     }
   }
@@ -55,11 +64,19 @@ int main(int argc, char** argv) {
     try {
       return c.run(argc - 1, argv + 1);
     } catch (const bptt::Error& e) {
-      std::cerr << "bptt " << name << ": " << e.what() << "\n";
+      std::cerr << "bptt " << name << ": " << OneLine(e.what()) << "\n";
     } catch (const boost::program_options::error& e) {
-      std::cerr << "bptt " << name << ": " << e.what() << " (see bptt " << name << " --help)\n";
+      std::cerr << "bptt " << name << ": " << OneLine(e.what()) << " (see bptt " << name << " --help)\n";
     } catch (const std::bad_alloc&) {
       std::cerr << "bptt " << name << ": out of memory\n";
+    } catch (const std::filesystem::filesystem_error& e) {
+      // "filesystem error: cannot create directories: Not a directory [/dev/null/x]"
+      std::cerr << "bptt " << name << ": " << OneLine(e.what()) << "\n";
+    } catch (const std::exception& e) {
+      // Anything else is a bptt bug: still one line and a non-zero exit, never an abort.
+      std::cerr << "bptt " << name << ": internal error: " << OneLine(e.what()) << "\n";
+    } catch (...) {
+      std::cerr << "bptt " << name << ": internal error: an unknown exception\n";
     }
     return 1;
   }

@@ -1,6 +1,7 @@
 // The subcommands of the bptt program. Each parses its own options with
-// Boost.Program_options, calls the library and returns the exit status; bptt.cc turns a
-// bptt::Error or an option error into one line on stderr and exit status 1.
+// Boost.Program_options, calls the library and returns the exit status; bptt.cc turns any
+// exception (a bptt::Error, an option error, anything else) into one line on stderr and exit
+// status 1.
 #pragma once
 
 #include <span>

@@ -28,14 +28,19 @@ void List(std::ostream& out) {
 }  // namespace
 
 int Task(int argc, char** argv) {
-  CommandLine<TrainOptions> cli("bptt task NAME [--T N] [--cell C] [options] --out DIR   (bptt task --list)",
-                                TrainOptionSpecs(), kTaskCommand, TaskDefaults());
-  std::string name;
+  CommandLine<TrainOptions> cli(
+      "bptt task NAME [--T N] [--cell C] [options] --out DIR   (bptt task --list)\n"
+      "   or: bptt task --resume DIR [the options marked 'may change on --resume']",
+      TrainOptionSpecs(), kTaskCommand, TaskDefaults());
+  std::string name, resume;
   int trials = 1;
-  po::options_description other("Trials and help");
+  po::options_description other("Trials, resume and help");
   other.add_options()
       ("trials", po::value(&trials)->default_value(trials),
        "train this many models with seeds --seed, --seed + 1, ... into DIR/seed-S and summarise them in DIR/summary.json")
+      ("resume", po::value(&resume),
+       "continue the run (or the trials) in this directory from its checkpoints; options not marked 'may change on "
+       "--resume' must keep the run's values")
       ("list", "list the tasks")
       ("help", "show this help");
   cli.Add(other);
@@ -55,19 +60,27 @@ int Task(int argc, char** argv) {
     List(std::cout);
     return 0;
   }
-  if (name.empty()) throw Error("missing the task's NAME (bptt task --list names them)");
-  TrainOptions o = cli.Apply(TaskDefaults());
-  o.task = name;
-  if (!cli.Given("T")) o.task_length = Task::Make(name)->info().default_T;
-  if (o.out.empty()) throw Error("--out is required");
-  o.distributed = LaunchedByMpi();  // refused by the trainer with more than one rank
-
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   const bool live = isatty(STDERR_FILENO) != 0;
-  const TrainResult result = trials == 1 ? Train(o, std::cerr, live) : TrainTrials(o, trials, std::cerr, live);
+  TrainResult result;
+  if (!resume.empty()) {
+    if (!name.empty()) throw Error("a task NAME cannot be given with --resume (the run has its task)");
+    if (!cli.vm()["trials"].defaulted()) throw Error("--trials cannot be given with --resume (the run has its trials)");
+    nlohmann::json given = cli.given();
+    if (LaunchedByMpi()) given["distributed"] = true;  // refused by the trainer with more than one rank
+    result = Resume(resume, given, std::cerr, live);
+  } else {
+    if (name.empty()) throw Error("missing the task's NAME (bptt task --list names them)");
+    TrainOptions o = cli.Apply(TaskDefaults());
+    o.task = name;
+    if (!cli.Given("T")) o.task_length = Task::Make(name)->info().default_T;
+    if (o.out.empty()) throw Error("--out is required");
+    o.distributed = LaunchedByMpi();  // refused by the trainer with more than one rank
+    result = trials == 1 ? Train(o, std::cerr, live) : TrainTrials(o, trials, std::cerr, live);
+  }
   const int status = ReportRun(result, "task");
-  std::cout << result.summary.dump(2) << "\n";
+  std::cout << result.summary.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   return status;
 }
 

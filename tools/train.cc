@@ -1,9 +1,8 @@
 // bptt train: the command-line front end of trainer.h.
 #include <unistd.h>
 
-#include <chrono>
 #include <csignal>
-#include <ctime>
+#include <filesystem>
 #include <iostream>
 
 #include "bptt/error.h"
@@ -22,17 +21,26 @@ void OnSignal(int) { RequestStop(); }
 // How a run ended, on stderr (by rank 0 alone in a distributed run); the exit status.
 int ReportRun(const TrainResult& result, const char* command) {
   if (result.rank != 0) return result.end == TrainEnd::kDiverged ? 3 : 0;
+  const bool trials = result.summary.contains("trials");
   switch (result.end) {
     case TrainEnd::kDiverged:
       std::cerr << "bptt " << command << ": " << result.message << "\n";
       return 3;
     case TrainEnd::kInterrupted:
       std::cerr << "bptt " << command << ": stopped at step " << result.steps << "; saved "
-                << (result.dir / "latest.safetensors").string() << "\nresume with: bptt train --resume "
-                << result.dir.string() << "\n";
+                << (trials || !std::filesystem::exists(result.dir / "latest.safetensors")
+                        ? result.dir.string()
+                        : (result.dir / "latest.safetensors").string())
+                << "\nresume with: bptt " << command << " --resume " << result.dir.string() << "\n";
       return 0;
     case TrainEnd::kSolved:
     case TrainEnd::kFinished:
+      if (trials) {
+        std::cerr << "bptt " << command << ": " << result.summary["trials"] << " trials, "
+                  << result.summary["solved_trials"] << " solved\ntrials in " << result.dir.string()
+                  << "/seed-S/, their statistics in " << (result.dir / "summary.json").string() << "\n";
+        return 0;
+      }
       std::cerr << "bptt " << command << ": " << (result.end == TrainEnd::kSolved ? "solved" : "finished") << " at step "
                 << result.steps;
       if (result.best_val_loss > 0) std::cerr << "; best validation loss " << result.best_val_loss;
@@ -73,12 +81,6 @@ int Train(int argc, char** argv) {
   if (!resume.empty()) return ReportRun(Resume(resume, given, std::cerr, live), "train");
   TrainOptions o = cli.Apply(TrainOptions());
   o.distributed = given.value("distributed", false);
-  if (o.out.empty()) {
-    const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-    char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
-    o.out = std::string("models/") + std::string(o.model.cell->name) + "-" + stamp;
-  }
   return ReportRun(bptt::Train(o, std::cerr, live), "train");
 }
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bptt train from the command line: bad flags and bad data are one-line errors with a non-zero
-# exit; SIGINT finishes the step, saves latest and prints the resume command; SIGKILL at random
-# moments never leaves an unreadable checkpoint, and --resume continues from it.
+# exit, found before the corpus is read; SIGINT finishes the step, saves latest and prints the
+# resume command; SIGKILL at random moments never leaves an unreadable checkpoint, and --resume
+# continues from it; a run directory is never destroyed (a second run is refused, a second
+# process too, only stale temporaries of the run's own files go); nothing aborts.
 #   tests/cli/train_cli_test.sh BPTT_BINARY
 set -uo pipefail
 bptt="$1"
@@ -13,6 +15,7 @@ for i in $(seq 1 2000); do
   echo "line $i: the quick brown fox $((i * 7 % 13)) jumps over $((i % 5)) lazy dogs — ça va? ✓"
 done > "$work/corpus.txt"
 base=(--corpus "$work/corpus.txt" --layers 1 --seq-len 16 --threads 1)
+step_of() { "$bptt" inspect --json "$1" 2> /dev/null | sed -n 's/^  "step": *\([0-9]*\).*/\1/p' | head -1; }
 small=("${base[@]}" --hidden 32 --batch 4)
 
 expect_error "negative hidden" "--hidden must be positive" train "${base[@]}" --batch 4 --hidden -1 --out "$work/x"
@@ -34,6 +37,11 @@ if "$bptt" --version | grep -q '^bf16 training: AMX'; then
 else
   expect_error "bf16 without AMX" "--precision bf16 needs a CPU with AMX-BF16" train "${small[@]}" --precision bf16 --out "$work/x"
 fi
+expect_error "absurd threads" "--threads 100000 is more than" train --corpus "$work/corpus.txt" --threads 100000 --out "$work/x"
+# The model's flags are checked before the corpus is read: a bad one is named even when the
+# corpus is missing, and nothing is created.
+expect_error "model before corpus" "--hidden must be positive" train --corpus "$work/nope.txt" --hidden -1 --out "$work/early"
+[ -e "$work/early" ] && fail "a refused run created its directory" || pass
 expect_error "unknown command" "unknown command 'trian'" trian
 for v in --version version; do
   if "$bptt" "$v" > "$work/version" && grep -q '^bptt [0-9]*\.[0-9]*\.[0-9]*$' "$work/version" && grep -q '^kernels: ' "$work/version"; then pass
@@ -104,5 +112,67 @@ expected_list="$work/mixed/empty.txt: empty
 $work/mixed/program: not text (NUL byte at byte 3)"
 if [ "$(cat "$work/mixed-run/skipped-files.txt" 2>&1)" = "$expected_list" ]; then pass
 else fail "skipped-files.txt: '$(cat "$work/mixed-run/skipped-files.txt" 2>&1)'"; fi
+
+# A run directory is never destroyed. A second run into it is refused in one line naming
+# --resume and --force, and leaves it as it was; --force replaces it and says what it removed.
+"$bptt" train "${small[@]}" --max-steps 4 --log-every 1 --out "$work/r1" > /dev/null 2>&1 || fail "r1: first run"
+before=$(cat "$work/r1/metrics.jsonl" "$work/r1/best.safetensors" | md5sum)
+expect_error "a second run into a run directory" "$work/r1 holds a run already (give --resume $work/r1" train "${small[@]}" --max-steps 1 --out "$work/r1"
+[ "$(cat "$work/r1/metrics.jsonl" "$work/r1/best.safetensors" | md5sum)" = "$before" ] && pass || fail "the refused run changed $work/r1"
+if "$bptt" train "${small[@]}" --max-steps 1 --force --out "$work/r1" > /dev/null 2> "$work/err"; then pass; else fail "--force: $(cat "$work/err")"; fi
+grep -qF "bptt train: --force: replaced the run in $work/r1: removed latest.safetensors (step 4), best.safetensors, metrics.jsonl (4 lines)" "$work/err" \
+  && pass || fail "--force did not say what it replaced: $(cat "$work/err")"
+[ "$(wc -l < "$work/r1/metrics.jsonl")" = 1 ] && pass || fail "--force: metrics.jsonl has $(wc -l < "$work/r1/metrics.jsonl") lines"
+
+# While a run owns its directory, another process is refused, naming the owner's pid.
+"$bptt" train "${small[@]}" --max-steps 100000 --checkpoint-every 100000 --out "$work/owned" > /dev/null 2>&1 &
+owner=$!
+for _ in $(seq 1 100); do
+  [ -s "$work/owned/metrics.jsonl" ] && break
+  sleep 0.1
+done
+expect_error "a second owner" "$work/owned is in use by another bptt run (pid $owner on " train --resume "$work/owned" --max-steps 3
+expect_error "a second owner, forced" "is in use by another bptt run (pid $owner on " train "${small[@]}" --max-steps 3 --force --out "$work/owned"
+kill -INT "$owner"
+wait "$owner" && pass || fail "the owner did not end well after SIGINT"
+
+# Only the stale temporaries of the run's own files are removed: not a user's file, not one of a
+# writer that still runs.
+mkdir -p "$work/tmps"
+: > "$work/tmps/.notes.tmp1-2"
+( exit 0 ) &
+gone=$!
+wait "$gone"
+: > "$work/tmps/.latest.safetensors.tmp$gone-0"
+: > "$work/tmps/.best.safetensors.tmp$$-0"  # this shell runs
+"$bptt" train "${small[@]}" --max-steps 1 --out "$work/tmps" > /dev/null 2> "$work/err" || fail "temporaries: $(cat "$work/err")"
+[ -e "$work/tmps/.notes.tmp1-2" ] && pass || fail "a user's file .notes.tmp1-2 was removed"
+[ -e "$work/tmps/.best.safetensors.tmp$$-0" ] && pass || fail "the temporary of a live process was removed"
+[ -e "$work/tmps/.latest.safetensors.tmp$gone-0" ] && fail "a stale temporary was left" || pass
+
+# Nothing aborts. A path that cannot be a run directory is a one-line error before any training;
+# a corpus whose name is not UTF-8 trains, checkpoints and resumes.
+expect_error "out under a file" "/dev/null/x: cannot create the run directory" train "${small[@]}" --out /dev/null/x
+latin1="$work/caf$(printf '\xe9').txt"
+cp "$work/corpus.txt" "$latin1"
+if "$bptt" train --corpus "$latin1" --layers 1 --seq-len 16 --threads 1 --hidden 32 --batch 4 --max-steps 2 \
+     --checkpoint-every 1 --out "$work/latin1" > /dev/null 2> "$work/err"; then pass
+else fail "a corpus named in Latin-1: $(cat "$work/err")"; fi
+if "$bptt" train --resume "$work/latin1" --max-steps 3 > /dev/null 2> "$work/err"; then pass
+else fail "resume on a corpus named in Latin-1: $(cat "$work/err")"; fi
+
+# A plot is never worth a run: curves.svg that cannot be written is a warning, and the run ends
+# with its checkpoint; so is a decay_train.csv that cannot be read back.
+mkdir -p "$work/nocurves/curves.svg"
+if "$bptt" train "${small[@]}" --max-steps 2 --eval-every 1 --checkpoint-every 1000 --out "$work/nocurves" \
+     > /dev/null 2> "$work/err"; then pass; else fail "unwritable curves.svg: $(cat "$work/err")"; fi
+grep -qF "bptt train: warning: $work/nocurves/curves.svg not drawn" "$work/err" && pass || fail "no warning: $(cat "$work/err")"
+[ "$(step_of "$work/nocurves/latest.safetensors")" = 2 ] && pass || fail "unwritable curves.svg: no latest at step 2"
+"$bptt" train "${small[@]}" --max-steps 2 --decay-every 1 --decay-steps 4 --decay-batch 1 --out "$work/decay" \
+  > /dev/null 2>&1 || fail "decay run"
+echo "x,y,h,z,1,1" >> "$work/decay/decay_train.csv"
+if "$bptt" train --resume "$work/decay" --max-steps 3 > /dev/null 2> "$work/err"; then pass; else fail "malformed decay_train.csv: $(cat "$work/err")"; fi
+grep -qF "warning: the gradient-decay profile of step 3 was not recorded" "$work/err" && pass || fail "no warning: $(cat "$work/err")"
+[ "$(step_of "$work/decay/latest.safetensors")" = 3 ] && pass || fail "malformed decay_train.csv: no latest at step 3"
 
 finish
