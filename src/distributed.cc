@@ -117,8 +117,8 @@ void CheckSameOptions(Communicator& comm, const nlohmann::json& options) {
   } else if (comm.rank() == 0) {
     detail = " (the differing rank names the option)";
   }
-  throw AgreedError("the ranks were given different options: " + ranks + " differ from rank 0" + detail +
-                    "; give every rank the same command line");
+  throw AgreedError("the ranks were given different options: " + ranks + (differ.size() == 1 ? " differs" : " differ") +
+                    " from rank 0" + detail + "; give every rank the same command line");
 }
 
 double SumOverRanks(Communicator& comm, ModelParams<float>& grads, StepSums& sums, std::vector<float>& flat) {

@@ -86,7 +86,7 @@ RunDirectory::RunDirectory(const fs::path& dir, Mode mode, std::ostream& log) : 
   if (fs::exists(dir_, error) && !fs::is_directory(dir_, error)) throw Error(dir_.string() + ": not a directory");
   fs::create_directories(dir_, error);
   if (error) throw Error(dir_.string() + ": cannot create the run directory: " + error.message());
-  Lock();
+  Lock(log);
   try {
     if (mode == kNew && HoldsRun(dir_))
       throw Error(dir_.string() + " holds a run already (give --resume " + dir_.string() +
@@ -103,7 +103,7 @@ RunDirectory::~RunDirectory() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
-void RunDirectory::Lock() {
+void RunDirectory::Lock(std::ostream& log) {
   const fs::path path = dir_ / ".lock";
   lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd_ < 0) throw Error(path.string() + ": cannot create: " + ErrnoText());
@@ -117,12 +117,13 @@ void RunDirectory::Lock() {
       throw Error(dir_.string() + " is in use by another bptt run (" + (owner.empty() ? "pid unknown" : owner) +
                   "); wait for it to end or choose another --out");
     }
-    // A file system without locks: the run goes on, unguarded.
     if (why != ENOLCK && why != EOPNOTSUPP && why != ENOSYS) {
       ::close(lock_fd_);
       lock_fd_ = -1;
       throw Error(path.string() + ": cannot lock: " + std::strerror(why));
     }
+    log << "bptt train: warning: " << dir_.string() << " is on a file system without locks (" << std::strerror(why)
+        << "): nothing keeps another run out of it\n";
   }
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);

@@ -66,7 +66,7 @@ class RunDirectory {
   std::optional<std::string> DrawCurves() const;
 
  private:
-  void Lock();
+  void Lock(std::ostream& log);
   void Replace(std::ostream& log);
   void RemoveStaleTemporaries();
 

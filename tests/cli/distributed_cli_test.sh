@@ -200,7 +200,7 @@ other=(--corpus "$work/corpus.txt" --layers 2 --hidden 32 --seq-len 8 --threads 
 "${mpi[@]}" -n 1 "$bptt" train "${run[@]}" --max-steps 2 --out "$work/differ" \
   : -n 1 "$bptt" train "${other[@]}" --max-steps 2 --out "$work/differ" > /dev/null 2> "$work/err" \
   && fail "different options: exit status 0" || pass
-grep -qF -- "the ranks were given different options: rank 1 differ from rank 0: --seq-len is 8 on rank 1 and 16 on rank 0" \
+grep -qF -- "the ranks were given different options: rank 1 differs from rank 0: --seq-len is 8 on rank 1 and 16 on rank 0" \
   "$work/err" && pass || fail "different options: $(cat "$work/err")"
 [ -e "$work/differ/latest.safetensors" ] && fail "different options: a checkpoint was written" || pass
 
