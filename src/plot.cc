@@ -259,8 +259,23 @@ std::vector<Eigen::Index> Subsample(Eigen::Index n, Eigen::Index keep) {
 namespace {
 
 // The legend, right of the plotting area: one entry per series, kLegendRow pixels apart from
-// kLegendTop down, each label cut to what fits between its key and the chart's right edge.
-constexpr double kLegendTop = 60, kLegendRow = 24, kLegendKey = 38, kCharacterWidth = 7;
+// kLegendTop down, a key kLegendKey wide and a label of about kCharacterWidth pixels a character.
+// Its margin is wide enough for the longest label, from 230 pixels up to 45% of the chart; a
+// label longer than that is cut to fit.
+constexpr double kLegendTop = 60, kLegendRow = 24, kLegendKey = 54, kCharacterWidth = 7;
+
+size_t Characters(const std::string& text) {
+  return static_cast<size_t>(std::count_if(text.begin(), text.end(), [](char ch) { return (ch & 0xC0) != 0x80; }));
+}
+
+double LegendMargin(const LineChart& chart) {
+  size_t longest = 0;
+  for (const auto* entries : {&chart.key, &chart.series})
+    for (const auto& s : *entries)
+      if (s.in_legend) longest = std::max(longest, Characters(s.label));
+  const double wanted = kLegendKey + kCharacterWidth * static_cast<double>(longest) + 10;
+  return std::clamp(wanted, 230.0, std::max(230.0, 0.45 * chart.width));
+}
 
 // The chart's height: its own, or more where the legend needs it (the plotting area keeps the
 // chart's own height; the legend runs on below it).
@@ -278,7 +293,7 @@ std::string RenderLineChart(const LineChart& chart) {
   Header(svg, chart.width, Height(chart), chart.title);
 
   // Ranges from the data series (lines and bands); references only follow.
-  Frame f{90, 50, static_cast<double>(chart.width) - 230, static_cast<double>(chart.height) - 70, 0, 1, 0, 1,
+  Frame f{90, 50, chart.width - LegendMargin(chart), static_cast<double>(chart.height) - 70, 0, 1, 0, 1,
           chart.log_y};
   double x_min = std::numeric_limits<double>::infinity(), x_max = -x_min;
   double lo = std::numeric_limits<double>::infinity(), hi = -lo;
@@ -380,8 +395,8 @@ std::string RenderLineChart(const LineChart& chart) {
 
   // Legend, right of the plotting area, in series order.
   svg << "<g class=\"legend\">\n";
-  const double key_x = f.right + 16, label_x = key_x + kLegendKey;
-  const auto label_characters = static_cast<size_t>(std::max(0.0, (chart.width - 4 - label_x) / kCharacterWidth));
+  const double key_x = f.right + 16, label_x = f.right + kLegendKey;
+  const auto label_characters = static_cast<size_t>(std::max(0.0, (chart.width - 6 - label_x) / kCharacterWidth));
   double y = kLegendTop;
   const auto entry = [&](const LineSeries& s, const std::string& colour) {
     if (!s.reference && !s.low.empty())

@@ -231,7 +231,7 @@ TEST(Curves, ManyRunsHaveDistinctColoursAndAWholeLegend) {
   constexpr int kRuns = 24;
   std::vector<fs::path> runs;
   for (int r = 0; r < kRuns; ++r) {
-    runs.push_back(dir / ("run-with-a-rather-long-name-" + std::to_string(r)));
+    runs.push_back(dir / ("a-run-directory-with-a-name-too-long-for-the-legend-" + std::to_string(r)));
     WriteRun(runs.back(), 4);
   }
   const std::string svg = RenderCurves(runs);
