@@ -105,7 +105,7 @@ std::string TickLabel(double v) {
   return buf;
 }
 
-// hi - lo / 2, finite for any finite lo <= hi (hi - lo itself overflows beyond the largest double).
+// (hi - lo) / 2, finite for any finite lo <= hi (hi - lo itself can pass the largest double).
 double HalfSpan(double lo, double hi) { return hi / 2 - lo / 2; }
 
 // 1, 2 or 5 times a power of ten, so that (hi - lo) / step is at most max_ticks.
@@ -140,7 +140,7 @@ std::vector<double> Ticks(double lo, double hi, double step) {
 
 // The plotting area inside the margins, and the maps from data to pixels. The maps work on
 // halves, so that ranges wider than the largest double stay finite; points far outside the area
-// (reference lines) are held a few thousand widths away, where the clip path hides them.
+// (reference lines) are held ten thousand widths away, where the clip path hides them.
 struct Frame {
   double left, top, right, bottom;  // pixels
   double x_min, x_max;              // data
@@ -253,10 +253,6 @@ std::vector<Eigen::Index> Subsample(Eigen::Index n, Eigen::Index keep) {
   for (Eigen::Index i = 0; i < keep; ++i) out.push_back(i * (n - 1) / (keep - 1));
   return out;
 }
-
-}  // namespace
-
-namespace {
 
 // The legend, right of the plotting area: one entry per series, kLegendRow pixels apart from
 // kLegendTop down, a key kLegendKey wide and a label of about kCharacterWidth pixels a character.
