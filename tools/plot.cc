@@ -59,7 +59,9 @@ int Plot(int argc, char** argv) {
   png = vm.count("no-png") == 0;
   std::vector<std::filesystem::path> paths(runs.begin(), runs.end());
   const std::filesystem::path svg = out.empty() ? paths.front() / "curves.svg" : std::filesystem::path(out);
-  WriteCurves(paths, svg);
+  std::vector<std::string> skipped;
+  WriteCurves(paths, svg, &skipped);
+  for (const auto& message : skipped) std::cerr << "bptt plot: warning: " << message << "\n";
   std::cout << "wrote " << svg.string();
   if (png) {
     std::filesystem::path image = svg;
