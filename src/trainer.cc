@@ -19,6 +19,7 @@
 #include "bptt/corpus.h"
 #include "bptt/curves.h"
 #include "bptt/decay.h"
+#include "bptt/decay_files.h"
 #include "bptt/error.h"
 #include "bptt/evaluate.h"
 #include "bptt/loss.h"
@@ -379,7 +380,10 @@ class Run {
                   std::to_string(have >> 20) + " MiB are available; reduce --hidden, --layers, --batch or --seq-len");
     if (o_.max_steps == 0 && o_.max_epochs == 0 && o_.time_budget == 0 && o_.max_sequences == 0 && o_.task.empty())
       o_.max_epochs = 50;
-    if (o_.decay_every > 0 && root()) decay_probe_ = data_->DecayProbe(o_.decay_steps, o_.decay_batch);
+    if (o_.decay_every > 0 && root()) {
+      decay_probe_ = data_->DecayProbe(o_.decay_steps, o_.decay_batch);
+      decay_log_.emplace(dir_);
+    }
     if (o_.feedback == Feedback::kDfa && o_.model.embed_size > 0)
       throw Error("--feedback dfa sends the error to the layers, not to an embedding: use one-hot input (--embed 0)");
     grads_ = ModelParams<float>::Zeros(o_.model);
@@ -527,7 +531,8 @@ class Run {
       if (o_.decay_every > 0 && step_ % o_.decay_every == 0 && root()) {
         DecayOptions decay;
         decay.jacobian_lags = 0;
-        RecordDecay(o_.model, params_, decay_probe_, decay, dir_, step_);
+        decay_log_->Record(step_, MeasureDecay(std::string(o_.model.cell->name), o_.model, params_.Cast<double>(),
+                                               decay_probe_, decay));
       }
       if (step_ % o_.checkpoint_every == 0) SaveLatest();
       if (solved) {
@@ -860,6 +865,7 @@ class Run {
   double run_fraction_ = 0;  // of the run done before the next step (RunFraction), for --lr-anneal
   int64_t rollbacks_ = 0;
   Batch<double> decay_probe_;  // decay_every > 0
+  std::optional<DecayTrainLog> decay_log_;  // decay_every > 0
 };
 
 }  // namespace
