@@ -39,7 +39,7 @@ nlohmann::json FitJson(const DecayFit& fit) {
 
 constexpr std::string_view kTrainHeader = "step,layer,quantity,lag,median,relative";
 
-// A whole field as a number of type T (no sign, space or suffix left over).
+// The whole field as a number of type T, nothing left over.
 template <typename T>
 bool ParseField(std::string_view field, T& value) {
   if constexpr (std::is_floating_point_v<T>) {
