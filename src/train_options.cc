@@ -262,13 +262,7 @@ void TrainOptions::Validate() const {
   in(lr_anneal, 0, 1, "--lr-anneal", "in [0, 1]");
   in(clip_norm, 0, kMax, "--clip-norm", "0 (off) or positive");
   in(clip_value, 0, kMax, "--clip-value", "0 (off) or positive");
-  if (threads < 0) throw Error("--threads must be 0 (every core) or positive");
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int most_threads = std::min(kMaxThreads, kMaxThreadsPerCore * cores);
-  if (threads > most_threads)
-    throw Error("--threads " + std::to_string(threads) + " is more than " + std::to_string(most_threads) + " (" +
-                std::to_string(kMaxThreadsPerCore) + " per core of this machine's " + std::to_string(cores) +
-                "); give 0 for every core");
+  CheckThreads(threads, 0);
   if (precision == Precision::kBfloat16 && !Bf16ProductsAvailable())
     throw Error("--precision bf16 needs a CPU with AMX-BF16 (Intel Xeon, 4th generation or later), which this is not; "
                 "use --precision fp32");

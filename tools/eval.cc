@@ -1,5 +1,5 @@
-// bptt eval: nats per symbol, bits per symbol and perplexity of a checkpoint on a text file.
-#include <boost/program_options.hpp>
+// bptt eval: nats per symbol, bits per symbol and perplexity of a checkpoint on a text file; its
+// options are EvalOptionSpecs() and --json.
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -8,46 +8,43 @@
 #include "bptt/error.h"
 #include "bptt/evaluate.h"
 #include "commands.h"
-
-namespace po = boost::program_options;
+#include "options_cli.h"
 
 namespace bptt::cli {
 
-int Eval(int argc, char** argv) {
-  std::string checkpoint, file;
-  EvalOptions o;
+namespace {
+
+// The options of `bptt eval`: the evaluation's (EvalOptionSpecs) and how to print.
+struct EvalCommand {
+  EvalOptions eval;
   bool json = false;
-  std::string precision;
-  po::options_description options("bptt eval CHECKPOINT FILE [options]");
-  options.add_options()
-      ("json", po::bool_switch(&json), "print one JSON object: nats_per_symbol, bpc, perplexity, symbols, unknown")
-      ("batch", po::value(&o.batch)->default_value(o.batch),
-       "streams evaluated side by side (B). 1: the whole file as one stream, the loss papers and PyTorch report; "
-       "N > 1: N streams each from the zero state, faster and a little above it (the output says so)")
-      ("seq-len", po::value(&o.seq_len)->default_value(o.seq_len), "timesteps per chunk (T); the state is carried across chunks")
-      ("threads", po::value(&o.threads)->default_value(o.threads), "threads for the products (0 = every core; with --precision, chosen as it runs as in bptt sample)")
-      ("precision", po::value(&precision),
-       "score as `bptt sample --precision` runs: one stream, one symbol at a time, with fp32, bf16 or int8 "
-       "products (ignores --seq-len); compare the three to see what a reduced precision costs")
-      ("help", "show this help");
-  po::options_description hidden;
-  hidden.add_options()
-      ("checkpoint", po::value(&checkpoint), "checkpoint file (.safetensors)")
-      ("file", po::value(&file), "text file to evaluate");
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("checkpoint", 1).add("file", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << options << "\nSymbols of FILE that the checkpoint's vocabulary lacks are left out and counted.\n";
-    return 0;
-  }
+};
+
+std::vector<OptionSpec<EvalCommand>> Specs() {
+  using E = EvalCommand;
+  std::vector<OptionSpec<E>> specs = Nest<E>(EvalOptionSpecs(), kAnyCommand, "", [](E& e) -> auto& { return e.eval; });
+  specs.push_back(Field<E>(kAnyCommand, "json", "", "Output",
+                           "print one JSON object: nats_per_symbol, bpc, perplexity, symbols, unknown, streams, method",
+                           OnResume::kNone, [](E& e) -> auto& { return e.json; }));
+  return specs;
+}
+
+}  // namespace
+
+int Eval(int argc, char** argv) {
+  static const std::vector<OptionSpec<EvalCommand>> specs = Specs();
+  CommandLine<EvalCommand> cli("bptt eval CHECKPOINT FILE [options]", specs, kAnyCommand, EvalCommand());
+  cli.Argument("checkpoint", "checkpoint file (.safetensors)");
+  cli.Argument("file", "text file to evaluate");
+  cli.Epilog("Symbols of FILE that the checkpoint's vocabulary lacks are left out and counted.");
+  if (!cli.ParseOrShowHelp(argc, argv)) return 0;
+  const std::string checkpoint = cli.Argument("checkpoint"), file = cli.Argument("file");
   if (checkpoint.empty() || file.empty()) throw Error("missing CHECKPOINT or FILE (see bptt eval --help)");
-  if (!precision.empty()) o.precision = ParsePrecision(precision, "--precision");
+  const EvalCommand command = cli.Apply(EvalCommand());
+  const EvalOptions& o = command.eval;
+  const bool json = command.json;
   o.Validate();
+  CheckTextFile(file);  // before the (slow) load
 
   Checkpoint c = LoadCheckpoint(checkpoint);
   if (!c.checksum_verified) std::cerr << "bptt eval: " << checkpoint << " has no checksum; loaded unverified\n";

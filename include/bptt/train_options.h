@@ -54,7 +54,7 @@ struct TrainOptions {
   int batch = 32;                 // B
   uint64_t seed = 1;              // every random stream: initialisation, dropout, task data
   int threads = 0;                // 0 = every core (distributed: the cores / the ranks on the machine);
-                                  // at most kMaxThreadsPerCore x the cores
+                                  // at most kMaxThreads (options.h)
   Precision precision = Precision::kFloat32;  // of the matrix products: fp32, or bf16 on AMX (compute.h)
   bool distributed = false;       // train with the other ranks of the MPI job (not stored: a run
                                   // resumes with whatever ranks it is given)
@@ -86,10 +86,6 @@ struct TrainOptions {
   // does not need the data (the model's sizes that the data sets are checked once it is read).
   void Validate() const;
 };
-
-// --threads above this many per core of the machine (or above kMaxThreads) is refused.
-inline constexpr int kMaxThreadsPerCore = 16;
-inline constexpr int kMaxThreads = 1024;
 
 // The commands that train, as the option table names them (OptionSpec::commands).
 inline constexpr unsigned kTrainCommand = 1;  // bptt train: a corpus

@@ -37,7 +37,7 @@ if "$bptt" --version | grep -q '^bf16 training: AMX'; then
 else
   expect_error "bf16 without AMX" "--precision bf16 needs a CPU with AMX-BF16" train "${small[@]}" --precision bf16 --out "$work/x"
 fi
-expect_error "absurd threads" "--threads 100000 is more than" train --corpus "$work/corpus.txt" --threads 100000 --out "$work/x"
+expect_error "absurd threads" "--threads must be in [0, 1024]" train --corpus "$work/corpus.txt" --threads 100000 --out "$work/x"
 # The model's flags are checked before the corpus is read: a bad one is named even when the
 # corpus is missing, and nothing is created.
 expect_error "model before corpus" "--hidden must be positive" train --corpus "$work/nope.txt" --hidden -1 --out "$work/early"
@@ -162,7 +162,8 @@ if "$bptt" train --resume "$work/latin1" --max-steps 3 > /dev/null 2> "$work/err
 else fail "resume on a corpus named in Latin-1: $(cat "$work/err")"; fi
 
 # A plot is never worth a run: curves.svg that cannot be written is a warning, and the run ends
-# with its checkpoint; so is a decay_train.csv that cannot be read back.
+# with its checkpoint; so is a decay profile that cannot be drawn. A decay_train.csv that cannot
+# be read back is refused before the resumed run's first step.
 mkdir -p "$work/nocurves/curves.svg"
 if "$bptt" train "${small[@]}" --max-steps 2 --eval-every 1 --checkpoint-every 1000 --out "$work/nocurves" \
      > /dev/null 2> "$work/err"; then pass; else fail "unwritable curves.svg: $(cat "$work/err")"; fi
@@ -170,9 +171,13 @@ grep -qF "bptt train: warning: $work/nocurves/curves.svg not drawn" "$work/err" 
 [ "$(step_of "$work/nocurves/latest.safetensors")" = 2 ] && pass || fail "unwritable curves.svg: no latest at step 2"
 "$bptt" train "${small[@]}" --max-steps 2 --decay-every 1 --decay-steps 4 --decay-batch 1 --out "$work/decay" \
   > /dev/null 2>&1 || fail "decay run"
-echo "x,y,h,z,1,1" >> "$work/decay/decay_train.csv"
-if "$bptt" train --resume "$work/decay" --max-steps 3 > /dev/null 2> "$work/err"; then pass; else fail "malformed decay_train.csv: $(cat "$work/err")"; fi
+rm "$work/decay/heatmap.svg"
+mkdir "$work/decay/heatmap.svg"
+if "$bptt" train --resume "$work/decay" --max-steps 3 > /dev/null 2> "$work/err"; then pass; else fail "unwritable heatmap.svg: $(cat "$work/err")"; fi
 grep -qF "warning: the gradient-decay profile of step 3 was not recorded" "$work/err" && pass || fail "no warning: $(cat "$work/err")"
-[ "$(step_of "$work/decay/latest.safetensors")" = 3 ] && pass || fail "malformed decay_train.csv: no latest at step 3"
+[ "$(step_of "$work/decay/latest.safetensors")" = 3 ] && pass || fail "unwritable heatmap.svg: no latest at step 3"
+echo "x,y,h,z,1,1" >> "$work/decay/decay_train.csv"
+expect_error "malformed decay_train.csv" "$work/decay/decay_train.csv:" train --resume "$work/decay" --max-steps 4
+[ "$(step_of "$work/decay/latest.safetensors")" = 3 ] && pass || fail "malformed decay_train.csv: latest moved"
 
 finish
