@@ -116,7 +116,7 @@ nlohmann::json Train(const Args& a) {
   const bptt::Compute compute{a.threads, bptt::ParsePrecision(a.precision, "--precision")};
   if (compute.products == bptt::Precision::kInt8) throw std::runtime_error("--precision must be fp32 or bf16");
   if (compute.products == bptt::Precision::kBfloat16 && !bptt::Bf16ProductsAvailable())
-    throw std::runtime_error("--precision bf16 needs a CPU with AMX-BF16");
+    throw std::runtime_error("--precision bf16 needs a CPU with AMX-BF16 or AVX-512 BF16");
   // The process before training: libraries, thread pools and the mapped corpus (touched here,
   // so that its pages count in the baseline, not in training's share).
   int64_t touch = 0;
@@ -326,7 +326,7 @@ nlohmann::json Recurrent(const Args& a) {
   const bptt::Mat<float> w = bptt::Mat<float>::Random(G * H, H);
   const bptt::Precision precision = bptt::ParsePrecision(a.precision, "--precision");
   if (precision == bptt::Precision::kBfloat16 && !bptt::Bf16ProductsAvailable())
-    throw std::runtime_error("--precision bf16 needs a CPU with AMX-BF16");
+    throw std::runtime_error("--precision bf16 needs a CPU with AMX-BF16 or AVX-512 BF16");
   bptt::PackedMatrix<float> packed, packed_t;  // as the cells pack them (compute.h)
   bptt::Pack(w, false, precision, packed);
   bptt::Pack(w, true, precision, packed_t);

@@ -222,8 +222,8 @@ void TrainOptions::Validate() const {
   if (clip_value < 0) throw Error("--clip-value must be 0 (off) or positive");
   if (threads < 0) throw Error("--threads must be 0 (every core) or positive");
   if (precision == Precision::kBfloat16 && !Bf16ProductsAvailable())
-    throw Error("--precision bf16 needs a CPU with AMX-BF16 (Intel Xeon, 4th generation or later), which this is not; "
-                "use --precision fp32");
+    throw Error("--precision bf16 needs a CPU with AMX-BF16 or AVX-512 BF16 (Intel Xeon 3rd generation or later, AMD "
+                "Zen 4 or later), which this is not; use --precision fp32");
   if (max_steps < 0 || max_epochs < 0 || max_sequences < 0 || time_budget < 0)
     throw Error("--max-steps, --max-epochs, --max-sequences and --time-budget must not be negative");
   if (eval_every < 1) throw Error("--eval-every must be positive");
@@ -307,8 +307,8 @@ class Run {
       if (root()) std::ofstream(dir_ / "metrics.jsonl", std::ios::trunc);
       log_ << "bptt train: " << o_.model.cell->name << " " << o_.model.layers << "x" << o_.model.hidden_size << ", "
            << params_.Count() << " parameters"
-           << (o_.precision == Precision::kBfloat16 ? " (products in bf16 on AMX)"
-               : Bf16ProductsAvailable()              ? " (this CPU has AMX: --precision bf16 trains faster)"
+           << (o_.precision == Precision::kBfloat16 ? " (products in bf16)"
+               : Bf16ProductsAvailable()              ? " (this CPU has bf16 products: --precision bf16 trains faster)"
                                                       : "")
            << "; "
            << data_->Describe() << "; run directory " << dir_.string() << "\n";

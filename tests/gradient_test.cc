@@ -684,7 +684,7 @@ INSTANTIATE_TEST_SUITE_P(AllCells, ThreadSplit, ::testing::ValuesIn(Cells().begi
 class Bf16Products : public ::testing::TestWithParam<const Cell*> {};
 
 TEST_P(Bf16Products, StayWithinBfloat16RoundingOfFloat) {
-  if (!Bf16ProductsAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
+  if (!Bf16ProductsAvailable()) GTEST_SKIP() << "this CPU has neither AMX-BF16 nor AVX-512 BF16";
   for (const Input input : {Input::kOneHot, Input::kEmbed, Input::kDense})
   for (const Eigen::Index B : {5, 1}) {  // the steps split by columns, and by rows (one stream)
     constexpr int V = 30, H = 40, T = 6;

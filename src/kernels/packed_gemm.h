@@ -30,7 +30,7 @@
 #include "bptt/compute.h"
 #include "bptt/error.h"
 #include "bptt/tensor.h"
-#include "kernels/amx_gemm.h"
+#include "kernels/bf16_gemm.h"
 #include "kernels/threads.h"
 
 namespace bptt {
@@ -79,7 +79,7 @@ void Pack(const Mat<S>& w, bool transposed, Precision products, PackedMatrix<S>&
     return;
   }
   if constexpr (std::is_same_v<S, float>) {
-    PackAmxPairs(transposed ? StridedMatrix{w.data(), w.cols(), w.rows(), w.rows(), 1}
+    PackBf16Pairs(transposed ? StridedMatrix{w.data(), w.cols(), w.rows(), w.rows(), 1}
                             : StridedMatrix{w.data(), w.rows(), w.cols(), 1, w.rows()},
                  out.tiles);
   } else {
@@ -211,10 +211,10 @@ class StepShare {
     if constexpr (std::is_same_v<S, float>) {
       if (w.bf16) {
         if (by_rows_)
-          AmxStepProduct(w.tiles.data(), M_, w.K, q0_ * kPanelRows, std::min(M_, q1_ * kPanelRows), x, ldx, B_, c,
+          Bf16StepProduct(w.tiles.data(), M_, w.K, q0_ * kPanelRows, std::min(M_, q1_ * kPanelRows), x, ldx, B_, c,
                          ldc, accumulate);
         else
-          AmxStepProduct(w.tiles.data(), M_, w.K, 0, M_, x + j0 * ldx, ldx, j1 - j0, c + j0 * ldc, ldc, accumulate);
+          Bf16StepProduct(w.tiles.data(), M_, w.K, 0, M_, x + j0 * ldx, ldx, j1 - j0, c + j0 * ldc, ldc, accumulate);
         return;
       }
     }

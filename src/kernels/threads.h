@@ -21,7 +21,7 @@
 #include "bptt/compute.h"
 #include "bptt/error.h"
 #include "bptt/tensor.h"
-#include "kernels/amx_gemm.h"
+#include "kernels/bf16_gemm.h"
 
 namespace bptt {
 
@@ -49,8 +49,8 @@ StridedMatrix Strided(const X& x) {
 }
 
 // dst (M, N) = lhs (M, K) * rhs (K, N), or += with accumulate, on compute.threads threads, in
-// compute.products' precision: float through Eigen, bfloat16 through the AMX kernel
-// (amx_gemm.h; float matrices only). For float, each thread computes its own rows (or columns,
+// compute.products' precision: float through Eigen, bfloat16 through Bf16Product
+// (bf16_gemm.h: AMX or AVX-512 BF16; float matrices only). For float, each thread computes its own rows (or columns,
 // when N > M) with a single-threaded Eigen product (Eigen does not thread a product called inside
 // a parallel region), split on whole vectors of floats. A thread that loses its core for a time
 // slice then delays only the end of the product, not a barrier inside it as in Eigen's own
@@ -64,7 +64,7 @@ void ParallelProduct(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate,
       if (dst.innerStride() != 1 || (l.row_stride != 1 && l.col_stride != 1) ||
           (r.row_stride != 1 && r.col_stride != 1))
         throw Error("bfloat16 products need matrices with contiguous rows or columns");
-      AmxProduct(dst.data(), dst.outerStride(), l, r, accumulate, compute.threads);
+      Bf16Product(dst.data(), dst.outerStride(), l, r, accumulate, compute.threads);
       return;
     } else {
       throw Error("bfloat16 products are for float models only");
