@@ -7,17 +7,12 @@
 #include <chrono>
 
 #include "bptt/error.h"
+#include "kernels/cpu.h"
 #include "kernels/gemv.h"
 
 namespace bptt {
 
-Precision DefaultSamplePrecision() {
-#if defined(__AVX512VNNI__)
-  return Precision::kInt8;
-#else
-  return Precision::kFloat32;
-#endif
-}
+Precision DefaultSamplePrecision() { return ThisCpu().avx512_vnni ? Precision::kInt8 : Precision::kFloat32; }
 
 Stepper::Stepper(const ModelConfig& config, ModelParams<float> params)
     : config_(config), params_(std::make_unique<ModelParams<float>>(std::move(params))) {

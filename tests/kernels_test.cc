@@ -13,6 +13,13 @@
 //                  (the result must then be exact), and on random inputs within the bound of
 //                  each precision's rounding. The vector quantisers ToBf16, ToBf16Pairs and
 //                  ToUint8Quads on ties, NaN, infinities, huge, tiny and zero vectors.
+//   sgemm.h        FloatProduct (where the CPU has AVX2; skipped elsewhere) in whichever kernel is
+//                  in force (ctest runs this suite again with BPTT_MAX_ISA=avx2 and =portable):
+//                  M and N across the register blocks (32 x 12 on AVX-512, 16 x 6 on AVX2) and
+//                  their tails, K across the 256-wide chunks, rows across the 16-panel blocks,
+//                  both layouts of each operand, accumulate on and off, 1 to 3 threads, either
+//                  dimension split between threads; against long double, and bit for bit across
+//                  thread counts.
 //   bf16_gemm.h    Bf16Product's engines, each where the CPU has it (skipped elsewhere): AMX
 //                  and AVX-512 BF16, M and N across the 16-wide tiles, their 32-wide pairs, the
 //                  48-row groups and every kind of tail, K across the 32-wide k blocks (and
@@ -39,6 +46,7 @@
 #include "kernels/cpu.h"
 #include "kernels/gemv.h"
 #include "kernels/packed_gemm.h"
+#include "kernels/sgemm.h"
 
 namespace bptt {
 namespace {
@@ -502,6 +510,75 @@ TEST(ToBf16Pairs, AgreesWithToBf16OnRandomBitPatterns) {
   EXPECT_EQ(mismatches, 0);
 }
 
+
+// ------------------------------------------------------------------------------ sgemm.h
+
+// dst = (or +=) lhs * rhs through FloatProduct, each operand stored as given or transposed; dst
+// has 3 rows of padding below M, which must keep their values.
+Mat<float> RunFloat(Eigen::Index M, Eigen::Index N, Eigen::Index K, bool lt, bool rt, bool accumulate, int threads,
+                    const Mat<float>& lhs_store, const Mat<float>& rhs_store, const Mat<float>& start) {
+  Mat<float> dst = start;
+  const StridedMatrix lhs = lt ? StridedMatrix{lhs_store.data(), M, K, lhs_store.rows(), 1}
+                               : StridedMatrix{lhs_store.data(), M, K, 1, lhs_store.rows()};
+  const StridedMatrix rhs = rt ? StridedMatrix{rhs_store.data(), K, N, rhs_store.rows(), 1}
+                               : StridedMatrix{rhs_store.data(), K, N, 1, rhs_store.rows()};
+  FloatProduct(dst.data(), dst.rows(), lhs, rhs, accumulate, threads);
+  return dst;
+}
+
+void CheckFloat(Eigen::Index M, Eigen::Index N, Eigen::Index K, bool lt, bool rt, bool accumulate, int threads,
+                Rng& rng) {
+  const Mat<float> lhs_store = lt ? RandomMat<float>(K, M, rng) : RandomMat<float>(M, K, rng);
+  const Mat<float> rhs_store = rt ? RandomMat<float>(N, K, rng) : RandomMat<float>(K, N, rng);
+  const Mat<float> start = RandomMat<float>(M + 3, N, rng);
+  const Mat<float> dst = RunFloat(M, N, K, lt, rt, accumulate, threads, lhs_store, rhs_store, start);
+  const std::string what = std::string(IsaName(ThisCpu().level)) + " M " + std::to_string(M) + " N " +
+                           std::to_string(N) + " K " + std::to_string(K) + " lhs^T " + std::to_string(lt) +
+                           " rhs^T " + std::to_string(rt) + " acc " + std::to_string(accumulate) + " threads " +
+                           std::to_string(threads);
+  for (Eigen::Index n = 0; n < N; ++n) {
+    for (Eigen::Index m = 0; m < M; ++m) {
+      Real sum = accumulate ? Real(start(m, n)) : Real(0), size = std::fabs(sum);
+      for (Eigen::Index k = 0; k < K; ++k) {
+        const Real term = Real(lt ? lhs_store(k, m) : lhs_store(m, k)) * Real(rt ? rhs_store(n, k) : rhs_store(k, n));
+        sum += term;
+        size += std::fabs(term);
+      }
+      // K fused multiply-adds and one addition per chunk: at most K + 1 + K / 256 roundings.
+      const Real bound = Real(K + 2 + K / 256) * std::ldexp(Real(1), -24) * size;
+      ASSERT_LE(std::fabs(Real(dst(m, n)) - sum), bound) << what << " at (" << m << ", " << n << ")";
+    }
+    for (Eigen::Index m = M; m < M + 3; ++m) ASSERT_EQ(dst(m, n), start(m, n)) << what << ": padding written";
+  }
+}
+
+TEST(FloatProduct, MatchesTheProduct) {
+  if (!FloatProductsHere()) GTEST_SKIP() << "this CPU has no AVX2 (or BPTT_MAX_ISA caps it below)";
+  Rng rng(21);
+  int threads = 0;  // 1, 2, 3 in turn
+  for (const Eigen::Index M : {1, 15, 17, 32, 33, 70})
+    for (const Eigen::Index N : {1, 5, 7, 12, 13, 25})
+      for (const Eigen::Index K : {1, 31, 257})
+        for (const int layout : {0, 1, 2, 3})
+          for (const bool accumulate : {false, true})
+            CheckFloat(M, N, K, (layout & 1) != 0, (layout & 2) != 0, accumulate, threads++ % 3 + 1, rng);
+  // Several 16-panel blocks of rows, split by rows and by columns, K in three chunks.
+  CheckFloat(600, 20, 600, false, true, true, 2, rng);
+  CheckFloat(20, 600, 600, true, false, false, 3, rng);
+}
+
+TEST(FloatProduct, GivesTheSameBitsOnAnyThreadCount) {
+  if (!FloatProductsHere()) GTEST_SKIP() << "this CPU has no AVX2 (or BPTT_MAX_ISA caps it below)";
+  Rng rng(22);
+  for (const auto& [M, N] : {std::pair<Eigen::Index, Eigen::Index>{70, 300}, {300, 70}}) {
+    const Mat<float> lhs = RandomMat<float>(M, 300, rng), rhs = RandomMat<float>(300, N, rng);
+    const Mat<float> start = RandomMat<float>(M + 3, N, rng);
+    const Mat<float> one = RunFloat(M, N, 300, false, false, true, 1, lhs, rhs, start);
+    for (const int threads : {2, 3, 5})
+      EXPECT_TRUE((RunFloat(M, N, 300, false, false, true, threads, lhs, rhs, start).array() == one.array()).all())
+          << threads << " threads, M " << M;
+  }
+}
 
 // ------------------------------------------------------------------------------ bf16_gemm.h
 

@@ -22,6 +22,7 @@
 #include "bptt/error.h"
 #include "bptt/tensor.h"
 #include "kernels/bf16_gemm.h"
+#include "kernels/sgemm.h"
 
 namespace bptt {
 
@@ -72,6 +73,16 @@ void ParallelProduct(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate,
   }
   if (compute.products != Precision::kFloat32)
     throw Error(std::string("training products run in fp32 or bf16, not ") + PrecisionName(compute.products));
+  if constexpr (std::is_same_v<S, float>) {
+    if (FloatProductsHere()) {
+      const StridedMatrix l = Strided(lhs), r = Strided(rhs);
+      if (dst.innerStride() == 1 && (l.row_stride == 1 || l.col_stride == 1) &&
+          (r.row_stride == 1 || r.col_stride == 1)) {
+        FloatProduct(dst.data(), dst.outerStride(), l, r, accumulate, compute.threads);
+        return;
+      }
+    }
+  }
   constexpr Eigen::Index kAlign = 16;
   const bool by_rows = dst.rows() >= dst.cols();
 #pragma omp parallel num_threads(compute.threads)
