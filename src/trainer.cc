@@ -143,7 +143,7 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                [](O& o) -> auto& { return o.threads; }),
       Choice<O>(kBoth, "precision", "precision", optim,
                 "number format of the matrix products: fp32, or bf16 (bfloat16 operands, float sums, on a CPU with "
-                "AMX; the gate arithmetic, the gradient sums and the optimizer stay fp32)",
+                "AMX or AVX-512 BF16; the gate arithmetic, the gradient sums and the optimizer stay fp32)",
                 kChanges, [](O& o) -> auto& { return o.precision; }, PrecisionName,
                 [](const std::string& v, const std::string& f) {
                   const Precision p = ParsePrecision(v, f);
@@ -976,9 +976,9 @@ uint64_t EstimateTrainingBytes(const ModelConfig& c, int T, int B, int optimizer
   const auto up = [](uint64_t n, uint64_t to) { return (n + to - 1) / to * to; };
   const uint64_t panels = bf16 ? (up(G * H, 16) * up(H, 32) + up(H, 16) * up(G * H, 32)) / 2
                                : 32 * (H * ((G * H + 31) / 32) + G * H * ((H + 31) / 32));
-  const uint64_t rounded = bf16                  ? up(G * H, 32) * up(TB, 32)
-                           : FloatProductsHere() ? up(G * H, 32) * TB + G * H * up(TB, 12)
-                                                 : 0;
+  const uint64_t rounded = bf16                       ? up(G * H, 32) * up(TB, 32)
+                           : LargeFloatProductsHere() ? up(G * H, 32) * TB + G * H * up(TB, 12)
+                                                      : 0;
   uint64_t per_layer = 2 * G * H * TB + H * (TB + B) + panels;
   if (c.cell->cell_state) per_layer += H * (TB + B) + H * TB;
   if (c.cell->separate_recurrent) per_layer += 2 * G * H * TB;

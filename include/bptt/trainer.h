@@ -82,7 +82,7 @@ struct TrainOptions {
   int batch = 32;                 // B
   uint64_t seed = 1;              // every random stream: initialisation, dropout, task data
   int threads = 0;                // 0 = every core (distributed: the cores / the ranks on the machine)
-  Precision precision = Precision::kFloat32;  // of the matrix products: fp32, or bf16 on AMX (compute.h)
+  Precision precision = Precision::kFloat32;  // of the matrix products: fp32, or bf16 (compute.h)
   bool distributed = false;       // train with the other ranks of the MPI job (not stored: a run
                                   // resumes with whatever ranks it is given)
   // Schedule (a run ends at the first limit reached; with none set, after 50 epochs, or for a

@@ -27,6 +27,16 @@ namespace bptt {
 // True when this CPU runs the kernels here (AVX2 and FMA at least; cpu.h).
 bool FloatProductsHere();
 
+// Whether training's large float products run here (ParallelProduct, threads.h): where the CPU
+// has the kernels and the build does not route them to OpenBLAS through Eigen (BPTT_EIGEN_BLAS).
+inline bool LargeFloatProductsHere() {
+#if defined(EIGEN_USE_BLAS)
+  return false;
+#else
+  return FloatProductsHere();
+#endif
+}
+
 // dst (M, N) column-major with leading dimension ld_dst; lhs (M, K); rhs (K, N); on `threads`
 // threads. Requires FloatProductsHere().
 void FloatProduct(float* dst, Eigen::Index ld_dst, const StridedMatrix& lhs, const StridedMatrix& rhs,
