@@ -12,7 +12,9 @@
 
 namespace bptt {
 
-Precision DefaultSamplePrecision() { return ThisCpu().avx512_vnni ? Precision::kInt8 : Precision::kFloat32; }
+Precision DefaultSamplePrecision() {
+  return ThisCpu().avx512_vnni || ThisCpu().avx2 ? Precision::kInt8 : Precision::kFloat32;
+}
 
 Stepper::Stepper(const ModelConfig& config, ModelParams<float> params)
     : config_(config), params_(std::make_unique<ModelParams<float>>(std::move(params))) {

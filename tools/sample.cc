@@ -32,7 +32,7 @@ int Sample(int argc, char** argv) {
       ("precision", po::value(&precision)->default_value(precision),
        "arithmetic of the per-symbol products: fp32; bf16 (bfloat16 weights, float sums: about twice as fast); "
        "int8 (8-bit weights and vector, int32 sums: about four times; see bptt eval --precision for what it costs; "
-       "the default where the CPU build has AVX-512 VNNI)")
+       "the default where the CPU has AVX-512 VNNI or AVX2)")
       ("threads", po::value(&o.threads)->default_value(d.threads),
        "threads splitting each per-symbol product by rows (0 = timed as it runs: one thread, or the cores whose "
        "caches hold the weights; the text is the same either way)")

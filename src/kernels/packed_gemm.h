@@ -65,7 +65,7 @@ void PackTransposedPanels(const Mat<S>& w, Mat<S>& packed) {
 }
 
 // W (M, K), or W^T with `transposed`, into `out` for StepShare::Product: float panels, or
-// bfloat16 AMX tiles when `products` is kBfloat16 (float only).
+// bfloat16 pair tiles (bf16_gemm.h) when `products` is kBfloat16 (float only).
 template <typename S>
 void Pack(const Mat<S>& w, bool transposed, Precision products, PackedMatrix<S>& out) {
   out.M = transposed ? w.cols() : w.rows();
@@ -78,8 +78,8 @@ void Pack(const Mat<S>& w, bool transposed, Precision products, PackedMatrix<S>&
   }
   if constexpr (std::is_same_v<S, float>) {
     PackBf16Pairs(transposed ? StridedMatrix{w.data(), w.cols(), w.rows(), w.rows(), 1}
-                            : StridedMatrix{w.data(), w.rows(), w.cols(), 1, w.rows()},
-                 out.tiles);
+                             : StridedMatrix{w.data(), w.rows(), w.cols(), 1, w.rows()},
+                  out.tiles);
   } else {
     throw Error("bfloat16 products are for float models only");
   }

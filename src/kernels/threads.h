@@ -38,7 +38,7 @@ struct IsTranspose : std::false_type {};
 template <typename X>
 struct IsTranspose<Eigen::Transpose<X>> : std::true_type {};
 
-// An Eigen matrix, block or transpose of one as the AMX kernel's strided operand.
+// An Eigen matrix, block or transpose of one as the kernels' strided operand (bf16_gemm.h).
 template <typename X>
 StridedMatrix Strided(const X& x) {
   if constexpr (IsTranspose<std::remove_cvref_t<X>>::value) {
