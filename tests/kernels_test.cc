@@ -1,12 +1,14 @@
 // The kernels of src/kernels/ against plain arithmetic in long double, at sizes that take every
-// path they have, in whichever build this is (AVX-512 with -march=native on a machine that has
-// it; the plain C++ fallbacks with BPTT_NATIVE=OFF; Eigen's assertions in a Debug build):
+// path they have, with the kernels the CPU runs (chosen at run time, kernels/cpu.h; ctest runs
+// the suite once more capped at AVX2 and once at the plain C++ kernels with BPTT_MAX_ISA), in
+// whichever build this is (Eigen's assertions in a Debug build):
 //
 //   packed_gemm.h  PackPanels / PackTransposedPanels (layout and zero padding) and PackedProduct
 //                  (hence PanelProduct and its kernel) for float and double: M across the 32-row
-//                  panels and their masked row tails, K from 1 up, N through the 8-column loop
-//                  and every 1..7-column tail, accumulate on and off, leading dimensions larger
-//                  than the rows (padding must be neither read nor written).
+//                  panels and their masked row tails, K from 1 up and across the float kernel's
+//                  chunks of 128, N through the 8-column loop and every 1..7-column tail,
+//                  accumulate on and off, leading dimensions larger than the rows (padding must be
+//                  neither read nor written).
 //   gemv.h         StepMatrix::Multiply in fp32, bf16 and int8: M across the 16-row bf16 and
 //                  64-row int8 panels, odd and even K, 1 and 2 threads (the split needs M >= 256),
 //                  accumulate on and off; on grid inputs that every precision represents exactly
@@ -63,7 +65,7 @@ Mat<S> RandomMat(Eigen::Index rows, Eigen::Index cols, Rng& rng, double lo = -1,
 // ------------------------------------------------------------------------------ packed_gemm.h
 
 constexpr Eigen::Index kM[] = {1, 5, 31, 32, 33, 64, 70, 280};
-constexpr Eigen::Index kK[] = {1, 7, 31, 70, 128};
+constexpr Eigen::Index kK[] = {1, 7, 31, 70, 128, 300};  // 300: the float kernel's chunks of 128
 constexpr Eigen::Index kN[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 16, 17};
 
 TEST(PackPanels, HoldsEveryRowOncePaddedWithZeros) {

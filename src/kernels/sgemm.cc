@@ -195,12 +195,18 @@ void Product(float* dst, Index ld, const StridedMatrix& lhs, const StridedMatrix
 
 // ------------------------------------------------------------------------------ panels
 
-// C (rows, NR) (+)= A (32, K) X (K, NR), A packed column after column, X's columns ldx apart.
+// C (rows, NR) (+)= A (32, K) X (K, NR), A packed column after column, X's columns ldx apart, its
+// sums in registers from zero, or, with `from`, from partial sums of earlier k (column j's 32 at
+// from + 32 j); with `to`, the sums go there instead of to C, for a later call to go on from.
+// Stored and reloaded floats are exact, so a product run in chunks of k sums as one run whole.
 template <int NR>
 BPTT_AVX512 void Avx512Panel(const float* a, Index K, const float* x, Index ldx, float* c, Index ldc, Index rows,
-                             bool accumulate) {
+                             bool accumulate, const float* from, float* to) {
   __m512 lo[NR], hi[NR];
-  for (int j = 0; j < NR; ++j) lo[j] = hi[j] = _mm512_setzero_ps();
+  for (int j = 0; j < NR; ++j) {
+    lo[j] = from ? _mm512_loadu_ps(from + 32 * j) : _mm512_setzero_ps();
+    hi[j] = from ? _mm512_loadu_ps(from + 32 * j + 16) : _mm512_setzero_ps();
+  }
   for (Index k = 0; k < K; ++k) {
     const __m512 a0 = _mm512_loadu_ps(a + k * 32), a1 = _mm512_loadu_ps(a + k * 32 + 16);
     for (int j = 0; j < NR; ++j) {
@@ -208,6 +214,13 @@ BPTT_AVX512 void Avx512Panel(const float* a, Index K, const float* x, Index ldx,
       lo[j] = _mm512_fmadd_ps(a0, b, lo[j]);
       hi[j] = _mm512_fmadd_ps(a1, b, hi[j]);
     }
+  }
+  if (to) {
+    for (int j = 0; j < NR; ++j) {
+      _mm512_storeu_ps(to + 32 * j, lo[j]);
+      _mm512_storeu_ps(to + 32 * j + 16, hi[j]);
+    }
+    return;
   }
   const __mmask16 mlo = Mask16(rows), mhi = Mask16(rows - 16);
   for (int j = 0; j < NR; ++j) {
@@ -221,12 +234,15 @@ BPTT_AVX512 void Avx512Panel(const float* a, Index K, const float* x, Index ldx,
   }
 }
 
-// The same on AVX2 for 16 of the panel's 32 rows: a (and c) at the first of them.
+// The same on AVX2 for 16 of the panel's 32 rows: a, c, from and to at the first of them.
 template <int NR>
 BPTT_AVX2 void Avx2Panel(const float* a, Index K, const float* x, Index ldx, float* c, Index ldc, Index rows,
-                         bool accumulate) {
+                         bool accumulate, const float* from, float* to) {
   __m256 lo[NR], hi[NR];
-  for (int j = 0; j < NR; ++j) lo[j] = hi[j] = _mm256_setzero_ps();
+  for (int j = 0; j < NR; ++j) {
+    lo[j] = from ? _mm256_loadu_ps(from + 32 * j) : _mm256_setzero_ps();
+    hi[j] = from ? _mm256_loadu_ps(from + 32 * j + 8) : _mm256_setzero_ps();
+  }
   for (Index k = 0; k < K; ++k) {
     const __m256 a0 = _mm256_loadu_ps(a + k * 32), a1 = _mm256_loadu_ps(a + k * 32 + 8);
     for (int j = 0; j < NR; ++j) {
@@ -234,6 +250,13 @@ BPTT_AVX2 void Avx2Panel(const float* a, Index K, const float* x, Index ldx, flo
       lo[j] = _mm256_fmadd_ps(a0, b, lo[j]);
       hi[j] = _mm256_fmadd_ps(a1, b, hi[j]);
     }
+  }
+  if (to) {
+    for (int j = 0; j < NR; ++j) {
+      _mm256_storeu_ps(to + 32 * j, lo[j]);
+      _mm256_storeu_ps(to + 32 * j + 8, hi[j]);
+    }
+    return;
   }
   const __m256i mlo = Mask8(rows), mhi = Mask8(rows - 8);
   for (int j = 0; j < NR; ++j) {
@@ -247,17 +270,47 @@ BPTT_AVX2 void Avx2Panel(const float* a, Index K, const float* x, Index ldx, flo
   }
 }
 
+// Offsets a partial-sums pointer that may be null.
+inline const float* Skip(const float* p, Index n) { return p ? p + n : nullptr; }
+inline float* Skip(float* p, Index n) { return p ? p + n : nullptr; }
+
 template <int NR>
 void PanelColumns(const float* a, Index K, const float* x, Index ldx, float* c, Index ldc, Index rows,
-                  bool accumulate) {
+                  bool accumulate, const float* from, float* to) {
   if (ThisCpu().avx512) {
-    Avx512Panel<NR>(a, K, x, ldx, c, ldc, rows, accumulate);
+    Avx512Panel<NR>(a, K, x, ldx, c, ldc, rows, accumulate, from, to);
   } else if constexpr (NR > 4) {  // AVX2 has 16 registers: 2 x 4 sums at a time
-    PanelColumns<4>(a, K, x, ldx, c, ldc, rows, accumulate);
-    PanelColumns<NR - 4>(a, K, x + 4 * ldx, ldx, c + 4 * ldc, ldc, rows, accumulate);
+    PanelColumns<4>(a, K, x, ldx, c, ldc, rows, accumulate, from, to);
+    PanelColumns<NR - 4>(a, K, x + 4 * ldx, ldx, c + 4 * ldc, ldc, rows, accumulate, Skip(from, 4 * 32),
+                         Skip(to, 4 * 32));
   } else {
-    Avx2Panel<NR>(a, K, x, ldx, c, ldc, rows, accumulate);
-    if (rows > 16) Avx2Panel<NR>(a + 16, K, x, ldx, c + 16, ldc, rows - 16, accumulate);
+    Avx2Panel<NR>(a, K, x, ldx, c, ldc, rows, accumulate, from, to);
+    if (rows > 16)
+      Avx2Panel<NR>(a + 16, K, x, ldx, c + 16, ldc, rows - 16, accumulate, Skip(from, 16), Skip(to, 16));
+  }
+}
+
+// Every column of C (rows, N) over the k of `a` (K of them) and of x: groups of 8, then the rest.
+void PanelPass(const float* a, Index K, const float* x, Index ldx, Index N, float* c, Index ldc, Index rows,
+               bool accumulate, const float* from, float* to) {
+  constexpr int kCols = 8;  // columns per kernel call: 2 x 8 sums of 16 floats (AVX-512)
+  Index j = 0;
+  for (; j + kCols <= N; j += kCols)
+    PanelColumns<kCols>(a, K, x + j * ldx, ldx, c + j * ldc, ldc, rows, accumulate, Skip(from, 32 * j),
+                        Skip(to, 32 * j));
+  const float* xj = x + j * ldx;
+  float* cj = c + j * ldc;
+  const float* fj = Skip(from, 32 * j);
+  float* tj = Skip(to, 32 * j);
+  switch (N - j) {
+    case 7: PanelColumns<7>(a, K, xj, ldx, cj, ldc, rows, accumulate, fj, tj); break;
+    case 6: PanelColumns<6>(a, K, xj, ldx, cj, ldc, rows, accumulate, fj, tj); break;
+    case 5: PanelColumns<5>(a, K, xj, ldx, cj, ldc, rows, accumulate, fj, tj); break;
+    case 4: PanelColumns<4>(a, K, xj, ldx, cj, ldc, rows, accumulate, fj, tj); break;
+    case 3: PanelColumns<3>(a, K, xj, ldx, cj, ldc, rows, accumulate, fj, tj); break;
+    case 2: PanelColumns<2>(a, K, xj, ldx, cj, ldc, rows, accumulate, fj, tj); break;
+    case 1: PanelColumns<1>(a, K, xj, ldx, cj, ldc, rows, accumulate, fj, tj); break;
+    default: break;
   }
 }
 
@@ -275,20 +328,19 @@ void FloatProduct(float* dst, Index ld, const StridedMatrix& lhs, const StridedM
 
 void FloatPanelProduct(const float* a, Index K, const float* x, Index ldx, Index N, float* c, Index ldc, Index rows,
                        bool accumulate) {
-  constexpr int kCols = 8;  // columns per kernel call: 2 x 8 sums of 16 floats (AVX-512)
-  Index j = 0;
-  for (; j + kCols <= N; j += kCols) PanelColumns<kCols>(a, K, x + j * ldx, ldx, c + j * ldc, ldc, rows, accumulate);
-  const float* xj = x + j * ldx;
-  float* cj = c + j * ldc;
-  switch (N - j) {
-    case 7: PanelColumns<7>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
-    case 6: PanelColumns<6>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
-    case 5: PanelColumns<5>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
-    case 4: PanelColumns<4>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
-    case 3: PanelColumns<3>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
-    case 2: PanelColumns<2>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
-    case 1: PanelColumns<1>(a, K, xj, ldx, cj, ldc, rows, accumulate); break;
-    default: break;
+  // K in chunks whose slice of the panel (16 KB) stays in L1 while every column group reads it:
+  // the panel comes from beyond L2 once per step, not once per group of columns.
+  constexpr Index kChunk = 128;
+  if (K <= kChunk) {
+    PanelPass(a, K, x, ldx, N, c, ldc, rows, accumulate, nullptr, nullptr);
+    return;
+  }
+  thread_local std::vector<float> partial;  // the sums of the chunks so far, 32 per column
+  partial.resize(static_cast<size_t>(32 * N));
+  for (Index k0 = 0; k0 < K; k0 += kChunk) {
+    const Index kc = std::min(kChunk, K - k0);
+    PanelPass(a + k0 * 32, kc, x + k0, ldx, N, c, ldc, rows, accumulate, k0 > 0 ? partial.data() : nullptr,
+              k0 + kc < K ? partial.data() : nullptr);
   }
 }
 
