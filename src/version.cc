@@ -25,7 +25,9 @@ std::string VersionText() {
 #if defined(EIGEN_USE_BLAS)
   text += "large products: OpenBLAS\n";
 #else
-  text += "large products: Eigen\n";
+  text += cpu.avx512 ? "large products: bptt's packed kernels (AVX-512)\n"
+          : cpu.avx2 ? "large products: bptt's packed kernels (AVX2)\n"
+                     : "large products: Eigen\n";
 #endif
   text += cpu.amx           ? "bf16 training: AMX (train --precision bf16)\n"
           : cpu.avx512_bf16 ? "bf16 training: AVX-512 BF16 (train --precision bf16)\n"
