@@ -86,7 +86,7 @@ std::span<const OptionSpec<SampleOptions>> SampleOptionSpecs() {
       Choice<S>(kAnyCommand, "precision", "", group,
                 "arithmetic of the per-symbol products: fp32; bf16 (bfloat16 weights, float sums: about twice as "
                 "fast); int8 (8-bit weights and vector, int32 sums: about four times; see bptt eval --precision for "
-                "what it costs; the default where the CPU build has AVX-512 VNNI)",
+                "what it costs; the default where the CPU has AVX-512 VNNI or AVX2)",
                 kNone, [](S& s) -> auto& { return s.precision; }, PrecisionName,
                 [](const std::string& v, const std::string& f) { return ParsePrecision(v, f); }),
       Threads<S>(kAnyCommand, "", group,

@@ -96,8 +96,8 @@ class TrainLoop {
     if (o_.decay_every > 0 && root()) decay_log_.emplace(dir_->path(), -1);
     log_ << "bptt train: " << o_.model.cell->name << " " << o_.model.layers << "x" << o_.model.hidden_size << ", "
          << s_.params.Count() << " parameters"
-         << (o_.precision == Precision::kBfloat16 ? " (products in bf16 on AMX)"
-             : Bf16ProductsAvailable()              ? " (this CPU has AMX: --precision bf16 trains faster)"
+         << (o_.precision == Precision::kBfloat16 ? " (products in bf16)"
+             : Bf16ProductsAvailable()              ? " (this CPU has bf16 products: --precision bf16 trains faster)"
                                                     : "")
          << "; " << data_.Describe() << "; run directory " << o_.out << "\n";
   }

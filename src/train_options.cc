@@ -162,7 +162,7 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                [](O& o) -> auto& { return o.threads; }),
       Choice<O>(kBoth, "precision", "precision", optim,
                 "number format of the matrix products: fp32, or bf16 (bfloat16 operands, float sums, on a CPU with "
-                "AMX; the gate arithmetic, the gradient sums and the optimizer stay fp32)",
+                "AMX or AVX-512 BF16; the gate arithmetic, the gradient sums and the optimizer stay fp32)",
                 kChanges, [](O& o) -> auto& { return o.precision; }, PrecisionName,
                 [](const std::string& v, const std::string& f) {
                   const Precision p = ParsePrecision(v, f);
@@ -264,8 +264,8 @@ void TrainOptions::Validate() const {
   in(clip_value, 0, kMax, "--clip-value", "0 (off) or positive");
   CheckThreads(threads, 0);
   if (precision == Precision::kBfloat16 && !Bf16ProductsAvailable())
-    throw Error("--precision bf16 needs a CPU with AMX-BF16 (Intel Xeon, 4th generation or later), which this is not; "
-                "use --precision fp32");
+    throw Error("--precision bf16 needs a CPU with AMX-BF16 or AVX-512 BF16 (Intel Xeon 3rd generation or later, AMD "
+                "Zen 4 or later), which this is not; use --precision fp32");
   in(collective_timeout, 0, kMax, "--collective-timeout", "0 (wait forever) or a positive number of seconds");
   if (max_steps < 0 || max_epochs < 0 || max_sequences < 0 || !(time_budget >= 0 && time_budget <= kMax))
     throw Error("--max-steps, --max-epochs, --max-sequences and --time-budget must not be negative");

@@ -55,7 +55,7 @@ struct TrainOptions {
   uint64_t seed = 1;              // every random stream: initialisation, dropout, task data
   int threads = 0;                // 0 = every core (distributed: the cores / the ranks on the machine);
                                   // at most kMaxThreads (options.h)
-  Precision precision = Precision::kFloat32;  // of the matrix products: fp32, or bf16 on AMX (compute.h)
+  Precision precision = Precision::kFloat32;  // of the matrix products: fp32, or bf16 (compute.h)
   bool distributed = false;       // train with the other ranks of the MPI job (not stored: a run
                                   // resumes with whatever ranks it is given)
   double collective_timeout = 300;  // distributed: seconds a rank waits in a collective before the
