@@ -136,6 +136,11 @@ class TaskData final : public TrainData {
     return s;
   }
 
+  // The test set runs kTestBatch sequences at a time, its batch and cache kept between runs.
+  uint64_t EvaluationBytes(const ModelConfig& config) const override {
+    return EstimateEvaluationBytes(config, task_->max_length(), std::min(kTestBatch, o_.test_size));
+  }
+
  private:
   struct TestResult {
     double loss = 0;  // the head's loss per scored position

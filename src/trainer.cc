@@ -369,9 +369,11 @@ class Run {
     o_.model.Validate();
     vocab_ = data_->vocab();
 
-    // Each rank's share, times the ranks that share this machine's memory.
-    const uint64_t need = EstimateTrainingBytes(o_.model, data_->timesteps(), share_.size(),
-                                                OptimizerSlots(o_.optimizer), o_.precision) *
+    // Each rank's share, and what its validation holds beside it, times the ranks that share
+    // this machine's memory.
+    const uint64_t need = (EstimateTrainingBytes(o_.model, data_->timesteps(), share_.size(),
+                                                 OptimizerSlots(o_.optimizer), o_.precision) +
+                           data_->EvaluationBytes(o_.model)) *
                           static_cast<uint64_t>(comm_->local_size());
     const uint64_t have = AvailableBytes();
     if (have > 0 && need > have)
@@ -956,33 +958,5 @@ TrainResult Resume(const std::filesystem::path& dir, const nlohmann::json& given
 }
 
 void RequestStop() { stop_requested.store(true); }
-
-uint64_t EstimateTrainingBytes(const ModelConfig& c, int T, int B, int optimizer_slots, Precision products) {
-  const uint64_t H = c.hidden_size, V = c.vocab_size, O = c.output_size, G = c.cell->gates, L = c.layers;
-  const uint64_t E0 = c.layer0_input_size(), TB = static_cast<uint64_t>(T) * B;
-  uint64_t params = (c.embed_size > 0 ? V * c.embed_size : 0) + O * H + O;
-  for (uint64_t l = 0; l < L; ++l) params += G * H * ((l == 0 ? E0 : H) + H + 2);
-  if (c.layer_norm) params += L * (4 * G * H + (c.cell->cell_state ? 2 * H : 0));
-  // Per layer: gates and their gradient, h, and the cell's extras (a cell state and its tanh; a
-  // separate recurrent pre-activation and its gradient). Plus W_hh and W_hh^T packed into
-  // 32-row panels for the sweeps (cell.h: packed_hh, packed_hh_t).
-  // With bf16 products: those two in 16x32 bfloat16 tiles (half a float each) instead, and once,
-  // the operands of the largest product (dW_hh += dgates h^T) rounded to bfloat16.
-  const bool bf16 = products == Precision::kBfloat16;
-  const auto up = [](uint64_t n, uint64_t to) { return (n + to - 1) / to * to; };
-  const uint64_t panels = bf16 ? (up(G * H, 16) * up(H, 32) + up(H, 16) * up(G * H, 32)) / 2
-                               : 32 * (H * ((G * H + 31) / 32) + G * H * ((H + 31) / 32));
-  const uint64_t rounded = bf16 ? (up(G * H, 32) + up(H, 32)) * up(TB, 32) / 2 : 0;
-  uint64_t per_layer = 2 * G * H * TB + H * (TB + B) + panels;
-  if (c.cell->cell_state) per_layer += H * (TB + B) + H * TB;
-  if (c.cell->separate_recurrent) per_layer += 2 * G * H * TB;
-  if (c.dropout > 0) per_layer += 2 * H * TB;
-  // Layer norm (cell.h): each LN's ẑ, rstd and output gradient, and dL/d(W_hh h) of an LSTM.
-  if (c.layer_norm) per_layer += (4 * G * H + (c.cell->cell_state ? 2 * H + 3 : 2)) * TB;
-  const uint64_t floats = params * (2 + optimizer_slots) + L * per_layer + rounded + 2 * O * TB + 2 * H * TB +
-                          (c.embed_size > 0 ? 2 * static_cast<uint64_t>(c.embed_size) * TB : 0) +
-                          (c.dense_input() ? static_cast<uint64_t>(c.input_size) * TB : 0);
-  return floats * sizeof(float);
-}
 
 }  // namespace bptt

@@ -18,7 +18,7 @@ TEST(GradCheck, EveryCellPassesAndTheReportAddsUp) {
   std::vector<std::pair<const Cell*, bool>> variants;  // (cell, layer norm)
   for (const Cell* cell : Cells()) {
     variants.emplace_back(cell, false);
-    if (cell->layer_norm) variants.emplace_back(cell, true);
+    if (cell->layer_norm()) variants.emplace_back(cell, true);
   }
   for (const auto& [cell, layer_norm] : variants) {
     SCOPED_TRACE(std::string(cell->name) + (layer_norm ? " layer norm" : ""));

@@ -318,7 +318,7 @@ Worst CheckChunk(const json& c, double tol, int threads) {
   CompareScalar(head, c["loss_head"], tol, "loss_head", worst);
   CompareScalar(total, c["loss_total"], tol, "loss_total", worst);
 
-  Compare(FlatSteps(cache.layers.back().h.rightCols(TB)), results["top_hidden"], tol, "top_hidden", worst);
+  Compare(FlatSteps(cache.layers.back().h().rightCols(TB)), results["top_hidden"], tol, "top_hidden", worst);
   Compare(FlatSteps(cache.outputs), results["outputs"], tol, "outputs", worst);
   Compare(FlatState(final_state.h), results["hT"], tol, "hT", worst);
   if (cell_state) Compare(FlatState(final_state.c), results["cT"], tol, "cT", worst);
@@ -417,7 +417,7 @@ TEST(TorchReferenceFixture, CoversEveryCellHeadAndSize) {
   std::set<std::string> all, small, big, regress, classify, normalised, small_ln, big_ln;
   for (const Cell* cell : Cells()) all.insert(std::string(cell->name));
   for (const Cell* cell : Cells())
-    if (cell->layer_norm) normalised.insert(std::string(cell->name));
+    if (cell->layer_norm()) normalised.insert(std::string(cell->name));
   for (const json& c : Fixture()["cases"]) {
     const std::string cell = c["cell"];
     if (c.value("layer_norm", false)) {

@@ -270,6 +270,19 @@ void PackAmxPairs(const StridedMatrix& w, std::vector<uint16_t>& tiles) {
   }
 }
 
+size_t AmxPairTilesBytes(Index M, Index K) {
+  const Index mtiles = (M + kTile - 1) / kTile, kblocks = (K + kTileK - 1) / kTileK;
+  return static_cast<size_t>(mtiles * kblocks * kBlock) * sizeof(uint16_t);
+}
+
+AmxOperandBytes AmxProductOperandBytes(Index M, Index N, Index K) {
+  if (K == 0) return {};
+  const Index kblocks = (K + kTileK - 1) / kTileK;
+  const Index mpairs = (M + 2 * kTile - 1) / (2 * kTile), npairs = (N + 2 * kTile - 1) / (2 * kTile);
+  return {static_cast<size_t>(2 * npairs * kblocks * kBlock) * sizeof(uint16_t),
+          static_cast<size_t>(2 * mpairs * kblocks * kBlock) * sizeof(uint16_t)};
+}
+
 void AmxStepProduct(const uint16_t* tiles, Index M, Index K, Index row_begin, Index row_end, const float* x,
                     Index ldx, Index cols, float* c, Index ldc, bool accumulate) {
   if (row_begin >= row_end || cols <= 0) return;

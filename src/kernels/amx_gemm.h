@@ -36,6 +36,13 @@ bool AmxAvailable();
 // `threads` threads (>= 1). Requires AmxAvailable().
 void AmxProduct(float* dst, Eigen::Index ld_dst, const StridedMatrix& lhs, const StridedMatrix& rhs, bool accumulate,
                 int threads);
+// The bytes of the rounded operands AmxProduct keeps on the calling thread for a product
+// (M, N) = (M, K) (K, N): rhs^T's row tiles and lhs's pair tiles, each kept for the thread's
+// later products and grown to the largest.
+struct AmxOperandBytes {
+  size_t row_tiles = 0, pair_tiles = 0;
+};
+AmxOperandBytes AmxProductOperandBytes(Eigen::Index M, Eigen::Index N, Eigen::Index K);
 
 // A time loop's recurrent product, the same weights at every step: W (M, K) rounded once into
 // pair tiles (PackAmxPairs: ceil(M/16) x ceil(K/32) tiles, tile (mt, kb) at (mt*ceil(K/32) + kb)
@@ -44,6 +51,8 @@ void AmxProduct(float* dst, Eigen::Index ld_dst, const StridedMatrix& lhs, const
 // are rounded into row tiles first; float tiles run three row tiles at a time over K. Requires
 // AmxAvailable().
 void PackAmxPairs(const StridedMatrix& w, std::vector<uint16_t>& tiles);
+// The bytes of PackAmxPairs's tiles for W (M, K).
+size_t AmxPairTilesBytes(Eigen::Index M, Eigen::Index K);
 void AmxStepProduct(const uint16_t* tiles, Eigen::Index M, Eigen::Index K, Eigen::Index row_begin, Eigen::Index row_end,
                     const float* x, Eigen::Index ldx, Eigen::Index cols, float* c, Eigen::Index ldc, bool accumulate);
 
