@@ -5,7 +5,7 @@
 namespace bptt {
 
 // The cells, in the order of --help. A cell is its file in src/cells/ and its name on this line.
-#define BPTT_CELLS(X) X(kRnnTanh) X(kRnnSigmoid) X(kRnnRelu) X(kLstm) X(kGru)
+#define BPTT_CELLS(X) X(kRnnTanh) X(kRnnSigmoid) X(kRnnRelu) X(kLstm) X(kGru) X(kMinGru) X(kMinLstm)
 
 namespace cells {
 #define BPTT_DECLARE_CELL(name) extern constinit const Cell name;
