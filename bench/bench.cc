@@ -167,6 +167,7 @@ nlohmann::json Train(const Args& a) {
           {"threads", a.threads},
           {"precision", a.precision},
           {"vocab", config.vocab_size},
+          {"parameters", bptt::ParameterCount(config)},
           {"steps", a.steps},
           {"seconds", seconds},
           {"loss", loss},
