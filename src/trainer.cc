@@ -45,7 +45,8 @@ void CheckMemory(const TrainOptions& o, const ModelConfig& model, int T, uint64_
   const uint64_t have = AvailableBytes();
   if (have > 0 && need > have)
     throw Error("the model needs about " + std::to_string(need >> 20) + " MiB to train but only " +
-                std::to_string(have >> 20) + " MiB are available; reduce --hidden, --layers, --batch or --seq-len");
+                std::to_string(have >> 20) + " MiB are available; reduce --hidden, --layers, --batch or " +
+                (o.task.empty() ? "--seq-len" : "--T (the test set runs up to 256 sequences at a time: --test-size)"));
 }
 
 // What can be checked before the data is read (a corpus may take minutes to encode): how the
