@@ -82,8 +82,8 @@ inline __mmask16 Mask16(Index count) {
   return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
 }
 
-// Both kernels sum the chunk's products in registers from zero, then add them to C (with `load`)
-// and store: C's lines, asked for before the sums start, arrive while they run.
+// Both kernels sum the chunk's products in registers from C (with `load`) or from zero, then store:
+// each element is one chain of k in order, across chunks and across calls that accumulate.
 // AVX-512: 32 rows (two registers) x 12 columns.
 BPTT_AVX512 void Avx512Kernel(const float* a, const float* b, Index kc, float* c, Index ldc, Index rows, Index cols,
                               bool load) {
