@@ -96,6 +96,7 @@ struct Args {
   int hidden = 512, layers = 2, batch = 32, seq = 64, steps = 20, warmup = 3, threads = 2;
   int length = 2000, size = 2048, repeats = 5, sample_threads = 1;
   std::string precision = "fp32";  // train: of the large products (compute.h)
+  std::string checkpoint_steps = "0";  // train: memory-bounded BPTT (model.h): 0, K or auto
 };
 
 // The benchmark corpus, encoded into a file of work_dir that is removed once mapped.
@@ -135,6 +136,7 @@ nlohmann::json Train(const Args& a) {
   bptt::OptimizerOptions adam;
   bptt::OptimizerState<float> opt_state;
   bptt::ModelCache<float> cache;
+  cache.checkpoint_steps = a.checkpoint_steps == "auto" ? bptt::kAutoCheckpointSteps : std::stoi(a.checkpoint_steps);
   bptt::Batch<float> batch;
   batch.B = a.batch;
   bptt::Mat<float> dlogits;
@@ -159,8 +161,11 @@ nlohmann::json Train(const Args& a) {
   for (int s = 0; s < a.steps; ++s) step();
   const double seconds = Since(t0);
   const double chars = static_cast<double>(a.batch) * a.seq * a.steps / seconds;
-  const double estimate = static_cast<double>(bptt::EstimateTrainingBytes(config, a.seq, a.batch, 2, compute.products));
+  const double estimate = static_cast<double>(bptt::EstimateTrainingBytes(config, a.seq, a.batch, 2, compute.products,
+                                                                              cache.checkpoint_steps));
   return {{"mode", "train"},
+          {"checkpoint_steps", bptt::SegmentSteps(cache.checkpoint_steps, a.seq) == a.seq
+                                   ? 0 : bptt::SegmentSteps(cache.checkpoint_steps, a.seq)},
           {"cell", a.cell},
           {"hidden", a.hidden},
           {"layers", a.layers},
@@ -423,6 +428,8 @@ int main(int argc, char** argv) {
       ("threads", po::value(&a.threads)->default_value(a.threads), "OpenMP and Eigen threads")
       ("precision", po::value(&a.precision)->default_value(a.precision),
        "train, recurrent: the products in fp32, or bf16 (bptt train --precision)")
+      ("checkpoint-steps", po::value(&a.checkpoint_steps)->default_value(a.checkpoint_steps),
+       "train: keep the state every K steps and recompute the caches (0 = every step; auto = sqrt(T))")
       ("length", po::value(&a.length)->default_value(a.length), "symbols per sample")
       ("sample-threads", po::value(&a.sample_threads)->default_value(a.sample_threads),
        "threads splitting each per-symbol product (SampleOptions::threads)")

@@ -141,21 +141,23 @@ double DeclaredValues(std::span<const BufferDecl> decls, const Sizes& sizes, boo
   return n;
 }
 
-// Bytes of the buffers of one chunk's forward pass, in training or evaluation: every layer's
-// cache and the packing of its recurrent matrix (LayerCache), and ModelCache's embedding rows,
-// residual sums and outputs; the carried state and the batch.
-double ForwardBytes(const ModelConfig& c, double T, double B, Precision products) {
-  const double H = c.hidden_size, O = c.output_size, L = c.layers, TB = T * B;
+// Bytes of the buffers of one chunk's forward pass over segments of Ts steps, in training or
+// evaluation: every layer's cache over a segment and the packing of its recurrent matrix
+// (LayerCache), and ModelCache's embedding rows and residual sums over a segment, the outputs of
+// the chunk, the states at the segments' boundaries; the carried state and the batch.
+double ForwardBytes(const ModelConfig& c, double T, double Ts, double B, Precision products) {
+  const double H = c.hidden_size, O = c.output_size, L = c.layers, TB = T * B, TsB = Ts * B;
+  const double segments = std::ceil(T / Ts), state = L * H * B * (c.cell->cell_state ? 2 : 1);
   // Layer 0, then the layers above it, which are alike.
-  double floats = DeclaredValues(c.cell->cache, LayerSizes(c, 0, T, B), c.layer_norm) +
-                  (L - 1) * DeclaredValues(c.cell->cache, LayerSizes(c, 1, T, B), c.layer_norm);
+  double floats = DeclaredValues(c.cell->cache, LayerSizes(c, 0, Ts, B), c.layer_norm) +
+                  (L - 1) * DeclaredValues(c.cell->cache, LayerSizes(c, 1, Ts, B), c.layer_norm);
   double bytes = 0;
   if (c.cell->recurrent_matrix())
     bytes += L * static_cast<double>(PackedBytes(c.cell->gates * c.hidden_size, c.hidden_size, products));
-  if (c.embed_size > 0) floats += c.embed_size * TB;  // ModelCache::embedded
-  if (c.residual) floats += (L - 1) * H * TB;        // ModelCache::summed
-  floats += O * TB;                                  // ModelCache::outputs
-  floats += L * H * B * (c.cell->cell_state ? 2 : 1);  // State
+  if (c.embed_size > 0) floats += c.embed_size * TsB;  // ModelCache::embedded
+  if (c.residual) floats += (L - 1) * H * TsB;        // ModelCache::summed
+  floats += O * TB;                                   // ModelCache::outputs
+  floats += (segments + 2) * state;                   // ModelCache::boundary; the carried State
   // The batch: ids or dense inputs, classes or regression values.
   bytes += c.dense_input() ? c.input_size * TB * sizeof(float) : TB * sizeof(int32_t);
   bytes += c.head == Head::kRegression ? O * TB * sizeof(float) : TB * sizeof(int32_t);
@@ -193,22 +195,25 @@ double ProductOperandBytes(const ModelConfig& c, double T, double B, Precision p
 
 }  // namespace
 
-uint64_t EstimateTrainingBytes(const ModelConfig& c, int T_, int B_, int optimizer_slots, Precision products) {
-  const double T = T_, B = B_, TB = T * B, H = c.hidden_size, L = c.layers, O = c.output_size;
+uint64_t EstimateTrainingBytes(const ModelConfig& c, int T_, int B_, int optimizer_slots, Precision products,
+                               int checkpoint_steps) {
+  const double T = T_, Ts = SegmentSteps(checkpoint_steps, T_), B = B_, TB = T * B, TsB = Ts * B,
+               H = c.hidden_size, L = c.layers, O = c.output_size;
   double floats = ParameterCount(c) * (2 + optimizer_slots);  // parameters, gradients, optimizer state
-  floats += DeclaredValues(c.cell->backward, LayerSizes(c, 0, T, B), c.layer_norm) +
-            (L - 1) * DeclaredValues(c.cell->backward, LayerSizes(c, 1, T, B), c.layer_norm);
+  floats += DeclaredValues(c.cell->backward, LayerSizes(c, 0, Ts, B), c.layer_norm) +
+            (L - 1) * DeclaredValues(c.cell->backward, LayerSizes(c, 1, Ts, B), c.layer_norm);
   if (c.cell->recurrent_matrix())  // W_hh^T packed for the backward sweeps
     floats += L * static_cast<double>(PackedBytes(c.hidden_size, c.cell->gates * c.hidden_size, products)) / sizeof(float);
-  if (c.dropout > 0) floats += 2 * (L - 1) * H * TB;     // ModelCache::dropped, dropout_mask
-  floats += H * TB + O * TB;                             // ModelCache::dh_out; the outputs' gradient
-  if (c.embed_size > 0) floats += c.embed_size * TB;     // ModelCache::dx
-  double bytes = ForwardBytes(c, T, B, products) + floats * sizeof(float);
-  return static_cast<uint64_t>(bytes + ProductOperandBytes(c, T, B, products, true));
+  if (c.dropout > 0) floats += (L - 1) * H * (TsB + TB);  // ModelCache::dropped (a segment), dropout_mask (the chunk)
+  floats += L * H * B * (c.cell->cell_state ? 2 : 1);     // ModelCache::dcarried
+  floats += H * TsB + O * TB;                             // ModelCache::dh_out; the outputs' gradient
+  if (c.embed_size > 0) floats += c.embed_size * TsB;     // ModelCache::dx
+  double bytes = ForwardBytes(c, T, Ts, B, products) + floats * sizeof(float);
+  return static_cast<uint64_t>(bytes + ProductOperandBytes(c, Ts, B, products, true));
 }
 
 uint64_t EstimateEvaluationBytes(const ModelConfig& c, int T, int B) {
-  return static_cast<uint64_t>(ForwardBytes(c, T, B, Precision::kFloat32) +
+  return static_cast<uint64_t>(ForwardBytes(c, T, T, B, Precision::kFloat32) +
                                ProductOperandBytes(c, T, B, Precision::kFloat32, false));
 }
 
@@ -355,16 +360,26 @@ void State<S>::SetZero() {
   for (auto& m : c) m.setZero();
 }
 
+int SegmentSteps(int checkpoint_steps, int T) {
+  if (T < 1) return 1;
+  if (checkpoint_steps == kAutoCheckpointSteps)
+    return std::clamp(static_cast<int>(std::lround(std::sqrt(static_cast<double>(T)))), 1, T);
+  if (checkpoint_steps < 0) throw Error("--checkpoint-steps must be auto, 0 (off) or positive");
+  return checkpoint_steps == 0 ? T : std::min(checkpoint_steps, T);
+}
+
 namespace {
 
-// Output y^l of layer l over the chunk: h_1..h_T, plus its input with a residual connection.
+// Output y^l of layer l over the segment in the cache: h_1..h_n, plus its input with a residual
+// connection.
 template <typename S>
 ConstMatRef<S> LayerOutput(const ModelCache<S>& cache, size_t l) {
   if (l > 0 && !cache.summed.empty()) return cache.summed[l];
-  return cache.layers[l].h().rightCols(cache.T * cache.B);
+  const LayerCache<S>& lc = cache.layers[l];
+  return lc.h().rightCols(lc.T * lc.B);
 }
 
-// Input x^l of layer l (l >= 1): the output of layer l-1, after dropout when active.
+// Input x^l of layer l (l >= 1) over the segment: the output of layer l-1, after dropout when active.
 template <typename S>
 ConstMatRef<S> LayerInput(const ModelCache<S>& cache, size_t l) {
   if (!cache.dropout_mask.empty()) return cache.dropped[l - 1];
@@ -388,17 +403,72 @@ void CheckBatch(const ModelConfig& config, const Batch<S>& batch) {
                     std::to_string(config.vocab_size));
 }
 
+// The steps [t0, t0 + n) of segment s of the chunk in the cache.
+struct Segment {
+  Eigen::Index t0, n;
+};
+template <typename S>
+Segment SegmentOf(const ModelCache<S>& cache, Eigen::Index s) {
+  const Eigen::Index t0 = s * cache.segment_steps;
+  return {t0, std::min(cache.segment_steps, cache.T - t0)};
+}
+
+// The forward pass over segment s from the states saved at its start, layer after layer, into
+// the per-segment buffers, and with_outputs its columns of the outputs.
+template <typename S>
+void SegmentForward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
+                    ModelCache<S>& cache, Eigen::Index s, Compute compute, bool with_outputs) {
+  const int threads = compute.threads;
+  const Eigen::Index L = config.layers, H = config.hidden_size, B = cache.B;
+  const auto [t0, n] = SegmentOf(cache, s);
+  const Eigen::Index c0 = t0 * B, nB = n * B;  // the segment's columns of the chunk's (., T*B)
+  const Cell& cell = *config.cell;
+  const State<S>& initial = cache.boundary[s];
+  const bool drop = !cache.dropout_mask.empty();
+  for (Eigen::Index l = 0; l < L; ++l) {
+    const RecurrentParams<S>& p = params.layers[l];
+    LayerCache<S>& lc = cache.layers[l];
+    lc.Resize(cell, H, n, B, config.layer_norm);
+    // Input projection for the segment's steps: gates = W_ih x (the cell adds the biases).
+    if (l > 0) {
+      ParallelProduct(lc.gates(), p.weight_ih(), LayerInput(cache, l), false, compute);
+    } else if (config.dense_input()) {
+      ParallelProduct(lc.gates(), p.weight_ih(), batch.dense.middleCols(c0, nB), false, compute);
+    } else if (config.embed_size > 0) {
+      EnsureShape(cache.embedded, config.embed_size, nB);
+      for (Eigen::Index j = 0; j < nB; ++j) cache.embedded.col(j) = params.encoder.row(batch.ids(c0 + j)).transpose();
+      ParallelProduct(lc.gates(), p.weight_ih(), cache.embedded, false, compute);
+    } else {
+      Mat<S>& gates = lc.gates();
+#pragma omp parallel for schedule(static) num_threads(threads)
+      for (Eigen::Index j = 0; j < nB; ++j) gates.col(j) = p.weight_ih().col(batch.ids(c0 + j));  // one-hot gather
+    }
+    lc.h().leftCols(B) = initial.h[l];
+    if (cell.cell_state) lc.c().leftCols(B) = initial.c[l];
+
+    cell.modes<S>().chunk_forward(p, lc, compute);
+    if (config.residual && l > 0) cache.summed[l] = lc.h().rightCols(nB) + LayerInput(cache, l);
+    if (drop && l < L - 1)
+      cache.dropped[l] = (LayerOutput(cache, l).array() * cache.dropout_mask[l].middleCols(c0, nB).array()).matrix();
+  }
+  cache.resident = s;
+  if (!with_outputs) return;  // a recomputation: the outputs are there
+  auto outputs = cache.outputs.middleCols(c0, nB);
+  ParallelProduct(outputs, params.decoder_weight, LayerOutput(cache, L - 1), false, compute);
+  outputs.colwise() += params.decoder_bias.col(0);
+}
+
 }  // namespace
 
 template <typename S>
 void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
              const State<S>& initial, ModelCache<S>& cache, Compute compute, Rng* dropout_rng) {
-  const int threads = compute.threads;
   CheckBatch(config, batch);
   const Eigen::Index L = config.layers, H = config.hidden_size, T = batch.T, B = batch.B, TB = T * B;
-  const Cell& cell = *config.cell;
   cache.T = T;
   cache.B = B;
+  cache.segment_steps = SegmentSteps(cache.checkpoint_steps, static_cast<int>(T));
+  const Eigen::Index segments = (T + cache.segment_steps - 1) / cache.segment_steps;
   cache.layers.resize(L);
   const bool drop = dropout_rng != nullptr && config.dropout > 0 && L > 1;
   if (drop) {
@@ -410,122 +480,135 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
   if (config.residual) cache.summed.resize(L);
   else cache.summed.clear();
 
-  for (Eigen::Index l = 0; l < L; ++l) {
-    const RecurrentParams<S>& p = params.layers[l];
-    LayerCache<S>& lc = cache.layers[l];
-    lc.Resize(cell, H, T, B, config.layer_norm);
-    // Input projection for all T steps: gates = W_ih x (the cell adds the biases).
-    if (l > 0) {
-      ParallelProduct(lc.gates(), p.weight_ih(), LayerInput(cache, l), false, compute);
-    } else if (config.dense_input()) {
-      ParallelProduct(lc.gates(), p.weight_ih(), batch.dense, false, compute);
-    } else if (config.embed_size > 0) {
-      EnsureShape(cache.embedded, config.embed_size, TB);
-      for (Eigen::Index j = 0; j < TB; ++j) cache.embedded.col(j) = params.encoder.row(batch.ids(j)).transpose();
-      ParallelProduct(lc.gates(), p.weight_ih(), cache.embedded, false, compute);
-    } else {
-      Mat<S>& gates = lc.gates();
-#pragma omp parallel for schedule(static) num_threads(threads)
-      for (Eigen::Index j = 0; j < TB; ++j) gates.col(j) = p.weight_ih().col(batch.ids(j));  // one-hot gather
-    }
-    lc.h().leftCols(B) = initial.h[l];
-    if (cell.cell_state) lc.c().leftCols(B) = initial.c[l];
-
-    cell.modes<S>().chunk_forward(p, lc, compute);
-    if (config.residual && l > 0) cache.summed[l] = lc.h().rightCols(TB) + LayerInput(cache, l);
-
-    if (drop && l < L - 1) {
+  // The dropout masks of the whole chunk, drawn once (a recomputed segment reuses them), layer
+  // after layer. The mask of the whole batch is drawn in column order, (H, T*whole_B); a slice
+  // keeps its own columns and skips the others' draws, so each slice has the whole batch's values.
+  if (drop) {
+    const S keep_scale = S(1) / S(1 - config.dropout);
+    const Eigen::Index before = H * batch.first, after = H * (batch.whole_B() - batch.first - B);
+    for (Eigen::Index l = 0; l < L - 1; ++l) {
       Mat<S>& mask = cache.dropout_mask[l];
       EnsureShape(mask, H, TB);
-      const S keep_scale = S(1) / S(1 - config.dropout);
-      // The mask of the whole batch is drawn in column order, (H, T*whole_B); a slice keeps its
-      // own columns and skips the others' draws, so each slice has the whole batch's values.
-      const Eigen::Index before = H * batch.first, after = H * (batch.whole_B() - batch.first - B);
       for (Eigen::Index t = 0; t < T; ++t) {
         dropout_rng->Discard(static_cast<uint64_t>(before));
         for (Eigen::Index k = t * B * H; k < (t + 1) * B * H; ++k)
           mask(k) = dropout_rng->Uniform() < config.dropout ? S(0) : keep_scale;
         dropout_rng->Discard(static_cast<uint64_t>(after));
       }
-      cache.dropped[l] = (LayerOutput(cache, l).array() * mask.array()).matrix();
     }
   }
-  const ConstMatRef<S> top = LayerOutput(cache, L - 1);
+
+  cache.boundary.resize(segments + 1);
+  cache.boundary[0] = initial;
   EnsureShape(cache.outputs, config.output_size, TB);
-  ParallelProduct(cache.outputs, params.decoder_weight, top, false, compute);
-  cache.outputs.colwise() += params.decoder_bias.col(0);
+  for (Eigen::Index s = 0; s < segments; ++s) {
+    SegmentForward(config, params, batch, cache, s, compute, true);
+    State<S>& next = cache.boundary[s + 1];
+    next.h.resize(L);
+    next.c.resize(config.cell->cell_state ? L : 0);
+    for (Eigen::Index l = 0; l < L; ++l) {
+      const LayerCache<S>& lc = cache.layers[l];
+      next.h[l] = lc.h().rightCols(B);
+      if (config.cell->cell_state) next.c[l] = lc.c().rightCols(B);
+    }
+  }
 }
 
 template <typename S>
 void FinalState(const ModelConfig& config, const ModelCache<S>& cache, State<S>& state) {
-  const Eigen::Index TB = cache.T * cache.B;
+  const State<S>& last = cache.boundary.back();
   for (int l = 0; l < config.layers; ++l) {
-    state.h[l] = cache.layers[l].h().middleCols(TB, cache.B);
-    if (config.cell->cell_state) state.c[l] = cache.layers[l].c().middleCols(TB, cache.B);
+    state.h[l] = last.h[l];
+    if (config.cell->cell_state) state.c[l] = last.c[l];
   }
 }
+
+namespace {
+
+// The backward pass over segment s, whose caches the buffers hold: the head's gradients on its
+// columns, then each layer from the top, carrying dL/dh (dL/dc) in cache.dcarried from the
+// segment after it to the one before. Every sum over the segment's steps runs newest first
+// (threads.h SumProductOverTime), so the segments, taken newest first, sum as one.
+template <typename S>
+void SegmentBackward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
+                     ModelCache<S>& cache, Eigen::Index s, const Mat<S>& doutputs, ModelParams<S>& grads,
+                     Compute compute, const FeedbackMatrices<S>* feedback) {
+  const Eigen::Index L = config.layers, H = config.hidden_size, B = cache.B;
+  const auto [t0, n] = SegmentOf(cache, s);
+  const Eigen::Index c0 = t0 * B, nB = n * B;
+  const Cell& cell = *config.cell;
+  const Feedback rule = feedback ? feedback->rule : Feedback::kBptt;
+  const bool fa = rule == Feedback::kFa, dfa = rule == Feedback::kDfa;
+  static const Mat<S> kNoRecurrence;
+  const auto dout = doutputs.middleCols(c0, nB);
+
+  // Decoder: outputs = W_dec y + b_dec; the error reaching the top layer's output, dL/dy^{L-1}.
+  SumProductOverTime(grads.decoder_weight, dout, LayerOutput(cache, L - 1), compute);
+  SumColumnsOverTime(grads.decoder_bias, dout);
+  EnsureShape(cache.dh_out, H, nB);
+  const Mat<S>& decoder_back = fa ? feedback->decoder : dfa ? feedback->direct[L - 1] : params.decoder_weight;
+  ParallelProduct(cache.dh_out, decoder_back.transpose(), dout, false, compute);  // (H, n*B)
+
+  for (Eigen::Index l = L - 1; l >= 0; --l) {
+    const RecurrentParams<S>& p = params.layers[l];
+    RecurrentParams<S>& g = grads.layers[l];
+    LayerBackward<S>& lb = cache.back[l];
+    lb.Resize(cell, H, n, B, config.layer_norm);
+    lb.dh() = cache.dcarried.h[l];
+    if (cell.cell_state) lb.dc() = cache.dcarried.c[l];
+
+    // The matrix the error crosses a step by (none for a cell without a recurrent matrix).
+    const Mat<S>& back_hh = !cell.recurrent_matrix() || dfa ? kNoRecurrence : fa ? feedback->recurrent[l] : p.weight_hh();
+    cell.modes<S>().chunk_backward(p, back_hh, cache.layers[l], cache.dh_out, lb, g, compute);
+
+    cache.dcarried.h[l] = lb.dh();
+    if (cell.cell_state) cache.dcarried.c[l] = lb.dc();
+    // Input projection (the cell has added its input biases): dW_ih += dgates x^T, dx = W_ih^T dgates.
+    const Mat<S>& dgates = lb.dgates();
+    if (l > 0) {
+      SumProductOverTime(g.weight_ih(), dgates, LayerInput(cache, l), compute);
+      if (dfa) {
+        // The output error straight to the layer below.
+        ParallelProduct(cache.dh_out, feedback->direct[l - 1].transpose(), dout, false, compute);
+        continue;
+      }
+      // dL/dx^l = W_ih^T dgates (+ dL/dy^l through a residual connection), then through dropout.
+      const Mat<S>& input_back = fa ? feedback->input[l] : p.weight_ih();
+      ParallelProduct(cache.dh_out, input_back.transpose(), dgates, config.residual, compute);
+      if (!cache.dropout_mask.empty()) cache.dh_out.array() *= cache.dropout_mask[l - 1].middleCols(c0, nB).array();
+    } else if (config.dense_input()) {
+      SumProductOverTime(g.weight_ih(), dgates, batch.dense.middleCols(c0, nB), compute);
+    } else if (config.embed_size > 0) {
+      SumProductOverTime(g.weight_ih(), dgates, cache.embedded, compute);
+      EnsureShape(cache.dx, p.weight_ih().cols(), nB);
+      const Mat<S>& input_back = feedback && rule != Feedback::kBptt ? feedback->input[0] : p.weight_ih();
+      ParallelProduct(cache.dx, input_back.transpose(), dgates, false, compute);  // (E, n*B)
+      for (Eigen::Index j = nB - 1; j >= 0; --j) grads.encoder.row(batch.ids(c0 + j)) += cache.dx.col(j).transpose();
+    } else {
+      for (Eigen::Index j = nB - 1; j >= 0; --j) g.weight_ih().col(batch.ids(c0 + j)) += dgates.col(j);  // scatter
+    }
+  }
+}
+
+}  // namespace
 
 template <typename S>
 void Backward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
               ModelCache<S>& cache, const Mat<S>& doutputs, const std::type_identity_t<State<S>>* dfinal,
               ModelParams<S>& grads, std::type_identity_t<State<S>>* dinitial, Compute compute,
               const std::type_identity_t<FeedbackMatrices<S>>* feedback) {
-  const Eigen::Index L = config.layers, H = config.hidden_size, B = cache.B, TB = cache.T * cache.B;
-  const Cell& cell = *config.cell;
-  const Feedback rule = feedback ? feedback->rule : Feedback::kBptt;
-  const bool fa = rule == Feedback::kFa, dfa = rule == Feedback::kDfa;
+  const Eigen::Index L = config.layers, segments = static_cast<Eigen::Index>(cache.boundary.size()) - 1;
+  if (segments < 1) throw Error("Backward needs the cache of a Forward pass");
   cache.back.resize(L);
-  static const Mat<S> kNoRecurrence;
-
-  // Decoder: outputs = W_dec y + b_dec; the error reaching the top layer's output, dL/dy^{L-1}.
-  const ConstMatRef<S> top = LayerOutput(cache, L - 1);
-  ParallelProduct(grads.decoder_weight, doutputs, top.transpose(), true, compute);
-  grads.decoder_bias += doutputs.rowwise().sum();
-  EnsureShape(cache.dh_out, H, TB);
-  const Mat<S>& decoder_back = fa ? feedback->decoder : dfa ? feedback->direct[L - 1] : params.decoder_weight;
-  ParallelProduct(cache.dh_out, decoder_back.transpose(), doutputs, false, compute);  // (H, T*B)
-
-  for (Eigen::Index l = L - 1; l >= 0; --l) {
-    const RecurrentParams<S>& p = params.layers[l];
-    RecurrentParams<S>& g = grads.layers[l];
-    LayerBackward<S>& lb = cache.back[l];
-    lb.Resize(cell, H, cache.T, B, config.layer_norm);
-    if (dfinal) lb.dh() = dfinal->h[l]; else lb.dh().setZero();
-    if (cell.cell_state) {
-      if (dfinal) lb.dc() = dfinal->c[l]; else lb.dc().setZero();
-    }
-
-    // The matrix the error crosses a step by (none for a cell without a recurrent matrix).
-    const Mat<S>& back_hh = !cell.recurrent_matrix() || dfa ? kNoRecurrence : fa ? feedback->recurrent[l] : p.weight_hh();
-    cell.modes<S>().chunk_backward(p, back_hh, cache.layers[l], cache.dh_out, lb, g, compute);
-
-    if (dinitial) {
-      dinitial->h[l] = lb.dh();
-      if (cell.cell_state) dinitial->c[l] = lb.dc();
-    }
-    // Input projection (the cell has added its input biases): dW_ih += dgates x^T, dx = W_ih^T dgates.
-    const Mat<S>& dgates = lb.dgates();
-    if (l > 0) {
-      ParallelProduct(g.weight_ih(), dgates, LayerInput(cache, l).transpose(), true, compute);
-      if (dfa) {
-        // The output error straight to the layer below.
-        ParallelProduct(cache.dh_out, feedback->direct[l - 1].transpose(), doutputs, false, compute);
-        continue;
-      }
-      // dL/dx^l = W_ih^T dgates (+ dL/dy^l through a residual connection), then through dropout.
-      const Mat<S>& input_back = fa ? feedback->input[l] : p.weight_ih();
-      ParallelProduct(cache.dh_out, input_back.transpose(), dgates, config.residual, compute);
-      if (!cache.dropout_mask.empty()) cache.dh_out.array() *= cache.dropout_mask[l - 1].array();
-    } else if (config.dense_input()) {
-      ParallelProduct(g.weight_ih(), dgates, batch.dense.transpose(), true, compute);
-    } else if (config.embed_size > 0) {
-      ParallelProduct(g.weight_ih(), dgates, cache.embedded.transpose(), true, compute);
-      EnsureShape(cache.dx, p.weight_ih().cols(), TB);
-      const Mat<S>& input_back = feedback && rule != Feedback::kBptt ? feedback->input[0] : p.weight_ih();
-      ParallelProduct(cache.dx, input_back.transpose(), dgates, false, compute);  // (E, T*B)
-      for (Eigen::Index j = 0; j < TB; ++j) grads.encoder.row(batch.ids(j)) += cache.dx.col(j).transpose();
-    } else {
-      for (Eigen::Index j = 0; j < TB; ++j) g.weight_ih().col(batch.ids(j)) += dgates.col(j);  // scatter
+  cache.dcarried = dfinal ? *dfinal : State<S>::Zeros(config, cache.B);
+  for (Eigen::Index s = segments - 1; s >= 0; --s) {
+    if (cache.resident != s) SegmentForward(config, params, batch, cache, s, compute, false);
+    SegmentBackward(config, params, batch, cache, s, doutputs, grads, compute, feedback);
+  }
+  if (dinitial) {
+    for (Eigen::Index l = 0; l < L; ++l) {
+      dinitial->h[l] = cache.dcarried.h[l];
+      if (config.cell->cell_state) dinitial->c[l] = cache.dcarried.c[l];
     }
   }
 }

@@ -172,6 +172,7 @@ class TrainLoop {
     StepResult r;
     const Compute compute{threads_, o_.precision};
     if (!data_.carries_state()) s_.carried.SetZero();
+    cache_.checkpoint_steps = o_.checkpoint_steps;
     Forward(o_.model, s_.params, batch, s_.carried, cache_, compute, &s_.rng);
     // A rank's loss and gradients are its positions' sums divided by the whole batch's
     // positions (loss.h), so the sums over the ranks are the whole batch's.

@@ -155,6 +155,25 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                 "learning rule: bptt (backpropagation), fa (feedback alignment) or dfa (direct feedback alignment)",
                 kFixed, [](O& o) -> auto& { return o.feedback; }, FeedbackName,
                 [](const std::string& v, const std::string& f) { return ParseFeedback(v, f); }),
+      Choice<O>(kBoth, "checkpoint-steps", "checkpoint_steps", optim,
+                "memory-bounded BPTT (Chen et al. 2016): keep the state every K steps instead of every step's "
+                "cache, and recompute each segment's caches in the backward pass: the same gradient, bit for bit, "
+                "in about K/T of the cache memory for one more forward pass; auto = about sqrt(T), 0 = off",
+                kChanges, [](O& o) -> auto& { return o.checkpoint_steps; },
+                [](int k) { return k == kAutoCheckpointSteps ? std::string("auto") : std::to_string(k); },
+                [](const std::string& v, const std::string& f) {
+                  if (v == "auto") return kAutoCheckpointSteps;
+                  size_t used = 0;
+                  int k = -1;
+                  try {
+                    k = std::stoi(v, &used);
+                  } catch (const std::exception&) {
+                    used = 0;
+                  }
+                  if (used != v.size() || v.empty() || k < 0)
+                    throw Error(f + " must be auto, 0 (off) or a positive number of steps, got '" + v + "'");
+                  return k;
+                }),
       Field<O>(kBoth, "seed", "seed", optim, "random seed of every stream: initialisation, dropout, task data", kFixed,
                [](O& o) -> auto& { return o.seed; }),
       Field<O>(kBoth, "threads", "threads", optim,

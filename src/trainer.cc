@@ -40,13 +40,15 @@ uint64_t AvailableBytes() {
 void CheckMemory(const TrainOptions& o, const ModelConfig& model, int T, uint64_t evaluation_bytes,
                  const Communicator& comm, StreamShare share) {
   const uint64_t need =
-      (EstimateTrainingBytes(model, T, share.size(), OptimizerSlots(o.optimizer), o.precision) + evaluation_bytes) *
+      (EstimateTrainingBytes(model, T, share.size(), OptimizerSlots(o.optimizer), o.precision, o.checkpoint_steps) +
+       evaluation_bytes) *
       static_cast<uint64_t>(comm.local_size());
   const uint64_t have = AvailableBytes();
   if (have > 0 && need > have)
     throw Error("the model needs about " + std::to_string(need >> 20) + " MiB to train but only " +
                 std::to_string(have >> 20) + " MiB are available; reduce --hidden, --layers, --batch or " +
-                (o.task.empty() ? "--seq-len" : "--T (the test set runs up to 256 sequences at a time: --test-size)"));
+                (o.task.empty() ? "--seq-len" : "--T (the test set runs up to 256 sequences at a time: --test-size)") +
+                (o.checkpoint_steps == 0 ? ", or keep fewer steps' caches with --checkpoint-steps auto" : ""));
 }
 
 // What can be checked before the data is read (a corpus may take minutes to encode): how the

@@ -120,10 +120,19 @@ TEST(EstimateTrainingBytes, MatchesTheHeapATrainingStepHolds) {
   // The operands of the large products, packed or rounded for the kernels, are scratch that the
   // calling thread keeps for its next call (the estimate counts them): each run is a thread of
   // its own, which starts without them.
-  std::vector<std::pair<ModelConfig, Precision>> runs;
-  for (const ModelConfig& c : Models()) runs.push_back({c, Precision::kFloat32});
-  if (Bf16ProductsAvailable()) runs.push_back({LanguageModel(*FindCell("lstm"), 60, 0, 192, 2), Precision::kBfloat16});
-  for (const auto& [config, precision] : runs) std::thread([&, config = config, precision = precision] {
+  // Each model with every step's cache kept, and with memory-bounded BPTT (checkpoint_steps): a K
+  // that divides T, one that does not, and auto.
+  struct TrainingRun {
+    ModelConfig config;
+    Precision precision;
+    int checkpoint_steps;
+  };
+  std::vector<TrainingRun> runs;
+  for (const ModelConfig& c : Models())
+    for (const int K : {0, 8, 7, kAutoCheckpointSteps}) runs.push_back({c, Precision::kFloat32, K});
+  if (Bf16ProductsAvailable()) runs.push_back({LanguageModel(*FindCell("lstm"), 60, 0, 192, 2), Precision::kBfloat16, 0});
+  for (const auto& [config, precision, checkpoint_steps] : runs) std::thread([&, config = config, precision = precision,
+                                                                              checkpoint_steps = checkpoint_steps] {
     const int T = 48, B = 16;
     const double before = HeapBytes();
     {
@@ -133,6 +142,7 @@ TEST(EstimateTrainingBytes, MatchesTheHeapATrainingStepHolds) {
       OptimizerOptions adam;
       OptimizerState<float> slots;
       ModelCache<float> cache;
+      cache.checkpoint_steps = checkpoint_steps;
       const Batch<float> batch = RandomBatch(config, T, B, rng);
       State<float> state = State<float>::Zeros(config, B);
       Mat<float> doutputs;
@@ -144,9 +154,13 @@ TEST(EstimateTrainingBytes, MatchesTheHeapATrainingStepHolds) {
       OptimizerStep(adam, 2e-3, params, grads, slots, 2);
       FinalState(config, cache, state);
       const double held = HeapBytes() - before;
-      const double estimate = static_cast<double>(EstimateTrainingBytes(config, T, B, OptimizerSlots(adam), precision));
-      EXPECT_NEAR(held / estimate, 1.0, 0.1)
-          << Describe(config) << " " << PrecisionName(precision) << ": heap " << held << " bytes, estimate " << estimate;
+      const double estimate = static_cast<double>(
+          EstimateTrainingBytes(config, T, B, OptimizerSlots(adam), precision, checkpoint_steps));
+      EXPECT_NEAR(held / estimate, 1.0, 0.1) << Describe(config) << " " << PrecisionName(precision)
+                                             << " checkpoint steps " << checkpoint_steps << ": heap " << held
+                                             << " bytes, estimate " << estimate;
+      if (checkpoint_steps != 0)  // the segments' caches take less than the whole chunk's
+        EXPECT_LT(estimate, static_cast<double>(EstimateTrainingBytes(config, T, B, OptimizerSlots(adam), precision)));
     }
   }).join();
 }

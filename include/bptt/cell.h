@@ -279,7 +279,10 @@ struct CellModes {
   // forms grad.weight_ih() from dgates). The error goes back a step through back_hh^T:
   // p.weight_hh() for backpropagation, a fixed random matrix of its shape for feedback
   // alignment, or none (empty) for direct feedback alignment (model.h Feedback); a cell
-  // without a recurrent matrix has none to replace and ignores it.
+  // without a recurrent matrix has none to replace and ignores it. Its sums over the steps (dW_hh,
+  // the biases, the LN gains) run newest step first from grad's value (src/kernels/threads.h
+  // SumProductOverTime), so a chunk swept in consecutive parts, newest first, each part's
+  // gradients added to grad, sums as the chunk swept whole (model.h ModelCache::checkpoint_steps).
   void (*chunk_backward)(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
                          const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad,
                          Compute compute);

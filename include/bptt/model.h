@@ -114,8 +114,10 @@ double ParameterCount(const ModelConfig& config);
 //                            packings, the embedding rows, residual sums and outputs, the state
 //                            and the batch, and the forward products' operands.
 // Not the corpus, which is memory-mapped, nor the program itself.
+// With checkpoint_steps (ModelCache::checkpoint_steps) the caches count one segment's steps,
+// plus the states saved at the segments' starts.
 uint64_t EstimateTrainingBytes(const ModelConfig& config, int T, int B, int optimizer_slots,
-                               Precision products = Precision::kFloat32);
+                               Precision products = Precision::kFloat32, int checkpoint_steps = 0);
 uint64_t EstimateEvaluationBytes(const ModelConfig& config, int T, int B);
 
 // A language model: symbols in (one-hot, or an embedding of embed_size), a softmax over the same
@@ -228,21 +230,47 @@ struct State {
   void SetZero();
 };
 
-// Everything one chunk's forward pass records and its backward pass reuses, plus the
-// backward buffers. Reused across chunks; reallocated only when T, B or the model change.
+// Memory-bounded exact BPTT (Chen et al. 2016, "Training deep nets with sublinear memory
+// cost"): a chunk of T steps runs in segments of K steps, [0, K), [K, 2K), ..., the last one
+// shorter when K does not divide T. The forward pass keeps every layer's state at each
+// segment's start, and the per-step caches of the segment it is on; the backward pass takes the
+// segments newest first, recomputes each one's caches from its saved states (the last one's are
+// still there), and sweeps it with the cell's chunk backward, carrying dL/dh (dL/dc) from the
+// segment after it. The caches then take K steps instead of T, for one more forward pass over
+// the first T - K steps. The dropout masks are drawn once, for the whole chunk, so a
+// recomputation drops the same units; the sums over the steps run newest step first everywhere
+// (cell.h chunk_backward), so the gradient is the same, bit for bit in fp32, at any K as with
+// every step kept (tests/checkpoint_steps_test.cc).
+//
+// ModelCache::checkpoint_steps: 0 keeps every step (one segment of T); K > 0 segments of K;
+// kAutoCheckpointSteps about sqrt(T), the segment length that minimises the states plus one
+// segment's caches.
+inline constexpr int kAutoCheckpointSteps = -1;
+// The steps of a segment for a chunk of T steps (at least 1, at most T).
+int SegmentSteps(int checkpoint_steps, int T);
+
+// Everything one chunk's forward pass records and its backward pass reuses, plus the backward
+// buffers. Reused across chunks; reallocated only when T, B, the segment length or the model
+// change. Ts below is the segment length (T when every step is kept).
 template <typename S>
 struct ModelCache {
+  int checkpoint_steps = 0;  // set by the caller: 0, K or kAutoCheckpointSteps (above)
+
   Eigen::Index T = 0, B = 0;
-  Mat<S> embedded;                    // (E, T*B) encoder rows of the inputs; embedding input only
-  std::vector<LayerCache<S>> layers;  // L
-  std::vector<Mat<S>> dropped;        // L-1 of (H, T*B): layer l's outputs after dropout, feeding l+1
+  Eigen::Index segment_steps = 0;     // Ts, the steps of every segment but perhaps the last
+  Eigen::Index resident = 0;          // the segment whose caches the per-segment buffers hold
+  std::vector<State<S>> boundary;     // the states at t = 0, Ts, 2 Ts, ..., T (segments + 1)
+  Mat<S> embedded;                    // (E, Ts*B) encoder rows of the inputs; embedding input only
+  std::vector<LayerCache<S>> layers;  // L, each over Ts steps
+  std::vector<Mat<S>> dropped;        // L-1 of (H, Ts*B): layer l's outputs after dropout, feeding l+1
   std::vector<Mat<S>> dropout_mask;   // L-1 of (H, T*B): 0 or 1/(1-p); empty when not dropping
-  std::vector<Mat<S>> summed;         // residual connections: L of (H, T*B), y^l = h^l + x^l for l >= 1
+  std::vector<Mat<S>> summed;         // residual connections: L of (H, Ts*B), y^l = h^l + x^l for l >= 1
   Mat<S> outputs;                     // (O, T*B) the head's logits or predictions
 
-  std::vector<LayerBackward<S>> back;  // L
-  Mat<S> dh_out;                       // (H, T*B) dL/dh_t arriving at the layer being swept
-  Mat<S> dx;                           // (E_l, T*B) dL/d(input of that layer)
+  std::vector<LayerBackward<S>> back;  // L, each over Ts steps
+  State<S> dcarried;                   // dL/dh (dL/dc) of every layer at the start of the segment swept last
+  Mat<S> dh_out;                       // (H, Ts*B) dL/dh_t arriving at the layer being swept
+  Mat<S> dx;                           // (E_l, Ts*B) dL/d(input of that layer)
 };
 
 // Runs the chunk's inputs (batch.ids or batch.dense, T*B columns) from `initial` as `compute`

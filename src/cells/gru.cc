@@ -220,14 +220,14 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
       share.Join();
     }
   }
-  ParallelProduct(grad[kWeightHh], back[kDrecurrent], cache.h().leftCols(T * B).transpose(), true, compute);
-  grad[kBiasIh] += dpre.rowwise().sum();
-  grad[kBiasHh] += dpre_u.rowwise().sum();
+  SumProductOverTime(grad[kWeightHh], back[kDrecurrent], cache.h().leftCols(T * B), compute);
+  SumColumnsOverTime(grad[kBiasIh], dpre);
+  SumColumnsOverTime(grad[kBiasHh], dpre_u);
   if constexpr (kLayerNorm) {
-    grad[kLnIhBias] += dpre.rowwise().sum();
-    grad[kLnHhBias] += dpre_u.rowwise().sum();
-    grad[kLnIhWeight] += (dpre.array() * cache[kLnIh].array()).rowwise().sum().matrix();
-    grad[kLnHhWeight] += (dpre_u.array() * cache[kLnHh].array()).rowwise().sum().matrix();
+    SumColumnsOverTime(grad[kLnIhBias], dpre);
+    SumColumnsOverTime(grad[kLnHhBias], dpre_u);
+    SumProductsOverTime(grad[kLnIhWeight], dpre, cache[kLnIh]);
+    SumProductsOverTime(grad[kLnHhWeight], dpre_u, cache[kLnHh]);
   }
 }
 

@@ -257,17 +257,16 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
       share.Join();
     }
   }
-  ParallelProduct(grad[kWeightHh], dproduct, cache.h().leftCols(T * B).transpose(), true, compute);
-  const Mat<S> db = dpre.rowwise().sum();
-  grad[kBiasIh] += db;
-  grad[kBiasHh] += db;
+  SumProductOverTime(grad[kWeightHh], dproduct, cache.h().leftCols(T * B), compute);
+  SumColumnsOverTime(grad[kBiasIh], dpre);
+  SumColumnsOverTime(grad[kBiasHh], dpre);
   if constexpr (kLayerNorm) {
-    grad[kLnIhBias] += db;
-    grad[kLnHhBias] += db;
-    grad[kLnIhWeight] += (dpre.array() * cache[kLnIh].array()).rowwise().sum().matrix();
-    grad[kLnHhWeight] += (dpre.array() * cache[kLnHh].array()).rowwise().sum().matrix();
-    grad[kLnCWeight] += (back[kDlnC].array() * cache[kLnC].array()).rowwise().sum().matrix();
-    grad[kLnCBias] += back[kDlnC].rowwise().sum();
+    SumColumnsOverTime(grad[kLnIhBias], dpre);
+    SumColumnsOverTime(grad[kLnHhBias], dpre);
+    SumProductsOverTime(grad[kLnIhWeight], dpre, cache[kLnIh]);
+    SumProductsOverTime(grad[kLnHhWeight], dpre, cache[kLnHh]);
+    SumProductsOverTime(grad[kLnCWeight], back[kDlnC], cache[kLnC]);
+    SumColumnsOverTime(grad[kLnCBias], back[kDlnC]);
   }
 }
 

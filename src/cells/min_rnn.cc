@@ -227,7 +227,7 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>&, const LayerCache<
                    cache.h().col(j).data(), back.dh().col(b).data(), back.dgates().col(j).data());
       }
   }
-  grad[Cell::kBiasIh] += back.dgates().rowwise().sum();
+  SumColumnsOverTime(grad[Cell::kBiasIh], back.dgates());
 }
 
 // The tangent of the forward pass, per step: dh_t = a_t * dh_{t-1}.

@@ -125,10 +125,9 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const Lay
       share.Join();
     }
   }
-  ParallelProduct(grad[kWeightHh], back.dgates(), cache.h().leftCols(T * B).transpose(), true, compute);
-  const Mat<S> db = back.dgates().rowwise().sum();
-  grad[kBiasIh] += db;
-  grad[kBiasHh] += db;
+  SumProductOverTime(grad[kWeightHh], back.dgates(), cache.h().leftCols(T * B), compute);
+  SumColumnsOverTime(grad[kBiasIh], back.dgates());
+  SumColumnsOverTime(grad[kBiasHh], back.dgates());
 }
 
 // The tangent of the forward pass, per step: dh_t = act'(a_t) * (W_hh dh_{t-1}).

@@ -82,8 +82,8 @@ inline __mmask16 Mask16(Index count) {
   return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
 }
 
-// Both kernels sum the chunk's products in registers from zero, then add them to C (with `load`)
-// and store: C's lines, asked for before the sums start, arrive while they run.
+// Both kernels sum the chunk's products in registers from C (with `load`) or from zero, then store:
+// each element is one chain of k in order, across chunks and across calls that accumulate.
 // AVX-512: 32 rows (two registers) x 12 columns.
 BPTT_AVX512 void Avx512Kernel(const float* a, const float* b, Index kc, float* c, Index ldc, Index rows, Index cols,
                               bool load) {
@@ -92,8 +92,15 @@ BPTT_AVX512 void Avx512Kernel(const float* a, const float* b, Index kc, float* c
     _mm_prefetch(reinterpret_cast<const char*>(c + j * ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(c + j * ldc + 31), _MM_HINT_T0);
   }
+  // The sums start from C (load) or zero, so that each element is one chain of k in order however
+  // K is cut into chunks or calls.
+  const __mmask16 mlo = Mask16(rows), mhi = Mask16(rows - 16);
   __m512 lo[NR], hi[NR];
-  for (int j = 0; j < NR; ++j) lo[j] = hi[j] = _mm512_setzero_ps();
+  for (int j = 0; j < NR; ++j) {
+    const bool from_c = load && j < cols;
+    lo[j] = from_c ? _mm512_maskz_loadu_ps(mlo, c + j * ldc) : _mm512_setzero_ps();
+    hi[j] = from_c ? _mm512_maskz_loadu_ps(mhi, c + j * ldc + 16) : _mm512_setzero_ps();
+  }
 #pragma GCC unroll 2
   for (Index k = 0; k < kc; ++k) {
     const __m512 a0 = _mm512_loadu_ps(a + k * 32), a1 = _mm512_loadu_ps(a + k * 32 + 16);
@@ -103,12 +110,7 @@ BPTT_AVX512 void Avx512Kernel(const float* a, const float* b, Index kc, float* c
       hi[j] = _mm512_fmadd_ps(a1, bj, hi[j]);
     }
   }
-  const __mmask16 mlo = Mask16(rows), mhi = Mask16(rows - 16);
   for (int j = 0; j < NR && j < cols; ++j) {
-    if (load) {
-      lo[j] = _mm512_add_ps(_mm512_maskz_loadu_ps(mlo, c + j * ldc), lo[j]);
-      hi[j] = _mm512_add_ps(_mm512_maskz_loadu_ps(mhi, c + j * ldc + 16), hi[j]);
-    }
     _mm512_mask_storeu_ps(c + j * ldc, mlo, lo[j]);
     _mm512_mask_storeu_ps(c + j * ldc + 16, mhi, hi[j]);
   }
@@ -125,8 +127,13 @@ BPTT_AVX2 void Avx2Kernel(const float* a, const float* b, Index kc, float* c, In
                           bool load) {
   constexpr int NR = 6;
   for (int j = 0; j < NR && j < cols; ++j) _mm_prefetch(reinterpret_cast<const char*>(c + j * ldc), _MM_HINT_T0);
+  const __m256i mlo = Mask8(rows), mhi = Mask8(rows - 8);
   __m256 lo[NR], hi[NR];
-  for (int j = 0; j < NR; ++j) lo[j] = hi[j] = _mm256_setzero_ps();
+  for (int j = 0; j < NR; ++j) {
+    const bool from_c = load && j < cols;
+    lo[j] = from_c ? _mm256_maskload_ps(c + j * ldc, mlo) : _mm256_setzero_ps();
+    hi[j] = from_c ? _mm256_maskload_ps(c + j * ldc + 8, mhi) : _mm256_setzero_ps();
+  }
 #pragma GCC unroll 2
   for (Index k = 0; k < kc; ++k) {
     const __m256 a0 = _mm256_loadu_ps(a + k * 16), a1 = _mm256_loadu_ps(a + k * 16 + 8);
@@ -136,12 +143,7 @@ BPTT_AVX2 void Avx2Kernel(const float* a, const float* b, Index kc, float* c, In
       hi[j] = _mm256_fmadd_ps(a1, bj, hi[j]);
     }
   }
-  const __m256i mlo = Mask8(rows), mhi = Mask8(rows - 8);
   for (int j = 0; j < NR && j < cols; ++j) {
-    if (load) {
-      lo[j] = _mm256_add_ps(_mm256_maskload_ps(c + j * ldc, mlo), lo[j]);
-      hi[j] = _mm256_add_ps(_mm256_maskload_ps(c + j * ldc + 8, mhi), hi[j]);
-    }
     _mm256_maskstore_ps(c + j * ldc, mlo, lo[j]);
     _mm256_maskstore_ps(c + j * ldc + 8, mhi, hi[j]);
   }

@@ -14,6 +14,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -101,6 +102,62 @@ void ParallelProduct(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate,
         else d.noalias() = lhs * rhs.middleCols(begin, end - begin);
       }
     }
+  }
+}
+
+// The sums over the steps of a chunk that its backward pass forms (the weight and bias
+// gradients): each sums its n columns (the steps' positions, in time order) from the last to the
+// first, from dst's value. The backward sweep runs newest step first, and so may a chunk swept in
+// segments, newest first (memory-bounded BPTT: model.h ModelCache::checkpoint_steps); summed in
+// this order, a chunk split into consecutive parts given last part first, each added to dst,
+// gives the sums of the whole in the same bits. For SumProductOverTime that holds where the
+// float products run on bptt's kernels (FloatProduct, sgemm.h: each element is one chain of
+// fused multiply-adds in order of k from dst) -- in fp32 where LargeFloatProductsHere(); other
+// precisions and the Eigen products sum in their own order. The column sums below are plain
+// loops, the same everywhere.
+//
+// dst (M, N) += lhs (M, n) * rhs (N, n)^T.
+template <typename Dst, typename Lhs, typename Rhs>
+void SumProductOverTime(Dst&& dst, const Lhs& lhs, const Rhs& rhs, Compute compute) {
+  using S = typename std::remove_cvref_t<Dst>::Scalar;
+  const Eigen::Index n = lhs.cols();
+  if (n == 0) return;
+  if constexpr (std::is_same_v<S, float>) {
+    if (compute.products == Precision::kFloat32 && LargeFloatProductsHere() && dst.innerStride() == 1 &&
+        lhs.innerStride() == 1 && rhs.innerStride() == 1) {
+      // The columns last to first: lhs (M, n) and rhs^T (n, N) read with negative strides.
+      const StridedMatrix l{lhs.data() + (n - 1) * lhs.outerStride(), lhs.rows(), n, 1, -lhs.outerStride()};
+      const StridedMatrix r{rhs.data() + (n - 1) * rhs.outerStride(), n, rhs.rows(), -rhs.outerStride(), 1};
+      FloatProduct(dst.data(), dst.outerStride(), l, r, true, compute.threads);
+      return;
+    }
+  }
+  ParallelProduct(dst, lhs, rhs.transpose(), true, compute);
+}
+
+// dst (M, 1) += the sum of the n columns of x (M, n), last to first.
+template <typename Dst, typename X>
+void SumColumnsOverTime(Dst&& dst, const X& x) {
+  using S = typename std::remove_cvref_t<Dst>::Scalar;
+  const Eigen::Index M = x.rows();
+  S* d = dst.data();
+  for (Eigen::Index j = x.cols() - 1; j >= 0; --j) {
+    const S* c = x.col(j).data();
+    for (Eigen::Index i = 0; i < M; ++i) d[i] += c[i];
+  }
+}
+
+// dst (M, 1) += the sum of the n columns of a .* b (both (M, n)), last to first; each term one
+// fused multiply-add.
+template <typename Dst, typename A, typename B>
+void SumProductsOverTime(Dst&& dst, const A& a, const B& b) {
+  using S = typename std::remove_cvref_t<Dst>::Scalar;
+  const Eigen::Index M = a.rows();
+  S* d = dst.data();
+  for (Eigen::Index j = a.cols() - 1; j >= 0; --j) {
+    const S* x = a.col(j).data();
+    const S* y = b.col(j).data();
+    for (Eigen::Index i = 0; i < M; ++i) d[i] = std::fma(x[i], y[i], d[i]);
   }
 }
 
