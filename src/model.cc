@@ -447,6 +447,7 @@ void SegmentForward(const ModelConfig& config, const ModelParams<S>& params, con
     if (cell.cell_state) lc.c().leftCols(B) = initial.c[l];
 
     cell.modes<S>().chunk_forward(p, lc, compute);
+    lc.packed_hh.current = true;  // the pass's later segments keep W_hh's packing
     if (config.residual && l > 0) cache.summed[l] = lc.h().rightCols(nB) + LayerInput(cache, l);
     if (drop && l < L - 1)
       cache.dropped[l] = (LayerOutput(cache, l).array() * cache.dropout_mask[l].middleCols(c0, nB).array()).matrix();
@@ -470,6 +471,7 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
   cache.segment_steps = SegmentSteps(cache.checkpoint_steps, static_cast<int>(T));
   const Eigen::Index segments = (T + cache.segment_steps - 1) / cache.segment_steps;
   cache.layers.resize(L);
+  for (LayerCache<S>& lc : cache.layers) lc.packed_hh.current = false;  // after a pass that threw
   const bool drop = dropout_rng != nullptr && config.dropout > 0 && L > 1;
   if (drop) {
     cache.dropped.resize(L - 1);
@@ -512,6 +514,7 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
       if (config.cell->cell_state) next.c[l] = lc.c().rightCols(B);
     }
   }
+  for (LayerCache<S>& lc : cache.layers) lc.packed_hh.current = false;
 }
 
 template <typename S>
@@ -560,6 +563,7 @@ void SegmentBackward(const ModelConfig& config, const ModelParams<S>& params, co
     // The matrix the error crosses a step by (none for a cell without a recurrent matrix).
     const Mat<S>& back_hh = !cell.recurrent_matrix() || dfa ? kNoRecurrence : fa ? feedback->recurrent[l] : p.weight_hh();
     cell.modes<S>().chunk_backward(p, back_hh, cache.layers[l], cache.dh_out, lb, g, compute);
+    lb.packed_hh_t.current = true;  // the pass's later segments keep the packing of back_hh^T
 
     cache.dcarried.h[l] = lb.dh();
     if (cell.cell_state) cache.dcarried.c[l] = lb.dc();
@@ -600,11 +604,15 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
   const Eigen::Index L = config.layers, segments = static_cast<Eigen::Index>(cache.boundary.size()) - 1;
   if (segments < 1) throw Error("Backward needs the cache of a Forward pass");
   cache.back.resize(L);
+  for (LayerCache<S>& lc : cache.layers) lc.packed_hh.current = false;
+  for (LayerBackward<S>& lb : cache.back) lb.packed_hh_t.current = false;
   cache.dcarried = dfinal ? *dfinal : State<S>::Zeros(config, cache.B);
   for (Eigen::Index s = segments - 1; s >= 0; --s) {
     if (cache.resident != s) SegmentForward(config, params, batch, cache, s, compute, false);
     SegmentBackward(config, params, batch, cache, s, doutputs, grads, compute, feedback);
   }
+  for (LayerCache<S>& lc : cache.layers) lc.packed_hh.current = false;
+  for (LayerBackward<S>& lb : cache.back) lb.packed_hh_t.current = false;
   if (dinitial) {
     for (Eigen::Index l = 0; l < L; ++l) {
       dinitial->h[l] = cache.dcarried.h[l];

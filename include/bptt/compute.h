@@ -53,6 +53,10 @@ struct PackedMatrix {
   bool bf16 = false;           // which of the two below holds it
   Mat<S> panels;               // (32, K*ceil(M/32)) float panels
   std::vector<uint16_t> tiles; // ceil(M/16)*ceil(K/32) tiles of 16x32 bfloat16
+  // Set while one pass of the model runs a chunk in segments (model.h ModelCache::
+  // checkpoint_steps) with the same weights: Pack then keeps what the pass's first segment packed.
+  // The model clears it when the pass ends, so every other caller packs afresh.
+  bool current = false;
 };
 
 }  // namespace bptt

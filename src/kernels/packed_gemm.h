@@ -68,6 +68,7 @@ void PackTransposedPanels(const Mat<S>& w, Mat<S>& packed) {
 // bfloat16 pair tiles (bf16_gemm.h) when `products` is kBfloat16 (float only).
 template <typename S>
 void Pack(const Mat<S>& w, bool transposed, Precision products, PackedMatrix<S>& out) {
+  if (out.current) return;  // packed by this pass already (PackedMatrix::current)
   out.M = transposed ? w.cols() : w.rows();
   out.K = transposed ? w.rows() : w.cols();
   out.bf16 = products == Precision::kBfloat16;
