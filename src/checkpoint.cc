@@ -9,6 +9,7 @@
 
 #include "bptt/error.h"
 #include "bptt/safetensors.h"
+#include "bptt/sequences.h"
 
 namespace bptt {
 
@@ -117,6 +118,7 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
   st.SetMetadata("vocab", ck.vocab.ToJson().dump());
   st.SetMetadata("step", std::to_string(ck.step));
   st.SetMetadata("metrics", ck.metrics.dump());
+  if (!ck.sequences.is_null()) st.SetMetadata("sequences", ck.sequences.dump());
   if (ck.training) {
     const TrainingState& t = *ck.training;
     std::vector<std::string> names;
@@ -167,6 +169,13 @@ Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use) 
   ck.step = ParseInteger(meta.at("step"), "step", source);
   if (ck.step < 0) throw Error(source + ": checkpoint metadata 'step' is negative");
   if (meta.count("metrics")) ck.metrics = ParseMetadataJson(st, "metrics", source);
+  if (meta.count("sequences")) {
+    ck.sequences = ParseMetadataJson(st, "sequences", source);
+    ModelConfig shaped = ck.config;
+    SequenceSpec::FromJson(ck.sequences, source).Shape(shaped);
+    if (ConfigToJson(shaped) != ConfigToJson(ck.config))
+      throw Error(source + ": the sequence data description does not fit the model " + ConfigToJson(ck.config).dump());
+  }
 
   // A few bytes of configuration could ask for any amount of memory: the file must hold at least
   // as many values as the parameters before they are allocated.

@@ -106,8 +106,10 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                   if (v != "error" && v != "replace") throw Error(f + " must be error or replace, got '" + v + "'");
                   return v == "replace" ? OnInvalid::kReplace : OnInvalid::kError;
                 }),
-      Field<O>(kTrain, "val-frac", "val_frac", data, "fraction of the corpus (at its end) for validation", kFixed,
-               [](O& o) -> auto& { return o.val_frac; }),
+      Field<O>(kTrain, "val-frac", "val_frac", data,
+               "fraction for validation: of the corpus (at its end), of --data's sequences (drawn by --seed) or of "
+               "a series to forecast (at its end)",
+               kFixed, [](O& o) -> auto& { return o.val_frac; }),
       Field<O>(kTrain, "test-frac", "test_frac", data, "fraction after the validation part held out for testing",
                kFixed, [](O& o) -> auto& { return o.test_frac; }),
       Field<O>(kTask, "T", "task.T", task, "the task's length: the lag to bridge", kFixed,
@@ -147,7 +149,8 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                [](O& o) -> auto& { return o.clip_norm; }),
       Field<O>(kBoth, "clip-value", "clip_value", optim, "clamp each gradient element to +-this (0 = off)", kChanges,
                [](O& o) -> auto& { return o.clip_value; }),
-      Field<O>(kTrain, "seq-len", "seq_len", optim, "timesteps per chunk of truncated BPTT (T)", kFixed,
+      Field<O>(kTrain, "seq-len", "seq_len", optim,
+               "timesteps per chunk of truncated BPTT (T); --head forecast: the steps of each training window", kFixed,
                [](O& o) -> auto& { return o.seq_len; }),
       Field<O>(kBoth, "batch", "batch", optim, "parallel streams or sequences per step (B)", kFixed,
                [](O& o) -> auto& { return o.batch; }),
@@ -227,13 +230,24 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
   for (auto& spec : specs) {
     if (spec.flag == "no-normalize") spec.kind = OptionKind::kSwitchOff;
     if (spec.flag == "embed") spec.commands = kTrain;  // a task's input is what the task makes it
+    // Sequences of the user's own take what every model takes (the rows of both other
+    // commands), and of the corpus's rows those that are not about text.
+    constexpr std::string_view kAlsoSequences[] = {"val-frac", "seq-len", "distributed", "collective-timeout",
+                                                   "max-epochs"};
+    if ((spec.commands & kBoth) == kBoth ||
+        std::find(std::begin(kAlsoSequences), std::end(kAlsoSequences), spec.flag) != std::end(kAlsoSequences))
+      spec.commands |= kSequenceCommand;
   }
+  const auto sequence_specs =
+      Nest<O>(SequenceOptionSpecs(), kSequenceCommand, "sequences.", [](O& o) -> auto& { return o.sequences; });
+  specs.insert(insert_at("T"), sequence_specs.begin(), sequence_specs.end());
   return specs;
 }
 
 // Keys the stored options carry for readers that no option sets: they come from the data.
 constexpr std::string_view kDerivedKeys[] = {"model.vocab_size", "model.input_size", "model.output_size",
-                                             "model.head", "task.name"};
+                                             "model.head", "model.pooling", "model.loss", "model.huber_delta",
+                                             "task.name"};
 
 }  // namespace
 
@@ -250,8 +264,16 @@ void TrainOptions::Validate() const {
   };
   constexpr double kBelowOne = 1.0 - std::numeric_limits<double>::epsilon() / 2;
   constexpr double kMax = std::numeric_limits<double>::max();
-  if (corpus.empty() && task.empty()) throw Error("--corpus is required (a text file or a directory of text files)");
-  if (!corpus.empty() && !task.empty()) throw Error("a run trains on a corpus or on a task, not both");
+  const int sources = (corpus.empty() ? 0 : 1) + (task.empty() ? 0 : 1) + (sequence_data() ? 1 : 0);
+  if (sources == 0)
+    throw Error("--corpus is required (a text file or a directory of text files), or --data (sequences of your own)");
+  if (sources > 1) throw Error("a run trains on a corpus, on sequences (--data) or on a task: one of them");
+  if (sequence_data()) {
+    sequences.Validate();
+    if (sequences.data == kArraysData && !arrays)
+      throw Error("this run trained on arrays held in memory (Python's bptt.fit): it resumes only from Python, "
+                  "given the same arrays");
+  }
   if (seq_len < 1) throw Error("--seq-len must be positive, got " + std::to_string(seq_len));
   if (batch < 1) throw Error("--batch must be positive, got " + std::to_string(batch));
   in(val_frac, 0, 1, "--val-frac", "in [0, 1]");
@@ -349,6 +371,21 @@ TrainOptions TaskDefaults() {
   o.test_size = 2560;
   o.max_sequences = 1'000'000;  // the paper's T = 1000 needed 853,000
   return o;
+}
+
+void CheckOptionsApply(const nlohmann::json& given, unsigned command) {
+  if (command == kSequenceCommand && given.contains("seq-len") && given.value("head", std::string()) != "forecast")
+    throw Error("--seq-len applies to --head forecast (the training windows of a series); sequences have their own "
+                "lengths");
+  for (const auto& spec : TrainOptionSpecs()) {
+    if (!given.contains(spec.flag) || (spec.commands & command) != 0) continue;
+    const std::string flag = "--" + std::string(spec.flag);
+    if (command == kSequenceCommand)
+      throw Error(flag + " applies to a text corpus (--corpus) or a task, not to sequences (--data)");
+    if (command == kTrainCommand && (spec.commands & kSequenceCommand) != 0)
+      throw Error(flag + " applies to sequences of your own (--data), not to a corpus");
+    throw Error(flag + " does not apply to bptt " + (command == kTaskCommand ? "task" : "train"));
+  }
 }
 
 TrainOptions ApplyOnResume(TrainOptions o, const nlohmann::json& given) {

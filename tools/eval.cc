@@ -8,12 +8,14 @@
 #include "bptt/error.h"
 #include "bptt/evaluate.h"
 #include "commands.h"
+#include "sequence_cli.h"
 
 namespace po = boost::program_options;
 
 namespace bptt::cli {
 
 int Eval(int argc, char** argv) {
+  if (NamesSequenceModel(argc, argv)) return EvalSequences(argc, argv);
   std::string checkpoint, file;
   EvalOptions o;
   bool json = false;
