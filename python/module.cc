@@ -38,6 +38,7 @@
 #include "bptt/task.h"
 #include "bptt/trainer.h"
 #include "bptt/version.h"
+#include "sequences.h"
 
 namespace py = pybind11;
 
@@ -276,7 +277,7 @@ py::dict TrainPy(py::kwargs kwargs) {
   nlohmann::json given = nlohmann::json::object();
   std::vector<std::pair<const OptionSpec<TrainOptions>*, py::object>> values;
   if (kwargs.contains("task")) task = kwargs["task"].cast<std::string>();
-  const unsigned command = task.empty() ? kTrainCommand : kTaskCommand;
+  const unsigned command = !task.empty() ? kTaskCommand : kwargs.contains("data") ? kSequenceCommand : kTrainCommand;
   for (auto [key, value] : kwargs) {
     const std::string name = key.cast<std::string>();
     if (name == "task") continue;
@@ -586,6 +587,7 @@ PYBIND11_MODULE(bptt, m) {
       .def("__next__", &Stream::Next);
 
   m.def("load", &Model::Load, py::arg("path"), "Loads and verifies a checkpoint (.safetensors): a Model.");
+  RegisterSequences(m);
   m.def("train", &TrainPy, TrainDoc().c_str());
   m.def("decay", &DecayPy, py::kw_only(), py::arg("cells") = py::none(), py::arg("checkpoints") = py::none(),
         py::arg("hidden") = ModelConfig().hidden_size, py::arg("layers") = ModelConfig().layers,

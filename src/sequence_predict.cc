@@ -312,7 +312,10 @@ SequenceSet ReadForModel(const SequenceSpec& spec, const std::string& data, cons
   SequenceOptions o = spec.reading;
   o.head = spec.head;
   o.classes = spec.classes;
-  if (no_labels) o.label_column = "none";
+  if (no_labels) {
+    o.label_column = "none";
+    o.label_names.clear();
+  }
   SequenceSet set = ReadSequences(o, data, labels, targets, spec.class_names);
   if (set.D != spec.features)
     throw Error(data + ": " + std::to_string(set.D) + (spec.head == SequenceHead::kForecast ? " channels" : " features a step") +

@@ -287,16 +287,18 @@ struct CsvColumns {
 CsvColumns ChooseColumns(const fmt::CsvReader& csv, const SequenceOptions& o, bool targets) {
   CsvColumns c;
   if (!o.id_column.empty()) c.id = csv.Column(o.id_column, "--id-column");
+  if (!csv.header().empty() && !o.feature_names.empty()) {  // a trained model's columns, by name
+    const auto has = [&csv](const std::string& name) {
+      return std::find(csv.header().begin(), csv.header().end(), name) != csv.header().end();
+    };
+    for (const std::string& name : o.label_names)
+      if (targets || has(name)) c.labels.push_back(csv.Column(name, "the training data's target column"));
+    for (const std::string& name : o.feature_names) c.features.push_back(csv.Column(name, "the training data's column"));
+    return c;
+  }
   const std::string label = o.label_column.empty() ? "last" : o.label_column;
   if (!o.forecast() && label != "none") {
-    for (const std::string& name : SplitList(label)) {
-      // A header that lacks the training data's label column holds no targets (data to predict).
-      if (!targets && !csv.header().empty() &&
-          std::find(csv.header().begin(), csv.header().end(), name) == csv.header().end() && name != "last")
-        continue;
-      c.labels.push_back(csv.Column(name, "--label-column"));
-    }
-    if (!targets && o.label_column.empty() && csv.columns() == 1) c.labels.clear();
+    for (const std::string& name : SplitList(label)) c.labels.push_back(csv.Column(name, "--label-column"));
   }
   if (c.labels.size() > 1 && o.head != SequenceHead::kRegress)
     throw Error(csv.source() + ": --label-column names " + std::to_string(c.labels.size()) +
@@ -398,6 +400,10 @@ SequenceSet ReadCsvSequences(const SequenceOptions& o, const std::string& path, 
   std::vector<float> x(static_cast<size_t>(N * T * D), 0.0f);
   for (int64_t n = 0; n < N; ++n) std::copy(sequences[n].begin(), sequences[n].end(), x.begin() + n * T * D);
   SequenceSet set = SequenceSet::Owning(path, N, T, D, std::move(x));
+  if (!csv.header().empty()) {
+    for (int k : c.labels) set.label_names.push_back(csv.header()[static_cast<size_t>(k)]);
+    for (int k : c.features) set.feature_names.push_back(csv.header()[static_cast<size_t>(k)]);
+  }
   bool ragged = false;
   for (int64_t L : lengths) ragged = ragged || L != T;
   if (ragged) set.lengths.assign(lengths.begin(), lengths.end());
@@ -539,7 +545,10 @@ SequenceSet ReadSeries(const SequenceOptions& o, const std::string& path) {
         for (int k : c.features) values.push_back(static_cast<float>(row.Number(k)));
         ++n;
       });
-      return SequenceSet::Owning(path, 1, n, static_cast<int>(c.features.size()), std::move(values));
+      SequenceSet series = SequenceSet::Owning(path, 1, n, static_cast<int>(c.features.size()), std::move(values));
+      if (!csv.header().empty())
+        for (int k : c.features) series.feature_names.push_back(csv.header()[static_cast<size_t>(k)]);
+      return series;
     }
   }
   if (a.shape.empty() || a.shape.size() > 2)
@@ -661,6 +670,10 @@ nlohmann::json SequenceSpec::ToJson() const {
                       {"inputs", inputs.empty() ? nlohmann::json(nullptr) : inputs.ToJson()},
                       {"reading", ::bptt::ToJson(SequenceOptionSpecs(), reading)}};
   for (const char* key : {"data", "labels", "val_data", "val_labels", "test_data", "test_labels"}) j["reading"].erase(key);
+  if (!reading.feature_names.empty()) {
+    j["csv_features"] = reading.feature_names;
+    j["csv_labels"] = reading.label_names;
+  }
   if (head == SequenceHead::kClassify || head == SequenceHead::kLabel) {
     j["classes"] = classes;
     if (!class_names.empty()) j["class_names"] = class_names;
@@ -681,6 +694,10 @@ SequenceSpec SequenceSpec::FromJson(const nlohmann::json& j, const std::string& 
     s.head = ParseSequenceHead(j.at("head").get<std::string>(), "head");
     s.features = j.at("features").get<int>();
     s.reading = bptt::FromJson(SequenceOptionSpecs(), j.at("reading"), SequenceOptions(), source);
+    if (j.contains("csv_features")) {
+      s.reading.feature_names = j.at("csv_features").get<std::vector<std::string>>();
+      s.reading.label_names = j.at("csv_labels").get<std::vector<std::string>>();
+    }
     if (s.features < 1) throw Error("features must be positive");
     s.inputs = Standardizer::FromJson(j.at("inputs"), static_cast<size_t>(s.features), source);
     if (s.head == SequenceHead::kClassify || s.head == SequenceHead::kLabel) {
@@ -729,6 +746,8 @@ SequenceSpec MakeSequenceSpec(const SequenceOptions& o, const SequenceSet& set, 
   s.head = o.head;
   s.features = set.D;
   s.reading = o;
+  s.reading.label_names = set.label_names;
+  s.reading.feature_names = set.feature_names;
   s.horizon = o.horizon;
   s.season = o.season;
   s.class_names = set.class_names;

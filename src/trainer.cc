@@ -168,7 +168,7 @@ TrainResult Train(TrainOptions options, std::ostream& log, bool live, const Trai
 }
 
 TrainResult Resume(const fs::path& dir, const nlohmann::json& given, std::ostream& log, bool live,
-                   const TrainHooks& hooks) {
+                   const TrainHooks& hooks, std::shared_ptr<const SequenceArrays> arrays) {
   ClearStopRequest();
   if (fs::exists(dir / "trials.json")) return ResumeTrials(dir, given, log, live, hooks);
   const fs::path path = dir / "latest.safetensors";
@@ -184,6 +184,7 @@ TrainResult Resume(const fs::path& dir, const nlohmann::json& given, std::ostrea
       ck = LoadCheckpoint(path, CheckpointUse::kResume);
       o = ApplyOnResume(TrainOptionsFromJson(ck->training->options, path.string()), given);
       o.out = dir.string();
+      if (o.sequences.data == kArraysData) o.arrays = arrays;
       o.Validate();
       CheckBeforeData(o, *comm);
     };

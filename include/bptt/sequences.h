@@ -84,6 +84,10 @@ struct SequenceOptions {
   std::string id_column;    // CSV: the column naming each row's sequence (the long layout); "" = wide
   std::string label_column; // CSV: the targets' column(s), comma-separated; "" = the last; "none"
   std::string columns;      // CSV: the feature columns (a series' channels), comma-separated; "" = all others
+  // Not options: the header names of the target and feature columns of the CSV a model was
+  // trained on (SequenceSpec keeps them), by which a CSV with a header is read later, whatever
+  // its columns' order and whether it has the targets.
+  std::vector<std::string> label_names, feature_names;
 
   bool forecast() const { return head == SequenceHead::kForecast; }
   // Throws bptt::Error naming the flag of the first invalid value.
@@ -108,6 +112,7 @@ struct SequenceSet {
   std::vector<float> values;
   int O = 0;
   std::vector<std::string> class_names;  // CSV labels that are names: the name of each class id
+  std::vector<std::string> label_names, feature_names;  // a CSV with a header: the columns read
 
   int64_t length(int64_t n) const { return lengths.empty() ? T : lengths[static_cast<size_t>(n)]; }
   const float* step(int64_t n, int64_t t) const { return inputs + (n * T + t) * D; }
