@@ -214,9 +214,9 @@ class SequenceModel {
     checkpoint_.training.reset();  // a model: saving it writes the weights and their description
   }
 
-  static std::unique_ptr<SequenceModel> Load(const py::object& path) {
+  static std::shared_ptr<SequenceModel> Load(const py::object& path) {
     const std::string p = py::module_::import("os").attr("fspath")(path).cast<std::string>();
-    return std::make_unique<SequenceModel>(LoadCheckpoint(p), nullptr, "");
+    return std::make_shared<SequenceModel>(LoadCheckpoint(p), nullptr, "");
   }
 
   const SequenceSpec& spec() const { return spec_; }
@@ -337,7 +337,7 @@ const OptionSpec<TrainOptions>* SequenceOption(const std::string& keyword) {
   return nullptr;
 }
 
-std::unique_ptr<SequenceModel> Fit(py::handle X, py::handle y, py::dict kwargs) {
+std::shared_ptr<SequenceModel> Fit(py::handle X, py::handle y, py::dict kwargs) {
   py::object progress = py::none(), validation = py::none(), out = py::none(), lengths = py::none(),
              mask = py::none(), resume = py::none();
   bool verbose = true;
@@ -354,8 +354,15 @@ std::unique_ptr<SequenceModel> Fit(py::handle X, py::handle y, py::dict kwargs) 
     else if (name == "verbose") verbose = v.cast<bool>();
     else {
       const OptionSpec<TrainOptions>* spec = SequenceOption(name);
-      if (spec == nullptr)
+      if (spec == nullptr) {  // another mode's option, or a file that arrays stand for, or none
+        for (const auto& row : TrainOptionSpecs()) {
+          if (KeywordOf(row.flag) != name) continue;
+          if ((row.commands & kSequenceCommand) != 0)
+            throw Error("bptt.fit takes arrays, not " + name + "= (bptt.train(data=...) trains on files)");
+          CheckOptionsApply({{std::string(row.flag), true}}, kSequenceCommand);
+        }
         throw Error("unrecognised option '" + name + "' of bptt.fit (help(bptt.fit) lists them)");
+      }
       given[std::string(spec->flag)] =
           spec->kind == OptionKind::kSwitch ? nlohmann::json(v.cast<bool>())
           : spec->kind == OptionKind::kSwitchOff ? nlohmann::json(!v.cast<bool>())
@@ -455,7 +462,7 @@ std::unique_ptr<SequenceModel> Fit(py::handle X, py::handle y, py::dict kwargs) 
   cleanup();
   if (raised) throw std::move(*raised);
   if (result.end == TrainEnd::kDiverged) throw Error(result.message);
-  return std::make_unique<SequenceModel>(std::move(*best), result.summary, temporary ? "" : result.dir.string());
+  return std::make_shared<SequenceModel>(std::move(*best), result.summary, temporary ? "" : result.dir.string());
 }
 
 std::string FitDoc() {
@@ -597,16 +604,16 @@ void DefEstimator(py::class_<E>& c, const char* type) {
             return self;
           },
           "Sets parameters; returns the estimator.")
-      .def("__repr__", [type](const E& e) {
-        std::string out = std::string(e.head() == SequenceHead::kClassify ? "SequenceClassifier(" : "SequenceRegressor(");
+      .def("__repr__", [](const E& e) {
+        std::string out = e.head() == SequenceHead::kClassify ? "SequenceClassifier(" : "SequenceRegressor(";
         bool first = true;
         for (auto [k, v] : e.GetParams(false)) {
-          out += (first ? "" : ", ") + k.cast<std::string>() + "=" + py::repr(v).cast<std::string>();
+          out += first ? "" : ", ";
+          out += py::str(k).template cast<std::string>() + "=" + py::repr(v).template cast<std::string>();
           first = false;
         }
         return out + ")";
       });
-  (void)type;
 }
 
 }  // namespace
@@ -635,7 +642,7 @@ void RegisterSequences(py::module_& m) {
           "score",
           [](const SequenceModel& s, py::handle X, py::handle y, py::object lengths, py::object mask, int t) {
             const py::dict r = s.Evaluate(X, y, lengths, mask, t);
-            return s.spec().head == SequenceHead::kRegress ? r["r2"] : r["accuracy"];
+            return py::object(r[s.spec().head == SequenceHead::kRegress ? "r2" : "accuracy"]);
           },
           py::arg("X"), py::arg("y"), py::kw_only(), py::arg("lengths") = py::none(), py::arg("mask") = py::none(), threads,
           "Accuracy (classify, label) or R^2 (regress), as scikit-learn's score.")

@@ -73,7 +73,7 @@ Batch<T> CastBatch(const Batch<S>& b) {
 
 class SequenceData final : public TrainData {
  public:
-  SequenceData(const TrainOptions& o, const Checkpoint* resume, Communicator& comm, StreamShare share)
+  SequenceData(const TrainOptions& o, Communicator& comm, StreamShare share)
       : o_(o), comm_(comm), share_(share) {
     const SequenceOptions& s = o.sequences;
     if (o.arrays) {
@@ -86,13 +86,13 @@ class SequenceData final : public TrainData {
     if (!s.test_data.empty()) test_ = ReadSequences(s, s.test_data, s.test_labels, true, train_.class_names);
     if (s.forecast()) SplitSeries();
     else SplitSequences();
-    spec_ = MakeSequenceSpec(s, train_, train_index_, train_steps_);
+    // A forecast of changes trains on the series' changes; its validation forecasts the series.
+    if (s.forecast()) model_series_ = s.differences > 0 ? Differenced(train_) : train_;
+    spec_ = s.forecast() ? MakeSequenceSpec(s, model_series_, train_index_, train_steps_ - s.differences)
+                         : MakeSequenceSpec(s, train_, train_index_, 0);
     ModelConfig shaped = o.model;
     spec_.Shape(shaped);
     pooling_ = shaped.pooling;
-    if (resume && !resume->sequences.is_null() && SequenceSpec::FromJson(resume->sequences, "checkpoint").ToJson() != spec_.ToJson())
-      throw Error("the checkpoint's description of its data (" + resume->sequences.dump() +
-                  ") is not that of the data given now (" + spec_.ToJson().dump() + ")");
     fingerprint_ = Fingerprint(train_);
     Reorder();
   }
@@ -121,7 +121,7 @@ class SequenceData final : public TrainData {
   bool Next(Batch<float>& batch) override {
     if (position_ >= steps_per_epoch_) return false;
     const std::span<const int64_t> index(order_.data() + position_ * o_.batch, static_cast<size_t>(o_.batch));
-    if (forecast()) FillWindowBatch(train_, spec_, index, o_.seq_len, share_.begin, share_.size(), 0, batch);
+    if (forecast()) FillWindowBatch(model_series_, spec_, index, o_.seq_len, share_.begin, share_.size(), 0, batch);
     else FillSequenceBatch(train_, spec_, pooling_, index, share_.begin, share_.size(), true, batch);
     ++position_;
     return true;
@@ -202,11 +202,11 @@ class SequenceData final : public TrainData {
   Batch<double> DecayProbe(int T, int B) const override {
     Batch<float> batch;
     if (forecast()) {
-      const int64_t windows = train_steps_ - T - spec_.horizon + 1;
+      const int64_t windows = train_steps_ - spec_.differences - T - spec_.horizon + 1;
       if (windows < 1) throw Error("--decay-steps " + std::to_string(T) + " is longer than the training series allows");
       std::vector<int64_t> starts(static_cast<size_t>(B));
       for (int b = 0; b < B; ++b) starts[static_cast<size_t>(b)] = windows * b / B;
-      FillWindowBatch(train_, spec_, starts, T, 0, B, 0, batch);
+      FillWindowBatch(model_series_, spec_, starts, T, 0, B, 0, batch);
       return CastBatch<double>(batch);
     }
     const SequenceSet& set = val_set() ? *val_set() : train_;
@@ -302,7 +302,8 @@ class SequenceData final : public TrainData {
     if (held > 0 && held < H)
       throw Error(train_.source + ": the validation part (--val-frac " + std::to_string(o_.val_frac) + ", " +
                   std::to_string(held) + " steps) is shorter than --horizon " + std::to_string(H));
-    const int64_t windows = train_steps_ - T - H + 1;
+    // Windows of the series the model reads: its changes have one step fewer.
+    const int64_t windows = train_steps_ - o_.sequences.differences - T - H + 1;
     if (windows < o_.batch)
       throw Error(train_.source + ": its " + std::to_string(train_steps_) + " training steps hold " +
                   std::to_string(std::max<int64_t>(windows, 0)) + " windows of --seq-len " + std::to_string(T) +
@@ -323,11 +324,11 @@ class SequenceData final : public TrainData {
   // the series up to each one), and the forecast of the whole held-out part from the steps
   // before it, fed back autoregressively, as MASE beside the seasonal-naive forecast's.
   nlohmann::json ValidateForecast(const ModelConfig& config, const ModelParams<float>& params, int threads) {
-    const int64_t n = train_.T, H = spec_.horizon;
-    if (train_steps_ >= n) return {{"val_loss", nullptr}};
+    const int64_t n = model_series_.T, H = spec_.horizon, train = train_steps_ - spec_.differences;
+    if (train >= n) return {{"val_loss", nullptr}};
     const int64_t start = 0;
     Batch<float> batch;
-    FillWindowBatch(train_, spec_, std::span<const int64_t>(&start, 1), n - H, 0, 1, train_steps_ - 1, batch);
+    FillWindowBatch(model_series_, spec_, std::span<const int64_t>(&start, 1), n - H, 0, 1, train - 1, batch);
     Forward(config, params, batch, State<float>::Zeros(config, 1), cache_, Compute{threads});
     const double loss = HeadLoss<float>(config, cache_.outputs, batch, nullptr, threads);
     const nlohmann::json f = ScoreForecast(config, params, spec_, train_, n - train_steps_, threads);
@@ -338,6 +339,7 @@ class SequenceData final : public TrainData {
   Communicator& comm_;
   const StreamShare share_;
   SequenceSet train_;
+  SequenceSet model_series_;  // forecast: the series the model reads (its changes with --differences 1)
   std::optional<SequenceSet> validation_, test_;
   std::vector<int64_t> train_index_;  // sequences of train_ (or window starts) trained on
   std::vector<int64_t> val_index_;    // sequences of the validation set scored
@@ -355,9 +357,8 @@ class SequenceData final : public TrainData {
 
 }  // namespace
 
-std::unique_ptr<TrainData> MakeSequenceData(const TrainOptions& options, const Checkpoint* resume,
-                                            Communicator& comm, StreamShare share) {
-  return std::make_unique<SequenceData>(options, resume, comm, share);
+std::unique_ptr<TrainData> MakeSequenceData(const TrainOptions& options, Communicator& comm, StreamShare share) {
+  return std::make_unique<SequenceData>(options, comm, share);
 }
 
 }  // namespace bptt

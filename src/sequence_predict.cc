@@ -192,12 +192,15 @@ std::vector<float> Forecast(const ModelConfig& config, const ModelParams<float>&
                 std::to_string(spec.features));
   if (horizon < 1) throw Error("--horizon must be positive");
   const int64_t D = series.D, H = spec.horizon;
+  if (spec.differences > 0 && series.T < 2) throw Error(series.source + ": a forecast of changes needs two steps of history");
+  const SequenceSet changes = spec.differences > 0 ? Differenced(series) : SequenceSet();
+  const SequenceSet& read = spec.differences > 0 ? changes : series;
   Stepper stepper(config, params);
   stepper.Configure(Precision::kFloat32, threads);  // 0: chosen as it runs (stepper.h)
   std::vector<float> x(static_cast<size_t>(D));
   std::span<const float> out;
-  for (int64_t t = 0; t < series.length(0); ++t) {
-    for (int64_t d = 0; d < D; ++d) x[static_cast<size_t>(d)] = static_cast<float>(spec.inputs.Apply(series.step(0, t)[d], static_cast<size_t>(d)));
+  for (int64_t t = 0; t < read.length(0); ++t) {
+    for (int64_t d = 0; d < D; ++d) x[static_cast<size_t>(d)] = static_cast<float>(spec.inputs.Apply(read.step(0, t)[d], static_cast<size_t>(d)));
     out = stepper.Step(x.data());
   }
   std::vector<float> forecast;  // (horizon, D) standardised, then in the series' units
@@ -212,7 +215,27 @@ std::vector<float> Forecast(const ModelConfig& config, const ModelParams<float>&
   forecast.resize(static_cast<size_t>(horizon * D));
   for (size_t k = 0; k < forecast.size(); ++k)
     forecast[k] = static_cast<float>(spec.inputs.Invert(forecast[k], k % static_cast<size_t>(D)));
+  if (spec.differences > 0) {  // the changes summed from the last value, in double
+    for (int64_t d = 0; d < D; ++d) {
+      double level = series.step(0, series.length(0) - 1)[d];
+      for (int64_t h = 0; h < horizon; ++h) {
+        level += forecast[static_cast<size_t>(h * D + d)];
+        forecast[static_cast<size_t>(h * D + d)] = static_cast<float>(level);
+      }
+    }
+  }
   return forecast;
+}
+
+SequenceSet Differenced(const SequenceSet& series) {
+  const int64_t n = series.length(0), D = series.D;
+  std::vector<float> changes(static_cast<size_t>(std::max<int64_t>(n - 1, 0) * D));
+  for (int64_t t = 0; t + 1 < n; ++t)
+    for (int64_t d = 0; d < D; ++d)
+      changes[static_cast<size_t>(t * D + d)] = series.step(0, t + 1)[d] - series.step(0, t)[d];
+  SequenceSet out = SequenceSet::Owning(series.source, 1, n - 1, static_cast<int>(D), std::move(changes));
+  out.feature_names = series.feature_names;
+  return out;
 }
 
 std::vector<float> SeasonalNaive(const SequenceSet& series, int64_t end, int64_t horizon, int season) {

@@ -45,6 +45,8 @@ void SequenceOptions::Validate() const {
   if (horizon != 1 && !forecast()) throw Error("--horizon applies to --head forecast");
   if (season < 1) throw Error("--season must be positive, got " + std::to_string(season));
   if (season != 1 && !forecast()) throw Error("--season applies to --head forecast");
+  if (differences != 0 && differences != 1) throw Error("--differences must be 0 or 1, got " + std::to_string(differences));
+  if (differences != 0 && !forecast()) throw Error("--differences applies to --head forecast");
   if (classes < 0) throw Error("--classes must be 0 (the largest label + 1) or positive");
   if (classes > 0 && head != SequenceHead::kClassify && head != SequenceHead::kLabel)
     throw Error("--classes applies to --head classify and label");
@@ -95,6 +97,10 @@ std::span<const OptionSpec<SequenceOptions>> SequenceOptionSpecs() {
                [](S& s) -> auto& { return s.horizon; }),
       Field<S>(0, "season", "season", g, "forecast: the period of the seasonal-naive forecast MASE is scaled by",
                kFixed, [](S& s) -> auto& { return s.season; }),
+      Field<S>(0, "differences", "differences", g,
+               "forecast: 1 = the model reads and predicts the series' changes from step to step, which the forecast "
+               "sums back (for a series with a trend)",
+               kFixed, [](S& s) -> auto& { return s.differences; }),
       Field<S>(0, "classes", "classes", g, "classify, label: the number of classes (0 = the largest label + 1)", kFixed,
                [](S& s) -> auto& { return s.classes; }),
       Field<S>(0, "no-standardize", "standardize", g,
@@ -684,6 +690,7 @@ nlohmann::json SequenceSpec::ToJson() const {
   if (head == SequenceHead::kForecast) {
     j["horizon"] = horizon;
     j["season"] = season;
+    if (differences > 0) j["differences"] = differences;
   }
   return j;
 }
@@ -714,6 +721,8 @@ SequenceSpec SequenceSpec::FromJson(const nlohmann::json& j, const std::string& 
     if (s.head == SequenceHead::kForecast) {
       s.horizon = j.at("horizon").get<int>();
       s.season = j.at("season").get<int>();
+      s.differences = j.value("differences", 0);
+      if (s.differences != 0 && s.differences != 1) throw Error("differences must be 0 or 1");
       if (s.horizon < 1 || s.season < 1) throw Error("horizon and season must be positive");
       if (s.targets != s.features) throw Error("a forecast's targets are its features");
     }
@@ -750,6 +759,7 @@ SequenceSpec MakeSequenceSpec(const SequenceOptions& o, const SequenceSet& set, 
   s.reading.feature_names = set.feature_names;
   s.horizon = o.horizon;
   s.season = o.season;
+  s.differences = o.forecast() ? o.differences : 0;
   s.class_names = set.class_names;
   if (o.head == SequenceHead::kClassify || o.head == SequenceHead::kLabel) {
     int largest = -1;

@@ -90,8 +90,7 @@ std::unique_ptr<TrainData> MakeTaskData(const TrainOptions& options);
 // training sequences (or windows of a series) a step, in an order shuffled each epoch by the
 // seed, of which this rank reads `share`; validation on --val-data or the held-out --val-frac,
 // shared between the ranks; the best checkpoint's scores (and --test-data's) in the summary.
-// With `resume`, the data must be the one the checkpoint was trained on.
-std::unique_ptr<TrainData> MakeSequenceData(const TrainOptions& options, const Checkpoint* resume, Communicator& comm,
-                                            StreamShare share);
+// A resumed run's data must be the checkpoint's: Seek checks its fingerprint.
+std::unique_ptr<TrainData> MakeSequenceData(const TrainOptions& options, Communicator& comm, StreamShare share);
 
 }  // namespace bptt

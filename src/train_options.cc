@@ -380,6 +380,8 @@ void CheckOptionsApply(const nlohmann::json& given, unsigned command) {
   for (const auto& spec : TrainOptionSpecs()) {
     if (!given.contains(spec.flag) || (spec.commands & command) != 0) continue;
     const std::string flag = "--" + std::string(spec.flag);
+    if (spec.flag == "corpus" && command == kSequenceCommand)
+      throw Error("a run trains on a corpus (--corpus) or on sequences (--data), not both");
     if (command == kSequenceCommand)
       throw Error(flag + " applies to a text corpus (--corpus) or a task, not to sequences (--data)");
     if (command == kTrainCommand && (spec.commands & kSequenceCommand) != 0)

@@ -134,7 +134,7 @@ TrainResult TrainIn(TrainOptions o, Communicator& comm, RunDirectory* dir, const
     out << "bptt train: distributed over " << comm.Describe() << ", " << threads
         << (threads == 1 ? " thread" : " threads") << " per rank\n";
 
-  const std::unique_ptr<TrainData> data = o.sequence_data() ? MakeSequenceData(o, resume, comm, share)
+  const std::unique_ptr<TrainData> data = o.sequence_data() ? MakeSequenceData(o, comm, share)
                                           : o.task.empty()    ? MakeCorpusData(o, o.out, resume, out, comm, share)
                                                               : MakeTaskData(o);
   data->Shape(o.model);

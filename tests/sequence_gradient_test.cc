@@ -98,15 +98,15 @@ TEST(RegressionError, AbsoluteAndHuberAgainstCentralDifferences) {
     const double value = RegressionError(loss, 0.7, p, t, scored, &d, 1);
     EXPECT_GT(value, 0);
     EXPECT_EQ(d.col(2).norm(), 0.0);  // unscored positions get no gradient
-    EXPECT_LT(Check(p, d, [&] { return RegressionError(loss, 0.7, p, t, scored, nullptr, 1); }), kMaxRelError)
+    EXPECT_LT(Check(p, d, [&] { return RegressionError<double>(loss, 0.7, p, t, scored, nullptr, 1); }), kMaxRelError)
         << RegressionLossName(loss);
   }
   // Huber is half the squared error within delta, and |r| - delta/2 times delta beyond it.
   Mat<double> a(1, 2), b(1, 2);
   a << 0.5, 3.0;
   b << 0.0, 0.0;
-  EXPECT_DOUBLE_EQ(RegressionError(RegressionLoss::kHuber, 1.0, a, b, Mask(), nullptr, 1), (0.125 + 2.5) / 2);
-  EXPECT_DOUBLE_EQ(RegressionError(RegressionLoss::kAbsolute, 1.0, a, b, Mask(), nullptr, 1), 3.5 / 2);
+  EXPECT_DOUBLE_EQ(RegressionError<double>(RegressionLoss::kHuber, 1.0, a, b, Mask(), nullptr, 1), (0.125 + 2.5) / 2);
+  EXPECT_DOUBLE_EQ(RegressionError<double>(RegressionLoss::kAbsolute, 1.0, a, b, Mask(), nullptr, 1), 3.5 / 2);
 }
 
 TEST(MeanPooling, AveragesEachSequencesScoredOutputs) {

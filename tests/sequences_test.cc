@@ -306,7 +306,7 @@ TEST(Forecasting, SeasonalNaiveAndMase) {
   EXPECT_EQ(SeasonalNaive(s, 6, 5, 3), (std::vector<float>{1, 2, 4, 1, 2}));
   // |1-1| + |2-2| + |4-3| over the 3 pairs three steps apart in the first 6.
   EXPECT_DOUBLE_EQ(MaseScale(s, 6, 0, 3), 1.0 / 3);
-  EXPECT_DOUBLE_EQ(MaseScale(s, 8, 0, 1), (1 + 1 + 2 + 1 + 3 + 1 + 1) / 7.0);
+  EXPECT_DOUBLE_EQ(MaseScale(s, 8, 0, 1), (1 + 1 + 2 + 1 + 2 + 3 + 1) / 7.0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,7 +21,9 @@
 //             absolute or Huber loss (--loss)
 //   forecast  at every step t of a series, the next H values x_{t+1} .. x_{t+H} (O = H*D), trained
 //             on windows of --seq-len steps of the training part; a forecast further ahead feeds
-//             its own predictions back in, H at a time (Forecast)
+//             its own predictions back in, H at a time (Forecast). With --differences 1 the model
+//             reads and predicts the changes x_{t+1} - x_t, and the forecast sums them back from
+//             the series' last value: a trend then needs no values the training part never had.
 // Inputs are standardised per feature by the mean and standard deviation of the training split
 // (regression targets and a series likewise), and the statistics are kept in the checkpoint
 // (SequenceSpec) and applied to whatever the model reads later: predictions come back in the
@@ -76,6 +78,7 @@ struct SequenceOptions {
   double huber_delta = 1.0;
   int horizon = 1;          // forecast: H values predicted at each step
   int season = 1;           // forecast: the seasonal-naive forecast's period m, for MASE
+  int differences = 0;      // forecast: 1 = model the steps' changes x_{t+1} - x_t, summed back
   int classes = 0;          // classify, label: K; 0 = the largest label + 1
   bool standardize = true;  // standardise inputs (and regression targets) by the training split
   StepLayout steps = StepLayout::kRows;
@@ -171,6 +174,7 @@ struct SequenceSpec {
   int targets = 0;       // regress: O; forecast: D (the values of one step)
   int horizon = 1;       // forecast: H
   int season = 1;        // forecast: m of the seasonal-naive forecast
+  int differences = 0;   // forecast: 1 when the model reads and predicts the series' changes
   Standardizer inputs;   // (D)
   Standardizer outputs;  // regress: (O); forecast: the series' own, as `inputs`
   SequenceOptions reading;  // the file options of training: steps, keys and columns
@@ -227,6 +231,9 @@ std::vector<float> SeasonalNaive(const SequenceSet& series, int64_t end, int64_t
 // beside them (naive_mse, naive_mae, naive_mase).
 nlohmann::json ScoreForecast(const ModelConfig& config, const ModelParams<float>& params, const SequenceSpec& spec,
                              const SequenceSet& series, int64_t test, int threads = 1);
+
+// The changes of a series, x_{t+1} - x_t: a series of one step fewer.
+SequenceSet Differenced(const SequenceSet& series);
 
 // MASE's scale: the mean absolute difference between steps m apart over the first `end` steps
 // of channel d.

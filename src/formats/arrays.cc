@@ -175,6 +175,8 @@ ElementType ParseDescr(const std::string& descr, bool& big_endian, const std::st
 // A zip archive open for reading, closed on destruction.
 struct Zip {
   explicit Zip(const std::filesystem::path& path) : path_(path.string()) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec)) throw Error(path_ + ": no such file");
     int code = 0;
     zip_ = zip_open(path_.c_str(), ZIP_RDONLY, &code);
     if (zip_ == nullptr) {
@@ -355,8 +357,6 @@ std::vector<std::string> NpzMembers(const std::filesystem::path& path) {
 }
 
 Array ReadNpzMember(const std::filesystem::path& path, const std::string& name) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) throw Error(path.string() + ": no such file");
   Zip zip(path);
   const std::string source = path.string() + ": member '" + name + "'";
   zip_int64_t index = zip_name_locate(zip.zip_, (name + ".npy").c_str(), 0);

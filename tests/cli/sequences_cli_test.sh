@@ -39,7 +39,7 @@ expect_error "unknown format" "unknown data format" train --data "$work/wide.dat
 expect_error "corpus flag" "--unit applies to a text corpus (--corpus) or a task, not to sequences (--data)" train --data "$work/wide.csv" --unit word --out "$work/x"
 expect_error "sequence flag" "--head applies to sequences of your own (--data), not to a corpus" train --corpus "$work/wide.csv" --head regress --out "$work/x"
 expect_error "seq-len" "--seq-len applies to --head forecast" train --data "$work/wide.csv" --seq-len 5 --out "$work/x"
-expect_error "both" "a run trains on a corpus, on sequences (--data) or on a task: one of them" train --data "$work/wide.csv" --corpus "$work/wide.csv" --out "$work/x"
+expect_error "both" "a run trains on a corpus (--corpus) or on sequences (--data), not both" train --data "$work/wide.csv" --corpus "$work/wide.csv" --out "$work/x"
 expect_error "horizon" "--horizon applies to --head forecast" train --data "$work/wide.csv" --horizon 3 --out "$work/x"
 expect_error "label head in the wide layout" "--head label needs a label at every step" train --data "$work/wide.csv" --head label --out "$work/x"
 expect_error "bad head" "--head 'sort' is not one of classify, label, regress, forecast" train --data "$work/wide.csv" --head sort --out "$work/x"
@@ -67,7 +67,7 @@ cmp -s "$work/pred.csv" "$work/pred2.csv" && pass || fail "predictions without t
 "$bptt" predict "$work/wide/best.safetensors" "$work/wide-test.csv" --probabilities --out "$work/p.csv" 2> "$work/err"
 [ "$(head -n 1 "$work/p.csv")" = "p_down,p_up" ] && pass || fail "probabilities CSV: $(head -2 "$work/p.csv") $(cat "$work/err")"
 expect_error "predict --out bad" "--out $work/p.txt: name it .npy or .csv" predict "$work/wide/best.safetensors" "$work/wide-test.csv" --out "$work/p.txt"
-expect_error "predict a text model" "no.safetensors: no such file" predict "$work/no.safetensors" "$work/wide-test.csv"
+expect_error "no checkpoint" "no.safetensors: cannot open" predict "$work/no.safetensors" "$work/wide-test.csv"
 expect_error "forecast a classifier" "not forecast: bptt predict CHECKPOINT DATA" forecast "$work/wide/best.safetensors" "$work/series.csv" --horizon 3
 expect_error "eval flag" "--held-out applies to a forecasting model" eval "$work/wide/best.safetensors" "$work/wide-test.csv" --held-out 3
 printf 'x0,x1\n1,2\n' > "$work/narrow.csv"
@@ -115,7 +115,7 @@ fi
 
 # Two ranks train the weights of one process (distributed.h), where MPI is built in.
 if [ "$mpiexec" != "none" ]; then
-  mpi=(--data "$work/long-copy.csv" --id-column id --label-column y "${small[@]}" --batch 16 --max-steps 12)
+  mpi=(--data "$work/long-copy.csv" --id-column id --label-column y "${small[@]}" --max-steps 12)
   "$bptt" train "${mpi[@]}" --out "$work/one" > /dev/null 2> "$work/err" && pass || fail "one process: $(cat "$work/err")"
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # CI runs as root
   env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$mpiexec" --oversubscribe --bind-to none -n 2 \
