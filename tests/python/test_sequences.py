@@ -81,6 +81,13 @@ def test_the_program_reads_what_python_saved(classifier, tmp_path):
     assert again.spec["inputs"]["mean"][0] == pytest.approx(20, abs=0.1)
 
 
+def test_fit_prints_its_progress_on_python_s_stderr(capsys):
+    x, y = classes_data(64, 10)
+    bptt.fit(x, y, max_steps=4, val_frac=0.0, **dict(SMALL, log_every=2))
+    err = capsys.readouterr().err
+    assert "bptt train: lstm 1x16" in err and "step 4  epoch 1.00" in err, err
+
+
 def test_lengths_masks_and_nan_padding_agree():
     x, y = classes_data(240, 4, length=10)
     lengths = np.random.default_rng(5).integers(3, 11, size=240)
