@@ -1,16 +1,17 @@
 // bptt_bench: times the library directly and prints one JSON line, for bench/run.
 //
 //   bptt_bench train  --corpus FILE --cell lstm --hidden 512 --layers 2 --batch 32 --seq 64
-//                     [--precision bf16]  (the products on AMX, as bptt train --precision)
+//                     [--precision bf16]  (bfloat16 products, as bptt train --precision)
 //   bptt_bench sample --corpus FILE --cell lstm --hidden 512 --layers 2 --length 2000
 //                     (batch 1, temperature 1, float32, bfloat16 and int8 products; best of --repeats)
-//   bptt_bench peak   --size 2048            (SGEMM GFLOP/s: Eigen, and OpenBLAS when linked; the
-//                                            same product in bfloat16 on AMX where the CPU has it)
-//   bptt_bench fma    --threads 2            (GFLOP/s of a loop of independent AVX-512 FMAs, and of
-//                                            AVX-512 BF16 dot products where the CPU has them)
+//   bptt_bench peak   --size 2048            (SGEMM GFLOP/s: bptt's kernels, Eigen, and OpenBLAS when
+//                                            linked; the same product in bfloat16 where the CPU has
+//                                            AMX or AVX-512 BF16)
+//   bptt_bench fma    --threads 2            (GFLOP/s of a loop of independent FMAs, AVX-512 or AVX2,
+//                                            and of AVX-512 BF16 dot products where the CPU has them)
 //   bptt_bench recurrent --cell lstm --hidden 512 --batch 32 --seq 64 --threads 2
 //                     (GFLOP/s of the time loop's packed recurrent products alone, forward and
-//                     backward, shared between the threads as in the cells; --precision bf16: on AMX)
+//                     backward, shared between the threads as in the cells; --precision bf16 likewise)
 //
 // train runs exactly the trainer's step (trainer.cc): Forward, SoftmaxCrossEntropy, zeroing
 // the gradients, Backward, global-norm clipping, carrying the state, an Adam update; on the
@@ -40,6 +41,7 @@
 #include "bptt/optimizer.h"
 #include "bptt/sampler.h"
 #include "bptt/trainer.h"
+#include "kernels/cpu.h"
 #include "kernels/packed_gemm.h"
 #include "kernels/threads.h"
 
@@ -116,7 +118,7 @@ nlohmann::json Train(const Args& a) {
   const bptt::Compute compute{a.threads, bptt::ParsePrecision(a.precision, "--precision")};
   if (compute.products == bptt::Precision::kInt8) throw std::runtime_error("--precision must be fp32 or bf16");
   if (compute.products == bptt::Precision::kBfloat16 && !bptt::Bf16ProductsAvailable())
-    throw std::runtime_error("--precision bf16 needs a CPU with AMX-BF16");
+    throw std::runtime_error("--precision bf16 needs a CPU with AMX-BF16 or AVX-512 BF16");
   // The process before training: libraries, thread pools and the mapped corpus (touched here,
   // so that its pages count in the baseline, not in training's share).
   int64_t touch = 0;
@@ -220,100 +222,131 @@ nlohmann::json Sample(const Args& a) {
           {"peak_rss_mb", PeakRssMb()}};
 }
 
-// C = A B for square n x n matrices, best of `repeats`.
+// C = A B for square n x n matrices, best of `repeats`: as bptt's large products run
+// (ParallelProduct: the packed kernels of kernels/sgemm.h where the CPU has AVX2), through Eigen
+// (each thread its rows, as ParallelProduct runs it without those kernels), through OpenBLAS
+// when linked, and in bfloat16 (Bf16Product) where the CPU has AMX or AVX-512 BF16.
 nlohmann::json Peak(const Args& a) {
   const Eigen::Index n = a.size;
   bptt::Mat<float> A = bptt::Mat<float>::Random(n, n), B = bptt::Mat<float>::Random(n, n), C(n, n);
   const double flops = 2.0 * n * n * n;
-  double best = 1e30;
-  for (int r = 0; r < a.repeats + 1; ++r) {
-    const Clock::time_point t0 = Clock::now();
-    bptt::ParallelProduct(C, A, B, false, a.threads);  // how bptt runs its large products
-    if (r > 0) best = std::min(best, Since(t0));
-  }
-  nlohmann::json out = {{"mode", "peak"}, {"size", n}, {"threads", a.threads}, {"eigen_gflops", flops / best * 1e-9}};
-  if (bptt::Bf16ProductsAvailable()) {  // the same product in bfloat16 on AMX (train --precision bf16)
-    best = 1e30;
+  const auto gflops = [&](auto&& product) {
+    double best = 1e30;
     for (int r = 0; r < a.repeats + 1; ++r) {
       const Clock::time_point t0 = Clock::now();
-      bptt::ParallelProduct(C, A, B, false, bptt::Compute{a.threads, bptt::Precision::kBfloat16});
+      product();
       if (r > 0) best = std::min(best, Since(t0));
     }
-    out["amx_bf16_gflops"] = flops / best * 1e-9;
-  }
+    return flops / best * 1e-9;
+  };
+  nlohmann::json out = {{"mode", "peak"}, {"size", n}, {"threads", a.threads}};
+  out["bptt_gflops"] = gflops([&] { bptt::ParallelProduct(C, A, B, false, a.threads); });
+  out["eigen_gflops"] = gflops([&] {
+#pragma omp parallel num_threads(a.threads)
+    {
+      const auto [begin, end] = bptt::ThreadRange(n, 16);
+      if (begin < end) C.middleRows(begin, end - begin).noalias() = A.middleRows(begin, end - begin) * B;
+    }
+  });
+  if (bptt::Bf16ProductsAvailable())
+    out["bf16_gflops"] = gflops([&] {
+      bptt::ParallelProduct(C, A, B, false, bptt::Compute{a.threads, bptt::Precision::kBfloat16});
+    });
 #ifdef BPTT_BENCH_OPENBLAS
-  best = 1e30;
-  for (int r = 0; r < a.repeats + 1; ++r) {
-    const Clock::time_point t0 = Clock::now();
-    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f,
-                C.data(), n);
-    if (r > 0) best = std::min(best, Since(t0));
-  }
-  out["openblas_gflops"] = flops / best * 1e-9;
+  out["openblas_gflops"] = gflops([&] {
+    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A.data(), n, B.data(), n, 0.0f, C.data(),
+                n);
+  });
 #endif
   return out;
 }
 
 constexpr int64_t kIterations = 20'000'000;  // rounds of the FMA-peak loops
+constexpr int kChains = 16;                  // independent accumulators: enough to cover an FMA's latency on two ports
 
-#ifdef __AVX512F__
-// Best seconds, of `repeats` after one untimed, of kIterations rounds of acc = step(acc) on
-// kChains independent 16-lane accumulators (enough to cover an FMA's latency on two ports) on
-// each of `threads` threads: a loop in registers only. `sink` keeps the results alive.
-template <typename Step>
-double ChainSeconds(int threads, int repeats, Step step, float& sink) {
-  constexpr int kChains = 16;
+// Seconds of kIterations rounds of acc = step(acc) on kChains independent accumulators, in
+// registers only, on the calling thread; the sum of the lanes goes to `sink`. One function per
+// instruction, each compiled for its instruction set (chosen at run time, kernels/cpu.h).
+__attribute__((target("avx512f,fma"))) double FmaSecondsAvx512(float& sink) {
+  __m512 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c));
+  const __m512 scale = _mm512_set1_ps(0.999999f), shift = _mm512_set1_ps(1e-6f);
+  const double t0 = omp_get_wtime();
+  for (int64_t i = 0; i < kIterations; ++i) {
+#pragma GCC unroll 16
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], scale, shift);
+  }
+  const double seconds = omp_get_wtime() - t0;
+  for (int c = 0; c < kChains; ++c) sink += _mm512_reduce_add_ps(acc[c]);
+  return seconds;
+}
+// AVX2 has 16 registers: 12 chains and the two constants.
+__attribute__((target("avx2,fma"))) double FmaSecondsAvx2(float& sink) {
+  constexpr int kYmmChains = 12;
+  __m256 acc[kYmmChains];
+  for (int c = 0; c < kYmmChains; ++c) acc[c] = _mm256_set1_ps(static_cast<float>(c));
+  const __m256 scale = _mm256_set1_ps(0.999999f), shift = _mm256_set1_ps(1e-6f);
+  const double t0 = omp_get_wtime();
+  for (int64_t i = 0; i < kIterations * kChains / kYmmChains; ++i) {
+#pragma GCC unroll 12
+    for (int c = 0; c < kYmmChains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], scale, shift);
+  }
+  const double seconds = omp_get_wtime() - t0;
+  alignas(32) float lanes[8];
+  for (int c = 0; c < kYmmChains; ++c) {
+    _mm256_store_ps(lanes, acc[c]);
+    for (float x : lanes) sink += x;
+  }
+  return seconds;
+}
+__attribute__((target("avx512f,avx512bf16"))) double DotSecondsAvx512Bf16(float& sink) {
+  __m512 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c));
+  const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(-1e-3f));
+  const __m512bh y = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.25f));
+  const double t0 = omp_get_wtime();
+  for (int64_t i = 0; i < kIterations; ++i) {
+#pragma GCC unroll 16
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], x, y);
+  }
+  const double seconds = omp_get_wtime() - t0;
+  for (int c = 0; c < kChains; ++c) sink += _mm512_reduce_add_ps(acc[c]);
+  return seconds;
+}
+
+// Best of `repeats` (after one untimed) of `seconds` run on every one of `threads` threads at
+// once (the slowest thread's time).
+double BestSeconds(int threads, int repeats, double (*seconds)(float&), float& sink) {
   double best = 1e30;
   for (int r = 0; r < repeats + 1; ++r) {
-    double seconds = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : sink)
+    double slowest = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : sink) reduction(max : slowest)
     {
-      __m512 acc[kChains];
-      for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c + omp_get_thread_num()));
 #pragma omp barrier
-      const double t0 = omp_get_wtime();
-      for (int64_t i = 0; i < kIterations; ++i) {
-#pragma GCC unroll 16
-        for (int c = 0; c < kChains; ++c) acc[c] = step(acc[c]);
-      }
-#pragma omp barrier
-#pragma omp master
-      seconds = omp_get_wtime() - t0;
-      alignas(64) float lanes[16];
-      for (int c = 0; c < kChains; ++c) {
-        _mm512_store_ps(lanes, acc[c]);
-        for (float x : lanes) sink += x;
-      }
+      slowest = seconds(sink);
     }
-    if (r > 0) best = std::min(best, seconds);
+    if (r > 0) best = std::min(best, slowest);
   }
   return best;
 }
-#endif
 
-// The FMA units' peak: float FMAs (2 FLOPs per lane) in ChainSeconds' loop, which bounds what any
-// float32 kernel can reach on the machine; and, where the CPU has AVX-512 BF16, its dot products
-// (VDPBF16PS: 32 bfloat16 products summed into 16 floats, 64 FLOPs), to tell whether bfloat16
-// arithmetic could train faster than float32 here.
+// The FMA units' peak: float FMAs (2 FLOPs per lane) of the widest vectors in force, which
+// bounds what any float32 kernel can reach on the machine; and, where the CPU has AVX-512 BF16,
+// its dot products (VDPBF16PS: 32 bfloat16 products summed into 16 floats, 64 FLOPs), the bound of
+// bf16 training's products.
 nlohmann::json Fma(const Args& a) {
-#ifdef __AVX512F__
-  const double rounds = 16.0 * kIterations * a.threads;  // instructions over all threads
+  const bptt::CpuFeatures& cpu = bptt::ThisCpu();
+  if (!cpu.avx2) throw std::runtime_error("fma needs AVX2 or AVX-512 (or BPTT_MAX_ISA caps them)");
+  const double rounds = static_cast<double>(kChains) * kIterations * a.threads;  // vectors over all threads
   float sink = 0;
-  const __m512 scale = _mm512_set1_ps(0.999999f), shift = _mm512_set1_ps(1e-6f);
-  const double fma = ChainSeconds(a.threads, a.repeats, [scale, shift](__m512 acc) { return _mm512_fmadd_ps(acc, scale, shift); },
-                                  sink);
-  nlohmann::json out = {{"mode", "fma"}, {"threads", a.threads}, {"fma_gflops", 32 * rounds / fma * 1e-9}};
-#ifdef __AVX512BF16__
-  const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(-1e-3f));
-  const __m512bh y = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.25f));
-  const double dot = ChainSeconds(a.threads, a.repeats, [x, y](__m512 acc) { return _mm512_dpbf16_ps(acc, x, y); }, sink);
-  out["bf16_dot_gflops"] = 64 * rounds / dot * 1e-9;
-#endif
+  const double fma = BestSeconds(a.threads, a.repeats, cpu.avx512 ? &FmaSecondsAvx512 : &FmaSecondsAvx2, sink);
+  nlohmann::json out = {{"mode", "fma"},
+                        {"threads", a.threads},
+                        {"isa", cpu.avx512 ? "avx512" : "avx2"},
+                        {"fma_gflops", (cpu.avx512 ? 32 : 16) * rounds / fma * 1e-9}};
+  if (cpu.avx512_bf16) out["bf16_dot_gflops"] = 64 * rounds / BestSeconds(a.threads, a.repeats, &DotSecondsAvx512Bf16, sink) * 1e-9;
   out["checksum"] = sink;
   return out;
-#else
-  throw std::runtime_error("fma needs a build for AVX-512 (BPTT_NATIVE on an AVX-512 machine)");
-#endif
 }
 
 // The recurrent products of one layer's sweeps, as the cells run them (lstm.cc): per step t,
@@ -326,7 +359,7 @@ nlohmann::json Recurrent(const Args& a) {
   const bptt::Mat<float> w = bptt::Mat<float>::Random(G * H, H);
   const bptt::Precision precision = bptt::ParsePrecision(a.precision, "--precision");
   if (precision == bptt::Precision::kBfloat16 && !bptt::Bf16ProductsAvailable())
-    throw std::runtime_error("--precision bf16 needs a CPU with AMX-BF16");
+    throw std::runtime_error("--precision bf16 needs a CPU with AMX-BF16 or AVX-512 BF16");
   bptt::PackedMatrix<float> packed, packed_t;  // as the cells pack them (compute.h)
   bptt::Pack(w, false, precision, packed);
   bptt::Pack(w, true, precision, packed_t);
@@ -386,7 +419,7 @@ int main(int argc, char** argv) {
       ("warmup", po::value(&a.warmup)->default_value(a.warmup), "untimed training steps first")
       ("threads", po::value(&a.threads)->default_value(a.threads), "OpenMP and Eigen threads")
       ("precision", po::value(&a.precision)->default_value(a.precision),
-       "train, recurrent: the products in fp32, or bf16 on AMX (bptt train --precision)")
+       "train, recurrent: the products in fp32, or bf16 (bptt train --precision)")
       ("length", po::value(&a.length)->default_value(a.length), "symbols per sample")
       ("sample-threads", po::value(&a.sample_threads)->default_value(a.sample_threads),
        "threads splitting each per-symbol product (SampleOptions::threads)")
@@ -413,6 +446,7 @@ int main(int argc, char** argv) {
     else if (a.mode == "fma") out = Fma(a);
     else if (a.mode == "recurrent") out = Recurrent(a);
     else throw std::runtime_error("unknown mode " + a.mode);
+    out["isa"] = bptt::IsaName(bptt::ThisCpu().level);
     std::cout << out.dump() << std::endl;
     return 0;
   } catch (const std::exception& e) {

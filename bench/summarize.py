@@ -8,11 +8,11 @@ OUT_DIR holds peak{1,2}.{0,1}.json (bptt_bench peak at the start and the end), f
 threads anchor" and run r, name.r.train.json and name.r.sample.json (bptt_bench), name.r.torch.json
 (the PyTorch training anchor), name.r.torch_sample.json (bench/torch_cells.py --sample-only),
 name.r.onednn.json and name.r.onednn_sample.json (bptt_onednn, training and --sample-only), and
-name.r.train_bf16.json (bptt_bench train --precision bf16, where the CPU has AMX); the anchors' and
+name.r.train_bf16.json (bptt_bench train --precision bf16, where the CPU has AMX or AVX-512 BF16); the anchors' and
 the bf16 files may be missing. Medians over the runs; a ratio is taken within each run, then its
 median.
 
-train_bf16_ratio and onednn_train_bf16_ratio: bptt's training with bf16 products (AMX) over the
+train_bf16_ratio and onednn_train_bf16_ratio: bptt's training with bf16 products over the
 PyTorch and the oneDNN anchor's (float) training.
 sample_ratio_fp32: bptt fp32 over PyTorch fp32 sampling; sample_ratio_best: bptt's fastest
 precision on the row (sample_best_precision) over PyTorch fp32; sample_ratio_bf16 and
@@ -20,7 +20,8 @@ sample_ratio_int8 likewise. onednn_train_ratio, onednn_sample_ratio_fp32, onednn
 onednn_sample_ratio_bf16 and onednn_sample_ratio_int8: the same against the oneDNN anchor.
 rss_over_need: training's share of the resident set (peak minus the
 process before the model exists) over EstimateTrainingBytes; process_rss_over_need: whole peak.
-peak_fraction: over the Eigen SGEMM peak on the row's threads; openblas_peak_fraction: over
+peak_fraction: over the SGEMM peak of bptt's own kernels (bptt_gflops; older runs: Eigen's) on the
+row's threads; openblas_peak_fraction: over
 OpenBLAS's; fma_peak_fraction: over the FMA loop's peak (bptt_bench fma) on the row's threads.
 """
 import json, statistics, sys
@@ -46,19 +47,22 @@ def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 for t, peak in peaks.items():
-    print(f"SGEMM peak (2048^3, {t} thread(s), best of start and end): Eigen {peak['eigen_gflops']:.1f} GFLOP/s"
+    print(f"SGEMM peak (2048^3, {t} thread(s), best of start and end):"
+          + (f" bptt {peak['bptt_gflops']:.1f} GFLOP/s," if "bptt_gflops" in peak else "")
+          + f" Eigen {peak['eigen_gflops']:.1f} GFLOP/s"
           + (f", OpenBLAS {peak['openblas_gflops']:.1f} GFLOP/s" if "openblas_gflops" in peak else "")
+          + (f"; bfloat16 {peak['bf16_gflops']:.1f} GFLOP/s" if "bf16_gflops" in peak else "")
           + (f"; bfloat16 on AMX {peak['amx_bf16_gflops']:.1f} GFLOP/s" if "amx_bf16_gflops" in peak else ""))
 for t, peak in fma.items():
     if peak is not None:
-        print(f"FMA peak (independent AVX-512 FMAs, {t} thread(s), best of start and end): {peak:.1f} GFLOP/s"
+        print(f"FMA peak (independent FMAs, {t} thread(s), best of start and end): {peak:.1f} GFLOP/s"
               + (f"; AVX-512 BF16 dot products {bf16[t]:.1f} GFLOP/s" if bf16[t] else ""))
 print(f"PyTorch and the OpenBLAS peak with OPENBLAS_CORETYPE={coretype}")
 print(f"medians of {runs} run(s); ratios are per run (bptt, PyTorch and oneDNN back to back), then the median")
 print("sampling: best of the same repeats after one untimed sample on every side; 'fp32 ratio' is bptt fp32 over"
       " PyTorch fp32, 'best ratio' bptt's fastest precision over PyTorch fp32; 'fp32/dnnl' and 'best/dnnl' the same"
       " over oneDNN fp32")
-print("bf16 columns: bptt training with --precision bf16 (the products on AMX) and its ratios to the same"
+print("bf16 columns: bptt training with --precision bf16 (bfloat16 products) and its ratios to the same"
       " run's PyTorch and oneDNN (float) training")
 hdr = (f"{'config':<20}{'bptt ch/s':>10}{'torch ch/s':>11}{'ratio':>7}{'dnnl ch/s':>10}{'r/dnnl':>7}"
        f"{'bf16 ch/s':>10}{'bf16/torch':>11}{'bf16/dnnl':>10}"
@@ -98,7 +102,8 @@ for row in rows:
     dimpl = next((t["impl"] for t in dn if t), None)
     dloss = med([t["loss"] if t else None for t in dn])
     gf = med([t["gflops"] for t in tr])
-    ref = peaks[int(row.split()[6])]["eigen_gflops"]  # the Eigen peak on the row's threads
+    peak = peaks[int(row.split()[6])]  # on the row's threads
+    ref = peak.get("bptt_gflops", peak["eigen_gflops"])
     oref = peaks[int(row.split()[6])].get("openblas_gflops")
     fref = fma[int(row.split()[6])]  # the FMA loop's peak on the row's threads
     rss = max(t["peak_rss_mb"] for t in tr)

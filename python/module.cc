@@ -7,30 +7,38 @@
 //   for piece in m.stream(prime="Once", length=50): print(piece, end="")
 //   m.eval("held-out text")                         # the keys of `bptt eval --json`
 //   bptt.train(corpus="corpus.txt", out="runs/a", hidden=128, max_steps=500, progress=print)
-//   bptt.decay(cells=["rnn-tanh", "lstm"], steps=100)
+//   bptt.decay(cell=["rnn-tanh", "lstm"], steps=100)
 //
 // Model.tensors() are views of the model's own parameters (no copies): writing to them changes
-// what the next sample or eval computes. Training options are the rows of TrainOptionSpecs(),
-// the table the command line is made from: each flag as a keyword with '-' written '_', its
-// value set through the row's JSON setter. bptt::Error arrives as bptt.Error with the message
-// the command line prints. The GIL is released while the library computes.
+// what the next sample or eval computes. The options of sample, stream, eval, train and decay
+// are the rows of the tables the command line is made from (SampleOptionSpecs, EvalOptionSpecs,
+// TrainOptionSpecs, DecayStudyOptionSpecs): each flag a keyword with '-' written '_', None
+// meaning "not given", its value turned into the row's JSON and applied by ApplyGiven, the
+// command line's own path, so a value is refused exactly as the flag would be. bptt::Error
+// arrives as bptt.Error with the message the command line prints. The GIL is released while
+// the library computes, and Python's signal handlers run between its chunks of work, so Ctrl-C
+// interrupts a long sample, eval or decay with KeyboardInterrupt.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <ostream>
+#include <set>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "bptt/checkpoint.h"
-#include "bptt/decay.h"
+#include "bptt/decay_files.h"
+#include "bptt/decay_study.h"
 #include "bptt/error.h"
 #include "bptt/evaluate.h"
 #include "bptt/options.h"
@@ -38,6 +46,7 @@
 #include "bptt/task.h"
 #include "bptt/trainer.h"
 #include "bptt/version.h"
+#include "keywords.h"
 #include "sequences.h"
 
 namespace py = pybind11;
@@ -46,103 +55,18 @@ namespace bptt::python {
 
 namespace {
 
-// Text from the library as str; bytes that are not UTF-8 (a byte vocabulary's symbols) are
-// replaced with U+FFFD when `replace`, else returned as bytes.
-py::object Text(const std::string& s, bool replace = false) {
-  PyObject* str = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), replace ? "replace" : nullptr);
-  if (str != nullptr) return py::reinterpret_steal<py::object>(str);
-  PyErr_Clear();
-  return py::bytes(s);
-}
-
-py::object ToPython(const nlohmann::json& j) {
-  switch (j.type()) {
-    case nlohmann::json::value_t::null: return py::none();
-    case nlohmann::json::value_t::boolean: return py::bool_(j.get<bool>());
-    case nlohmann::json::value_t::number_integer: return py::int_(j.get<int64_t>());
-    case nlohmann::json::value_t::number_unsigned: return py::int_(j.get<uint64_t>());
-    case nlohmann::json::value_t::number_float: return py::float_(j.get<double>());
-    case nlohmann::json::value_t::string: return Text(j.get_ref<const std::string&>(), true);
-    case nlohmann::json::value_t::array: {
-      py::list out;
-      for (const auto& item : j) out.append(ToPython(item));
-      return out;
-    }
-    case nlohmann::json::value_t::object: {
-      py::dict out;
-      for (const auto& [key, value] : j.items()) out[py::str(key)] = ToPython(value);
-      return out;
-    }
-    default: return py::none();
-  }
-}
-
-// A Python value as JSON: None, bool, int, float, str, os.PathLike (its path), lists, tuples
-// and dicts of them; NumPy scalars by their __index__ or __float__.
-nlohmann::json ToJson(py::handle h, const std::string& what) {
-  if (h.is_none()) return nullptr;
-  if (py::isinstance<py::bool_>(h)) return h.cast<bool>();
-  if (py::isinstance<py::int_>(h)) {
-    try {
-      return h.cast<int64_t>();
-    } catch (const py::cast_error&) {
-      return h.cast<uint64_t>();  // above INT64_MAX (a seed); below 0 or too large, cast_error again
-    }
-  }
-  if (py::isinstance<py::float_>(h)) return h.cast<double>();
-  if (py::isinstance<py::str>(h)) return h.cast<std::string>();
-  if (py::hasattr(h, "__fspath__")) return py::module_::import("os").attr("fspath")(h).cast<std::string>();
-  if (py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h)) {
-    nlohmann::json out = nlohmann::json::array();
-    for (py::handle item : h) out.push_back(ToJson(item, what));
-    return out;
-  }
-  if (py::isinstance<py::dict>(h)) {
-    nlohmann::json out = nlohmann::json::object();
-    for (auto [key, value] : h.cast<py::dict>()) out[py::str(key).cast<std::string>()] = ToJson(value, what);
-    return out;
-  }
-  if (py::hasattr(h, "__index__")) return py::int_(py::reinterpret_borrow<py::object>(h)).cast<int64_t>();
-  if (py::hasattr(h, "__float__")) return py::float_(py::reinterpret_borrow<py::object>(h)).cast<double>();
-  throw Error(what + " cannot take a " + py::str(py::type::of(h).attr("__name__")).cast<std::string>());
-}
-
-// A list of strings from one string (or path), a comma-separated string when `split`, or an
-// iterable of them.
-std::vector<std::string> Strings(py::handle h, bool split) {
-  std::vector<std::string> out;
-  if (h.is_none()) return out;
-  if (py::isinstance<py::str>(h) || py::hasattr(h, "__fspath__")) {
-    const std::string s = py::module_::import("os").attr("fspath")(h).cast<std::string>();
-    if (!split) return {s};
-    size_t start = 0;
-    while (start <= s.size()) {
-      const size_t comma = std::min(s.find(',', start), s.size());
-      if (comma > start) out.push_back(s.substr(start, comma - start));
-      start = comma + 1;
-    }
-    return out;
-  }
-  for (py::handle item : h) out.push_back(py::module_::import("os").attr("fspath")(item).cast<std::string>());
-  return out;
-}
-
-// Discards what is written to it (quiet runs).
-std::ostream& NullStream() {
-  static std::ostream null(nullptr);
-  return null;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Model: a loaded checkpoint.
 
 class Model {
  public:
-  // Loads and verifies the checkpoint; a file without a checksum loads with a UserWarning.
+  // Loads and verifies the checkpoint; a file without a checksum loads with a UserWarning (an
+  // exception when warnings are errors, -W error).
   static std::unique_ptr<Model> Load(const py::object& path) {
     auto model = std::make_unique<Model>(Strings(path, false).at(0));
-    if (!model->checkpoint().checksum_verified)
-      PyErr_WarnEx(PyExc_UserWarning, (model->path() + " has no checksum; loaded unverified").c_str(), 1);
+    if (!model->checkpoint().checksum_verified &&
+        PyErr_WarnEx(PyExc_UserWarning, (model->path() + " has no checksum; loaded unverified").c_str(), 1) != 0)
+      throw py::error_already_set();
     return model;
   }
 
@@ -160,38 +84,18 @@ class Model {
   Checkpoint checkpoint_;
 };
 
-// Defines `name` on Model, taking `bptt sample`'s flags as keywords (SampleOptions' defaults) and
-// calling f(model, options) with them validated.
-template <typename F>
-void DefSampling(py::class_<Model>& model, const char* name, F f, const char* doc) {
-  const SampleOptions d;
-  model.def(
-      name,
-      [f](Model& self, int64_t length, double temperature, int top_k, double top_p, std::string prime, uint64_t seed,
-          bool argmax, std::string stop, int num, const std::string& precision, int threads) {
-        SampleOptions o;
-        o.length = length;
-        o.temperature = temperature;
-        o.top_k = top_k;
-        o.top_p = top_p;
-        o.prime = std::move(prime);
-        o.seed = seed;
-        o.argmax = argmax;
-        o.stop = std::move(stop);
-        o.num = num;
-        o.precision = ParsePrecision(precision, "--precision");
-        o.threads = threads;
-        o.Validate();
-        return f(self, o);
-      },
-      py::kw_only(), py::arg("length") = d.length, py::arg("temperature") = d.temperature, py::arg("top_k") = d.top_k,
-      py::arg("top_p") = d.top_p, py::arg("prime") = d.prime, py::arg("seed") = d.seed, py::arg("argmax") = d.argmax,
-      py::arg("stop") = d.stop, py::arg("num") = d.num, py::arg("precision") = PrecisionName(d.precision),
-      py::arg("threads") = d.threads, doc);
+// The sampling options of `bptt sample` from keywords, validated.
+SampleOptions SamplingKeywords(const py::kwargs& kwargs, const std::string& function) {
+  const SampleOptions o = ApplyGiven(SampleOptionSpecs(), kAnyCommand,
+                                     GivenKeywords(SampleOptionSpecs(), kAnyCommand, kwargs, {}, function), SampleOptions());
+  o.Validate();
+  return o;
 }
 
 // The pieces of Sampler::Next as str. A piece that ends inside a UTF-8 sequence (a byte
-// vocabulary's) waits for the bytes that complete it.
+// vocabulary's) waits for the bytes that complete it. One thread at a time: the sampler is
+// stepped without the GIL, so a second thread taking a piece while one is being made gets
+// bptt.Error "stream in use".
 class Stream {
  public:
   Stream(std::unique_ptr<Sampler> sampler, const SampleOptions& options) : sampler_(std::move(sampler)) {
@@ -199,6 +103,8 @@ class Stream {
   }
 
   py::object Next() {
+    const std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
+    if (!lock.owns_lock()) throw Error("stream in use: another thread is taking its next piece");
     while (true) {
       std::string_view piece;
       bool more;
@@ -234,30 +140,13 @@ class Stream {
     return n;
   }
 
+  std::mutex busy_;  // held while a piece is made
   std::unique_ptr<Sampler> sampler_;
   std::string pending_;
 };
 
 // ---------------------------------------------------------------------------------------------
 // Training: keywords are the rows of TrainOptionSpecs().
-
-std::string KeywordOf(std::string_view flag) {
-  std::string k(flag);
-  for (char& c : k)
-    if (c == '-') c = '_';
-  return k;
-}
-
-// The JSON value a row takes from a Python value, as the command line's parser makes it.
-nlohmann::json OptionValue(const OptionSpec<TrainOptions>& spec, py::handle value) {
-  const std::string what = "--" + std::string(spec.flag);
-  switch (spec.kind) {
-    case OptionKind::kSwitch: return py::bool_(py::reinterpret_borrow<py::object>(value)).cast<bool>();
-    case OptionKind::kSwitchOff: return !py::bool_(py::reinterpret_borrow<py::object>(value)).cast<bool>();
-    case OptionKind::kTexts: return Strings(value, false);
-    default: return ToJson(value, what);
-  }
-}
 
 const char* EndName(TrainEnd end) {
   switch (end) {
@@ -269,32 +158,23 @@ const char* EndName(TrainEnd end) {
   return "";
 }
 
+
 py::dict TrainPy(py::kwargs kwargs) {
-  py::object progress = py::none(), resume = py::none();
-  int trials = 1;
-  bool verbose = true;
-  std::string task;
-  nlohmann::json given = nlohmann::json::object();
-  std::vector<std::pair<const OptionSpec<TrainOptions>*, py::object>> values;
-  if (kwargs.contains("task")) task = kwargs["task"].cast<std::string>();
-  const unsigned command = !task.empty() ? kTaskCommand : kwargs.contains("data") ? kSequenceCommand : kTrainCommand;
-  for (auto [key, value] : kwargs) {
-    const std::string name = key.cast<std::string>();
-    if (name == "task") continue;
-    if (name == "progress") { progress = py::reinterpret_borrow<py::object>(value); continue; }
-    if (name == "resume") { resume = py::reinterpret_borrow<py::object>(value); continue; }
-    if (name == "trials") { trials = value.cast<int>(); continue; }
-    if (name == "verbose") { verbose = value.cast<bool>(); continue; }
-    const OptionSpec<TrainOptions>* found = nullptr;
-    for (const auto& spec : TrainOptionSpecs())
-      if ((spec.commands & command) != 0 && KeywordOf(spec.flag) == name) found = &spec;
-    if (found == nullptr)
-      throw Error("unrecognised option '" + name + "' of bptt " + (task.empty() ? "train" : "task") +
-                  " (bptt.train.__doc__ lists them)");
-    given[std::string(found->flag)] = OptionValue(*found, value);
-  }
+  const py::object progress = Own(kwargs, "progress"), resume = Own(kwargs, "resume");
+  const py::object task_arg = Own(kwargs, "task"), trials_arg = Own(kwargs, "trials"), verbose_arg = Own(kwargs, "verbose");
+  const std::string task = task_arg.is_none() ? std::string() : Strings(task_arg, false).at(0);
+  const int trials = trials_arg.is_none() ? 1 : trials_arg.cast<int>();
+  const bool verbose = verbose_arg.is_none() ? true : verbose_arg.cast<bool>();
+  const unsigned command = task.empty() ? kTrainCommand | kSequenceCommand : kTaskCommand;
+  nlohmann::json given = GivenKeywords(TrainOptionSpecs(), command, kwargs,
+                                       {"task", "progress", "resume", "trials", "verbose"},
+                                       task.empty() ? "bptt train" : "bptt task");
   if (!resume.is_none() && !task.empty()) throw Error("task cannot be given with resume (the run has its task)");
   if (!progress.is_none() && !PyCallable_Check(progress.ptr())) throw Error("progress must be callable");
+  if (trials < 1) throw Error("trials must be positive, got " + std::to_string(trials));
+  // Under mpirun, as `bptt train`: a corpus run trains distributed (a task is refused by the
+  // trainer with more than one rank).
+  if (LaunchedByMpi() && task.empty()) given["distributed"] = true;
 
   // Between steps: the progress callback, and Python's signal handlers (Ctrl-C raises
   // KeyboardInterrupt there), at most every 50 ms. Either one raising stops the run, which
@@ -337,12 +217,11 @@ py::dict TrainPy(py::kwargs kwargs) {
     py::gil_scoped_release release;
     result = Resume(dir, given, log, live, hooks);
   } else {
-    TrainOptions o = task.empty() ? TrainOptions() : TaskDefaults();
-    for (const auto& spec : TrainOptionSpecs())
-      if (given.contains(spec.flag)) spec.set(o, given.at(std::string(spec.flag)));
+    TrainOptions o = ApplyGiven(TrainOptionSpecs(), command, given, task.empty() ? TrainOptions() : TaskDefaults());
     if (!task.empty()) {
       o.task = task;
       if (!given.contains("T")) o.task_length = Task::Make(task)->info().default_T;
+      o.distributed = LaunchedByMpi();
     }
     py::gil_scoped_release release;
     result = trials == 1 ? Train(o, log, live, hooks) : TrainTrials(o, trials, log, live, hooks);
@@ -367,22 +246,30 @@ py::dict TrainPy(py::kwargs kwargs) {
 std::string TrainDoc() {
   std::string doc =
       "train(*, corpus=..., out=..., task=None, resume=None, trials=1, progress=None, verbose=True, **options)\n\n"
-      "Trains a model as `bptt train` (a corpus) or `bptt task` (task='adding', ...) does, or continues\n"
-      "the run in `resume` (a run directory) with the options that may change. Returns a dict: end\n"
-      "('finished', 'solved' or 'interrupted'), steps, train_loss, best_val_loss, dir, summary.\n"
+      "Trains a model as `bptt train` (a corpus, or data= sequences of your own) or `bptt task`\n"
+      "(task='adding', ...) does, or continues the run in `resume` (a run directory) with the options\n"
+      "that may change. Returns a dict: end ('finished', 'solved' or 'interrupted'), steps, train_loss,\n"
+      "best_val_loss, dir, summary.\n"
       "progress(metrics) is called with each line of DIR/metrics.jsonl; returning False stops the run\n"
       "(it saves, as Ctrl-C does); an exception it raises, or Ctrl-C's KeyboardInterrupt, stops the run,\n"
-      "which saves latest.safetensors, and is raised again. A diverged run raises bptt.Error.\n\n"
-      "Options (bptt train / bptt task flags, '-' written '_'; [task] only with task=, [train] only\n"
-      "without):\n";
+      "which saves latest.safetensors, and is raised again. A diverged run raises bptt.Error. Under\n"
+      "mpirun a corpus run trains distributed, as `bptt train` does. A keyword given as None is not given.\n\n"
+      "Options (bptt train / bptt task flags, '-' written '_'; [corpus] only with corpus=, [data] only with\n"
+      "data= (sequences of your own; bptt.fit trains on arrays), [task] only with task=):\n";
   const TrainOptions train_defaults;
   const TrainOptions task_defaults = TaskDefaults();
   for (const auto& spec : TrainOptionSpecs()) {
-    const bool train = (spec.commands & kTrainCommand) != 0, task = (spec.commands & kTaskCommand) != 0;
-    doc += "  " + KeywordOf(spec.flag);
+    const bool corpus = (spec.commands & kTrainCommand) != 0, task = (spec.commands & kTaskCommand) != 0,
+               data = (spec.commands & kSequenceCommand) != 0;
+    doc += "  " + OptionKeyword(spec.flag);
     if (spec.kind != OptionKind::kSwitch && spec.kind != OptionKind::kSwitchOff && spec.kind != OptionKind::kTexts)
-      doc += " = " + OptionText(spec.get(train ? train_defaults : task_defaults));
-    if (train != task) doc += train ? " [train]" : " [task]";
+      doc += " = " + OptionText(spec.get(corpus || data ? train_defaults : task_defaults));
+    if (!(corpus && task && data)) {
+      std::string tags;
+      for (const auto& [takes, name] : {std::pair{corpus, "corpus"}, {data, "data"}, {task, "task"}})
+        if (takes) tags += (tags.empty() ? "" : ", ") + std::string(name);
+      doc += " [" + tags + "]";
+    }
     doc += ": " + std::string(spec.help) + "\n";
   }
   return doc;
@@ -393,50 +280,16 @@ std::string TrainDoc() {
 
 py::array_t<double> Doubles(const std::vector<double>& v) { return py::array_t<double>(py::ssize_t(v.size()), v.data()); }
 
-py::dict DecayPy(py::object cells, py::object checkpoints, int hidden, int layers, int embed, py::object init,
-                 double init_scale, double forget_bias, uint64_t seed, py::object corpus, const std::string& unit,
-                 int symbols, std::optional<int> steps, int batch, int loss_step, int jacobian_lags,
-                 int jacobian_batch, int power_iterations, double clip_norm, int threads, py::object out,
-                 bool verbose) {
-  DecayStudy study;
-  study.cells = Strings(cells, true);
-  study.checkpoints = Strings(checkpoints, true);
-  study.model.hidden_size = hidden;
-  study.model.layers = layers;
-  study.model.embed_size = embed;
-  study.inits = Strings(init, true);
-  study.init.scale = init_scale;
-  study.init.forget_bias = forget_bias;
-  study.seed = seed;
-  if (!corpus.is_none()) study.corpus = Strings(corpus, false).at(0);
-  const auto parsed_unit = ParseUnit(unit);
-  if (!parsed_unit) throw Error("--unit '" + unit + "' is not one of grapheme, codepoint, byte, word");
-  study.unit = *parsed_unit;
-  study.symbols = symbols;
-  study.steps = steps;
-  study.batch = batch;
-  study.measure.loss_step = loss_step;
-  study.measure.jacobian_lags = jacobian_lags;
-  study.measure.jacobian_batch = jacobian_batch;
-  study.measure.power_iterations = power_iterations;
-  study.measure.clip_norm = clip_norm;
-  study.measure.threads = threads;
-  std::vector<DecayReport> reports;
-  DecayOptions options = study.measure;
-  options.seed = seed;
-  const std::filesystem::path dir = out.is_none() ? "" : Strings(out, false).at(0);
-  {
-    py::gil_scoped_release release;
-    reports = MeasureDecayStudy(study, verbose ? std::cerr : NullStream());
-    if (!dir.empty()) {
-      std::error_code failed;
-      std::filesystem::create_directories(dir, failed);
-      if (failed) throw Error(dir.string() + ": " + failed.message());
-      WriteDecayCsv(reports, dir / "decay.csv");
-      WriteDecaySummary(reports, options, dir / "summary.json");
-      WriteDecayPlot(reports, dir / "decay.svg");
-    }
-  }
+py::dict DecayPy(py::kwargs kwargs) {
+  const py::object verbose_arg = Own(kwargs, "verbose");
+  const bool verbose = !verbose_arg.is_none() && verbose_arg.cast<bool>();
+  const DecayStudy study = ApplyGiven(
+      DecayStudyOptionSpecs(), kAnyCommand,
+      GivenKeywords(DecayStudyOptionSpecs(), kAnyCommand, kwargs, {"verbose"}, "bptt.decay"), DecayStudy());
+  study.Validate();
+  const std::vector<DecayReport> reports = WithoutGil().Run([&](const std::function<void()>& between_chunks) {
+    return RunDecayStudy(study, verbose ? std::cerr : NullStream(), between_chunks);
+  });
   py::list models;
   for (const DecayReport& r : reports) {
     py::list curves;
@@ -464,8 +317,34 @@ py::dict DecayPy(py::object cells, py::object checkpoints, int hidden, int layer
   }
   py::dict result;
   result["models"] = models;
-  result["summary"] = ToPython(DecaySummaryJson(reports, options));
+  result["summary"] = ToPython(DecaySummaryJson(reports, study.measure));
   return result;
+}
+
+std::string DecayDoc() {
+  return KeywordSignature("decay", "*, verbose=False", DecayStudyOptionSpecs(), kAnyCommand, DecayStudy()) +
+         "\n\nThe gradient-decay analysis of `bptt decay`, with its options as keywords ('-' written '_'; "
+         "cell, checkpoint and init take a list or a comma-separated string; None is not given). Returns "
+         "{'models': [{'model', 'config', 'T', 'B', 'loss_step', 'grad_norm', 'clip_fraction', 'curves': "
+         "[{'layer', 'quantity', 'lags', 'median', 'q1', 'q3', 'relative'}]}], 'summary': the summary.json "
+         "object}, the curves as NumPy arrays; with out=DIR it also writes decay.csv, summary.json and "
+         "decay.svg there. verbose=True names each model on stderr as it starts. Ctrl-C interrupts it.\n\n"
+         "Options:\n" +
+         KeywordList(DecayStudyOptionSpecs(), kAnyCommand, DecayStudy());
+}
+
+std::string SamplingDoc(const std::string& name, const std::string& what) {
+  return KeywordSignature(name, "self, *", SampleOptionSpecs(), kAnyCommand, SampleOptions()) + "\n\n" + what +
+         " The options are `bptt sample`'s flags, '-' written '_' (None is not given):\n" +
+         KeywordList(SampleOptionSpecs(), kAnyCommand, SampleOptions());
+}
+
+std::string EvalDoc() {
+  return KeywordSignature("eval", "self, text=None, *, file=None", EvalOptionSpecs(), kAnyCommand, EvalOptions()) +
+         "\n\nScores a text (or file=PATH) as `bptt eval --json` does; the options are its flags, '-' written '_' "
+         "(None is not given). Returns its object: nats_per_symbol, bpc, perplexity, symbols, unknown, streams, "
+         "method. Ctrl-C interrupts it.\n\nOptions:\n" +
+         KeywordList(EvalOptionSpecs(), kAnyCommand, EvalOptions());
 }
 
 }  // namespace
@@ -513,7 +392,9 @@ PYBIND11_MODULE(bptt, m) {
             Model& model = self.cast<Model&>();
             py::dict out;
             model.checkpoint().params.ForEach([&](const std::string& name, Mat<float>& t) {
-              const bool vector = t.cols() == 1 && name.find("bias") != std::string::npos;
+              // 1-D as the checkpoint stores them (and PyTorch's modules take them): every bias and
+              // layer-norm gain or bias.
+              const bool vector = t.cols() == 1 && RoleOf(name) != TensorRole::kWeight;
               const auto rows = static_cast<py::ssize_t>(t.rows()), cols = static_cast<py::ssize_t>(t.cols());
               constexpr py::ssize_t f = sizeof(float);
               out[py::str(name)] =
@@ -522,8 +403,9 @@ PYBIND11_MODULE(bptt, m) {
             });
             return out;
           },
-          "The parameters by PyTorch name (rnn.weight_ih_l0, ..., decoder.bias) in PyTorch's shapes: views of "
-          "the model's own float32 memory, no copies; writing to them changes what sample and eval compute.")
+          "The parameters by PyTorch name (rnn.weight_ih_l0, ..., decoder.bias) in the checkpoint's (PyTorch's) "
+          "shapes, biases and layer norms 1-D: views of the model's own float32 memory, no copies; writing to them "
+          "changes what sample and eval compute.")
       .def(
           "encode",
           [](Model& self, const std::string& text) {
@@ -534,53 +416,63 @@ PYBIND11_MODULE(bptt, m) {
       .def(
           "decode",
           [](Model& self, const std::vector<int32_t>& ids) { return Text(self.checkpoint().vocab.Decode(ids), true); },
-          py::arg("ids"), "The text of the ids.")
-      .def(
-          "eval",
-          [](Model& self, std::optional<std::string> text, py::object file, int batch, int seq_len, int threads,
-             std::optional<std::string> precision) {
-            if (text.has_value() == !file.is_none()) throw Error("give the text or file= (one of them)");
-            EvalOptions o;
-            o.batch = batch;
-            o.seq_len = seq_len;
-            o.threads = threads;
-            if (precision) o.precision = ParsePrecision(*precision, "--precision");
-            o.Validate();
-            const Checkpoint& c = self.checkpoint();
-            const std::string path = file.is_none() ? "text" : Strings(file, false).at(0);
-            TextEvaluation r;
-            {
-              py::gil_scoped_release release;
-              EncodedFile encoded = text ? EncodeText(*text, c.vocab) : EncodeFile(path, c.vocab);
-              try {
-                r = Evaluate(c.config, c.params, c.vocab, std::move(encoded), o);
-              } catch (const Error& e) {
-                throw Error(path + ": " + e.what());
-              }
+          py::arg("ids"), "The text of the ids.");
+  {
+    // The keyword functions write their own signature line, made from their tables.
+    py::options options;
+    options.disable_function_signatures();
+    model.def(
+        "eval",
+        [](Model& self, py::object text, py::object file, py::kwargs kwargs) {
+          if (text.is_none() == file.is_none()) throw Error("give the text or file= (one of them)");
+          const EvalOptions o = ApplyGiven(EvalOptionSpecs(), kAnyCommand,
+                                           GivenKeywords(EvalOptionSpecs(), kAnyCommand, kwargs, {}, "Model.eval"),
+                                           EvalOptions());
+          o.Validate();
+          const Checkpoint& c = self.checkpoint();
+          const std::string path = file.is_none() ? "text" : Strings(file, false).at(0);
+          const std::optional<std::string> content =
+              text.is_none() ? std::nullopt : std::optional<std::string>(text.cast<std::string>());
+          const TextEvaluation r = WithoutGil().Run([&](const std::function<void()>& between_chunks) {
+            EncodedFile encoded = content ? EncodeText(*content, c.vocab, path, between_chunks)
+                                          : EncodeFile(path, c.vocab, between_chunks);
+            try {
+              return Evaluate(c.config, c.params, c.vocab, std::move(encoded), o, between_chunks);
+            } catch (const Error& e) {
+              throw Error(path + ": " + e.what());
             }
-            py::dict out = ToPython(EvaluationJson(r));
-            return out;
-          },
-          py::arg("text") = py::none(), py::kw_only(), py::arg("file") = py::none(),
-          py::arg("batch") = EvalOptions{}.batch, py::arg("seq_len") = EvalOptions{}.seq_len,
-          py::arg("threads") = EvalOptions{}.threads, py::arg("precision") = py::none(),
-          "Scores a text (or file=PATH) as `bptt eval --json` does; the options are its flags. Returns its "
-          "object: nats_per_symbol, bpc, perplexity, symbols, unknown, streams, method.");
-  DefSampling(
-      model, "sample",
-      [](Model& self, const SampleOptions& o) {
-        std::string text;
-        {
-          py::gil_scoped_release release;
-          self.MakeSampler()->Generate(o, [&text](std::string_view piece) { text.append(piece); });
-        }
-        return Text(text, true);
-      },
-      "Generated text, as `bptt sample` prints it (without its final newline): the options are its flags.");
-  DefSampling(
-      model, "stream",
-      [](Model& self, const SampleOptions& o) { return std::make_unique<Stream>(self.MakeSampler(), o); },
-      "sample's text as it is generated: an iterator of pieces (the prime, then a symbol at a time).");
+          });
+          return ToPython(EvaluationJson(r));
+        },
+        py::arg("text") = py::none(), py::kw_only(), py::arg("file") = py::none(), EvalDoc().c_str());
+    model.def(
+        "sample",
+        [](Model& self, py::kwargs kwargs) {
+          const SampleOptions o = SamplingKeywords(kwargs, "Model.sample");
+          std::string text;
+          WithoutGil().Run([&](const std::function<void()>& between_chunks) {
+            self.MakeSampler()->Generate(o, [&](std::string_view piece) {
+              between_chunks();
+              text.append(piece);
+            });
+          });
+          return Text(text, true);
+        },
+        SamplingDoc("sample", "Generated text, as `bptt sample` prints it (without its final newline). Ctrl-C "
+                              "interrupts it.")
+            .c_str());
+    model.def(
+        "stream",
+        [](Model& self, py::kwargs kwargs) {
+          return std::make_unique<Stream>(self.MakeSampler(), SamplingKeywords(kwargs, "Model.stream"));
+        },
+        SamplingDoc("stream",
+                    "sample's text as it is generated: an iterator of pieces (the prime, then a symbol at a time), "
+                    "for one thread at a time.")
+            .c_str());
+    m.def("train", &TrainPy, TrainDoc().c_str());
+    m.def("decay", &DecayPy, DecayDoc().c_str());
+  }
 
   py::class_<Stream>(m, "Stream", "The pieces of Model.stream.")
       .def("__iter__", [](py::object self) { return self; })
@@ -588,21 +480,4 @@ PYBIND11_MODULE(bptt, m) {
 
   m.def("load", &Model::Load, py::arg("path"), "Loads and verifies a checkpoint (.safetensors): a Model.");
   RegisterSequences(m);
-  m.def("train", &TrainPy, TrainDoc().c_str());
-  m.def("decay", &DecayPy, py::kw_only(), py::arg("cells") = py::none(), py::arg("checkpoints") = py::none(),
-        py::arg("hidden") = ModelConfig().hidden_size, py::arg("layers") = ModelConfig().layers,
-        py::arg("embed") = 0, py::arg("init") = py::none(), py::arg("init_scale") = InitOptions().scale,
-        py::arg("forget_bias") = InitOptions().forget_bias, py::arg("seed") = 1, py::arg("corpus") = py::none(),
-        py::arg("unit") = "grapheme", py::arg("symbols") = DecayStudy().symbols, py::arg("steps") = py::none(),
-        py::arg("batch") = DecayStudy().batch, py::arg("loss_step") = DecayOptions().loss_step,
-        py::arg("jacobian_lags") = DecayOptions().jacobian_lags,
-        py::arg("jacobian_batch") = DecayOptions().jacobian_batch,
-        py::arg("power_iterations") = DecayOptions().power_iterations,
-        py::arg("clip_norm") = DecayOptions().clip_norm, py::arg("threads") = DecayOptions().threads,
-        py::arg("out") = py::none(), py::arg("verbose") = false,
-        "The gradient-decay analysis of `bptt decay` (the same options, '-' written '_'; cells, checkpoints and "
-        "init take a list or a comma-separated string). Returns {'models': [{'model', 'config', 'T', 'B', "
-        "'loss_step', 'grad_norm', 'clip_fraction', 'curves': [{'layer', 'quantity', 'lags', 'median', 'q1', "
-        "'q3', 'relative'}]}], 'summary': the summary.json object}, the curves as NumPy arrays; with out=DIR "
-        "it also writes decay.csv, summary.json and decay.svg there.");
 }

@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <streambuf>
 
@@ -31,6 +32,7 @@
 #include "bptt/options.h"
 #include "bptt/sequences.h"
 #include "bptt/trainer.h"
+#include "keywords.h"
 
 namespace py = pybind11;
 
@@ -42,27 +44,6 @@ using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>
 
 // ---------------------------------------------------------------------------------------------
 // Values between Python and the library.
-
-py::object FromJson(const nlohmann::json& j) {
-  return py::module_::import("json").attr("loads")(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-}
-
-nlohmann::json ToJsonValue(py::handle h, const std::string& what) {
-  if (h.is_none()) return nullptr;
-  if (py::isinstance<py::bool_>(h)) return h.cast<bool>();
-  if (py::isinstance<py::int_>(h) || py::hasattr(h, "__index__")) return py::int_(py::reinterpret_borrow<py::object>(h)).cast<int64_t>();
-  if (py::isinstance<py::float_>(h) || py::hasattr(h, "__float__")) return py::float_(py::reinterpret_borrow<py::object>(h)).cast<double>();
-  if (py::isinstance<py::str>(h)) return h.cast<std::string>();
-  if (py::hasattr(h, "__fspath__")) return py::module_::import("os").attr("fspath")(h).cast<std::string>();
-  throw Error(what + " cannot take a " + py::str(py::type::of(h).attr("__name__")).cast<std::string>());
-}
-
-std::string KeywordOf(std::string_view flag) {
-  std::string k(flag);
-  for (char& c : k)
-    if (c == '-') c = '_';
-  return k;
-}
 
 // A library array as a NumPy array that owns it: the vector moves into the array's base.
 template <typename T>
@@ -282,7 +263,7 @@ class SequenceModel {
       py::gil_scoped_release release;
       r = ScoreSequences(checkpoint_.config, checkpoint_.params, spec_, s, threads);
     }
-    return FromJson(r);
+    return ToPython(r);
   }
 
   py::array ForecastArray(py::handle series, int64_t horizon, int threads) const {
@@ -306,7 +287,7 @@ class SequenceModel {
       py::gil_scoped_release release;
       r = ScoreForecast(checkpoint_.config, checkpoint_.params, spec_, s, held_out, threads);
     }
-    return FromJson(r);
+    return ToPython(r);
   }
 
   void Save(const py::object& path) const {
@@ -324,58 +305,33 @@ class SequenceModel {
 // ---------------------------------------------------------------------------------------------
 // Training from arrays.
 
-// The `bptt train --data` keywords (the option table's rows that sequences take), without the
-// files: arrays take their place.
-const OptionSpec<TrainOptions>* SequenceOption(const std::string& keyword) {
-  for (const auto& spec : TrainOptionSpecs()) {
-    if ((spec.commands & kSequenceCommand) == 0 || KeywordOf(spec.flag) != keyword) continue;
-    if (spec.key.starts_with("sequences.") &&
-        (spec.flag.ends_with("data") || spec.flag.ends_with("labels")))
-      return nullptr;
-    return &spec;
-  }
-  return nullptr;
+// A row of the `bptt train --data` options that names a file (--data, --labels, --val-data, ...):
+// bptt.fit takes arrays in their place.
+bool FileOption(const OptionSpec<TrainOptions>& spec) {
+  return spec.key.starts_with("sequences.") && (spec.flag.ends_with("data") || spec.flag.ends_with("labels"));
 }
 
-std::shared_ptr<SequenceModel> Fit(py::handle X, py::handle y, py::dict kwargs) {
-  py::object progress = py::none(), validation = py::none(), out = py::none(), lengths = py::none(),
-             mask = py::none(), resume = py::none();
-  bool verbose = true;
-  nlohmann::json given = nlohmann::json::object();
-  for (auto [key, value] : kwargs) {
-    const std::string name = key.cast<std::string>();
-    py::object v = py::reinterpret_borrow<py::object>(value);
-    if (name == "progress") progress = v;
-    else if (name == "validation_data") validation = v;
-    else if (name == "out") out = v;
-    else if (name == "lengths") lengths = v;
-    else if (name == "mask") mask = v;
-    else if (name == "resume") resume = v;
-    else if (name == "verbose") verbose = v.cast<bool>();
-    else {
-      const OptionSpec<TrainOptions>* spec = SequenceOption(name);
-      if (spec == nullptr) {  // another mode's option, or a file that arrays stand for, or none
-        for (const auto& row : TrainOptionSpecs()) {
-          if (KeywordOf(row.flag) != name) continue;
-          if ((row.commands & kSequenceCommand) != 0)
-            throw Error("bptt.fit takes arrays, not " + name + "= (bptt.train(data=...) trains on files)");
-          CheckOptionsApply({{std::string(row.flag), true}}, kSequenceCommand);
-        }
-        throw Error("unrecognised option '" + name + "' of bptt.fit (help(bptt.fit) lists them)");
-      }
-      given[std::string(spec->flag)] =
-          spec->kind == OptionKind::kSwitch ? nlohmann::json(v.cast<bool>())
-          : spec->kind == OptionKind::kSwitchOff ? nlohmann::json(!v.cast<bool>())
-                                                 : ToJsonValue(v, "--" + std::string(spec->flag));
-    }
-  }
-  if (!progress.is_none() && !PyCallable_Check(progress.ptr())) throw Error("progress must be callable");
-  CheckOptionsApply(given, kSequenceCommand);
+// The keywords of bptt.fit that are not options.
+const std::set<std::string> kFitKeywords = {"progress", "validation_data", "out", "lengths", "mask", "resume", "verbose"};
 
-  TrainOptions o;
+std::shared_ptr<SequenceModel> Fit(py::handle X, py::handle y, py::dict kwargs_dict) {
+  const py::kwargs kwargs = py::reinterpret_borrow<py::kwargs>(kwargs_dict);
+  const py::object progress = Own(kwargs, "progress"), validation = Own(kwargs, "validation_data"),
+                   out = Own(kwargs, "out"), lengths = Own(kwargs, "lengths"), mask = Own(kwargs, "mask"),
+                   resume = Own(kwargs, "resume"), verbose_arg = Own(kwargs, "verbose");
+  const bool verbose = verbose_arg.is_none() || verbose_arg.cast<bool>();
   for (const auto& spec : TrainOptionSpecs())
-    if (given.contains(spec.flag)) spec.set(o, given.at(std::string(spec.flag)));
-  o.sequences.data = std::string(kArraysData);
+    if (FileOption(spec) && kwargs.contains(OptionKeyword(spec.flag)))
+      throw Error("bptt.fit takes arrays, not " + OptionKeyword(spec.flag) +
+                  "= (bptt.train(data=...) trains on files)");
+  // The rows of bptt train: those of a corpus are refused, as with --data.
+  constexpr unsigned kCommand = kTrainCommand | kSequenceCommand;
+  const nlohmann::json given = GivenKeywords(TrainOptionSpecs(), kCommand, kwargs, kFitKeywords, "bptt.fit");
+  if (!progress.is_none() && !PyCallable_Check(progress.ptr())) throw Error("progress must be callable");
+
+  TrainOptions arrays_run;
+  arrays_run.sequences.data = std::string(kArraysData);
+  TrainOptions o = ApplyGiven(TrainOptionSpecs(), kCommand, given, arrays_run);
   const bool series = o.sequences.forecast();
   auto arrays = std::make_shared<SequenceArrays>();
   const FloatArray x = FloatArray::ensure(X);
@@ -419,7 +375,7 @@ std::shared_ptr<SequenceModel> Fit(py::handle X, py::handle y, py::dict kwargs) 
       py::gil_scoped_acquire gil;
       if (raised) return;
       try {
-        if (progress(FromJson(metrics)).is(py::bool_(false))) stop = true;
+        if (progress(ToPython(metrics)).is(py::bool_(false))) stop = true;
       } catch (py::error_already_set& e) {
         raised = std::move(e);
         stop = true;
@@ -480,8 +436,8 @@ std::string FitDoc() {
       "Options (bptt train flags, '-' written '_'):\n";
   const TrainOptions defaults;
   for (const auto& spec : TrainOptionSpecs()) {
-    if ((spec.commands & kSequenceCommand) == 0 || SequenceOption(KeywordOf(spec.flag)) == nullptr) continue;
-    doc += "  " + KeywordOf(spec.flag);
+    if ((spec.commands & kSequenceCommand) == 0 || FileOption(spec)) continue;
+    doc += "  " + OptionKeyword(spec.flag);
     if (spec.kind != OptionKind::kSwitch && spec.kind != OptionKind::kSwitchOff) doc += " = " + OptionText(spec.get(defaults));
     doc += ": " + std::string(spec.help) + "\n";
   }
@@ -530,7 +486,7 @@ class Estimator {
         out[p.name] = py::none();
       } else {
         for (const auto& spec : TrainOptionSpecs())
-          if (spec.flag == p.flag) out[p.name] = FromJson(spec.get(defaults));
+          if (spec.flag == p.flag) out[p.name] = ToPython(spec.get(defaults));
       }
     }
     return out;
@@ -553,8 +509,15 @@ class Estimator {
       if (name == "options") {
         if (!all[p.name].is_none())
           for (auto [k, v] : all[p.name].cast<py::dict>()) kw[k] = v;
-      } else {
+      } else if (p.flag[0] == '\0') {
         kw[p.name] = all[p.name];
+      } else {
+        // A parameter at its option's default is not given, so that an option that does not
+        // apply to the others (huber_delta without loss='huber') is refused only when set.
+        for (const auto& spec : TrainOptionSpecs())
+          if (spec.flag == p.flag && !all[p.name].is_none() &&
+              KeywordValue(spec, all[p.name]) != spec.get(TrainOptions()))
+            kw[p.name] = all[p.name];
       }
     }
     kw["head"] = py::str(std::string(SequenceHeadName(head_)));
@@ -624,11 +587,11 @@ void RegisterSequences(py::module_& m) {
   const auto threads = py::arg("threads") = 0;
   model.def_static("load", &SequenceModel::Load, py::arg("path"), "Loads a checkpoint of bptt train --data.")
       .def_property_readonly("head", [](const SequenceModel& s) { return std::string(SequenceHeadName(s.spec().head)); })
-      .def_property_readonly("config", [](const SequenceModel& s) { return FromJson(ConfigToJson(s.checkpoint().config)); },
+      .def_property_readonly("config", [](const SequenceModel& s) { return ToPython(ConfigToJson(s.checkpoint().config)); },
                              "The model's configuration, as the checkpoint stores it.")
-      .def_property_readonly("spec", [](const SequenceModel& s) { return FromJson(s.spec().ToJson()); },
+      .def_property_readonly("spec", [](const SequenceModel& s) { return ToPython(s.spec().ToJson()); },
                              "What the model reads and predicts: head, features, classes, standardisation.")
-      .def_property_readonly("summary", [](const SequenceModel& s) { return FromJson(s.summary()); },
+      .def_property_readonly("summary", [](const SequenceModel& s) { return ToPython(s.summary()); },
                              "The run's summary.json (validation scores of the best checkpoint); None when loaded.")
       .def_property_readonly("dir", [](const SequenceModel& s) { return s.dir().empty() ? py::object(py::none()) : py::object(py::str(s.dir())); })
       .def("predict", &SequenceModel::PredictArray, py::arg("X"), py::kw_only(), py::arg("lengths") = py::none(),

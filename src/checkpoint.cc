@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <iomanip>
 #include <set>
 #include <sstream>
@@ -139,6 +140,21 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
     st.SetMetadata("training", training.dump());
   }
   st.Save(path);
+}
+
+bool IsSequenceCheckpoint(const std::filesystem::path& path) {
+  // A safetensors file opens with the header's length (8 bytes, little-endian), then the header.
+  std::ifstream in(path, std::ios::binary);
+  unsigned char size[8];
+  if (!in.read(reinterpret_cast<char*>(size), sizeof size)) return false;
+  uint64_t length = 0;
+  for (int k = 7; k >= 0; --k) length = length << 8 | size[k];
+  if (length > (uint64_t{1} << 27)) return false;
+  std::string header(length, '\0');
+  if (!in.read(header.data(), static_cast<std::streamsize>(length))) return false;
+  const nlohmann::json j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.contains("__metadata__") && j["__metadata__"].is_object() &&
+         j["__metadata__"].contains("sequences");
 }
 
 Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use) {

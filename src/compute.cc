@@ -3,7 +3,7 @@
 #include <string>
 
 #include "bptt/error.h"
-#include "kernels/amx_gemm.h"
+#include "kernels/bf16_gemm.h"
 
 namespace bptt {
 
@@ -22,6 +22,6 @@ Precision ParsePrecision(std::string_view name, std::string_view flag) {
   throw Error(std::string(flag) + " must be fp32, bf16 or int8, got '" + std::string(name) + "'");
 }
 
-bool Bf16ProductsAvailable() { return AmxAvailable(); }
+bool Bf16ProductsAvailable() { return Bf16ProductsHere(); }
 
 }  // namespace bptt

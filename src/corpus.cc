@@ -75,21 +75,6 @@ struct FileCloser {
 };
 using File = std::unique_ptr<std::FILE, FileCloser>;
 
-// Calls `piece` with successive pieces of the file.
-void ReadInPieces(const fs::path& path, const std::function<void(std::string_view)>& piece) {
-  File file(std::fopen(path.c_str(), "rb"));
-  if (!file) throw Error(path.string() + ": cannot open: " + ErrnoText());
-  std::vector<char> buffer(kReadPieceBytes);
-  for (;;) {
-    const size_t n = std::fread(buffer.data(), 1, buffer.size(), file.get());
-    if (n > 0) piece(std::string_view(buffer.data(), n));
-    if (n < buffer.size()) {
-      if (std::ferror(file.get())) throw Error(path.string() + ": read failed: " + ErrnoText());
-      return;
-    }
-  }
-}
-
 bool IsHidden(const fs::path& path) {
   const std::string name = path.filename().string();
   return !name.empty() && name[0] == '.';
@@ -218,6 +203,32 @@ class IdsWriter {
 
 }  // namespace
 
+void ReadInPieces(const fs::path& path, const std::function<void(std::string_view)>& piece) {
+  File file(std::fopen(path.c_str(), "rb"));
+  if (!file) throw Error(path.string() + ": cannot open: " + ErrnoText());
+  std::vector<char> buffer(kReadPieceBytes);
+  for (;;) {
+    const size_t n = std::fread(buffer.data(), 1, buffer.size(), file.get());
+    if (n > 0) piece(std::string_view(buffer.data(), n));
+    if (n < buffer.size()) {
+      if (std::ferror(file.get())) throw Error(path.string() + ": read failed: " + ErrnoText());
+      return;
+    }
+  }
+}
+
+void CheckTextFile(const fs::path& path) {
+  const std::string name = path.string();
+  std::error_code error;
+  const fs::file_status status = fs::status(path, error);
+  if (!fs::exists(status)) throw Error(name + ": no such file or directory");
+  if (fs::is_directory(status)) throw Error(name + ": is a directory, not a text file");
+  if (!fs::is_regular_file(status)) throw Error(name + ": not a regular file");
+  const Examined examined = Examine(path);
+  if (examined.kind == Content::kEmpty) throw Error(name + ": empty file");
+  if (examined.kind == Content::kBinary) throw Error(name + ": not text (" + examined.detail + ")");
+}
+
 CorpusFiles ListCorpusFiles(const std::vector<std::string>& paths) {
   CorpusFiles corpus;
   for (const std::string& name : paths) {
@@ -252,9 +263,7 @@ CorpusFiles ListCorpusFiles(const std::vector<std::string>& paths) {
       }
       if (corpus.files.size() == text_before) throw Error(name + ": directory has no text files");
     } else if (fs::is_regular_file(status)) {
-      const Examined examined = Examine(path);
-      if (examined.kind == Content::kEmpty) throw Error(name + ": empty file");
-      if (examined.kind == Content::kBinary) throw Error(name + ": not text (" + examined.detail + ")");
+      CheckTextFile(path);
       corpus.files.push_back(path);
     } else {
       throw Error(name + ": not a regular file or directory");
@@ -525,6 +534,59 @@ void BatchStream::Seek(size_t chunk) {
                 std::to_string(chunks_per_epoch_) + " chunks");
   }
   chunk_ = chunk;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SummarizeCorpus
+
+CorpusSummary SummarizeCorpus(const std::vector<std::string>& paths, const TokenizerOptions& options) {
+  CorpusSummary summary;
+  summary.files = ListCorpusFiles(paths);
+  const std::vector<fs::path>& files = summary.files.files;
+  // The ids file of a training run, in the temporary directory; removed on the way out.
+  struct Remove {
+    fs::path path;
+    ~Remove() {
+      std::error_code ignored;
+      fs::remove(path, ignored);
+    }
+  } ids{fs::temp_directory_path() / ("bptt-tokenize-" + std::to_string(::getpid()) + ".ids")};
+  const EncodedCorpus encoded = EncodedCorpus::Build(files, options, ids.path);
+  summary.vocab = encoded.vocab();
+  summary.symbols = encoded.size();
+  summary.replacements = encoded.replacements();
+
+  // The text segmented once more, symbol by symbol against the decoded ids.
+  const Vocab& vocab = summary.vocab;
+  uint64_t position = 0;
+  bool mismatched = false;
+  const SymbolSink check = [&](std::string_view symbol) {
+    summary.text_bytes += symbol.size();
+    const uint64_t i = position++;
+    if (mismatched || i >= encoded.size()) return;
+    const std::string& decoded = vocab.symbol(encoded[i]);
+    if (decoded == symbol) return;
+    if (encoded[i] == vocab.unknown_id() && !vocab.Find(symbol)) {
+      ++summary.as_unknown;
+      return;
+    }
+    mismatched = true;
+    summary.mismatch = "symbol " + std::to_string(i) + " is \"" + DisplaySymbol(symbol) + "\" but decodes as \"" +
+                       DisplaySymbol(decoded) + "\"";
+  };
+  Segmenter segmenter(vocab.options());
+  for (const fs::path& file : files) {
+    segmenter.Restart(file.string());
+    ReadInPieces(file, [&](std::string_view piece) {
+      summary.file_bytes += piece.size();
+      segmenter.Feed(piece, check);
+    });
+    segmenter.Finish(check);
+  }
+  if (position != encoded.size() && !mismatched)
+    summary.mismatch = "the text has " + std::to_string(position) + " symbols but the encoding " +
+                       std::to_string(encoded.size());
+  return summary;
 }
 
 }  // namespace bptt

@@ -4,25 +4,16 @@
 #include <Eigen/SVD>
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <fstream>
-#include <map>
-#include <sstream>
 
 #include "bptt/clip.h"
 #include "bptt/error.h"
 #include "bptt/loss.h"
-#include "bptt/plot.h"
-#include "bptt/task.h"
-#include "bptt/trainer.h"
+#include "bptt/options.h"
 #include "decay_internal.h"
 
 namespace bptt {
 
 namespace {
-
-// Norms below this are treated as 0 by the fit (they are subnormal or about to be).
-constexpr double kSmallestNorm = 1e-300;
 
 // Linear interpolation between order statistics (R's type 7): q in [0, 1].
 double Quantile(std::vector<double> v, double q) {
@@ -147,38 +138,24 @@ void CheckInputs(const ModelConfig& config, const Batch<double>& data, const Dec
   if (config.head == Head::kSoftmax)
     for (Eigen::Index j = 0; j < n; ++j)
       if (data.IsScored(j)) check(data.classes.segment(j, 1), 1, config.output_size, "target class");
-  if (options.loss_step < 0 || options.loss_step > data.T)
+  options.Validate();
+  if (options.loss_step > data.T)
     throw Error("--loss-step must be in [0, " + std::to_string(data.T) + "] (0 = the last step), got " +
                 std::to_string(options.loss_step));
-  if (options.jacobian_lags < 0) throw Error("--jacobian-lags must be 0 or positive");
-  if (options.power_iterations < 1) throw Error("--power-iterations must be positive");
-  if (options.jacobian_batch < 0) throw Error("--jacobian-batch must be 0 (all) or positive");
-  if (!(options.clip_norm > 0)) throw Error("--clip-norm must be positive");
-}
-
-std::string Format(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", v);
-  return buf;
-}
-
-std::string CsvField(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char ch : s) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-  return out + "\"";
-}
-
-nlohmann::json JsonNumber(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
-
-nlohmann::json FitJson(const DecayFit& fit) {
-  return {{"decay_factor", JsonNumber(fit.decay_factor)},
-          {"half_life", JsonNumber(fit.half_life)},
-          {"lag_below_1e-6", fit.lag_below >= 0 ? nlohmann::json(fit.lag_below) : nlohmann::json(nullptr)},
-          {"explodes", fit.explodes}};
 }
 
 }  // namespace
+
+void DecayOptions::Validate() const {
+  if (loss_step < 0) throw Error("--loss-step must be 0 (the last step) or positive, got " + std::to_string(loss_step));
+  if (jacobian_lags < 0) throw Error("--jacobian-lags must be 0 or positive");
+  if (power_iterations < 1) throw Error("--power-iterations must be positive");
+  if (jacobian_batch < 0) throw Error("--jacobian-batch must be 0 (all) or positive");
+  if (!(power_tolerance > 0)) throw Error("the power iteration's tolerance must be positive");
+  if (!(clip_norm > 0) || !std::isfinite(clip_norm)) throw Error("--clip-norm must be positive");
+  if (!(vanish_threshold > 0)) throw Error("the vanishing threshold must be positive");
+  CheckThreads(threads, 1);
+}
 
 // A language-model batch of T steps and B sequences, every position scored.
 Batch<double> SymbolBatch(int T, int B) {
@@ -243,7 +220,7 @@ DecayFit FitDecay(const DecayCurve& curve, double vanish_threshold) {
   double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
   for (size_t i = 0; i < curve.lags.size(); ++i) {
     const double m = curve.median[i];
-    if (!std::isfinite(m) || m <= kSmallestNorm) continue;
+    if (!std::isfinite(m) || m <= kSmallestDecayNorm) continue;
     const double x = curve.lags[i], y = std::log(m);
     n += 1, sx += x, sy += y, sxx += x * x, sxy += x * y;
   }
@@ -297,13 +274,15 @@ std::vector<int> LogSpacedLags(int max_lag, int n) {
 // own unit vector v; ‖J v‖ is the estimate. w = J v is normalised before the product J^T w, so
 // that neither underflows while σ_max itself is representable.
 Mat<double> JacobianNorms(const Cell& cell, const RecurrentParams<double>& params, const LayerCache<double>& cache,
-                          const std::vector<int>& lags, const DecayOptions& options) {
+                          const std::vector<int>& lags, const DecayOptions& options,
+                          const std::function<void()>& between_chunks) {
   const Eigen::Index H = params.hidden_size(), B = cache.B;
   Mat<double> sigma = Mat<double>::Zero(static_cast<Eigen::Index>(lags.size()), B);
   Rng rng(options.seed);
   LayerBackward<double> back;
   RecurrentParams<double> scratch = RecurrentParams<double>::Zeros(cell, params.weight_ih.cols(), H, params.layer_norm());
   for (size_t li = 0; li < lags.size(); ++li) {
+    if (between_chunks) between_chunks();
     const int k = lags[li];
     if (k < 0 || k >= cache.T + 1) throw Error("decay: lag " + std::to_string(k) + " outside the chunk");
     if (k == 0) {
@@ -384,33 +363,9 @@ Batch<double> ScoredAt(const Batch<double>& data, int s) {
   return out;
 }
 
-Batch<double> CheckpointInputs(const Checkpoint& checkpoint, const std::string& text, int T, int B, uint64_t seed,
-                               size_t* unknown) {
-  if (checkpoint.training && !TaskOf(checkpoint.training->options).empty()) {
-    const TrainOptions o = TrainOptionsFromJson(checkpoint.training->options, "checkpoint");
-    const std::unique_ptr<Task> task = Task::Make(o.task, o.task_length);
-    Batch<float> batch;
-    task->Generate(StreamSeed(seed, kTestDataStream), 0, B, batch);
-    Batch<double> data;
-    data.T = batch.T;
-    data.B = batch.B;
-    data.ids = batch.ids;
-    data.dense = batch.dense.cast<double>();
-    data.classes = batch.classes;
-    data.values = batch.values.cast<double>();
-    data.scored = batch.scored;
-    return ScoredAt(data, 0);
-  }
-  Rng rng(seed);
-  if (text.empty()) return UnigramInputs(checkpoint.vocab, T, B, rng);
-  std::vector<std::string> missing;
-  const std::vector<int32_t> ids = checkpoint.vocab.Encode(text, &missing);
-  if (unknown) *unknown = missing.size();
-  return CorpusInputs(ids, T, B);
-}
-
 DecayReport MeasureDecay(const std::string& model, const ModelConfig& config, const ModelParams<double>& params,
-                         const Batch<double>& data, const DecayOptions& options) {
+                         const Batch<double>& data, const DecayOptions& options,
+                         const std::function<void()>& between_chunks) {
   CheckInputs(config, data, options);
   const Cell& cell = *config.cell;
   const Eigen::Index B = data.B, L = config.layers;
@@ -445,6 +400,7 @@ DecayReport MeasureDecay(const std::string& model, const ModelConfig& config, co
 
   const std::vector<int> lags = LogSpacedLags(static_cast<int>(s - 1), options.jacobian_lags);
   for (Eigen::Index l = 0; l < L; ++l) {
+    if (between_chunks) between_chunks();
     const int layer = static_cast<int>(l);
     LayerDecay ld;
     ld.layer = layer;
@@ -457,8 +413,9 @@ DecayReport MeasureDecay(const std::string& model, const ModelConfig& config, co
     if (options.jacobian_lags > 0) {
       const Eigen::Index JB = options.jacobian_batch > 0 ? std::min<Eigen::Index>(options.jacobian_batch, B) : B;
       const Mat<double> sigma =
-          JB == B ? JacobianNorms(cell, params.layers[l], cache.layers[l], lags, options)
-                  : JacobianNorms(cell, params.layers[l], FirstSequences(cell, cache.layers[l], JB), lags, options);
+          JB == B ? JacobianNorms(cell, params.layers[l], cache.layers[l], lags, options, between_chunks)
+                  : JacobianNorms(cell, params.layers[l], FirstSequences(cell, cache.layers[l], JB), lags, options,
+                                  between_chunks);
       DecayCurve curve{layer, "jacobian", {}, {}, {}, {}, {}};
       for (size_t i = 0; i < lags.size(); ++i) {
         const Eigen::RowVectorXd row = sigma.row(static_cast<Eigen::Index>(i));
@@ -488,243 +445,6 @@ DecayReport MeasureDecay(const std::string& model, const ModelConfig& config, co
   report.clip_norm = options.clip_norm;
   report.clip_fraction = report.grad_norm > options.clip_norm ? 1 - options.clip_norm / report.grad_norm : 0.0;
   return report;
-}
-
-void WriteDecayCsv(const std::vector<DecayReport>& reports, const std::filesystem::path& path) {
-  std::ostringstream out;
-  out << "model,layer,quantity,lag,median,q1,q3,relative\n";
-  for (const auto& r : reports)
-    for (const auto& c : r.curves)
-      for (size_t i = 0; i < c.lags.size(); ++i)
-        out << CsvField(r.model) << ',' << c.layer << ',' << c.quantity << ',' << c.lags[i] << ',' << Format(c.median[i])
-            << ',' << Format(c.q1[i]) << ',' << Format(c.q3[i]) << ',' << Format(c.relative[i]) << '\n';
-  SaveText(out.str(), path);
-}
-
-nlohmann::json DecaySummaryJson(const std::vector<DecayReport>& reports, const DecayOptions& options) {
-  nlohmann::json models = nlohmann::json::array();
-  for (const auto& r : reports) {
-    nlohmann::json layers = nlohmann::json::array();
-    for (const auto& ld : r.layers) {
-      nlohmann::json j = FitJson(ld.h);
-      j["layer"] = ld.layer;
-      j["sigma_max"] = JsonNumber(ld.sigma_max);
-      j["spectral_radius"] = JsonNumber(ld.spectral_radius);
-      j["pascanu_bound"] = JsonNumber(ld.pascanu_bound);
-      nlohmann::json gates = nlohmann::json::array();
-      for (const auto& sp : ld.spectra)
-        gates.push_back({{"gate", sp.gate}, {"sigma_max", JsonNumber(sp.sigma_max)},
-                         {"spectral_radius", JsonNumber(sp.spectral_radius)}});
-      j["gates"] = gates;
-      if (r.Find(ld.layer, "c")) j["c"] = FitJson(ld.c);
-      if (r.Find(ld.layer, "jacobian")) j["jacobian"] = FitJson(ld.jacobian);
-      layers.push_back(j);
-    }
-    models.push_back({{"model", r.model},
-                      {"cell", std::string(r.config.cell->name)},
-                      {"hidden", r.config.hidden_size},
-                      {"layers_count", r.config.layers},
-                      {"vocab_size", r.config.vocab_size},
-                      {"steps", r.T},
-                      {"batch", r.B},
-                      {"loss_step", r.loss_step},
-                      {"grad_norm", JsonNumber(r.grad_norm)},
-                      {"clip_norm", r.clip_norm},
-                      {"clip_fraction", JsonNumber(r.clip_fraction)},
-                      {"layers", layers}});
-  }
-  return {{"options",
-           {{"loss_step", options.loss_step},
-            {"jacobian_lags", options.jacobian_lags},
-            {"jacobian_batch", options.jacobian_batch},
-            {"power_iterations", options.power_iterations},
-            {"power_tolerance", options.power_tolerance},
-            {"clip_norm", options.clip_norm},
-            {"vanish_threshold", options.vanish_threshold},
-            {"seed", options.seed}}},
-          {"models", models}};
-}
-
-void WriteDecaySummary(const std::vector<DecayReport>& reports, const DecayOptions& options,
-                       const std::filesystem::path& path) {
-  SaveText(DecaySummaryJson(reports, options).dump(2) + "\n", path);
-}
-
-void WriteDecayPlot(const std::vector<DecayReport>& reports, const std::filesystem::path& path) {
-  LineChart chart;
-  chart.title = "Gradient decay over timesteps (median and quartiles over sequences)";
-  chart.x_label = "lag k (steps back from the loss)";
-  chart.y_label = "‖∂L/∂h(s−k)‖ / ‖∂L/∂h(s)‖  (top layer)";
-  std::vector<LineSeries> bounds;
-  for (const auto& r : reports) {
-    const DecayCurve* c = r.Find(r.config.layers - 1, "h");
-    if (c == nullptr) continue;
-    LineSeries s;
-    s.label = r.model;
-    const double m0 = c->median.front();
-    for (size_t i = 0; i < c->lags.size(); ++i) {
-      s.x.push_back(c->lags[i]);
-      s.y.push_back(c->relative[i]);
-      s.low.push_back(c->q1[i] / m0);
-      s.high.push_back(c->q3[i] / m0);
-    }
-    chart.series.push_back(std::move(s));
-    // The bound that holds for this model's weights: each step back multiplies the top layer's
-    // gradient by diag(act') U^T, of norm at most γ σ_max(U), so ‖∂L/∂h(s−k)‖ / ‖∂L/∂h(s)‖ <=
-    // (γ σ_max)^k. (0.25^k alone is the bound only for σ_max <= 1.)
-    const double gamma_sigma = r.layers.back().pascanu_bound;
-    if (!std::isfinite(gamma_sigma)) continue;
-    char label[128];
-    std::snprintf(label, sizeof label, "(%.3g·%.3g)^k bound, %s", r.config.cell->pascanu_gamma,
-                  r.layers.back().sigma_max, r.model.c_str());
-    LineSeries bound;
-    bound.label = label;
-    bound.reference = true;
-    for (int k = 0; k <= c->lags.back(); ++k) {
-      bound.x.push_back(k);
-      bound.y.push_back(std::pow(gamma_sigma, k));
-    }
-    bounds.push_back(std::move(bound));
-  }
-  for (auto& bound : bounds) chart.series.push_back(std::move(bound));
-  SaveText(RenderLineChart(chart), path);
-}
-
-void RecordDecay(const ModelConfig& config, const ModelParams<float>& params, const Batch<double>& data,
-                 const DecayOptions& options, const std::filesystem::path& run_dir, int64_t step) {
-  const DecayReport r = MeasureDecay(std::string(config.cell->name), config, params.Cast<double>(), data, options);
-
-  const std::filesystem::path csv = run_dir / "decay_train.csv";
-  const bool fresh = !std::filesystem::exists(csv);
-  {
-    std::ofstream out(csv, std::ios::app);
-    if (!out) throw Error(csv.string() + ": cannot open for appending");
-    if (fresh) out << "step,layer,quantity,lag,median,relative\n";
-    for (const auto& c : r.curves)
-      for (size_t i = 0; i < c.lags.size(); ++i)
-        out << step << ',' << c.layer << ',' << c.quantity << ',' << c.lags[i] << ',' << Format(c.median[i]) << ','
-            << Format(c.relative[i]) << '\n';
-    if (!out) throw Error(csv.string() + ": write failed");
-  }
-
-  // The heatmap from every recorded step: top layer, quantity h, log10 of the relative norm.
-  std::ifstream in(csv);
-  std::string line;
-  std::getline(in, line);  // header
-  std::map<int64_t, std::map<int, double>> grid;
-  const int top = config.layers - 1;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string f[6];
-    for (auto& x : f) std::getline(fields, x, ',');
-    if (f[2] != "h" || std::stoi(f[1]) != top) continue;
-    grid[std::stoll(f[0])][std::stoi(f[3])] = std::strtod(f[5].c_str(), nullptr);
-  }
-  Heatmap map;
-  map.title = "Gradient decay during training (" + std::string(config.cell->name) + ", top layer)";
-  map.x_label = "lag k (steps back from the loss)";
-  map.y_label = "training step";
-  map.colour_label = "log10 ‖∂L/∂h(s−k)‖ / ‖∂L/∂h(s)‖";
-  std::map<int, size_t> column_of;
-  for (const auto& [st, row] : grid)
-    for (const auto& [lag, v] : row) column_of.emplace(lag, 0);
-  for (auto& [lag, j] : column_of) {
-    j = map.columns.size();
-    map.columns.push_back(lag);
-  }
-  map.values = Mat<double>::Constant(static_cast<Eigen::Index>(grid.size()), static_cast<Eigen::Index>(map.columns.size()),
-                                     std::numeric_limits<double>::quiet_NaN());
-  for (const auto& [st, row] : grid) {
-    const Eigen::Index i = static_cast<Eigen::Index>(map.rows.size());
-    map.rows.push_back(static_cast<double>(st));
-    for (const auto& [lag, v] : row)
-      if (v > kSmallestNorm) map.values(i, static_cast<Eigen::Index>(column_of[lag])) = std::log10(v);
-  }
-  SaveText(RenderHeatmap(map), run_dir / "heatmap.svg");
-}
-
-std::vector<DecayReport> MeasureDecayStudy(const DecayStudy& study, std::ostream& log) {
-  if (study.cells.empty() && study.checkpoints.empty()) throw Error("give --cell or --checkpoint (or both)");
-  const std::vector<std::string> inits =
-      study.inits.empty() ? std::vector<std::string>{std::string(InitName(InitOptions().scheme))} : study.inits;
-  if (inits.size() != 1 && inits.size() != study.cells.size())
-    throw Error("--init takes one scheme for all models or one per --cell (" + std::to_string(study.cells.size()) + ")");
-  if (study.measure.threads < 1) throw Error("--threads must be positive, got " + std::to_string(study.measure.threads));
-  const int steps = study.steps.value_or(DecayStudy::kDefaultSteps);
-  DecayOptions options = study.measure;
-  options.seed = study.seed;
-
-  std::string text;
-  if (!study.corpus.empty()) {
-    std::ifstream in(study.corpus, std::ios::binary);
-    if (!in) throw Error(study.corpus + ": cannot open");
-    std::ostringstream read;
-    read << in.rdbuf();
-    text = read.str();
-  }
-  std::vector<DecayReport> reports;
-  const auto label_of = [&reports](std::string label) {
-    int same = 1;
-    for (const auto& r : reports) same += r.model == label || r.model.rfind(label + " #", 0) == 0;
-    return same > 1 ? label + " #" + std::to_string(same) : label;
-  };
-  const auto measure = [&](const std::string& label, const ModelConfig& c, const ModelParams<float>& params,
-                           const Batch<double>& data) {
-    log << "bptt decay: " << label << " (" << c.cell->name << ", L=" << c.layers << ", H=" << c.hidden_size
-        << ", T=" << data.T << ", B=" << data.B << ")\n";
-    reports.push_back(MeasureDecay(label_of(label), c, params.Cast<double>(), data, options));
-  };
-
-  // Fresh models share one vocabulary and one input.
-  if (!study.cells.empty()) {
-    ModelConfig config = study.model;
-    Batch<double> data;
-    if (!study.corpus.empty()) {
-      TokenizerOptions tokenizer;
-      tokenizer.unit = study.unit;
-      const Vocab vocab = VocabBuilder(tokenizer).Add(text, study.corpus).Build();
-      config.vocab_size = vocab.size();
-      data = CorpusInputs(vocab.Encode(text), steps, study.batch);
-    } else {
-      config.vocab_size = study.symbols;
-      Rng rng(study.seed + 1);
-      data = UniformInputs(study.symbols, steps, study.batch, rng);
-    }
-    for (size_t i = 0; i < study.cells.size(); ++i) {
-      const std::string& scheme = inits.size() == 1 ? inits[0] : inits[i];
-      const auto parsed = ParseInit(scheme);
-      if (!parsed) throw Error("--init '" + scheme + "' is not one of uniform, pytorch, xavier, he, orthogonal, identity");
-      ModelConfig c = config;
-      c.cell = &ParseCell(study.cells[i]);
-      c.output_size = c.vocab_size;
-      c.Validate();
-      InitOptions init = study.init;
-      init.scheme = *parsed;
-      Rng init_rng(study.seed);
-      auto params = ModelParams<float>::Zeros(c);
-      Initialize(c, init, init_rng, params);
-      std::string label = study.cells[i];
-      if (init.scheme != InitOptions().scheme) label += " (" + scheme + ")";
-      measure(label, c, params, data);
-    }
-  }
-
-  for (const auto& path : study.checkpoints) {
-    const Checkpoint checkpoint = LoadCheckpoint(path);
-    const bool task = checkpoint.training && !TaskOf(checkpoint.training->options).empty();
-    if (task && (study.steps || !study.corpus.empty()))
-      throw Error(path + " was trained on a task; its sequences are the task's, so --steps and --corpus do not apply");
-    size_t unknown = 0;
-    const Batch<double> data = CheckpointInputs(checkpoint, text, steps, study.batch, study.seed + 1, &unknown);
-    if (unknown > 0)
-      log << "bptt decay: " << unknown << " symbols of " << study.corpus << " are not in the vocabulary of " << path
-          << "; left out\n";
-    const std::filesystem::path p(path);
-    const std::string parent = p.parent_path().filename().string();
-    measure(parent.empty() ? p.stem().string() : parent + "/" + p.stem().string(), checkpoint.config,
-            checkpoint.params, data);
-  }
-  return reports;
 }
 
 }  // namespace bptt

@@ -9,12 +9,14 @@
 #include <numbers>
 
 #include "bptt/error.h"
+#include "bptt/options.h"
 #include "bptt/loss.h"
 
 namespace bptt {
 
 LossSum EvaluateLossSum(const ModelConfig& config, const ModelParams<float>& params, const EncodedCorpus& corpus,
-                        SymbolRange range, int B, int T, int threads, StreamShare share) {
+                        SymbolRange range, int B, int T, int threads, StreamShare share,
+                        const std::function<void()>& between_chunks) {
   LossSum sum;
   if (share.size() == 0) return sum;
   BatchStream stream(corpus, range, B, T, /*allow_partial=*/true, share);
@@ -23,6 +25,7 @@ LossSum EvaluateLossSum(const ModelConfig& config, const ModelParams<float>& par
   Batch<float> batch;
   batch.B = share.size();
   while (const int steps = stream.Next(batch.ids, batch.classes)) {
+    if (between_chunks) between_chunks();
     batch.T = steps;
     Forward(config, params, batch, state, cache, threads);
     const auto n = static_cast<uint64_t>(steps) * static_cast<uint64_t>(batch.B);
@@ -34,9 +37,10 @@ LossSum EvaluateLossSum(const ModelConfig& config, const ModelParams<float>& par
 }
 
 double EvaluateLoss(const ModelConfig& config, const ModelParams<float>& params,
-                    const EncodedCorpus& corpus, SymbolRange range, int B, int T, int threads) {
+                    const EncodedCorpus& corpus, SymbolRange range, int B, int T, int threads,
+                    const std::function<void()>& between_chunks) {
   if (B < 1) throw Error("evaluation needs at least one stream, got B = " + std::to_string(B));
-  const LossSum sum = EvaluateLossSum(config, params, corpus, range, B, T, threads, {0, B});
+  const LossSum sum = EvaluateLossSum(config, params, corpus, range, B, T, threads, {0, B}, between_chunks);
   return sum.nats / static_cast<double>(sum.symbols);
 }
 
@@ -59,35 +63,37 @@ SymbolSink Collect(EncodedFile& file, const Vocab& vocab) {
 
 }  // namespace
 
-EncodedFile EncodeText(std::string_view text, const Vocab& vocab, const std::string& source) {
+EncodedFile EncodeText(std::string_view text, const Vocab& vocab, const std::string& source,
+                       const std::function<void()>& between_chunks) {
   EncodedFile file;
   const SymbolSink add = Collect(file, vocab);
   Segmenter segmenter(vocab.options(), source);
-  segmenter.Feed(text, add);
+  constexpr size_t kPiece = size_t{1} << 20;  // the symbols do not depend on where the pieces end
+  for (size_t at = 0; at < text.size(); at += kPiece) {
+    if (between_chunks) between_chunks();
+    segmenter.Feed(text.substr(at, kPiece), add);
+  }
   segmenter.Finish(add);
   return file;
 }
 
-EncodedFile EncodeFile(const std::filesystem::path& path, const Vocab& vocab) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path.string() + ": cannot open");
+EncodedFile EncodeFile(const std::filesystem::path& path, const Vocab& vocab,
+                       const std::function<void()>& between_chunks) {
+  CheckTextFile(path);
   EncodedFile file;
   const SymbolSink add = Collect(file, vocab);
   Segmenter segmenter(vocab.options(), path.string());
-  std::string piece(size_t{1} << 20, '\0');
-  while (in) {
-    in.read(piece.data(), static_cast<std::streamsize>(piece.size()));
-    const auto got = static_cast<size_t>(in.gcount());
-    if (got == 0) break;
-    segmenter.Feed(std::string_view(piece.data(), got), add);
-  }
-  if (in.bad()) throw Error(path.string() + ": read error");
+  ReadInPieces(path, [&](std::string_view piece) {
+    if (between_chunks) between_chunks();
+    segmenter.Feed(piece, add);
+  });
   segmenter.Finish(add);
   return file;
 }
 
 TextEvaluation EvaluateFile(const ModelConfig& config, const ModelParams<float>& params, EncodedFile file,
-                            const Vocab& vocab, int B, int T, int threads) {
+                            const Vocab& vocab, int B, int T, int threads,
+                            const std::function<void()>& between_chunks) {
   TextEvaluation result;
   result.unknown = file.unknown;
   result.unknown_symbols = std::move(file.unknown_symbols);
@@ -100,7 +106,7 @@ TextEvaluation EvaluateFile(const ModelConfig& config, const ModelParams<float>&
   const size_t streams = std::clamp<size_t>((n - 1) / static_cast<size_t>(std::max(T, 1)), 1, static_cast<size_t>(std::max(B, 1)));
   B = static_cast<int>(streams);
   const EncodedCorpus corpus(std::move(file.ids), vocab);
-  result.nats_per_symbol = EvaluateLoss(config, params, corpus, {0, n}, B, T, threads);
+  result.nats_per_symbol = EvaluateLoss(config, params, corpus, {0, n}, B, T, threads, between_chunks);
   result.bits_per_symbol = result.nats_per_symbol / std::numbers::ln2;
   result.perplexity = std::exp(result.nats_per_symbol);
   result.symbols = static_cast<uint64_t>(B) * ((n - 1) / static_cast<uint64_t>(B));
@@ -108,7 +114,7 @@ TextEvaluation EvaluateFile(const ModelConfig& config, const ModelParams<float>&
   return result;
 }
 
-double ScoreStepwise(Stepper& stepper, std::span<const int32_t> ids) {
+double ScoreStepwise(Stepper& stepper, std::span<const int32_t> ids, const std::function<void()>& between_chunks) {
   if (ids.size() < 2) throw Error("scoring needs at least two symbols, got " + std::to_string(ids.size()));
   const Eigen::Index V = stepper.config().output_size;
   // The logits of up to kChunk steps side by side, scored by the training loss a chunk at a time.
@@ -118,6 +124,7 @@ double ScoreStepwise(Stepper& stepper, std::span<const int32_t> ids) {
   Eigen::Index filled = 0;
   double total = 0;
   const auto score = [&] {
+    if (between_chunks) between_chunks();
     if (filled == kChunk) total += kChunk * SoftmaxCrossEntropy(logits, targets);
     else total += filled * SoftmaxCrossEntropy<float>(logits.leftCols(filled), targets.head(filled));
     filled = 0;
@@ -134,13 +141,14 @@ double ScoreStepwise(Stepper& stepper, std::span<const int32_t> ids) {
 }
 
 TextEvaluation EvaluateFileStepwise(const ModelConfig& config, ModelParams<float> params, EncodedFile file,
-                                    Precision precision, int threads) {
+                                    Precision precision, int threads,
+                                    const std::function<void()>& between_chunks) {
   TextEvaluation result;
   result.unknown = file.unknown;
   result.unknown_symbols = std::move(file.unknown_symbols);
   Stepper stepper(config, std::move(params));
   stepper.Configure(precision, threads);
-  result.nats_per_symbol = ScoreStepwise(stepper, file.ids);
+  result.nats_per_symbol = ScoreStepwise(stepper, file.ids, between_chunks);
   result.bits_per_symbol = result.nats_per_symbol / std::numbers::ln2;
   result.perplexity = std::exp(result.nats_per_symbol);
   result.symbols = file.ids.size() - 1;
@@ -150,23 +158,56 @@ TextEvaluation EvaluateFileStepwise(const ModelConfig& config, ModelParams<float
 void EvalOptions::Validate() const {
   if (batch < 1) throw Error("--batch must be positive, got " + std::to_string(batch));
   if (seq_len < 1) throw Error("--seq-len must be positive, got " + std::to_string(seq_len));
-  if (threads < 0) throw Error("--threads must not be negative, got " + std::to_string(threads));
+  CheckThreads(threads, 0);
   if (precision && batch != 1)
     throw Error("--precision scores one stream a symbol at a time; it cannot be combined with --batch");
 }
 
+std::span<const OptionSpec<EvalOptions>> EvalOptionSpecs() {
+  using E = EvalOptions;
+  constexpr OnResume kNone = OnResume::kNone;
+  const char* group = "Evaluation";
+  static const std::vector<OptionSpec<E>> specs = {
+      Field<E>(kAnyCommand, "batch", "", group,
+               "streams evaluated side by side (B). 1: the whole file as one stream, the loss papers and PyTorch "
+               "report; N > 1: N streams each from the zero state, faster and a little above it (the output says so)",
+               kNone, [](E& e) -> auto& { return e.batch; }),
+      Restrict(Field<E>(kAnyCommand, "seq-len", "", group,
+                        "timesteps per chunk (T); the state is carried across chunks", kNone,
+                        [](E& e) -> auto& { return e.seq_len; }),
+               [](const E& e) { return e.precision ? "does not apply with --precision, which scores one symbol at a time" : ""; }),
+      Threads<E>(kAnyCommand, "", group,
+                 "threads for the products (0 = every core; with --precision, chosen as it runs as in bptt sample)",
+                 kNone, [](E& e) -> auto& { return e.threads; }, 0),
+      Choice<E>(kAnyCommand, "precision", "", group,
+                "score as `bptt sample --precision` runs: one stream, one symbol at a time, with fp32, bf16 or int8 "
+                "products; compare the three to see what a reduced precision costs",
+                kNone, [](E& e) -> auto& { return e.precision; }, PrecisionName,
+                [](const std::string& v, const std::string& f) { return ParsePrecision(v, f); }),
+  };
+  return specs;
+}
+
 TextEvaluation Evaluate(const ModelConfig& config, const ModelParams<float>& params, const Vocab& vocab,
-                        EncodedFile file, const EvalOptions& options) {
+                        EncodedFile file, const EvalOptions& options, const std::function<void()>& between_chunks) {
   options.Validate();
   if (!config.language_model())
     throw Error("bptt eval scores text with a language model; this model was trained on a task");
+  if (file.ids.size() < 2) {
+    const uint64_t known = file.ids.size() - (vocab.unknown_id() >= 0 ? std::min<uint64_t>(file.unknown, file.ids.size()) : 0);
+    const uint64_t total = file.ids.size() + (vocab.unknown_id() >= 0 ? 0 : file.unknown);
+    throw Error("has " + std::to_string(total) + " symbol" + (total == 1 ? "" : "s") + ", " + std::to_string(known) +
+                " of them in the model's vocabulary; scoring needs at least 2");
+  }
   if (options.precision) {
-    TextEvaluation r = EvaluateFileStepwise(config, params, std::move(file), *options.precision, options.threads);
+    TextEvaluation r =
+        EvaluateFileStepwise(config, params, std::move(file), *options.precision, options.threads, between_chunks);
     r.method = std::string("stepwise, ") + std::string(PrecisionName(*options.precision));
     return r;
   }
   const int threads = options.threads > 0 ? options.threads : std::max(1, omp_get_num_procs());
-  TextEvaluation r = EvaluateFile(config, params, std::move(file), vocab, options.batch, options.seq_len, threads);
+  TextEvaluation r =
+      EvaluateFile(config, params, std::move(file), vocab, options.batch, options.seq_len, threads, between_chunks);
   r.method = r.streams == 1 ? std::string("one stream")
                             : std::to_string(r.streams) + " streams from the zero state (an approximation)";
   return r;

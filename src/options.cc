@@ -1,5 +1,6 @@
 #include "bptt/options.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -54,6 +55,18 @@ std::string OptionText(const nlohmann::json& value) {
     return out.str();
   }
   return value.dump();
+}
+
+std::string OptionKeyword(std::string_view flag) {
+  std::string keyword(flag);
+  std::replace(keyword.begin(), keyword.end(), '-', '_');
+  return keyword;
+}
+
+void CheckThreads(int64_t threads, int min) {
+  if (threads < min || threads > kMaxThreads)
+    throw Error("--threads must be in [" + std::to_string(min) + ", " + std::to_string(kMaxThreads) + "]" +
+                (min == 0 ? " (0 = chosen for you)" : "") + ", got " + std::to_string(threads));
 }
 
 nlohmann::json::json_pointer OptionPointer(std::string_view key) {

@@ -1,37 +1,94 @@
 #include "bptt/plot.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <string_view>
 
 #include "bptt/error.h"
+#include "utf8.h"
 
 namespace bptt {
 
-const char* PaletteColour(size_t k) {
+std::string PaletteColour(size_t k) {
   // Tableau 10: distinct on screen and in grey print.
   static constexpr const char* kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
                                              "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"};
-  return kPalette[k % std::size(kPalette)];
+  if (k < std::size(kPalette)) return kPalette[k];
+  // Then hues a golden angle apart (each new hue falls in the widest gap the earlier ones left),
+  // at three lightnesses in turn: HSL with saturation 0.65.
+  const double n = static_cast<double>(k - std::size(kPalette));
+  const double hue = std::fmod(0.1 + n * 0.3819660112501051, 1.0) * 6;  // sextants
+  const double lightness = std::array{0.42, 0.58, 0.30}[(k - std::size(kPalette)) % 3];
+  const double chroma = (1 - std::abs(2 * lightness - 1)) * 0.65;
+  const double second = chroma * (1 - std::abs(std::fmod(hue, 2.0) - 1)), base = lightness - chroma / 2;
+  const int sextant = static_cast<int>(hue);
+  const double r = std::array{chroma, second, 0.0, 0.0, second, chroma}[sextant];
+  const double g = std::array{second, chroma, chroma, second, 0.0, 0.0}[sextant];
+  const double b = std::array{0.0, 0.0, second, chroma, chroma, second}[sextant];
+  char buf[8];
+  const auto byte = [&](double v) { return static_cast<int>(std::lround((v + base) * 255)); };
+  std::snprintf(buf, sizeof buf, "#%02x%02x%02x", byte(r), byte(g), byte(b));
+  return buf;
 }
 
 namespace {
 
+constexpr std::string_view kReplacementCharacter = "\xEF\xBF\xBD";  // U+FFFD
+
+// Text for a document declared UTF-8: each ill-formed UTF-8 sequence (a file name is bytes) and
+// each character XML 1.0 does not allow (control characters other than tab, newline and carriage
+// return; U+FFFE, U+FFFF) becomes U+FFFD, and the markup characters are escaped.
 std::string Escape(const std::string& text) {
   std::string out;
-  for (char ch : text) {
-    switch (ch) {
+  for (size_t i = 0; i < text.size();) {
+    const int length = CheckUtf8Sequence(std::string_view(text).substr(i));
+    if (length <= 0) {  // ill-formed, or cut short by the end of the text
+      out += kReplacementCharacter;
+      i += length < 0 ? static_cast<size_t>(-length) : text.size() - i;
+      continue;
+    }
+    const std::string_view character(text.data() + i, static_cast<size_t>(length));
+    i += static_cast<size_t>(length);
+    const auto lead = static_cast<unsigned char>(character[0]);
+    if ((lead < 0x20 && lead != '\t' && lead != '\n' && lead != '\r') || lead == 0x7F ||
+        character == "\xEF\xBF\xBE" || character == "\xEF\xBF\xBF") {
+      out += kReplacementCharacter;
+      continue;
+    }
+    switch (lead) {
       case '&': out += "&amp;"; break;
       case '<': out += "&lt;"; break;
       case '>': out += "&gt;"; break;
       case '"': out += "&quot;"; break;
-      default: out += ch;
+      default: out += character;
     }
   }
   return out;
+}
+
+// At most max_characters characters of text (U+FFFD counting as one for each ill-formed
+// sequence): a longer text keeps its beginning and its end, which tells run names apart, around
+// an ellipsis. Returns the text escaped.
+std::string Shorten(const std::string& text, size_t max_characters) {
+  std::vector<std::string> characters;
+  for (size_t i = 0; i < text.size();) {
+    const int length = CheckUtf8Sequence(std::string_view(text).substr(i));
+    const size_t n = length > 0 ? static_cast<size_t>(length) : length < 0 ? static_cast<size_t>(-length) : text.size() - i;
+    characters.push_back(text.substr(i, n));
+    i += n;
+  }
+  if (characters.size() <= max_characters || max_characters < 3) return Escape(text);
+  const size_t head = (max_characters - 1) / 2, tail = max_characters - 1 - head;
+  std::string out;
+  for (size_t k = 0; k < head; ++k) out += characters[k];
+  out += "\xE2\x80\xA6";  // U+2026 HORIZONTAL ELLIPSIS
+  for (size_t k = characters.size() - tail; k < characters.size(); ++k) out += characters[k];
+  return Escape(out);
 }
 
 std::string Num(double v) {
@@ -48,14 +105,26 @@ std::string TickLabel(double v) {
   return buf;
 }
 
-// 1, 2 or 5 times a power of ten, so that span/step is at most max_ticks.
-double NiceStep(double span, int max_ticks) {
-  if (!(span > 0)) return 1;
-  const double raw = span / max_ticks;
+// (hi - lo) / 2, finite for any finite lo <= hi (hi - lo itself can pass the largest double).
+double HalfSpan(double lo, double hi) { return hi / 2 - lo / 2; }
+
+// 1, 2 or 5 times a power of ten, so that (hi - lo) / step is at most max_ticks.
+double NiceStep(double lo, double hi, int max_ticks) {
+  const double half_span = HalfSpan(lo, hi);
+  if (!(half_span > 0)) return 1;
+  const double raw = half_span / max_ticks * 2;
   const double p = std::pow(10.0, std::floor(std::log10(raw)));
   for (double m : {1.0, 2.0, 5.0, 10.0})
     if (m * p >= raw) return m * p;
   return 10 * p;
+}
+
+// Gives [lo, hi] a width when it is a single value, by `pad` above it (below it where above
+// would pass the largest double).
+void Widen(double& lo, double& hi, double pad) {
+  if (hi > lo) return;
+  if (std::isfinite(lo + pad)) hi = lo + pad;
+  else lo = hi - pad;
 }
 
 // The multiples of `step` in [lo, hi] (within a billionth of a step), at most 100 of them: the
@@ -69,17 +138,24 @@ std::vector<double> Ticks(double lo, double hi, double step) {
   return ticks;
 }
 
-// The plotting area inside the margins, and the maps from data to pixels.
+// The plotting area inside the margins, and the maps from data to pixels. The maps work on
+// halves, so that ranges wider than the largest double stay finite; points far outside the area
+// (reference lines) are held ten thousand widths away, where the clip path hides them.
 struct Frame {
   double left, top, right, bottom;  // pixels
   double x_min, x_max;              // data
   double y_min, y_max;              // on the axis: decades (log10) for a log axis, else data
   bool log_y = true;
-  double X(double x) const { return left + (x - x_min) / (x_max - x_min) * (right - left); }
-  double Y(double axis) const { return bottom - (axis - y_min) / (y_max - y_min) * (bottom - top); }
+  double X(double x) const { return left + Fraction(x, x_min, x_max) * (right - left); }
+  double Y(double axis) const { return bottom - Fraction(axis, y_min, y_max) * (bottom - top); }
   // A data value on the axis, and whether it can be drawn there.
   double Axis(double y) const { return log_y ? std::log10(y) : y; }
   bool Plottable(double y) const { return std::isfinite(y) && (!log_y || y > 0); }
+
+ private:
+  static double Fraction(double v, double lo, double hi) {
+    return std::clamp(HalfSpan(lo, v) / HalfSpan(lo, hi), -1e4, 1e4);
+  }
 };
 
 void Header(std::ostringstream& svg, int width, int height, const std::string& title) {
@@ -178,14 +254,42 @@ std::vector<Eigen::Index> Subsample(Eigen::Index n, Eigen::Index keep) {
   return out;
 }
 
+// The legend, right of the plotting area: one entry per series, kLegendRow pixels apart from
+// kLegendTop down, a key kLegendKey wide and a label of about kCharacterWidth pixels a character.
+// Its margin is wide enough for the longest label, from 230 pixels up to 45% of the chart; a
+// label longer than that is cut to fit.
+constexpr double kLegendTop = 60, kLegendRow = 24, kLegendKey = 54, kCharacterWidth = 7;
+
+size_t Characters(const std::string& text) {
+  return static_cast<size_t>(std::count_if(text.begin(), text.end(), [](char ch) { return (ch & 0xC0) != 0x80; }));
+}
+
+double LegendMargin(const LineChart& chart) {
+  size_t longest = 0;
+  for (const auto* entries : {&chart.key, &chart.series})
+    for (const auto& s : *entries)
+      if (s.in_legend) longest = std::max(longest, Characters(s.label));
+  const double wanted = kLegendKey + kCharacterWidth * static_cast<double>(longest) + 10;
+  return std::clamp(wanted, 230.0, std::max(230.0, 0.45 * chart.width));
+}
+
+// The chart's height: its own, or more where the legend needs it (the plotting area keeps the
+// chart's own height; the legend runs on below it).
+int Height(const LineChart& chart) {
+  const auto entries = static_cast<double>(
+      chart.key.size() + std::count_if(chart.series.begin(), chart.series.end(), [](const auto& s) { return s.in_legend; }));
+  const double legend_bottom = kLegendTop + kLegendRow * entries;
+  return std::max(chart.height, static_cast<int>(std::ceil(legend_bottom)));
+}
+
 }  // namespace
 
 std::string RenderLineChart(const LineChart& chart) {
   std::ostringstream svg;
-  Header(svg, chart.width, chart.height, chart.title);
+  Header(svg, chart.width, Height(chart), chart.title);
 
   // Ranges from the data series (lines and bands); references only follow.
-  Frame f{90, 50, static_cast<double>(chart.width) - 230, static_cast<double>(chart.height) - 70, 0, 1, 0, 1,
+  Frame f{90, 50, chart.width - LegendMargin(chart), static_cast<double>(chart.height) - 70, 0, 1, 0, 1,
           chart.log_y};
   double x_min = std::numeric_limits<double>::infinity(), x_max = -x_min;
   double lo = std::numeric_limits<double>::infinity(), hi = -lo;
@@ -205,7 +309,9 @@ std::string RenderLineChart(const LineChart& chart) {
     }
   }
   if (!std::isfinite(x_min)) x_min = 0, x_max = 1;
-  if (x_max <= x_min) x_max = x_min + std::max(1.0, std::abs(x_min) * 1e-6);
+  Widen(x_min, x_max, std::max(1.0, std::abs(x_min) * 1e-6));
+  // The axis ends at multiples of the tick step where those are finite doubles.
+  const auto snap = [](double v, double snapped) { return std::isfinite(snapped) ? snapped : v; };
   double d_min, d_max, y_step;
   if (chart.log_y) {
     if (!std::isfinite(lo)) lo = 0.1, hi = 1;
@@ -213,13 +319,13 @@ std::string RenderLineChart(const LineChart& chart) {
     d_min = std::floor(std::log10(lo));
     d_max = std::ceil(std::log10(hi));
     if (d_max <= d_min) d_max = d_min + 1;
-    y_step = std::max(1.0, NiceStep(d_max - d_min, 10));
+    y_step = std::max(1.0, NiceStep(d_min, d_max, 10));
   } else {
     if (!std::isfinite(lo)) lo = 0, hi = 1;
-    if (hi <= lo) hi = lo + (lo == 0 ? 1 : std::abs(lo) * 0.1);
-    y_step = NiceStep(hi - lo, 8);
-    d_min = std::floor(lo / y_step) * y_step;
-    d_max = std::ceil(hi / y_step) * y_step;
+    Widen(lo, hi, lo == 0 ? 1 : std::abs(lo) * 0.1);
+    y_step = NiceStep(lo, hi, 8);
+    d_min = snap(lo, std::floor(lo / y_step) * y_step);
+    d_max = snap(hi, std::ceil(hi / y_step) * y_step);
   }
   f.x_min = x_min;
   f.x_max = x_max;
@@ -228,7 +334,7 @@ std::string RenderLineChart(const LineChart& chart) {
 
   // Grid and ticks.
   svg << "<g class=\"grid\" stroke=\"#e5e5e5\" stroke-width=\"1\">\n";
-  const double x_step = NiceStep(x_max - x_min, 10);
+  const double x_step = NiceStep(x_min, x_max, 10);
   for (double d : Ticks(d_min, d_max, y_step))
     svg << "<line x1=\"" << Num(f.left) << "\" x2=\"" << Num(f.right) << "\" y1=\"" << Num(f.Y(d)) << "\" y2=\""
         << Num(f.Y(d)) << "\"/>\n";
@@ -285,38 +391,48 @@ std::string RenderLineChart(const LineChart& chart) {
 
   // Legend, right of the plotting area, in series order.
   svg << "<g class=\"legend\">\n";
-  double y = f.top + 10;
-  for (size_t i = 0; i < chart.series.size(); ++i) {
-    const auto& s = chart.series[i];
-    const double x = f.right + 16;
+  const double key_x = f.right + 16, label_x = f.right + kLegendKey;
+  const auto label_characters = static_cast<size_t>(std::max(0.0, (chart.width - 6 - label_x) / kCharacterWidth));
+  double y = kLegendTop;
+  const auto entry = [&](const LineSeries& s, const std::string& colour) {
     if (!s.reference && !s.low.empty())
-      svg << "<rect x=\"" << Num(x) << "\" y=\"" << Num(y - 7) << "\" width=\"30\" height=\"14\" fill=\"" << colours[i]
+      svg << "<rect x=\"" << Num(key_x) << "\" y=\"" << Num(y - 7) << "\" width=\"30\" height=\"14\" fill=\"" << colour
           << "\" fill-opacity=\"0.18\"/>\n";
-    svg << "<line x1=\"" << Num(x) << "\" x2=\"" << Num(x + 30) << "\" y1=\"" << Num(y) << "\" y2=\"" << Num(y)
-        << "\" stroke=\"" << colours[i] << "\" stroke-width=\"" << (s.reference ? "1.5" : "2.2") << "\""
+    svg << "<line x1=\"" << Num(key_x) << "\" x2=\"" << Num(key_x + 30) << "\" y1=\"" << Num(y) << "\" y2=\"" << Num(y)
+        << "\" stroke=\"" << colour << "\" stroke-width=\"" << (s.reference ? "1.5" : "2.2") << "\""
         << (s.reference ? " stroke-dasharray=\"7 5\"" : s.dashed ? " stroke-dasharray=\"7 4\"" : "") << "/>\n";
-    svg << "<text x=\"" << Num(x + 38) << "\" y=\"" << Num(y + 4) << "\">" << Escape(s.label) << "</text>\n";
-    y += 24;
-  }
+    svg << "<text x=\"" << Num(label_x) << "\" y=\"" << Num(y + 4) << "\">" << Shorten(s.label, label_characters)
+        << "</text>\n";
+    y += kLegendRow;
+  };
+  for (const auto& s : chart.key) entry(s, s.colour.empty() ? "#555555" : s.colour);
+  for (size_t i = 0; i < chart.series.size(); ++i)
+    if (chart.series[i].in_legend) entry(chart.series[i], colours[i]);
   svg << "</g>\n</svg>\n";
   return svg.str();
 }
 
 std::string RenderPanels(const std::vector<LineChart>& charts, int columns, const std::string& title) {
   if (charts.empty() || columns < 1) throw Error("panels: need at least one chart and one column");
-  const int rows = (static_cast<int>(charts.size()) + columns - 1) / columns;
-  const int width = columns * charts[0].width, height = rows * charts[0].height + 40;
+  const auto per_row = static_cast<size_t>(columns);
+  // Each row as tall as its tallest chart (a long legend makes a chart taller).
+  std::vector<int> row_top = {40};
+  for (size_t first = 0; first < charts.size(); first += per_row) {
+    int height = 0;
+    for (size_t i = first; i < std::min(charts.size(), first + per_row); ++i) height = std::max(height, Height(charts[i]));
+    row_top.push_back(row_top.back() + height);
+  }
+  const int width = columns * charts[0].width;
   std::ostringstream svg;
-  Header(svg, width, height, title);
+  Header(svg, width, row_top.back(), title);
   for (size_t i = 0; i < charts.size(); ++i) {
     LineChart chart = charts[i];
     chart.id = "panel" + std::to_string(i);
     std::string inner = RenderLineChart(chart);
     inner.erase(0, inner.find("<svg"));  // one document: drop the inner XML declaration
     const size_t open = inner.find("<svg") + 4;
-    const int x = static_cast<int>(i % static_cast<size_t>(columns)) * charts[0].width;
-    const int y = 40 + static_cast<int>(i / static_cast<size_t>(columns)) * charts[0].height;
-    inner.insert(open, " x=\"" + std::to_string(x) + "\" y=\"" + std::to_string(y) + "\"");
+    const int x = static_cast<int>(i % per_row) * charts[0].width;
+    inner.insert(open, " x=\"" + std::to_string(x) + "\" y=\"" + std::to_string(row_top[i / per_row]) + "\"");
     svg << inner;
   }
   svg << "</svg>\n";

@@ -18,6 +18,7 @@
 #include <type_traits>
 
 #include "bptt/error.h"
+#include "utf8.h"
 
 namespace bptt {
 
@@ -90,16 +91,6 @@ std::string ShapeText(std::span<const int64_t> shape) {
   std::string out = "[";
   for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
   return out + "]";
-}
-
-// nlohmann::json refuses to serialize a string that is not valid UTF-8.
-bool IsValidUtf8(const std::string& text) {
-  try {
-    (void)Json(text).dump();
-    return true;
-  } catch (const Json::exception&) {
-    return false;
-  }
 }
 
 // Number of elements, or false when a dim is negative or the byte count overflows int64.

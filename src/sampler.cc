@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "bptt/error.h"
+#include "bptt/options.h"
 #include "sampler_internal.h"
 
 namespace bptt {
@@ -48,7 +49,52 @@ void SampleOptions::Validate() const {
   if (top_k < 0) throw Error("--top-k must be non-negative (0 = off), got " + std::to_string(top_k));
   if (!(top_p > 0 && top_p <= 1)) throw Error("--top-p must be in (0, 1], got " + Number(top_p));
   if (num < 1) throw Error("--num must be positive, got " + std::to_string(num));
-  if (threads < 0) throw Error("--threads must be non-negative (0 = chosen as it runs), got " + std::to_string(threads));
+  CheckThreads(threads, 0);
+}
+
+std::span<const OptionSpec<SampleOptions>> SampleOptionSpecs() {
+  using S = SampleOptions;
+  constexpr OnResume kNone = OnResume::kNone;
+  const char* group = "Sampling";
+  const auto not_with_argmax = [](const S& s) {
+    return s.argmax ? "does not apply with --argmax, which always takes the most probable symbol" : "";
+  };
+  static const std::vector<OptionSpec<S>> specs = {
+      Field<S>(kAnyCommand, "length", "", group, "symbols to generate per sample (after the prime)", kNone,
+               [](S& s) -> auto& { return s.length; }),
+      Restrict(Field<S>(kAnyCommand, "temperature", "", group,
+                        "divide the logits by this (> 0): lower is more conservative", kNone,
+                        [](S& s) -> auto& { return s.temperature; }),
+               not_with_argmax),
+      Restrict(Field<S>(kAnyCommand, "top-k", "", group, "sample from the k most probable symbols (0 = all)", kNone,
+                        [](S& s) -> auto& { return s.top_k; }),
+               not_with_argmax),
+      Restrict(Field<S>(kAnyCommand, "top-p", "", group,
+                        "sample from the most probable symbols up to this probability mass (1 = all)", kNone,
+                        [](S& s) -> auto& { return s.top_p; }),
+               not_with_argmax),
+      Field<S>(kAnyCommand, "prime", "", group, "text to start from, printed before each sample (default: a line start)",
+               kNone, [](S& s) -> auto& { return s.prime; }),
+      Field<S>(kAnyCommand, "seed", "", group, "random seed: the same seed gives the same text", kNone,
+               [](S& s) -> auto& { return s.seed; }),
+      Field<S>(kAnyCommand, "argmax", "", group, "always take the most probable symbol (greedy decoding)", kNone,
+               [](S& s) -> auto& { return s.argmax; }),
+      Field<S>(kAnyCommand, "stop", "", group, "end a sample once its generated text ends with this string", kNone,
+               [](S& s) -> auto& { return s.stop; }),
+      Field<S>(kAnyCommand, "num", "", group, "samples to generate, separated by a newline", kNone,
+               [](S& s) -> auto& { return s.num; }),
+      Choice<S>(kAnyCommand, "precision", "", group,
+                "arithmetic of the per-symbol products: fp32; bf16 (bfloat16 weights, float sums: about twice as "
+                "fast); int8 (8-bit weights and vector, int32 sums: about four times; see bptt eval --precision for "
+                "what it costs; the default where the CPU has AVX-512 VNNI or AVX2)",
+                kNone, [](S& s) -> auto& { return s.precision; }, PrecisionName,
+                [](const std::string& v, const std::string& f) { return ParsePrecision(v, f); }),
+      Threads<S>(kAnyCommand, "", group,
+                 "threads splitting each per-symbol product by rows (0 = timed as it runs: one thread, or the cores "
+                 "whose caches hold the weights; the text is the same either way)",
+                 kNone, [](S& s) -> auto& { return s.threads; }, 0),
+  };
+  return specs;
 }
 
 size_t SelectCandidates(std::span<const float> scores, std::span<const double> probs, int top_k,

@@ -294,7 +294,7 @@ nlohmann::json ScoreForecast(const ModelConfig& config, const ModelParams<float>
 // Reading data for a trained model, writing what it predicts.
 
 void PredictOptions::Validate() const {
-  if (threads < 0) throw Error("--threads must be 0 (every core) or positive, got " + std::to_string(threads));
+  CheckThreads(threads, 0);
   if (batch < 1) throw Error("--batch must be positive, got " + std::to_string(batch));
   if (held_out < 0) throw Error("--held-out must not be negative");
   if (horizon < 0) throw Error("--horizon must be positive");
@@ -321,10 +321,9 @@ std::span<const OptionSpec<PredictOptions>> PredictOptionSpecs() {
                "a forecasting model: forecast the series' last N steps from the ones before and score them (0 = the "
                "run's --val-frac of the series)",
                kNone, [](P& p) -> auto& { return p.held_out; }),
-      Field<P>(kEval, "json", "", "Options", "print one JSON object", kNone, [](P& p) -> auto& { return p.json; }),
-      Field<P>(kPredict | kForecast | kEval, "threads", "", "Options", "threads (0 = every core)", kNone,
-               [](P& p) -> auto& { return p.threads; }),
-      Field<P>(kPredict | kEval, "batch", "", "Options", "sequences run through the model at a time", kNone,
+      Threads<P>(kPredict | kForecast, "", "Options", "threads (0 = every core)", kNone,
+                 [](P& p) -> auto& { return p.threads; }, 0),
+      Field<P>(kPredict, "batch", "", "Options", "sequences run through the model at a time", kNone,
                [](P& p) -> auto& { return p.batch; }),
   };
   return specs;

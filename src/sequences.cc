@@ -128,8 +128,33 @@ std::span<const OptionSpec<SequenceOptions>> SequenceOptionSpecs() {
                "and label columns)",
                kFixed, [](S& s) -> auto& { return s.columns; }),
     };
-    for (auto& spec : rows)
+    // The heads an option applies to; given with another head, it is refused.
+    const auto only = [](std::initializer_list<SequenceHead> heads, std::string_view which) {
+      return [heads = std::vector<SequenceHead>(heads), which](const S& s) -> std::string {
+        if (std::find(heads.begin(), heads.end(), s.head) != heads.end()) return "";
+        return "applies to --head " + std::string(which) + ", not " + std::string(SequenceHeadName(s.head));
+      };
+    };
+    using H = SequenceHead;
+    for (auto& spec : rows) {
       if (spec.flag == "no-standardize") spec.kind = OptionKind::kSwitchOff;
+      if (spec.flag == "pool")
+        spec = Restrict(std::move(spec), only({H::kClassify, H::kRegress}, "classify and regress"));
+      if (spec.flag == "loss")
+        spec = Restrict(std::move(spec), only({H::kRegress, H::kForecast}, "regress and forecast"));
+      if (spec.flag == "huber-delta")
+        spec = Restrict(std::move(spec), [](const S& s) -> std::string {
+          return s.loss == RegressionLoss::kHuber ? "" : "applies to --loss huber";
+        });
+      if (spec.flag == "classes")
+        spec = Restrict(std::move(spec), only({H::kClassify, H::kLabel}, "classify and label"));
+      for (const std::string_view flag : {"horizon", "season", "differences"})
+        if (spec.flag == flag) spec = Restrict(std::move(spec), only({H::kForecast}, "forecast"));
+      for (const std::string_view flag :
+           {"labels", "val-labels", "test-labels", "id-column", "label-column", "steps"})
+        if (spec.flag == flag)
+          spec = Restrict(std::move(spec), only({H::kClassify, H::kLabel, H::kRegress}, "classify, label and regress"));
+    }
     return rows;
   }();
   return specs;

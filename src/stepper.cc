@@ -7,16 +7,13 @@
 #include <chrono>
 
 #include "bptt/error.h"
+#include "kernels/cpu.h"
 #include "kernels/gemv.h"
 
 namespace bptt {
 
 Precision DefaultSamplePrecision() {
-#if defined(__AVX512VNNI__)
-  return Precision::kInt8;
-#else
-  return Precision::kFloat32;
-#endif
+  return ThisCpu().avx512_vnni || ThisCpu().avx2 ? Precision::kInt8 : Precision::kFloat32;
 }
 
 Stepper::Stepper(const ModelConfig& config, ModelParams<float> params)

@@ -7,10 +7,12 @@
 #include <cstdio>
 #include <iomanip>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include "bptt/clip.h"
 #include "bptt/decay.h"
+#include "bptt/decay_files.h"
 #include "bptt/error.h"
 #include "bptt/loss.h"
 
@@ -91,10 +93,11 @@ class TrainLoop {
     s_.feedback = FeedbackMatrices<float>::Draw(o_.feedback, o_.model, feedback_rng);
     s_.carried = State<float>::Zeros(o_.model, share_.size());
     if (root()) dir_->StartMetrics();
+    if (o_.decay_every > 0 && root()) decay_log_.emplace(dir_->path(), -1);
     log_ << "bptt train: " << o_.model.cell->name << " " << o_.model.layers << "x" << o_.model.hidden_size << ", "
          << s_.params.Count() << " parameters"
-         << (o_.precision == Precision::kBfloat16 ? " (products in bf16 on AMX)"
-             : Bf16ProductsAvailable()              ? " (this CPU has AMX: --precision bf16 trains faster)"
+         << (o_.precision == Precision::kBfloat16 ? " (products in bf16)"
+             : Bf16ProductsAvailable()              ? " (this CPU has bf16 products: --precision bf16 trains faster)"
                                                     : "")
          << "; " << data_.Describe() << "; run directory " << o_.out << "\n";
   }
@@ -104,6 +107,8 @@ class TrainLoop {
     Restore(ck);
     last_metrics_ = ck.metrics;
     if (root()) dir_->KeepMetricsThrough(s_.step);
+    // What the run recorded before: a malformed file ends the run here, before its first step.
+    if (o_.decay_every > 0 && root()) decay_log_.emplace(dir_->path(), s_.step);
     log_ << "bptt train: resuming " << o_.out << " at step " << s_.step << "\n";
   }
 
@@ -378,7 +383,8 @@ class TrainLoop {
     DecayOptions decay;
     decay.jacobian_lags = 0;
     try {
-      RecordDecay(o_.model, s_.params, decay_probe_, decay, dir_->path(), s_.step);
+      decay_log_->Record(s_.step, MeasureDecay(std::string(o_.model.cell->name), o_.model, s_.params.Cast<double>(),
+                                               decay_probe_, decay));
     } catch (const std::exception& e) {
       if (!decay_failed_)
         log_ << (live_ ? "\n" : "") << "bptt train: warning: the gradient-decay profile of step " << s_.step
@@ -514,6 +520,7 @@ class TrainLoop {
   bool out_of_time_ = false;  // distributed: some rank passed --time-budget at the last step
   bool stop_asked_ = false;   // distributed: the stop hook asked, for the next step's sums
   Batch<double> decay_probe_;  // decay_every > 0
+  std::optional<DecayTrainLog> decay_log_;  // decay_every > 0
   bool decay_failed_ = false;   // said once
   bool curves_failed_ = false;  // said once
 };

@@ -13,6 +13,7 @@
 #include "bptt/error.h"
 #include "bptt/task.h"
 #include "distributed.h"
+#include "kernels/sgemm.h"
 #include "run_directory.h"
 #include "train_data.h"
 #include "train_loop.h"
@@ -210,13 +211,18 @@ uint64_t EstimateTrainingBytes(const ModelConfig& c, int T, int B, int optimizer
   // Per layer: gates and their gradient, h, and the cell's extras (a cell state and its tanh; a
   // separate recurrent pre-activation and its gradient). Plus W_hh and W_hh^T packed into
   // 32-row panels for the sweeps (cell.h: packed_hh, packed_hh_t).
-  // With bf16 products: those two in 16x32 bfloat16 tiles (half a float each) instead, and once,
-  // the operands of the largest product (dW_hh += dgates h^T) rounded to bfloat16.
+  // With bf16 products: those two in 16x32 bfloat16 tiles (half a float each) instead. And once,
+  // the operands of the large products as the kernels read them (kernels/sgemm.h, bf16_gemm.h),
+  // kept by the calling thread for the next call: float panels (32 rows, 12 columns) or bfloat16
+  // tiles, each operand sized by the largest product that needs it, dgates (G*H, T*B) on the left
+  // (dW += dgates x^T) and on the right (dx = W^T dgates).
   const bool bf16 = products == Precision::kBfloat16;
   const auto up = [](uint64_t n, uint64_t to) { return (n + to - 1) / to * to; };
   const uint64_t panels = bf16 ? (up(G * H, 16) * up(H, 32) + up(H, 16) * up(G * H, 32)) / 2
                                : 32 * (H * ((G * H + 31) / 32) + G * H * ((H + 31) / 32));
-  const uint64_t rounded = bf16 ? (up(G * H, 32) + up(H, 32)) * up(TB, 32) / 2 : 0;
+  const uint64_t rounded = bf16                       ? up(G * H, 32) * up(TB, 32)
+                           : LargeFloatProductsHere() ? up(G * H, 32) * TB + G * H * up(TB, 12)
+                                                      : 0;
   uint64_t per_layer = 2 * G * H * TB + H * (TB + B) + panels;
   if (c.cell->cell_state) per_layer += H * (TB + B) + H * TB;
   if (c.cell->separate_recurrent) per_layer += 2 * G * H * TB;

@@ -1,4 +1,5 @@
-// UTF-8 well-formedness, shared by the tokenizer (vocab.cc) and the corpus listing (corpus.cc).
+// UTF-8 well-formedness, shared by the tokenizer (vocab.cc), the corpus listing (corpus.cc) and
+// the safetensors reader (safetensors.cc).
 #pragma once
 
 #include <cstddef>
@@ -35,6 +36,16 @@ inline int CheckUtf8Sequence(std::string_view in) {
     hi = 0xBF;
   }
   return length;
+}
+
+// Whether all of `s` is well-formed UTF-8.
+inline bool IsValidUtf8(std::string_view s) {
+  while (!s.empty()) {
+    const int n = CheckUtf8Sequence(s);
+    if (n <= 0) return false;
+    s.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
 }
 
 }  // namespace bptt

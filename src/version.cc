@@ -4,36 +4,34 @@
 
 #include "bptt/compute.h"
 #include "distributed.h"
+#include "kernels/cpu.h"
 
 namespace bptt {
 
 const char* Version() { return BPTT_VERSION; }
 
 std::string VersionText() {
-  std::string kernels;
-#if defined(__AVX512F__)
-  kernels = "AVX-512";
-#if defined(__AVX512BF16__) && defined(__AVX512VNNI__)
-  kernels += " (bf16 dot products, int8 VNNI)";
-#elif defined(__AVX512VNNI__)
-  kernels += " (int8 VNNI; bf16 in portable C++)";
-#elif defined(__AVX512BF16__)
-  kernels += " (bf16 dot products; int8 in portable C++)";
-#else
-  kernels += " (bf16 and int8 in portable C++)";
-#endif
-#else
-  kernels = "portable C++ (built without AVX-512)";
-#endif
+  const CpuFeatures& cpu = ThisCpu();
   std::string text = std::string("bptt ") + Version() + "\n";
-  text += "kernels: " + kernels + "\n";
+  // The kernels in force, chosen at run time (kernels/cpu.h), and the build's own baseline.
+  text += std::string("kernels: ") + IsaName(cpu.level) + " (chosen at run time; BPTT_MAX_ISA caps it)";
+#if defined(__AVX512F__)
+  text += ", built for AVX-512\n";
+#elif defined(__AVX2__)
+  text += ", built for AVX2\n";
+#else
+  text += ", built for baseline x86-64\n";
+#endif
 #if defined(EIGEN_USE_BLAS)
   text += "large products: OpenBLAS\n";
 #else
-  text += "large products: Eigen\n";
+  text += cpu.avx512 ? "large products: bptt's packed kernels (AVX-512)\n"
+          : cpu.avx2 ? "large products: bptt's packed kernels (AVX2)\n"
+                     : "large products: Eigen\n";
 #endif
-  text += Bf16ProductsAvailable() ? "bf16 training: AMX (train --precision bf16)\n"
-                                  : "bf16 training: no (this CPU has no AMX)\n";
+  text += cpu.amx           ? "bf16 training: AMX (train --precision bf16)\n"
+          : cpu.avx512_bf16 ? "bf16 training: AVX-512 BF16 (train --precision bf16)\n"
+                            : "bf16 training: no (this CPU has neither AMX nor AVX-512 BF16)\n";
   text += "threads: OpenMP\n";
   text += HaveMpi() ? "distributed: MPI (bptt train under mpirun)\n" : "distributed: no (built without MPI)\n";
 #if defined(BPTT_PYTHON_MODULE)

@@ -7,10 +7,12 @@
 #include <unicode/utext.h>
 
 #include <algorithm>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <utility>
 
 #include "bptt/error.h"
+#include "bptt/options.h"
 #include "utf8.h"
 
 namespace bptt {
@@ -27,23 +29,10 @@ size_t SequenceLength(unsigned char lead) {
   return 4;
 }
 
-bool IsValidUtf8(std::string_view s) {
-  while (!s.empty()) {
-    const int n = CheckUtf8Sequence(s);
-    if (n <= 0) return false;
-    s.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
-}
-
 size_t CountCodepoints(std::string_view s) {
   size_t n = 0;
   for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
   return n;
-}
-
-std::string_view OnInvalidName(OnInvalid on_invalid) {
-  return on_invalid == OnInvalid::kError ? "error" : "replace";
 }
 
 // True for a JSON integer >= 0, whether stored signed or unsigned.
@@ -90,6 +79,46 @@ std::string_view UnitName(Unit unit) {
       return "word";
   }
   return "?";
+}
+
+Unit ParseUnit(std::string_view name, std::string_view flag) {
+  if (const std::optional<Unit> unit = ParseUnit(name)) return *unit;
+  throw Error(std::string(flag) + " '" + std::string(name) + "' is not one of grapheme, codepoint, byte, word");
+}
+
+std::string_view OnInvalidName(OnInvalid on_invalid) {
+  return on_invalid == OnInvalid::kError ? "error" : "replace";
+}
+
+OnInvalid ParseOnInvalid(std::string_view name, std::string_view flag) {
+  for (const OnInvalid o : {OnInvalid::kError, OnInvalid::kReplace})
+    if (OnInvalidName(o) == name) return o;
+  throw Error(std::string(flag) + " must be error or replace, got '" + std::string(name) + "'");
+}
+
+std::span<const OptionSpec<TokenizerOptions>> TokenizerOptionSpecs() {
+  using T = TokenizerOptions;
+  constexpr OnResume kFixed = OnResume::kFixed;
+  const char* data = "Data";
+  static const std::vector<OptionSpec<T>> specs = [&] {
+    std::vector<OptionSpec<T>> s = {
+        Choice<T>(0, "unit", "unit", data, "symbol unit: grapheme, codepoint, byte or word", kFixed,
+                  [](T& t) -> auto& { return t.unit; }, UnitName,
+                  [](const std::string& v, const std::string& f) { return ParseUnit(v, f); }),
+        Restrict(Field<T>(0, "no-normalize", "normalize", data, "do not NFC-normalise the text", kFixed,
+                          [](T& t) -> auto& { return t.normalize; }),
+                 [](const T& t) { return t.unit == Unit::kByte ? "does not apply to --unit byte, which is never normalised" : ""; }),
+        Restrict(Field<T>(0, "max-vocab", "max_vocab", data, "word unit: keep the most frequent words (0 = all)", kFixed,
+                          [](T& t) -> auto& { return t.max_vocab; }),
+                 [](const T& t) { return t.unit != Unit::kWord ? "applies to --unit word only" : ""; }),
+        Choice<T>(0, "on-invalid", "on_invalid", data, "invalid UTF-8: error or replace (with U+FFFD)", kFixed,
+                  [](T& t) -> auto& { return t.on_invalid; }, OnInvalidName,
+                  [](const std::string& v, const std::string& f) { return ParseOnInvalid(v, f); }),
+    };
+    s[1].kind = OptionKind::kSwitchOff;
+    return s;
+  }();
+  return specs;
 }
 
 std::string DisplaySymbol(std::string_view symbol) {
@@ -387,6 +416,17 @@ std::optional<int32_t> Vocab::Find(std::string_view symbol) const {
   return it->second;
 }
 
+std::vector<int32_t> Vocab::MostFrequent(size_t n) const {
+  std::vector<int32_t> ids(symbols_.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  n = std::min(n, ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n), ids.end(), [this](int32_t a, int32_t b) {
+    return count(a) > count(b) || (count(a) == count(b) && a < b);
+  });
+  ids.resize(n);
+  return ids;
+}
+
 std::vector<int32_t> Vocab::Encode(std::string_view text, std::vector<std::string>* missing) const {
   std::vector<int32_t> ids;
   std::vector<std::string> absent;
@@ -469,10 +509,8 @@ Vocab Vocab::FromJson(const nlohmann::json& json, std::string_view source) {
   if (!IsNonNegativeInteger(max_vocab)) throw wrong_type("max_vocab", "a non-negative integer");
   options.max_vocab = max_vocab.get<size_t>();
   const nlohmann::json& on_invalid = field("on_invalid");
-  if (on_invalid == "error") {
-    options.on_invalid = OnInvalid::kError;
-  } else if (on_invalid == "replace") {
-    options.on_invalid = OnInvalid::kReplace;
+  if (on_invalid == "error" || on_invalid == "replace") {
+    options.on_invalid = ParseOnInvalid(on_invalid.get<std::string>(), "on_invalid");
   } else {
     throw wrong_type("on_invalid", "\"error\" or \"replace\"");
   }

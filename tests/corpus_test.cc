@@ -103,6 +103,38 @@ TEST_F(CorpusTest, NamedEmptyOrBinaryFileIsAnError) {
   EXPECT_EQ(ListCorpusFiles({latin1.string()}).files, std::vector<fs::path>{latin1});
 }
 
+TEST_F(CorpusTest, CheckTextFileNamesWhatIsNotOne) {
+  const std::string missing = (dir_ / "missing.txt").string();
+  EXPECT_EQ(ErrorOf([&] { CheckTextFile(missing); }), missing + ": no such file or directory");
+  EXPECT_EQ(ErrorOf([&] { CheckTextFile(dir_); }), dir_.string() + ": is a directory, not a text file");
+  EXPECT_EQ(ErrorOf([&] { CheckTextFile("/dev/null"); }), "/dev/null: not a regular file");
+  const std::string empty = Write("empty.txt", "").string();
+  EXPECT_EQ(ErrorOf([&] { CheckTextFile(empty); }), empty + ": empty file");
+  EXPECT_EQ(ErrorOf([&] { CheckTextFile(Write("text.txt", "text\n")); }), "");
+}
+
+TEST_F(CorpusTest, SummaryCountsTheCorpusAndChecksItsEncoding) {
+  Write("c/a.txt", "the cat\n");
+  Write("c/b.txt", "the dog\n");
+  Write("c/empty.txt", "");
+  TokenizerOptions words;
+  words.unit = Unit::kWord;
+  words.max_vocab = 4;  // <unk>, "the", " ", "\n": cat and dog become <unk>
+  const CorpusSummary s = SummarizeCorpus({(dir_ / "c").string()}, words);
+  EXPECT_EQ(s.files.files.size(), 2u);
+  ASSERT_EQ(s.files.skipped.size(), 1u);
+  EXPECT_EQ(s.file_bytes, 16u);
+  EXPECT_EQ(s.text_bytes, 16u);
+  EXPECT_EQ(s.symbols, 8u);  // the, " ", cat, "\n" twice
+  EXPECT_EQ(s.vocab.size(), 4);
+  EXPECT_EQ(s.as_unknown, 2u);
+  EXPECT_EQ(s.mismatch, "");
+  const CorpusSummary graphemes = SummarizeCorpus({(dir_ / "c").string()}, TokenizerOptions());
+  EXPECT_EQ(graphemes.symbols, 16u);
+  EXPECT_EQ(graphemes.as_unknown, 0u);
+  EXPECT_EQ(graphemes.mismatch, "");
+}
+
 TEST_F(CorpusTest, BuildWritesOneBytePerSymbolAndReopens) {
   const fs::path a = Write("a.txt", "ab\n");
   const fs::path b = Write("b.txt", "ba");

@@ -7,30 +7,22 @@
 //   - ‖∂h_s/∂h_{s-k}‖₂ by power iteration agrees with the largest singular value of the
 //     Jacobian from central differences of the forward pass, for every cell (and the
 //     layer-normalised LSTM and GRU) and both layers;
-//   - decay.csv, summary.json, decay.svg and the training records parse and hold their keys.
+//   - the options are checked, and a computation can be abandoned between its chunks.
 #include "bptt/decay.h"
 
 #include <gtest/gtest.h>
 #include <omp.h>
 
 #include <Eigen/SVD>
-#include <boost/property_tree/ptree.hpp>
-#include <boost/property_tree/xml_parser.hpp>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
-#include <map>
-#include <sstream>
 
 #include "bptt/error.h"
 #include "bptt/init.h"
-#include "bptt/plot.h"
 #include "decay_internal.h"
+#include "test_util.h"
 
 namespace bptt {
 namespace {
-
-namespace fs = std::filesystem;
 
 // The products here are small (H <= 16, B <= 8): one thread, so that the test time does not
 // depend on how busy the other cores are (OpenMP threads waiting for a busy core cost seconds).
@@ -39,21 +31,6 @@ const bool kSingleThreaded = [] {
   Eigen::setNbThreads(1);
   return true;
 }();
-
-std::string ReadAll(const fs::path& path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// A fresh directory under the test temporary directory.
-fs::path TempDir(const std::string& name) {
-  const fs::path dir = fs::path(testing::TempDir()) / ("decay_test_" + name);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
 
 ModelParams<double> Fresh(const ModelConfig& config, InitScheme scheme, double scale, uint64_t seed = 7) {
   InitOptions init;
@@ -287,127 +264,39 @@ TEST(LogSpacedLags, StartAtZeroEndAtTheLastLagAndIncrease) {
   EXPECT_EQ(LogSpacedLags(5, 0), (std::vector<int>{0}));
 }
 
-std::vector<std::string> Split(const std::string& line, char separator) {
-  std::vector<std::string> out;
-  std::stringstream in(line);
-  for (std::string field; std::getline(in, field, separator);) out.push_back(field);
-  return out;
+TEST(DecayOptions, RefuseValuesOutOfRange) {
+  const auto error_of = [](auto change) {
+    DecayOptions o;
+    change(o);
+    return test::ErrorOf([&] { o.Validate(); });
+  };
+  EXPECT_EQ(error_of([](DecayOptions&) {}), "");
+  EXPECT_EQ(error_of([](DecayOptions& o) { o.threads = 0; }), "--threads must be in [1, 1024], got 0");
+  EXPECT_EQ(error_of([](DecayOptions& o) { o.threads = 5000; }), "--threads must be in [1, 1024], got 5000");
+  EXPECT_EQ(error_of([](DecayOptions& o) { o.power_iterations = 0; }), "--power-iterations must be positive");
+  EXPECT_EQ(error_of([](DecayOptions& o) { o.clip_norm = std::nan(""); }), "--clip-norm must be positive");
+  EXPECT_EQ(error_of([](DecayOptions& o) { o.loss_step = -1; }),
+            "--loss-step must be 0 (the last step) or positive, got -1");
 }
 
-// Elements named `name` whose class attribute is `cls`, anywhere below `tree`.
-int CountElements(const boost::property_tree::ptree& tree, const std::string& name, const std::string& cls) {
-  int n = 0;
-  for (const auto& [key, child] : tree) {
-    if (key == name && child.get<std::string>("<xmlattr>.class", "") == cls) ++n;
-    n += CountElements(child, name, cls);
-  }
-  return n;
-}
-
-TEST(Outputs, CsvJsonAndSvgParseAndHoldTheirKeys) {
-  std::vector<DecayReport> reports;
+// A hook that throws between chunks abandons the measurement there (the Python module's Ctrl-C).
+TEST(MeasureDecay, StopsWhenTheHookBetweenChunksThrows) {
+  const ModelConfig config = LanguageModel(*FindCell("lstm"), 5, 0, 4, 2);
+  const auto params = Fresh(config, InitScheme::kOrthogonal, 0);
+  Rng rng(3);
+  const Batch<double> data = UniformInputs(5, 30, 2, rng);
   DecayOptions options;
-  options.jacobian_lags = 6;
-  Rng rng(31);
-  const Batch<double> data = UniformInputs(8, 40, 5, rng);
-  for (const char* cell : {"rnn-tanh", "lstm", "gru"}) {
-    const ModelConfig config = LanguageModel(*FindCell(cell), 8, 0, 6, 2);
-    reports.push_back(MeasureDecay(cell, config, Fresh(config, InitScheme::kOrthogonal, 0), data, options));
-  }
-  const fs::path dir = TempDir("outputs");
-  WriteDecayCsv(reports, dir / "decay.csv");
-  WriteDecaySummary(reports, options, dir / "summary.json");
-  WriteDecayPlot(reports, dir / "decay.svg");
-
-  std::istringstream csv(ReadAll(dir / "decay.csv"));
-  std::string line;
-  ASSERT_TRUE(std::getline(csv, line));
-  EXPECT_EQ(line, "model,layer,quantity,lag,median,q1,q3,relative");
-  size_t rows = 0, expected_rows = 0;
-  for (const auto& r : reports)
-    for (const auto& c : r.curves) expected_rows += c.lags.size();
-  std::map<std::string, int> quantities;
-  while (std::getline(csv, line)) {
-    const auto f = Split(line, ',');
-    ASSERT_EQ(f.size(), 8u) << line;
-    ++quantities[f[2]];
-    EXPECT_TRUE(f[2] == "h" || f[2] == "c" || f[2] == "jacobian") << line;
-    EXPECT_GE(std::stoi(f[3]), 0);
-    for (int i = 4; i < 8; ++i) EXPECT_GE(std::stod(f[i]), 0.0) << line;
-    ++rows;
-  }
-  EXPECT_EQ(rows, expected_rows);
-  EXPECT_EQ(quantities["h"], 3 * 2 * 40);
-  EXPECT_EQ(quantities["c"], 2 * 40);  // LSTM only
-
-  const auto json = nlohmann::json::parse(ReadAll(dir / "summary.json"));
-  ASSERT_EQ(json.at("models").size(), 3u);
-  for (const auto& model : json.at("models")) {
-    EXPECT_TRUE(model.contains("model"));
-    EXPECT_TRUE(model.at("clip_fraction").is_number());
-    ASSERT_EQ(model.at("layers").size(), 2u);
-    for (const auto& layer : model.at("layers"))
-      for (const char* key : {"layer", "decay_factor", "half_life", "lag_below_1e-6", "explodes", "sigma_max",
-                              "spectral_radius", "pascanu_bound"})
-        EXPECT_TRUE(layer.contains(key)) << key;
-  }
-  EXPECT_TRUE(json.at("models")[0].at("layers")[0].at("pascanu_bound").is_number());  // rnn-tanh
-  EXPECT_TRUE(json.at("models")[1].at("layers")[0].at("pascanu_bound").is_null());    // lstm
-
-  boost::property_tree::ptree svg;
-  std::istringstream svg_text(ReadAll(dir / "decay.svg"));
-  ASSERT_NO_THROW(boost::property_tree::read_xml(svg_text, svg));
-  EXPECT_EQ(CountElements(svg, "path", "series"), 3);
-  EXPECT_EQ(CountElements(svg, "path", "band"), 3);
-  EXPECT_EQ(CountElements(svg, "path", "reference"), 1);  // the tanh RNN's own bound; none for LSTM and GRU
-  char bound[64];
-  std::snprintf(bound, sizeof bound, "(1·%.3g)^k bound, rnn-tanh", reports[0].layers.back().sigma_max);
-  EXPECT_NE(ReadAll(dir / "decay.svg").find(bound), std::string::npos) << bound;
-  EXPECT_EQ(svg.get<std::string>("svg.<xmlattr>.xmlns"), "http://www.w3.org/2000/svg");
-}
-
-TEST(RecordDecay, AppendsRowsAndDrawsTheHeatmap) {
-  const ModelConfig config = LanguageModel(*FindCell("gru"), 5, 0, 4, 1, 0.0);
-  InitOptions init;
-  Rng init_rng(1);
-  auto params = ModelParams<float>::Zeros(config);
-  Initialize(config, init, init_rng, params);
-  Rng rng(2);
-  const Batch<double> data = UniformInputs(5, 20, 3, rng);
-  DecayOptions options;
-  options.jacobian_lags = 0;
-  const fs::path dir = TempDir("record");
-  RecordDecay(config, params, data, options, dir, 0);
-  RecordDecay(config, params, data, options, dir, 100);
-
-  std::istringstream csv(ReadAll(dir / "decay_train.csv"));
-  std::string line;
-  ASSERT_TRUE(std::getline(csv, line));
-  EXPECT_EQ(line, "step,layer,quantity,lag,median,relative");
-  std::map<std::string, int> per_step;
-  while (std::getline(csv, line)) {
-    const auto f = Split(line, ',');
-    ASSERT_EQ(f.size(), 6u) << line;
-    ++per_step[f[0]];
-  }
-  EXPECT_EQ(per_step["0"], 20);
-  EXPECT_EQ(per_step["100"], 20);
-
-  boost::property_tree::ptree svg;
-  std::istringstream svg_text(ReadAll(dir / "heatmap.svg"));
-  ASSERT_NO_THROW(boost::property_tree::read_xml(svg_text, svg));
-  const std::string text = ReadAll(dir / "heatmap.svg");
-  size_t cells = 0;
-  for (size_t at = text.find("<rect x="); at != std::string::npos; at = text.find("<rect x=", at + 1)) ++cells;
-  EXPECT_GE(cells, 2u * 20u);  // two rows of 20 lags, plus the frame and colour bar
-}
-
-TEST(Heatmap, RejectsMismatchedShapes) {
-  Heatmap map;
-  map.rows = {1, 2};
-  map.columns = {0};
-  map.values = Mat<double>::Zero(3, 1);
-  EXPECT_THROW(RenderHeatmap(map), Error);
+  options.jacobian_lags = 8;
+  int calls = 0;
+  EXPECT_NO_THROW(MeasureDecay("lstm", config, params, data, options, [&calls] { ++calls; }));
+  EXPECT_GE(calls, 2 * 8);  // every lag of both layers
+  struct Stop {};
+  int left = 3;
+  EXPECT_THROW(MeasureDecay("lstm", config, params, data, options, [&left] {
+                 if (--left == 0) throw Stop();
+               }),
+               Stop);
+  EXPECT_EQ(left, 0);
 }
 
 }  // namespace

@@ -155,6 +155,52 @@ TEST_F(EncodeFileTest, UnreadableOrInvalidFilesAreErrorsNamingThePath) {
   }
 }
 
+TEST_F(EncodeFileTest, WhatIsNotATextFileIsNamedInOneLine) {
+  const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add("abc").Build();
+  EXPECT_EQ(test::ErrorOf([&] { EncodeFile(dir_, vocab); }), dir_.string() + ": is a directory, not a text file");
+  const fs::path empty = Write("empty.txt", "");
+  EXPECT_EQ(test::ErrorOf([&] { EncodeFile(empty, vocab); }), empty.string() + ": empty file");
+  const fs::path binary = Write("binary.bin", std::string("ab\0c", 4));
+  EXPECT_EQ(test::ErrorOf([&] { EncodeFile(binary, vocab); }), binary.string() + ": not text (NUL byte at byte 2)");
+}
+
+TEST_F(EncodeFileTest, TooFewKnownSymbolsAreCountedInTheError) {
+  const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add("abc\n").Build();
+  const ModelConfig config = SmallConfig("gru", vocab.size());
+  const ModelParams<float> params = RandomParams(config, 2);
+  EXPECT_EQ(test::ErrorOf([&] { Evaluate(config, params, vocab, EncodeText("xyaz", vocab), EvalOptions()); }),
+            "has 4 symbols, 1 of them in the model's vocabulary; scoring needs at least 2");
+  EXPECT_EQ(test::ErrorOf([&] { Evaluate(config, params, vocab, EncodeText("", vocab), EvalOptions()); }),
+            "has 0 symbols, 0 of them in the model's vocabulary; scoring needs at least 2");
+}
+
+// A hook that throws between chunks abandons the evaluation (the Python module's Ctrl-C): every
+// chunk of T steps, and every 1024 symbols stepwise.
+TEST_F(EncodeFileTest, EvaluationStopsWhenTheHookBetweenChunksThrows) {
+  std::string text;
+  for (int i = 0; i < 300; ++i) text += "abc cab bca\n";
+  const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add(text).Build();
+  const ModelConfig config = SmallConfig("lstm", vocab.size());
+  const ModelParams<float> params = RandomParams(config, 4);
+  EvalOptions chunks;
+  chunks.seq_len = 64;  // 3600 symbols: 57 chunks
+  EvalOptions stepwise;
+  stepwise.precision = Precision::kFloat32;  // 4 pieces of 1024
+  for (const EvalOptions& o : {chunks, stepwise}) {
+    int calls = 0;
+    const TextEvaluation whole =
+        Evaluate(config, params, vocab, EncodeText(text, vocab), o, [&calls] { ++calls; });
+    EXPECT_GE(calls, o.precision ? 3 : 50);
+    struct Stop {};
+    int left = 2;
+    EXPECT_THROW(Evaluate(config, params, vocab, EncodeText(text, vocab), o, [&left] {
+                   if (--left == 0) throw Stop();
+                 }),
+                 Stop);
+    EXPECT_GT(whole.nats_per_symbol, 0);
+  }
+}
+
 TEST_F(EncodeFileTest, EvaluateFileReportsTheScoredSymbols) {
   const std::string text = "one fish two fish red fish blue fish\nthis one has a little star\n";
   const Vocab vocab = VocabBuilder(TokenizerOptions{}).Add(text).Build();

@@ -2,6 +2,7 @@
 // error formula of the gradient tests, the costs measured, and a wrong gradient caught.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>

@@ -9,8 +9,8 @@
 // away from 1 and 0: one-hot, embedding and dense input, dropout, residual connections and the
 // large sizes. Also: truncated BPTT with the state carried equals one long chunk, and every
 // thread count gives the one-thread numbers bit for bit, however the steps are split. And the
-// products in bfloat16 (--precision bf16, where the CPU has AMX): a float model's outputs
-// and gradients within bfloat16's rounding of float's, for every cell and input.
+// products in bfloat16 (--precision bf16, where the CPU has AMX or AVX-512 BF16): a float
+// model's outputs and gradients within bfloat16's rounding of float's, for every cell and input.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -596,7 +596,7 @@ INSTANTIATE_TEST_SUITE_P(AllCells, TruncatedBptt, ::testing::ValuesIn(Cells().be
 // held to its central differences instead, above, with B = 1 on 2 threads.) In float at H = 70
 // (the products' 70, 210 and 280 rows make 3, 7 and 9 panels of 32, shared unevenly), B = 1 on
 // 2 and 3 threads and B = 2 on 3 (split by rows), B = 2 on 2 and B = 3 (by columns); every cell,
-// with and without layer norm; in float, and with bfloat16 products on AMX where the CPU has it
+// with and without layer norm; in float, and with bfloat16 products where the CPU has them
 // (the steps' products then run on 16-row tiles: 70, 210 and 280 rows end in partial tiles).
 class ThreadSplit : public ::testing::TestWithParam<const Cell*> {};
 
@@ -684,7 +684,7 @@ INSTANTIATE_TEST_SUITE_P(AllCells, ThreadSplit, ::testing::ValuesIn(Cells().begi
 class Bf16Products : public ::testing::TestWithParam<const Cell*> {};
 
 TEST_P(Bf16Products, StayWithinBfloat16RoundingOfFloat) {
-  if (!Bf16ProductsAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
+  if (!Bf16ProductsAvailable()) GTEST_SKIP() << "this CPU has neither AMX-BF16 nor AVX-512 BF16";
   for (const Input input : {Input::kOneHot, Input::kEmbed, Input::kDense})
   for (const Eigen::Index B : {5, 1}) {  // the steps split by columns, and by rows (one stream)
     constexpr int V = 30, H = 40, T = 6;

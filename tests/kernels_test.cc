@@ -1,26 +1,38 @@
 // The kernels of src/kernels/ against plain arithmetic in long double, at sizes that take every
-// path they have, in whichever build this is (AVX-512 with -march=native on a machine that has
-// it; the plain C++ fallbacks with BPTT_NATIVE=OFF; Eigen's assertions in a Debug build):
+// path they have, with the kernels the CPU runs (chosen at run time, kernels/cpu.h; ctest runs
+// the suite once more capped at AVX2 and once at the plain C++ kernels with BPTT_MAX_ISA), in
+// whichever build this is (Eigen's assertions in a Debug build):
 //
 //   packed_gemm.h  PackPanels / PackTransposedPanels (layout and zero padding) and PackedProduct
 //                  (hence PanelProduct and its kernel) for float and double: M across the 32-row
-//                  panels and their masked row tails, K from 1 up, N through the 8-column loop
-//                  and every 1..7-column tail, accumulate on and off, leading dimensions larger
-//                  than the rows (padding must be neither read nor written).
+//                  panels and their masked row tails, K from 1 up and across the float kernel's
+//                  chunks of 128, N through the 8-column loop and every 1..7-column tail,
+//                  accumulate on and off, leading dimensions larger than the rows (padding must be
+//                  neither read nor written).
 //   gemv.h         StepMatrix::Multiply in fp32, bf16 and int8: M across the 16-row bf16 and
 //                  64-row int8 panels, odd and even K, 1 and 2 threads (the split needs M >= 256),
 //                  accumulate on and off; on grid inputs that every precision represents exactly
 //                  (the result must then be exact), and on random inputs within the bound of
 //                  each precision's rounding. The vector quantisers ToBf16, ToBf16Pairs and
 //                  ToUint8Quads on ties, NaN, infinities, huge, tiny and zero vectors.
-//   amx_gemm.h     AmxProduct (where the CPU has AMX; skipped elsewhere): M and N across the
-//                  16-wide tiles, their 32-wide pairs and every kind of tail, K across the 32-wide
-//                  k blocks (and K = 0), both layouts of each operand (a matrix and a transpose), accumulate on
-//                  and off, 1 to 3 threads, K split into chunks, and a leading dimension larger
-//                  than M; against the bfloat16-rounded operands (ToBf16) summed in long double.
-//                  PackAmxPairs + AmxStepProduct likewise: W and W^T, rows across the groups of
-//                  three tiles and their tails, a range of rows (the others untouched), columns
-//                  across several 16-column tiles.
+//   sgemm.h        FloatProduct (where the CPU has AVX2; skipped elsewhere) in whichever kernel is
+//                  in force (ctest runs this suite again with BPTT_MAX_ISA=avx2 and =portable):
+//                  M and N across the register blocks (32 x 12 on AVX-512, 16 x 6 on AVX2) and
+//                  their tails, K across the 256-wide chunks, rows across the 16-panel blocks,
+//                  both layouts of each operand, accumulate on and off, 1 to 3 threads, either
+//                  dimension split between threads; against long double, and bit for bit across
+//                  thread counts.
+//   bf16_gemm.h    Bf16Product's engines, each where the CPU has it (skipped elsewhere): AMX
+//                  and AVX-512 BF16, M and N across the 16-wide tiles, their 32-wide pairs, the
+//                  48-row groups and every kind of tail, K across the 32-wide k blocks (and
+//                  K = 0), both layouts of each operand (a matrix and a transpose), accumulate on
+//                  and off, 1 to 3 threads, K split into chunks, either dimension split between
+//                  threads, and a leading dimension larger than M; against the bfloat16-rounded
+//                  operands (ToBf16) summed in long double, and bit for bit across thread counts.
+//                  PackBf16Pairs + each engine's step product likewise: W and W^T, rows across
+//                  the groups of three tiles and their tails, a range of rows (the others
+//                  untouched), columns across several 16-column tiles, K across the chunks of
+//                  the AVX-512 kernel.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -32,9 +44,11 @@
 #include <vector>
 
 #include "bptt/rng.h"
-#include "kernels/amx_gemm.h"
+#include "kernels/bf16_gemm.h"
+#include "kernels/cpu.h"
 #include "kernels/gemv.h"
 #include "kernels/packed_gemm.h"
+#include "kernels/sgemm.h"
 
 namespace bptt {
 namespace {
@@ -51,7 +65,7 @@ Mat<S> RandomMat(Eigen::Index rows, Eigen::Index cols, Rng& rng, double lo = -1,
 // ------------------------------------------------------------------------------ packed_gemm.h
 
 constexpr Eigen::Index kM[] = {1, 5, 31, 32, 33, 64, 70, 280};
-constexpr Eigen::Index kK[] = {1, 7, 31, 70, 128};
+constexpr Eigen::Index kK[] = {1, 7, 31, 70, 128, 300};  // 300: the float kernel's chunks of 128
 constexpr Eigen::Index kN[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 16, 17};
 
 TEST(PackPanels, HoldsEveryRowOncePaddedWithZeros) {
@@ -499,27 +513,118 @@ TEST(ToBf16Pairs, AgreesWithToBf16OnRandomBitPatterns) {
 }
 
 
-// ------------------------------------------------------------------------------ amx_gemm.h
+// ------------------------------------------------------------------------------ sgemm.h
 
-// dst = (or +=) lhs * rhs through AmxProduct, lhs (M, K) stored as given or as its transpose,
-// rhs (K, N) likewise; dst has 3 rows of padding below M, which must keep their values.
-struct AmxCase {
+// dst = (or +=) lhs * rhs through FloatProduct, each operand stored as given or transposed; dst
+// has 3 rows of padding below M, which must keep their values.
+Mat<float> RunFloat(Eigen::Index M, Eigen::Index N, Eigen::Index K, bool lt, bool rt, bool accumulate, int threads,
+                    const Mat<float>& lhs_store, const Mat<float>& rhs_store, const Mat<float>& start) {
+  Mat<float> dst = start;
+  const StridedMatrix lhs = lt ? StridedMatrix{lhs_store.data(), M, K, lhs_store.rows(), 1}
+                               : StridedMatrix{lhs_store.data(), M, K, 1, lhs_store.rows()};
+  const StridedMatrix rhs = rt ? StridedMatrix{rhs_store.data(), K, N, rhs_store.rows(), 1}
+                               : StridedMatrix{rhs_store.data(), K, N, 1, rhs_store.rows()};
+  FloatProduct(dst.data(), dst.rows(), lhs, rhs, accumulate, threads);
+  return dst;
+}
+
+void CheckFloat(Eigen::Index M, Eigen::Index N, Eigen::Index K, bool lt, bool rt, bool accumulate, int threads,
+                Rng& rng) {
+  const Mat<float> lhs_store = lt ? RandomMat<float>(K, M, rng) : RandomMat<float>(M, K, rng);
+  const Mat<float> rhs_store = rt ? RandomMat<float>(N, K, rng) : RandomMat<float>(K, N, rng);
+  const Mat<float> start = RandomMat<float>(M + 3, N, rng);
+  const Mat<float> dst = RunFloat(M, N, K, lt, rt, accumulate, threads, lhs_store, rhs_store, start);
+  const std::string what = std::string(IsaName(ThisCpu().level)) + " M " + std::to_string(M) + " N " +
+                           std::to_string(N) + " K " + std::to_string(K) + " lhs^T " + std::to_string(lt) +
+                           " rhs^T " + std::to_string(rt) + " acc " + std::to_string(accumulate) + " threads " +
+                           std::to_string(threads);
+  for (Eigen::Index n = 0; n < N; ++n) {
+    for (Eigen::Index m = 0; m < M; ++m) {
+      Real sum = accumulate ? Real(start(m, n)) : Real(0), size = std::fabs(sum);
+      for (Eigen::Index k = 0; k < K; ++k) {
+        const Real term = Real(lt ? lhs_store(k, m) : lhs_store(m, k)) * Real(rt ? rhs_store(n, k) : rhs_store(k, n));
+        sum += term;
+        size += std::fabs(term);
+      }
+      // K fused multiply-adds and one addition per chunk: at most K + 1 + K / 256 roundings.
+      const Real bound = Real(K + 2 + K / 256) * std::ldexp(Real(1), -24) * size;
+      ASSERT_LE(std::fabs(Real(dst(m, n)) - sum), bound) << what << " at (" << m << ", " << n << ")";
+    }
+    for (Eigen::Index m = M; m < M + 3; ++m) ASSERT_EQ(dst(m, n), start(m, n)) << what << ": padding written";
+  }
+}
+
+TEST(FloatProduct, MatchesTheProduct) {
+  if (!FloatProductsHere()) GTEST_SKIP() << "this CPU has no AVX2 (or BPTT_MAX_ISA caps it below)";
+  Rng rng(21);
+  int threads = 0;  // 1, 2, 3 in turn
+  for (const Eigen::Index M : {1, 15, 17, 32, 33, 70})
+    for (const Eigen::Index N : {1, 5, 7, 12, 13, 25})
+      for (const Eigen::Index K : {1, 31, 257})
+        for (const int layout : {0, 1, 2, 3})
+          for (const bool accumulate : {false, true})
+            CheckFloat(M, N, K, (layout & 1) != 0, (layout & 2) != 0, accumulate, threads++ % 3 + 1, rng);
+  // Several 16-panel blocks of rows, split by rows and by columns, K in three chunks.
+  CheckFloat(600, 20, 600, false, true, true, 2, rng);
+  CheckFloat(20, 600, 600, true, false, false, 3, rng);
+}
+
+TEST(FloatProduct, GivesTheSameBitsOnAnyThreadCount) {
+  if (!FloatProductsHere()) GTEST_SKIP() << "this CPU has no AVX2 (or BPTT_MAX_ISA caps it below)";
+  Rng rng(22);
+  for (const auto& [M, N] : {std::pair<Eigen::Index, Eigen::Index>{70, 300}, {300, 70}}) {
+    const Mat<float> lhs = RandomMat<float>(M, 300, rng), rhs = RandomMat<float>(300, N, rng);
+    const Mat<float> start = RandomMat<float>(M + 3, N, rng);
+    const Mat<float> one = RunFloat(M, N, 300, false, false, true, 1, lhs, rhs, start);
+    for (const int threads : {2, 3, 5})
+      EXPECT_TRUE((RunFloat(M, N, 300, false, false, true, threads, lhs, rhs, start).array() == one.array()).all())
+          << threads << " threads, M " << M;
+  }
+}
+
+// ------------------------------------------------------------------------------ bf16_gemm.h
+
+// One engine of the bfloat16 products (bf16_gemm.h) and whether this CPU runs it.
+struct Bf16Engine {
+  const char* name;
+  bool here;
+  void (*product)(float*, Eigen::Index, const StridedMatrix&, const StridedMatrix&, bool, int);
+  void (*step)(const uint16_t*, Eigen::Index, Eigen::Index, Eigen::Index, Eigen::Index, const float*, Eigen::Index,
+               Eigen::Index, float*, Eigen::Index, bool);
+};
+
+std::vector<Bf16Engine> Bf16Engines() {
+  std::vector<Bf16Engine> engines;
+  if (ThisCpu().amx) engines.push_back({"amx", true, &AmxProduct, &AmxStepProduct});
+  if (ThisCpu().avx512_bf16) engines.push_back({"avx512-bf16", true, &Avx512Bf16Product, &Avx512Bf16StepProduct});
+  return engines;
+}
+
+#define BPTT_FOR_EACH_BF16_ENGINE(engine)                                                   \
+  const std::vector<Bf16Engine> engines = Bf16Engines();                                     \
+  if (engines.empty()) GTEST_SKIP() << "this CPU has neither AMX-BF16 nor AVX-512 BF16";     \
+  for (const Bf16Engine& engine : engines)
+
+// dst = (or +=) lhs * rhs through an engine's product, lhs (M, K) stored as given or as its
+// transpose, rhs (K, N) likewise; dst has 3 rows of padding below M, which must keep their values.
+struct Bf16Case {
   Eigen::Index M, N, K;
   bool lhs_transposed, rhs_transposed, accumulate;
   int threads;
 };
 
-Mat<float> RunAmx(const AmxCase& c, const Mat<float>& lhs_store, const Mat<float>& rhs_store, const Mat<float>& start) {
+Mat<float> RunBf16(const Bf16Engine& engine, const Bf16Case& c, const Mat<float>& lhs_store,
+                   const Mat<float>& rhs_store, const Mat<float>& start) {
   Mat<float> dst = start;
   const StridedMatrix lhs = c.lhs_transposed ? StridedMatrix{lhs_store.data(), c.M, c.K, lhs_store.rows(), 1}
                                              : StridedMatrix{lhs_store.data(), c.M, c.K, 1, lhs_store.rows()};
   const StridedMatrix rhs = c.rhs_transposed ? StridedMatrix{rhs_store.data(), c.K, c.N, rhs_store.rows(), 1}
                                              : StridedMatrix{rhs_store.data(), c.K, c.N, 1, rhs_store.rows()};
-  AmxProduct(dst.data(), dst.rows(), lhs, rhs, c.accumulate, c.threads);
+  engine.product(dst.data(), dst.rows(), lhs, rhs, c.accumulate, c.threads);
   return dst;
 }
 
-void CheckAmx(const AmxCase& c, Rng& rng) {
+void CheckBf16(const Bf16Engine& engine, const Bf16Case& c, Rng& rng) {
   const Mat<float> lhs_store = c.lhs_transposed ? RandomMat<float>(c.K, c.M, rng) : RandomMat<float>(c.M, c.K, rng);
   const Mat<float> rhs_store = c.rhs_transposed ? RandomMat<float>(c.N, c.K, rng) : RandomMat<float>(c.K, c.N, rng);
   const Mat<float> start = RandomMat<float>(c.M + 3, c.N, rng);
@@ -529,9 +634,9 @@ void CheckAmx(const AmxCase& c, Rng& rng) {
   const auto rhs = [&](Eigen::Index k, Eigen::Index n) {
     return FromBf16(ToBf16(c.rhs_transposed ? rhs_store(n, k) : rhs_store(k, n)));
   };
-  const Mat<float> dst = RunAmx(c, lhs_store, rhs_store, start);
-  const std::string what = "M " + std::to_string(c.M) + " N " + std::to_string(c.N) + " K " + std::to_string(c.K) +
-                           " lhs^T " + std::to_string(c.lhs_transposed) + " rhs^T " +
+  const Mat<float> dst = RunBf16(engine, c, lhs_store, rhs_store, start);
+  const std::string what = std::string(engine.name) + " M " + std::to_string(c.M) + " N " + std::to_string(c.N) +
+                           " K " + std::to_string(c.K) + " lhs^T " + std::to_string(c.lhs_transposed) + " rhs^T " +
                            std::to_string(c.rhs_transposed) + " acc " + std::to_string(c.accumulate) +
                            " threads " + std::to_string(c.threads);
   for (Eigen::Index n = 0; n < c.N; ++n) {
@@ -549,96 +654,104 @@ void CheckAmx(const AmxCase& c, Rng& rng) {
   }
 }
 
-TEST(AmxProduct, MatchesTheRoundedOperandsProduct) {
-  if (!AmxAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
-  Rng rng(11);
-  for (const Eigen::Index M : {1, 15, 16, 17, 33, 65})
-    for (const Eigen::Index N : {1, 16, 17, 31, 32, 33, 70})
-      for (const Eigen::Index K : {1, 2, 31, 32, 33, 97})
-        for (const int layout : {0, 1, 2, 3})
-          for (const bool accumulate : {false, true})
-            for (const int threads : {1, 2, 3})
-              CheckAmx({M, N, K, (layout & 1) != 0, (layout & 2) != 0, accumulate, threads}, rng);
-}
-
-TEST(AmxProduct, EmptyKGivesZerosOrLeavesTheSums) {
-  if (!AmxAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
-  Rng rng(15);
-  const Mat<float> lhs(5, 0), rhs(0, 7), start = RandomMat<float>(8, 7, rng);
-  for (const bool accumulate : {false, true}) {
-    Mat<float> dst = start;
-    AmxProduct(dst.data(), dst.rows(), {lhs.data(), 5, 0, 1, 5}, {rhs.data(), 0, 7, 1, 0}, accumulate, 2);
-    for (Eigen::Index n = 0; n < 7; ++n)
-      for (Eigen::Index m = 0; m < 8; ++m)
-        ASSERT_EQ(dst(m, n), m < 5 && !accumulate ? 0.0f : start(m, n)) << m << ", " << n << " acc " << accumulate;
+TEST(Bf16Product, MatchesTheRoundedOperandsProduct) {
+  BPTT_FOR_EACH_BF16_ENGINE(engine) {
+    Rng rng(11);
+    int threads = 0;  // 1, 2, 3 in turn
+    for (const Eigen::Index M : {1, 17, 48, 49, 97})
+      for (const Eigen::Index N : {1, 9, 16, 17, 70})
+        for (const Eigen::Index K : {1, 31, 32, 33, 97})
+          for (const int layout : {0, 1, 2, 3})
+            for (const bool accumulate : {false, true})
+              CheckBf16(engine, {M, N, K, (layout & 1) != 0, (layout & 2) != 0, accumulate, threads++ % 3 + 1}, rng);
   }
 }
 
-TEST(AmxProduct, SplitsLongKIntoChunksAndEitherDimensionBetweenThreads) {
-  if (!AmxAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
-  Rng rng(12);
-  // N = 2048 on one thread: its 64 column pairs take 128 KB per k block, so K = 300 (10 blocks)
-  // runs as two chunks; M = 2048 does the same split by rows.
-  for (const int layout : {0, 3}) {
-    CheckAmx({20, 2048, 300, (layout & 1) != 0, (layout & 2) != 0, true, 1}, rng);
-    CheckAmx({2048, 20, 300, (layout & 1) != 0, (layout & 2) != 0, false, 2}, rng);
+TEST(Bf16Product, EmptyKGivesZerosOrLeavesTheSums) {
+  BPTT_FOR_EACH_BF16_ENGINE(engine) {
+    Rng rng(15);
+    const Mat<float> lhs(5, 0), rhs(0, 7), start = RandomMat<float>(8, 7, rng);
+    for (const bool accumulate : {false, true}) {
+      Mat<float> dst = start;
+      engine.product(dst.data(), dst.rows(), {lhs.data(), 5, 0, 1, 5}, {rhs.data(), 0, 7, 1, 0}, accumulate, 2);
+      for (Eigen::Index n = 0; n < 7; ++n)
+        for (Eigen::Index m = 0; m < 8; ++m)
+          ASSERT_EQ(dst(m, n), m < 5 && !accumulate ? 0.0f : start(m, n))
+              << engine.name << " " << m << ", " << n << " acc " << accumulate;
+    }
   }
 }
 
-TEST(AmxStepProduct, MatchesTheRoundedOperandsProductOnItsRows) {
-  if (!AmxAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
-  Rng rng(14);
-  std::vector<uint16_t> tiles;
-  for (const Eigen::Index M : {1, 16, 40, 70, 100})
-    for (const Eigen::Index K : {1, 33, 70})
-      for (const Eigen::Index cols : {1, 5, 16, 17, 40})
-        for (const bool transposed : {false, true})
-          for (const bool accumulate : {false, true})
-            for (const auto& [row_begin, row_end] : {std::pair<Eigen::Index, Eigen::Index>{0, M}, {32, M}, {0, 64}}) {
-              if (row_begin >= M) continue;
-              const Eigen::Index end = std::min(row_end, M);
-              const Mat<float> store = transposed ? RandomMat<float>(K, M, rng) : RandomMat<float>(M, K, rng);
-              const Mat<float> x = RandomMat<float>(K + 2, cols, rng);  // leading dimension K + 2
-              const Mat<float> start = RandomMat<float>(M + 3, cols, rng);
-              PackAmxPairs(transposed ? StridedMatrix{store.data(), M, K, store.rows(), 1}
-                                      : StridedMatrix{store.data(), M, K, 1, store.rows()},
-                           tiles);
-              Mat<float> c = start;
-              AmxStepProduct(tiles.data(), M, K, row_begin, end, x.data(), x.rows(), cols, c.data(), c.rows(),
-                             accumulate);
-              const std::string what = "M " + std::to_string(M) + " K " + std::to_string(K) + " cols " +
-                                       std::to_string(cols) + " W^T " + std::to_string(transposed) + " acc " +
-                                       std::to_string(accumulate) + " rows " + std::to_string(row_begin) + ".." +
-                                       std::to_string(end);
-              for (Eigen::Index n = 0; n < cols; ++n)
-                for (Eigen::Index m = 0; m < M + 3; ++m) {
-                  if (m < row_begin || m >= end) {
-                    ASSERT_EQ(c(m, n), start(m, n)) << what << ": row " << m << " written";
-                    continue;
-                  }
-                  Real sum = accumulate ? Real(start(m, n)) : Real(0), size = std::fabs(sum);
-                  for (Eigen::Index k = 0; k < K; ++k) {
-                    const Real w = FromBf16(ToBf16(transposed ? store(k, m) : store(m, k)));
-                    const Real v = FromBf16(ToBf16(x(k, n)));
-                    sum += w * v;
-                    size += std::fabs(w * v);
-                  }
-                  ASSERT_LE(std::fabs(Real(c(m, n)) - sum), Real(K + 2) * std::ldexp(Real(1), -24) * size)
-                      << what << " at (" << m << ", " << n << ")";
-                }
-            }
+TEST(Bf16Product, SplitsLongKIntoChunksAndEitherDimensionBetweenThreads) {
+  BPTT_FOR_EACH_BF16_ENGINE(engine) {
+    Rng rng(12);
+    // N = 2048 on one thread: its 128 column tiles take 128 KB per k block, so K = 300 (10
+    // blocks) runs as two chunks; M = 2048 does the same split by rows.
+    for (const int layout : {0, 3}) {
+      CheckBf16(engine, {20, 2048, 300, (layout & 1) != 0, (layout & 2) != 0, true, 1}, rng);
+      CheckBf16(engine, {2048, 20, 300, (layout & 1) != 0, (layout & 2) != 0, false, 2}, rng);
+    }
+  }
 }
 
-TEST(AmxProduct, GivesTheSameBitsOnAnyThreadCount) {
-  if (!AmxAvailable()) GTEST_SKIP() << "this CPU (or its operating system) has no AMX-BF16";
-  Rng rng(13);
-  for (const auto& [M, N] : {std::pair<Eigen::Index, Eigen::Index>{70, 300}, {300, 70}}) {
-    const Mat<float> lhs = RandomMat<float>(M, 200, rng), rhs = RandomMat<float>(200, N, rng);
-    const Mat<float> start = RandomMat<float>(M + 3, N, rng);
-    const Mat<float> one = RunAmx({M, N, 200, false, false, true, 1}, lhs, rhs, start);
-    for (const int threads : {2, 3, 5})
-      EXPECT_TRUE((RunAmx({M, N, 200, false, false, true, threads}, lhs, rhs, start).array() == one.array()).all())
-          << threads << " threads, M " << M;
+TEST(Bf16StepProduct, MatchesTheRoundedOperandsProductOnItsRows) {
+  BPTT_FOR_EACH_BF16_ENGINE(engine) {
+    Rng rng(14);
+    std::vector<uint16_t> tiles;
+    for (const Eigen::Index M : {1, 16, 40, 70, 100})
+      for (const Eigen::Index K : {1, 33, 70, 300})
+        for (const Eigen::Index cols : {1, 5, 16, 17, 40})
+          for (const bool transposed : {false, true})
+            for (const bool accumulate : {false, true})
+              for (const auto& [row_begin, row_end] :
+                   {std::pair<Eigen::Index, Eigen::Index>{0, M}, {32, M}, {0, 64}}) {
+                if (row_begin >= M) continue;
+                const Eigen::Index end = std::min(row_end, M);
+                const Mat<float> store = transposed ? RandomMat<float>(K, M, rng) : RandomMat<float>(M, K, rng);
+                const Mat<float> x = RandomMat<float>(K + 2, cols, rng);  // leading dimension K + 2
+                const Mat<float> start = RandomMat<float>(M + 3, cols, rng);
+                PackBf16Pairs(transposed ? StridedMatrix{store.data(), M, K, store.rows(), 1}
+                                         : StridedMatrix{store.data(), M, K, 1, store.rows()},
+                              tiles);
+                Mat<float> c = start;
+                engine.step(tiles.data(), M, K, row_begin, end, x.data(), x.rows(), cols, c.data(), c.rows(),
+                            accumulate);
+                const std::string what = std::string(engine.name) + " M " + std::to_string(M) + " K " +
+                                         std::to_string(K) + " cols " + std::to_string(cols) + " W^T " +
+                                         std::to_string(transposed) + " acc " + std::to_string(accumulate) +
+                                         " rows " + std::to_string(row_begin) + ".." + std::to_string(end);
+                for (Eigen::Index n = 0; n < cols; ++n)
+                  for (Eigen::Index m = 0; m < M + 3; ++m) {
+                    if (m < row_begin || m >= end) {
+                      ASSERT_EQ(c(m, n), start(m, n)) << what << ": row " << m << " written";
+                      continue;
+                    }
+                    Real sum = accumulate ? Real(start(m, n)) : Real(0), size = std::fabs(sum);
+                    for (Eigen::Index k = 0; k < K; ++k) {
+                      const Real w = FromBf16(ToBf16(transposed ? store(k, m) : store(m, k)));
+                      const Real v = FromBf16(ToBf16(x(k, n)));
+                      sum += w * v;
+                      size += std::fabs(w * v);
+                    }
+                    ASSERT_LE(std::fabs(Real(c(m, n)) - sum), Real(K + 2) * std::ldexp(Real(1), -24) * size)
+                        << what << " at (" << m << ", " << n << ")";
+                  }
+              }
+  }
+}
+
+TEST(Bf16Product, GivesTheSameBitsOnAnyThreadCount) {
+  BPTT_FOR_EACH_BF16_ENGINE(engine) {
+    Rng rng(13);
+    for (const auto& [M, N] : {std::pair<Eigen::Index, Eigen::Index>{70, 300}, {300, 70}}) {
+      const Mat<float> lhs = RandomMat<float>(M, 200, rng), rhs = RandomMat<float>(200, N, rng);
+      const Mat<float> start = RandomMat<float>(M + 3, N, rng);
+      const Mat<float> one = RunBf16(engine, {M, N, 200, false, false, true, 1}, lhs, rhs, start);
+      for (const int threads : {2, 3, 5})
+        EXPECT_TRUE(
+            (RunBf16(engine, {M, N, 200, false, false, true, threads}, lhs, rhs, start).array() == one.array()).all())
+            << engine.name << " " << threads << " threads, M " << M;
+    }
   }
 }
 

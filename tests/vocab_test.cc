@@ -276,6 +276,13 @@ TEST(VocabTest, IdsFollowSymbolBytes) {
   EXPECT_EQ(vocab.Encode("ab\u00e9\n"), (std::vector<int32_t>{1, 2, 3, 0}));
 }
 
+TEST(VocabTest, MostFrequentFirstTiesToTheLowerId) {
+  const Vocab vocab = VocabBuilder(Options(Unit::kGrapheme)).Add("abbcccdd").Build();  // a1 b2 c3 d2
+  EXPECT_EQ(vocab.MostFrequent(3), (std::vector<int32_t>{2, 1, 3}));
+  EXPECT_EQ(vocab.MostFrequent(10), (std::vector<int32_t>{2, 1, 3, 0}));
+  EXPECT_TRUE(vocab.MostFrequent(0).empty());
+}
+
 TEST(VocabTest, MissingSymbols) {
   const Vocab vocab = VocabBuilder(Options(Unit::kGrapheme)).Add("abc").Build();
   std::vector<std::string> missing;

@@ -1,7 +1,7 @@
-// The subcommands of the bptt program. Each parses its own options with
-// Boost.Program_options, calls the library and returns the exit status; bptt.cc turns any
-// exception (a bptt::Error, an option error, anything else) into one line on stderr and exit
-// status 1.
+// The subcommands of the bptt program. Each parses its command line with its option table
+// (options_cli.h over options.h), calls the library, prints and returns the exit status;
+// bptt.cc turns any exception (a bptt::Error, an option error, anything else) into one line on
+// stderr and exit status 1.
 #pragma once
 
 #include <span>

@@ -1,8 +1,7 @@
 // bptt completion bash: the bash completion of the bptt program. Each command's flags are read
-// from its own --help, run in this process with std::cout captured, so they are exactly the
-// flags its option declarations make (the option tables of options.h and each command's
-// Boost.Program_options description): a line "  --flag arg ..." is a flag with a value,
-// "  --flag ..." a switch. Values of --cell and the NAME of `bptt task` complete from the cell
+// from its own --help, run in this process with std::cout captured; every command's --help is
+// made from its option table (options_cli.h over options.h), so they are exactly the flags its
+// table declares: a line "  --flag arg ..." is a flag with a value, "  --flag ..." a switch. Values of --cell and the NAME of `bptt task` complete from the cell
 // and task registries; other values and positional arguments complete as file names.
 #include <iostream>
 #include <regex>

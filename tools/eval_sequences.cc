@@ -3,16 +3,13 @@
 #include <omp.h>
 
 #include <cmath>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 
 #include "bptt/error.h"
 #include "bptt/train_options.h"
 #include "commands.h"
-#include "options_cli.h"
 #include "sequence_cli.h"
 
 namespace bptt::cli {
@@ -29,21 +26,6 @@ LoadedSequenceModel LoadSequenceModel(const std::string& path, const char* comma
 }
 
 int Threads(int threads) { return threads > 0 ? threads : std::max(1, omp_get_num_procs()); }
-
-bool NamesSequenceModel(int argc, char** argv) {
-  for (int k = 1; k < argc; ++k) {
-    if (argv[k][0] == '-' || !std::string_view(argv[k]).ends_with(".safetensors")) continue;
-    std::ifstream in(argv[k], std::ios::binary);
-    uint64_t length = 0;
-    if (!in.read(reinterpret_cast<char*>(&length), sizeof length) || length > (uint64_t{1} << 27)) return false;
-    std::string header(length, '\0');
-    if (!in.read(header.data(), static_cast<std::streamsize>(length))) return false;
-    const nlohmann::json j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
-    return j.is_object() && j.contains("__metadata__") && j["__metadata__"].is_object() &&
-           j["__metadata__"].contains("sequences");
-  }
-  return false;
-}
 
 namespace {
 
@@ -87,41 +69,22 @@ int64_t HeldOut(const PredictOptions& o, const Checkpoint& c, int64_t steps) {
 
 }  // namespace
 
-int EvalSequences(int argc, char** argv) {
-  CommandLine<PredictOptions> cli("bptt eval CHECKPOINT DATA [options]   (a model trained with bptt train --data)",
-                                  PredictOptionSpecs(), kEvalCommand, PredictOptions());
-  std::string checkpoint, data;
-  po::options_description other("Help");
-  other.add_options()("help", "show this help");
-  cli.Add(other);
-  po::options_description hidden;
-  hidden.add_options()("checkpoint", po::value(&checkpoint))("data", po::value(&data));
-  cli.AddHidden(hidden);
-  po::positional_options_description positional;
-  positional.add("checkpoint", 1).add("data", 1);
-  cli.Positional(positional);
-  cli.Parse(argc, argv);
-  if (cli.vm().count("help")) {
-    std::cout << cli.help() << "\n";
-    return 0;
-  }
-  if (checkpoint.empty() || data.empty()) throw Error("missing CHECKPOINT or DATA (see bptt eval --help)");
-  const PredictOptions o = cli.Apply(PredictOptions());
-  o.Validate();
+int EvalSequences(const std::string& checkpoint, const std::string& data, const PredictOptions& o, bool json) {
   const LoadedSequenceModel m = LoadSequenceModel(checkpoint, "eval");
   const ModelConfig& config = m.checkpoint.config;
   nlohmann::json r;
   if (m.spec.head == SequenceHead::kForecast) {
     if (!o.labels.empty()) throw Error("--labels does not apply to a forecasting model (the series is its own target)");
     const SequenceSet series = ReadForModel(m.spec, data, "", false);
-    r = ScoreForecast(config, m.checkpoint.params, m.spec, series, HeldOut(o, m.checkpoint, series.T), o.threads);
+    r = ScoreForecast(config, m.checkpoint.params, m.spec, series, HeldOut(o, m.checkpoint, series.T),
+                      Threads(o.threads));
     r.erase("forecast");
   } else {
     if (o.held_out > 0) throw Error("--held-out applies to a forecasting model");
     const SequenceSet set = ReadForModel(m.spec, data, o.labels, true);
     r = ScoreSequences(config, m.checkpoint.params, m.spec, set, Threads(o.threads));
   }
-  if (o.json) {
+  if (json) {
     std::cout << r.dump() << "\n";
     return 0;
   }

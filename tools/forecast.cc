@@ -13,22 +13,13 @@ namespace bptt::cli {
 int Forecast(int argc, char** argv) {
   CommandLine<PredictOptions> cli("bptt forecast CHECKPOINT SERIES --horizon H [--out FILE.csv|FILE.npy] [options]",
                                   PredictOptionSpecs(), kForecastCommand, PredictOptions());
-  std::string checkpoint, series_path;
-  po::options_description other("Help");
-  other.add_options()("help", "show this help");
-  cli.Add(other);
-  po::options_description hidden;
-  hidden.add_options()("checkpoint", po::value(&checkpoint))("series", po::value(&series_path));
-  cli.AddHidden(hidden);
-  po::positional_options_description positional;
-  positional.add("checkpoint", 1).add("series", 1);
-  cli.Positional(positional);
-  cli.Parse(argc, argv);
-  if (cli.vm().count("help")) {
-    std::cout << cli.help() << "\nThe model reads SERIES to its end, then predicts --horizon steps after it, feeding its "
-                               "own predictions back in as it goes.\n";
-    return 0;
-  }
+  cli.Argument("checkpoint", "checkpoint file (.safetensors)");
+  cli.Argument("series", "the series to continue");
+  cli.Epilog(
+      "The model reads SERIES to its end, then predicts --horizon steps after it, feeding its own predictions back "
+      "in as it goes.");
+  if (!cli.ParseOrShowHelp(argc, argv)) return 0;
+  const std::string checkpoint = cli.Argument("checkpoint"), series_path = cli.Argument("series");
   if (checkpoint.empty() || series_path.empty()) throw Error("missing CHECKPOINT or SERIES (see bptt forecast --help)");
   const PredictOptions o = cli.Apply(PredictOptions());
   o.Validate();

@@ -1,9 +1,11 @@
 // bptt gradcheck: the command-line front end of gradcheck.h, for a fresh model or a checkpoint.
 #include <iomanip>
 #include <iostream>
+#include <optional>
 
 #include "bptt/checkpoint.h"
 #include "bptt/decay.h"
+#include "bptt/decay_study.h"
 #include "bptt/error.h"
 #include "bptt/gradcheck.h"
 #include "bptt/init.h"
@@ -15,43 +17,56 @@ namespace bptt::cli {
 namespace {
 
 // The options of `bptt gradcheck`, declared once: the model's and the initialisation's through
-// their own tables, and the check's.
+// their own tables (refused beside a checkpoint, which has its own), and the check's.
 struct GradcheckCommand {
+  std::string checkpoint;  // the positional CHECKPOINT; "" = a fresh model
   ModelConfig model = LanguageModel(DefaultCell(), 0, 0, 32, 2);
   InitOptions init;
-  int symbols = 20;  // V of a fresh model's random input
-  int seq_len = 10;  // T
-  int batch = 4;     // B
+  int symbols = 20;            // V of a fresh model's random input
+  std::optional<int> seq_len;  // T: kDefaultSeqLen when not given (a task checkpoint: the task's)
+  int batch = 4;               // B
   GradCheckOptions check;
   double threshold = 1e-6;
   bool json = false;
+
+  static constexpr int kDefaultSeqLen = 10;
 };
 
 std::vector<OptionSpec<GradcheckCommand>> Specs() {
   using G = GradcheckCommand;
   constexpr OnResume kNone = OnResume::kNone;
-  std::vector<OptionSpec<G>> specs = Nest<G>(ModelOptionSpecs(), 1, "", [](G& g) -> auto& { return g.model; });
-  std::erase_if(specs, [](const auto& s) { return s.flag == "dropout"; });  // no dropout in a check
-  const auto init = Nest<G>(InitOptionSpecs(), 1, "", [](G& g) -> auto& { return g.init; });
-  specs.insert(specs.end(), init.begin(), init.end());
+  const auto fresh_only = [](const G& g) {
+    return g.checkpoint.empty() ? std::string() : "describes a fresh model; " + g.checkpoint + " has its own";
+  };
+  std::vector<OptionSpec<G>> specs;
+  for (auto spec : Nest<G>(ModelOptionSpecs(), kAnyCommand, "", [](G& g) -> auto& { return g.model; }))
+    if (spec.flag != "dropout") specs.push_back(Restrict(std::move(spec), fresh_only));  // no dropout in a check
+  for (auto spec : Nest<G>(InitOptionSpecs(), kAnyCommand, "", [](G& g) -> auto& { return g.init; }))
+    specs.push_back(Restrict(std::move(spec), fresh_only));
   const char* data = "Input (a fresh model; a checkpoint brings its own)";
   const char* check = "Check";
-  for (auto spec : std::vector<OptionSpec<G>>{
-           Field<G>(1, "symbols", "", data, "symbols V of the random input", kNone, [](G& g) -> auto& { return g.symbols; }),
-           Field<G>(1, "seq-len", "", data, "timesteps T (a language model's)", kNone, [](G& g) -> auto& { return g.seq_len; }),
-           Field<G>(1, "batch", "", data, "sequences B", kNone, [](G& g) -> auto& { return g.batch; }),
-           Field<G>(1, "sample", "", check, "elements checked per tensor (0 = all)", kNone,
-                    [](G& g) -> auto& { return g.check.sample; }),
-           Field<G>(1, "step", "", check, "h of the central differences", kNone, [](G& g) -> auto& { return g.check.step; }),
-           Field<G>(1, "floor", "", check, "floor of the relative error's denominator", kNone,
-                    [](G& g) -> auto& { return g.check.floor; }),
-           Field<G>(1, "threshold", "", check, "exit with status 2 when the largest relative error is above this",
-                    kNone, [](G& g) -> auto& { return g.threshold; }),
-           Field<G>(1, "seed", "", check, "random seed: weights, input, sampled elements", kNone,
-                    [](G& g) -> auto& { return g.check.seed; }),
-           Field<G>(1, "threads", "", check, "threads for the products", kNone, [](G& g) -> auto& { return g.check.threads; }),
-           Field<G>(1, "json", "", check, "print one JSON object", kNone, [](G& g) -> auto& { return g.json; })})
-    specs.push_back(spec);
+  specs.push_back(Restrict(Field<G>(kAnyCommand, "symbols", "", data, "symbols V of the random input", kNone,
+                                    [](G& g) -> auto& { return g.symbols; }),
+                           fresh_only));
+  static const std::string seq_len_help = "timesteps T (" + std::to_string(G::kDefaultSeqLen) +
+                                          " when not given; a task checkpoint's sequences are the task's)";
+  specs.push_back(Field<G>(kAnyCommand, "seq-len", "", data, seq_len_help, kNone, [](G& g) -> auto& { return g.seq_len; }));
+  specs.push_back(Field<G>(kAnyCommand, "batch", "", data, "sequences B", kNone, [](G& g) -> auto& { return g.batch; }));
+  specs.push_back(Field<G>(kAnyCommand, "sample", "", check, "elements checked per tensor (0 = all)", kNone,
+                           [](G& g) -> auto& { return g.check.sample; }));
+  specs.push_back(Field<G>(kAnyCommand, "step", "", check, "h of the central differences", kNone,
+                           [](G& g) -> auto& { return g.check.step; }));
+  specs.push_back(Field<G>(kAnyCommand, "floor", "", check, "floor of the relative error's denominator", kNone,
+                           [](G& g) -> auto& { return g.check.floor; }));
+  specs.push_back(Field<G>(kAnyCommand, "threshold", "", check,
+                           "exit with status 2 when the largest relative error is above this", kNone,
+                           [](G& g) -> auto& { return g.threshold; }));
+  specs.push_back(Field<G>(kAnyCommand, "seed", "", check, "random seed: weights, input, sampled elements", kNone,
+                           [](G& g) -> auto& { return g.check.seed; }));
+  specs.push_back(Threads<G>(kAnyCommand, "", check, "threads for the products", kNone,
+                             [](G& g) -> auto& { return g.check.threads; }, 1));
+  specs.push_back(Field<G>(kAnyCommand, "json", "", check, "print one JSON object", kNone,
+                           [](G& g) -> auto& { return g.json; }));
   return specs;
 }
 
@@ -59,45 +74,35 @@ std::vector<OptionSpec<GradcheckCommand>> Specs() {
 
 int Gradcheck(int argc, char** argv) {
   static const std::vector<OptionSpec<GradcheckCommand>> specs = Specs();
-  CommandLine<GradcheckCommand> cli("bptt gradcheck [CHECKPOINT] [--cell C --layers L --hidden H ...] [options]", specs, 1,
-                                    GradcheckCommand());
-  std::string path;
-  po::options_description help("Help");
-  help.add_options()("help", "show this help");
-  cli.Add(help);
-  po::options_description hidden;
-  hidden.add_options()("checkpoint", po::value(&path), "checkpoint");
-  cli.AddHidden(hidden);
-  po::positional_options_description positional;
-  positional.add("checkpoint", 1);
-  cli.Positional(positional);
-  cli.Parse(argc, argv);
-  if (cli.vm().count("help")) {
-    std::cout << cli.help() << "\n";
-    return 0;
-  }
-  GradcheckCommand c = cli.Apply(GradcheckCommand());
-  if (c.symbols < 1 || c.seq_len < 1 || c.batch < 1) throw Error("--symbols, --seq-len and --batch must be positive");
+  CommandLine<GradcheckCommand> cli("bptt gradcheck [CHECKPOINT] [--cell C --layers L --hidden H ...] [options]", specs,
+                                    kAnyCommand, GradcheckCommand());
+  cli.Argument("checkpoint", "checkpoint file (.safetensors)");
+  if (!cli.ParseOrShowHelp(argc, argv)) return 0;
+  GradcheckCommand start;
+  start.checkpoint = cli.Argument("checkpoint");
+  const GradcheckCommand c = cli.Apply(start);
+  const int seq_len = c.seq_len.value_or(GradcheckCommand::kDefaultSeqLen);
+  if (c.symbols < 1 || seq_len < 1 || c.batch < 1) throw Error("--symbols, --seq-len and --batch must be positive");
 
   ModelConfig config;
   ModelParams<double> params;
   Batch<double> data;
   std::string label;
-  if (!path.empty()) {
-    for (const char* flag : {"cell", "layers", "hidden", "embed", "init", "init-scale", "forget-bias", "symbols"})
-      if (cli.Given(flag)) throw Error(std::string("--") + flag + " describes a fresh model; " + path + " has its own");
-    const Checkpoint checkpoint = LoadCheckpoint(path);
+  if (!c.checkpoint.empty()) {
+    const Checkpoint checkpoint = LoadCheckpoint(c.checkpoint);
+    if (TrainedOnTask(checkpoint) && c.seq_len)
+      throw Error("--seq-len does not apply to " + c.checkpoint + ", which was trained on a task: its sequences are the task's");
     config = checkpoint.config;
     params = checkpoint.params.Cast<double>();
-    data = CheckpointInputs(checkpoint, "", c.seq_len, c.batch, c.check.seed);
-    label = path;
+    data = CheckpointInputs(checkpoint, "", seq_len, c.batch, c.check.seed);
+    label = c.checkpoint;
   } else {
     config = c.model;
     config.vocab_size = config.output_size = c.symbols;
     config.Validate();
     Rng rng(c.check.seed);
     Initialize(config, c.init, rng, params);
-    data = UniformInputs(c.symbols, c.seq_len, c.batch, rng);
+    data = UniformInputs(c.symbols, seq_len, c.batch, rng);
     label = std::string(config.cell->name) + " " + std::to_string(config.layers) + "x" + std::to_string(config.hidden_size);
   }
   const GradCheckReport r = GradCheck(config, std::move(params), data, c.check);

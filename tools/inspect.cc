@@ -1,63 +1,46 @@
 // bptt inspect: a checkpoint's configuration, vocabulary, size, step and metrics.
-#include <algorithm>
-#include <boost/program_options.hpp>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <numeric>
 
 #include "bptt/checkpoint.h"
 #include "bptt/error.h"
 #include "commands.h"
-
-namespace po = boost::program_options;
+#include "options_cli.h"
 
 namespace bptt::cli {
 
 namespace {
 
-// Ids of the `n` most frequent symbols, most frequent first (ties: lower id).
-std::vector<int32_t> MostFrequent(const Vocab& vocab, size_t n) {
-  std::vector<int32_t> ids(static_cast<size_t>(vocab.size()));
-  std::iota(ids.begin(), ids.end(), 0);
-  n = std::min(n, ids.size());
-  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n), ids.end(), [&vocab](int32_t a, int32_t b) {
-    return vocab.count(a) > vocab.count(b) || (vocab.count(a) == vocab.count(b) && a < b);
-  });
-  ids.resize(n);
-  return ids;
+struct InspectCommand {
+  bool json = false;
+  size_t symbols = 12;  // most frequent symbols shown
+};
+
+std::vector<OptionSpec<InspectCommand>> Specs() {
+  using I = InspectCommand;
+  return {Field<I>(kAnyCommand, "json", "", "Output", "print one JSON object instead of text", OnResume::kNone,
+                   [](I& i) -> auto& { return i.json; }),
+          Field<I>(kAnyCommand, "symbols", "", "Output", "most frequent symbols to show", OnResume::kNone,
+                   [](I& i) -> auto& { return i.symbols; })};
 }
 
 }  // namespace
 
 int Inspect(int argc, char** argv) {
-  std::string path;
-  bool json = false;
-  size_t shown = 12;
-  po::options_description options("bptt inspect CHECKPOINT [options]");
-  options.add_options()
-      ("json", po::bool_switch(&json), "print one JSON object instead of text")
-      ("symbols", po::value(&shown)->default_value(shown), "most frequent symbols to show")
-      ("help", "show this help");
-  po::options_description hidden;
-  hidden.add_options()("checkpoint", po::value(&path), "checkpoint file (.safetensors)");
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("checkpoint", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << options << "\n";
-    return 0;
-  }
+  static const std::vector<OptionSpec<InspectCommand>> specs = Specs();
+  CommandLine<InspectCommand> cli("bptt inspect CHECKPOINT [options]", specs, kAnyCommand, InspectCommand());
+  cli.Argument("checkpoint", "checkpoint file (.safetensors)");
+  if (!cli.ParseOrShowHelp(argc, argv)) return 0;
+  const std::string path = cli.Argument("checkpoint");
   if (path.empty()) throw Error("missing CHECKPOINT (see bptt inspect --help)");
+  const InspectCommand command = cli.Apply(InspectCommand());
+  const bool json = command.json;
 
   const Checkpoint c = LoadCheckpoint(path);
   if (!c.checksum_verified) std::cerr << "bptt inspect: " << path << " has no checksum; loaded unverified\n";
   const Vocab& vocab = c.vocab;
   const ModelConfig& m = c.config;
-  const std::vector<int32_t> top = MostFrequent(vocab, shown);
+  const std::vector<int32_t> top = vocab.MostFrequent(command.symbols);
 
   if (json) {
     nlohmann::json symbols = nlohmann::json::array();

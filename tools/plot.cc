@@ -3,16 +3,14 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
-#include <boost/program_options.hpp>
 #include <iostream>
 
 #include "bptt/curves.h"
 #include "bptt/error.h"
 #include "commands.h"
+#include "options_cli.h"
 
 extern char** environ;
-
-namespace po = boost::program_options;
 
 namespace bptt::cli {
 
@@ -30,38 +28,41 @@ int Run(std::vector<std::string> args) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+struct PlotCommand {
+  std::string out;  // "" = curves.svg in the first run directory
+  bool png = true;
+};
+
+std::vector<OptionSpec<PlotCommand>> Specs() {
+  using P = PlotCommand;
+  std::vector<OptionSpec<P>> specs = {
+      Field<P>(kAnyCommand, "out", "", "Output", "the SVG file (default: curves.svg in the first run directory)",
+               OnResume::kNone, [](P& p) -> auto& { return p.out; }),
+      Field<P>(kAnyCommand, "no-png", "", "Output", "do not also write FILE.png (written when rsvg-convert is installed)",
+               OnResume::kNone, [](P& p) -> auto& { return p.png; })};
+  specs.back().kind = OptionKind::kSwitchOff;
+  return specs;
+}
+
 }  // namespace
 
 int Plot(int argc, char** argv) {
-  std::vector<std::string> runs;
-  std::string out;
-  bool png = true;
-  po::options_description options("bptt plot RUN_DIR [RUN_DIR ...] [--out FILE]");
-  options.add_options()
-      ("out", po::value(&out), "the SVG file (default: curves.svg in the first run directory)")
-      ("no-png", "do not also write FILE.png (written when rsvg-convert is installed)")
-      ("help", "show this help");
-  po::options_description hidden;
-  hidden.add_options()("run", po::value(&runs)->multitoken(), "run directories");
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("run", -1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << options << "\nDraws the training and validation loss against steps and wall time, the learning "
-                            "rate and the clipped steps from each run's metrics.jsonl, one colour per run.\n";
-    return 0;
-  }
+  static const std::vector<OptionSpec<PlotCommand>> specs = Specs();
+  CommandLine<PlotCommand> cli("bptt plot RUN_DIR [RUN_DIR ...] [--out FILE]", specs, kAnyCommand, PlotCommand());
+  cli.Argument("run", "run directories", -1);
+  cli.Epilog("Draws the training and validation loss against steps and wall time, the learning rate and the clipped "
+             "steps from each run's metrics.jsonl, one colour per run.");
+  if (!cli.ParseOrShowHelp(argc, argv)) return 0;
+  const std::vector<std::string> runs = cli.Arguments("run");
   if (runs.empty()) throw Error("missing RUN_DIR (see bptt plot --help)");
-  png = vm.count("no-png") == 0;
+  const PlotCommand o = cli.Apply(PlotCommand());
   std::vector<std::filesystem::path> paths(runs.begin(), runs.end());
-  const std::filesystem::path svg = out.empty() ? paths.front() / "curves.svg" : std::filesystem::path(out);
-  WriteCurves(paths, svg);
+  const std::filesystem::path svg = o.out.empty() ? paths.front() / "curves.svg" : std::filesystem::path(o.out);
+  std::vector<std::string> skipped;
+  WriteCurves(paths, svg, &skipped);
+  for (const auto& message : skipped) std::cerr << "bptt plot: warning: " << message << "\n";
   std::cout << "wrote " << svg.string();
-  if (png) {
+  if (o.png) {
     std::filesystem::path image = svg;
     image.replace_extension(".png");
     if (Run({"rsvg-convert", "-o", image.string(), svg.string()}) == 0) std::cout << " and " << image.string();

@@ -13,22 +13,13 @@ namespace bptt::cli {
 int Predict(int argc, char** argv) {
   CommandLine<PredictOptions> cli("bptt predict CHECKPOINT DATA [--out FILE.csv|FILE.npy] [options]",
                                   PredictOptionSpecs(), kPredictCommand, PredictOptions());
-  std::string checkpoint, data;
-  po::options_description other("Help");
-  other.add_options()("help", "show this help");
-  cli.Add(other);
-  po::options_description hidden;
-  hidden.add_options()("checkpoint", po::value(&checkpoint))("data", po::value(&data));
-  cli.AddHidden(hidden);
-  po::positional_options_description positional;
-  positional.add("checkpoint", 1).add("data", 1);
-  cli.Positional(positional);
-  cli.Parse(argc, argv);
-  if (cli.vm().count("help")) {
-    std::cout << cli.help() << "\nDATA is read as the model's training data was (its format, keys, columns and "
-                               "steps), its inputs standardised by the training data's statistics.\n";
-    return 0;
-  }
+  cli.Argument("checkpoint", "checkpoint file (.safetensors)");
+  cli.Argument("data", "the sequences to predict (read as the model's training data was)");
+  cli.Epilog(
+      "DATA is read as the model's training data was (its format, keys, columns and steps), its inputs "
+      "standardised by the training data's statistics.");
+  if (!cli.ParseOrShowHelp(argc, argv)) return 0;
+  const std::string checkpoint = cli.Argument("checkpoint"), data = cli.Argument("data");
   if (checkpoint.empty() || data.empty()) throw Error("missing CHECKPOINT or DATA (see bptt predict --help)");
   const PredictOptions o = cli.Apply(PredictOptions());
   o.Validate();

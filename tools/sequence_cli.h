@@ -19,12 +19,8 @@ LoadedSequenceModel LoadSequenceModel(const std::string& path, const char* comma
 // --threads: 0 is every core.
 int Threads(int threads);
 
-// Whether the command line of `bptt eval` names a checkpoint of a sequence model (the first of
-// its arguments that is a safetensors file whose metadata has "sequences"): bptt eval then
-// scores sequences (EvalSequences) instead of text.
-bool NamesSequenceModel(int argc, char** argv);
-
-// bptt eval CHECKPOINT DATA of a sequence model.
-int EvalSequences(int argc, char** argv);
+// bptt eval CHECKPOINT DATA of a sequence model (tools/eval.cc parses its command line): prints
+// the scores, or one JSON object with `json`; the exit status.
+int EvalSequences(const std::string& checkpoint, const std::string& data, const PredictOptions& options, bool json);
 
 }  // namespace bptt::cli

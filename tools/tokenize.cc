@@ -1,48 +1,42 @@
-// bptt tokenize: builds the vocabulary of a corpus, shows its most frequent symbols and
-// coverage, and checks that decoding the encoded corpus gives back the normalised text.
-#include <unistd.h>
-
-#include <algorithm>
-#include <boost/program_options.hpp>
-#include <filesystem>
+// bptt tokenize: builds the vocabulary of a corpus (corpus.h SummarizeCorpus), shows its most
+// frequent symbols and coverage, and whether decoding the encoded corpus gives back the
+// normalised text. Its options are the tokenizer's (TokenizerOptionSpecs) and what to show.
 #include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <numeric>
+#include <sstream>
 
 #include "bptt/corpus.h"
 #include "bptt/error.h"
 #include "bptt/vocab.h"
 #include "commands.h"
-
-namespace po = boost::program_options;
-namespace fs = std::filesystem;
+#include "options_cli.h"
 
 namespace bptt::cli {
 
 namespace {
 
-// Removes a temporary file when it goes out of scope.
-struct TemporaryFile {
-  fs::path path;
-  ~TemporaryFile() {
-    std::error_code ignored;
-    fs::remove(path, ignored);
-  }
+struct TokenizeCommand {
+  std::vector<std::string> corpus;
+  TokenizerOptions tokenizer;
+  size_t top = 20;
+  std::string out;
 };
 
-// Feeds the file to `feed` in pieces of 1 MiB.
-template <typename Feed>
-void ReadFile(const fs::path& path, Feed&& feed) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path.string() + ": cannot open");
-  std::string piece(size_t{1} << 20, '\0');
-  while (in) {
-    in.read(piece.data(), static_cast<std::streamsize>(piece.size()));
-    if (in.gcount() > 0) feed(std::string_view(piece.data(), static_cast<size_t>(in.gcount())));
-  }
-  if (in.bad()) throw Error(path.string() + ": read error");
+std::vector<OptionSpec<TokenizeCommand>> Specs() {
+  using T = TokenizeCommand;
+  constexpr OnResume kNone = OnResume::kNone;
+  std::vector<OptionSpec<T>> specs = {Field<T>(kAnyCommand, "corpus", "", "Data",
+                                               "text file or directory of text files (repeatable)", kNone,
+                                               [](T& t) -> auto& { return t.corpus; })};
+  const auto tokenizer = Nest<T>(TokenizerOptionSpecs(), kAnyCommand, "", [](T& t) -> auto& { return t.tokenizer; });
+  specs.insert(specs.end(), tokenizer.begin(), tokenizer.end());
+  specs.push_back(Field<T>(kAnyCommand, "top", "", "Output", "most frequent symbols to list", kNone,
+                           [](T& t) -> auto& { return t.top; }));
+  specs.push_back(Field<T>(kAnyCommand, "out", "", "Output", "write the vocabulary as JSON to this file", kNone,
+                           [](T& t) -> auto& { return t.out; }));
+  return specs;
 }
 
 std::string Percent(double fraction) {
@@ -54,96 +48,34 @@ std::string Percent(double fraction) {
 }  // namespace
 
 int Tokenize(int argc, char** argv) {
-  std::vector<std::string> corpus;
-  std::string unit = "grapheme", on_invalid = "error", out;
-  bool no_normalize = false;
-  TokenizerOptions o;
-  size_t top = 20;
-  po::options_description options("bptt tokenize --corpus PATH [--corpus PATH ...] [options]");
-  options.add_options()
-      ("corpus", po::value(&corpus)->multitoken(), "text file or directory of text files (repeatable)")
-      ("unit", po::value(&unit)->default_value(unit), "symbol unit: grapheme, codepoint, byte or word")
-      ("no-normalize", po::bool_switch(&no_normalize), "do not NFC-normalise the text")
-      ("max-vocab", po::value(&o.max_vocab)->default_value(o.max_vocab), "word unit: keep the most frequent words (0 = all)")
-      ("on-invalid", po::value(&on_invalid)->default_value(on_invalid), "invalid UTF-8: error or replace (with U+FFFD)")
-      ("top", po::value(&top)->default_value(top), "most frequent symbols to list")
-      ("out", po::value(&out), "write the vocabulary as JSON to this file")
-      ("help", "show this help");
-  po::variables_map vm;
-  po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << options << "\n";
-    return 0;
-  }
-  if (corpus.empty()) throw Error("missing --corpus (see bptt tokenize --help)");
-  const std::optional<Unit> parsed_unit = ParseUnit(unit);
-  if (!parsed_unit) throw Error("--unit '" + unit + "' is not one of grapheme, codepoint, byte, word");
-  if (on_invalid != "error" && on_invalid != "replace") throw Error("--on-invalid must be error or replace");
-  o.unit = *parsed_unit;
-  o.normalize = !no_normalize;
-  o.on_invalid = on_invalid == "replace" ? OnInvalid::kReplace : OnInvalid::kError;
+  static const std::vector<OptionSpec<TokenizeCommand>> specs = Specs();
+  CommandLine<TokenizeCommand> cli("bptt tokenize --corpus PATH [--corpus PATH ...] [options]", specs, kAnyCommand,
+                                   TokenizeCommand());
+  if (!cli.ParseOrShowHelp(argc, argv)) return 0;
+  const TokenizeCommand o = cli.Apply(TokenizeCommand());
+  if (o.corpus.empty()) throw Error("missing --corpus (see bptt tokenize --help)");
 
-  // Encode the corpus as training does (ids file, memory-mapped), then check it symbol by
-  // symbol against a fresh segmentation of the text.
-  const CorpusFiles listed = ListCorpusFiles(corpus);
-  const std::vector<fs::path>& files = listed.files;
-  const TemporaryFile ids{fs::temp_directory_path() / ("bptt-tokenize-" + std::to_string(::getpid()) + ".ids")};
-  const EncodedCorpus encoded = EncodedCorpus::Build(files, o, ids.path);
-  const Vocab& vocab = encoded.vocab();
-
-  uint64_t raw_bytes = 0, text_bytes = 0, position = 0, as_unknown = 0, wrong = 0;
-  std::string first_wrong;
-  Segmenter segmenter(vocab.options());
-  const SymbolSink check = [&](std::string_view symbol) {
-    text_bytes += symbol.size();
-    const size_t i = position++;
-    if (i >= encoded.size()) return;
-    const std::string& decoded = vocab.symbol(encoded[i]);
-    if (decoded == symbol) return;
-    if (encoded[i] == vocab.unknown_id() && !vocab.Find(symbol)) {
-      ++as_unknown;
-    } else if (wrong++ == 0) {
-      first_wrong = "symbol " + std::to_string(i) + " is \"" + DisplaySymbol(symbol) + "\" but decodes as \"" +
-                    DisplaySymbol(decoded) + "\"";
-    }
-  };
-  for (const fs::path& file : files) {
-    segmenter.Restart(file.string());
-    ReadFile(file, [&](std::string_view piece) {
-      raw_bytes += piece.size();
-      segmenter.Feed(piece, check);
-    });
-    segmenter.Finish(check);
-  }
-  if (position != encoded.size() && wrong++ == 0)
-    first_wrong = "the text has " + std::to_string(position) + " symbols but the encoding " + std::to_string(encoded.size());
-
-  // Symbol counts.
-  const size_t V = static_cast<size_t>(vocab.size());
-  uint64_t total = 0;
-  for (int32_t id = 0; id < vocab.size(); ++id) total += vocab.count(id);
-  std::vector<int32_t> order(V);
-  std::iota(order.begin(), order.end(), 0);
-  top = std::min(top, V);
-  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top), order.end(), [&vocab](int32_t a, int32_t b) {
-    return vocab.count(a) > vocab.count(b) || (vocab.count(a) == vocab.count(b) && a < b);
-  });
+  const CorpusSummary s = SummarizeCorpus(o.corpus, o.tokenizer);
+  const Vocab& vocab = s.vocab;
+  const std::vector<int32_t> order = vocab.MostFrequent(o.top);
+  const size_t top = order.size();
   uint64_t top_total = 0;
-  for (size_t k = 0; k < top; ++k) top_total += vocab.count(order[k]);
+  for (const int32_t id : order) top_total += vocab.count(id);
   const uint64_t unknown_total = vocab.unknown_id() >= 0 ? vocab.count(vocab.unknown_id()) : 0;
-  const auto fraction = [total](uint64_t n) { return total > 0 ? static_cast<double>(n) / static_cast<double>(total) : 0.0; };
+  const auto fraction = [&s](uint64_t n) {
+    return s.symbols > 0 ? static_cast<double>(n) / static_cast<double>(s.symbols) : 0.0;
+  };
 
-  std::cout << "files        " << files.size() << " (" << raw_bytes << " bytes)\n"
+  std::cout << "files        " << s.files.files.size() << " (" << s.file_bytes << " bytes)\n"
             << "unit         " << UnitName(vocab.options().unit)
             << (vocab.options().normalize && vocab.options().unit != Unit::kByte ? ", NFC" : ", not normalised") << "\n"
-            << "vocabulary   " << V << " symbols" << (vocab.unknown_id() >= 0 ? " (with <unk>)" : "") << "\n"
-            << "symbols      " << total << " (" << text_bytes << " bytes of normalised text)\n";
-  if (!listed.skipped.empty()) {
-    std::cout << SkippedSummary(listed.skipped) << ":\n";
-    for (const SkippedFile& file : listed.skipped) std::cout << "  " << SkippedLine(file) << "\n";
+            << "vocabulary   " << vocab.size() << " symbols" << (vocab.unknown_id() >= 0 ? " (with <unk>)" : "") << "\n"
+            << "symbols      " << s.symbols << " (" << s.text_bytes << " bytes of normalised text)\n";
+  if (!s.files.skipped.empty()) {
+    std::cout << SkippedSummary(s.files.skipped) << ":\n";
+    for (const SkippedFile& file : s.files.skipped) std::cout << "  " << SkippedLine(file) << "\n";
   }
-  if (encoded.replacements() > 0) std::cout << "invalid      " << encoded.replacements() << " ill-formed UTF-8 sequences replaced by U+FFFD\n";
+  if (s.replacements > 0) std::cout << "invalid      " << s.replacements << " ill-formed UTF-8 sequences replaced by U+FFFD\n";
   std::cout << "top " << top << " symbols:\n";
   for (size_t k = 0; k < top; ++k) {
     const int32_t id = order[k];
@@ -152,23 +84,23 @@ int Tokenize(int argc, char** argv) {
               << "  " << Percent(fraction(vocab.count(id))) << "\n";
   }
   std::cout << "coverage     top " << top << ": " << Percent(fraction(top_total))
-            << " of symbols; vocabulary: " << Percent(fraction(total - unknown_total)) << "\n";
-  if (wrong > 0) {
+            << " of symbols; vocabulary: " << Percent(fraction(s.symbols - unknown_total)) << "\n";
+  if (!s.mismatch.empty()) {
     std::cout << "round trip   FAILED: decoding the encoded corpus does not give back the normalised text ("
-              << first_wrong << ")\n";
+              << s.mismatch << ")\n";
   } else {
     std::cout << "round trip   ok: decoding the encoded corpus gives back the normalised text exactly";
-    if (as_unknown > 0) std::cout << ", except " << as_unknown << " words outside the vocabulary, decoded as <unk>";
+    if (s.as_unknown > 0) std::cout << ", except " << s.as_unknown << " words outside the vocabulary, decoded as <unk>";
     std::cout << "\n";
   }
 
-  if (!out.empty()) {
-    std::ofstream file(out);
+  if (!o.out.empty()) {
+    std::ofstream file(o.out);
     file << vocab.ToJson().dump() << "\n";
-    if (!file) throw Error(out + ": cannot write");
-    std::cout << "wrote        " << out << "\n";
+    if (!file) throw Error(o.out + ": cannot write");
+    std::cout << "wrote        " << o.out << "\n";
   }
-  return wrong > 0 ? 1 : 0;
+  return s.mismatch.empty() ? 0 : 1;
 }
 
 }  // namespace bptt::cli

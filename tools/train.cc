@@ -88,7 +88,6 @@ int Train(int argc, char** argv) {
   nlohmann::json given = cli.given();
   if (LaunchedByMpi()) given["distributed"] = true;  // mpirun -np N bptt train ...
   if (!resume.empty()) return ReportRun(Resume(resume, given, std::cerr, live), "train");
-  CheckOptionsApply(given, given.contains("data") ? kSequenceCommand : kTrainCommand);
   TrainOptions o = cli.Apply(TrainOptions());
   o.distributed = given.value("distributed", false);
   return ReportRun(bptt::Train(o, std::cerr, live), "train");

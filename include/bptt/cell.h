@@ -47,7 +47,7 @@
 // The caller owns the cache and the backward buffers; they are resized only when T, B or H
 // change, so nothing is allocated inside the time loop. The chunk modes compute as `compute`
 // says (compute.h): on its threads, and with bfloat16 products the steps' recurrent products
-// and dW_hh run in bfloat16 on AMX; the gate arithmetic stays in float.
+// and dW_hh run in bfloat16 (AMX or AVX-512 BF16); the gate arithmetic stays in float.
 #pragma once
 
 #include <cstdint>

@@ -87,4 +87,9 @@ void SaveCheckpoint(const Checkpoint& checkpoint, const std::filesystem::path& p
 // checksum.
 Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use = CheckpointUse::kModel);
 
+// Whether the file at `path` holds a model of the user's own sequences (its metadata has
+// "sequences"), by its header alone: nothing is verified (LoadCheckpoint does that), and a file
+// that cannot be read as safetensors is not one.
+bool IsSequenceCheckpoint(const std::filesystem::path& path);
+
 }  // namespace bptt

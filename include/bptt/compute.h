@@ -7,11 +7,12 @@
 // Precision names the number format of products:
 //   kFloat32   float operands, float sums (everywhere, and the default).
 //   kBfloat16  bfloat16 operands, float sums. For training, every matrix product of a chunk runs
-//              on Intel's AMX tile unit (src/kernels/amx_gemm.h): the large products over all
-//              T*B columns (input projections, weight gradients, the decoder) and each step's
-//              recurrent product; the gate arithmetic, the sums over time, the loss and the
-//              optimizer stay float. For sampling, the Stepper's per-step products (stepper.h),
-//              with the AVX-512 BF16 dot products.
+//              on Intel's AMX tile unit or with AVX-512 BF16 dot products, whichever the CPU has
+//              (src/kernels/bf16_gemm.h): the large products over all T*B columns (input
+//              projections, weight gradients, the decoder) and each step's recurrent product;
+//              the gate arithmetic, the sums over time, the loss and the optimizer stay float.
+//              For sampling, the Stepper's per-step products (stepper.h), with the AVX-512 BF16
+//              dot products.
 //   kInt8      int8 weights with float row scales: sampling and stepwise scoring only.
 //
 //   Forward(config, params, batch, state, cache, Compute{threads, Precision::kBfloat16}, &rng);
@@ -31,8 +32,9 @@ enum class Precision { kFloat32, kBfloat16, kInt8 };
 const char* PrecisionName(Precision precision);
 Precision ParsePrecision(std::string_view name, std::string_view flag);
 
-// True when training's products can run in bfloat16 here: the CPU has AMX-BF16 and the
-// operating system lets the process use its tiles.
+// True when training's products can run in bfloat16 here: the CPU has AVX-512 BF16, or AMX-BF16
+// with the operating system letting the process use its tiles (and BPTT_MAX_ISA does not cap
+// them: src/kernels/cpu.h).
 bool Bf16ProductsAvailable();
 
 struct Compute {
@@ -43,8 +45,8 @@ struct Compute {
 
 // A matrix packed once for many products with it (src/kernels/packed_gemm.h Pack): the time
 // loops pack W_hh (or its transpose) once per chunk and every step's product reads the packing.
-// Float panels of 32 rows, or, when the products are bfloat16, bfloat16 tiles for AMX
-// (src/kernels/amx_gemm.h).
+// Float panels of 32 rows, or, when the products are bfloat16, bfloat16 tiles
+// (src/kernels/bf16_gemm.h).
 template <typename S>
 struct PackedMatrix {
   Eigen::Index M = 0, K = 0;   // the packed matrix's shape

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -56,6 +57,15 @@ struct CorpusFiles {
 // Throws bptt::Error for a missing path, a directory without text files, or a file named in
 // `paths` that is empty or holds a NUL byte in its first kTextSampleBytes.
 CorpusFiles ListCorpusFiles(const std::vector<std::string>& paths);
+
+// A single text file named on a command line (`bptt eval`'s FILE, `bptt decay --corpus`): throws
+// bptt::Error "PATH: ..." when it does not exist, is a directory or another kind of non-regular
+// file, is empty, or holds a NUL byte in its first kTextSampleBytes.
+void CheckTextFile(const std::filesystem::path& path);
+
+// Calls `piece` with successive pieces of the file (1 MiB each, the last shorter); throws
+// bptt::Error naming the path when it cannot be opened or read.
+void ReadInPieces(const std::filesystem::path& path, const std::function<void(std::string_view)>& piece);
 
 // "skipped N files: K empty, M not text", for a non-empty `skipped`.
 std::string SkippedSummary(const std::vector<SkippedFile>& skipped);
@@ -141,6 +151,26 @@ class EncodedCorpus {
   int bytes_per_symbol_ = 4;
   size_t replacements_ = 0;
 };
+
+// What `bptt tokenize` shows of a corpus: its files, the vocabulary training would build from
+// them, and whether the corpus as training encodes it (EncodedCorpus::Build, memory-mapped ids)
+// decodes back to the normalised text, symbol by symbol.
+struct CorpusSummary {
+  CorpusFiles files;
+  Vocab vocab;
+  uint64_t file_bytes = 0;    // read from the files
+  uint64_t text_bytes = 0;    // of the normalised text, the symbols' bytes
+  uint64_t symbols = 0;       // in the encoded corpus
+  size_t replacements = 0;    // ill-formed UTF-8 sequences replaced by U+FFFD
+  uint64_t as_unknown = 0;    // words outside a max_vocab vocabulary, encoded and decoded as "<unk>"
+  std::string mismatch;       // "" when decoding gives the text back (but for as_unknown); else
+                              //   the first difference ("symbol 12 is "a" but decodes as "b"")
+};
+
+// Lists the files (ListCorpusFiles), encodes them as training does into an ids file in the
+// temporary directory (removed again) and checks the encoding against a second segmentation of
+// the files. Throws bptt::Error as ListCorpusFiles and EncodedCorpus::Build do.
+CorpusSummary SummarizeCorpus(const std::vector<std::string>& paths, const TokenizerOptions& options);
 
 // Chunks of one range for truncated BPTT with B streams of T timesteps.
 //

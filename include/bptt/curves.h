@@ -16,8 +16,11 @@
 
 namespace bptt {
 
-// Throws bptt::Error naming the run whose metrics.jsonl is missing, unreadable or malformed.
-std::string RenderCurves(const std::vector<std::filesystem::path>& runs);
-void WriteCurves(const std::vector<std::filesystem::path>& runs, const std::filesystem::path& out);
+// Throws bptt::Error naming the run whose metrics.jsonl is missing, unreadable or malformed. A
+// partial last line (a run still being written) is skipped, with a message naming the file and
+// the line appended to `skipped` when it is given.
+std::string RenderCurves(const std::vector<std::filesystem::path>& runs, std::vector<std::string>* skipped = nullptr);
+void WriteCurves(const std::vector<std::filesystem::path>& runs, const std::filesystem::path& out,
+                 std::vector<std::string>* skipped = nullptr);
 
 }  // namespace bptt

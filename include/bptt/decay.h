@@ -1,7 +1,9 @@
 // Gradient decay: how the gradient of a loss at one timestep shrinks (vanishes) or grows
 // (explodes) as backpropagation through time carries it back over the lags k = 0, 1, 2, ...,
-// measured on one model and summarised so that cells and initialisations can be compared
-// (`bptt decay`, and `bptt train --decay-every` through RecordDecay).
+// measured on one model and one batch of sequences, and summarised so that cells and
+// initialisations can be compared. This file measures; decay_files.h writes the measurements
+// (decay.csv, summary.json, decay.svg, and a training run's decay_train.csv and heatmap.svg), and
+// decay_study.h is `bptt decay`: it builds or loads the models, measures them and writes the files.
 //
 // Setting. B sequences of s steps run from a zero initial state; s is the loss step
 // (DecayOptions::loss_step, the last step T by default; steps after s cannot affect the
@@ -56,28 +58,25 @@
 //
 //   Batch<double> data = CorpusInputs(ids, T, B);
 //   DecayReport r = MeasureDecay("lstm", config, params.Cast<double>(), data, DecayOptions());
-//   WriteDecayCsv({r}, dir / "decay.csv");  WriteDecaySummary({r}, dir / "summary.json");
-//   WriteDecayPlot({r}, dir / "decay.svg");
 #pragma once
 
 #include <cstdint>
-#include <filesystem>
+#include <functional>
 #include <limits>
-#include <nlohmann/json.hpp>
-#include <optional>
-#include <ostream>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "bptt/batch.h"
-#include "bptt/checkpoint.h"
-#include "bptt/init.h"
 #include "bptt/model.h"
 #include "bptt/rng.h"
 #include "bptt/vocab.h"
 
 namespace bptt {
+
+// Norms at or below this are treated as 0 (they are subnormal, or about to be): left out of the
+// fit, and of the heatmap's colours.
+inline constexpr double kSmallestDecayNorm = 1e-300;
 
 struct DecayOptions {
   int loss_step = 0;              // s, 1-based step of the loss; 0 = the last step T
@@ -89,6 +88,9 @@ struct DecayOptions {
   double vanish_threshold = 1e-6; // lag_below: the first lag whose relative norm is below this
   uint64_t seed = 1;              // start vectors of the power iteration
   int threads = 1;                // for the model's products (the sweeps here are small: 1 is usually fastest)
+
+  // Throws bptt::Error naming the flag of the first value out of range.
+  void Validate() const;
 };
 
 // The inputs of a measurement are a Batch (batch.h) of B sequences of T steps. For a language
@@ -109,14 +111,6 @@ Batch<double> CorpusInputs(std::span<const int32_t> ids, int T, int B);
 // Sequences scored at s already keep their own target. Throws bptt::Error when some sequence
 // has no scored step, or s is outside [1, T]; s = 0 chooses the end of the shortest sequence.
 Batch<double> ScoredAt(const Batch<double>& data, int s);
-
-// The inputs `bptt decay --checkpoint` measures a trained model on: for a model trained on a
-// task (task.h), B test sequences of that task scored at the end of the shortest (ScoredAt; T
-// is the task's); for a language model, B windows of T + 1 symbols of `text` when it is not
-// empty (symbols the vocabulary lacks are left out and counted in *unknown), else symbols
-// drawn independently with the vocabulary's frequencies. Draws come from `seed`.
-Batch<double> CheckpointInputs(const Checkpoint& checkpoint, const std::string& text, int T, int B, uint64_t seed,
-                               size_t* unknown = nullptr);
 
 // One quantity of one layer, per lag.
 struct DecayCurve {
@@ -175,60 +169,10 @@ struct DecayReport {
 
 // The whole measurement. Throws bptt::Error when the inputs do not fit the model (shape, an
 // id outside [0, V)), the loss step is outside [0, T], or some sequence is not scored there.
+// `between_chunks` is called between its pieces of work (a lag of the power iteration, a
+// layer): it may throw to abandon the measurement (the Python module's Ctrl-C).
 DecayReport MeasureDecay(const std::string& model, const ModelConfig& config,
                          const ModelParams<double>& params, const Batch<double>& data,
-                         const DecayOptions& options);
-
-// What `bptt decay` measures: fresh models of some cells, trained checkpoints, or both, each on
-// B sequences of T steps. Fresh models share one input: windows of a corpus file, or symbols
-// drawn uniformly from `symbols`. A checkpoint is measured on CheckpointInputs: a task model on
-// its task's sequences (so steps and corpus are refused for it), a language model on the corpus
-// or on symbols drawn with its vocabulary's frequencies.
-struct DecayStudy {
-  std::vector<std::string> cells;        // fresh models: rnn-tanh, rnn-sigmoid, rnn-relu, lstm, gru
-  std::vector<std::string> checkpoints;  // trained models: checkpoint files
-  ModelConfig model;                     // fresh models: hidden_size, layers, embed_size
-  std::vector<std::string> inits;        // fresh models: one scheme for all or one per cell;
-                                         //   empty = InitOptions' default
-  InitOptions init;                      // fresh models: scale and forget_bias
-  std::string corpus;                    // text file to cut the sequences from; "" = random symbols
-  Unit unit = Unit::kGrapheme;           // fresh models with a corpus: the symbol unit
-  int symbols = 64;                      // fresh models without a corpus: V of the random input
-  std::optional<int> steps;              // T (200 when not given)
-  int batch = 16;                        // B
-  uint64_t seed = 1;                     // initialisation, random input, power iteration
-  DecayOptions measure;                  // its seed is set from `seed`
-
-  static constexpr int kDefaultSteps = 200;
-};
-
-// Builds or loads each model, takes its inputs and measures it (MeasureDecay), in the order
-// cells, then checkpoints; each model is named on `log` as it starts, with the symbols of the
-// corpus that a checkpoint's vocabulary lacks. Labels are the cell names (with a scheme other
-// than the default: "lstm (identity)") and "dir/name" of the checkpoints, numbered "#2", ...
-// when repeated. Throws bptt::Error naming the flag of an invalid setting.
-std::vector<DecayReport> MeasureDecayStudy(const DecayStudy& study, std::ostream& log);
-
-// decay.csv: header model,layer,quantity,lag,median,q1,q3,relative; one row per curve point.
-void WriteDecayCsv(const std::vector<DecayReport>& reports, const std::filesystem::path& path);
-// summary.json: {"options": {...}, "models": [{"model", "cell", ..., "layers": [{"layer",
-// "decay_factor", "half_life", "lag_below_1e-6", "explodes", "sigma_max", "spectral_radius",
-// "pascanu_bound", "gates": [...], "c": {...}, "jacobian": {...}}]}]}; NaN and ∞ become null.
-nlohmann::json DecaySummaryJson(const std::vector<DecayReport>& reports, const DecayOptions& options);
-void WriteDecaySummary(const std::vector<DecayReport>& reports, const DecayOptions& options,
-                       const std::filesystem::path& path);
-// decay.svg: the top layer's relative ‖∂L/∂h_{s-k}‖ against lag on a log axis, one line per
-// model with its quartile band (also divided by the median at k = 0), and dashed, for each model
-// that has one (the Elman RNNs), the bound its own weights impose, (γ σ_max)^k with σ_max of the
-// top layer's recurrent matrix: for a sigmoid RNN 0.25^k only when σ_max <= 1.
-void WriteDecayPlot(const std::vector<DecayReport>& reports, const std::filesystem::path& path);
-
-// For training (`bptt train --decay-every N`): measures the model on one chunk and appends its
-// h and c curves (and jacobian, if options.jacobian_lags > 0) for every layer to
-// run_dir/decay_train.csv (header step,layer,quantity,lag,median,relative, written when the
-// file is new), then rewrites run_dir/heatmap.svg: training step × lag, colour = log10 of the
-// top layer's relative ‖∂L/∂h_{s-k}‖, from every row of the file so far.
-void RecordDecay(const ModelConfig& config, const ModelParams<float>& params, const Batch<double>& data,
-                 const DecayOptions& options, const std::filesystem::path& run_dir, int64_t step);
+                         const DecayOptions& options, const std::function<void()>& between_chunks = {});
 
 }  // namespace bptt

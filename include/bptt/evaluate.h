@@ -17,11 +17,16 @@
 //   TextEvaluation result = EvaluateFile(config, params, std::move(file), vocab, 1, 256, threads);
 //
 // ScoreStepwise and EvaluateFileStepwise score text the way `bptt sample` runs the model.
+//
+// Each function that reads or scores a whole text takes `between_chunks`, called between its
+// pieces of work (a chunk of T steps, 1024 stepwise symbols, 1 MiB of the file): it may throw to
+// abandon the work (the Python module raises KeyboardInterrupt from there on Ctrl-C).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <span>
@@ -40,7 +45,8 @@ namespace bptt {
 // a time (the state carried, no dropout) on `threads` threads. Throws bptt::Error if the range
 // is shorter than B + 1 symbols.
 double EvaluateLoss(const ModelConfig& config, const ModelParams<float>& params,
-                    const EncodedCorpus& corpus, SymbolRange range, int B, int T, int threads);
+                    const EncodedCorpus& corpus, SymbolRange range, int B, int T, int threads,
+                    const std::function<void()>& between_chunks = {});
 
 // The nats summed over the symbols that the streams of `share` (of the same B-stream layout)
 // predict, and their count: the part of EvaluateLoss that one process of a distributed run
@@ -51,7 +57,8 @@ struct LossSum {
   uint64_t symbols = 0;
 };
 LossSum EvaluateLossSum(const ModelConfig& config, const ModelParams<float>& params, const EncodedCorpus& corpus,
-                        SymbolRange range, int B, int T, int threads, StreamShare share);
+                        SymbolRange range, int B, int T, int threads, StreamShare share,
+                        const std::function<void()>& between_chunks = {});
 
 // A text file as ids of a given vocabulary.
 struct EncodedFile {
@@ -64,12 +71,15 @@ struct EncodedFile {
 };
 
 // The symbols of `text` as ids of the vocabulary, as EncodeFile reads a file; errors name `source`.
-EncodedFile EncodeText(std::string_view text, const Vocab& vocab, const std::string& source = "text");
+EncodedFile EncodeText(std::string_view text, const Vocab& vocab, const std::string& source = "text",
+                       const std::function<void()>& between_chunks = {});
 
 // Cuts the file into symbols with the vocabulary's tokenizer options (Segmenter, reading it in
-// pieces) and looks each up with Vocab::Find. Throws bptt::Error naming the path if it cannot
-// be read or is not valid UTF-8 (unless the vocabulary replaces invalid bytes).
-EncodedFile EncodeFile(const std::filesystem::path& path, const Vocab& vocab);
+// pieces) and looks each up with Vocab::Find. Throws bptt::Error naming the path if it is not
+// a readable, non-empty text file (CheckTextFile) or is not valid UTF-8 (unless the vocabulary
+// replaces invalid bytes).
+EncodedFile EncodeFile(const std::filesystem::path& path, const Vocab& vocab,
+                       const std::function<void()>& between_chunks = {});
 
 struct TextEvaluation {
   double nats_per_symbol = 0;
@@ -95,11 +105,21 @@ struct EvalOptions {
   void Validate() const;
 };
 
+template <typename Options>
+struct OptionSpec;  // options.h
+
+// The options of `bptt eval` and the Python module's Model.eval (--batch, --seq-len, --threads,
+// --precision), declared once (options.h). --seq-len is refused with --precision, which runs
+// one symbol at a time.
+std::span<const OptionSpec<EvalOptions>> EvalOptionSpecs();
+
 // Scores encoded text with a language model: EvaluateFile, or EvaluateFileStepwise when
 // options.precision is set, with `method` filled in. Throws bptt::Error for invalid options, a
-// model that is not a language model, or a text of fewer than two known symbols.
+// model that is not a language model, or a text of fewer than two symbols the vocabulary knows
+// ("has 3 symbols, 1 of them in the model's vocabulary; scoring needs at least 2").
 TextEvaluation Evaluate(const ModelConfig& config, const ModelParams<float>& params, const Vocab& vocab,
-                        EncodedFile file, const EvalOptions& options);
+                        EncodedFile file, const EvalOptions& options,
+                        const std::function<void()>& between_chunks = {});
 
 // The object `bptt eval --json` prints: nats_per_symbol, bpc, perplexity, symbols, unknown,
 // streams, method.
@@ -109,18 +129,20 @@ nlohmann::json EvaluationJson(const TextEvaluation& evaluation);
 // that each stream has at least T inputs (one stream for a text of T symbols or less). Throws
 // bptt::Error if fewer than two symbols remain.
 TextEvaluation EvaluateFile(const ModelConfig& config, const ModelParams<float>& params, EncodedFile file,
-                            const Vocab& vocab, int B, int T, int threads);
+                            const Vocab& vocab, int B, int T, int threads,
+                            const std::function<void()>& between_chunks = {});
 
 // Mean nats per symbol of predicting ids[1..] one symbol at a time from the zero state, the
 // first symbol run as the prime and each later one as a step of the stepper's precision: the
 // cost of a precision on real text, through the same path as sampling. Throws bptt::Error if
 // `ids` has fewer than two symbols.
-double ScoreStepwise(Stepper& stepper, std::span<const int32_t> ids);
+double ScoreStepwise(Stepper& stepper, std::span<const int32_t> ids, const std::function<void()>& between_chunks = {});
 
 // Evaluates encoded text with ScoreStepwise in `precision` on `threads` threads (as
 // Stepper::Configure) (n - 1 symbols scored). What a reduced sampling precision costs is the
 // difference from kFloat32.
 TextEvaluation EvaluateFileStepwise(const ModelConfig& config, ModelParams<float> params, EncodedFile file,
-                                    Precision precision, int threads = 1);
+                                    Precision precision, int threads = 1,
+                                    const std::function<void()>& between_chunks = {});
 
 }  // namespace bptt

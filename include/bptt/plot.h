@@ -20,8 +20,9 @@
 
 namespace bptt {
 
-// The k-th colour of the charts' palette (Tableau 10), cycling.
-const char* PaletteColour(size_t k);
+// The k-th colour of the charts' palette: Tableau 10, then hues a golden angle apart at three
+// lightnesses, so that every series of a chart has a colour of its own.
+std::string PaletteColour(size_t k);
 
 // One line of a chart. Points with a non-finite or non-positive y (for the log axis) are
 // left out, breaking the line; the same for the band.
@@ -32,6 +33,7 @@ struct LineSeries {
   bool reference = false;         // dashed grey, drawn under the data; does not set the y range
   std::string colour;             // "" = the next colour of the palette
   bool dashed = false;            // a dashed data line (e.g. a second quantity of the same run)
+  bool in_legend = true;          // false: drawn, not listed (e.g. a run's second line, told by its dashes)
 };
 
 struct LineChart {
@@ -41,13 +43,20 @@ struct LineChart {
   bool log_y = true;        // false: a linear y axis (points need only be finite)
   int width = 900, height = 540;
   std::string id = "plot";  // names the chart's clip path; unique within a document
+  // Listed at the top of the legend and not drawn: what the line styles mean (label, dashed;
+  // colour "" = grey), e.g. {"train"}, {"validation", dashed}.
+  std::vector<LineSeries> key = {};
 };
 
 // Log-scale y axis with decade ticks (every 1, 2, 5, 10, ... decades so that at most about
-// ten are labelled), or a linear one with 1-2-5 ticks; linear x axis, legend at the right.
+// ten are labelled), or a linear one with 1-2-5 ticks; linear x axis, legend at the right (the
+// chart grows taller than `height` where the legend needs it; a label too long for the margin
+// keeps its beginning and end around an ellipsis). Any finite value is drawn at a finite
+// coordinate, and any text (labels are bytes, e.g. a file name) is written as well-formed UTF-8.
 std::string RenderLineChart(const LineChart& chart);
 
-// The charts as panels of one figure, `columns` to a row, under a title.
+// The charts as panels of one figure, `columns` to a row (each row as tall as its tallest
+// chart), under a title.
 std::string RenderPanels(const std::vector<LineChart>& charts, int columns, const std::string& title);
 
 // values (rows, columns); row i is drawn at y = rows[i] (top to bottom in order), column j at

@@ -55,6 +55,15 @@ struct SampleOptions {
   void Validate() const;
 };
 
+template <typename Options>
+struct OptionSpec;  // options.h
+
+// The sampling options (--length, --temperature, ..., --precision, --threads), declared once
+// (options.h) for `bptt sample` and the Python module's Model.sample and Model.stream.
+// --temperature, --top-k and --top-p are refused with --argmax, which takes the most probable
+// symbol whatever they say.
+std::span<const OptionSpec<SampleOptions>> SampleOptionSpecs();
+
 // Receives the text of each symbol as it is generated; the view is valid only during the call.
 using TextSink = std::function<void(std::string_view text)>;
 

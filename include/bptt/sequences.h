@@ -240,7 +240,9 @@ SequenceSet Differenced(const SequenceSet& series);
 double MaseScale(const SequenceSet& series, int64_t end, int d, int season);
 
 // The options of `bptt predict`, `bptt forecast` and `bptt eval` of a sequence model, declared
-// once in PredictOptionSpecs(); a row is taken by the commands of its bits.
+// once in PredictOptionSpecs(); a row is taken by the commands of its bits. `bptt eval` takes
+// the kEvalCommand rows beside the rows of a language model's evaluation (evaluate.h), whose
+// --threads, --batch and --json serve both.
 inline constexpr unsigned kPredictCommand = 1, kForecastCommand = 2, kEvalCommand = 4;
 struct PredictOptions {
   std::string labels;          // eval: the targets of DATA when it holds the inputs alone
@@ -250,9 +252,8 @@ struct PredictOptions {
   int64_t horizon = 0;         // forecast: the steps to forecast
   int64_t held_out = 0;        // eval of a forecast: the last steps, forecast from the ones before
                                //   (0 = the run's --val-frac of the series)
-  bool json = false;           // eval: one JSON object
   int threads = 0;             // 0 = every core
-  int batch = 256;             // sequences run through the model at a time
+  int batch = 256;             // predict, eval: sequences run through the model at a time
 
   // Throws bptt::Error naming the flag.
   void Validate() const;

@@ -29,9 +29,9 @@
 
 namespace bptt {
 
-// What sampling uses unless told: int8 where the build has the AVX-512 VNNI kernel (on one
-// thread a step of a 2x512 LSTM about 3.4 times as fast as fp32, for 0.0003 nats per symbol:
-// README), else fp32.
+// What sampling uses unless told: int8 where the CPU has the AVX-512 VNNI or the AVX2 kernel
+// (kernels/gemv.h; both give the same sums; on one thread a step of a 2x512 LSTM about 3.4
+// times as fast as fp32 with VNNI, for 0.0003 nats per symbol: README), else fp32.
 Precision DefaultSamplePrecision();
 
 class StepMatrix;

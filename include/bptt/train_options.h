@@ -1,6 +1,6 @@
 // Training options: what `bptt train` (a language model on a corpus, or a model of the user's
-// own sequences with --data) and `bptt task` (a generated long-lag task) are told, in one struct with documented defaults, and the table that
-// declares each of its fields once (options.h): flag, help, JSON key in the checkpoint, and what
+// own sequences with --data) and `bptt task` (a generated long-lag task) are told, in one struct
+// with documented defaults, and the table that declares each of its fields once (options.h): flag, help, JSON key in the checkpoint, and what
 // `--resume` does with it. The command line, --help, the completion, the Python keywords and the
 // checkpoint's stored options all come from that table.
 //
@@ -61,8 +61,8 @@ struct TrainOptions {
   int batch = 32;                 // B
   uint64_t seed = 1;              // every random stream: initialisation, dropout, task data
   int threads = 0;                // 0 = every core (distributed: the cores / the ranks on the machine);
-                                  // at most kMaxThreadsPerCore x the cores
-  Precision precision = Precision::kFloat32;  // of the matrix products: fp32, or bf16 on AMX (compute.h)
+                                  // at most kMaxThreads (options.h)
+  Precision precision = Precision::kFloat32;  // of the matrix products: fp32, or bf16 (compute.h)
   bool distributed = false;       // train with the other ranks of the MPI job (not stored: a run
                                   // resumes with whatever ranks it is given)
   double collective_timeout = 300;  // distributed: seconds a rank waits in a collective before the
@@ -99,19 +99,13 @@ struct TrainOptions {
 // TrainOptions::sequences.data of a run on arrays in memory.
 inline constexpr std::string_view kArraysData = "<arrays>";
 
-// --threads above this many per core of the machine (or above kMaxThreads) is refused.
-inline constexpr int kMaxThreadsPerCore = 16;
-inline constexpr int kMaxThreads = 1024;
-
-// The commands that train, as the option table names them (OptionSpec::commands).
+// The commands that train, as the option table names them (OptionSpec::commands). `bptt train`
+// takes the rows of kTrainCommand | kSequenceCommand; a row of one of the two says it does not
+// apply to the other's data (--corpus's rows with --data, --data's without it), so ApplyGiven
+// refuses it there. bptt.fit takes the kSequenceCommand rows.
 inline constexpr unsigned kTrainCommand = 1;     // bptt train: a corpus
 inline constexpr unsigned kTaskCommand = 2;      // bptt task: a generated task
 inline constexpr unsigned kSequenceCommand = 4;  // bptt train --data: sequences of the user's own
-
-// Refuses, naming the flag, an option of `given` (JSON by flag) that the command does not take:
-// `command` is kTrainCommand, kSequenceCommand (both `bptt train`, told apart by --data) or
-// kTaskCommand.
-void CheckOptionsApply(const nlohmann::json& given, unsigned command);
 
 // The declarations of every TrainOptions field (options.h): flag, JSON key, help, resume policy.
 std::span<const OptionSpec<TrainOptions>> TrainOptionSpecs();

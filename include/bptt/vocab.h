@@ -50,10 +50,23 @@ std::string_view UnitName(Unit unit);
 
 struct TokenizerOptions {
   Unit unit = Unit::kGrapheme;
-  bool normalize = true;  // NFC (Unicode canonical composition); ignored for the byte unit
+  bool normalize = true;  // NFC (Unicode canonical composition); not for the byte unit
   size_t max_vocab = 0;   // word unit: V at most, the most frequent words plus "<unk>"; 0 = all
   OnInvalid on_invalid = OnInvalid::kError;
 };
+
+template <typename Options>
+struct OptionSpec;  // options.h
+
+// The tokenizer's options (--unit, --no-normalize, --max-vocab, --on-invalid), declared once
+// (options.h) for every command that cuts text into symbols. --no-normalize with the byte unit
+// and --max-vocab with a unit other than word are refused, since neither would change anything.
+std::span<const OptionSpec<TokenizerOptions>> TokenizerOptionSpecs();
+// "error" or "replace", and back; ParseOnInvalid throws bptt::Error naming `flag` for anything else.
+std::string_view OnInvalidName(OnInvalid on_invalid);
+OnInvalid ParseOnInvalid(std::string_view name, std::string_view flag);
+// The unit named `name`; throws bptt::Error naming `flag` for anything else.
+Unit ParseUnit(std::string_view name, std::string_view flag);
 
 // The spelling of the unknown word (word unit with max_vocab only). Word segmentation splits
 // "<unk>" in text into three segments, so it never collides with a word of the corpus.
@@ -116,6 +129,9 @@ class Vocab {
   int32_t unknown_id() const { return unknown_id_; }  // -1 when there is none
   const TokenizerOptions& options() const { return options_; }
   std::optional<int32_t> Find(std::string_view symbol) const;
+  // The ids of the n most frequent symbols (all of them when n >= V), most frequent first; ties
+  // go to the lower id.
+  std::vector<int32_t> MostFrequent(size_t n) const;
 
   // The ids of the symbols of `text`. A symbol not in the vocabulary becomes unknown_id() if
   // there is one; otherwise it is left out and listed once in *missing, or, with

@@ -1,8 +1,6 @@
 #include "kernels/gemv.h"
 
-#if defined(__AVX512F__)
 #include <immintrin.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +8,13 @@
 #include <limits>
 
 #include "bptt/error.h"
+#include "kernels/cpu.h"
 #include "kernels/threads.h"
+
+// GCC 12's AVX-512 intrinsics start some results from _mm512_undefined_*, which its own
+// -Wuninitialized then reports at every inlined call; the values are all written.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace bptt {
 
@@ -44,13 +48,202 @@ float FromBf16(uint16_t b) {
   return x;
 }
 
-void ToBf16Pairs(const float* x, Eigen::Index K, uint32_t* pairs) {
+namespace {
+
+// The kernels for AVX-512 (BF16, VNNI) and AVX2, compiled for their instruction sets and chosen at
+// run time (cpu.h); each returns how far it got, and plain C++ does the rest.
+#define BPTT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
+#define BPTT_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+#define BPTT_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+#define BPTT_AVX2 __attribute__((target("avx2,fma")))
+
+// ToBf16Pairs' whole groups of 16: 16 values make 8 words; the store is through the intrinsic's
+// own (aliasing) type.
+BPTT_AVX512_BF16 Eigen::Index Avx512Bf16Pairs(const float* x, Eigen::Index K, uint32_t* pairs) {
   Eigen::Index k = 0;
-#if defined(__AVX512BF16__)
-  // 16 values make 8 words; the store is through the intrinsic's own (aliasing) type.
   for (; k + 16 <= K; k += 16)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + k / 2), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + k)));
-#endif
+  return k;
+}
+
+// ToUint8Quads' whole groups of 16: |x_k / a| <= 127 (up to rounding), so the rounded value
+// needs no clamping beyond the plain path's.
+BPTT_AVX512 Eigen::Index Avx512Quads(const float* x, Eigen::Index K, float inverse, uint32_t* quads) {
+  const __m512 vinv = _mm512_set1_ps(inverse);
+  const __m512i v128 = _mm512_set1_epi32(128);
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  Eigen::Index k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), vinv));  // nearest even
+    q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(quads + k / 4), _mm512_cvtepi32_epi8(_mm512_add_epi32(q, v128)));
+  }
+  return k;
+}
+
+// StepMatrix's int8 copy for whole groups of 16 rows (within one panel) by 4 columns at a time:
+// their 16 quads are one 64-byte store. Rounding and clamping as in the plain path, so both give
+// the same bytes. Returns the rows done.
+BPTT_AVX512 Eigen::Index Avx512PackInt8(const float* w, Eigen::Index M, Eigen::Index K, const float* scales,
+                                        int8_t* int8, int32_t* offset) {
+  const Eigen::Index quads = (K + 3) / 4;
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), low_byte = _mm512_set1_epi32(0xff);
+  Eigen::Index r0 = 0;
+  for (; r0 + 16 <= M; r0 += 16) {
+    const __m512 scale = _mm512_loadu_ps(scales + r0);
+    __m512i sum = _mm512_setzero_si512();
+    for (Eigen::Index k4 = 0; k4 < quads; ++k4) {
+      __m512i word = _mm512_setzero_si512();
+      for (Eigen::Index i = 0; i < 4 && 4 * k4 + i < K; ++i) {
+        const __m512 v = _mm512_div_ps(_mm512_loadu_ps(w + (4 * k4 + i) * M + r0), scale);
+        __m512i q = _mm512_cvtps_epi32(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+        sum = _mm512_add_epi32(sum, q);
+        word = _mm512_or_si512(word, _mm512_slli_epi32(_mm512_and_si512(q, low_byte), static_cast<unsigned>(8 * i)));
+      }
+      _mm512_storeu_si512(int8 + ((r0 / kInt8Rows * quads + k4) * kInt8Rows + r0 % kInt8Rows) * 4, word);
+    }
+    _mm512_storeu_si512(offset + r0, _mm512_slli_epi32(sum, 7));  // 128 sum
+  }
+  return r0;
+}
+
+// The bfloat16 product for whole groups of four panels (64 rows) from panel p while they end by
+// `end`, even and odd pairs into separate sums: eight chains. Returns the next panel.
+BPTT_AVX512_BF16 Eigen::Index Avx512Bf16Panels(const uint16_t* base, Eigen::Index panel_size, Eigen::Index pairs,
+                                               const uint32_t* words, Eigen::Index p, Eigen::Index end, float* y,
+                                               bool accumulate) {
+  for (; (p + 4) * kBf16Rows <= end; p += 4) {
+    __m512 acc[8];
+    for (auto& v : acc) v = _mm512_setzero_ps();
+    const uint16_t* w = base + p * panel_size;
+    Eigen::Index kp = 0;
+    for (; kp + 2 <= pairs; kp += 2) {
+      const __m512bh b0 = (__m512bh)(_mm512_set1_epi32(static_cast<int>(words[kp])));
+      const __m512bh b1 = (__m512bh)(_mm512_set1_epi32(static_cast<int>(words[kp + 1])));
+      for (int j = 0; j < 4; ++j) {
+        const uint16_t* wj = w + j * panel_size + kp * kBf16Rows * 2;
+        acc[j] = _mm512_dpbf16_ps(acc[j], (__m512bh)(_mm512_loadu_si512(wj)), b0);
+        acc[4 + j] = _mm512_dpbf16_ps(acc[4 + j], (__m512bh)(_mm512_loadu_si512(wj + kBf16Rows * 2)), b1);
+      }
+    }
+    if (kp < pairs) {
+      const __m512bh b0 = (__m512bh)(_mm512_set1_epi32(static_cast<int>(words[kp])));
+      for (int j = 0; j < 4; ++j)
+        acc[j] = _mm512_dpbf16_ps(acc[j], (__m512bh)(_mm512_loadu_si512(w + j * panel_size + kp * kBf16Rows * 2)), b0);
+    }
+    for (int j = 0; j < 4; ++j) {
+      float* yj = y + (p + j) * kBf16Rows;
+      __m512 sum = _mm512_add_ps(acc[j], acc[4 + j]);
+      if (accumulate) sum = _mm512_add_ps(sum, _mm512_loadu_ps(yj));
+      _mm512_storeu_ps(yj, sum);
+    }
+  }
+  return p;
+}
+
+// The same on AVX2, two panels (32 rows) at a time: a bfloat16 value is the top half of a float,
+// so a pair word shifted left by 16 is its even value and masked its odd one; x_k and x_k+1
+// likewise, then float FMAs, even and odd into separate sums: eight chains.
+BPTT_AVX2 Eigen::Index Avx2Bf16Panels(const uint16_t* base, Eigen::Index panel_size, Eigen::Index pairs,
+                                      const uint32_t* words, Eigen::Index p, Eigen::Index end, float* y,
+                                      bool accumulate) {
+  const __m256i high = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  for (; (p + 2) * kBf16Rows <= end; p += 2) {
+    __m256 even[4], odd[4];
+    for (int j = 0; j < 4; ++j) even[j] = odd[j] = _mm256_setzero_ps();
+    const uint16_t* w = base + p * panel_size;
+    for (Eigen::Index kp = 0; kp < pairs; ++kp) {
+      const __m256i xw = _mm256_set1_epi32(static_cast<int>(words[kp]));
+      const __m256 x0 = _mm256_castsi256_ps(_mm256_slli_epi32(xw, 16));
+      const __m256 x1 = _mm256_castsi256_ps(_mm256_and_si256(xw, high));
+      for (int j = 0; j < 4; ++j) {  // rows 8j.. of the two panels
+        const uint16_t* wj = w + (j / 2) * panel_size + kp * kBf16Rows * 2 + (j % 2) * 16;
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wj));
+        even[j] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), x0, even[j]);
+        odd[j] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, high)), x1, odd[j]);
+      }
+    }
+    for (int j = 0; j < 4; ++j) {
+      float* yj = y + p * kBf16Rows + 8 * j;
+      __m256 sum = _mm256_add_ps(even[j], odd[j]);
+      if (accumulate) sum = _mm256_add_ps(sum, _mm256_loadu_ps(yj));
+      _mm256_storeu_ps(yj, sum);
+    }
+  }
+  return p;
+}
+
+// One int8 panel (64 rows from r0, of which those below `rows` are written) with AVX-512 VNNI.
+// The panel is one contiguous stream, 256 bytes per four columns; even and odd quads go to
+// separate sums: eight chains.
+BPTT_AVX512_VNNI void VnniPanel(const int8_t* q, Eigen::Index quads, const uint32_t* words, const int32_t* offset,
+                                const float* scale, float a, Eigen::Index r0, Eigen::Index rows, float* y,
+                                bool accumulate) {
+  __m512i acc[8];
+  for (auto& v : acc) v = _mm512_setzero_si512();
+  Eigen::Index kq = 0;
+  for (; kq + 2 <= quads; kq += 2, q += 2 * kInt8Rows * 4) {
+    const __m512i b0 = _mm512_set1_epi32(static_cast<int>(words[kq]));
+    const __m512i b1 = _mm512_set1_epi32(static_cast<int>(words[kq + 1]));
+    // (A prefetch past the end of the weights is harmless: it never faults.)
+    for (int j = 0; j < 8; ++j) _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes + 64 * j, _MM_HINT_T0);
+    for (int j = 0; j < 4; ++j) {
+      acc[j] = _mm512_dpbusd_epi32(acc[j], b0, _mm512_loadu_si512(q + 64 * j));
+      acc[4 + j] = _mm512_dpbusd_epi32(acc[4 + j], b1, _mm512_loadu_si512(q + 256 + 64 * j));
+    }
+  }
+  if (kq < quads) {
+    const __m512i b0 = _mm512_set1_epi32(static_cast<int>(words[kq]));
+    for (int j = 0; j < 4; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], b0, _mm512_loadu_si512(q + 64 * j));
+  }
+  const __m512 va = _mm512_set1_ps(a);
+  for (int j = 0; j < 4 && r0 + 16 * j < rows; ++j) {
+    const Eigen::Index r = r0 + 16 * j;
+    const __m512i sum = _mm512_sub_epi32(_mm512_add_epi32(acc[j], acc[4 + j]), _mm512_loadu_si512(offset + r));
+    __m512 out = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(_mm512_loadu_ps(scale + r), va));
+    const __mmask16 live = rows - r >= 16 ? __mmask16(0xffff) : __mmask16((1u << (rows - r)) - 1);
+    if (accumulate) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(live, y + r));
+    _mm512_mask_storeu_ps(y + r, live, out);
+  }
+}
+
+// The same on AVX2, to the same int32 sums: with s_k = u_k - 128 (a signed byte),
+// sum_k q_rk s_k = sum_k q_rk u_k - 128 sum_k q_rk, which VPMADDUBSW forms from |q_rk| and s_k
+// carrying q_rk's sign, 2 * 127 * 127 at most per pair, so nothing saturates; VPMADDWD then sums
+// a row's four products. Eight rows per register, eight registers per panel.
+BPTT_AVX2 void Avx2Int8Panel(const int8_t* q, Eigen::Index quads, const uint32_t* words, const float* scale, float a,
+                             Eigen::Index r0, Eigen::Index rows, float* y, bool accumulate) {
+  __m256i acc[8];
+  for (auto& v : acc) v = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (Eigen::Index kq = 0; kq < quads; ++kq, q += kInt8Rows * 4) {
+    const __m256i s = _mm256_set1_epi32(static_cast<int>(words[kq] ^ 0x80808080u));  // u - 128, signed
+    _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes + 64, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes + 128, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes + 192, _MM_HINT_T0);
+    for (int j = 0; j < 8; ++j) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * j));
+      const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(s, w));
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(pairs, ones));
+    }
+  }
+  const __m256 va = _mm256_set1_ps(a);
+  for (int j = 0; j < 8 && r0 + 8 * j < rows; ++j) {
+    const Eigen::Index r = r0 + 8 * j, live = std::min<Eigen::Index>(8, rows - r);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(live)),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256 out = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[j]), _mm256_mul_ps(_mm256_maskload_ps(scale + r, mask), va));
+    if (accumulate) out = _mm256_add_ps(out, _mm256_maskload_ps(y + r, mask));
+    _mm256_maskstore_ps(y + r, mask, out);
+  }
+}
+
+}  // namespace
+
+void ToBf16Pairs(const float* x, Eigen::Index K, uint32_t* pairs) {
+  Eigen::Index k = ThisCpu().avx512_bf16 ? Avx512Bf16Pairs(x, K, pairs) : 0;
   for (; k < K; k += 2) {
     const uint32_t lo = ToBf16(x[k]), hi = k + 1 < K ? ToBf16(x[k + 1]) : 0u;
     pairs[k / 2] = lo | (hi << 16);
@@ -72,18 +265,7 @@ float ToUint8Quads(const float* x, Eigen::Index K, uint32_t* quads) {
     return 1.0f;
   }
   const float inverse = 1.0f / a;  // finite: a is a normal float
-  Eigen::Index k = 0;
-#if defined(__AVX512F__)
-  // |x_k / a| <= 127 (up to rounding), so the rounded value needs no clamping; 16 at a time.
-  const __m512 vinv = _mm512_set1_ps(inverse);
-  const __m512i v128 = _mm512_set1_epi32(128);
-  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
-  for (; k + 16 <= K; k += 16) {
-    __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), vinv));  // nearest even
-    q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(quads + k / 4), _mm512_cvtepi32_epi8(_mm512_add_epi32(q, v128)));
-  }
-#endif
+  Eigen::Index k = ThisCpu().avx512 ? Avx512Quads(x, K, inverse, quads) : 0;
   for (; k < words * 4; k += 4) {
     uint32_t word = 0;
     for (Eigen::Index i = 0; i < 4; ++i) {
@@ -118,28 +300,7 @@ StepMatrix::StepMatrix(const Mat<float>& w, Precision precision)
     const Eigen::VectorXf top = w.cwiseAbs().rowwise().maxCoeff();
     for (Eigen::Index r = 0; r < M; ++r) scale_[static_cast<size_t>(r)] = top(r) > 0 ? top(r) / 127.0f : 1.0f;
     Eigen::Index r0 = 0;
-#if defined(__AVX512F__)
-    // 16 rows (within one panel) by 4 columns at a time: their 16 quads are one 64-byte store.
-    // Rounding and clamping as below, so both paths give the same bytes.
-    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), low_byte = _mm512_set1_epi32(0xff);
-    for (; r0 + 16 <= M; r0 += 16) {
-      const __m512 scale = _mm512_loadu_ps(scale_.data() + r0);
-      __m512i sum = _mm512_setzero_si512();
-      for (Eigen::Index k4 = 0; k4 < quads; ++k4) {
-        __m512i word = _mm512_setzero_si512();
-        for (Eigen::Index i = 0; i < 4 && 4 * k4 + i < K; ++i) {
-          const __m512 v = _mm512_div_ps(_mm512_loadu_ps(&w(r0, 4 * k4 + i)), scale);
-          __m512i q = _mm512_cvtps_epi32(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-          q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
-          sum = _mm512_add_epi32(sum, q);
-          word = _mm512_or_si512(word, _mm512_slli_epi32(_mm512_and_si512(q, low_byte), static_cast<unsigned>(8 * i)));
-        }
-        _mm512_storeu_si512(&int8_[static_cast<size_t>(((r0 / kInt8Rows * quads + k4) * kInt8Rows + r0 % kInt8Rows) * 4)],
-                            word);
-      }
-      _mm512_storeu_si512(&offset_[static_cast<size_t>(r0)], _mm512_slli_epi32(sum, 7));  // 128 sum
-    }
-#endif
+    if (ThisCpu().avx512) r0 = Avx512PackInt8(w.data(), M, K, scale_.data(), int8_.data(), offset_.data());
     for (Eigen::Index k = 0; k < K; ++k)
       for (Eigen::Index r = r0; r < M; ++r) {
         const auto q = static_cast<int8_t>(
@@ -186,35 +347,8 @@ void StepMatrix::Rows(const float* x, float a, float* y, bool accumulate, Eigen:
     const uint16_t* base = bf16_.data();
     const Eigen::Index panel_size = pairs * kBf16Rows * 2;
     Eigen::Index p = begin / kBf16Rows;
-#if defined(__AVX512BF16__)
-    // Four panels (64 rows) at a time, even and odd pairs into separate sums: eight chains.
-    for (; (p + 4) * kBf16Rows <= end; p += 4) {
-      __m512 acc[8];
-      for (auto& v : acc) v = _mm512_setzero_ps();
-      const uint16_t* w = base + p * panel_size;
-      Eigen::Index kp = 0;
-      for (; kp + 2 <= pairs; kp += 2) {
-        const __m512bh b0 = (__m512bh)(_mm512_set1_epi32(static_cast<int>(words[kp])));
-        const __m512bh b1 = (__m512bh)(_mm512_set1_epi32(static_cast<int>(words[kp + 1])));
-        for (int j = 0; j < 4; ++j) {
-          const uint16_t* wj = w + j * panel_size + kp * kBf16Rows * 2;
-          acc[j] = _mm512_dpbf16_ps(acc[j], (__m512bh)(_mm512_loadu_si512(wj)), b0);
-          acc[4 + j] = _mm512_dpbf16_ps(acc[4 + j], (__m512bh)(_mm512_loadu_si512(wj + kBf16Rows * 2)), b1);
-        }
-      }
-      if (kp < pairs) {
-        const __m512bh b0 = (__m512bh)(_mm512_set1_epi32(static_cast<int>(words[kp])));
-        for (int j = 0; j < 4; ++j)
-          acc[j] = _mm512_dpbf16_ps(acc[j], (__m512bh)(_mm512_loadu_si512(w + j * panel_size + kp * kBf16Rows * 2)), b0);
-      }
-      for (int j = 0; j < 4; ++j) {
-        float* yj = y + (p + j) * kBf16Rows;
-        __m512 sum = _mm512_add_ps(acc[j], acc[4 + j]);
-        if (accumulate) sum = _mm512_add_ps(sum, _mm512_loadu_ps(yj));
-        _mm512_storeu_ps(yj, sum);
-      }
-    }
-#endif
+    if (ThisCpu().avx512_bf16) p = Avx512Bf16Panels(base, panel_size, pairs, words, p, end, y, accumulate);
+    else if (ThisCpu().avx2) p = Avx2Bf16Panels(base, panel_size, pairs, words, p, end, y, accumulate);
     for (; p < panels; ++p) {
       const uint16_t* w = base + p * panel_size;
       float acc[kBf16Rows] = {};
@@ -233,36 +367,14 @@ void StepMatrix::Rows(const float* x, float a, float* y, bool accumulate, Eigen:
   const Eigen::Index quads = (cols_ + 3) / 4, panel_size = quads * kInt8Rows * 4;
   for (Eigen::Index r0 = begin; r0 < end; r0 += kInt8Rows) {
     const int8_t* q = int8_.data() + r0 / kInt8Rows * panel_size;
-#if defined(__AVX512VNNI__)
-    // The panel is one contiguous stream, 256 bytes per four columns; even and odd quads go to
-    // separate sums: eight chains.
-    __m512i acc[8];
-    for (auto& v : acc) v = _mm512_setzero_si512();
-    Eigen::Index kq = 0;
-    for (; kq + 2 <= quads; kq += 2, q += 2 * kInt8Rows * 4) {
-      const __m512i b0 = _mm512_set1_epi32(static_cast<int>(words[kq]));
-      const __m512i b1 = _mm512_set1_epi32(static_cast<int>(words[kq + 1]));
-      // (A prefetch past the end of the weights is harmless: it never faults.)
-      for (int j = 0; j < 8; ++j) _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes + 64 * j, _MM_HINT_T0);
-      for (int j = 0; j < 4; ++j) {
-        acc[j] = _mm512_dpbusd_epi32(acc[j], b0, _mm512_loadu_si512(q + 64 * j));
-        acc[4 + j] = _mm512_dpbusd_epi32(acc[4 + j], b1, _mm512_loadu_si512(q + 256 + 64 * j));
-      }
+    if (ThisCpu().avx512_vnni) {
+      VnniPanel(q, quads, words, offset_.data(), scale_.data(), a, r0, rows_, y, accumulate);
+      continue;
     }
-    if (kq < quads) {
-      const __m512i b0 = _mm512_set1_epi32(static_cast<int>(words[kq]));
-      for (int j = 0; j < 4; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], b0, _mm512_loadu_si512(q + 64 * j));
+    if (ThisCpu().avx2) {
+      Avx2Int8Panel(q, quads, words, scale_.data(), a, r0, rows_, y, accumulate);
+      continue;
     }
-    const __m512 va = _mm512_set1_ps(a);
-    for (int j = 0; j < 4 && r0 + 16 * j < rows_; ++j) {
-      const Eigen::Index r = r0 + 16 * j;
-      const __m512i sum = _mm512_sub_epi32(_mm512_add_epi32(acc[j], acc[4 + j]), _mm512_loadu_si512(offset_.data() + r));
-      __m512 out = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(_mm512_loadu_ps(scale_.data() + r), va));
-      const __mmask16 live = rows_ - r >= 16 ? __mmask16(0xffff) : __mmask16((1u << (rows_ - r)) - 1);
-      if (accumulate) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(live, y + r));
-      _mm512_mask_storeu_ps(y + r, live, out);
-    }
-#else
     int32_t acc[kInt8Rows] = {};
     for (Eigen::Index kq = 0; kq < quads; ++kq)
       for (Eigen::Index i = 0; i < 4; ++i) {
@@ -274,7 +386,6 @@ void StepMatrix::Rows(const float* x, float a, float* y, bool accumulate, Eigen:
       const float v = scale_[row] * a * static_cast<float>(acc[r] - offset_[row]);
       y[row] = (accumulate ? y[row] : 0.0f) + v;
     }
-#endif
   }
 }
 

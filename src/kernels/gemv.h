@@ -10,8 +10,11 @@
 //             side, as the AVX-512 VNNI instruction reads them (a panel is read as one stream);
 //             the vector as unsigned bytes u_k = round(x_k / a) + 128 with a = max_k |x_k| / 127;
 //             int32 sums, y_r = s_r a (sum_k q_rk u_k - 128 sum_k q_rk).
-// Rows and columns past the matrix are zero in the panels. Builds without AVX-512 BF16 / VNNI
-// run a plain C++ loop over the same layout (tests/kernels_test.cc checks both against float).
+// Rows and columns past the matrix are zero in the panels. The kernels are chosen at run time
+// (kernels/cpu.h): bfloat16 on AVX-512 BF16, else AVX2 (each bfloat16 widened to a float, float
+// FMAs); int8 on AVX-512 VNNI, else AVX2 (VPMADDUBSW to the same int32 sums: the same results);
+// else a plain C++ loop over the same layout (tests/kernels_test.cc checks each against float,
+// ctest once per level).
 // Reading the weights is the cost of a step once they outgrow the core's cache, so fewer bytes
 // is faster.
 //

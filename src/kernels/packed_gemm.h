@@ -5,7 +5,8 @@
 // gradients (G*H, B). A general GEMM copies ("packs") its left operand into the layout of its
 // inner kernel on every call, i.e. the whole weight matrix every step. Here the weights are
 // packed once per chunk into panels of kPanelRows rows and the steps run a register-blocked
-// kernel (32 rows x 8 columns of float sums, AVX-512) straight over the panels:
+// kernel straight over the panels (for float: 32 rows x 8 columns of sums on AVX-512, 16 x 4 on
+// AVX2, chosen at run time in sgemm.h; plain C++ otherwise):
 //
 //   W (M, K) -> PanelBlocks(M) panels (kPanelRows, K): element (r, k) of panel q at
 //               packed(r, q*K + k) = W(q*kPanelRows + r, k); rows past M are zero
@@ -23,14 +24,11 @@
 #include <type_traits>
 #include <utility>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 #include "bptt/compute.h"
 #include "bptt/error.h"
 #include "bptt/tensor.h"
-#include "kernels/amx_gemm.h"
+#include "kernels/bf16_gemm.h"
+#include "kernels/sgemm.h"
 #include "kernels/threads.h"
 
 namespace bptt {
@@ -67,7 +65,7 @@ void PackTransposedPanels(const Mat<S>& w, Mat<S>& packed) {
 }
 
 // W (M, K), or W^T with `transposed`, into `out` for StepShare::Product: float panels, or
-// bfloat16 AMX tiles when `products` is kBfloat16 (float only).
+// bfloat16 pair tiles (bf16_gemm.h) when `products` is kBfloat16 (float only).
 template <typename S>
 void Pack(const Mat<S>& w, bool transposed, Precision products, PackedMatrix<S>& out) {
   out.M = transposed ? w.cols() : w.rows();
@@ -79,9 +77,9 @@ void Pack(const Mat<S>& w, bool transposed, Precision products, PackedMatrix<S>&
     return;
   }
   if constexpr (std::is_same_v<S, float>) {
-    PackAmxPairs(transposed ? StridedMatrix{w.data(), w.cols(), w.rows(), w.rows(), 1}
-                            : StridedMatrix{w.data(), w.rows(), w.cols(), 1, w.rows()},
-                 out.tiles);
+    PackBf16Pairs(transposed ? StridedMatrix{w.data(), w.cols(), w.rows(), w.rows(), 1}
+                             : StridedMatrix{w.data(), w.rows(), w.cols(), 1, w.rows()},
+                  out.tiles);
   } else {
     throw Error("bfloat16 products are for float models only");
   }
@@ -89,37 +87,11 @@ void Pack(const Mat<S>& w, bool transposed, Precision products, PackedMatrix<S>&
 
 namespace packed_detail {
 
-// C (rows, NR) (+)= A (kPanelRows, K) · X (K, NR); A packed column after column.
+// C (rows, NR) (+)= A (kPanelRows, K) · X (K, NR); A packed column after column. Plain C++: for
+// double, and for float where the CPU has no AVX2 (float otherwise runs FloatPanelProduct).
 template <int NR, typename S>
 inline void Kernel(const S* a, Eigen::Index K, const S* x, Eigen::Index ldx, S* c, Eigen::Index ldc,
                    Eigen::Index rows, bool accumulate) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<S, float>) {
-    static_assert(kPanelRows == 32);
-    __m512 lo[NR], hi[NR];
-    for (int j = 0; j < NR; ++j) lo[j] = hi[j] = _mm512_setzero_ps();
-    for (Eigen::Index k = 0; k < K; ++k) {
-      const __m512 a0 = _mm512_loadu_ps(a + k * 32), a1 = _mm512_loadu_ps(a + k * 32 + 16);
-      for (int j = 0; j < NR; ++j) {
-        const __m512 b = _mm512_set1_ps(x[j * ldx + k]);
-        lo[j] = _mm512_fmadd_ps(a0, b, lo[j]);
-        hi[j] = _mm512_fmadd_ps(a1, b, hi[j]);
-      }
-    }
-    const __mmask16 mlo = rows >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1);
-    const __mmask16 mhi = rows >= 32 ? __mmask16(0xFFFF) : rows <= 16 ? __mmask16(0) : __mmask16((1u << (rows - 16)) - 1);
-    for (int j = 0; j < NR; ++j) {
-      float* cj = c + j * ldc;
-      if (accumulate) {
-        lo[j] = _mm512_add_ps(lo[j], _mm512_maskz_loadu_ps(mlo, cj));
-        hi[j] = _mm512_add_ps(hi[j], _mm512_maskz_loadu_ps(mhi, cj + 16));
-      }
-      _mm512_mask_storeu_ps(cj, mlo, lo[j]);
-      _mm512_mask_storeu_ps(cj + 16, mhi, hi[j]);
-    }
-    return;
-  }
-#endif
   S acc[NR][kPanelRows] = {};
   for (Eigen::Index k = 0; k < K; ++k)
     for (int j = 0; j < NR; ++j) {
@@ -138,8 +110,14 @@ template <typename S>
 void PanelProduct(const Mat<S>& packed, Eigen::Index p, Eigen::Index K, const S* x, Eigen::Index ldx,
                   Eigen::Index N, S* c, Eigen::Index ldc, Eigen::Index rows, bool accumulate) {
   using packed_detail::Kernel;
-  constexpr int kCols = 8;  // columns per kernel call: 2 x 8 accumulators of 16 floats
+  constexpr int kCols = 8;  // columns per kernel call
   const S* a = packed.data() + p * K * kPanelRows;
+  if constexpr (std::is_same_v<S, float>) {
+    if (FloatProductsHere()) {  // AVX-512 or AVX2, chosen at run time (sgemm.h)
+      FloatPanelProduct(a, K, x, ldx, N, c, ldc, rows, accumulate);
+      return;
+    }
+  }
   Eigen::Index j = 0;
   for (; j + kCols <= N; j += kCols) Kernel<kCols>(a, K, x + j * ldx, ldx, c + j * ldc, ldc, rows, accumulate);
   S* cj = c + j * ldc;
@@ -211,10 +189,10 @@ class StepShare {
     if constexpr (std::is_same_v<S, float>) {
       if (w.bf16) {
         if (by_rows_)
-          AmxStepProduct(w.tiles.data(), M_, w.K, q0_ * kPanelRows, std::min(M_, q1_ * kPanelRows), x, ldx, B_, c,
+          Bf16StepProduct(w.tiles.data(), M_, w.K, q0_ * kPanelRows, std::min(M_, q1_ * kPanelRows), x, ldx, B_, c,
                          ldc, accumulate);
         else
-          AmxStepProduct(w.tiles.data(), M_, w.K, 0, M_, x + j0 * ldx, ldx, j1 - j0, c + j0 * ldc, ldc, accumulate);
+          Bf16StepProduct(w.tiles.data(), M_, w.K, 0, M_, x + j0 * ldx, ldx, j1 - j0, c + j0 * ldc, ldc, accumulate);
         return;
       }
     }

@@ -21,7 +21,8 @@
 #include "bptt/compute.h"
 #include "bptt/error.h"
 #include "bptt/tensor.h"
-#include "kernels/amx_gemm.h"
+#include "kernels/bf16_gemm.h"
+#include "kernels/sgemm.h"
 
 namespace bptt {
 
@@ -37,7 +38,7 @@ struct IsTranspose : std::false_type {};
 template <typename X>
 struct IsTranspose<Eigen::Transpose<X>> : std::true_type {};
 
-// An Eigen matrix, block or transpose of one as the AMX kernel's strided operand.
+// An Eigen matrix, block or transpose of one as the kernels' strided operand (bf16_gemm.h).
 template <typename X>
 StridedMatrix Strided(const X& x) {
   if constexpr (IsTranspose<std::remove_cvref_t<X>>::value) {
@@ -49,12 +50,14 @@ StridedMatrix Strided(const X& x) {
 }
 
 // dst (M, N) = lhs (M, K) * rhs (K, N), or += with accumulate, on compute.threads threads, in
-// compute.products' precision: float through Eigen, bfloat16 through the AMX kernel
-// (amx_gemm.h; float matrices only). For float, each thread computes its own rows (or columns,
-// when N > M) with a single-threaded Eigen product (Eigen does not thread a product called inside
-// a parallel region), split on whole vectors of floats. A thread that loses its core for a time
-// slice then delays only the end of the product, not a barrier inside it as in Eigen's own
-// threaded GEMM. dst must not alias lhs or rhs.
+// compute.products' precision. bfloat16: Bf16Product (bf16_gemm.h: AMX or AVX-512 BF16; float
+// matrices only). float: FloatProduct (sgemm.h: packed AVX-512 or AVX2 kernels) where the CPU has
+// AVX2 and the build does not route Eigen's products to OpenBLAS (BPTT_EIGEN_BLAS); otherwise,
+// and for double, each thread computes its own rows (or columns, when N > M) with a
+// single-threaded Eigen product (Eigen does not thread a product called inside a parallel
+// region), split on whole vectors of floats. Either way a thread that loses its core for a time
+// slice delays only the end of the product, not a barrier inside it as in Eigen's own threaded
+// GEMM. dst must not alias lhs or rhs.
 template <typename Dst, typename Lhs, typename Rhs>
 void ParallelProduct(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate, Compute compute) {
   using S = typename std::remove_cvref_t<Dst>::Scalar;
@@ -64,7 +67,7 @@ void ParallelProduct(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate,
       if (dst.innerStride() != 1 || (l.row_stride != 1 && l.col_stride != 1) ||
           (r.row_stride != 1 && r.col_stride != 1))
         throw Error("bfloat16 products need matrices with contiguous rows or columns");
-      AmxProduct(dst.data(), dst.outerStride(), l, r, accumulate, compute.threads);
+      Bf16Product(dst.data(), dst.outerStride(), l, r, accumulate, compute.threads);
       return;
     } else {
       throw Error("bfloat16 products are for float models only");
@@ -72,6 +75,16 @@ void ParallelProduct(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate,
   }
   if (compute.products != Precision::kFloat32)
     throw Error(std::string("training products run in fp32 or bf16, not ") + PrecisionName(compute.products));
+  if constexpr (std::is_same_v<S, float>) {
+    if (LargeFloatProductsHere()) {
+      const StridedMatrix l = Strided(lhs), r = Strided(rhs);
+      if (dst.innerStride() == 1 && (l.row_stride == 1 || l.col_stride == 1) &&
+          (r.row_stride == 1 || r.col_stride == 1)) {
+        FloatProduct(dst.data(), dst.outerStride(), l, r, accumulate, compute.threads);
+        return;
+      }
+    }
+  }
   constexpr Eigen::Index kAlign = 16;
   const bool by_rows = dst.rows() >= dst.cols();
 #pragma omp parallel num_threads(compute.threads)

@@ -37,7 +37,7 @@ echo '{"train_chars_per_s": 8000, "loss": 3.0, "impl": "onednn-2.6.3 fwd ref bwd
 echo '{"train_chars_per_s": 6000, "loss": 2.0, "impl": "onednn-2.6.3 fwd ref bwd ref"}' > "$work/big.1.onednn.json"
 echo '{"sample_chars_per_s": 500}' > "$work/big.0.onednn_sample.json"
 echo '{"sample_chars_per_s": 1100}' > "$work/big.1.onednn_sample.json"
-# bf16 training on "big" (where the CPU has AMX): 15000 and 18000 against PyTorch 5000 and 4000
+# bf16 training on "big" (where the CPU has bf16 products): 15000 and 18000 against PyTorch 5000 and 4000
 # (ratios 3.0 and 4.5, median 3.75) and oneDNN 8000 and 6000 (1.875 and 3.0, median 2.4375).
 echo '{"train_chars_per_s": 15000}' > "$work/big.0.train_bf16.json"
 echo '{"train_chars_per_s": 18000}' > "$work/big.1.train_bf16.json"

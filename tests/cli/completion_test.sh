@@ -40,9 +40,13 @@ expect_completion "tasks" "temporal-order temporal-order-3 " task temp
 expect_completion "no such command" "" frobnicate --h
 touch "$work/corpus-one.txt" "$work/corpus-two.txt"
 expect_completion "a file after a valued flag" "$work/corpus-one.txt $work/corpus-two.txt " train --corpus "$work/corpus-"
-# Every flag of `bptt train --help` completes.
-"$bptt" train --help | grep -o '^  --[A-Za-z0-9-]*' | sed 's/^  //' | sort > "$work/flags"
-complete_words train -- | tr ' ' '\n' | grep -v '^$' | sort > "$work/completed"
-if diff "$work/flags" "$work/completed" > "$work/diff"; then pass; else fail "train's flags differ: $(cat "$work/diff")"; fi
+# Every flag of every command's --help completes, and nothing else.
+for command in train task sample eval inspect tokenize decay plot gradcheck; do
+  "$bptt" "$command" --help | grep -o '^  --[A-Za-z0-9-]*' | sed 's/^  //' | sort > "$work/flags"
+  complete_words "$command" -- | tr ' ' '\n' | grep -v '^$' | sort > "$work/completed"
+  if [ -s "$work/flags" ] && diff "$work/flags" "$work/completed" > "$work/diff"; then pass
+  else fail "$command's flags differ: $(cat "$work/diff")"; fi
+done
+expect_completion "a decay flag" "--jacobian-batch --jacobian-lags " decay --jac
 
 finish

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bptt gradcheck from the command line: a fresh model passes with exit status 0, --json holds the
 # documented keys, a threshold it cannot meet gives exit status 2, a checkpoint is checked with
-# its own model, and model flags beside a checkpoint are refused.
+# its own model, and every flag of a fresh model (architecture, initialisation, input symbols)
+# beside a checkpoint is refused, as is --seq-len beside a task's checkpoint.
 #   tests/cli/gradcheck_cli_test.sh BPTT_BINARY
 set -uo pipefail
 bptt="$1"
@@ -23,5 +24,17 @@ printf 'abcabcabc\n%.0s' $(seq 1 300) > "$work/corpus.txt"
 if "$bptt" gradcheck "$work/run/latest.safetensors" --sample 3 > "$work/out" 2> "$work/err"; then pass; else fail "checkpoint: $(cat "$work/err")"; fi
 "$bptt" gradcheck "$work/run/latest.safetensors" --hidden 16 > /dev/null 2> "$work/err" && fail "--hidden beside a checkpoint was accepted" || pass
 grep -q -- "--hidden describes a fresh model" "$work/err" && pass || fail "message: $(cat "$work/err")"
+for flag in --layer-norm --residual "--init identity" "--forget-bias 2" "--symbols 9" "--embed 4"; do
+  # shellcheck disable=SC2086
+  expect_error "$flag beside a checkpoint" "${flag%% *} describes a fresh model; $work/run/latest.safetensors has its own" \
+    gradcheck "$work/run/latest.safetensors" $flag
+done
+expect_error "too many threads" "--threads must be in [1, 1024], got 5000" gradcheck --threads 5000
+"$bptt" task adding --T 20 --hidden 4 --max-steps 1 --test-size 8 --threads 1 --out "$work/task" > /dev/null 2>&1 \
+  || fail "training the task checkpoint"
+expect_error "--seq-len beside a task checkpoint" "--seq-len does not apply to $work/task/latest.safetensors" \
+  gradcheck "$work/task/latest.safetensors" --seq-len 5
+if "$bptt" gradcheck "$work/task/latest.safetensors" --sample 2 > "$work/out" 2> "$work/err"; then pass
+else fail "task checkpoint: $(cat "$work/err")"; fi
 
 finish

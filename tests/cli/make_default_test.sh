@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# corpora/make-default: the default corpus is exactly the fortunes package's files, whatever
-# else lies in their directory, and a result that does not match the manifest's size and
+# corpora/make-default: the default corpus is exactly the fortunes package's files but
+# ascii-art, whatever else lies in their directory, as text (overstrikes resolved, no control
+# characters but newline and tab), and a result that does not match the manifest's size and
 # SHA-256 is a one-line error that leaves no output file. Skipped (exit 77) where the fortunes
 # package is not installed.
 #   tests/cli/make_default_test.sh PATH/TO/corpora/make-default
@@ -21,6 +22,19 @@ want_sha256="$(jq -r .fortunes.sha256 "$manifest")"
 want_bytes="$(jq -r .fortunes.bytes "$manifest")"
 [ "$(sha256sum < "$work/default.txt" | cut -d' ' -f1)" = "$want_sha256" ] && pass || fail "default: sha256 differs from the manifest"
 [ "$(stat -c %s "$work/default.txt")" = "$want_bytes" ] && pass || fail "default: size differs from the manifest"
+
+# Text, not pictures: nothing of ascii-art (one of its pictures is captioned "Frobtech, Inc."),
+# no backspace, bell or other control character, and overstruck words as a terminal shows them
+# (computers has "it's *____^H^H^H^Honly* ones": underlined "only").
+grep -q "Frobtech" "$work/default.txt" && fail "ascii-art is in the corpus" || pass
+LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$work/default.txt" && fail "control characters in the corpus" || pass
+grep -qxF "Calm down, it's *only* ones and zeroes." "$work/default.txt" && pass || fail "overstrike not resolved"
+# ascii-art changed or gone: the result is the same (it is not read).
+cp -a "$package_dir" "$work/no-art"
+echo "One more picture." >> "$work/no-art/ascii-art"
+if "$make_default" --from "$work/no-art" --out "$work/no-art.txt" > /dev/null 2> "$work/err"; then pass; else fail "changed ascii-art: $(cat "$work/err")"; fi
+rm "$work/no-art/ascii-art"
+if "$make_default" --from "$work/no-art" --out "$work/no-art.txt" > /dev/null 2> "$work/err"; then pass; else fail "no ascii-art: $(cat "$work/err")"; fi
 
 # A copy of the package's directory with fortune files of another package beside them (sorting
 # first, in the middle and last): the result is the same.

@@ -52,16 +52,32 @@ expect_error sample "--num" model.safetensors --num 0
 expect_error sample "--length" model.safetensors --length -5
 expect_error sample "--length" model.safetensors --length many
 expect_error sample "bogus" model.safetensors --bogus
+expect_error sample "--threads must be in [0, 1024]" model.safetensors --threads 5000
+expect_error sample "--temperature does not apply with --argmax" model.safetensors --argmax --temperature 0.5
+expect_error sample "--top-k does not apply with --argmax" model.safetensors --argmax --top-k 3
+expect_error sample "--top-p must be a number, got 'nan'" model.safetensors --top-p nan
+expect_error eval "--threads must be in [0, 1024]" "$WORK/none.safetensors" "$WORK/none.txt" --threads 2000
+expect_error eval "--seq-len does not apply with --precision" "$WORK/none.safetensors" "$WORK/none.txt" \
+  --precision fp32 --seq-len 8
+# FILE is checked before the checkpoint is read: one line naming it.
+expect_error eval "$WORK: is a directory, not a text file" "$WORK/none.safetensors" "$WORK"
+: >"$WORK/empty.txt"
+expect_error eval "$WORK/empty.txt: empty file" "$WORK/none.safetensors" "$WORK/empty.txt"
+expect_error eval "$WORK/none.txt: no such file or directory" "$WORK/none.safetensors" "$WORK/none.txt"
+expect_error inspect "--symbols must be an integer" "$WORK/none.safetensors" --symbols -3
 expect_error sample "CHECKPOINT"
 expect_error sample "$WORK/none.safetensors" "$WORK/none.safetensors"
 expect_error eval "CHECKPOINT or FILE" "$WORK/none.safetensors"
 expect_error eval "--batch" "$WORK/none.safetensors" "$WORK/none.txt" --batch 0
-expect_error eval "$WORK/none.safetensors" "$WORK/none.safetensors" "$WORK/none.txt"
+echo "text" >"$WORK/text.txt"
+expect_error eval "$WORK/none.safetensors" "$WORK/none.safetensors" "$WORK/text.txt"
 expect_error inspect "CHECKPOINT"
 expect_error inspect "$WORK/none.safetensors" "$WORK/none.safetensors"
 expect_error tokenize "--corpus"
 expect_error tokenize "--unit" --corpus "$WORK" --unit syllable
 expect_error tokenize "--on-invalid" --corpus "$WORK" --on-invalid ignore
+expect_error tokenize "--max-vocab applies to --unit word only" --corpus "$WORK" --max-vocab 100
+expect_error tokenize "--no-normalize does not apply to --unit byte" --corpus "$WORK" --unit byte --no-normalize
 expect_error tokenize "$WORK/none.txt" --corpus "$WORK/none.txt"
 printf 'ab\377c\n' >"$WORK/invalid.txt"
 expect_error tokenize "invalid UTF-8" --corpus "$WORK/invalid.txt"
@@ -103,7 +119,9 @@ if [ "${2:-}" = "--end-to-end" ]; then
   grep -q 'approximation' "$WORK/out" || fail "bptt eval --batch 4 does not name its approximation: $(cat "$WORK/out")"
   expect_error eval "cannot be combined with --batch" "$CK" "$WORK/corpus.txt" --batch 4 --precision int8
   expect_ok eval "$CK" "$WORK/corpus.txt" --threads 2
-  expect_error eval "--threads must not be negative" "$CK" "$WORK/corpus.txt" --threads=-1
+  expect_error eval "--threads must be in [0, 1024]" "$CK" "$WORK/corpus.txt" --threads=-1
+  echo "QQQ" >"$WORK/unknown.txt"
+  expect_error eval "$WORK/unknown.txt: has 4 symbols, 1 of them in the model's vocabulary" "$CK" "$WORK/unknown.txt"
   echo "the cat ate a fish." >"$WORK/other.txt"
   expect_ok eval "$CK" "$WORK/other.txt" --json
   grep -q '"unknown":2' "$WORK/out" || fail "bptt eval: expected 2 unknown symbols (f, i): $(cat "$WORK/out")"

@@ -36,11 +36,13 @@ printf 'a,b,label\n1,2,0\n3,4,7\n' > "$work/range.csv"
 expect_error "label out of range" "range.csv: label 7 of sequence 1 is not below --classes 2" train --data "$work/range.csv" --classes 2 --out "$work/x"
 expect_error "no such file" "nothing.npz: no such file" train --data "$work/nothing.npz" --out "$work/x"
 expect_error "unknown format" "unknown data format" train --data "$work/wide.dat" --out "$work/x"
-expect_error "corpus flag" "--unit applies to a text corpus (--corpus) or a task, not to sequences (--data)" train --data "$work/wide.csv" --unit word --out "$work/x"
+expect_error "corpus flag" "--unit applies to a text corpus (--corpus), not to sequences (--data)" train --data "$work/wide.csv" --unit word --out "$work/x"
 expect_error "sequence flag" "--head applies to sequences of your own (--data), not to a corpus" train --corpus "$work/wide.csv" --head regress --out "$work/x"
 expect_error "seq-len" "--seq-len applies to --head forecast" train --data "$work/wide.csv" --seq-len 5 --out "$work/x"
-expect_error "both" "a run trains on a corpus (--corpus) or on sequences (--data), not both" train --data "$work/wide.csv" --corpus "$work/wide.csv" --out "$work/x"
+expect_error "both" "--corpus cannot be given with --data: a run trains on a corpus or on sequences, not both" train --data "$work/wide.csv" --corpus "$work/wide.csv" --out "$work/x"
 expect_error "horizon" "--horizon applies to --head forecast" train --data "$work/wide.csv" --horizon 3 --out "$work/x"
+expect_error "pool of a label head" "--pool applies to --head classify and regress, not label" train --data "$work/wide.csv" --head label --pool mean --out "$work/x"
+expect_error "huber-delta" "--huber-delta applies to --loss huber" train --data "$work/wide.csv" --head regress --huber-delta 2 --out "$work/x"
 expect_error "label head in the wide layout" "--head label needs a label at every step" train --data "$work/wide.csv" --head label --out "$work/x"
 expect_error "bad head" "--head 'sort' is not one of classify, label, regress, forecast" train --data "$work/wide.csv" --head sort --out "$work/x"
 expect_error "short series" "fewer than --batch 16" train --data "$work/series.csv" --head forecast --seq-len 290 "${small[@]}" --out "$work/x"
@@ -70,6 +72,7 @@ expect_error "predict --out bad" "--out $work/p.txt: name it .npy or .csv" predi
 expect_error "no checkpoint" "no.safetensors: cannot open" predict "$work/no.safetensors" "$work/wide-test.csv"
 expect_error "forecast a classifier" "not forecast: bptt predict CHECKPOINT DATA" forecast "$work/wide/best.safetensors" "$work/series.csv" --horizon 3
 expect_error "eval flag" "--held-out applies to a forecasting model" eval "$work/wide/best.safetensors" "$work/wide-test.csv" --held-out 3
+expect_error "a language model's flag" "--precision applies to a language model; CHECKPOINT was trained on sequences" eval "$work/wide/best.safetensors" "$work/wide-test.csv" --precision fp32
 printf 'x0,x1\n1,2\n' > "$work/narrow.csv"
 expect_error "other columns" "is not a column of the table" predict "$work/wide/best.safetensors" "$work/narrow.csv" --no-labels
 

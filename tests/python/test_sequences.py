@@ -165,6 +165,14 @@ def test_bad_options_and_arrays_are_one_line_errors():
         bptt.fit(x, y, unit="word")
     with pytest.raises(bptt.Error, match="--seq-len applies to --head forecast"):
         bptt.fit(x, y, seq_len=5)
+    with pytest.raises(bptt.Error, match="bptt.fit takes arrays, not val_data="):
+        bptt.fit(x, y, val_data="v.npz")
+    with pytest.raises(bptt.Error, match="--horizon applies to --head forecast, not classify"):
+        bptt.fit(x, y, horizon=3)
+    with pytest.raises(bptt.Error, match="--huber-delta applies to --loss huber"):
+        bptt.SequenceRegressor(huber_delta=2.0).fit(x, y.astype(np.float32))
+    with pytest.raises(bptt.Error, match="--hidden must be an integer"):
+        bptt.fit(x, y, hidden="lots")
     with pytest.raises(bptt.Error, match=r"y\[3\] = -1.000000 is not a class id"):
         bad = y.copy()
         bad[3] = -1

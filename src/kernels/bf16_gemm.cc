@@ -1,15 +1,14 @@
-#include "kernels/amx_gemm.h"
+#include "kernels/bf16_gemm.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
 #include <omp.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
+#include "kernels/cpu.h"
 #include "kernels/threads.h"
 
 // GCC 12's AVX-512 intrinsics start some results from _mm512_undefined_*, which its own
@@ -27,19 +26,6 @@ constexpr Index kTileK = 32;             // bfloat16 values of k in a row tile
 constexpr Index kBlock = kTile * kTileK; // bfloat16 values in a 1 KB tile block
 // The bytes of a thread's own operand share that one pass over a K chunk reads again and again.
 constexpr Index kChunkBytes = 1 << 20;
-
-// Linux: ask for the AMX tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
-constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-
-bool AskForTiles() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  const bool avx512 = (b >> 16 & 1) && (b >> 30 & 1);  // AVX512F, AVX512BW
-  const bool amx = (d >> 22 & 1) && (d >> 24 & 1);     // AMX-BF16, AMX-TILE
-  if (!avx512 || !amx || a < 1) return false;
-  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a >> 5 & 1)) return false;  // AVX512-BF16
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-}
 
 // Eight tiles of 16 rows x 64 bytes: 0-3 float sums, 4-5 row tiles of rhs^T, 6-7 pair tiles of lhs.
 struct alignas(64) TileConfig {
@@ -259,9 +245,66 @@ void StepGroup(const uint16_t* a, const uint16_t* p, Index kblocks, Index g, flo
   MemoryBarrier();
 }
 
+// ---------------------------------------------------------------------------- AVX-512 BF16
+
+constexpr Index kDotPanels = 3;  // pair-tile rows (of 16 rows each) in one kernel call
+constexpr Index kDotCols = 8;    // columns in one kernel call
+// The k blocks one call of the step product's kernel covers: the 3 pair-tile rows' share (24 KB)
+// stays in L1 while the two 8-column halves of a row tile read it.
+constexpr Index kStepChunk = 8;
+
+// C rows [0, 16 G) x columns [0, NR), of which the first `rows` and `cols` are written, = (with
+// `load`: C +) G pair-tile rows of lhs (the first at a, the next a_panel values on) times NR
+// columns of row tiles (column j of a k block at b + 32 j), over `kblocks` k blocks (each kBlock
+// values on in both). Per k pair: G loads of 16 rows' pairs, NR broadcast column pairs, G * NR
+// VDPBF16PS into as many registers of float sums.
+template <int G, int NR>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void DotKernel(const uint16_t* a, Index a_panel,
+                                                                       const uint16_t* b, Index kblocks, float* c,
+                                                                       Index ldc, Index rows, Index cols, bool load) {
+  __m512 acc[G][NR];
+  __mmask16 live[G];
+  for (int g = 0; g < G; ++g) live[g] = Mask(rows - kTile * g);
+  for (int j = 0; j < NR; ++j)
+    for (int g = 0; g < G; ++g)
+      acc[g][j] = load && j < cols ? _mm512_maskz_loadu_ps(live[g], c + j * ldc + kTile * g) : _mm512_setzero_ps();
+  for (Index kb = 0; kb < kblocks; ++kb, a += kBlock, b += kBlock) {
+#pragma GCC unroll 4
+    for (int r = 0; r < kTile; ++r) {
+      __m512bh av[G];
+      for (int g = 0; g < G; ++g)
+        av[g] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(a + g * a_panel + r * kTileK));
+      for (int j = 0; j < NR; ++j) {
+        int32_t pair;
+        std::memcpy(&pair, b + j * kTileK + 2 * r, sizeof pair);
+        const __m512bh bw = reinterpret_cast<__m512bh>(_mm512_set1_epi32(pair));
+        for (int g = 0; g < G; ++g) acc[g][j] = _mm512_dpbf16_ps(acc[g][j], av[g], bw);
+      }
+    }
+  }
+  for (int j = 0; j < NR; ++j) {
+    if (j >= cols) break;
+    for (int g = 0; g < G; ++g) _mm512_mask_storeu_ps(c + j * ldc + kTile * g, live[g], acc[g][j]);
+  }
+}
+
+// The same for `panels` (1 to kDotPanels) pair-tile rows and the first `cols` (up to 16) columns
+// of a row tile, in halves of kDotCols.
+void DotTile(const uint16_t* a, Index a_panel, Index panels, const uint16_t* b, Index kblocks, float* c, Index ldc,
+             Index rows, Index cols, bool load) {
+  for (Index j0 = 0; j0 < cols; j0 += kDotCols) {
+    const Index n = std::min(kDotCols, cols - j0);
+    const uint16_t* bj = b + j0 * kTileK;
+    float* cj = c + j0 * ldc;
+    if (panels == 3) DotKernel<3, kDotCols>(a, a_panel, bj, kblocks, cj, ldc, rows, n, load);
+    else if (panels == 2) DotKernel<2, kDotCols>(a, a_panel, bj, kblocks, cj, ldc, rows, n, load);
+    else DotKernel<1, kDotCols>(a, a_panel, bj, kblocks, cj, ldc, rows, n, load);
+  }
+}
+
 }  // namespace
 
-void PackAmxPairs(const StridedMatrix& w, std::vector<uint16_t>& tiles) {
+void PackBf16Pairs(const StridedMatrix& w, std::vector<uint16_t>& tiles) {
   const Index mtiles = (w.rows + kTile - 1) / kTile, kblocks = (w.cols + kTileK - 1) / kTileK;
   tiles.resize(static_cast<size_t>(mtiles * kblocks * kBlock));
   for (Index t = 0; t < mtiles * kblocks; ++t) {  // along w's contiguous dimension, as in AmxProduct
@@ -287,11 +330,6 @@ void AmxStepProduct(const uint16_t* tiles, Index M, Index K, Index row_begin, In
                 std::min<Index>(3, mt_end - mt), c, ldc, std::min(M, row_end), cols, mt * kTile, nb * kTile,
                 accumulate, scratch);
   ReleaseTiles();
-}
-
-bool AmxAvailable() {
-  static const bool available = AskForTiles();
-  return available;
 }
 
 void AmxProduct(float* dst, Index ld, const StridedMatrix& lhs, const StridedMatrix& rhs, bool accumulate,
@@ -348,6 +386,94 @@ void AmxProduct(float* dst, Index ld, const StridedMatrix& lhs, const StridedMat
     }
     ReleaseTiles();
   }
+}
+
+void Avx512Bf16Product(float* dst, Index ld, const StridedMatrix& lhs, const StridedMatrix& rhs, bool accumulate,
+                       int threads) {
+  const Index M = lhs.rows, N = rhs.cols, K = lhs.cols;
+  if (K == 0) {  // an empty sum
+    if (!accumulate)
+      for (Index n = 0; n < N; ++n) std::fill(dst + n * ld, dst + n * ld + M, 0.0f);
+    return;
+  }
+  const Index kblocks = (K + kTileK - 1) / kTileK;
+  const Index mtiles = (M + kTile - 1) / kTile, ntiles = (N + kTile - 1) / kTile;
+  const Index mgroups = (mtiles + kDotPanels - 1) / kDotPanels;
+  thread_local std::vector<uint16_t> row_tiles, pair_tiles;
+  row_tiles.resize(static_cast<size_t>(ntiles * kblocks * kBlock));
+  pair_tiles.resize(static_cast<size_t>(mtiles * kblocks * kBlock));
+  uint16_t* const rt = row_tiles.data();
+  uint16_t* const pt = pair_tiles.data();
+  // Split dst by whichever has more: 16-column tiles or groups of kDotPanels 16-row tiles.
+  const bool by_columns = ntiles >= mgroups;
+#pragma omp parallel num_threads(threads)
+  {
+    // Each operand is read along its contiguous dimension, as in AmxProduct.
+    const auto [r_begin, r_end] = ThreadRange(ntiles * kblocks);
+    for (Index t = r_begin; t < r_end; ++t) {
+      const Index nb = rhs.row_stride == 1 ? t / kblocks : t % ntiles;
+      const Index kb = rhs.row_stride == 1 ? t % kblocks : t / ntiles;
+      PackRowTile(rhs, nb, kb, rt + (nb * kblocks + kb) * kBlock);
+    }
+    const auto [p_begin, p_end] = ThreadRange(mtiles * kblocks);
+    for (Index t = p_begin; t < p_end; ++t) {
+      const Index mb = lhs.row_stride == 1 ? t % mtiles : t / kblocks;
+      const Index kb = lhs.row_stride == 1 ? t / mtiles : t % kblocks;
+      PackPairTile(lhs, mb, kb, pt + (mb * kblocks + kb) * kBlock);
+    }
+#pragma omp barrier
+    // The thread's own blocks are the inner loop; K runs in chunks that keep the thread's share
+    // of their operand within kChunkBytes (in L2), as in AmxProduct.
+    const Index own = by_columns ? ntiles : mgroups, other = by_columns ? mgroups : ntiles;
+    const auto [begin, end] = ThreadRange(own);
+    const Index unit_bytes = by_columns ? kTile * kTileK * 2 : kDotPanels * kTile * kTileK * 2;  // per k block
+    const Index chunk = std::clamp<Index>(kChunkBytes / std::max<Index>(1, (end - begin) * unit_bytes), 1, kblocks);
+    for (Index kb0 = 0; kb0 < kblocks; kb0 += chunk) {
+      const Index kb1 = std::min(kblocks, kb0 + chunk);
+      for (Index o = 0; o < other; ++o)
+        for (Index u = begin; u < end; ++u) {
+          const Index mg = by_columns ? o : u, nt = by_columns ? u : o;
+          const Index m0 = mg * kDotPanels * kTile, n0 = nt * kTile;
+          DotTile(pt + (mg * kDotPanels * kblocks + kb0) * kBlock, kblocks * kBlock,
+                  std::min(kDotPanels, mtiles - mg * kDotPanels), rt + (nt * kblocks + kb0) * kBlock, kb1 - kb0,
+                  dst + n0 * ld + m0, ld, std::min(kDotPanels * kTile, M - m0), std::min(kTile, N - n0),
+                  accumulate || kb0 > 0);
+        }
+    }
+  }
+}
+
+void Avx512Bf16StepProduct(const uint16_t* tiles, Index M, Index K, Index row_begin, Index row_end, const float* x,
+                           Index ldx, Index cols, float* c, Index ldc, bool accumulate) {
+  if (row_begin >= row_end || cols <= 0) return;
+  const Index kblocks = (K + kTileK - 1) / kTileK, ntiles = (cols + kTile - 1) / kTile;
+  thread_local std::vector<uint16_t> row_tiles;
+  row_tiles.resize(static_cast<size_t>(ntiles * kblocks * kBlock));
+  const StridedMatrix xs{x, K, cols, 1, ldx};
+  for (Index t = 0; t < ntiles * kblocks; ++t) PackRowTile(xs, t / kblocks, t % kblocks, row_tiles.data() + t * kBlock);
+  const Index end = std::min(M, row_end);
+  const Index mt_begin = row_begin / kTile, mt_end = (end + kTile - 1) / kTile;
+  for (Index nt = 0; nt < ntiles; ++nt)
+    for (Index mt = mt_begin; mt < mt_end; mt += kDotPanels)
+      for (Index kb0 = 0; kb0 < kblocks; kb0 += kStepChunk)
+        DotTile(tiles + (mt * kblocks + kb0) * kBlock, kblocks * kBlock, std::min(kDotPanels, mt_end - mt),
+                row_tiles.data() + (nt * kblocks + kb0) * kBlock, std::min(kStepChunk, kblocks - kb0),
+                c + nt * kTile * ldc + mt * kTile, ldc, std::min(kDotPanels * kTile, end - mt * kTile),
+                std::min(kTile, cols - nt * kTile), accumulate || kb0 > 0);
+}
+
+bool Bf16ProductsHere() { return ThisCpu().avx512_bf16; }
+
+void Bf16Product(float* dst, Index ld, const StridedMatrix& lhs, const StridedMatrix& rhs, bool accumulate,
+                 int threads) {
+  if (ThisCpu().amx) AmxProduct(dst, ld, lhs, rhs, accumulate, threads);
+  else Avx512Bf16Product(dst, ld, lhs, rhs, accumulate, threads);
+}
+
+void Bf16StepProduct(const uint16_t* tiles, Index M, Index K, Index row_begin, Index row_end, const float* x,
+                     Index ldx, Index cols, float* c, Index ldc, bool accumulate) {
+  if (ThisCpu().amx) AmxStepProduct(tiles, M, K, row_begin, row_end, x, ldx, cols, c, ldc, accumulate);
+  else Avx512Bf16StepProduct(tiles, M, K, row_begin, row_end, x, ldx, cols, c, ldc, accumulate);
 }
 
 }  // namespace bptt
