@@ -620,12 +620,16 @@ void RegisterSequences(py::module_& m) {
       .def("save", &SequenceModel::Save, py::arg("path"),
            "Writes the model as a checkpoint (.safetensors) that bptt predict, eval and forecast read.");
 
-  m.def(
-      "fit",
-      [](py::handle X, py::handle y, py::kwargs kwargs) -> std::shared_ptr<SequenceModel> {
-        return Fit(X, y, kwargs);
-      },
-      py::arg("X"), py::arg("y") = py::none(), FitDoc().c_str());
+  {
+    py::options options;
+    options.disable_function_signatures();  // FitDoc writes fit's signature line
+    m.def(
+        "fit",
+        [](py::handle X, py::handle y, py::kwargs kwargs) -> std::shared_ptr<SequenceModel> {
+          return Fit(X, y, kwargs);
+        },
+        py::arg("X"), py::arg("y") = py::none(), FitDoc().c_str());
+  }
 
   py::class_<Classifier> classifier(m, "SequenceClassifier", py::dynamic_attr(),
                                     "A sequence classifier with scikit-learn's conventions: fit(X, y) with any labels, "

@@ -187,10 +187,11 @@ class SequenceData final : public TrainData {
   uint64_t position() const override { return static_cast<uint64_t>(position_); }
   nlohmann::json SaveState() const override { return {{"sequences", fingerprint_}, {"epoch", epoch_}}; }
   void Seek(uint64_t position, const nlohmann::json& state, const std::string& source) override {
-    if (!state.contains("sequences") || state.at("sequences") != fingerprint_)
+    if (!state.contains("sequences") || state.at("sequences") != fingerprint_) {
+      const nlohmann::json& stored = state.contains("sequences") ? state.at("sequences") : nlohmann::json();
       throw Error(source + ": the data " + train_.source + " is not the data this run was trained on (fingerprint " +
-                  fingerprint_ + "; the run's: " + (state.contains("sequences") ? state.at("sequences").dump() : "none") +
-                  ")");
+                  fingerprint_ + "; the run's: " + (stored.is_string() ? stored.get<std::string>() : "none") + ")");
+    }
     if (!state.contains("epoch") || !state.at("epoch").is_number_integer() || state.at("epoch").get<int64_t>() < 0)
       throw Error(source + ": the checkpoint's data state has no epoch");
     if (position > static_cast<uint64_t>(steps_per_epoch_)) throw Error(source + ": data position is past the end of an epoch");
