@@ -18,8 +18,9 @@
 // benchmark split (vocabulary = the corpus's distinct symbols, last 10% held out). Throughput
 // is B*T*steps / seconds over `steps` steps after `warmup` steps.
 //
-// FLOPs per symbol, forward (F): for each layer 2*G*H*(E_l + H), with E_0 = 0 for one-hot
-// input (a gather, no products) and E_l = H above it; plus 2*H*V for the decoder. Training is
+// FLOPs per symbol, forward (F): 2 per element of every weight matrix a symbol is multiplied by
+// — each layer's weight_ih (G*H, E_l) and, for a cell with one, weight_hh (G*H, H), except
+// layer 0's with one-hot input (a gather, no products); and the decoder's (V, H). Training is
 // counted as 3F (backward = 2x forward). Sampling is not counted.
 #include <sys/resource.h>
 #include <unistd.h>
@@ -80,12 +81,13 @@ void ResetPeakRss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 // Forward FLOPs per symbol (see the top of the file).
 double ForwardFlopsPerSymbol(const bptt::ModelConfig& c) {
-  const double G = c.cell->gates, H = c.hidden_size, V = c.vocab_size;
-  double f = 2 * H * V;
-  for (int l = 0; l < c.layers; ++l) {
-    const double E = l == 0 ? c.embed_size : H;  // one-hot input: a gather
-    f += 2 * G * H * (E + H);
-  }
+  double f = 2.0 * c.hidden_size * c.output_size;
+  const bptt::ModelParams<float> shapes = bptt::ModelParams<float>::Shaped(c);
+  for (int l = 0; l < c.layers; ++l)
+    shapes.layers[l].ForEach([&](const bptt::ParamDecl& d, const bptt::Mat<float>& m) {
+      const bool gather = l == 0 && d.name == "weight_ih" && c.embed_size == 0 && !c.dense_input();
+      if (d.role == bptt::TensorRole::kWeight && !gather) f += 2.0 * static_cast<double>(m.size());
+    });
   return f;
 }
 
@@ -167,6 +169,7 @@ nlohmann::json Train(const Args& a) {
           {"threads", a.threads},
           {"precision", a.precision},
           {"vocab", config.vocab_size},
+          {"parameters", bptt::ParameterCount(config)},
           {"steps", a.steps},
           {"seconds", seconds},
           {"loss", loss},

@@ -3,7 +3,7 @@
 
   summarize.py OUT_DIR RUNS OPENBLAS_CORETYPE ROW...
 
-OUT_DIR holds peak{1,2}.{0,1}.json (bptt_bench peak at the start and the end), fma{1,2}.{0,1}.json
+ROW is "name cell layers hidden batch seq threads anchor [reference]". OUT_DIR holds peak{1,2}.{0,1}.json (bptt_bench peak at the start and the end), fma{1,2}.{0,1}.json
 (bptt_bench fma, likewise; may be missing) and, for each row "name cell layers hidden batch seq
 threads anchor" and run r, name.r.train.json and name.r.sample.json (bptt_bench), name.r.torch.json
 (the PyTorch training anchor), name.r.torch_sample.json (bench/torch_cells.py --sample-only),
@@ -14,6 +14,8 @@ median.
 
 train_bf16_ratio and onednn_train_bf16_ratio: bptt's training with bf16 products over the
 PyTorch and the oneDNN anchor's (float) training.
+train_ratio_to_reference: a row's training chars/s over its reference row's (the row's ninth field:
+the minimal cells against the LSTM of equal parameter count), taken per run, then the median.
 sample_ratio_fp32: bptt fp32 over PyTorch fp32 sampling; sample_ratio_best: bptt's fastest
 precision on the row (sample_best_precision) over PyTorch fp32; sample_ratio_bf16 and
 sample_ratio_int8 likewise. onednn_train_ratio, onednn_sample_ratio_fp32, onednn_sample_ratio_best,
@@ -136,6 +138,19 @@ for row in rows:
                       training_rss_mb=r(trss, 1), training_need_mb=r(est, 1),
                       rss_over_need=r(trss / est, 3), process_rss_over_need=r(rss / est, 3),
                       openblas_coretype=coretype, runs=runs))
+# Rows timed against a reference row of the same runs.
+for row in rows:
+    fields = row.split()
+    if len(fields) < 9:
+        continue
+    name, reference = fields[0], fields[8]
+    ratio = med([a["train_chars_per_s"] / b["train_chars_per_s"] if a and b else None
+                 for a, b in zip((load(f"{out}/{name}.{r}.train.json") for r in range(runs)),
+                                 (load(f"{out}/{reference}.{r}.train.json") for r in range(runs)))])
+    print(f"{name}: training {f(ratio, '%.2f')}x the chars/s of {reference} (median of per-run ratios)")
+    for l in lines:
+        if l["config"] == name:
+            l.update(reference=reference, train_ratio_to_reference=None if ratio is None else round(ratio, 3))
 for l in lines:
     print(json.dumps(l))
 # Start-up (bench/startup.py), when the run measured it.

@@ -391,10 +391,11 @@ PYBIND11_MODULE(bptt, m) {
           [](py::object self) {
             Model& model = self.cast<Model&>();
             py::dict out;
-            model.checkpoint().params.ForEach([&](const std::string& name, Mat<float>& t) {
+            model.checkpoint().params.ForEachTensor([&](const TensorInfo& tensor, Mat<float>& t) {
+              const std::string& name = tensor.name;
               // 1-D as the checkpoint stores them (and PyTorch's modules take them): every bias and
               // layer-norm gain or bias.
-              const bool vector = t.cols() == 1 && RoleOf(name) != TensorRole::kWeight;
+              const bool vector = TorchShape(tensor.role, t).size() == 1;
               const auto rows = static_cast<py::ssize_t>(t.rows()), cols = static_cast<py::ssize_t>(t.cols());
               constexpr py::ssize_t f = sizeof(float);
               out[py::str(name)] =

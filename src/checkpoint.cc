@@ -24,21 +24,14 @@ std::string SlotName(int slot, const std::string& param_name) {
   return std::string(kSlotPrefix) + std::to_string(slot) + "." + param_name;
 }
 
-// PyTorch's shape of a parameter: biases and layer norms (as nn.LayerNorm's) are 1-D, everything
-// else (rows, cols).
-std::vector<int64_t> TorchShape(const std::string& name, const Mat<float>& m) {
-  if (m.cols() == 1 && RoleOf(name) != TensorRole::kWeight) return {m.rows()};
-  return {m.rows(), m.cols()};
-}
-
-void PutMatrix(Safetensors& st, const std::string& name, const std::string& param_name, const Mat<float>& m) {
+void PutMatrix(Safetensors& st, const std::string& name, TensorRole role, const Mat<float>& m) {
   const RowMajor r = m;
-  st.Put(name, TorchShape(param_name, m), std::span<const float>(r.data(), static_cast<size_t>(r.size())));
+  st.Put(name, TorchShape(role, m), std::span<const float>(r.data(), static_cast<size_t>(r.size())));
 }
 
 // The tensor's row-major bytes into m, 32 rows at a time through a buffer that stays in cache.
-void GetMatrix(const Safetensors& st, const std::string& name, const std::string& param_name, Mat<float>& m) {
-  const uint8_t* bytes = st.Checked<float>(name, TorchShape(param_name, m)).bytes.data();
+void GetMatrix(const Safetensors& st, const std::string& name, TensorRole role, Mat<float>& m) {
+  const uint8_t* bytes = st.Checked<float>(name, TorchShape(role, m)).bytes.data();
   if (m.size() == 0) return;
   constexpr Eigen::Index kRows = 32;
   RowMajor block(std::min(kRows, m.rows()), m.cols());
@@ -108,11 +101,16 @@ nlohmann::json ParseMetadataJson(const Safetensors& st, const std::string& key, 
 
 }  // namespace
 
+std::vector<int64_t> TorchShape(TensorRole role, const Mat<float>& m) {
+  if (m.cols() == 1 && role != TensorRole::kWeight) return {m.rows()};
+  return {m.rows(), m.cols()};
+}
+
 void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
   if (!ck.params.AllFinite())
     throw Error(path.string() + ": refusing to save a model with non-finite weights");
   Safetensors st;
-  ck.params.ForEach([&st](const std::string& name, const Mat<float>& m) { PutMatrix(st, name, name, m); });
+  ck.params.ForEachTensor([&st](const TensorInfo& t, const Mat<float>& m) { PutMatrix(st, t.name, t.role, m); });
   st.SetMetadata("format", "bptt");
   st.SetMetadata("format_version", std::to_string(kCheckpointFormatVersion));
   st.SetMetadata("config", ConfigToJson(ck.config).dump());
@@ -122,15 +120,16 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
   if (!ck.sequences.is_null()) st.SetMetadata("sequences", ck.sequences.dump());
   if (ck.training) {
     const TrainingState& t = *ck.training;
-    std::vector<std::string> names;
-    ck.params.ForEach([&names](const std::string& name, const Mat<float>&) { names.push_back(name); });
+    std::vector<TensorInfo> tensors;
+    ck.params.ForEachTensor([&tensors](const TensorInfo& info, const Mat<float>&) { tensors.push_back(info); });
     for (size_t k = 0; k < t.optimizer.slot1.size(); ++k)
-      PutMatrix(st, SlotName(1, names[k]), names[k], t.optimizer.slot1[k]);
+      PutMatrix(st, SlotName(1, tensors[k].name), tensors[k].role, t.optimizer.slot1[k]);
     for (size_t k = 0; k < t.optimizer.slot2.size(); ++k)
-      PutMatrix(st, SlotName(2, names[k]), names[k], t.optimizer.slot2[k]);
+      PutMatrix(st, SlotName(2, tensors[k].name), tensors[k].role, t.optimizer.slot2[k]);
     PutState(st, "state.h", t.carried.h);
     PutState(st, "state.c", t.carried.c);
-    t.feedback.ForEach([&st](const std::string& name, const Mat<float>& m) { PutMatrix(st, name, name, m); });
+    t.feedback.ForEach(
+        [&st](const std::string& name, const Mat<float>& m) { PutMatrix(st, name, TensorRole::kWeight, m); });
     const nlohmann::json training = {
         {"optimizer_step", t.optimizer.step}, {"slots", t.optimizer.slot2.empty() ? t.optimizer.slot1.empty() ? 0 : 1 : 2},
         {"batch", t.carried.h.empty() ? 0 : t.carried.h[0].cols()},
@@ -157,130 +156,198 @@ bool IsSequenceCheckpoint(const std::filesystem::path& path) {
          j["__metadata__"].contains("sequences");
 }
 
+namespace {
+
+// Reads a checkpoint's parts, each verified as it is read, and keeps the names of the tensors
+// read, so that a tensor the configuration does not account for is an error.
+class CheckpointReader {
+ public:
+  CheckpointReader(const Safetensors& st, std::string source) : st_(st), source_(std::move(source)) {}
+
+  // "format" and "format_version".
+  void CheckFormat() const {
+    const auto& meta = st_.metadata();
+    const auto format = meta.find("format");
+    if (format == meta.end() || format->second != "bptt")
+      throw Error(source_ + ": not a bptt checkpoint (metadata 'format' is not \"bptt\")");
+    const auto version = meta.find("format_version");
+    if (version == meta.end() || version->second != std::to_string(kCheckpointFormatVersion))
+      throw Error(source_ + ": unsupported checkpoint format version '" +
+                  (version == meta.end() ? std::string("none") : version->second) + "' (this bptt reads version " +
+                  std::to_string(kCheckpointFormatVersion) + ")");
+  }
+
+  // The configuration, vocabulary, step and metrics, then every parameter tensor the
+  // configuration declares (ModelParams::ForEachTensor).
+  void ReadModel(Checkpoint& ck) {
+    const auto& meta = st_.metadata();
+    ck.checksum_verified = st_.checksum_verified();
+    ck.config = ConfigFromJson(ParseMetadataJson(st_, "config", source_), source_);
+    ck.vocab = Vocab::FromJson(ParseMetadataJson(st_, "vocab", source_), source_);
+    if (ck.vocab.size() != ck.config.vocab_size)
+      throw Error(source_ + ": vocabulary has " + std::to_string(ck.vocab.size()) +
+                  " symbols but the model expects " + std::to_string(ck.config.vocab_size));
+    if (!meta.count("step")) throw Error(source_ + ": checkpoint metadata has no 'step'");
+    ck.step = ParseInteger(meta.at("step"), "step", source_);
+    if (ck.step < 0) throw Error(source_ + ": checkpoint metadata 'step' is negative");
+    if (meta.count("metrics")) ck.metrics = ParseMetadataJson(st_, "metrics", source_);
+    if (meta.count("sequences")) {
+      ck.sequences = ParseMetadataJson(st_, "sequences", source_);
+      ModelConfig shaped = ck.config;
+      SequenceSpec::FromJson(ck.sequences, source_).Shape(shaped);
+      if (ConfigToJson(shaped) != ConfigToJson(ck.config))
+        throw Error(source_ + ": the sequence data description does not fit the model " +
+                    ConfigToJson(ck.config).dump());
+    }
+
+    // A few bytes of configuration could ask for any amount of memory: the file must hold at
+    // least as many values as the parameters before they are allocated.
+    const double values = static_cast<double>(st_.DataBytes() / sizeof(float));
+    if (ParameterCount(ck.config) > values) {
+      std::ostringstream out;
+      out << std::fixed << std::setprecision(0) << source_ << ": the configuration "
+          << ConfigToJson(ck.config).dump() << " has " << ParameterCount(ck.config)
+          << " parameters but the file holds only " << values << " values";
+      throw Error(out.str());
+    }
+    ck.params = ModelParams<float>::Shaped(ck.config);  // each tensor is read whole below
+    ck.params.ForEachTensor([&](const TensorInfo& t, Mat<float>& m) { Read(t.name, t.role, m); });
+    if (!ck.params.AllFinite()) throw Error(source_ + ": checkpoint holds non-finite weights");
+  }
+
+  // The training state of a checkpoint whose metadata has "training"; the optimizer's buffers
+  // only to resume from.
+  TrainingState ReadTraining(const Checkpoint& ck, CheckpointUse use) {
+    const nlohmann::json j = ParseMetadataJson(st_, "training", source_);
+    if (!j.is_object()) throw Error(source_ + ": checkpoint training state is not a JSON object");
+    TrainingState t;
+    const Counts counts = ReadCounts(j, t);
+    ReadOptions(j, ck.config, t);
+    if (use == CheckpointUse::kResume) ReadOptimizer(ck.params, counts.slots, t.optimizer);
+    ReadCarried(ck.config, counts.batch, t.carried);
+    ReadFeedback(j, ck.config, t.feedback);
+    return t;
+  }
+
+  // Fails on any tensor of the file that was not read (an optimizer slot skipped for kModel
+  // was not loaded at all).
+  void CheckNothingElse() const {
+    for (const auto& name : st_.Names())
+      if (!read_.count(name)) throw Error(source_ + ": unexpected tensor '" + name + "' for this configuration");
+  }
+
+ private:
+  struct Counts {
+    int slots = 0;    // optimizer buffers per parameter
+    int64_t batch = 0;  // streams of the carried state
+  };
+
+  void Read(const std::string& name, TensorRole role, Mat<float>& m) {
+    GetMatrix(st_, name, role, m);
+    read_.insert(name);
+  }
+
+  // The fields of the training state's JSON: counts, position, generator, schedule.
+  Counts ReadCounts(const nlohmann::json& j, TrainingState& t) const {
+    const auto non_negative = [](auto v) { return v >= 0; };
+    Counts counts;
+    t.optimizer.step = Field<int64_t>(j, "optimizer_step", non_negative, "a non-negative integer", source_);
+    counts.slots = Field<int>(j, "slots", [](int v) { return v >= 0 && v <= 2; }, "0, 1 or 2", source_);
+    counts.batch = Field<int64_t>(j, "batch", [](int64_t v) { return v >= 1; }, "a positive integer", source_);
+    t.rng = Field<std::string>(j, "rng", [](const std::string&) { return true; }, "a string", source_);
+    try {
+      Rng().Restore(t.rng);
+    } catch (const Error& e) {
+      throw Error(source_ + ": checkpoint training state 'rng' is malformed: " + e.what());
+    }
+    t.epoch = Field<int64_t>(j, "epoch", non_negative, "a non-negative integer", source_);
+    t.chunk = Field<uint64_t>(j, "chunk", [](uint64_t) { return true; }, "a non-negative integer", source_);
+    t.best_val_loss = Field<double>(j, "best_val_loss", [](double v) { return std::isfinite(v) && v >= 0; },
+                                    "a finite non-negative number", source_);
+    t.lr_scale = Field<double>(j, "lr_scale", [](double v) { return v > 0 && v <= 1; }, "in (0, 1]", source_);
+    t.rollbacks = Field<int64_t>(j, "rollbacks", non_negative, "a non-negative integer", source_);
+    if (j.contains("data")) {
+      t.data = j.at("data");
+      if (!t.data.is_object()) throw Error(source_ + ": checkpoint training state 'data' is not a JSON object");
+    }
+    return counts;
+  }
+
+  // The training options, whose model must be the checkpoint's configuration.
+  void ReadOptions(const nlohmann::json& j, const ModelConfig& config, TrainingState& t) const {
+    if (!j.contains("options") || !j.at("options").is_object() || !j.at("options").contains("model"))
+      throw Error(source_ + ": checkpoint training state has no training options with a model");
+    t.options = j.at("options");
+    const ModelConfig trained = ConfigFromJson(t.options.at("model"), source_);
+    if (ConfigToJson(trained) != ConfigToJson(config))
+      throw Error(source_ + ": the training options' model " + ConfigToJson(trained).dump() +
+                  " is not the checkpoint's configuration " + ConfigToJson(config).dump());
+  }
+
+  // optimizer.slot<s>.<name> for each parameter tensor, in ModelParams::ForEachTensor order.
+  void ReadOptimizer(const ModelParams<float>& params, int slots, OptimizerState<float>& optimizer) {
+    params.ForEachTensor([&](const TensorInfo& tensor, const Mat<float>& m) {
+      for (int s = 1; s <= slots; ++s) {
+        const std::string name = SlotName(s, tensor.name);
+        Mat<float> buffer(m.rows(), m.cols());
+        Read(name, tensor.role, buffer);
+        if (!buffer.allFinite()) throw Error(source_ + ": optimizer state '" + name + "' is not finite");
+        (s == 1 ? optimizer.slot1 : optimizer.slot2).push_back(std::move(buffer));
+      }
+    });
+  }
+
+  // state.h, and state.c for a cell with a cell state: (L, B, H).
+  void ReadCarried(const ModelConfig& config, int64_t B, State<float>& carried) {
+    carried.h = GetState(st_, "state.h", config.layers, B, config.hidden_size);
+    read_.insert("state.h");
+    if (config.cell->cell_state) {
+      carried.c = GetState(st_, "state.c", config.layers, B, config.hidden_size);
+      read_.insert("state.c");
+    }
+    for (const auto* part : {&carried.h, &carried.c})
+      for (const Mat<float>& m : *part)
+        if (!m.allFinite()) throw Error(source_ + ": the carried state is not finite");
+  }
+
+  // The fixed matrices of a learning rule other than backpropagation: shaped as the rule draws
+  // them, then read.
+  void ReadFeedback(const nlohmann::json& j, const ModelConfig& config, FeedbackMatrices<float>& feedback) {
+    const std::string rule = j.contains("feedback") ? j.at("feedback").is_string() ? j.at("feedback").get<std::string>()
+                                                                                   : std::string("?")
+                                                    : std::string("bptt");
+    Rng shapes;
+    feedback = FeedbackMatrices<float>::Draw(ParseFeedback(rule, source_ + ": checkpoint training state 'feedback'"),
+                                             config, shapes);
+    feedback.ForEach([&](const std::string& name, Mat<float>& m) {
+      Read(name, TensorRole::kWeight, m);
+      if (!m.allFinite()) throw Error(source_ + ": '" + name + "' is not finite");
+    });
+  }
+
+  const Safetensors& st_;
+  const std::string source_;
+  std::set<std::string> read_;
+};
+
+}  // namespace
+
 Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use) {
-  const std::string source = path.string();
   // A model is read without its optimizer state, the bulk of a checkpoint (two slots per
   // parameter with Adam); the file is still verified whole.
   const Safetensors st = Safetensors::Load(path, use == CheckpointUse::kResume ? Safetensors::Keep{} : [](const std::string& name) {
     return !name.starts_with(kSlotPrefix);
   });
-  const auto& meta = st.metadata();
-  const auto format = meta.find("format");
-  if (format == meta.end() || format->second != "bptt")
-    throw Error(source + ": not a bptt checkpoint (metadata 'format' is not \"bptt\")");
-  const auto version = meta.find("format_version");
-  if (version == meta.end() || version->second != std::to_string(kCheckpointFormatVersion))
-    throw Error(source + ": unsupported checkpoint format version '" +
-                (version == meta.end() ? std::string("none") : version->second) + "' (this bptt reads version " +
-                std::to_string(kCheckpointFormatVersion) + ")");
-
+  CheckpointReader reader(st, path.string());
+  reader.CheckFormat();
   Checkpoint ck;
-  ck.checksum_verified = st.checksum_verified();
-  ck.config = ConfigFromJson(ParseMetadataJson(st, "config", source), source);
-  ck.vocab = Vocab::FromJson(ParseMetadataJson(st, "vocab", source), source);
-  if (ck.vocab.size() != ck.config.vocab_size)
-    throw Error(source + ": vocabulary has " + std::to_string(ck.vocab.size()) + " symbols but the model expects " +
-                std::to_string(ck.config.vocab_size));
-  if (!meta.count("step")) throw Error(source + ": checkpoint metadata has no 'step'");
-  ck.step = ParseInteger(meta.at("step"), "step", source);
-  if (ck.step < 0) throw Error(source + ": checkpoint metadata 'step' is negative");
-  if (meta.count("metrics")) ck.metrics = ParseMetadataJson(st, "metrics", source);
-  if (meta.count("sequences")) {
-    ck.sequences = ParseMetadataJson(st, "sequences", source);
-    ModelConfig shaped = ck.config;
-    SequenceSpec::FromJson(ck.sequences, source).Shape(shaped);
-    if (ConfigToJson(shaped) != ConfigToJson(ck.config))
-      throw Error(source + ": the sequence data description does not fit the model " + ConfigToJson(ck.config).dump());
-  }
-
-  // A few bytes of configuration could ask for any amount of memory: the file must hold at least
-  // as many values as the parameters before they are allocated.
-  const double values = static_cast<double>(st.DataBytes() / sizeof(float));
-  if (ParameterCount(ck.config) > values) {
-    std::ostringstream out;
-    out << std::fixed << std::setprecision(0) << source << ": the configuration " << ConfigToJson(ck.config).dump()
-        << " has " << ParameterCount(ck.config) << " parameters but the file holds only " << values << " values";
-    throw Error(out.str());
-  }
-  std::set<std::string> expected;
-  ck.params = ModelParams<float>::Shaped(ck.config);  // each tensor is read whole below
-  ck.params.ForEach([&](const std::string& name, Mat<float>& m) {
-    GetMatrix(st, name, name, m);
-    expected.insert(name);
-  });
-  if (!ck.params.AllFinite()) throw Error(source + ": checkpoint holds non-finite weights");
-
-  if (meta.count("training")) {
-    const nlohmann::json j = ParseMetadataJson(st, "training", source);
-    if (!j.is_object()) throw Error(source + ": checkpoint training state is not a JSON object");
-    TrainingState t;
-    const auto non_negative = [](auto v) { return v >= 0; };
-    t.optimizer.step = Field<int64_t>(j, "optimizer_step", non_negative, "a non-negative integer", source);
-    const int slots = Field<int>(j, "slots", [](int v) { return v >= 0 && v <= 2; }, "0, 1 or 2", source);
-    const int64_t B = Field<int64_t>(j, "batch", [](int64_t v) { return v >= 1; }, "a positive integer", source);
-    t.rng = Field<std::string>(j, "rng", [](const std::string&) { return true; }, "a string", source);
-    try {
-      Rng().Restore(t.rng);
-    } catch (const Error& e) {
-      throw Error(source + ": checkpoint training state 'rng' is malformed: " + e.what());
-    }
-    t.epoch = Field<int64_t>(j, "epoch", non_negative, "a non-negative integer", source);
-    t.chunk = Field<uint64_t>(j, "chunk", [](uint64_t) { return true; }, "a non-negative integer", source);
-    t.best_val_loss = Field<double>(j, "best_val_loss", [](double v) { return std::isfinite(v) && v >= 0; },
-                                    "a finite non-negative number", source);
-    t.lr_scale = Field<double>(j, "lr_scale", [](double v) { return v > 0 && v <= 1; }, "in (0, 1]", source);
-    t.rollbacks = Field<int64_t>(j, "rollbacks", non_negative, "a non-negative integer", source);
-    if (j.contains("data")) {
-      t.data = j.at("data");
-      if (!t.data.is_object()) throw Error(source + ": checkpoint training state 'data' is not a JSON object");
-    }
-    if (!j.contains("options") || !j.at("options").is_object() || !j.at("options").contains("model"))
-      throw Error(source + ": checkpoint training state has no training options with a model");
-    t.options = j.at("options");
-    const ModelConfig trained = ConfigFromJson(t.options.at("model"), source);
-    if (ConfigToJson(trained) != ConfigToJson(ck.config))
-      throw Error(source + ": the training options' model " + ConfigToJson(trained).dump() +
-                  " is not the checkpoint's configuration " + ConfigToJson(ck.config).dump());
-    ck.params.ForEach([&](const std::string& name, const Mat<float>& m) {
-      for (int s = 1; s <= slots && use == CheckpointUse::kResume; ++s) {
-        const std::string key = SlotName(s, name);
-        Mat<float> buffer(m.rows(), m.cols());
-        GetMatrix(st, key, name, buffer);
-        if (!buffer.allFinite()) throw Error(source + ": optimizer state '" + key + "' is not finite");
-        (s == 1 ? t.optimizer.slot1 : t.optimizer.slot2).push_back(std::move(buffer));
-        expected.insert(key);
-      }
-    });
-    t.carried.h = GetState(st, "state.h", ck.config.layers, B, ck.config.hidden_size);
-    expected.insert("state.h");
-    if (ck.config.cell->cell_state) {
-      t.carried.c = GetState(st, "state.c", ck.config.layers, B, ck.config.hidden_size);
-      expected.insert("state.c");
-    }
-    for (const auto* part : {&t.carried.h, &t.carried.c})
-      for (const Mat<float>& m : *part)
-        if (!m.allFinite()) throw Error(source + ": the carried state is not finite");
-    // The fixed matrices of a learning rule other than backpropagation: shaped as the rule draws
-    // them, then read.
-    const std::string rule = j.contains("feedback") ? j.at("feedback").is_string() ? j.at("feedback").get<std::string>()
-                                                                                   : std::string("?")
-                                                    : std::string("bptt");
-    Rng shapes;
-    t.feedback = FeedbackMatrices<float>::Draw(ParseFeedback(rule, source + ": checkpoint training state 'feedback'"),
-                                               ck.config, shapes);
-    t.feedback.ForEach([&](const std::string& name, Mat<float>& m) {
-      GetMatrix(st, name, name, m);
-      if (!m.allFinite()) throw Error(source + ": '" + name + "' is not finite");
-      expected.insert(name);
-    });
-    ck.training = std::move(t);
-  }
-  for (const auto& name : st.Names())
-    if (!expected.count(name)) throw Error(source + ": unexpected tensor '" + name + "' for this configuration");
+  reader.ReadModel(ck);
+  if (st.metadata().count("training")) ck.training = reader.ReadTraining(ck, use);
+  reader.CheckNothingElse();
   if (use == CheckpointUse::kResume) {
-    if (!ck.training) throw Error(source + ": checkpoint has no training state to resume from");
+    if (!ck.training) throw Error(path.string() + ": checkpoint has no training state to resume from");
     if (!ck.checksum_verified)
-      throw Error(source + ": checkpoint has no checksum; training state is only resumed from a verified file");
+      throw Error(path.string() + ": checkpoint has no checksum; training state is only resumed from a verified file");
   }
   return ck;
 }

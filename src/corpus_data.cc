@@ -17,6 +17,8 @@ namespace {
 // Symbols of the validation split scored as one stream for the summary, at most: beyond this a
 // one-stream pass (a matrix-vector product per symbol) would take minutes on large corpora.
 constexpr size_t kOneStreamSymbols = 1'000'000;
+// Timesteps per chunk of that pass.
+constexpr int kOneStreamSteps = 256;
 
 // What identifies the encoded corpus: its symbol count and a hash of its ids (FNV-1a, 64 bits).
 nlohmann::json Fingerprint(const EncodedCorpus& corpus) {
@@ -121,6 +123,15 @@ class CorpusData final : public TrainData {
     return out.str();
   }
 
+  // Validation runs this rank's share of the val_batch_ streams seq_len steps at a time; the
+  // summary one stream kOneStreamSteps at a time.
+  uint64_t EvaluationBytes(const ModelConfig& config) const override {
+    if (val_batch_ == 0) return 0;
+    const StreamShare share = StreamShare::OfRank(val_batch_, comm_.rank(), comm_.size());
+    return std::max(EstimateEvaluationBytes(config, o_.seq_len, share.size()),
+                    EstimateEvaluationBytes(config, kOneStreamSteps, 1));
+  }
+
   uint64_t position() const override { return train_->chunk(); }
   nlohmann::json SaveState() const override { return {{"corpus", fingerprint_}}; }
   void Seek(uint64_t position, const nlohmann::json& state, const std::string& source) override {
@@ -152,7 +163,7 @@ class CorpusData final : public TrainData {
     if (val_batch_ > 0) {
       const SymbolRange one{splits_.validation.begin,
                             splits_.validation.begin + std::min(splits_.validation.size(), kOneStreamSymbols)};
-      const double val = EvaluateLoss(config, best, *corpus_, one, 1, 256, threads);
+      const double val = EvaluateLoss(config, best, *corpus_, one, 1, kOneStreamSteps, threads);
       s["val_streams"] = val_batch_;
       s["best_val_loss_one_stream"] = val;
       s["best_val_bpc_one_stream"] = val / std::log(2.0);

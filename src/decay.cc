@@ -50,24 +50,24 @@ DecayCurve StepCurve(int layer, const std::string& quantity, const Mat<double>& 
   return curve;
 }
 
+// Steps a declared buffer of the cache holds per chunk of T steps: T (the steps' values), T + 1
+// (the states before and after them), or 0 for a buffer that is not per step.
+Eigen::Index StepsOf(const BufferDecl& d, Eigen::Index T) {
+  if (d.cols.letters & Extent::kT1) return T + 1;
+  return d.cols.letters & Extent::kT ? T : 0;
+}
+
 // Layer l's cache restricted to its last k steps (h_{s-k} becomes the sub-chunk's h_0).
 LayerCache<double> LastSteps(const Cell& cell, const LayerCache<double>& cache, Eigen::Index k) {
   const Eigen::Index B = cache.B, s = cache.T, start = (s - k) * B;
   LayerCache<double> sub;
   sub.T = k;
   sub.B = B;
-  sub.gates = cache.gates.middleCols(start, k * B);
-  sub.h = cache.h.middleCols(start, (k + 1) * B);
-  if (cell.cell_state) {
-    sub.c = cache.c.middleCols(start, (k + 1) * B);
-    sub.tanh_c = cache.tanh_c.middleCols(start, k * B);
-  }
-  if (cell.separate_recurrent) sub.recurrent = cache.recurrent.middleCols(start, k * B);
-  if (cache.ln_ih.size() > 0) {  // layer norm
-    sub.ln_ih = cache.ln_ih.middleCols(start, k * B);
-    sub.ln_hh = cache.ln_hh.middleCols(start, k * B);
-    sub.ln_rstd = cache.ln_rstd.middleCols(start, k * B);
-    if (cell.cell_state) sub.ln_c = cache.ln_c.middleCols(start, k * B);
+  sub.buffers.resize(cache.buffers.size());
+  for (size_t n = 0; n < cache.buffers.size(); ++n) {
+    const Mat<double>& m = cache.buffers[n];
+    const Eigen::Index steps = StepsOf(cell.cache[n], s);  // s, or s + 1 with the state before the chunk
+    if (m.size() > 0) sub.buffers[n] = steps > 0 ? m.middleCols(start, (k + steps - s) * B) : m;
   }
   return sub;
 }
@@ -77,23 +77,18 @@ LayerCache<double> FirstSequences(const Cell& cell, const LayerCache<double>& ca
   LayerCache<double> sub;
   sub.T = cache.T;
   sub.B = JB;
-  auto keep = [&](const Mat<double>& m, Eigen::Index steps) {
-    Mat<double> out(m.rows(), steps * JB);
+  sub.buffers.resize(cache.buffers.size());
+  for (size_t n = 0; n < cache.buffers.size(); ++n) {
+    const Mat<double>& m = cache.buffers[n];
+    const Eigen::Index steps = StepsOf(cell.cache[n], cache.T);
+    if (m.size() == 0) continue;
+    if (steps == 0) {
+      sub.buffers[n] = m;
+      continue;
+    }
+    Mat<double>& out = sub.buffers[n];
+    out.resize(m.rows(), steps * JB);
     for (Eigen::Index t = 0; t < steps; ++t) out.middleCols(t * JB, JB) = m.middleCols(t * cache.B, JB);
-    return out;
-  };
-  sub.gates = keep(cache.gates, cache.T);
-  sub.h = keep(cache.h, cache.T + 1);
-  if (cell.cell_state) {
-    sub.c = keep(cache.c, cache.T + 1);
-    sub.tanh_c = keep(cache.tanh_c, cache.T);
-  }
-  if (cell.separate_recurrent) sub.recurrent = keep(cache.recurrent, cache.T);
-  if (cache.ln_ih.size() > 0) {  // layer norm
-    sub.ln_ih = keep(cache.ln_ih, cache.T);
-    sub.ln_hh = keep(cache.ln_hh, cache.T);
-    sub.ln_rstd = keep(cache.ln_rstd, cache.T);
-    if (cell.cell_state) sub.ln_c = keep(cache.ln_c, cache.T);
   }
   return sub;
 }
@@ -113,10 +108,10 @@ Mat<double> Vjp(const Cell& cell, const RecurrentParams<double>& p, const LayerC
                 const Mat<double>& w, const Mat<double>& zero_out, LayerBackward<double>& back,
                 RecurrentParams<double>& scratch) {
   back.Resize(cell, p.hidden_size(), cache.T, cache.B, p.layer_norm());
-  back.dh = w;
-  if (cell.cell_state) back.dc.setZero();
-  cell.modes<double>().chunk_backward(p, p.weight_hh, cache, zero_out, back, scratch, /*threads=*/1);
-  return back.dh;
+  back.dh() = w;
+  if (cell.cell_state) back.dc().setZero();
+  cell.modes<double>().chunk_backward(p, p.weight_hh(), cache, zero_out, back, scratch, /*threads=*/1);
+  return back.dh();
 }
 
 void CheckInputs(const ModelConfig& config, const Batch<double>& data, const DecayOptions& options) {
@@ -280,7 +275,7 @@ Mat<double> JacobianNorms(const Cell& cell, const RecurrentParams<double>& param
   Mat<double> sigma = Mat<double>::Zero(static_cast<Eigen::Index>(lags.size()), B);
   Rng rng(options.seed);
   LayerBackward<double> back;
-  RecurrentParams<double> scratch = RecurrentParams<double>::Zeros(cell, params.weight_ih.cols(), H, params.layer_norm());
+  RecurrentParams<double> scratch = RecurrentParams<double>::Zeros(cell, params.E, H, params.layer_norm());
   for (size_t li = 0; li < lags.size(); ++li) {
     if (between_chunks) between_chunks();
     const int k = lags[li];
@@ -404,10 +399,10 @@ DecayReport MeasureDecay(const std::string& model, const ModelConfig& config, co
     const int layer = static_cast<int>(l);
     LayerDecay ld;
     ld.layer = layer;
-    report.curves.push_back(StepCurve(layer, "h", cache.back[l].dh_steps, s, B));
+    report.curves.push_back(StepCurve(layer, "h", cache.back[l].dh_steps(), s, B));
     ld.h = FitDecay(report.curves.back(), options.vanish_threshold);
     if (cell.cell_state) {
-      report.curves.push_back(StepCurve(layer, "c", cache.back[l].dc_steps, s, B));
+      report.curves.push_back(StepCurve(layer, "c", cache.back[l].dc_steps(), s, B));
       ld.c = FitDecay(report.curves.back(), options.vanish_threshold);
     }
     if (options.jacobian_lags > 0) {
@@ -425,7 +420,11 @@ DecayReport MeasureDecay(const std::string& model, const ModelConfig& config, co
       report.curves.push_back(std::move(curve));
       ld.jacobian = FitDecay(report.curves.back(), options.vanish_threshold);
     }
-    ld.spectra = RecurrentSpectra(cell, params.layers[l].weight_hh);
+    if (cell.recurrent_matrix()) {
+      ld.spectra = RecurrentSpectra(cell, params.layers[l].weight_hh());
+    } else {  // nothing to measure
+      ld.sigma_max = ld.spectral_radius = std::numeric_limits<double>::quiet_NaN();
+    }
     for (const auto& sp : ld.spectra) {
       ld.sigma_max = std::max(ld.sigma_max, sp.sigma_max);
       ld.spectral_radius = std::max(ld.spectral_radius, sp.spectral_radius);

@@ -47,6 +47,12 @@ std::optional<InitScheme> ParseInit(std::string_view name) {
 std::span<const OptionSpec<InitOptions>> InitOptionSpecs() {
   using I = InitOptions;
   constexpr OnResume kFixed = OnResume::kFixed;
+  static const std::string forget_help = [] {
+    std::string cells;
+    for (const Cell* cell : Cells())
+      if (cell->gate_names.find('f') != std::string_view::npos) cells += (cells.empty() ? "" : ", ") + std::string(cell->name);
+    return "bias of the forget gate: " + cells;
+  }();
   static const std::vector<OptionSpec<I>> specs = {
       Choice<I>(0, "init", "scheme", "Model", "uniform, pytorch, xavier, he, orthogonal or identity", kFixed,
                 [](I& i) -> auto& { return i.scheme; }, InitName,
@@ -57,7 +63,7 @@ std::span<const OptionSpec<InitOptions>> InitOptionSpecs() {
                 }),
       Field<I>(0, "init-scale", "scale", "Model", "uniform bound or orthogonal/identity gain (0 = the scheme's default)",
                kFixed, [](I& i) -> auto& { return i.scale; }),
-      Field<I>(0, "forget-bias", "forget_bias", "Model", "LSTM forget-gate bias", kFixed,
+      Field<I>(0, "forget-bias", "forget_bias", "Model", forget_help, kFixed,
                [](I& i) -> auto& { return i.forget_bias; }),
   };
   return specs;
@@ -87,34 +93,34 @@ void Initialize(const ModelConfig& config, const InitOptions& o, Rng& rng, Model
   if (o.scheme == InitScheme::kUniform || o.scheme == InitScheme::kPytorch) {
     const double bound = o.scheme == InitScheme::kPytorch ? 1.0 / std::sqrt(static_cast<double>(H))
                                                           : (o.scale > 0 ? o.scale : 0.08);
-    params.ForEach([&](const std::string& name, Mat<S>& m) {
-      if (RoleOf(name) != TensorRole::kNorm) FillUniform<S>(m, bound, rng);
+    params.ForEachTensor([&](const TensorInfo& tensor, Mat<S>& m) {
+      if (!IsNorm(tensor.role)) FillUniform<S>(m, bound, rng);
     });
   } else {
     if (params.encoder.size() > 0) FillNormal<S>(params.encoder, 1.0, rng);
+    // Gate block by gate block: the input projection's, then the recurrent matrix's (a cell
+    // without one: the input projection's alone).
     for (auto& layer : params.layers) {
-      const Eigen::Index E = layer.weight_ih.cols();
-      for (int k = 0; k < G; ++k) {
-        auto w_ih = layer.weight_ih.middleRows(k * H, H);
-        auto w_hh = layer.weight_hh.middleRows(k * H, H);
+      const Eigen::Index E = layer.weight_ih().cols();
+      const auto draw_input = [&](auto w) {
         switch (o.scheme) {
-          case InitScheme::kXavier:
-            FillUniform<S>(w_ih, XavierBound(E, H), rng);
-            FillUniform<S>(w_hh, XavierBound(H, H), rng);
-            break;
-          case InitScheme::kHe:
-            FillNormal<S>(w_ih, std::sqrt(2.0 / static_cast<double>(E)), rng);
-            FillNormal<S>(w_hh, std::sqrt(2.0 / static_cast<double>(H)), rng);
-            break;
-          case InitScheme::kOrthogonal:
-            FillUniform<S>(w_ih, XavierBound(E, H), rng);
-            w_hh = static_cast<S>(gain) * RandomOrthogonal<S>(H, H, rng);
-            break;
-          default:  // identity
-            FillNormal<S>(w_ih, 0.001, rng);
-            w_hh = static_cast<S>(gain) * Mat<S>::Identity(H, H);
-            break;
+          case InitScheme::kXavier: FillUniform<S>(w, XavierBound(E, H), rng); break;
+          case InitScheme::kHe: FillNormal<S>(w, std::sqrt(2.0 / static_cast<double>(E)), rng); break;
+          case InitScheme::kOrthogonal: FillUniform<S>(w, XavierBound(E, H), rng); break;
+          default: FillNormal<S>(w, 0.001, rng); break;  // identity
         }
+      };
+      const auto draw_recurrent = [&](auto w) {
+        switch (o.scheme) {
+          case InitScheme::kXavier: FillUniform<S>(w, XavierBound(H, H), rng); break;
+          case InitScheme::kHe: FillNormal<S>(w, std::sqrt(2.0 / static_cast<double>(H)), rng); break;
+          case InitScheme::kOrthogonal: w = static_cast<S>(gain) * RandomOrthogonal<S>(H, H, rng); break;
+          default: w = static_cast<S>(gain) * Mat<S>::Identity(H, H); break;  // identity
+        }
+      };
+      for (int k = 0; k < G; ++k) {
+        draw_input(layer.weight_ih().middleRows(k * H, H));
+        if (layer.cell->recurrent_matrix()) draw_recurrent(layer[kWeightHhSlot].middleRows(k * H, H));
       }
     }
     FillUniform<S>(params.decoder_weight, XavierBound(H, config.vocab_size), rng);
@@ -122,14 +128,17 @@ void Initialize(const ModelConfig& config, const InitOptions& o, Rng& rng, Model
   // Layer norm: each LN starts as the identity normalisation (no draws, so that the other tensors
   // are those of the same model without layer norm).
   for (auto& layer : params.layers)
-    for (Mat<S>* gain : {&layer.ln_ih_weight, &layer.ln_hh_weight, &layer.ln_c_weight}) gain->setOnes();
-  // The forget gate: the block named 'f' (LSTM's second).
+    layer.ForEach([](const ParamDecl& d, Mat<S>& m) {
+      if (d.role == TensorRole::kNormGain) m.setOnes();
+    });
+  // The forget gate: the block named 'f', its bias in bias_ih (and none in bias_hh).
   if (const size_t f = config.cell->gate_names.find('f'); f != std::string_view::npos) {
     const Eigen::Index row = static_cast<Eigen::Index>(f) * H;
-    for (auto& layer : params.layers) {
-      layer.bias_ih.middleRows(row, H).setConstant(static_cast<S>(o.forget_bias));
-      layer.bias_hh.middleRows(row, H).setZero();
-    }
+    for (auto& layer : params.layers)
+      layer.ForEach([&](const ParamDecl& d, Mat<S>& m) {
+        if (d.name == "bias_ih") m.middleRows(row, H).setConstant(static_cast<S>(o.forget_bias));
+        if (d.name == "bias_hh") m.middleRows(row, H).setZero();
+      });
   }
 }
 

@@ -1,12 +1,14 @@
 #include "bptt/model.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <numbers>
 
 #include "bptt/error.h"
 #include "bptt/options.h"
+#include "kernels/packed_gemm.h"
 #include "kernels/threads.h"
 
 namespace bptt {
@@ -54,7 +56,7 @@ void ModelConfig::Validate() const {
   if (!(dropout >= 0.0 && dropout < 1.0)) throw Error("--dropout must be in [0, 1), got " + std::to_string(dropout));
   if (output_size < 1) throw Error("the model's head needs at least one output, got " + std::to_string(output_size));
   if (residual && layers < 2) throw Error("--residual connects stacked layers: it needs --layers 2 or more");
-  if (layer_norm && !cell->layer_norm)
+  if (layer_norm && !cell->layer_norm())
     throw Error("--layer-norm applies to " + CellNames(true) + ", not to " + std::string(cell->name));
   if (!(huber_delta > 0 && std::isfinite(huber_delta)))
     throw Error("--huber-delta must be positive, got " + std::to_string(huber_delta));
@@ -64,6 +66,9 @@ std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
   using M = ModelConfig;
   constexpr OnResume kFixed = OnResume::kFixed;
   static const std::string cell_help = "the cell: " + CellNames();
+  static const std::string layer_norm_help =
+      "layer normalisation of the input and recurrent pre-activations (and the LSTM's cell state), "
+      "Ba et al. 2016: " + CellNames(true);
   static const std::vector<OptionSpec<M>> specs = {
       Choice<M>(0, "cell", "cell", "Model", cell_help, kFixed, [](M& m) -> auto& { return m.cell; },
                 [](const Cell* c) { return c->name; },
@@ -78,10 +83,8 @@ std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
                [](M& m) -> auto& { return m.dropout; }),
       Field<M>(0, "residual", "residual", "Model", "residual connections: layers above the first output h + their input",
                kFixed, [](M& m) -> auto& { return m.residual; }),
-      Field<M>(0, "layer-norm", "layer_norm", "Model",
-               "layer normalisation of the input and recurrent pre-activations (and the LSTM's cell state), "
-               "Ba et al. 2016: lstm, gru",
-               kFixed, [](M& m) -> auto& { return m.layer_norm; }),
+      Field<M>(0, "layer-norm", "layer_norm", "Model", layer_norm_help, kFixed,
+               [](M& m) -> auto& { return m.layer_norm; }),
   };
   return specs;
 }
@@ -141,10 +144,104 @@ ModelConfig ConfigFromJson(const nlohmann::json& j, const std::string& source) {
 }
 
 double ParameterCount(const ModelConfig& c) {
-  const double V = c.vocab_size, E = c.embed_size, H = c.hidden_size, O = c.output_size, G = c.cell->gates;
-  const double E0 = c.layer0_input_size(), L = c.layers;
-  const double norms = c.layer_norm ? L * (4 * G * H + (c.cell->cell_state ? 2 * H : 0)) : 0;
-  return (c.embed_size > 0 ? V * E : 0) + G * H * (E0 + H + 2) + (L - 1) * G * H * (H + H + 2) + norms + O * H + O;
+  const double V = c.vocab_size, H = c.hidden_size, O = c.output_size;
+  // The values of a layer whose input is E wide; every layer above the first is alike.
+  const auto layer = [&c](int E) {
+    const Sizes sizes{c.cell->gates, c.hidden_size, E};
+    double n = 0;
+    for (const ParamDecl& d : c.cell->params)
+      if (Present(d.when, c.layer_norm)) n += d.rows.Count(sizes) * d.cols.Count(sizes);
+    return n;
+  };
+  return (c.embed_size > 0 ? V * c.embed_size : 0) + layer(c.layer0_input_size()) +
+         (c.layers - 1.0) * layer(c.hidden_size) + O * H + O;
+}
+
+namespace {
+
+// The sizes of layer l of a chunk of (T, B).
+Sizes LayerSizes(const ModelConfig& c, int l, double T, double B) {
+  return {c.cell->gates, c.hidden_size, l == 0 ? c.layer0_input_size() : c.hidden_size, static_cast<Eigen::Index>(T),
+          static_cast<Eigen::Index>(B)};
+}
+
+// Values in the declared buffers that a layer of these sizes holds (cell.h Present).
+double DeclaredValues(std::span<const BufferDecl> decls, const Sizes& sizes, bool layer_norm) {
+  double n = 0;
+  for (const BufferDecl& d : decls)
+    if (Present(d.when, layer_norm)) n += d.rows.Count(sizes) * d.cols.Count(sizes);
+  return n;
+}
+
+// Bytes of the buffers of one chunk's forward pass, in training or evaluation: every layer's
+// cache and the packing of its recurrent matrix (LayerCache), and ModelCache's embedding rows,
+// residual sums and outputs; the carried state and the batch.
+double ForwardBytes(const ModelConfig& c, double T, double B, Precision products) {
+  const double H = c.hidden_size, O = c.output_size, L = c.layers, TB = T * B;
+  // Layer 0, then the layers above it, which are alike.
+  double floats = DeclaredValues(c.cell->cache, LayerSizes(c, 0, T, B), c.layer_norm) +
+                  (L - 1) * DeclaredValues(c.cell->cache, LayerSizes(c, 1, T, B), c.layer_norm);
+  double bytes = 0;
+  if (c.cell->recurrent_matrix())
+    bytes += L * static_cast<double>(PackedBytes(c.cell->gates * c.hidden_size, c.hidden_size, products));
+  if (c.embed_size > 0) floats += c.embed_size * TB;  // ModelCache::embedded
+  if (c.residual) floats += (L - 1) * H * TB;        // ModelCache::summed
+  floats += O * TB;                                  // ModelCache::outputs
+  floats += L * H * B * (c.cell->cell_state ? 2 : 1);  // State
+  // The batch: ids or dense inputs, classes or regression values.
+  bytes += c.dense_input() ? c.input_size * TB * sizeof(float) : TB * sizeof(int32_t);
+  bytes += c.head == Head::kRegression ? O * TB * sizeof(float) : TB * sizeof(int32_t);
+  return floats * sizeof(float) + bytes + TB * sizeof(double);  // the loss's per-position sums
+}
+
+// The bytes the large products keep for their operands as the kernels read them (rounded to
+// bfloat16: bf16_gemm.h; packed float panels: sgemm.h), each of the two operand buffers grown to
+// its largest over the products of a forward pass (model.cc Forward) and, in training, of the
+// backward sweep (Backward and the cells' dW_hh). Zero where the products run in Eigen.
+double ProductOperandBytes(const ModelConfig& c, double T, double B, Precision products, bool training) {
+  const bool bf16 = products == Precision::kBfloat16;
+  if (!bf16 && !LargeFloatProductsHere()) return 0;
+  const Eigen::Index H = c.hidden_size, GH = c.cell->gates * H, O = c.output_size;
+  const auto TB = static_cast<Eigen::Index>(T * B);
+  std::vector<std::array<Eigen::Index, 3>> shapes = {{O, TB, H}};  // (M, N, K): the decoder
+  if (training) shapes.insert(shapes.end(), {{O, H, TB}, {H, TB, O}});
+  for (int l = 0; l < std::min(c.layers, 2); ++l) {  // the layers above the first are alike
+    const Eigen::Index E = l == 0 ? c.layer0_input_size() : H;
+    const bool gather = l == 0 && !c.dense_input() && c.embed_size == 0;  // one-hot: no product
+    if (!gather) shapes.push_back({GH, TB, E});                            // W_ih x
+    if (!training) continue;
+    if (!gather) shapes.push_back({GH, E, TB});                              // dW_ih
+    if (l > 0 || c.embed_size > 0) shapes.push_back({E, TB, GH});            // W_ih^T dgates
+    if (c.cell->recurrent_matrix()) shapes.push_back({GH, H, TB});           // dW_hh
+  }
+  size_t lhs = 0, rhs = 0;
+  for (const auto& [M, N, K] : shapes) {
+    const OperandBytes b = bf16 ? Bf16ProductOperandBytes(M, N, K) : FloatProductOperandBytes(M, N, K);
+    lhs = std::max(lhs, b.lhs);
+    rhs = std::max(rhs, b.rhs);
+  }
+  return static_cast<double>(lhs + rhs);
+}
+
+}  // namespace
+
+uint64_t EstimateTrainingBytes(const ModelConfig& c, int T_, int B_, int optimizer_slots, Precision products) {
+  const double T = T_, B = B_, TB = T * B, H = c.hidden_size, L = c.layers, O = c.output_size;
+  double floats = ParameterCount(c) * (2 + optimizer_slots);  // parameters, gradients, optimizer state
+  floats += DeclaredValues(c.cell->backward, LayerSizes(c, 0, T, B), c.layer_norm) +
+            (L - 1) * DeclaredValues(c.cell->backward, LayerSizes(c, 1, T, B), c.layer_norm);
+  if (c.cell->recurrent_matrix())  // W_hh^T packed for the backward sweeps
+    floats += L * static_cast<double>(PackedBytes(c.hidden_size, c.cell->gates * c.hidden_size, products)) / sizeof(float);
+  if (c.dropout > 0) floats += 2 * (L - 1) * H * TB;     // ModelCache::dropped, dropout_mask
+  floats += H * TB + O * TB;                             // ModelCache::dh_out; the outputs' gradient
+  if (c.embed_size > 0) floats += c.embed_size * TB;     // ModelCache::dx
+  double bytes = ForwardBytes(c, T, B, products) + floats * sizeof(float);
+  return static_cast<uint64_t>(bytes + ProductOperandBytes(c, T, B, products, true));
+}
+
+uint64_t EstimateEvaluationBytes(const ModelConfig& c, int T, int B) {
+  return static_cast<uint64_t>(ForwardBytes(c, T, B, Precision::kFloat32) +
+                               ProductOperandBytes(c, T, B, Precision::kFloat32, false));
 }
 
 ModelConfig LanguageModel(const Cell& cell, int vocab_size, int embed_size, int hidden_size, int layers,
@@ -193,7 +290,8 @@ FeedbackMatrices<S> FeedbackMatrices<S>::Draw(Feedback rule, const ModelConfig& 
     f.input.push_back(used ? Uniform<S>(G * H, E, XavierBound(E, H), rng) : Mat<S>());
   }
   if (rule == Feedback::kFa) {
-    for (int l = 0; l < c.layers; ++l) f.recurrent.push_back(Uniform<S>(G * H, H, XavierBound(H, H), rng));
+    if (c.cell->recurrent_matrix())
+      for (int l = 0; l < c.layers; ++l) f.recurrent.push_back(Uniform<S>(G * H, H, XavierBound(H, H), rng));
     f.decoder = Uniform<S>(O, H, XavierBound(H, O), rng);
   } else {
     for (int l = 0; l < c.layers; ++l) f.direct.push_back(Uniform<S>(O, H, XavierBound(H, O), rng));
@@ -207,20 +305,15 @@ std::map<std::string, double> AlignmentDegrees(const ModelParams<S>& a, const Mo
   b.ForEach([&bs](const std::string&, const Mat<S>& m) { bs.push_back(&m); });
   std::map<std::string, double> angles;
   size_t k = 0;
-  a.ForEach([&](const std::string& name, const Mat<S>& m) {
+  a.ForEachTensor([&](const TensorInfo& tensor, const Mat<S>& m) {
     const Mat<S>& other = *bs[k++];
-    if (RoleOf(name) != TensorRole::kWeight) return;
+    if (tensor.role != TensorRole::kWeight) return;
     const double norms = m.template cast<double>().norm() * other.template cast<double>().norm();
     if (!(norms > 0)) return;
     const double cosine = m.template cast<double>().cwiseProduct(other.template cast<double>()).sum() / norms;
-    angles[name] = std::acos(std::clamp(cosine, -1.0, 1.0)) * 180.0 / std::numbers::pi;
+    angles[tensor.name] = std::acos(std::clamp(cosine, -1.0, 1.0)) * 180.0 / std::numbers::pi;
   });
   return angles;
-}
-
-TensorRole RoleOf(std::string_view name) {
-  if (name.starts_with("rnn.ln_")) return TensorRole::kNorm;
-  return name.find("bias") != std::string_view::npos ? TensorRole::kBias : TensorRole::kWeight;
 }
 
 template <typename S>
@@ -267,12 +360,14 @@ template <typename T>
 ModelParams<T> ModelParams<S>::Cast() const {
   ModelParams<T> out;
   out.encoder = encoder.template cast<T>();
-  for (const auto& l : layers)
-    out.layers.push_back({l.weight_ih.template cast<T>(), l.weight_hh.template cast<T>(), l.bias_ih.template cast<T>(),
-                          l.bias_hh.template cast<T>(), l.ln_ih_weight.template cast<T>(),
-                          l.ln_ih_bias.template cast<T>(), l.ln_hh_weight.template cast<T>(),
-                          l.ln_hh_bias.template cast<T>(), l.ln_c_weight.template cast<T>(),
-                          l.ln_c_bias.template cast<T>()});
+  for (const RecurrentParams<S>& l : layers) {
+    RecurrentParams<T>& o = out.layers.emplace_back();
+    o.cell = l.cell;
+    o.E = l.E;
+    o.H = l.H;
+    o.with_layer_norm = l.with_layer_norm;
+    for (const Mat<S>& m : l.tensors) o.tensors.push_back(m.template cast<T>());
+  }
   out.decoder_weight = decoder_weight.template cast<T>();
   out.decoder_bias = decoder_bias.template cast<T>();
   return out;
@@ -298,7 +393,7 @@ namespace {
 template <typename S>
 ConstMatRef<S> LayerOutput(const ModelCache<S>& cache, size_t l) {
   if (l > 0 && !cache.summed.empty()) return cache.summed[l];
-  return cache.layers[l].h.rightCols(cache.T * cache.B);
+  return cache.layers[l].h().rightCols(cache.T * cache.B);
 }
 
 // Input x^l of layer l (l >= 1): the output of layer l-1, after dropout when active.
@@ -353,22 +448,23 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
     lc.Resize(cell, H, T, B, config.layer_norm);
     // Input projection for all T steps: gates = W_ih x (the cell adds the biases).
     if (l > 0) {
-      ParallelProduct(lc.gates, p.weight_ih, LayerInput(cache, l), false, compute);
+      ParallelProduct(lc.gates(), p.weight_ih(), LayerInput(cache, l), false, compute);
     } else if (config.dense_input()) {
-      ParallelProduct(lc.gates, p.weight_ih, batch.dense, false, compute);
+      ParallelProduct(lc.gates(), p.weight_ih(), batch.dense, false, compute);
     } else if (config.embed_size > 0) {
       EnsureShape(cache.embedded, config.embed_size, TB);
       for (Eigen::Index j = 0; j < TB; ++j) cache.embedded.col(j) = params.encoder.row(batch.ids(j)).transpose();
-      ParallelProduct(lc.gates, p.weight_ih, cache.embedded, false, compute);
+      ParallelProduct(lc.gates(), p.weight_ih(), cache.embedded, false, compute);
     } else {
+      Mat<S>& gates = lc.gates();
 #pragma omp parallel for schedule(static) num_threads(threads)
-      for (Eigen::Index j = 0; j < TB; ++j) lc.gates.col(j) = p.weight_ih.col(batch.ids(j));  // one-hot gather
+      for (Eigen::Index j = 0; j < TB; ++j) gates.col(j) = p.weight_ih().col(batch.ids(j));  // one-hot gather
     }
-    lc.h.leftCols(B) = initial.h[l];
-    if (cell.cell_state) lc.c.leftCols(B) = initial.c[l];
+    lc.h().leftCols(B) = initial.h[l];
+    if (cell.cell_state) lc.c().leftCols(B) = initial.c[l];
 
     cell.modes<S>().chunk_forward(p, lc, compute);
-    if (config.residual && l > 0) cache.summed[l] = lc.h.rightCols(TB) + LayerInput(cache, l);
+    if (config.residual && l > 0) cache.summed[l] = lc.h().rightCols(TB) + LayerInput(cache, l);
 
     if (drop && l < L - 1) {
       Mat<S>& mask = cache.dropout_mask[l];
@@ -396,8 +492,8 @@ template <typename S>
 void FinalState(const ModelConfig& config, const ModelCache<S>& cache, State<S>& state) {
   const Eigen::Index TB = cache.T * cache.B;
   for (int l = 0; l < config.layers; ++l) {
-    state.h[l] = cache.layers[l].h.middleCols(TB, cache.B);
-    if (config.cell->cell_state) state.c[l] = cache.layers[l].c.middleCols(TB, cache.B);
+    state.h[l] = cache.layers[l].h().middleCols(TB, cache.B);
+    if (config.cell->cell_state) state.c[l] = cache.layers[l].c().middleCols(TB, cache.B);
   }
 }
 
@@ -426,40 +522,42 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
     RecurrentParams<S>& g = grads.layers[l];
     LayerBackward<S>& lb = cache.back[l];
     lb.Resize(cell, H, cache.T, B, config.layer_norm);
-    if (dfinal) lb.dh = dfinal->h[l]; else lb.dh.setZero();
+    if (dfinal) lb.dh() = dfinal->h[l]; else lb.dh().setZero();
     if (cell.cell_state) {
-      if (dfinal) lb.dc = dfinal->c[l]; else lb.dc.setZero();
+      if (dfinal) lb.dc() = dfinal->c[l]; else lb.dc().setZero();
     }
 
-    const Mat<S>& back_hh = fa ? feedback->recurrent[l] : dfa ? kNoRecurrence : p.weight_hh;
+    // The matrix the error crosses a step by (none for a cell without a recurrent matrix).
+    const Mat<S>& back_hh = !cell.recurrent_matrix() || dfa ? kNoRecurrence : fa ? feedback->recurrent[l] : p.weight_hh();
     cell.modes<S>().chunk_backward(p, back_hh, cache.layers[l], cache.dh_out, lb, g, compute);
 
     if (dinitial) {
-      dinitial->h[l] = lb.dh;
-      if (cell.cell_state) dinitial->c[l] = lb.dc;
+      dinitial->h[l] = lb.dh();
+      if (cell.cell_state) dinitial->c[l] = lb.dc();
     }
-    // Input projection (the cell has added db_ih): dW_ih += dgates x^T, dx = W_ih^T dgates.
+    // Input projection (the cell has added its input biases): dW_ih += dgates x^T, dx = W_ih^T dgates.
+    const Mat<S>& dgates = lb.dgates();
     if (l > 0) {
-      ParallelProduct(g.weight_ih, lb.dgates, LayerInput(cache, l).transpose(), true, compute);
+      ParallelProduct(g.weight_ih(), dgates, LayerInput(cache, l).transpose(), true, compute);
       if (dfa) {
         // The output error straight to the layer below.
         ParallelProduct(cache.dh_out, feedback->direct[l - 1].transpose(), doutputs, false, compute);
         continue;
       }
       // dL/dx^l = W_ih^T dgates (+ dL/dy^l through a residual connection), then through dropout.
-      const Mat<S>& input_back = fa ? feedback->input[l] : p.weight_ih;
-      ParallelProduct(cache.dh_out, input_back.transpose(), lb.dgates, config.residual, compute);
+      const Mat<S>& input_back = fa ? feedback->input[l] : p.weight_ih();
+      ParallelProduct(cache.dh_out, input_back.transpose(), dgates, config.residual, compute);
       if (!cache.dropout_mask.empty()) cache.dh_out.array() *= cache.dropout_mask[l - 1].array();
     } else if (config.dense_input()) {
-      ParallelProduct(g.weight_ih, lb.dgates, batch.dense.transpose(), true, compute);
+      ParallelProduct(g.weight_ih(), dgates, batch.dense.transpose(), true, compute);
     } else if (config.embed_size > 0) {
-      ParallelProduct(g.weight_ih, lb.dgates, cache.embedded.transpose(), true, compute);
-      EnsureShape(cache.dx, p.weight_ih.cols(), TB);
-      const Mat<S>& input_back = feedback && rule != Feedback::kBptt ? feedback->input[0] : p.weight_ih;
-      ParallelProduct(cache.dx, input_back.transpose(), lb.dgates, false, compute);  // (E, T*B)
+      ParallelProduct(g.weight_ih(), dgates, cache.embedded.transpose(), true, compute);
+      EnsureShape(cache.dx, p.weight_ih().cols(), TB);
+      const Mat<S>& input_back = feedback && rule != Feedback::kBptt ? feedback->input[0] : p.weight_ih();
+      ParallelProduct(cache.dx, input_back.transpose(), dgates, false, compute);  // (E, T*B)
       for (Eigen::Index j = 0; j < TB; ++j) grads.encoder.row(batch.ids(j)) += cache.dx.col(j).transpose();
     } else {
-      for (Eigen::Index j = 0; j < TB; ++j) g.weight_ih.col(batch.ids(j)) += lb.dgates.col(j);  // scatter
+      for (Eigen::Index j = 0; j < TB; ++j) g.weight_ih().col(batch.ids(j)) += dgates.col(j);  // scatter
     }
   }
 }

@@ -65,9 +65,9 @@ bool OptimizerStep(const OptimizerOptions& o, double lr, ModelParams<S>& params,
   grads.ForEach([&g](const std::string&, const Mat<S>& m) { g.push_back(&m); });
   std::vector<Mat<S>*> w;
   std::vector<bool> decay;
-  params.ForEach([&](const std::string& name, Mat<S>& m) {
+  params.ForEachTensor([&](const TensorInfo& tensor, Mat<S>& m) {
     w.push_back(&m);
-    decay.push_back(RoleOf(name) == TensorRole::kWeight);
+    decay.push_back(tensor.role == TensorRole::kWeight);
   });
   const int slots = OptimizerSlots(o);
   if (state.step == 0 && state.slot1.empty() && state.slot2.empty()) {

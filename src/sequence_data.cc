@@ -20,7 +20,7 @@ namespace bptt {
 
 namespace {
 
-// Sequences run through the model at a time when validating.
+// Sequences run through the model at a time when validating and scoring.
 constexpr int kValidationBatch = 256;
 
 // What identifies the training data: FNV-1a (64 bits) over its inputs, lengths and targets, a
@@ -155,7 +155,7 @@ class SequenceData final : public TrainData {
     const std::span<const int64_t> mine(val_index_.data() + part.begin, static_cast<size_t>(part.size()));
     double sums[4] = {0, 0, 0, 0};  // loss x count, right (or squared error), absolute error, count
     if (!mine.empty()) {
-      const nlohmann::json j = ScoreSequences(config, params, spec_, Subset(*val_set(), mine), threads);
+      const nlohmann::json j = ScoreSequences(config, params, spec_, Subset(*val_set(), mine), threads, kValidationBatch);
       const double count = regress() ? j["sequences"].get<double>() * spec_.targets
                                      : j.value("steps", j["sequences"].get<double>());
       sums[0] = j["loss"].get<double>() * count;
@@ -182,6 +182,21 @@ class SequenceData final : public TrainData {
       out << std::setprecision(4) << ", MASE " << m["val_mase"].get<double>() << " (seasonal naive "
           << m["val_naive_mase"].get<double>() << ")";
     return out.str();
+  }
+
+  // Validation and the summary run kValidationBatch sequences (of the longest set's T) at a
+  // time; a forecast's validation runs the whole series as one stream.
+  uint64_t EvaluationBytes(const ModelConfig& config) const override {
+    if (forecast())
+      return model_series_.T > spec_.horizon
+                 ? EstimateEvaluationBytes(config, static_cast<int>(model_series_.T - spec_.horizon), 1)
+                 : 0;
+    uint64_t bytes = 0;
+    for (const SequenceSet* set : {val_set(), test_ ? &*test_ : nullptr})
+      if (set != nullptr)
+        bytes = std::max(bytes, EstimateEvaluationBytes(config, static_cast<int>(set->T),
+                                                        static_cast<int>(std::min<int64_t>(kValidationBatch, set->N))));
+    return bytes;
   }
 
   uint64_t position() const override { return static_cast<uint64_t>(position_); }
@@ -234,8 +249,8 @@ class SequenceData final : public TrainData {
       return s;
     }
     s["train_sequences"] = train_index_.size();
-    if (val_set()) s["validation"] = ScoreSequences(config, best, spec_, Subset(*val_set(), val_index_), threads);
-    if (test_) s["test"] = ScoreSequences(config, best, spec_, *test_, threads);
+    if (val_set()) s["validation"] = ScoreSequences(config, best, spec_, Subset(*val_set(), val_index_), threads, kValidationBatch);
+    if (test_) s["test"] = ScoreSequences(config, best, spec_, *test_, threads, kValidationBatch);
     return s;
   }
 

@@ -107,9 +107,9 @@ std::vector<int64_t> PredictedClasses(const PredictionArray& p, const SequenceSe
 }
 
 nlohmann::json ScoreSequences(const ModelConfig& config, const ModelParams<float>& params, const SequenceSpec& spec,
-                              const SequenceSet& set, int threads) {
+                              const SequenceSet& set, int threads, int batch) {
   if (!set.has_targets()) throw Error(set.source + ": has no targets to score the model against");
-  PredictionArray raw = RawOutputs(config, params, spec, set, threads, 256);
+  PredictionArray raw = RawOutputs(config, params, spec, set, threads, batch);
   const int64_t O = config.output_size;
   nlohmann::json j = {{"sequences", set.N}};
   if (spec.head == SequenceHead::kRegress) {

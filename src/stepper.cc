@@ -66,7 +66,7 @@ constexpr double kTrialGiveUp = 3;         // a tried step this many times the k
 void Stepper::ChooseThreads() {
   const Weights& w = WeightsOf(precision_);
   size_t bytes = w.decoder->Bytes();
-  for (size_t l = 0; l < w.hh.size(); ++l) bytes += w.hh[l]->Bytes() + (w.ih[l] ? w.ih[l]->Bytes() : 0);
+  for (size_t l = 0; l < w.hh.size(); ++l) bytes += (w.hh[l] ? w.hh[l]->Bytes() : 0) + (w.ih[l] ? w.ih[l]->Bytes() : 0);
   const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);  // per core; 0 or -1 when the system does not say
   const auto cores = static_cast<size_t>(std::max(1, omp_get_num_procs()));
   if (cores == 1 || (l2 > 0 && bytes <= static_cast<size_t>(l2) / 2)) return;  // one core holds them
@@ -118,8 +118,13 @@ Stepper::Weights& Stepper::WeightsOf(Precision precision) {
     w = std::make_unique<Weights>();
     for (size_t l = 0; l < params_->layers.size(); ++l) {
       const bool gather = l == 0 && !config_.dense_input() && config_.embed_size == 0;  // one-hot
-      w->ih.push_back(gather ? nullptr : std::make_unique<StepMatrix>(params_->layers[l].weight_ih, precision));
-      w->hh.push_back(std::make_unique<StepMatrix>(params_->layers[l].weight_hh, precision));
+      w->ih.push_back(gather ? nullptr : std::make_unique<StepMatrix>(params_->layers[l].weight_ih(), precision));
+      if (!config_.cell->recurrent_matrix()) {
+        w->hh.push_back(nullptr);
+        w->hh_product.emplace_back();
+        continue;
+      }
+      w->hh.push_back(std::make_unique<StepMatrix>(params_->layers[l][kWeightHhSlot], precision));
       w->hh_product.push_back([ws = w.get(), hh = w->hh.back().get()](const float* v, float* y, bool accumulate) {
         hh->Multiply(v, y, accumulate, ws->threads);
       });
@@ -152,7 +157,7 @@ std::span<const float> Stepper::Step(int32_t id) {
     embedded_ = params_->encoder.row(id).transpose();
     return Layers(embedded_.data());
   }
-  gates_[0] = params_->layers[0].weight_ih.col(id);  // one-hot: a column
+  gates_[0] = params_->layers[0].weight_ih().col(id);  // one-hot: a column
   return Layers(nullptr);
 }
 

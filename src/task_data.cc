@@ -136,6 +136,11 @@ class TaskData final : public TrainData {
     return s;
   }
 
+  // The test set runs kTestBatch sequences at a time, its batch and cache kept between runs.
+  uint64_t EvaluationBytes(const ModelConfig& config) const override {
+    return TaskEvaluationBytes(config, task_->max_length(), o_.test_size);
+  }
+
  private:
   struct TestResult {
     double loss = 0;  // the head's loss per scored position
@@ -174,6 +179,10 @@ class TaskData final : public TrainData {
 };
 
 }  // namespace
+
+uint64_t TaskEvaluationBytes(const ModelConfig& config, int max_length, int test_size) {
+  return EstimateEvaluationBytes(config, max_length, std::min(kTestBatch, test_size));
+}
 
 std::unique_ptr<TrainData> MakeTaskData(const TrainOptions& options) { return std::make_unique<TaskData>(options); }
 

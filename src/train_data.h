@@ -53,6 +53,9 @@ class TrainData {
   // The validation metrics: at least "val_loss" (the head's loss); null without validation data.
   virtual nlohmann::json Validate(const ModelConfig& config, const ModelParams<float>& params, int threads) = 0;
   virtual std::string DescribeValidation(const nlohmann::json& metrics) const = 0;
+  // The most memory Validate and Summary hold while they run, beside training's own (model.h
+  // EstimateEvaluationBytes of the largest chunk they run the model on).
+  virtual uint64_t EvaluationBytes(const ModelConfig& config) const = 0;
 
   // The position in the data and any state beyond it, for exact resume; Seek throws bptt::Error
   // naming `source` when they do not fit this data.
@@ -85,6 +88,9 @@ std::unique_ptr<TrainData> MakeCorpusData(const TrainOptions& options, const std
 // A generated task (task.h): B fresh sequences a step from the training stream of the seed;
 // validation on the test set, scored by the paper's criterion.
 std::unique_ptr<TrainData> MakeTaskData(const TrainOptions& options);
+// What a task's validation holds (TrainData::EvaluationBytes), known before its data is drawn:
+// a test batch of sequences of the task's longest length.
+uint64_t TaskEvaluationBytes(const ModelConfig& config, int max_length, int test_size);
 
 // Sequences of the user's own (sequences.h; options.sequences or options.arrays): B of the
 // training sequences (or windows of a series) a step, in an order shuffled each epoch by the

@@ -13,7 +13,6 @@
 #include "bptt/error.h"
 #include "bptt/task.h"
 #include "distributed.h"
-#include "kernels/sgemm.h"
 #include "run_directory.h"
 #include "train_data.h"
 #include "train_loop.h"
@@ -38,9 +37,11 @@ uint64_t AvailableBytes() {
 
 // Refuses a model that cannot train in this machine's memory: this rank's share of the streams,
 // times the ranks that share the machine.
-void CheckMemory(const TrainOptions& o, const ModelConfig& model, int T, const Communicator& comm, StreamShare share) {
-  const uint64_t need = EstimateTrainingBytes(model, T, share.size(), OptimizerSlots(o.optimizer), o.precision) *
-                        static_cast<uint64_t>(comm.local_size());
+void CheckMemory(const TrainOptions& o, const ModelConfig& model, int T, uint64_t evaluation_bytes,
+                 const Communicator& comm, StreamShare share) {
+  const uint64_t need =
+      (EstimateTrainingBytes(model, T, share.size(), OptimizerSlots(o.optimizer), o.precision) + evaluation_bytes) *
+      static_cast<uint64_t>(comm.local_size());
   const uint64_t have = AvailableBytes();
   if (have > 0 && need > have)
     throw Error("the model needs about " + std::to_string(need >> 20) + " MiB to train but only " +
@@ -60,6 +61,7 @@ void CheckBeforeData(const TrainOptions& o, const Communicator& comm) {
     throw Error("--feedback dfa sends the error to the layers, not to an embedding: use one-hot input (--embed 0)");
   ModelConfig model = o.model;
   int T = o.seq_len;
+  uint64_t evaluation_bytes = 0;  // a corpus's: small at a vocabulary of one
   if (o.sequence_data()) {  // the sizes come with the data, which is read next
     model.vocab_size = 0;
     model.input_size = model.output_size = 1;
@@ -75,9 +77,11 @@ void CheckBeforeData(const TrainOptions& o, const Communicator& comm) {
     model.head = shape.head;
     model.output_size = shape.O;
     T = task->max_length();
+    model.Validate();
+    evaluation_bytes = TaskEvaluationBytes(model, T, o.test_size);
   }
   model.Validate();
-  CheckMemory(o, model, T, comm, StreamShare::OfRank(o.batch, comm.rank(), comm.size()));
+  CheckMemory(o, model, T, evaluation_bytes, comm, StreamShare::OfRank(o.batch, comm.rank(), comm.size()));
 }
 
 // The options every rank must be given alike, by flag: all but --threads (machines may differ).
@@ -140,7 +144,7 @@ TrainResult TrainIn(TrainOptions o, Communicator& comm, RunDirectory* dir, const
                                                               : MakeTaskData(o);
   data->Shape(o.model);
   o.model.Validate();
-  CheckMemory(o, o.model, data->timesteps(), comm, share);
+  CheckMemory(o, o.model, data->timesteps(), data->EvaluationBytes(o.model), comm, share);
   if (o.max_steps == 0 && o.max_epochs == 0 && o.time_budget == 0 && o.max_sequences == 0 && o.task.empty())
     o.max_epochs = 50;
   comm.SetTimeout(o.collective_timeout);  // from here on a rank that stops answering ends the job
@@ -202,37 +206,5 @@ TrainResult Resume(const fs::path& dir, const nlohmann::json& given, std::ostrea
   });
 }
 
-uint64_t EstimateTrainingBytes(const ModelConfig& c, int T, int B, int optimizer_slots, Precision products) {
-  const uint64_t H = c.hidden_size, V = c.vocab_size, O = c.output_size, G = c.cell->gates, L = c.layers;
-  const uint64_t E0 = c.layer0_input_size(), TB = static_cast<uint64_t>(T) * B;
-  uint64_t params = (c.embed_size > 0 ? V * c.embed_size : 0) + O * H + O;
-  for (uint64_t l = 0; l < L; ++l) params += G * H * ((l == 0 ? E0 : H) + H + 2);
-  if (c.layer_norm) params += L * (4 * G * H + (c.cell->cell_state ? 2 * H : 0));
-  // Per layer: gates and their gradient, h, and the cell's extras (a cell state and its tanh; a
-  // separate recurrent pre-activation and its gradient). Plus W_hh and W_hh^T packed into
-  // 32-row panels for the sweeps (cell.h: packed_hh, packed_hh_t).
-  // With bf16 products: those two in 16x32 bfloat16 tiles (half a float each) instead. And once,
-  // the operands of the large products as the kernels read them (kernels/sgemm.h, bf16_gemm.h),
-  // kept by the calling thread for the next call: float panels (32 rows, 12 columns) or bfloat16
-  // tiles, each operand sized by the largest product that needs it, dgates (G*H, T*B) on the left
-  // (dW += dgates x^T) and on the right (dx = W^T dgates).
-  const bool bf16 = products == Precision::kBfloat16;
-  const auto up = [](uint64_t n, uint64_t to) { return (n + to - 1) / to * to; };
-  const uint64_t panels = bf16 ? (up(G * H, 16) * up(H, 32) + up(H, 16) * up(G * H, 32)) / 2
-                               : 32 * (H * ((G * H + 31) / 32) + G * H * ((H + 31) / 32));
-  const uint64_t rounded = bf16                       ? up(G * H, 32) * up(TB, 32)
-                           : LargeFloatProductsHere() ? up(G * H, 32) * TB + G * H * up(TB, 12)
-                                                      : 0;
-  uint64_t per_layer = 2 * G * H * TB + H * (TB + B) + panels;
-  if (c.cell->cell_state) per_layer += H * (TB + B) + H * TB;
-  if (c.cell->separate_recurrent) per_layer += 2 * G * H * TB;
-  if (c.dropout > 0) per_layer += 2 * H * TB;
-  // Layer norm (cell.h): each LN's ẑ, rstd and output gradient, and dL/d(W_hh h) of an LSTM.
-  if (c.layer_norm) per_layer += (4 * G * H + (c.cell->cell_state ? 2 * H + 3 : 2)) * TB;
-  const uint64_t floats = params * (2 + optimizer_slots) + L * per_layer + rounded + 2 * O * TB + 2 * H * TB +
-                          (c.embed_size > 0 ? 2 * static_cast<uint64_t>(c.embed_size) * TB : 0) +
-                          (c.dense_input() ? static_cast<uint64_t>(c.input_size) * TB : 0);
-  return floats * sizeof(float);
-}
 
 }  // namespace bptt

@@ -29,8 +29,8 @@ class CheckpointTest : public test::TempDirTest {
     ck.config.layer_norm = layer_norm;
     Rng rng(3);
     Initialize(ck.config, InitOptions{}, rng, ck.params);
-    ck.params.ForEach([](const std::string& name, Mat<float>& m) {  // layer norms as training leaves them
-      if (RoleOf(name) == TensorRole::kNorm) m.setRandom();
+    ck.params.ForEachTensor([](const TensorInfo& tensor, Mat<float>& m) {  // layer norms as training leaves them
+      if (IsNorm(tensor.role)) m.setRandom();
     });
     ck.step = 42;
     ck.metrics = {{"val_loss", 1.25}};
@@ -110,9 +110,9 @@ TEST_F(CheckpointTest, PyTorchNamesShapesAndRowMajorLayout) {
   const Safetensors st = Safetensors::Load(path);
   const int64_t V = ck.config.vocab_size, H = 6;
   const auto w = st.Get<float>("rnn.weight_ih_l0", {4 * H, V});  // torch.nn.LSTM: (4H, E)
-  EXPECT_EQ(w[1 * V + 2], ck.params.layers[0].weight_ih(1, 2));   // row-major
-  EXPECT_EQ(st.Get<float>("rnn.weight_hh_l1", {4 * H, H})[3 * H + 4], ck.params.layers[1].weight_hh(3, 4));
-  EXPECT_EQ(st.Get<float>("rnn.bias_ih_l1", {4 * H})[H + 1], ck.params.layers[1].bias_ih(H + 1, 0));
+  EXPECT_EQ(w[1 * V + 2], ck.params.layers[0].weight_ih()(1, 2));   // row-major
+  EXPECT_EQ(st.Get<float>("rnn.weight_hh_l1", {4 * H, H})[3 * H + 4], ck.params.layers[1].tensor("weight_hh")(3, 4));
+  EXPECT_EQ(st.Get<float>("rnn.bias_ih_l1", {4 * H})[H + 1], ck.params.layers[1].tensor("bias_ih")(H + 1, 0));
   EXPECT_EQ(st.Get<float>("decoder.weight", {V, H})[2 * H + 5], ck.params.decoder_weight(2, 5));
   EXPECT_EQ(st.Get<float>("decoder.bias", {V}).size(), static_cast<size_t>(V));
   EXPECT_EQ(st.metadata().at("format"), "bptt");
@@ -201,7 +201,7 @@ TEST_F(CheckpointTest, RefusesAConfigurationLargerThanTheFileBeforeAllocatingIt)
   for (const char* cell : {"rnn-tanh", "lstm", "gru"})
     for (int embed : {0, 5})
       for (bool layer_norm : {false, true}) {
-        if (layer_norm && !FindCell(cell)->layer_norm) continue;
+        if (layer_norm && !FindCell(cell)->layer_norm()) continue;
         const Checkpoint ck = Make(cell, embed, layer_norm);
         EXPECT_EQ(ParameterCount(ck.config), static_cast<double>(ck.params.Count()))
             << cell << " embed " << embed << (layer_norm ? " layer norm" : "");
@@ -277,7 +277,7 @@ TEST_F(CheckpointTest, WithoutAChecksumLoadsForTheModelButNotForResuming) {
   const Checkpoint model = LoadCheckpoint(bare);
   EXPECT_FALSE(model.checksum_verified);
   EXPECT_TRUE(LoadCheckpoint(dir_ / "good.safetensors").checksum_verified);
-  EXPECT_EQ(model.params.layers[1].weight_hh(2, 3), ck.params.layers[1].weight_hh(2, 3));
+  EXPECT_EQ(model.params.layers[1].tensor("weight_hh")(2, 3), ck.params.layers[1].tensor("weight_hh")(2, 3));
   ExpectErrorContaining(bare, "has no checksum", CheckpointUse::kResume);
   Checkpoint weights_only = ck;
   weights_only.training.reset();
@@ -375,12 +375,12 @@ TEST_F(CheckpointTest, LayerNormTensorsRoundTripAsOneDimensionalTensors) {
     // PyTorch's nn.LayerNorm shapes: 1-D gains and biases, G*H for the projections, H for c.
     const Safetensors st = Safetensors::Load(path);
     const int64_t H = 6, G = gates;
-    EXPECT_EQ(st.Get<float>("rnn.ln_ih_weight_l0", {G * H})[5], a.params.layers[0].ln_ih_weight(5, 0));
-    EXPECT_EQ(st.Get<float>("rnn.ln_hh_bias_l1", {G * H})[G * H - 1], a.params.layers[1].ln_hh_bias(G * H - 1, 0));
+    EXPECT_EQ(st.Get<float>("rnn.ln_ih_weight_l0", {G * H})[5], a.params.layers[0].tensor("ln_ih_weight")(5, 0));
+    EXPECT_EQ(st.Get<float>("rnn.ln_hh_bias_l1", {G * H})[G * H - 1], a.params.layers[1].tensor("ln_hh_bias")(G * H - 1, 0));
     EXPECT_TRUE(st.Has("optimizer.slot1.rnn.ln_ih_bias_l1"));
     EXPECT_EQ(st.Has("rnn.ln_c_weight_l1"), G == 4);
     if (G == 4) {
-      EXPECT_EQ(st.Get<float>("rnn.ln_c_bias_l1", {H})[2], a.params.layers[1].ln_c_bias(2, 0));
+      EXPECT_EQ(st.Get<float>("rnn.ln_c_bias_l1", {H})[2], a.params.layers[1].tensor("ln_c_bias")(2, 0));
     }
 
     // The configuration and the tensors must agree (without the training state, whose own copy
@@ -427,10 +427,10 @@ TEST_F(CheckpointTest, NeverWritesNonFiniteWeights) {
   Checkpoint ck = Make("lstm", 0);
   const fs::path path = dir_ / "latest.safetensors";
   SaveCheckpoint(ck, path);
-  ck.params.layers[1].weight_hh(0, 0) = std::numeric_limits<float>::quiet_NaN();
+  ck.params.layers[1].tensor("weight_hh")(0, 0) = std::numeric_limits<float>::quiet_NaN();
   EXPECT_THROW(SaveCheckpoint(ck, path), Error);
   const Checkpoint kept = LoadCheckpoint(path);  // the good file is untouched
-  EXPECT_TRUE(std::isfinite(kept.params.layers[1].weight_hh(0, 0)));
+  EXPECT_TRUE(std::isfinite(kept.params.layers[1].tensor("weight_hh")(0, 0)));
 }
 
 }  // namespace

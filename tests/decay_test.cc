@@ -50,10 +50,10 @@ TEST_P(LinearRnn, GivesExactPowersOfTheRecurrentWeight) {
   const double w = GetParam();
   const ModelConfig config = LanguageModel(*FindCell("rnn-relu"), 3, 0, 1, 1, 0.0);
   auto params = ModelParams<double>::Zeros(config);
-  params.layers[0].weight_ih << 0.3, 0.5, 0.7;
-  params.layers[0].weight_hh(0, 0) = w;
-  params.layers[0].bias_ih(0) = 0.1;
-  params.layers[0].bias_hh(0) = 0.05;
+  params.layers[0].weight_ih() << 0.3, 0.5, 0.7;
+  params.layers[0].tensor("weight_hh")(0, 0) = w;
+  params.layers[0].tensor("bias_ih")(0) = 0.1;
+  params.layers[0].tensor("bias_hh")(0) = 0.05;
   params.decoder_weight << 1.0, -0.5, 0.25;
   Rng rng(3);
   const int T = 200;
@@ -107,7 +107,7 @@ TEST(SigmoidChain, StaysUnderAQuarterPerStep) {
   // One unit with w = 1: each step multiplies the gradient by sigmoid'(a_t) <= 1/4.
   const ModelConfig config = LanguageModel(*FindCell("rnn-sigmoid"), 5, 0, 1, 1, 0.0);
   auto params = Fresh(config, InitScheme::kUniform, 1.0);
-  params.layers[0].weight_hh(0, 0) = 1.0;
+  params.layers[0].tensor("weight_hh")(0, 0) = 1.0;
   Rng rng(5);
   DecayOptions options;
   const DecayReport r = MeasureDecay("sigmoid", config, params, UniformInputs(5, 120, 6, rng), options);
@@ -150,7 +150,7 @@ TEST(Lstm, OpenForgetGateKeepsTheCellGradient) {
   const ModelConfig config = LanguageModel(*FindCell("lstm"), 6, 0, 4, 1, 0.0);
   auto params = Fresh(config, InitScheme::kOrthogonal, 0.0);
   const Eigen::Index H = config.hidden_size;
-  auto& bias = params.layers[0].bias_ih;
+  auto& bias = params.layers[0].tensor("bias_ih");
   bias.middleRows(0, H).setConstant(-30);      // i shut
   bias.middleRows(H, H).setConstant(30);       // f open
   bias.middleRows(3 * H, H).setConstant(-30);  // o shut
@@ -194,7 +194,7 @@ double FiniteDifferenceSigma(const ModelConfig& config, const ModelParams<double
       State<double> perturbed = at;
       perturbed.h[layer](j, 0) += side == 0 ? kStep : -kStep;
       Forward(config, params, rest, perturbed, cache, 1);
-      h[side] = cache.layers[layer].h.col(k);
+      h[side] = cache.layers[layer].h().col(k);
     }
     J.col(j) = (h[0] - h[1]) / (2 * kStep);
   }
@@ -205,18 +205,18 @@ TEST(Jacobian, AgreesWithFiniteDifferences) {
   std::vector<std::pair<const Cell*, bool>> variants;  // (cell, layer norm)
   for (const Cell* cell : Cells()) {
     variants.emplace_back(cell, false);
-    if (cell->layer_norm) variants.emplace_back(cell, true);
+    if (cell->layer_norm()) variants.emplace_back(cell, true);
   }
   for (const auto& [cell, layer_norm] : variants) {
     SCOPED_TRACE(std::string(cell->name) + (layer_norm ? " layer norm" : ""));
     ModelConfig config = LanguageModel(*cell, 6, 0, 4, 2);
     config.layer_norm = layer_norm;
     auto params = Fresh(config, InitScheme::kUniform, 0.9, 21);
-    for (auto& layer : params.layers) layer.bias_ih.array() += 0.3;  // keep ReLU units alive
+    for (auto& layer : params.layers) layer.tensor("bias_ih").array() += 0.3;  // keep ReLU units alive
     Rng ln_rng(5);  // layer norms away from gain 1, bias 0
-    params.ForEach([&](const std::string& name, Mat<double>& m) {
-      if (RoleOf(name) != TensorRole::kNorm) return;
-      const double base = name.find("weight") != std::string::npos ? 1.0 : 0.0;
+    params.ForEachTensor([&](const TensorInfo& tensor, Mat<double>& m) {
+      if (!IsNorm(tensor.role)) return;
+      const double base = tensor.role == TensorRole::kNormGain ? 1.0 : 0.0;
       for (Eigen::Index k = 0; k < m.size(); ++k) m(k) = base + ln_rng.Uniform(-0.4, 0.4);
     });
     Rng rng(23);

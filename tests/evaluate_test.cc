@@ -244,9 +244,9 @@ TEST_F(EncodeFileTest, StepwiseEvaluationScoresAsOneStream) {
     config.layer_norm = layer_norm;
     ModelParams<float> params = RandomParams(config, 9);
     Rng rng(10);
-    params.ForEach([&](const std::string& name, Mat<float>& m) {
-      if (RoleOf(name) != TensorRole::kNorm) return;
-      const double base = name.find("weight") != std::string::npos ? 1.0 : 0.0;
+    params.ForEachTensor([&](const TensorInfo& tensor, Mat<float>& m) {
+      if (!IsNorm(tensor.role)) return;
+      const double base = tensor.role == TensorRole::kNormGain ? 1.0 : 0.0;
       for (Eigen::Index k = 0; k < m.size(); ++k) m(k) = static_cast<float>(base + rng.Uniform(-0.5, 0.5));
     });
     // One stream over the whole text, all n - 1 predictions: the batched path with B = 1.

@@ -30,14 +30,14 @@ TEST(Init, OrthogonalRecurrentBlocksOfEveryGate) {
   Initialize(config, InitOptions{}, rng, p);
   for (const auto& layer : p.layers)
     for (int k = 0; k < 4; ++k) {
-      const Mat<float> q = layer.weight_hh.middleRows(k * 32, 32);
+      const Mat<float> q = layer.tensor("weight_hh").middleRows(k * 32, 32);
       EXPECT_LE((q.transpose() * q - Mat<float>::Identity(32, 32)).cwiseAbs().maxCoeff(), 1e-5);
     }
   // Forget-gate bias: bias_ih = 1, bias_hh = 0 on the f block, zero elsewhere.
-  EXPECT_EQ(p.layers[0].bias_ih.middleRows(32, 32).minCoeff(), 1.0f);
-  EXPECT_EQ(p.layers[0].bias_ih.middleRows(32, 32).maxCoeff(), 1.0f);
-  EXPECT_EQ(p.layers[0].bias_hh.cwiseAbs().maxCoeff(), 0.0f);
-  EXPECT_EQ(p.layers[1].bias_ih.topRows(32).cwiseAbs().maxCoeff(), 0.0f);
+  EXPECT_EQ(p.layers[0].tensor("bias_ih").middleRows(32, 32).minCoeff(), 1.0f);
+  EXPECT_EQ(p.layers[0].tensor("bias_ih").middleRows(32, 32).maxCoeff(), 1.0f);
+  EXPECT_EQ(p.layers[0].tensor("bias_hh").cwiseAbs().maxCoeff(), 0.0f);
+  EXPECT_EQ(p.layers[1].tensor("bias_ih").topRows(32).cwiseAbs().maxCoeff(), 0.0f);
 }
 
 // Mean and variance of all elements of a matrix.
@@ -54,14 +54,14 @@ TEST(Init, XavierAndHeStatistics) {
   InitOptions o;
   o.scheme = InitScheme::kXavier;
   Initialize(config, o, rng, p);
-  auto [mean, var] = Moments(p.layers[0].weight_hh);  // 480,000 draws of U(-a, a), a^2 = 6/800
+  auto [mean, var] = Moments(p.layers[0].tensor("weight_hh"));  // 480,000 draws of U(-a, a), a^2 = 6/800
   EXPECT_NEAR(mean, 0.0, 5e-4);
   EXPECT_NEAR(var, (6.0 / 800.0) / 3.0, 0.01 * (6.0 / 800.0) / 3.0);
-  EXPECT_LE(p.layers[0].weight_hh.cwiseAbs().maxCoeff(), std::sqrt(6.0 / 800.0));
+  EXPECT_LE(p.layers[0].tensor("weight_hh").cwiseAbs().maxCoeff(), std::sqrt(6.0 / 800.0));
 
   o.scheme = InitScheme::kHe;
   Initialize(config, o, rng, p);
-  std::tie(mean, var) = Moments(p.layers[0].weight_ih);  // N(0, 2/400)
+  std::tie(mean, var) = Moments(p.layers[0].weight_ih());  // N(0, 2/400)
   EXPECT_NEAR(mean, 0.0, 5e-4);
   EXPECT_NEAR(var, 2.0 / 400.0, 0.01 * 2.0 / 400.0);
 }
@@ -73,9 +73,9 @@ TEST(Init, IdentityForReluRnn) {
   InitOptions o;
   o.scheme = InitScheme::kIdentity;
   Initialize(config, o, rng, p);
-  for (const auto& layer : p.layers) EXPECT_TRUE(layer.weight_hh.isIdentity(0.0f));
-  EXPECT_LE(p.layers[0].weight_ih.cwiseAbs().maxCoeff(), 0.01f);
-  EXPECT_GT(p.layers[0].weight_ih.cwiseAbs().maxCoeff(), 0.0f);
+  for (const auto& layer : p.layers) EXPECT_TRUE(layer.tensor("weight_hh").isIdentity(0.0f));
+  EXPECT_LE(p.layers[0].weight_ih().cwiseAbs().maxCoeff(), 0.01f);
+  EXPECT_GT(p.layers[0].weight_ih().cwiseAbs().maxCoeff(), 0.0f);
 }
 
 TEST(Init, UniformBound) {
@@ -85,8 +85,8 @@ TEST(Init, UniformBound) {
   InitOptions o;
   o.scheme = InitScheme::kUniform;  // char-rnn: U(-0.08, 0.08)
   Initialize(config, o, rng, p);
-  EXPECT_LE(p.layers[0].weight_hh.cwiseAbs().maxCoeff(), 0.08f);
-  EXPECT_GT(p.layers[0].weight_hh.cwiseAbs().maxCoeff(), 0.07f);
+  EXPECT_LE(p.layers[0].tensor("weight_hh").cwiseAbs().maxCoeff(), 0.08f);
+  EXPECT_GT(p.layers[0].tensor("weight_hh").cwiseAbs().maxCoeff(), 0.07f);
   EXPECT_LE(p.decoder_weight.cwiseAbs().maxCoeff(), 0.08f);
 }
 
@@ -132,10 +132,11 @@ TEST(Init, LayerNormsStartAsTheIdentityAndTakeNoDraws) {
       std::vector<const Mat<float>*> ps;
       plain.ForEach([&](const std::string&, const Mat<float>& m) { ps.push_back(&m); });
       size_t k = 0, norms = 0;
-      normalised.ForEach([&](const std::string& name, const Mat<float>& m) {
-        if (RoleOf(name) == TensorRole::kNorm) {
+      normalised.ForEachTensor([&](const TensorInfo& tensor, const Mat<float>& m) {
+        const std::string& name = tensor.name;
+        if (IsNorm(tensor.role)) {
           ++norms;
-          const float expected = name.find("weight") != std::string::npos ? 1.0f : 0.0f;
+          const float expected = tensor.role == TensorRole::kNormGain ? 1.0f : 0.0f;
           EXPECT_EQ(m.minCoeff(), expected) << name;
           EXPECT_EQ(m.maxCoeff(), expected) << name;
           return;

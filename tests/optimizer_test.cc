@@ -122,12 +122,18 @@ TEST(Optimizer, WeightDecayFollowsTheTensorsRoleNotItsShape) {
   OptimizerState<double> state;
   OptimizerStep(o, 0.1, params, grads, state);
   int norms = 0;
-  params.ForEach([&norms](const std::string& name, const Mat<double>& m) {
+  params.ForEachTensor([&norms](const TensorInfo& tensor, const Mat<double>& m) {
+    const std::string& name = tensor.name;
     const bool norm = name.starts_with("rnn.ln_"), bias = !norm && name.find("bias") != std::string::npos;
     norms += norm;
     EXPECT_EQ(m.cols(), 1) << name;
     EXPECT_DOUBLE_EQ(m(0, 0), bias || norm ? 1.0 : 0.95) << name;
-    EXPECT_EQ(RoleOf(name), norm ? TensorRole::kNorm : bias ? TensorRole::kBias : TensorRole::kWeight) << name;
+    const bool gain = norm && name.find("weight") != std::string::npos;
+    EXPECT_EQ(tensor.role, gain   ? TensorRole::kNormGain
+                           : norm ? TensorRole::kNormBias
+                           : bias ? TensorRole::kBias
+                                  : TensorRole::kWeight)
+        << name;
   });
   EXPECT_EQ(norms, 6);
 }
@@ -154,9 +160,9 @@ TEST(Optimizer, SaysWhetherTheUpdatedWeightsAreFinite) {
   const ModelConfig config = LanguageModel(*FindCell("rnn-tanh"), 2, 0, 2, 1);
   auto params = ModelParams<float>::Zeros(config), grads = params;
   OptimizerState<float> state;
-  grads.layers[0].weight_hh(1, 0) = 1.0f;
+  grads.layers[0].tensor("weight_hh")(1, 0) = 1.0f;
   EXPECT_TRUE(OptimizerStep(sgd, 0.1, params, grads, state));
-  grads.layers[0].weight_hh(1, 0) = std::numeric_limits<float>::infinity();
+  grads.layers[0].tensor("weight_hh")(1, 0) = std::numeric_limits<float>::infinity();
   EXPECT_FALSE(OptimizerStep(sgd, 0.1, params, grads, state));
 }
 
@@ -185,14 +191,14 @@ TEST(Clip, ByNormBelowAtAboveAndZero) {
 
 TEST(Clip, ByValueClampsEachElement) {
   auto g = Filled(0.0);
-  g.layers[0].weight_ih(0, 0) = 3.0;
-  g.layers[0].weight_hh(0, 0) = -7.0;
+  g.layers[0].weight_ih()(0, 0) = 3.0;
+  g.layers[0].tensor("weight_hh")(0, 0) = -7.0;
   g.decoder_bias(0, 0) = 0.5;
   g.decoder_weight(0, 0) = 1.0;  // exactly at the threshold
   const double before = ClipGradValue(g, 1.0);
   EXPECT_NEAR(before, std::sqrt(9.0 + 49.0 + 0.25 + 1.0), 1e-12);
-  EXPECT_EQ(g.layers[0].weight_ih(0, 0), 1.0);
-  EXPECT_EQ(g.layers[0].weight_hh(0, 0), -1.0);
+  EXPECT_EQ(g.layers[0].weight_ih()(0, 0), 1.0);
+  EXPECT_EQ(g.layers[0].tensor("weight_hh")(0, 0), -1.0);
   EXPECT_EQ(g.decoder_bias(0, 0), 0.5);
   EXPECT_EQ(g.decoder_weight(0, 0), 1.0);
   auto zero = Filled(0.0);

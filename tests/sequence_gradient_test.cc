@@ -8,6 +8,7 @@
 // a mask and with pooling.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 
@@ -17,37 +18,14 @@
 #include "bptt/loss.h"
 #include "bptt/model.h"
 #include "bptt/rng.h"
+#include "gradient_check.h"
 
 namespace bptt {
 namespace {
 
-constexpr double kStep = 1e-5;
-constexpr double kMaxRelError = 1e-6;
-constexpr double kFloor = 1e-4;  // below it, agreement to 1e-10 absolute (see gradient_test.cc)
-
-double RelError(double a, double n) { return std::abs(a - n) / std::max({std::abs(a), std::abs(n), kFloor}); }
-
-// The largest relative error of `analytic` against central differences of `loss` in every
-// element of x.
-double Check(Mat<double>& x, const Mat<double>& analytic, const std::function<double()>& loss) {
-  double worst = 0;
-  for (Eigen::Index k = 0; k < x.size(); ++k) {
-    const double saved = x(k);
-    x(k) = saved + kStep;
-    const double up = loss();
-    x(k) = saved - kStep;
-    const double down = loss();
-    x(k) = saved;
-    worst = std::max(worst, RelError(analytic(k), (up - down) / (2 * kStep)));
-  }
-  return worst;
-}
-
-Mat<double> RandomMat(Eigen::Index r, Eigen::Index c, Rng& rng, double scale = 1.0) {
-  Mat<double> m(r, c);
-  for (Eigen::Index k = 0; k < m.size(); ++k) m(k) = rng.Uniform(-scale, scale);
-  return m;
-}
+using test::CheckTensor;
+using test::kMaxRelError;
+using test::RandomMat;
 
 // B sequences of lengths `lengths` (T the longest) of D features, padded at the end with values
 // that must not matter, scored at every step within their lengths or at their last; with
@@ -58,7 +36,7 @@ Batch<double> MakeBatch(const std::vector<int>& lengths, int D, Head head, int O
   b.B = static_cast<Eigen::Index>(lengths.size());
   b.T = *std::max_element(lengths.begin(), lengths.end());
   const Eigen::Index TB = b.T * b.B;
-  b.dense = RandomMat(D, TB, rng);
+  b.dense = RandomMat(D, TB, rng, 1.0);
   b.scored = Mask::Zero(TB);
   if (head == Head::kSoftmax) {
     b.classes.resize(TB);
@@ -98,7 +76,7 @@ TEST(RegressionError, AbsoluteAndHuberAgainstCentralDifferences) {
     const double value = RegressionError(loss, 0.7, p, t, scored, &d, 1);
     EXPECT_GT(value, 0);
     EXPECT_EQ(d.col(2).norm(), 0.0);  // unscored positions get no gradient
-    EXPECT_LT(Check(p, d, [&] { return RegressionError<double>(loss, 0.7, p, t, scored, nullptr, 1); }), kMaxRelError)
+    EXPECT_LT(CheckTensor(p, d, [&] { return RegressionError<double>(loss, 0.7, p, t, scored, nullptr, 1); }), kMaxRelError)
         << RegressionLossName(loss);
   }
   // Huber is half the squared error within delta, and |r| - delta/2 times delta beyond it.
@@ -113,7 +91,7 @@ TEST(MeanPooling, AveragesEachSequencesScoredOutputs) {
   Rng rng(4);
   const ModelConfig config{&DefaultCell(), 0, 2, 0, 3, 1, 0.0, Head::kSoftmax, 4, false, false, Pooling::kMean};
   Batch<double> batch = MakeBatch({3, 1, 4}, 2, Head::kSoftmax, 4, true, true, rng);
-  Mat<double> outputs = RandomMat(4, batch.T * batch.B, rng);
+  Mat<double> outputs = RandomMat(4, batch.T * batch.B, rng, 1.0);
   std::vector<Eigen::Index> first;
   const Mat<double> pooled = PoolOutputs(outputs, batch, &first);
   EXPECT_LT((pooled.col(0) - (outputs.col(0) + outputs.col(3) + outputs.col(6)) / 3).norm(), 1e-15);
@@ -121,7 +99,7 @@ TEST(MeanPooling, AveragesEachSequencesScoredOutputs) {
   EXPECT_EQ(first, (std::vector<Eigen::Index>{0, 1, 2}));
   Mat<double> d;
   HeadLoss(config, outputs, batch, &d, 1);
-  EXPECT_LT(Check(outputs, d, [&] { return HeadLoss<double>(config, outputs, batch, nullptr, 1); }), kMaxRelError);
+  EXPECT_LT(CheckTensor(outputs, d, [&] { return HeadLoss<double>(config, outputs, batch, nullptr, 1); }), kMaxRelError);
   // Padding gets no gradient.
   EXPECT_EQ(d.col(1 * 3 + 1).norm(), 0.0);
 }
@@ -144,7 +122,7 @@ void CheckModel(const Cell& cell, const HeadCase& c) {
   auto params = ModelParams<double>::Zeros(config);
   InitOptions init;
   Initialize(config, init, rng, params);
-  params.ForEach([&rng](const std::string&, Mat<double>& m) { m += RandomMat(m.rows(), m.cols(), rng, 0.1); });
+  params.ForEachTensor([&rng](const TensorInfo&, Mat<double>& m) { m += RandomMat(m.rows(), m.cols(), rng, 0.1); });
   const Batch<double> batch = MakeBatch({4, 2, 5}, 3, c.head, c.O, c.every_step, c.pooling == Pooling::kMean, rng);
   const State<double> zero = State<double>::Zeros(config, batch.B);
   ModelCache<double> cache;
@@ -159,10 +137,10 @@ void CheckModel(const Cell& cell, const HeadCase& c) {
   auto grads = ModelParams<double>::Zeros(config);
   Backward(config, params, batch, cache, doutputs, nullptr, grads, nullptr, 1);
   std::vector<Mat<double>*> analytic;
-  grads.ForEach([&](const std::string&, Mat<double>& m) { analytic.push_back(&m); });
+  grads.ForEachTensor([&](const TensorInfo&, Mat<double>& m) { analytic.push_back(&m); });
   size_t k = 0;
-  params.ForEach([&](const std::string& name, Mat<double>& m) {
-    EXPECT_LT(Check(m, *analytic[k++], loss), kMaxRelError) << name;
+  params.ForEachTensor([&](const TensorInfo& tensor, Mat<double>& m) {
+    EXPECT_LT(CheckTensor(m, *analytic[k++], loss), kMaxRelError) << tensor.name;
   });
   // The loss does not see the padding: changing it leaves the loss as it was.
   Batch<double> moved = batch;
@@ -194,7 +172,7 @@ TEST(SequenceHeads, SlicesSumToTheWholeBatch) {
     const ModelConfig config{&DefaultCell(), 0, 2, 0, 4, 1, 0.0, Head::kRegression, 2, false, false, pooling,
                              RegressionLoss::kHuber, 0.5};
     const Batch<double> whole = MakeBatch({3, 5, 1, 4}, 2, Head::kRegression, 2, true, pooling == Pooling::kMean, rng);
-    const Mat<double> outputs = RandomMat(2, whole.T * whole.B, rng);
+    const Mat<double> outputs = RandomMat(2, whole.T * whole.B, rng, 1.0);
     Mat<double> dwhole;
     const double loss = HeadLoss(config, outputs, whole, &dwhole, 1);
     double sum = 0;
@@ -228,7 +206,7 @@ TEST(SequenceHeads, SlicesSumToTheWholeBatch) {
   const ModelConfig config{&DefaultCell(), 0, 2, 0, 4, 1, 0.0, Head::kSoftmax, 3};
   Batch<double> slice = MakeBatch({2, 2}, 2, Head::kSoftmax, 3, false, false, rng);
   slice.whole = 4;
-  EXPECT_THROW(HeadLoss<double>(config, RandomMat(3, slice.T * slice.B, rng), slice, nullptr, 1), Error);
+  EXPECT_THROW(HeadLoss<double>(config, RandomMat(3, slice.T * slice.B, rng, 1.0), slice, nullptr, 1), Error);
 }
 
 }  // namespace

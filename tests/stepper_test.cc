@@ -43,9 +43,9 @@ Model MakeModel(const char* cell, int layers, int hidden, int embed, bool layer_
   m.config.layer_norm = layer_norm;
   Rng rng(11);
   Initialize(m.config, InitOptions{}, rng, m.params);
-  m.params.ForEach([&](const std::string& name, Mat<float>& w) {
-    if (RoleOf(name) != TensorRole::kNorm) return;
-    const float base = name.find("weight") != std::string::npos ? 1.0f : 0.0f;
+  m.params.ForEachTensor([&](const TensorInfo& tensor, Mat<float>& w) {
+    if (!IsNorm(tensor.role)) return;
+    const float base = tensor.role == TensorRole::kNormGain ? 1.0f : 0.0f;
     for (Eigen::Index k = 0; k < w.size(); ++k) w(k) = base + static_cast<float>(rng.Uniform(-0.5, 0.5));
   });
   return m;

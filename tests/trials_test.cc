@@ -98,7 +98,7 @@ TEST_F(TrialsTest, HooksReachEveryTrialAndAStoppedTrialsRunResumes) {
   for (const char* trial : {"seed-1", "seed-2", "seed-3"}) {
     const std::string a = (fs::path(cut.out) / trial / "latest.safetensors").string();
     const std::string b = (fs::path(whole.out) / trial / "latest.safetensors").string();
-    EXPECT_EQ(LoadCheckpoint(a).params.layers[0].weight_hh, LoadCheckpoint(b).params.layers[0].weight_hh) << trial;
+    EXPECT_EQ(LoadCheckpoint(a).params.layers[0].weight_hh(), LoadCheckpoint(b).params.layers[0].weight_hh()) << trial;
   }
 }
 

@@ -1,13 +1,14 @@
 // Checkpoint: a trained model and everything needed to continue training it exactly, in one
 // safetensors file (safetensors.h) that Python, NumPy and PyTorch read with no bptt code.
 //
-// Tensors (float32, row-major, PyTorch's names and layouts):
+// Tensors (float32, row-major, PyTorch's names and layouts; ModelParams::ForEachTensor):
 //   encoder.weight (V, E)                 when the model has an embedding
-//   rnn.weight_ih_l{k} (G*H, E_k), rnn.weight_hh_l{k} (G*H, H), rnn.bias_ih_l{k} (G*H),
-//   rnn.bias_hh_l{k} (G*H)                for each layer k, as in torch.nn.RNN / LSTM / GRU
-//   rnn.ln_ih_weight_l{k}, rnn.ln_ih_bias_l{k}, rnn.ln_hh_weight_l{k}, rnn.ln_hh_bias_l{k} (G*H),
-//   rnn.ln_c_weight_l{k}, rnn.ln_c_bias_l{k} (H)   with --layer-norm (cell.h; ln_c: LSTM)
-//   decoder.weight (V, H), decoder.bias (V)   as in torch.nn.Linear
+//   rnn.<name>_l{k}                       for each layer k, each tensor its cell declares (cell.h),
+//                                         e.g. rnn.weight_ih_l{k} (G*H, E_k), rnn.weight_hh_l{k}
+//                                         (G*H, H), rnn.bias_ih_l{k} (G*H), rnn.bias_hh_l{k} (G*H)
+//                                         as in torch.nn.RNN / LSTM / GRU, and with --layer-norm
+//                                         rnn.ln_ih_weight_l{k}, ...; biases and norms 1-D
+//   decoder.weight (O, H), decoder.bias (O)   as in torch.nn.Linear
 // and, when the checkpoint carries training state (TrainingState):
 //   optimizer.slot1.<name>, optimizer.slot2.<name>   optimizer buffers of each parameter
 //   state.h (L, B, H), state.c (L, B, H)             the hidden state carried between chunks
@@ -33,6 +34,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "bptt/model.h"
 #include "bptt/optimizer.h"
@@ -41,6 +43,10 @@
 namespace bptt {
 
 inline constexpr int kCheckpointFormatVersion = 1;
+
+// A parameter's shape as the checkpoint stores it and PyTorch's modules take it: biases and
+// layer norms (as nn.LayerNorm's) 1-D, everything else (rows, cols).
+std::vector<int64_t> TorchShape(TensorRole role, const Mat<float>& m);
 
 // What training needs beyond the weights to continue exactly where it stopped.
 struct TrainingState {

@@ -9,7 +9,7 @@
 //   numeric   n = (L(w_k + h) - L(w_k - h)) / 2h                    h = step
 //   error     |a - n| / max(|a|, |n|, floor)                         a = the backpropagated value
 //
-// the formula of tests/gradient_test.cc: the floor holds elements whose true derivative is below
+// the formula of tests/gradient_check.h: the floor holds elements whose true derivative is below
 // it (dead units, gradients that have decayed over many steps) to floor * error absolute, since a
 // central difference of a loss of order 1 carries about 1e-16 / h of rounding whatever the
 // derivative. With `sample` = 0 every element is checked; otherwise `sample` elements per tensor,

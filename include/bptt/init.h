@@ -9,11 +9,12 @@
 //               input blocks Xavier; the default
 //   identity    Le et al. 2015 (IRNN): recurrent matrix = scale * I, input weights N(0, 0.001^2)
 //
-// Biases start at zero (except for `uniform` and `pytorch`); the LSTM forget-gate bias is then
-// set to forget_bias (Jozefowicz et al. 2015), split as bias_ih = forget_bias, bias_hh = 0 (with
-// layer norm too: bias_ih is added after the LNs). Layer norms start with gain 1 and bias 0
-// under every scheme and take no draws, so a model with --layer-norm starts with the other
-// tensors of the same model without it.
+// The schemes draw each gate block of weight_ih, and of weight_hh for a cell with a recurrent
+// matrix, in turn. Biases start at zero (except for `uniform` and `pytorch`); the forget gate's
+// bias (the gate block a cell names 'f', cell.h) is then set to forget_bias (Jozefowicz et al.
+// 2015), split as bias_ih = forget_bias, bias_hh = 0 (with layer norm too: bias_ih is added
+// after the LNs). Layer norms start with gain 1 and bias 0 under every scheme and take no draws,
+// so a model with --layer-norm starts with the other tensors of the same model without it.
 // The decoder is Xavier (zero bias) and the embedding N(0, 1), except under `uniform` and `pytorch`.
 // All draws come from one Rng in ModelParams::ForEach order: the same seed gives the same
 // model bit for bit.
@@ -41,7 +42,7 @@ std::optional<InitScheme> ParseInit(std::string_view name);
 struct InitOptions {
   InitScheme scheme = InitScheme::kOrthogonal;
   double scale = 0.0;         // uniform: bound (0 = 0.08); orthogonal, identity: gain (0 = 1)
-  double forget_bias = 1.0;   // LSTM forget-gate bias
+  double forget_bias = 1.0;   // bias of the forget gate (a cell's gate block 'f')
 };
 
 // --init, --init-scale and --forget-bias, declared once (options.h).

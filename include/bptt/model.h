@@ -14,12 +14,13 @@
 // The backward pass carries the error back through the transposed forward matrices (BPTT), or,
 // for the learning rules of the feedback-alignment papers, through fixed random matrices
 // (FeedbackMatrices): feedback alignment (Lillicrap et al. 2016) uses a matrix B of W's shape
-// wherever backpropagation uses W^T — the recurrent matrix of each layer, the input matrix of
-// each layer above the first (and of the first with an embedding), the decoder; direct feedback
-// alignment (Nøkland 2016) sends the output error e_t of each step straight to every layer,
-// dL/dy^l_t = D_l^T e_t with a fixed random D_l (O, H), and nothing back through time (a
-// cell's own elementwise paths, the LSTM cell state's, stay). The forward pass and the weight
-// gradients' form (dW = error x input^T) are the same for every rule.
+// wherever backpropagation uses W^T — the recurrent matrix of each layer (of a cell that has
+// one), the input matrix of each layer above the first (and of the first with an embedding), the
+// decoder; direct feedback alignment (Nøkland 2016) sends the output error e_t of each step
+// straight to every layer, dL/dy^l_t = D_l^T e_t with a fixed random D_l (O, H), and nothing back
+// through time across a recurrent matrix (a cell's own elementwise paths, the LSTM cell state's,
+// stay). The forward pass and the weight gradients' form (dW = error x input^T) are the same for
+// every rule.
 //
 // Parameters carry PyTorch's names (ModelParams::ForEach), so checkpoints load into
 // torch.nn.Embedding + torch.nn.LSTM/GRU/RNN + torch.nn.Linear.
@@ -111,15 +112,40 @@ std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs();
 nlohmann::json ConfigToJson(const ModelConfig& config);
 ModelConfig ConfigFromJson(const nlohmann::json& json, const std::string& source);
 
-// Values in the parameters of a model of this configuration, counted without allocating them:
-// V*E + sum over layers of G*H*(E_l + H + 2) (with layer norm + 4*G*H, and + 2*H for a cell
-// state) + O*H + O. A double, which no configuration's count overflows.
+// Values in the parameters of a model of this configuration, counted from the cells'
+// declarations (cell.h) without allocating them: V*E with an embedding, every layer's tensors,
+// O*H + O. A double, which no configuration's count overflows.
 double ParameterCount(const ModelConfig& config);
+
+// The memory a model holds, counted without allocating from the declarations the model
+// allocates from (cell.h) and from the kernels' packing sizes:
+//   EstimateTrainingBytes    one training step of a (T, B) chunk: the parameters, their gradients
+//                            and `optimizer_slots` buffers of each (optimizer.h OptimizerSlots);
+//                            every layer's cache and backward buffers with the packed copies of
+//                            its recurrent matrix; the model's own buffers (ModelCache: embedding
+//                            rows, dropout, residual sums, outputs and their gradient); the carried
+//                            state and the batch; the operands of the large products as the
+//                            kernels read them (src/kernels/bf16_gemm.h, sgemm.h), which the
+//                            calling thread keeps between calls.
+//   EstimateEvaluationBytes  a forward pass over a (T, B) chunk as evaluation runs it (float
+//                            products, no dropout, no gradients): every layer's cache with its
+//                            packings, the embedding rows, residual sums and outputs, the state
+//                            and the batch, and the forward products' operands.
+// Not the corpus, which is memory-mapped, nor the program itself.
+uint64_t EstimateTrainingBytes(const ModelConfig& config, int T, int B, int optimizer_slots,
+                               Precision products = Precision::kFloat32);
+uint64_t EstimateEvaluationBytes(const ModelConfig& config, int T, int B);
 
 // A language model: symbols in (one-hot, or an embedding of embed_size), a softmax over the same
 // V symbols out.
 ModelConfig LanguageModel(const Cell& cell, int vocab_size, int embed_size, int hidden_size, int layers,
                           double dropout = 0.0);
+
+// A parameter tensor of a model: its name in checkpoints and what it is for (cell.h TensorRole).
+struct TensorInfo {
+  std::string name;
+  TensorRole role;
+};
 
 // All parameters of a model, or their gradients (same type, same shapes).
 template <typename S>
@@ -132,38 +158,35 @@ struct ModelParams {
   static ModelParams Zeros(const ModelConfig& config);
   static ModelParams Shaped(const ModelConfig& config);  // values unset, as RecurrentParams::Shaped
 
-  // Calls f(name, tensor) for every tensor in a fixed order, with PyTorch's names:
-  // encoder.weight, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, (with
-  // layer norm rnn.ln_ih_weight_l0, rnn.ln_ih_bias_l0, rnn.ln_hh_weight_l0, rnn.ln_hh_bias_l0,
-  // rnn.ln_c_weight_l0, rnn.ln_c_bias_l0), ..., decoder.weight, decoder.bias.
+  // Calls f(tensor, m) for every tensor in a fixed order, with PyTorch's names: encoder.weight,
+  // then each layer's tensors as its cell declares them (cell.h), rnn.<name>_l{k}
+  // (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, ..., with layer norm
+  // rnn.ln_ih_weight_l0, ...), then decoder.weight, decoder.bias.
+  template <typename F>
+  void ForEachTensor(F&& f) {
+    if (encoder.size() > 0) f(TensorInfo{"encoder.weight", TensorRole::kWeight}, encoder);
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const std::string suffix = "_l" + std::to_string(l);
+      layers[l].ForEach([&](const ParamDecl& d, Mat<S>& m) {
+        f(TensorInfo{"rnn." + std::string(d.name) + suffix, d.role}, m);
+      });
+    }
+    f(TensorInfo{"decoder.weight", TensorRole::kWeight}, decoder_weight);
+    f(TensorInfo{"decoder.bias", TensorRole::kBias}, decoder_bias);
+  }
+  template <typename F>
+  void ForEachTensor(F&& f) const {
+    const_cast<ModelParams*>(this)->ForEachTensor(
+        [&f](const TensorInfo& t, Mat<S>& m) { f(t, static_cast<const Mat<S>&>(m)); });
+  }
+  // The same with the name alone: f(name, m).
   template <typename F>
   void ForEach(F&& f) {
-    if (encoder.size() > 0) f(std::string("encoder.weight"), encoder);
-    for (size_t l = 0; l < layers.size(); ++l) {
-      const std::string k = std::to_string(l);
-      RecurrentParams<S>& p = layers[l];
-      f("rnn.weight_ih_l" + k, p.weight_ih);
-      f("rnn.weight_hh_l" + k, p.weight_hh);
-      f("rnn.bias_ih_l" + k, p.bias_ih);
-      f("rnn.bias_hh_l" + k, p.bias_hh);
-      if (p.ln_ih_weight.size() > 0) {
-        f("rnn.ln_ih_weight_l" + k, p.ln_ih_weight);
-        f("rnn.ln_ih_bias_l" + k, p.ln_ih_bias);
-        f("rnn.ln_hh_weight_l" + k, p.ln_hh_weight);
-        f("rnn.ln_hh_bias_l" + k, p.ln_hh_bias);
-      }
-      if (p.ln_c_weight.size() > 0) {
-        f("rnn.ln_c_weight_l" + k, p.ln_c_weight);
-        f("rnn.ln_c_bias_l" + k, p.ln_c_bias);
-      }
-    }
-    f(std::string("decoder.weight"), decoder_weight);
-    f(std::string("decoder.bias"), decoder_bias);
+    ForEachTensor([&f](const TensorInfo& t, Mat<S>& m) { f(t.name, m); });
   }
   template <typename F>
   void ForEach(F&& f) const {
-    const_cast<ModelParams*>(this)->ForEach(
-        [&f](const std::string& name, Mat<S>& m) { f(name, static_cast<const Mat<S>&>(m)); });
+    ForEachTensor([&f](const TensorInfo& t, const Mat<S>& m) { f(t.name, m); });
   }
 
   int64_t Count() const;
@@ -172,12 +195,6 @@ struct ModelParams {
   template <typename T>
   ModelParams<T> Cast() const;
 };
-
-// What a parameter tensor is for, from its name: optimizers decay weights, not biases nor the
-// layer norms' gains and biases (rnn.ln_*: decay would pull a gain towards 0, not towards its
-// starting 1), and nothing decides that by a tensor's shape.
-enum class TensorRole { kWeight, kBias, kNorm };
-TensorRole RoleOf(std::string_view name);
 
 // The learning rule: what carries the error backwards (see the top of this file).
 enum class Feedback { kBptt, kFa, kDfa };
@@ -190,7 +207,7 @@ struct FeedbackMatrices {
   Feedback rule = Feedback::kBptt;
   std::vector<Mat<S>> input;      // FA: L of (G*H, E_l) in place of weight_ih_l (layer 0: with an
                                   //   embedding only; empty otherwise)
-  std::vector<Mat<S>> recurrent;  // FA: L of (G*H, H) in place of weight_hh_l
+  std::vector<Mat<S>> recurrent;  // FA, cells with a recurrent matrix: L of (G*H, H) in place of weight_hh_l
   Mat<S> decoder;                 // FA: (O, H) in place of decoder.weight
   std::vector<Mat<S>> direct;     // DFA: L of (O, H), D_l
 

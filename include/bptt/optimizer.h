@@ -29,7 +29,7 @@ struct OptimizerOptions {
   double beta2 = 0.999;        // Adam: second-moment decay
   double rms_decay = 0.99;     // RMSProp: v = rms_decay * v + (1 - rms_decay) g^2 (char-rnn used 0.95)
   double eps = 1e-8;           // Adam, RMSProp, Adagrad: added to the root of the second moment
-  double weight_decay = 0.0;   // decoupled: w -= lr * weight_decay * w on weights (not biases; model.h RoleOf)
+  double weight_decay = 0.0;   // decoupled: w -= lr * weight_decay * w on weights (not biases nor norms: cell.h TensorRole)
 };
 
 // slot1: momentum buffer (SGD), sum of squares (Adagrad), mean square (RMSProp), first moment (Adam).

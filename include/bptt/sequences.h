@@ -211,9 +211,9 @@ std::vector<int64_t> PredictedClasses(const PredictionArray& probabilities, cons
 // How well the model predicts `set`'s targets, as `bptt eval --json` prints it: classify and
 // label: loss (nats), accuracy, per_class_recall, confusion (K x K, rows the true class); regress:
 // loss (the training loss, standardised), mse, mae, rmse, r2 (in the data's units, over every
-// target value).
+// target value). `batch` sequences at a time, as Predict.
 nlohmann::json ScoreSequences(const ModelConfig& config, const ModelParams<float>& params, const SequenceSpec& spec,
-                              const SequenceSet& set, int threads);
+                              const SequenceSet& set, int threads, int batch = 256);
 
 // The series (a set of one sequence of n steps) continued by `horizon` steps: the model reads
 // the series one step at a time, predicts the next H, reads those back in as if observed, and so

@@ -10,7 +10,7 @@
 //   kInt8      int8 weights with a float scale per row and the vector rounded to 8 bits per
 //              product, int32 sums: a quarter of the bytes.
 // A prime of many symbols runs as one chunk through the model's chunk forward (float32) instead.
-// tests/sampler_precision_test.cc bounds what the reduced precisions cost in nats on a trained
+// tests/stepper_test.cc bounds what the reduced precisions cost in nats on a trained
 // model; `bptt eval --precision` measures it on any text.
 //
 //   Stepper stepper(config, params);  stepper.Configure(Precision::kInt8, /*threads=*/0);
@@ -67,7 +67,7 @@ class Stepper {
 
  private:
   // The products of one precision: per layer weight_ih (none for one-hot input) and weight_hh
-  // (with the cell's view of it), and the decoder.
+  // (with the cell's view of it; none for a cell without a recurrent matrix), and the decoder.
   struct Weights {
     int threads = 1;  // splitting each product by rows: the step's choice
     std::vector<std::unique_ptr<StepMatrix>> ih, hh;

@@ -10,7 +10,8 @@
 //   E  input width of a layer (V for one-hot input, the embedding width, D, or H below)
 //   D  features per step of a dense input
 //   H  hidden units per layer
-//   G  gates per cell: 1 for RNN, 4 for LSTM (i, f, g, o), 3 for GRU (r, z, n)
+//   G  gate blocks per cell (Cell::gates): 1 for RNN, 4 for LSTM (i, f, g, o), 3 for GRU (r, z, n);
+//      docs/cells.md lists every cell
 //   V  vocabulary size: the symbols of a symbol input
 //   O  outputs per step: classes of a softmax head (V for a language model) or regression targets
 //   L  stacked recurrent layers

@@ -116,11 +116,4 @@ bool LaunchedByMpi();
 // Async-signal-safe: meant to be called from a SIGINT/SIGTERM handler.
 void RequestStop();
 
-// Bytes of memory that training a model of this configuration needs: parameters, gradients,
-// optimizer state, the per-timestep caches of a (T, B) chunk and the packed copies of each
-// layer's W_hh; with bf16 products, those copies in bfloat16 tiles and the largest product's
-// operands rounded to bfloat16. (Not the corpus, which is memory-mapped, nor the program itself.)
-uint64_t EstimateTrainingBytes(const ModelConfig& config, int T, int B, int optimizer_slots,
-                               Precision products = Precision::kFloat32);
-
 }  // namespace bptt

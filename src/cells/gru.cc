@@ -10,9 +10,10 @@
 //   u_t = LN(W_hh h_{t-1}; g_hh, b'_hh) + b_hh               (3H)
 //   r_t = sigmoid(a_r + u_r),  z_t = sigmoid(a_z + u_z),  n_t = tanh(a_n + r_t * u_n)
 //   h_t = (1 - z_t) * n_t + z_t * h_{t-1}
-// Its four modes follow, in the order of cell.h: the pointwise passes they share (plain and
-// layer-normalised), chunk forward, step, chunk backward and tangent; each mode chooses the
-// variant once, by whether the layer's parameters hold the LN tensors.
+// Its tensors and four modes follow, in the order of cell.h: the declarations, the pointwise
+// passes the modes share (plain and layer-normalised), chunk forward, step, chunk backward and
+// tangent; each mode chooses the variant once, by whether the layer's parameters hold the LN
+// tensors.
 #include "bptt/cell.h"
 #include "kernels/activation.h"
 #include "kernels/packed_gemm.h"
@@ -22,6 +23,50 @@
 namespace bptt::cells {
 
 namespace {
+
+using namespace extent;
+constexpr When kLn = When::kLayerNorm;
+
+// Parameters, in PyTorch's nn.GRU layout (G = 3, gate blocks r, z, n), then the LN gains g and
+// biases b' of the layer-normalised variant.
+constexpr ParamDecl kParams[] = {
+    {"weight_ih", kGH, kE, TensorRole::kWeight},            // W_ih
+    {"weight_hh", kGH, kH, TensorRole::kWeight},            // W_hh
+    {"bias_ih", kGH, k1, TensorRole::kBias},                // b_ih
+    {"bias_hh", kGH, k1, TensorRole::kBias},                // b_hh
+    {"ln_ih_weight", kGH, k1, TensorRole::kNormGain, kLn},  // g_ih   LN(W_ih x_t)
+    {"ln_ih_bias", kGH, k1, TensorRole::kNormBias, kLn},    // b'_ih
+    {"ln_hh_weight", kGH, k1, TensorRole::kNormGain, kLn},  // g_hh   LN(W_hh h_{t-1})
+    {"ln_hh_bias", kGH, k1, TensorRole::kNormBias, kLn},    // b'_hh
+};
+constexpr size_t kWeightHh = Slot(kParams, "weight_hh"), kBiasIh = Slot(kParams, "bias_ih"),
+                 kBiasHh = Slot(kParams, "bias_hh"), kLnIhWeight = Slot(kParams, "ln_ih_weight"),
+                 kLnIhBias = Slot(kParams, "ln_ih_bias"), kLnHhWeight = Slot(kParams, "ln_hh_weight"),
+                 kLnHhBias = Slot(kParams, "ln_hh_bias");
+
+// The cache. Each LN keeps its normalised input ẑ = (z - mean) / sqrt(var + eps) and the
+// column's rstd = 1 / sqrt(var + eps).
+constexpr BufferDecl kCache[] = {
+    {"gates", kGH, kTB},               // in: W_ih x_t; out: r, z, n
+    {"h", kH, kT1B},                   // h_0 .. h_T
+    {"recurrent", kGH, kTB},           // u_t = W_hh h_{t-1} + b_hh (with layer norm LN(W_hh h_{t-1}) + b_hh)
+    {"ln_ih", kGH, kTB, kLn},          // ẑ of W_ih x_t
+    {"ln_hh", kGH, kTB, kLn},          // ẑ of W_hh h_{t-1}
+    {"ln_rstd", Extent{2}, kTB, kLn},  // rstd of ih, hh
+};
+constexpr size_t kRecurrent = Slot(kCache, "recurrent"), kLnIh = Slot(kCache, "ln_ih"),
+                 kLnHh = Slot(kCache, "ln_hh"), kLnRstd = Slot(kCache, "ln_rstd");
+
+constexpr BufferDecl kBackward[] = {
+    {"dgates", kGH, kTB},                  // dL/d(W_ih x_t)
+    {"dh", kH, kB},                        // dL/dh_t as the sweep reaches step t
+    {"dh_steps", kH, kTB, When::kRecord},  // dL/dh_t of every step
+    {"drecurrent", kGH, kTB},              // dL/d(W_hh h_{t-1})
+    {"dln_ih", kGH, kTB, kLn},             // dL/da_t, the gradient on LN(W_ih x_t) (and b_ih's)
+    {"dln_hh", kGH, kTB, kLn},             // dL/du_t, the gradient on LN(W_hh h_{t-1}) (and b_hh's)
+};
+constexpr size_t kDrecurrent = Slot(kBackward, "drecurrent"), kDlnIh = Slot(kBackward, "dln_ih"),
+                 kDlnHh = Slot(kBackward, "dln_hh");
 
 template <typename S>
 using Vec = Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>;
@@ -43,8 +88,8 @@ void Gates(Eigen::Index H, S* a, const S* u, const S* h_prev, S* h) {
 // W_hh h_{t-1}; out: u_t (with b_hh). h_prev (H) in; h (H) out (may be h_prev).
 template <typename S>
 void Pointwise(Eigen::Index H, S* a, S* u, const RecurrentParams<S>& p, const S* h_prev, S* h) {
-  Vec<S>(a, 3 * H) += ConstVec<S>(p.bias_ih.data(), 3 * H);
-  Vec<S>(u, 3 * H) += ConstVec<S>(p.bias_hh.data(), 3 * H);
+  Vec<S>(a, 3 * H) += ConstVec<S>(p[kBiasIh].data(), 3 * H);
+  Vec<S>(u, 3 * H) += ConstVec<S>(p[kBiasHh].data(), 3 * H);
   Gates(H, a, u, h_prev, h);
 }
 
@@ -56,8 +101,8 @@ void PointwiseLn(Eigen::Index H, S* a, S* u, S* z_ih, S* z_hh, const RecurrentPa
   const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
   rstd[0] = LayerNormalize(3 * H, a, z_ih);
   rstd[1] = LayerNormalize(3 * H, u, z_hh);
-  Vec<S>(a, 3 * H) = param(p.ln_ih_weight) * ConstVec<S>(z_ih, 3 * H) + param(p.ln_ih_bias) + param(p.bias_ih);
-  Vec<S>(u, 3 * H) = param(p.ln_hh_weight) * ConstVec<S>(z_hh, 3 * H) + param(p.ln_hh_bias) + param(p.bias_hh);
+  Vec<S>(a, 3 * H) = param(p[kLnIhWeight]) * ConstVec<S>(z_ih, 3 * H) + param(p[kLnIhBias]) + param(p[kBiasIh]);
+  Vec<S>(u, 3 * H) = param(p[kLnHhWeight]) * ConstVec<S>(z_hh, 3 * H) + param(p[kLnHhBias]) + param(p[kBiasHh]);
   Gates(H, a, u, h_prev, h);
 }
 
@@ -68,25 +113,25 @@ template <bool kLayerNorm, typename S>
 void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
   const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
-  Pack(p.weight_hh, false, compute.products, cache.packed_hh);
+  Pack(p.weight_hh(), false, compute.products, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
   {
     const StepShare share(3 * H, B);
     const Eigen::Index j0 = share.j0, j1 = share.j1;
     for (Eigen::Index t = 0; t < T && share.active(); ++t) {
-      const auto h_prev = cache.Step(cache.h, t);
-      auto u = cache.Step(cache.recurrent, t);  // (3H, B)
-      auto a = cache.Step(cache.gates, t);      // (3H, B)
+      const auto h_prev = cache.Step(cache.h(), t);
+      auto u = cache.Step(cache[kRecurrent], t);  // (3H, B)
+      auto a = cache.Step(cache.gates(), t);      // (3H, B)
       share.Product(cache.packed_hh, h_prev.data(), H, u.data(), 3 * H, false);
       share.Join();
       for (Eigen::Index b = j0; b < j1; ++b) {
         if constexpr (kLayerNorm)
-          PointwiseLn(H, a.col(b).data(), u.col(b).data(), cache.Step(cache.ln_ih, t).col(b).data(),
-                      cache.Step(cache.ln_hh, t).col(b).data(), p, h_prev.col(b).data(),
-                      cache.Step(cache.h, t + 1).col(b).data(), cache.Step(cache.ln_rstd, t).col(b).data());
+          PointwiseLn(H, a.col(b).data(), u.col(b).data(), cache.Step(cache[kLnIh], t).col(b).data(),
+                      cache.Step(cache[kLnHh], t).col(b).data(), p, h_prev.col(b).data(),
+                      cache.Step(cache.h(), t + 1).col(b).data(), cache.Step(cache[kLnRstd], t).col(b).data());
         else
           Pointwise(H, a.col(b).data(), u.col(b).data(), p, h_prev.col(b).data(),
-                    cache.Step(cache.h, t + 1).col(b).data());
+                    cache.Step(cache.h(), t + 1).col(b).data());
       }
       share.Join();
     }
@@ -131,26 +176,26 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   const bool recur = back_hh.size() > 0;
   if (recur) Pack(back_hh, true, compute.products, back.packed_hh_t);
-  Mat<S>& dpre = kLayerNorm ? back.dln_ih : back.dgates;      // dL/da_t
-  Mat<S>& dpre_u = kLayerNorm ? back.dln_hh : back.drecurrent;  // dL/du_t
+  Mat<S>& dpre = kLayerNorm ? back[kDlnIh] : back.dgates();      // dL/da_t
+  Mat<S>& dpre_u = kLayerNorm ? back[kDlnHh] : back[kDrecurrent];  // dL/du_t
   const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
 #pragma omp parallel num_threads(threads)
   {
     const StepShare share(H, B);
     const Eigen::Index j0 = share.j0, j1 = share.j1;
     for (Eigen::Index t = T - 1; t >= 0 && share.active(); --t) {
-      const auto act = cache.Step(cache.gates, t);
-      const auto u = cache.Step(cache.recurrent, t);
-      const auto h_prev = cache.Step(cache.h, t);
+      const auto act = cache.Step(cache.gates(), t);
+      const auto u = cache.Step(cache[kRecurrent], t);
+      const auto h_prev = cache.Step(cache.h(), t);
       auto da = dpre.middleCols(t * B, B);
       auto du = dpre_u.middleCols(t * B, B);
       for (Eigen::Index b = j0; b < j1; ++b) {
         const Eigen::Index j = t * B + b;
-        back.dh.col(b) += dh_out.col(j);
-        if (back.record) back.dh_steps.col(j) = back.dh.col(b);
+        back.dh().col(b) += dh_out.col(j);
+        if (back.record) back.dh_steps().col(j) = back.dh().col(b);
         const auto r = act.col(b).segment(0, H).array(), z = act.col(b).segment(H, H).array(),
                    n = act.col(b).segment(2 * H, H).array();
-        const auto dh = back.dh.col(b).array();
+        const auto dh = back.dh().col(b).array();
         auto da_b = da.col(b);
         auto du_b = du.col(b);
         da_b.segment(2 * H, H) = (dh * (S(1) - z) * TanhGradFromOutput(n)).matrix();
@@ -160,29 +205,29 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
                 .matrix();
         da_b.segment(H, H) = (dh * (h_prev.col(b).array() - n) * SigmoidGradFromOutput(z)).matrix();
         du_b.segment(0, 2 * H) = da_b.segment(0, 2 * H);
-        back.dh.col(b) = (dh * z).matrix();  // the direct part of dh_{t-1}
+        back.dh().col(b) = (dh * z).matrix();  // the direct part of dh_{t-1}
         if constexpr (kLayerNorm) {
-          back.dgates.col(j) = LayerNormJacobian(param(p.ln_ih_weight) * da_b.array(), cache.ln_ih.col(j).array(),
-                                                 cache.ln_rstd(0, j))
+          back.dgates().col(j) = LayerNormJacobian(param(p[kLnIhWeight]) * da_b.array(), cache[kLnIh].col(j).array(),
+                                                 cache[kLnRstd](0, j))
                                    .matrix();
-          back.drecurrent.col(j) = LayerNormJacobian(param(p.ln_hh_weight) * du_b.array(),
-                                                     cache.ln_hh.col(j).array(), cache.ln_rstd(1, j))
+          back[kDrecurrent].col(j) = LayerNormJacobian(param(p[kLnHhWeight]) * du_b.array(),
+                                                     cache[kLnHh].col(j).array(), cache[kLnRstd](1, j))
                                        .matrix();
         }
       }
       share.Join();
-      if (recur) share.Product(back.packed_hh_t, back.drecurrent.col(t * B).data(), 3 * H, back.dh.data(), H, true);
+      if (recur) share.Product(back.packed_hh_t, back[kDrecurrent].col(t * B).data(), 3 * H, back.dh().data(), H, true);
       share.Join();
     }
   }
-  ParallelProduct(grad.weight_hh, back.drecurrent, cache.h.leftCols(T * B).transpose(), true, compute);
-  grad.bias_ih += dpre.rowwise().sum();
-  grad.bias_hh += dpre_u.rowwise().sum();
+  ParallelProduct(grad[kWeightHh], back[kDrecurrent], cache.h().leftCols(T * B).transpose(), true, compute);
+  grad[kBiasIh] += dpre.rowwise().sum();
+  grad[kBiasHh] += dpre_u.rowwise().sum();
   if constexpr (kLayerNorm) {
-    grad.ln_ih_bias += dpre.rowwise().sum();
-    grad.ln_hh_bias += dpre_u.rowwise().sum();
-    grad.ln_ih_weight += (dpre.array() * cache.ln_ih.array()).rowwise().sum().matrix();
-    grad.ln_hh_weight += (dpre_u.array() * cache.ln_hh.array()).rowwise().sum().matrix();
+    grad[kLnIhBias] += dpre.rowwise().sum();
+    grad[kLnHhBias] += dpre_u.rowwise().sum();
+    grad[kLnIhWeight] += (dpre.array() * cache[kLnIh].array()).rowwise().sum().matrix();
+    grad[kLnHhWeight] += (dpre_u.array() * cache[kLnHh].array()).rowwise().sum().matrix();
   }
 }
 
@@ -204,16 +249,16 @@ void TangentOf(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& 
   const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
   Mat<S> du;
   for (Eigen::Index t = 0; t < cache.T; ++t) {
-    du.noalias() = p.weight_hh * dh;
+    du.noalias() = p.weight_hh() * dh;
     if constexpr (kLayerNorm)
       for (Eigen::Index b = 0; b < B; ++b)
-        du.col(b) = (param(p.ln_hh_weight) * LayerNormJacobian(du.col(b).array(), cache.ln_hh.col(t * B + b).array(),
-                                                                cache.ln_rstd(1, t * B + b)))
+        du.col(b) = (param(p[kLnHhWeight]) * LayerNormJacobian(du.col(b).array(), cache[kLnHh].col(t * B + b).array(),
+                                                                cache[kLnRstd](1, t * B + b)))
                         .matrix();
-    const auto act = cache.Step(cache.gates, t);
+    const auto act = cache.Step(cache.gates(), t);
     const auto r = act.topRows(H).array(), z = act.middleRows(H, H).array(), n = act.bottomRows(H).array();
-    const auto u_n = cache.Step(cache.recurrent, t).bottomRows(H).array();
-    const auto h_prev = cache.Step(cache.h, t).array();
+    const auto u_n = cache.Step(cache[kRecurrent], t).bottomRows(H).array();
+    const auto h_prev = cache.Step(cache.h(), t).array();
     const Array dr = SigmoidGradFromOutput(r) * du.topRows(H).array();
     const Array dz = SigmoidGradFromOutput(z) * du.middleRows(H, H).array();
     const Array dn = TanhGradFromOutput(n) * (dr * u_n + r * du.bottomRows(H).array());
@@ -235,10 +280,11 @@ constinit const Cell kGru{
     .gates = 3,
     .gate_names = "rzn",
     .cell_state = false,
-    .separate_recurrent = true,
-    .layer_norm = true,
     .pascanu_gamma = std::numeric_limits<double>::quiet_NaN(),
     .torch = "nn.GRU",
+    .params = kParams,
+    .cache = kCache,
+    .backward = kBackward,
     .f32 = {&ChunkForward<float>, &ChunkBackward<float>, &Tangent<float>},
     .f64 = {&ChunkForward<double>, &ChunkBackward<double>, &Tangent<double>},
     .step = &Step,

@@ -11,9 +11,10 @@
 //   i_t, f_t, g_t, o_t = sigmoid, sigmoid, tanh, sigmoid of the blocks of a_t
 //   c_t = f_t * c_{t-1} + i_t * g_t
 //   h_t = o_t * tanh(LN(c_t; g_c, b'_c))
-// Its four modes follow, in the order of cell.h: the pointwise passes they share (plain and
-// layer-normalised), chunk forward, step, chunk backward and tangent; each mode chooses the
-// variant once, by whether the layer's parameters hold the LN tensors.
+// Its tensors and four modes follow, in the order of cell.h: the declarations, the pointwise
+// passes the modes share (plain and layer-normalised), chunk forward, step, chunk backward and
+// tangent; each mode chooses the variant once, by whether the layer's parameters hold the LN
+// tensors.
 #include "bptt/cell.h"
 #include "kernels/activation.h"
 #include "kernels/packed_gemm.h"
@@ -23,6 +24,57 @@
 namespace bptt::cells {
 
 namespace {
+
+using namespace extent;
+constexpr When kLn = When::kLayerNorm;
+
+// Parameters, in PyTorch's nn.LSTM layout (G = 4, gate blocks i, f, g, o), then the LN gains g
+// and biases b' of the layer-normalised variant.
+constexpr ParamDecl kParams[] = {
+    {"weight_ih", kGH, kE, TensorRole::kWeight},                  // W_ih
+    {"weight_hh", kGH, kH, TensorRole::kWeight},                  // W_hh
+    {"bias_ih", kGH, k1, TensorRole::kBias},                      // b_ih
+    {"bias_hh", kGH, k1, TensorRole::kBias},                      // b_hh
+    {"ln_ih_weight", kGH, k1, TensorRole::kNormGain, kLn},        // g_ih   LN(W_ih x_t)
+    {"ln_ih_bias", kGH, k1, TensorRole::kNormBias, kLn},          // b'_ih
+    {"ln_hh_weight", kGH, k1, TensorRole::kNormGain, kLn},        // g_hh   LN(W_hh h_{t-1})
+    {"ln_hh_bias", kGH, k1, TensorRole::kNormBias, kLn},          // b'_hh
+    {"ln_c_weight", kH, k1, TensorRole::kNormGain, kLn},          // g_c    LN(c_t)
+    {"ln_c_bias", kH, k1, TensorRole::kNormBias, kLn},            // b'_c
+};
+constexpr size_t kWeightHh = Slot(kParams, "weight_hh"), kBiasIh = Slot(kParams, "bias_ih"),
+                 kBiasHh = Slot(kParams, "bias_hh"), kLnIhWeight = Slot(kParams, "ln_ih_weight"),
+                 kLnIhBias = Slot(kParams, "ln_ih_bias"), kLnHhWeight = Slot(kParams, "ln_hh_weight"),
+                 kLnHhBias = Slot(kParams, "ln_hh_bias"), kLnCWeight = Slot(kParams, "ln_c_weight"),
+                 kLnCBias = Slot(kParams, "ln_c_bias");
+
+// The cache. Each LN keeps its normalised input ẑ = (z - mean) / sqrt(var + eps) and the
+// column's rstd = 1 / sqrt(var + eps).
+constexpr BufferDecl kCache[] = {
+    {"gates", kGH, kTB},                // in: W_ih x_t; out: i, f, g, o
+    {"h", kH, kT1B},                    // h_0 .. h_T
+    {"c", kH, kT1B},                    // c_0 .. c_T
+    {"tanh_c", kH, kTB},                // tanh(c_t); with layer norm tanh(LN(c_t))
+    {"ln_ih", kGH, kTB, kLn},           // ẑ of W_ih x_t
+    {"ln_hh", kGH, kTB, kLn},           // ẑ of W_hh h_{t-1}
+    {"ln_c", kH, kTB, kLn},             // ẑ of c_t
+    {"ln_rstd", Extent{3}, kTB, kLn},   // rstd of ih, hh, c
+};
+constexpr size_t kTanhC = Slot(kCache, "tanh_c"), kLnIh = Slot(kCache, "ln_ih"), kLnHh = Slot(kCache, "ln_hh"),
+                 kLnC = Slot(kCache, "ln_c"), kLnRstd = Slot(kCache, "ln_rstd");
+
+constexpr BufferDecl kBackward[] = {
+    {"dgates", kGH, kTB},                  // dL/d(W_ih x_t)
+    {"dh", kH, kB},                        // dL/dh_t as the sweep reaches step t
+    {"dh_steps", kH, kTB, When::kRecord},  // dL/dh_t of every step
+    {"dc", kH, kB},                        // dL/dc_t as the sweep reaches step t
+    {"dc_steps", kH, kTB, When::kRecord},  // dL/dc_t of every step
+    {"drecurrent", kGH, kTB, kLn},         // dL/d(W_hh h_{t-1})
+    {"dln_ih", kGH, kTB, kLn},             // dL/da_t, the gradient on both LNs' outputs (and b_ih's)
+    {"dln_c", kH, kTB, kLn},               // dL/dLN(c_t)
+};
+constexpr size_t kDrecurrent = Slot(kBackward, "drecurrent"), kDlnIh = Slot(kBackward, "dln_ih"),
+                 kDlnC = Slot(kBackward, "dln_c");
 
 template <typename S>
 using Vec = Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>;
@@ -46,8 +98,8 @@ void GatesAndCell(Eigen::Index H, S* a, const S* c_prev, S* c) {
 template <typename S>
 void Pointwise(Eigen::Index H, S* a, const RecurrentParams<S>& p, const S* c_prev, S* c, S* tanh_c, S* h) {
   Vec<S> all(a, 4 * H);
-  all += ConstVec<S>(p.bias_ih.data(), 4 * H);
-  all += ConstVec<S>(p.bias_hh.data(), 4 * H);
+  all += ConstVec<S>(p[kBiasIh].data(), 4 * H);
+  all += ConstVec<S>(p[kBiasHh].data(), 4 * H);
   GatesAndCell(H, a, c_prev, c);
   Vec<S>(tanh_c, H) = Tanh(Vec<S>(c, H));
   Vec<S>(h, H) = ConstVec<S>(a + 3 * H, H) * Vec<S>(tanh_c, H);
@@ -62,12 +114,12 @@ void PointwiseLn(Eigen::Index H, S* a, S* r, S* z_ih, const RecurrentParams<S>& 
   const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
   rstd[0] = LayerNormalize(4 * H, a, z_ih);
   rstd[1] = LayerNormalize(4 * H, r, r);
-  Vec<S>(a, 4 * H) = param(p.ln_ih_weight) * ConstVec<S>(z_ih, 4 * H) + param(p.ln_ih_bias) +
-                     param(p.ln_hh_weight) * ConstVec<S>(r, 4 * H) + param(p.ln_hh_bias) + param(p.bias_ih) +
-                     param(p.bias_hh);
+  Vec<S>(a, 4 * H) = param(p[kLnIhWeight]) * ConstVec<S>(z_ih, 4 * H) + param(p[kLnIhBias]) +
+                     param(p[kLnHhWeight]) * ConstVec<S>(r, 4 * H) + param(p[kLnHhBias]) + param(p[kBiasIh]) +
+                     param(p[kBiasHh]);
   GatesAndCell(H, a, c_prev, c);
   rstd[2] = LayerNormalize(H, c, z_c);
-  Vec<S>(tanh_c, H) = Tanh(param(p.ln_c_weight) * ConstVec<S>(z_c, H) + param(p.ln_c_bias));
+  Vec<S>(tanh_c, H) = Tanh(param(p[kLnCWeight]) * ConstVec<S>(z_c, H) + param(p[kLnCBias]));
   Vec<S>(h, H) = ConstVec<S>(a + 3 * H, H) * Vec<S>(tanh_c, H);
 }
 
@@ -80,30 +132,30 @@ template <bool kLayerNorm, typename S>
 void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
   const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
-  Pack(p.weight_hh, false, compute.products, cache.packed_hh);
+  Pack(p.weight_hh(), false, compute.products, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
   {
     const StepShare share(4 * H, B);
     const Eigen::Index j0 = share.j0, j1 = share.j1;
     for (Eigen::Index t = 0; t < T && share.active(); ++t) {
-      auto a = cache.Step(cache.gates, t);  // (4H, B)
-      const auto h_prev = cache.Step(cache.h, t);
+      auto a = cache.Step(cache.gates(), t);  // (4H, B)
+      const auto h_prev = cache.Step(cache.h(), t);
       if constexpr (kLayerNorm) {
-        auto r = cache.Step(cache.ln_hh, t);  // (4H, B)
+        auto r = cache.Step(cache[kLnHh], t);  // (4H, B)
         share.Product(cache.packed_hh, h_prev.data(), H, r.data(), 4 * H, false);
         share.Join();
         for (Eigen::Index b = j0; b < j1; ++b)
-          PointwiseLn(H, a.col(b).data(), r.col(b).data(), cache.Step(cache.ln_ih, t).col(b).data(), p,
-                      cache.Step(cache.c, t).col(b).data(), cache.Step(cache.c, t + 1).col(b).data(),
-                      cache.Step(cache.ln_c, t).col(b).data(), cache.Step(cache.tanh_c, t).col(b).data(),
-                      cache.Step(cache.h, t + 1).col(b).data(), cache.Step(cache.ln_rstd, t).col(b).data());
+          PointwiseLn(H, a.col(b).data(), r.col(b).data(), cache.Step(cache[kLnIh], t).col(b).data(), p,
+                      cache.Step(cache.c(), t).col(b).data(), cache.Step(cache.c(), t + 1).col(b).data(),
+                      cache.Step(cache[kLnC], t).col(b).data(), cache.Step(cache[kTanhC], t).col(b).data(),
+                      cache.Step(cache.h(), t + 1).col(b).data(), cache.Step(cache[kLnRstd], t).col(b).data());
       } else {
         share.Product(cache.packed_hh, h_prev.data(), H, a.data(), 4 * H, true);
         share.Join();
         for (Eigen::Index b = j0; b < j1; ++b)
-          Pointwise(H, a.col(b).data(), p, cache.Step(cache.c, t).col(b).data(),
-                    cache.Step(cache.c, t + 1).col(b).data(), cache.Step(cache.tanh_c, t).col(b).data(),
-                    cache.Step(cache.h, t + 1).col(b).data());
+          Pointwise(H, a.col(b).data(), p, cache.Step(cache.c(), t).col(b).data(),
+                    cache.Step(cache.c(), t + 1).col(b).data(), cache.Step(cache[kTanhC], t).col(b).data(),
+                    cache.Step(cache.h(), t + 1).col(b).data());
       }
       share.Join();
     }
@@ -156,31 +208,31 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   const bool recur = back_hh.size() > 0;
   if (recur) Pack(back_hh, true, compute.products, back.packed_hh_t);
-  Mat<S>& dpre = kLayerNorm ? back.dln_ih : back.dgates;           // dL/da_t
-  Mat<S>& dproduct = kLayerNorm ? back.drecurrent : back.dgates;   // dL/d(W_hh h_{t-1})
+  Mat<S>& dpre = kLayerNorm ? back[kDlnIh] : back.dgates();           // dL/da_t
+  Mat<S>& dproduct = kLayerNorm ? back[kDrecurrent] : back.dgates();   // dL/d(W_hh h_{t-1})
   const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
 #pragma omp parallel num_threads(threads)
   {
     const StepShare share(H, B);
     const Eigen::Index j0 = share.j0, j1 = share.j1;
     for (Eigen::Index t = T - 1; t >= 0 && share.active(); --t) {
-      const auto act = cache.Step(cache.gates, t);
-      const auto c_prev = cache.Step(cache.c, t);
-      const auto tc = cache.Step(cache.tanh_c, t);
+      const auto act = cache.Step(cache.gates(), t);
+      const auto c_prev = cache.Step(cache.c(), t);
+      const auto tc = cache.Step(cache[kTanhC], t);
       auto da = dpre.middleCols(t * B, B);
       for (Eigen::Index b = j0; b < j1; ++b) {
         const Eigen::Index j = t * B + b;
-        back.dh.col(b) += dh_out.col(j);
-        if (back.record) back.dh_steps.col(j) = back.dh.col(b);
+        back.dh().col(b) += dh_out.col(j);
+        if (back.record) back.dh_steps().col(j) = back.dh().col(b);
         const auto i = act.col(b).segment(0, H).array(), f = act.col(b).segment(H, H).array(),
                    g = act.col(b).segment(2 * H, H).array(), o = act.col(b).segment(3 * H, H).array();
-        const auto dh = back.dh.col(b).array();
-        auto dc = back.dc.col(b).array();
+        const auto dh = back.dh().col(b).array();
+        auto dc = back.dc().col(b).array();
         const auto tcb = tc.col(b).array();
         if constexpr (kLayerNorm) {
-          auto dy_c = back.dln_c.col(j).array();
+          auto dy_c = back[kDlnC].col(j).array();
           dy_c = dh * o * TanhGradFromOutput(tcb);
-          dc += LayerNormJacobian(param(p.ln_c_weight) * dy_c, cache.ln_c.col(j).array(), cache.ln_rstd(2, j));
+          dc += LayerNormJacobian(param(p[kLnCWeight]) * dy_c, cache[kLnC].col(j).array(), cache[kLnRstd](2, j));
         } else {
           dc += dh * o * TanhGradFromOutput(tcb);
         }
@@ -189,33 +241,33 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
         col.segment(H, H) = (dc * c_prev.col(b).array() * SigmoidGradFromOutput(f)).matrix();
         col.segment(2 * H, H) = (dc * i * TanhGradFromOutput(g)).matrix();
         col.segment(3 * H, H) = (dh * tcb * SigmoidGradFromOutput(o)).matrix();
-        if (back.record) back.dc_steps.col(j) = dc.matrix();
+        if (back.record) back.dc_steps().col(j) = dc.matrix();
         dc *= f;  // dc_{t-1}
         if constexpr (kLayerNorm) {
           const auto dab = col.array();
-          back.dgates.col(j) =
-              LayerNormJacobian(param(p.ln_ih_weight) * dab, cache.ln_ih.col(j).array(), cache.ln_rstd(0, j)).matrix();
-          back.drecurrent.col(j) =
-              LayerNormJacobian(param(p.ln_hh_weight) * dab, cache.ln_hh.col(j).array(), cache.ln_rstd(1, j)).matrix();
+          back.dgates().col(j) =
+              LayerNormJacobian(param(p[kLnIhWeight]) * dab, cache[kLnIh].col(j).array(), cache[kLnRstd](0, j)).matrix();
+          back[kDrecurrent].col(j) =
+              LayerNormJacobian(param(p[kLnHhWeight]) * dab, cache[kLnHh].col(j).array(), cache[kLnRstd](1, j)).matrix();
         }
       }
       share.Join();
-      if (recur) share.Product(back.packed_hh_t, dproduct.col(t * B).data(), 4 * H, back.dh.data(), H, false);
-      else back.dh.middleCols(j0, j1 - j0).setZero();
+      if (recur) share.Product(back.packed_hh_t, dproduct.col(t * B).data(), 4 * H, back.dh().data(), H, false);
+      else back.dh().middleCols(j0, j1 - j0).setZero();
       share.Join();
     }
   }
-  ParallelProduct(grad.weight_hh, dproduct, cache.h.leftCols(T * B).transpose(), true, compute);
+  ParallelProduct(grad[kWeightHh], dproduct, cache.h().leftCols(T * B).transpose(), true, compute);
   const Mat<S> db = dpre.rowwise().sum();
-  grad.bias_ih += db;
-  grad.bias_hh += db;
+  grad[kBiasIh] += db;
+  grad[kBiasHh] += db;
   if constexpr (kLayerNorm) {
-    grad.ln_ih_bias += db;
-    grad.ln_hh_bias += db;
-    grad.ln_ih_weight += (dpre.array() * cache.ln_ih.array()).rowwise().sum().matrix();
-    grad.ln_hh_weight += (dpre.array() * cache.ln_hh.array()).rowwise().sum().matrix();
-    grad.ln_c_weight += (back.dln_c.array() * cache.ln_c.array()).rowwise().sum().matrix();
-    grad.ln_c_bias += back.dln_c.rowwise().sum();
+    grad[kLnIhBias] += db;
+    grad[kLnHhBias] += db;
+    grad[kLnIhWeight] += (dpre.array() * cache[kLnIh].array()).rowwise().sum().matrix();
+    grad[kLnHhWeight] += (dpre.array() * cache[kLnHh].array()).rowwise().sum().matrix();
+    grad[kLnCWeight] += (back[kDlnC].array() * cache[kLnC].array()).rowwise().sum().matrix();
+    grad[kLnCBias] += back[kDlnC].rowwise().sum();
   }
 }
 
@@ -239,17 +291,17 @@ void TangentOf(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& 
   const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
   Mat<S> da;
   for (Eigen::Index t = 0; t < cache.T; ++t) {
-    da.noalias() = p.weight_hh * dh;
+    da.noalias() = p.weight_hh() * dh;
     if constexpr (kLayerNorm)
       for (Eigen::Index b = 0; b < B; ++b)
-        da.col(b) = (param(p.ln_hh_weight) * LayerNormJacobian(da.col(b).array(), cache.ln_hh.col(t * B + b).array(),
-                                                                cache.ln_rstd(1, t * B + b)))
+        da.col(b) = (param(p[kLnHhWeight]) * LayerNormJacobian(da.col(b).array(), cache[kLnHh].col(t * B + b).array(),
+                                                                cache[kLnRstd](1, t * B + b)))
                         .matrix();
-    const auto act = cache.Step(cache.gates, t);
+    const auto act = cache.Step(cache.gates(), t);
     const auto i = act.topRows(H).array(), f = act.middleRows(H, H).array(), g = act.middleRows(2 * H, H).array(),
                o = act.bottomRows(H).array();
-    const auto c_prev = cache.Step(cache.c, t).array();
-    const auto tc = cache.Step(cache.tanh_c, t).array();
+    const auto c_prev = cache.Step(cache.c(), t).array();
+    const auto tc = cache.Step(cache[kTanhC], t).array();
     const Array di = SigmoidGradFromOutput(i) * da.topRows(H).array();
     const Array df = SigmoidGradFromOutput(f) * da.middleRows(H, H).array();
     const Array dg = TanhGradFromOutput(g) * da.middleRows(2 * H, H).array();
@@ -258,8 +310,8 @@ void TangentOf(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& 
     if constexpr (kLayerNorm) {
       Array dy(H, B);
       for (Eigen::Index b = 0; b < B; ++b)
-        dy.col(b) = param(p.ln_c_weight) *
-                    LayerNormJacobian(dc.col(b).array(), cache.ln_c.col(t * B + b).array(), cache.ln_rstd(2, t * B + b));
+        dy.col(b) = param(p[kLnCWeight]) *
+                    LayerNormJacobian(dc.col(b).array(), cache[kLnC].col(t * B + b).array(), cache[kLnRstd](2, t * B + b));
       dh = (d_o * tc + o * TanhGradFromOutput(tc) * dy).matrix();
     } else {
       dh = (d_o * tc + o * TanhGradFromOutput(tc) * dc.array()).matrix();
@@ -281,10 +333,11 @@ constinit const Cell kLstm{
     .gates = 4,
     .gate_names = "ifgo",
     .cell_state = true,
-    .separate_recurrent = false,
-    .layer_norm = true,
     .pascanu_gamma = std::numeric_limits<double>::quiet_NaN(),
     .torch = "nn.LSTM",
+    .params = kParams,
+    .cache = kCache,
+    .backward = kBackward,
     .f32 = {&ChunkForward<float>, &ChunkBackward<float>, &Tangent<float>},
     .f64 = {&ChunkForward<double>, &ChunkBackward<double>, &Tangent<double>},
     .step = &Step,

@@ -2,8 +2,9 @@
 //   a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
 //   h_t = act(a_t),   act in {tanh, sigmoid, relu}
 // (PyTorch offers tanh and relu; sigmoid is here to show its derivative bound of 1/4 per step.)
-// Three registry rows, one per activation, share the four modes below, in the order of cell.h:
-// the pointwise pass, chunk forward, step, chunk backward and tangent.
+// Three registry rows, one per activation, share the tensors and the four modes below, in the
+// order of cell.h: the declarations, the pointwise pass, chunk forward, step, chunk backward and
+// tangent.
 #include "bptt/cell.h"
 #include "kernels/activation.h"
 #include "kernels/packed_gemm.h"
@@ -12,6 +13,30 @@
 namespace bptt::cells {
 
 namespace {
+
+using namespace extent;
+
+// Parameters, in PyTorch's nn.RNN layout (G = 1).
+constexpr ParamDecl kParams[] = {
+    {"weight_ih", kGH, kE, TensorRole::kWeight},  // W_ih
+    {"weight_hh", kGH, kH, TensorRole::kWeight},  // W_hh
+    {"bias_ih", kGH, k1, TensorRole::kBias},      // b_ih
+    {"bias_hh", kGH, k1, TensorRole::kBias},      // b_hh
+};
+constexpr size_t kWeightHh = Slot(kParams, "weight_hh"), kBiasIh = Slot(kParams, "bias_ih"),
+                 kBiasHh = Slot(kParams, "bias_hh");
+
+// The cache: the activations are h_t itself, kept in gates.
+constexpr BufferDecl kCache[] = {
+    {"gates", kGH, kTB},  // in: W_ih x_t; out: h_t
+    {"h", kH, kT1B},      // h_0 .. h_T
+};
+
+constexpr BufferDecl kBackward[] = {
+    {"dgates", kGH, kTB},                  // dL/da_t
+    {"dh", kH, kB},                        // dL/dh_t as the sweep reaches step t
+    {"dh_steps", kH, kTB, When::kRecord},  // dL/dh_t of every step
+};
 
 template <typename S>
 using Vec = Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>;
@@ -37,8 +62,8 @@ struct ReluAct {
 template <typename Act, typename S>
 void Pointwise(Eigen::Index H, S* a, const RecurrentParams<S>& p, S* h) {
   Vec<S> v(a, H);
-  v += ConstVec<S>(p.bias_ih.data(), H);
-  v += ConstVec<S>(p.bias_hh.data(), H);
+  v += ConstVec<S>(p[kBiasIh].data(), H);
+  v += ConstVec<S>(p[kBiasHh].data(), H);
   v = Act::Value(v);
   Vec<S>(h, H) = v;
 }
@@ -50,16 +75,16 @@ template <typename Act, typename S>
 void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
   const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
-  Pack(p.weight_hh, false, compute.products, cache.packed_hh);
+  Pack(p.weight_hh(), false, compute.products, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
   {
     const StepShare share(H, B);
     for (Eigen::Index t = 0; t < T && share.active(); ++t) {
-      auto a = cache.Step(cache.gates, t);
-      share.Product(cache.packed_hh, cache.Step(cache.h, t).data(), H, a.data(), H, true);
+      auto a = cache.Step(cache.gates(), t);
+      share.Product(cache.packed_hh, cache.Step(cache.h(), t).data(), H, a.data(), H, true);
       share.Join();
       for (Eigen::Index b = share.j0; b < share.j1; ++b)
-        Pointwise<Act>(H, a.col(b).data(), p, cache.Step(cache.h, t + 1).col(b).data());
+        Pointwise<Act>(H, a.col(b).data(), p, cache.Step(cache.h(), t + 1).col(b).data());
       share.Join();
     }
   }
@@ -88,22 +113,22 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const Lay
   {
     const StepShare share(H, B);
     const Eigen::Index j0 = share.j0, nb = share.j1 - share.j0;
-    auto dh = back.dh.middleCols(j0, nb);
+    auto dh = back.dh().middleCols(j0, nb);
     for (Eigen::Index t = T - 1; t >= 0 && share.active(); --t) {
       dh += dh_out.middleCols(t * B + j0, nb);
-      if (back.record) back.dh_steps.middleCols(t * B + j0, nb) = dh;
-      auto da = back.dgates.middleCols(t * B + j0, nb);
-      da = (dh.array() * Act::Grad(cache.Step(cache.h, t + 1).middleCols(j0, nb))).matrix();
+      if (back.record) back.dh_steps().middleCols(t * B + j0, nb) = dh;
+      auto da = back.dgates().middleCols(t * B + j0, nb);
+      da = (dh.array() * Act::Grad(cache.Step(cache.h(), t + 1).middleCols(j0, nb))).matrix();
       share.Join();
-      if (recur) share.Product(back.packed_hh_t, back.dgates.col(t * B).data(), H, back.dh.data(), H, false);
+      if (recur) share.Product(back.packed_hh_t, back.dgates().col(t * B).data(), H, back.dh().data(), H, false);
       else dh.setZero();
       share.Join();
     }
   }
-  ParallelProduct(grad.weight_hh, back.dgates, cache.h.leftCols(T * B).transpose(), true, compute);
-  const Mat<S> db = back.dgates.rowwise().sum();
-  grad.bias_ih += db;
-  grad.bias_hh += db;
+  ParallelProduct(grad[kWeightHh], back.dgates(), cache.h().leftCols(T * B).transpose(), true, compute);
+  const Mat<S> db = back.dgates().rowwise().sum();
+  grad[kBiasIh] += db;
+  grad[kBiasHh] += db;
 }
 
 // The tangent of the forward pass, per step: dh_t = act'(a_t) * (W_hh dh_{t-1}).
@@ -111,8 +136,8 @@ template <typename Act, typename S>
 void Tangent(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh, Mat<S>&) {
   Mat<S> da;
   for (Eigen::Index t = 0; t < cache.T; ++t) {
-    da.noalias() = p.weight_hh * dh;
-    dh = (Act::Grad(cache.Step(cache.gates, t)) * da.array()).matrix();
+    da.noalias() = p.weight_hh() * dh;
+    dh = (Act::Grad(cache.Step(cache.gates(), t)) * da.array()).matrix();
   }
 }
 
@@ -123,10 +148,11 @@ constexpr Cell Rnn(std::string_view name, double gamma, std::string_view torch) 
       .gates = 1,
       .gate_names = "",
       .cell_state = false,
-      .separate_recurrent = false,
-      .layer_norm = false,
       .pascanu_gamma = gamma,
       .torch = torch,
+      .params = kParams,
+      .cache = kCache,
+      .backward = kBackward,
       .f32 = {&ChunkForward<Act, float>, &ChunkBackward<Act, float>, &Tangent<Act, float>},
       .f64 = {&ChunkForward<Act, double>, &ChunkBackward<Act, double>, &Tangent<Act, double>},
       .step = &Step<Act>,

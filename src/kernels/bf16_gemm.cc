@@ -313,6 +313,21 @@ void PackBf16Pairs(const StridedMatrix& w, std::vector<uint16_t>& tiles) {
   }
 }
 
+size_t Bf16PairTilesBytes(Index M, Index K) {
+  const Index mtiles = (M + kTile - 1) / kTile, kblocks = (K + kTileK - 1) / kTileK;
+  return static_cast<size_t>(mtiles * kblocks * kBlock) * sizeof(uint16_t);
+}
+
+OperandBytes Bf16ProductOperandBytes(Index M, Index N, Index K) {
+  if (K == 0) return {};
+  const Index kblocks = (K + kTileK - 1) / kTileK;
+  // AMX rounds whole pairs of tiles (AmxProduct), AVX-512 BF16 single tiles (Avx512Bf16Product).
+  const Index rows = ThisCpu().amx ? 2 * kTile : kTile;
+  const Index mtiles = (M + rows - 1) / rows * (rows / kTile), ntiles = (N + rows - 1) / rows * (rows / kTile);
+  return {static_cast<size_t>(mtiles * kblocks * kBlock) * sizeof(uint16_t),
+          static_cast<size_t>(ntiles * kblocks * kBlock) * sizeof(uint16_t)};
+}
+
 void AmxStepProduct(const uint16_t* tiles, Index M, Index K, Index row_begin, Index row_end, const float* x,
                     Index ldx, Index cols, float* c, Index ldc, bool accumulate) {
   if (row_begin >= row_end || cols <= 0) return;

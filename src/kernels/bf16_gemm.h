@@ -36,6 +36,13 @@ struct StridedMatrix {
   Eigen::Index rows, cols, row_stride, col_stride;
 };
 
+// The bytes a product keeps on the calling thread for its operands as its kernels read them
+// (rounded to bfloat16, or packed into panels: sgemm.h), reused by the thread's later products
+// and grown to the largest: what a memory estimate counts once per thread (model.h).
+struct OperandBytes {
+  size_t lhs = 0, rhs = 0;
+};
+
 // True when the processor has either engine (in force: cpu.h).
 bool Bf16ProductsHere();
 
@@ -50,6 +57,11 @@ void Bf16Product(float* dst, Eigen::Index ld_dst, const StridedMatrix& lhs, cons
 // (row_begin a multiple of 16) on the calling thread (Bf16StepProduct). The step's X columns
 // are rounded into row tiles first. Requires Bf16ProductsHere().
 void PackBf16Pairs(const StridedMatrix& w, std::vector<uint16_t>& tiles);
+// The bytes of PackBf16Pairs's tiles for W (M, K).
+size_t Bf16PairTilesBytes(Eigen::Index M, Eigen::Index K);
+// The bytes of the rounded operands Bf16Product keeps for a product (M, N) = (M, K) (K, N) on
+// the engine in force: lhs's pair tiles and rhs^T's row tiles.
+OperandBytes Bf16ProductOperandBytes(Eigen::Index M, Eigen::Index N, Eigen::Index K);
 void Bf16StepProduct(const uint16_t* tiles, Eigen::Index M, Eigen::Index K, Eigen::Index row_begin,
                      Eigen::Index row_end, const float* x, Eigen::Index ldx, Eigen::Index cols, float* c,
                      Eigen::Index ldc, bool accumulate);

@@ -85,6 +85,13 @@ void Pack(const Mat<S>& w, bool transposed, Precision products, PackedMatrix<S>&
   }
 }
 
+// The bytes Pack keeps for a float W (M, K) (for W^T, the transpose's shape): PanelBlocks(M)
+// float panels, or with bfloat16 products the tiles of PackBf16Pairs.
+inline size_t PackedBytes(Eigen::Index M, Eigen::Index K, Precision products) {
+  if (products == Precision::kBfloat16) return Bf16PairTilesBytes(M, K);
+  return sizeof(float) * static_cast<size_t>(kPanelRows * K * PanelBlocks(M));
+}
+
 namespace packed_detail {
 
 // C (rows, NR) (+)= A (kPanelRows, K) · X (K, NR); A packed column after column. Plain C++: for

@@ -337,6 +337,13 @@ void FloatProduct(float* dst, Index ld, const StridedMatrix& lhs, const StridedM
   else Product<16, 6, 256, 16, &Avx2Kernel>(dst, ld, lhs, rhs, accumulate, threads);
 }
 
+OperandBytes FloatProductOperandBytes(Index M, Index N, Index K) {
+  if (K == 0) return {};
+  const Index MR = ThisCpu().avx512 ? 32 : 16, NR = ThisCpu().avx512 ? 12 : 6;
+  return {sizeof(float) * static_cast<size_t>((M + MR - 1) / MR * MR * K),
+          sizeof(float) * static_cast<size_t>((N + NR - 1) / NR * NR * K)};
+}
+
 void FloatPanelProduct(const float* a, Index K, const float* x, Index ldx, Index N, float* c, Index ldc, Index rows,
                        bool accumulate) {
   // K in chunks whose slice of the panel (16 KB) stays in L1 while every column group reads it:

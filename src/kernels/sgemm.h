@@ -42,6 +42,10 @@ inline bool LargeFloatProductsHere() {
 void FloatProduct(float* dst, Eigen::Index ld_dst, const StridedMatrix& lhs, const StridedMatrix& rhs,
                   bool accumulate, int threads);
 
+// The bytes of the packed operands FloatProduct keeps for a product (M, N) = (M, K) (K, N) with
+// the kernel in force: lhs's panels of MR rows and rhs's panels of NR columns.
+OperandBytes FloatProductOperandBytes(Eigen::Index M, Eigen::Index N, Eigen::Index K);
+
 // C (rows, N) (+)= panel (32, K) * X (K, N); only the first `rows` (<= 32) rows of C are written.
 // Requires FloatProductsHere().
 void FloatPanelProduct(const float* panel, Eigen::Index K, const float* x, Eigen::Index ldx, Eigen::Index N, float* c,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/summarize.py on made-up runs: sampling ratios are bptt fp32 over PyTorch fp32 and bptt's
 # fastest precision over PyTorch fp32, each taken per run and then the median; the training
-# ratio likewise; the same against the oneDNN anchor; rows without the anchors have no ratios; the
-# FMA peak fraction is over the best FMA peak on the row's threads.
+# ratio likewise; the same against the oneDNN anchor; rows without the anchors have no ratios;
+# a row with a reference row has its training speed over the reference's, per run then the
+# median; the FMA peak fraction is over the best FMA peak on the row's threads.
 #   tests/cli/bench_summary_test.sh PATH/TO/bench/summarize.py
 set -uo pipefail
 summarize="$1"
@@ -55,13 +56,22 @@ for r in 0 1; do
   train_json 7000 > "$work/alone.$r.train.json"
   sample_json 1000 2000 4000 > "$work/alone.$r.sample.json"
 done
+# Row "min": no anchor, timed against "big": 15000 and 30000 against 10000 and 12000 (ratios 1.5
+# and 2.5, median 2.0).
+train_json 15000 > "$work/min.0.train.json"
+train_json 30000 > "$work/min.1.train.json"
+for r in 0 1; do sample_json 1000 2000 4000 > "$work/min.$r.sample.json"; done
 
 # Start-up (bench/startup.py's line) and the bf16 dot-product rate beside the FMA peak.
 echo '{"length": 600, "runs": 5, "torch_threads": 1, "bptt_first_symbol_s": 0.05, "bptt_total_s": 0.1, "torch_first_symbol_s": 1.0, "torch_total_s": 2.5, "startup_ratio": 25.0}' > "$work/startup.json"
 echo '{"fma_gflops": 200, "bf16_dot_gflops": 90}' > "$work/fma1.1.json"
 
 if python3 "$summarize" "$work" 2 SkylakeX "big lstm 2 512 32 64 2 yes" "small lstm 2 128 50 50 1 yes" \
-     "alone lstm 2 512 32 64 2 no" > "$work/out" 2> "$work/err"; then pass; else fail "summarize: $(cat "$work/err")"; fi
+     "alone lstm 2 512 32 64 2 no" "min mingru 2 1240 32 64 2 no big" > "$work/out" 2> "$work/err"; then
+  pass
+else
+  fail "summarize: $(cat "$work/err")"
+fi
 # field ROW KEY: the value of KEY in ROW's JSON line.
 field() { grep "^{\"config\": \"$1\"" "$work/out" | jq -c ".$2"; }
 expect() {
@@ -97,6 +107,11 @@ expect big train_bf16_ratio 3.75
 expect big onednn_train_bf16_ratio 2.438
 expect big bptt_train_bf16_chars_per_s 16500
 expect small train_bf16_ratio null
+expect min train_ratio_to_reference 2
+expect min reference '"big"'
+expect big train_ratio_to_reference null
+grep -q '^min: training 2.00x the chars/s of big (median of per-run ratios)$' "$work/out" && pass ||
+  fail "reference line: $(grep '^min:' "$work/out")"
 expect startup startup_ratio 25
 expect startup bptt_first_symbol_s 0.05
 grep -q '^start-up, .*bptt 0.100 s (first symbol at 50 ms), PyTorch on 1 thread(s) 2.500 s .*: 25.0x$' "$work/out" && pass ||

@@ -264,6 +264,37 @@ def test_a_task_trains_with_the_task_s_defaults(run):
     assert m.training_options["init"]["forget_bias"] == 5
 
 
+@pytest.mark.parametrize("cell,gates", [("mingru", 2), ("minlstm", 3)])
+def test_a_minimal_cell_trains_and_its_tensors_compute_what_bptt_does(run, cell, gates):
+    """minGRU and minLSTM from Python like every cell: weight_ih and bias_ih alone, and the
+    recurrence of docs/cells.md in NumPy over those tensors scores text as bptt's eval does."""
+    out = run["root"] / cell
+    result = bptt.train(corpus=run["corpus"], out=out, cell=cell, hidden=16, layers=1, seq_len=16, batch=4,
+                        max_steps=30, eval_every=30, threads=1, lr=0.01, verbose=False)
+    assert result["end"] == "finished"
+    m = bptt.load(out / "latest.safetensors")
+    t = {k: v.astype(np.float64) for k, v in m.tensors().items()}
+    V, H = m.config["vocab_size"], 16
+    assert sorted(t) == ["decoder.bias", "decoder.weight", "rnn.bias_ih_l0", "rnn.weight_ih_l0"]
+    assert t["rnn.weight_ih_l0"].shape == (gates * H, V) and t["rnn.bias_ih_l0"].shape == (gates * H,)
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))
+    text = TEXT[5:405]
+    ids = m.encode(text)
+    h, nats = np.zeros(H), 0.0
+    for k in range(len(ids) - 1):
+        pre = t["rnn.weight_ih_l0"][:, ids[k]] + t["rnn.bias_ih_l0"]
+        if cell == "mingru":
+            z, candidate = sigmoid(pre[:H]), pre[H:]
+            h = (1 - z) * h + z * candidate
+        else:
+            f, i, candidate = sigmoid(pre[:H]), sigmoid(pre[H:2 * H]), pre[2 * H:]
+            h = f / (f + i) * h + i / (f + i) * candidate
+        logits = t["decoder.weight"] @ h + t["decoder.bias"]
+        top = logits.max()
+        nats += top + np.log(np.exp(logits - top).sum()) - logits[ids[k + 1]]
+    assert m.eval(text)["nats_per_symbol"] == pytest.approx(nats / (len(ids) - 1), rel=1e-5)
+
+
 def test_decay_curves_as_arrays(run, tmp_path):
     r = bptt.decay(cell="rnn-tanh,lstm", hidden=8, layers=1, symbols=10, steps=30, batch=4, jacobian_lags=3,
                    out=tmp_path)

@@ -12,7 +12,10 @@ parameter names:
              parameter names; the layer-normalised LSTM and GRU ("layer_norm":
              true) are LayerNormRNN below, a loop over F.layer_norm, matrix
              products, torch.sigmoid and torch.tanh with nn.LSTM / nn.GRU's
-             parameter names plus ln_{ih,hh,c}_{weight,bias}_l{k}
+             parameter names plus ln_{ih,hh,c}_{weight,bias}_l{k}; minGRU and
+             minLSTM (Feng et al. 2024), which PyTorch lacks, are MinRNN below,
+             a loop over torch.sigmoid and elementwise arithmetic with
+             weight_ih_l{k} and bias_ih_l{k} alone
     decoder: nn.Linear(H, O)
     head   : softmax: mean over the scored positions of cross-entropy (nats)
              regression: sum over the scored positions of (out - value)^2,
@@ -58,8 +61,9 @@ The output is deterministic for a given torch build. --check reloads the
 written JSON, rebuilds every model from it, verifies that everything stored
 reproduces bit-exactly, checks every gradient element of the small cases
 (and a few sampled elements of each big one) against central differences,
-runs torch.autograd.gradcheck on four cases, and checks LoopRNN with tanh
-against nn.RNN and LayerNormRNN without its LNs against nn.LSTM / nn.GRU.
+runs torch.autograd.gradcheck on six cases, and checks LoopRNN with tanh
+against nn.RNN, LayerNormRNN without its LNs against nn.LSTM / nn.GRU, and
+MinRNN's loop against the closed form of its linear recurrence.
 The C++ tests read only the JSON; they do not need PyTorch.
 """
 
@@ -105,6 +109,10 @@ SMALL_CASES = [
     ("gru-dense-regress", "gru", "dense", "regress", 1201),
     ("lstm-classify", "lstm", "onehot", "classify", 1301),
     ("gru-classify", "gru", "onehot", "classify", 1302),
+    ("mingru", "mingru", "onehot", "lm", 1501),
+    ("minlstm", "minlstm", "onehot", "lm", 1501),
+    ("mingru-embed", "mingru", "embed", "lm", 1511),
+    ("minlstm-dense-regress", "minlstm", "dense", "regress", 1521),
 ]
 # Layer normalisation (bptt --layer-norm): the same kinds of case with LayerNormRNN. Their LN
 # gains are drawn as 1 + uniform(-0.5, 0.5), everything else as above.
@@ -124,6 +132,8 @@ BIG_CASES = [
     ("big-rnn-relu", "rnn-relu", 2003),
     ("big-lstm", "lstm", 2004),
     ("big-gru", "gru", 2005),
+    ("big-mingru", "mingru", 2006),
+    ("big-minlstm", "minlstm", 2007),
 ]
 BIG_LN_CASES = [
     ("big-lstm-ln", "lstm", 2014),
@@ -239,7 +249,53 @@ class LayerNormRNN(nn.Module):
         return inp, torch.stack(hs)
 
 
+class MinRNN(nn.Module):
+    """minGRU and minLSTM (Feng et al. 2024, "Were RNNs All We Needed?") as a
+    plain loop over torch primitives, their gates from the input alone, with
+    bptt's parameter names weight_ih_l{k} (G*H, E) and bias_ih_l{k} (G*H):
+        minGRU   z, h~ = (x W_ih^T + b_ih).chunk(2);  z = sigmoid(z)
+                 h = (1 - z) h + z h~
+        minLSTM  f, i, h~ = (x W_ih^T + b_ih).chunk(3);  f, i = sigmoid(f), sigmoid(i)
+                 h = f / (f + i) h + i / (f + i) h~
+    check_min_scan checks it against the closed form of the same linear
+    recurrence, h_t = A_t h_0 + sum_k A_t / A_k b_k with A_t = prod a."""
+
+    def __init__(self, cell, nin, H, L):
+        super().__init__()
+        self.cell, self.L = cell, L
+        G = 2 if cell == "mingru" else 3
+        for l in range(L):
+            e = nin if l == 0 else H
+            setattr(self, "weight_ih_l%d" % l, nn.Parameter(torch.empty(G * H, e)))
+            setattr(self, "bias_ih_l%d" % l, nn.Parameter(torch.empty(G * H)))
+
+    def coefficients(self, x, l):
+        """a_t, b_t of h_t = a_t h_{t-1} + b_t for every step of x (T, B, E)."""
+        pre = x @ getattr(self, "weight_ih_l%d" % l).t() + getattr(self, "bias_ih_l%d" % l)
+        if self.cell == "mingru":
+            z, h = pre.chunk(2, -1)
+            z = torch.sigmoid(z)
+            return 1 - z, z * h
+        f, i, h = pre.chunk(3, -1)
+        f, i = torch.sigmoid(f), torch.sigmoid(i)
+        return f / (f + i), i / (f + i) * h
+
+    def forward(self, x, h0):
+        inp, finals = x, []
+        for l in range(self.L):
+            a, b = self.coefficients(inp, l)
+            h, outs = h0[l], []
+            for t in range(x.shape[0]):
+                h = a[t] * h + b[t]
+                outs.append(h)
+            inp = torch.stack(outs)
+            finals.append(h)
+        return inp, torch.stack(finals)
+
+
 def make_rnn(cell, nin, H, L, layer_norm=False):
+    if cell in ("mingru", "minlstm"):
+        return MinRNN(cell, nin, H, L)
     if layer_norm:
         return LayerNormRNN(cell, nin, H, L)
     if cell == "lstm":
@@ -705,6 +761,41 @@ def check_loop_rnn():
     return worst
 
 
+def check_min_scan():
+    """MinRNN's loop agrees with the closed form of its linear recurrence,
+    h_t = A_t h_0 + sum_{k<=t} (A_t / A_k) b_k, A_t = a_1 ... a_t, in outputs
+    and gradients: the loop is the recurrence the paper scans in parallel."""
+    worst = 0.0
+    for cell in ("mingru", "minlstm"):
+        torch.manual_seed(9)
+        nin, H, L, B, T = 7, 5, 2, 3, 6
+        loop = MinRNN(cell, nin, H, L)
+        with torch.no_grad():
+            for p in loop.parameters():
+                p.uniform_(-0.5, 0.5)
+        x, h0, w = torch.randn(T, B, nin), torch.randn(L, B, H), torch.randn(T, B, H)
+
+        def closed(m):
+            inp, finals = x, []
+            for l in range(L):
+                a, b = m.coefficients(inp, l)
+                A = torch.cumprod(a, 0)
+                inp = A * (h0[l] + torch.cumsum(b / A, 0))
+                finals.append(inp[-1])
+            return inp, torch.stack(finals)
+
+        outs = []
+        for run in (loop.forward, lambda x_, h_: closed(loop)):
+            top, hT = run(x, h0)
+            loop.zero_grad()
+            ((top * w).sum() + hT.sum()).backward()
+            outs.append([top.detach(), hT.detach()] + [p.grad.clone() for p in loop.parameters()])
+        for a, b in zip(*outs):
+            worst = max(worst, ((a - b).abs().max() / b.abs().max()).item())
+    assert worst < 1e-12, worst
+    return worst
+
+
 def check_layer_norm_loop():
     """LayerNormRNN with every LN the identity agrees with nn.LSTM / nn.GRU in
     outputs and gradients: the loop around F.layer_norm is PyTorch's cell."""
@@ -765,12 +856,15 @@ def main():
             print("  %-26s central differences over %d elements: max abs err %.3g, max rel err %.3g"
                   % (c["name"], n, wa, wr))
             assert wr < 1e-6, c["name"]
-        for name in ("lstm-embed", "gru-dense-regress", "lstm-ln-embed", "gru-ln-dense-regress"):
+        for name in ("lstm-embed", "gru-dense-regress", "lstm-ln-embed", "gru-ln-dense-regress",
+                     "mingru-embed", "minlstm-dense-regress"):
             c = next(cc for cc in back["cases"] if cc["name"] == name)
             print("  %-26s torch.autograd.gradcheck: %s" % (name, check_gradcheck(c)))
         print("  LoopRNN(tanh) vs nn.RNN(tanh): max relative difference %.3g" % check_loop_rnn())
         print("  LayerNormRNN without its LNs vs nn.LSTM / nn.GRU: max relative difference %.3g"
               % check_layer_norm_loop())
+        print("  MinRNN's loop vs the closed form of its recurrence: max relative difference %.3g"
+              % check_min_scan())
 
 
 if __name__ == "__main__":
