@@ -1,4 +1,6 @@
 // What a model trained on sequences predicts, how well, and its forecasts (sequences.h).
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -22,6 +24,7 @@ namespace {
 // sequence's end). Logits for classes, standardised values for a regression.
 PredictionArray RawOutputs(const ModelConfig& config, const ModelParams<float>& params, const SequenceSpec& spec,
                            const SequenceSet& set, int threads, int batch_size) {
+  if (threads <= 0) threads = std::max(1, omp_get_num_procs());
   if (spec.head == SequenceHead::kForecast)
     throw Error("a forecasting model predicts a series' next steps: use Forecast (bptt forecast)");
   if (set.D != config.input_size)

@@ -1,7 +1,5 @@
 // bptt eval of a model trained on sequences: accuracy, per-class recall and the confusion matrix,
 // MSE/MAE/R^2, or a forecast's MSE/MAE/MASE beside the seasonal-naive forecast's.
-#include <omp.h>
-
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
@@ -24,8 +22,6 @@ LoadedSequenceModel LoadSequenceModel(const std::string& path, const char* comma
   m.spec = SequenceSpec::FromJson(m.checkpoint.sequences, path);
   return m;
 }
-
-int Threads(int threads) { return threads > 0 ? threads : std::max(1, omp_get_num_procs()); }
 
 namespace {
 
@@ -76,13 +72,12 @@ int EvalSequences(const std::string& checkpoint, const std::string& data, const 
   if (m.spec.head == SequenceHead::kForecast) {
     if (!o.labels.empty()) throw Error("--labels does not apply to a forecasting model (the series is its own target)");
     const SequenceSet series = ReadForModel(m.spec, data, "", false);
-    r = ScoreForecast(config, m.checkpoint.params, m.spec, series, HeldOut(o, m.checkpoint, series.T),
-                      Threads(o.threads));
+    r = ScoreForecast(config, m.checkpoint.params, m.spec, series, HeldOut(o, m.checkpoint, series.T), o.threads);
     r.erase("forecast");
   } else {
     if (o.held_out > 0) throw Error("--held-out applies to a forecasting model");
     const SequenceSet set = ReadForModel(m.spec, data, o.labels, true);
-    r = ScoreSequences(config, m.checkpoint.params, m.spec, set, Threads(o.threads));
+    r = ScoreSequences(config, m.checkpoint.params, m.spec, set, o.threads);
   }
   if (json) {
     std::cout << r.dump() << "\n";

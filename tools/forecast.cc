@@ -30,7 +30,7 @@ int Forecast(int argc, char** argv) {
                 ", not forecast: bptt predict CHECKPOINT DATA");
   const SequenceSet series = ReadForModel(m.spec, series_path, "", false);
   const std::vector<float> f =
-      bptt::Forecast(m.checkpoint.config, m.checkpoint.params, m.spec, series, o.horizon, Threads(o.threads));
+      bptt::Forecast(m.checkpoint.config, m.checkpoint.params, m.spec, series, o.horizon, o.threads);
   WriteForecast(f, series.D, series.T, o, std::cout);
   return 0;
 }

@@ -27,7 +27,7 @@ int Predict(int argc, char** argv) {
   if (m.spec.head == SequenceHead::kForecast)
     throw Error(checkpoint + ": a forecasting model: bptt forecast CHECKPOINT SERIES --horizon H");
   const SequenceSet set = ReadForModel(m.spec, data, "", false, o.no_labels);
-  const PredictionArray p = Predict(m.checkpoint.config, m.checkpoint.params, m.spec, set, Threads(o.threads), o.batch);
+  const PredictionArray p = Predict(m.checkpoint.config, m.checkpoint.params, m.spec, set, o.threads, o.batch);
   WritePredictions(m.spec, set, p, o, std::cout);
   return 0;
 }

@@ -16,9 +16,6 @@ struct LoadedSequenceModel {
 // Loads a checkpoint of a sequence model; throws naming the path when it is another model.
 LoadedSequenceModel LoadSequenceModel(const std::string& path, const char* command);
 
-// --threads: 0 is every core.
-int Threads(int threads);
-
 // bptt eval CHECKPOINT DATA of a sequence model (tools/eval.cc parses its command line): prints
 // the scores, or one JSON object with `json`; the exit status.
 int EvalSequences(const std::string& checkpoint, const std::string& data, const PredictOptions& options, bool json);

@@ -198,7 +198,8 @@ struct PredictionArray {
 };
 
 // The model's predictions for every sequence of `set`, in the data's units, from the zero state,
-// `batch` sequences at a time: classify (N, K) class probabilities; label (N, T, K) per step
+// `batch` sequences at a time, on `threads` (0: every core; so for ScoreSequences, Forecast and
+// ScoreForecast): classify (N, K) class probabilities; label (N, T, K) per step
 // (zeros past a sequence's end); regress (N, O) values. Throws for a forecast (Forecast) and for
 // inputs whose D is not the model's.
 PredictionArray Predict(const ModelConfig& config, const ModelParams<float>& params, const SequenceSpec& spec,
