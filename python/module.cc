@@ -46,210 +46,14 @@
 #include "bptt/task.h"
 #include "bptt/trainer.h"
 #include "bptt/version.h"
+#include "keywords.h"
+#include "sequences.h"
 
 namespace py = pybind11;
 
 namespace bptt::python {
 
 namespace {
-
-// Text from the library as str; bytes that are not UTF-8 (a byte vocabulary's symbols) are
-// replaced with U+FFFD when `replace`, else returned as bytes.
-py::object Text(const std::string& s, bool replace = false) {
-  PyObject* str = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), replace ? "replace" : nullptr);
-  if (str != nullptr) return py::reinterpret_steal<py::object>(str);
-  PyErr_Clear();
-  return py::bytes(s);
-}
-
-py::object ToPython(const nlohmann::json& j) {
-  switch (j.type()) {
-    case nlohmann::json::value_t::null: return py::none();
-    case nlohmann::json::value_t::boolean: return py::bool_(j.get<bool>());
-    case nlohmann::json::value_t::number_integer: return py::int_(j.get<int64_t>());
-    case nlohmann::json::value_t::number_unsigned: return py::int_(j.get<uint64_t>());
-    case nlohmann::json::value_t::number_float: return py::float_(j.get<double>());
-    case nlohmann::json::value_t::string: return Text(j.get_ref<const std::string&>(), true);
-    case nlohmann::json::value_t::array: {
-      py::list out;
-      for (const auto& item : j) out.append(ToPython(item));
-      return out;
-    }
-    case nlohmann::json::value_t::object: {
-      py::dict out;
-      for (const auto& [key, value] : j.items()) out[py::str(key)] = ToPython(value);
-      return out;
-    }
-    default: return py::none();
-  }
-}
-
-// A Python value as JSON: None, bool, int, float, str, os.PathLike (its path), lists, tuples
-// and dicts of them; NumPy scalars by their __index__ or __float__.
-nlohmann::json ToJson(py::handle h, const std::string& what) {
-  if (h.is_none()) return nullptr;
-  if (py::isinstance<py::bool_>(h)) return h.cast<bool>();
-  if (py::isinstance<py::int_>(h)) {
-    try {
-      return h.cast<int64_t>();
-    } catch (const py::cast_error&) {
-      return h.cast<uint64_t>();  // above INT64_MAX (a seed); below 0 or too large, cast_error again
-    }
-  }
-  if (py::isinstance<py::float_>(h)) return h.cast<double>();
-  if (py::isinstance<py::str>(h)) return h.cast<std::string>();
-  if (py::hasattr(h, "__fspath__")) return py::module_::import("os").attr("fspath")(h).cast<std::string>();
-  if (py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h)) {
-    nlohmann::json out = nlohmann::json::array();
-    for (py::handle item : h) out.push_back(ToJson(item, what));
-    return out;
-  }
-  if (py::isinstance<py::dict>(h)) {
-    nlohmann::json out = nlohmann::json::object();
-    for (auto [key, value] : h.cast<py::dict>()) out[py::str(key).cast<std::string>()] = ToJson(value, what);
-    return out;
-  }
-  if (py::hasattr(h, "__index__")) return py::int_(py::reinterpret_borrow<py::object>(h)).cast<int64_t>();
-  if (py::hasattr(h, "__float__")) return py::float_(py::reinterpret_borrow<py::object>(h)).cast<double>();
-  throw Error(what + " cannot take a " + py::str(py::type::of(h).attr("__name__")).cast<std::string>());
-}
-
-// A list of strings from one string (or path), a comma-separated string when `split`, or an
-// iterable of them.
-std::vector<std::string> Strings(py::handle h, bool split) {
-  std::vector<std::string> out;
-  if (h.is_none()) return out;
-  if (py::isinstance<py::str>(h) || py::hasattr(h, "__fspath__")) {
-    const std::string s = py::module_::import("os").attr("fspath")(h).cast<std::string>();
-    if (!split) return {s};
-    size_t start = 0;
-    while (start <= s.size()) {
-      const size_t comma = std::min(s.find(',', start), s.size());
-      if (comma > start) out.push_back(s.substr(start, comma - start));
-      start = comma + 1;
-    }
-    return out;
-  }
-  for (py::handle item : h) out.push_back(py::module_::import("os").attr("fspath")(item).cast<std::string>());
-  return out;
-}
-
-// Discards what is written to it (quiet runs).
-std::ostream& NullStream() {
-  static std::ostream null(nullptr);
-  return null;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Ctrl-C during a computation that runs without the GIL.
-
-// Thrown through the library to abandon its computation once a signal handler has raised.
-struct Interrupted {};
-
-// Runs `compute` without the GIL, with Python's signal handlers run from its between_chunks
-// hook at most every 50 ms: when one raises (Ctrl-C's KeyboardInterrupt), the computation is
-// abandoned and the handler's exception raised here, the GIL held again.
-class WithoutGil {
- public:
-  template <typename Compute>
-  auto Run(Compute&& compute) {
-    try {
-      py::gil_scoped_release release;
-      return compute(Hook());
-    } catch (const Interrupted&) {
-    }
-    throw std::move(*raised_);
-  }
-
- private:
-  std::function<void()> Hook() {
-    return [this] {
-      const auto now = std::chrono::steady_clock::now();
-      if (now - last_check_ < std::chrono::milliseconds(50)) return;
-      last_check_ = now;
-      py::gil_scoped_acquire gil;
-      if (PyErr_CheckSignals() == 0) return;
-      raised_.emplace();  // takes the handler's exception
-      throw Interrupted();
-    };
-  }
-
-  std::chrono::steady_clock::time_point last_check_ = std::chrono::steady_clock::now();
-  std::optional<py::error_already_set> raised_;
-};
-
-// ---------------------------------------------------------------------------------------------
-// Keywords: the rows of an option table, '-' written '_'.
-
-// The JSON value a row takes from a Python value, as the command line's parser makes it from
-// text: a switch from a bool (a switch that turns a setting off, such as no_normalize, stores
-// its negation), a list of strings from a string, a path or an iterable of them, anything else
-// by ToJson. The row's setter then checks the value as it checks the flag's.
-template <typename Options>
-nlohmann::json KeywordValue(const OptionSpec<Options>& spec, py::handle value) {
-  const std::string what = "--" + std::string(spec.flag);
-  switch (spec.kind) {
-    case OptionKind::kSwitchOff: {
-      const nlohmann::json j = ToJson(value, what);
-      return j.is_boolean() ? nlohmann::json(!j.get<bool>()) : j;
-    }
-    case OptionKind::kTexts: return Strings(value, false);
-    default: return ToJson(value, what);
-  }
-}
-
-// The options given as keywords, as JSON by flag (what ApplyGiven takes): each keyword must be
-// a row of `command` in `specs`, except the function's own keywords in `own`; None is "not
-// given".
-template <typename Options>
-nlohmann::json GivenKeywords(std::span<const OptionSpec<Options>> specs, unsigned command, const py::kwargs& kwargs,
-                             const std::set<std::string>& own, const std::string& function) {
-  nlohmann::json given = nlohmann::json::object();
-  for (auto [key, value] : kwargs) {
-    const std::string name = key.template cast<std::string>();
-    if (value.is_none() || own.count(name)) continue;
-    const OptionSpec<Options>* found = nullptr;
-    for (const auto& spec : specs)
-      if ((spec.commands & command) != 0 && OptionKeyword(spec.flag) == name) found = &spec;
-    if (found == nullptr)
-      throw Error("unrecognised option '" + name + "' of " + function + " (" + function + ".__doc__ lists them)");
-    given[std::string(found->flag)] = KeywordValue(*found, value);
-  }
-  return given;
-}
-
-// A keyword's default as Python writes it: a switch False, an unset value None.
-template <typename Options>
-std::string KeywordDefault(const OptionSpec<Options>& spec, const Options& defaults) {
-  if (spec.kind == OptionKind::kSwitch || spec.kind == OptionKind::kSwitchOff) return "False";
-  if (spec.kind == OptionKind::kTexts) return "[]";
-  return py::repr(ToPython(spec.get(defaults))).template cast<std::string>();
-}
-
-// "name(*, length=500, ...)": the signature line of a function of the table's keywords, with
-// the function's own keywords first.
-template <typename Options>
-std::string KeywordSignature(const std::string& name, const std::string& own, std::span<const OptionSpec<Options>> specs,
-                             unsigned command, const Options& defaults) {
-  std::string line = name + "(" + own;
-  for (const auto& spec : specs) {
-    if ((spec.commands & command) == 0) continue;
-    line += ", " + OptionKeyword(spec.flag) + "=" + KeywordDefault(spec, defaults);
-  }
-  return line + ")";
-}
-
-// The table's keywords, a line each: name = default: help.
-template <typename Options>
-std::string KeywordList(std::span<const OptionSpec<Options>> specs, unsigned command, const Options& defaults) {
-  std::string doc;
-  for (const auto& spec : specs) {
-    if ((spec.commands & command) == 0) continue;
-    doc += "  " + OptionKeyword(spec.flag) + " = " + KeywordDefault(spec, defaults) + ": " + std::string(spec.help) +
-           "\n";
-  }
-  return doc;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Model: a loaded checkpoint.
@@ -354,11 +158,6 @@ const char* EndName(TrainEnd end) {
   return "";
 }
 
-// A keyword that is not an option, or None when it was not given (or given as None).
-py::object Own(const py::kwargs& kwargs, const char* name) {
-  if (!kwargs.contains(name)) return py::none();
-  return py::reinterpret_borrow<py::object>(kwargs[name]);
-}
 
 py::dict TrainPy(py::kwargs kwargs) {
   const py::object progress = Own(kwargs, "progress"), resume = Own(kwargs, "resume");
@@ -366,7 +165,7 @@ py::dict TrainPy(py::kwargs kwargs) {
   const std::string task = task_arg.is_none() ? std::string() : Strings(task_arg, false).at(0);
   const int trials = trials_arg.is_none() ? 1 : trials_arg.cast<int>();
   const bool verbose = verbose_arg.is_none() ? true : verbose_arg.cast<bool>();
-  const unsigned command = task.empty() ? kTrainCommand : kTaskCommand;
+  const unsigned command = task.empty() ? kTrainCommand | kSequenceCommand : kTaskCommand;
   nlohmann::json given = GivenKeywords(TrainOptionSpecs(), command, kwargs,
                                        {"task", "progress", "resume", "trials", "verbose"},
                                        task.empty() ? "bptt train" : "bptt task");
@@ -447,23 +246,30 @@ py::dict TrainPy(py::kwargs kwargs) {
 std::string TrainDoc() {
   std::string doc =
       "train(*, corpus=..., out=..., task=None, resume=None, trials=1, progress=None, verbose=True, **options)\n\n"
-      "Trains a model as `bptt train` (a corpus) or `bptt task` (task='adding', ...) does, or continues\n"
-      "the run in `resume` (a run directory) with the options that may change. Returns a dict: end\n"
-      "('finished', 'solved' or 'interrupted'), steps, train_loss, best_val_loss, dir, summary.\n"
+      "Trains a model as `bptt train` (a corpus, or data= sequences of your own) or `bptt task`\n"
+      "(task='adding', ...) does, or continues the run in `resume` (a run directory) with the options\n"
+      "that may change. Returns a dict: end ('finished', 'solved' or 'interrupted'), steps, train_loss,\n"
+      "best_val_loss, dir, summary.\n"
       "progress(metrics) is called with each line of DIR/metrics.jsonl; returning False stops the run\n"
       "(it saves, as Ctrl-C does); an exception it raises, or Ctrl-C's KeyboardInterrupt, stops the run,\n"
       "which saves latest.safetensors, and is raised again. A diverged run raises bptt.Error. Under\n"
       "mpirun a corpus run trains distributed, as `bptt train` does. A keyword given as None is not given.\n\n"
-      "Options (bptt train / bptt task flags, '-' written '_'; [task] only with task=, [train] only\n"
-      "without):\n";
+      "Options (bptt train / bptt task flags, '-' written '_'; [corpus] only with corpus=, [data] only with\n"
+      "data= (sequences of your own; bptt.fit trains on arrays), [task] only with task=):\n";
   const TrainOptions train_defaults;
   const TrainOptions task_defaults = TaskDefaults();
   for (const auto& spec : TrainOptionSpecs()) {
-    const bool train = (spec.commands & kTrainCommand) != 0, task = (spec.commands & kTaskCommand) != 0;
+    const bool corpus = (spec.commands & kTrainCommand) != 0, task = (spec.commands & kTaskCommand) != 0,
+               data = (spec.commands & kSequenceCommand) != 0;
     doc += "  " + OptionKeyword(spec.flag);
     if (spec.kind != OptionKind::kSwitch && spec.kind != OptionKind::kSwitchOff && spec.kind != OptionKind::kTexts)
-      doc += " = " + OptionText(spec.get(train ? train_defaults : task_defaults));
-    if (train != task) doc += train ? " [train]" : " [task]";
+      doc += " = " + OptionText(spec.get(corpus || data ? train_defaults : task_defaults));
+    if (!(corpus && task && data)) {
+      std::string tags;
+      for (const auto& [takes, name] : {std::pair{corpus, "corpus"}, {data, "data"}, {task, "task"}})
+        if (takes) tags += (tags.empty() ? "" : ", ") + std::string(name);
+      doc += " [" + tags + "]";
+    }
     doc += ": " + std::string(spec.help) + "\n";
   }
   return doc;
@@ -674,4 +480,5 @@ PYBIND11_MODULE(bptt, m) {
       .def("__next__", &Stream::Next);
 
   m.def("load", &Model::Load, py::arg("path"), "Loads and verifies a checkpoint (.safetensors): a Model.");
+  RegisterSequences(m);
 }

@@ -3,12 +3,14 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <iomanip>
 #include <set>
 #include <sstream>
 
 #include "bptt/error.h"
 #include "bptt/safetensors.h"
+#include "bptt/sequences.h"
 
 namespace bptt {
 
@@ -115,6 +117,7 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
   st.SetMetadata("vocab", ck.vocab.ToJson().dump());
   st.SetMetadata("step", std::to_string(ck.step));
   st.SetMetadata("metrics", ck.metrics.dump());
+  if (!ck.sequences.is_null()) st.SetMetadata("sequences", ck.sequences.dump());
   if (ck.training) {
     const TrainingState& t = *ck.training;
     std::vector<TensorInfo> tensors;
@@ -136,6 +139,21 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
     st.SetMetadata("training", training.dump());
   }
   st.Save(path);
+}
+
+bool IsSequenceCheckpoint(const std::filesystem::path& path) {
+  // A safetensors file opens with the header's length (8 bytes, little-endian), then the header.
+  std::ifstream in(path, std::ios::binary);
+  unsigned char size[8];
+  if (!in.read(reinterpret_cast<char*>(size), sizeof size)) return false;
+  uint64_t length = 0;
+  for (int k = 7; k >= 0; --k) length = length << 8 | size[k];
+  if (length > (uint64_t{1} << 27)) return false;
+  std::string header(length, '\0');
+  if (!in.read(header.data(), static_cast<std::streamsize>(length))) return false;
+  const nlohmann::json j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.contains("__metadata__") && j["__metadata__"].is_object() &&
+         j["__metadata__"].contains("sequences");
 }
 
 namespace {
@@ -173,6 +191,14 @@ class CheckpointReader {
     ck.step = ParseInteger(meta.at("step"), "step", source_);
     if (ck.step < 0) throw Error(source_ + ": checkpoint metadata 'step' is negative");
     if (meta.count("metrics")) ck.metrics = ParseMetadataJson(st_, "metrics", source_);
+    if (meta.count("sequences")) {
+      ck.sequences = ParseMetadataJson(st_, "sequences", source_);
+      ModelConfig shaped = ck.config;
+      SequenceSpec::FromJson(ck.sequences, source_).Shape(shaped);
+      if (ConfigToJson(shaped) != ConfigToJson(ck.config))
+        throw Error(source_ + ": the sequence data description does not fit the model " +
+                    ConfigToJson(ck.config).dump());
+    }
 
     // A few bytes of configuration could ask for any amount of memory: the file must hold at
     // least as many values as the parameters before they are allocated.

@@ -21,6 +21,28 @@ Head ParseHead(std::string_view name, std::string_view flag) {
   throw Error(std::string(flag) + " '" + std::string(name) + "' is not one of softmax, regression");
 }
 
+std::string_view RegressionLossName(RegressionLoss loss) {
+  constexpr std::string_view kNames[] = {"mse", "mae", "huber"};
+  return kNames[static_cast<int>(loss)];
+}
+
+RegressionLoss ParseRegressionLoss(std::string_view name, std::string_view flag) {
+  for (const RegressionLoss l : {RegressionLoss::kSquared, RegressionLoss::kAbsolute, RegressionLoss::kHuber})
+    if (RegressionLossName(l) == name) return l;
+  throw Error(std::string(flag) + " '" + std::string(name) + "' is not one of mse, mae, huber");
+}
+
+std::string_view PoolingName(Pooling pooling) {
+  constexpr std::string_view kNames[] = {"none", "last", "mean"};
+  return kNames[static_cast<int>(pooling)];
+}
+
+Pooling ParsePooling(std::string_view name, std::string_view flag) {
+  for (const Pooling p : {Pooling::kNone, Pooling::kLast, Pooling::kMean})
+    if (PoolingName(p) == name) return p;
+  throw Error(std::string(flag) + " '" + std::string(name) + "' is not one of none, last, mean");
+}
+
 void ModelConfig::Validate() const {
   if (cell == nullptr) throw Error("the model has no cell");
   if (vocab_size < 0 || input_size < 0) throw Error("input sizes must not be negative");
@@ -36,6 +58,8 @@ void ModelConfig::Validate() const {
   if (residual && layers < 2) throw Error("--residual connects stacked layers: it needs --layers 2 or more");
   if (layer_norm && !cell->layer_norm())
     throw Error("--layer-norm applies to " + CellNames(true) + ", not to " + std::string(cell->name));
+  if (!(huber_delta > 0 && std::isfinite(huber_delta)))
+    throw Error("--huber-delta must be positive, got " + std::to_string(huber_delta));
 }
 
 std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
@@ -67,7 +91,8 @@ std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
 
 namespace {
 // The keys of the stored configuration that the data sets rather than an option.
-constexpr std::string_view kDataKeys[] = {"vocab_size", "input_size", "output_size", "head"};
+constexpr std::string_view kDataKeys[] = {"vocab_size", "input_size", "output_size", "head",
+                                          "pooling", "loss", "huber_delta"};
 
 // A size the data sets: a JSON integer in [0, INT_MAX], or `fallback` when the key is absent.
 int DataSize(const nlohmann::json& j, const char* key, int fallback, const std::string& source) {
@@ -88,6 +113,10 @@ nlohmann::json ConfigToJson(const ModelConfig& c) {
   j["input_size"] = c.input_size;
   j["output_size"] = c.output_size;
   j["head"] = std::string(HeadName(c.head));
+  // Written only when they differ from a text model's, whose configuration they leave alone.
+  if (c.pooling != Pooling::kNone) j["pooling"] = std::string(PoolingName(c.pooling));
+  if (c.regression_loss != RegressionLoss::kSquared) j["loss"] = std::string(RegressionLossName(c.regression_loss));
+  if (c.regression_loss == RegressionLoss::kHuber) j["huber_delta"] = c.huber_delta;
   return j;
 }
 
@@ -98,6 +127,9 @@ ModelConfig ConfigFromJson(const nlohmann::json& j, const std::string& source) {
   c.output_size = DataSize(j, "output_size", c.vocab_size, source);
   try {
     c.head = ParseHead(j.value("head", std::string("softmax")), "model head");
+    c.pooling = ParsePooling(j.value("pooling", std::string("none")), "model pooling");
+    c.regression_loss = ParseRegressionLoss(j.value("loss", std::string("mse")), "model loss");
+    c.huber_delta = j.value("huber_delta", 1.0);
   } catch (const nlohmann::json::exception& e) {
     throw Error(source + ": model configuration is malformed: " + e.what());
   } catch (const Error& e) {

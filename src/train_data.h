@@ -1,5 +1,5 @@
-// What a training run reads: the batches of a corpus (a language model) or of a generated task,
-// and how each is validated, resumed and summarised. The training loop (train_loop.h) runs either
+// What a training run reads: the batches of a corpus (a language model), of a generated task or
+// of the user's own sequences, and how each is validated, resumed and summarised. The training loop (train_loop.h) runs either
 // the same way through this interface. In a distributed run (distributed.h; a corpus only) each
 // rank's data reads its share of the streams, and Validate is collective: each rank scores its
 // share of the validation streams and the sums over the ranks give every rank the figures.
@@ -69,6 +69,10 @@ class TrainData {
   // summary.json at the end of a run, from the best checkpoint's weights.
   virtual nlohmann::json Summary(const ModelConfig& config, const ModelParams<float>& best, int64_t steps,
                                  bool solved, int threads) = 0;
+
+  // What a checkpoint keeps for reading new data with the model (Checkpoint::sequences): null
+  // for a corpus or a task, whose vocabulary or generator says it all.
+  virtual nlohmann::json ModelData() const { return nullptr; }
 };
 
 // A corpus: B contiguous streams of the train split, of which it reads `share`, T symbols at a
@@ -87,5 +91,12 @@ std::unique_ptr<TrainData> MakeTaskData(const TrainOptions& options);
 // What a task's validation holds (TrainData::EvaluationBytes), known before its data is drawn:
 // a test batch of sequences of the task's longest length.
 uint64_t TaskEvaluationBytes(const ModelConfig& config, int max_length, int test_size);
+
+// Sequences of the user's own (sequences.h; options.sequences or options.arrays): B of the
+// training sequences (or windows of a series) a step, in an order shuffled each epoch by the
+// seed, of which this rank reads `share`; validation on --val-data or the held-out --val-frac,
+// shared between the ranks; the best checkpoint's scores (and --test-data's) in the summary.
+// A resumed run's data must be the checkpoint's: Seek checks its fingerprint.
+std::unique_ptr<TrainData> MakeSequenceData(const TrainOptions& options, Communicator& comm, StreamShare share);
 
 }  // namespace bptt

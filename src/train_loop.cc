@@ -408,6 +408,7 @@ class TrainLoop {
     ck.config = o_.model;
     ck.params = s_.params;
     ck.vocab = data_.vocab();
+    ck.sequences = data_.ModelData();
     ck.step = s_.step;
     ck.metrics = metrics;
     for (const char* key : {"chars_per_s", "sequences_per_s", "items_per_s", "wall_s", "allreduce_ms"})

@@ -76,8 +76,10 @@ T ParseWith(std::optional<T> (*parse)(std::string_view), const std::string& name
   return *v;
 }
 
-// The commands of the table: which take an option.
-constexpr unsigned kTrain = kTrainCommand, kTask = kTaskCommand, kBoth = kTrain | kTask;
+// The commands of the table: which take an option. kEvery: every model's (a corpus's, a task's
+// and sequences'); kText: a corpus's alone; kOwn: a corpus's and sequences'.
+constexpr unsigned kTrain = kTrainCommand, kTask = kTaskCommand, kSeq = kSequenceCommand;
+constexpr unsigned kEvery = kTrain | kTask | kSeq, kOwn = kTrain | kSeq;
 
 std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
   using O = TrainOptions;
@@ -106,56 +108,59 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                   if (v != "error" && v != "replace") throw Error(f + " must be error or replace, got '" + v + "'");
                   return v == "replace" ? OnInvalid::kReplace : OnInvalid::kError;
                 }),
-      Field<O>(kTrain, "val-frac", "val_frac", data, "fraction of the corpus (at its end) for validation", kFixed,
-               [](O& o) -> auto& { return o.val_frac; }),
+      Field<O>(kOwn, "val-frac", "val_frac", data,
+               "fraction for validation: of the corpus (at its end), of --data's sequences (drawn by --seed) or of "
+               "a series to forecast (at its end)",
+               kFixed, [](O& o) -> auto& { return o.val_frac; }),
       Field<O>(kTrain, "test-frac", "test_frac", data, "fraction after the validation part held out for testing",
                kFixed, [](O& o) -> auto& { return o.test_frac; }),
       Field<O>(kTask, "T", "task.T", task, "the task's length: the lag to bridge", kFixed,
                [](O& o) -> auto& { return o.task_length; }),
       Field<O>(kTask, "test-size", "task.test_size", task, "sequences in the test set", kFixed,
                [](O& o) -> auto& { return o.test_size; }),
-      Choice<O>(kBoth, "optimizer", "optimizer.type", optim, "sgd, adagrad, rmsprop or adam", kFixed,
+      Choice<O>(kEvery, "optimizer", "optimizer.type", optim, "sgd, adagrad, rmsprop or adam", kFixed,
                 [](O& o) -> auto& { return o.optimizer.type; }, OptimizerName,
                 [](const std::string& v, const std::string& f) {
                   return ParseWith<OptimizerType>(ParseOptimizer, v, f, "sgd, adagrad, rmsprop, adam");
                 }),
-      Field<O>(kBoth, "lr", "lr", optim, "learning rate", kChanges, [](O& o) -> auto& { return o.lr; }),
-      Field<O>(kBoth, "lr-decay", "lr_decay", optim, "multiply the learning rate by this after each epoch...",
+      Field<O>(kEvery, "lr", "lr", optim, "learning rate", kChanges, [](O& o) -> auto& { return o.lr; }),
+      Field<O>(kEvery, "lr-decay", "lr_decay", optim, "multiply the learning rate by this after each epoch...",
                kChanges, [](O& o) -> auto& { return o.lr_decay; }),
-      Field<O>(kBoth, "lr-decay-after", "lr_decay_after", optim, "...once this many epochs are done", kChanges,
+      Field<O>(kEvery, "lr-decay-after", "lr_decay_after", optim, "...once this many epochs are done", kChanges,
                [](O& o) -> auto& { return o.lr_decay_after; }),
-      Field<O>(kBoth, "lr-anneal", "lr_anneal", optim,
+      Field<O>(kEvery, "lr-anneal", "lr_anneal", optim,
                "over this last fraction of the run (by --max-steps, --max-epochs or --time-budget, whichever "
                "ends it first) the learning rate falls linearly to zero (0 = off)",
                kChanges, [](O& o) -> auto& { return o.lr_anneal; }),
-      Field<O>(kBoth, "momentum", "optimizer.momentum", optim, "SGD momentum", kFixed,
+      Field<O>(kEvery, "momentum", "optimizer.momentum", optim, "SGD momentum", kFixed,
                [](O& o) -> auto& { return o.optimizer.momentum; }),
-      Field<O>(kBoth, "nesterov", "optimizer.nesterov", optim, "SGD: Nesterov momentum", kFixed,
+      Field<O>(kEvery, "nesterov", "optimizer.nesterov", optim, "SGD: Nesterov momentum", kFixed,
                [](O& o) -> auto& { return o.optimizer.nesterov; }),
-      Field<O>(kBoth, "beta1", "optimizer.beta1", optim, "Adam: first-moment decay", kFixed,
+      Field<O>(kEvery, "beta1", "optimizer.beta1", optim, "Adam: first-moment decay", kFixed,
                [](O& o) -> auto& { return o.optimizer.beta1; }),
-      Field<O>(kBoth, "beta2", "optimizer.beta2", optim, "Adam: second-moment decay", kFixed,
+      Field<O>(kEvery, "beta2", "optimizer.beta2", optim, "Adam: second-moment decay", kFixed,
                [](O& o) -> auto& { return o.optimizer.beta2; }),
-      Field<O>(kBoth, "rms-decay", "optimizer.rms_decay", optim, "RMSProp decay of the mean square", kFixed,
+      Field<O>(kEvery, "rms-decay", "optimizer.rms_decay", optim, "RMSProp decay of the mean square", kFixed,
                [](O& o) -> auto& { return o.optimizer.rms_decay; }),
-      Field<O>(kBoth, "eps", "optimizer.eps", optim, "Adam, RMSProp, Adagrad: added to the root of the second moment",
+      Field<O>(kEvery, "eps", "optimizer.eps", optim, "Adam, RMSProp, Adagrad: added to the root of the second moment",
                kFixed, [](O& o) -> auto& { return o.optimizer.eps; }),
-      Field<O>(kBoth, "weight-decay", "optimizer.weight_decay", optim,
+      Field<O>(kEvery, "weight-decay", "optimizer.weight_decay", optim,
                "decoupled weight decay of the weight matrices (not the biases)", kChanges,
                [](O& o) -> auto& { return o.optimizer.weight_decay; }),
-      Field<O>(kBoth, "clip-norm", "clip_norm", optim, "clip the global gradient L2 norm to this (0 = off)", kChanges,
+      Field<O>(kEvery, "clip-norm", "clip_norm", optim, "clip the global gradient L2 norm to this (0 = off)", kChanges,
                [](O& o) -> auto& { return o.clip_norm; }),
-      Field<O>(kBoth, "clip-value", "clip_value", optim, "clamp each gradient element to +-this (0 = off)", kChanges,
+      Field<O>(kEvery, "clip-value", "clip_value", optim, "clamp each gradient element to +-this (0 = off)", kChanges,
                [](O& o) -> auto& { return o.clip_value; }),
-      Field<O>(kTrain, "seq-len", "seq_len", optim, "timesteps per chunk of truncated BPTT (T)", kFixed,
+      Field<O>(kOwn, "seq-len", "seq_len", optim,
+               "timesteps per chunk of truncated BPTT (T); --head forecast: the steps of each training window", kFixed,
                [](O& o) -> auto& { return o.seq_len; }),
-      Field<O>(kBoth, "batch", "batch", optim, "parallel streams or sequences per step (B)", kFixed,
+      Field<O>(kEvery, "batch", "batch", optim, "parallel streams or sequences per step (B)", kFixed,
                [](O& o) -> auto& { return o.batch; }),
-      Choice<O>(kBoth, "feedback", "feedback", optim,
+      Choice<O>(kEvery, "feedback", "feedback", optim,
                 "learning rule: bptt (backpropagation), fa (feedback alignment) or dfa (direct feedback alignment)",
                 kFixed, [](O& o) -> auto& { return o.feedback; }, FeedbackName,
                 [](const std::string& v, const std::string& f) { return ParseFeedback(v, f); }),
-      Choice<O>(kBoth, "checkpoint-steps", "checkpoint_steps", optim,
+      Choice<O>(kEvery, "checkpoint-steps", "checkpoint_steps", optim,
                 "memory-bounded BPTT (Chen et al. 2016): keep the state every K steps instead of every step's "
                 "cache, and recompute each segment's caches in the backward pass: the same gradient, bit for bit, "
                 "in about K/T of the cache memory for one more forward pass; auto = about sqrt(T), 0 = off",
@@ -174,12 +179,12 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                     throw Error(f + " must be auto, 0 (off) or a positive number of steps, got '" + v + "'");
                   return k;
                 }),
-      Field<O>(kBoth, "seed", "seed", optim, "random seed of every stream: initialisation, dropout, task data", kFixed,
+      Field<O>(kEvery, "seed", "seed", optim, "random seed of every stream: initialisation, dropout, task data", kFixed,
                [](O& o) -> auto& { return o.seed; }),
-      Field<O>(kBoth, "threads", "threads", optim,
+      Field<O>(kEvery, "threads", "threads", optim,
                "threads (0 = every core; distributed: the machine's cores shared between its ranks)", kChanges,
                [](O& o) -> auto& { return o.threads; }),
-      Choice<O>(kBoth, "precision", "precision", optim,
+      Choice<O>(kEvery, "precision", "precision", optim,
                 "number format of the matrix products: fp32, or bf16 (bfloat16 operands, float sums, on a CPU with "
                 "AMX or AVX-512 BF16; the gate arithmetic, the gradient sums and the optimizer stay fp32)",
                 kChanges, [](O& o) -> auto& { return o.precision; }, PrecisionName,
@@ -188,38 +193,38 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                   if (p == Precision::kInt8) throw Error(f + " must be fp32 or bf16 for training, got 'int8'");
                   return p;
                 }),
-      Field<O>(kTrain, "distributed", "", optim,
+      Field<O>(kOwn, "distributed", "", optim,
                "train with the other ranks of the MPI job, each on its share of the --batch streams (automatic "
                "under mpirun; docs/distributed.md)",
                kChanges, [](O& o) -> auto& { return o.distributed; }),
-      Field<O>(kTrain, "collective-timeout", "", optim,
+      Field<O>(kOwn, "collective-timeout", "", optim,
                "distributed: seconds a rank waits for the others in a collective before the job ends with an error "
                "naming the ranks that never came (0 = wait forever)",
                kChanges, [](O& o) -> auto& { return o.collective_timeout; }),
-      Field<O>(kBoth, "max-steps", "max_steps", schedule, "stop after this many steps (0 = no limit)", kChanges,
+      Field<O>(kEvery, "max-steps", "max_steps", schedule, "stop after this many steps (0 = no limit)", kChanges,
                [](O& o) -> auto& { return o.max_steps; }),
-      Field<O>(kTrain, "max-epochs", "max_epochs", schedule,
+      Field<O>(kOwn, "max-epochs", "max_epochs", schedule,
                "stop after this many epochs (0 = no limit; 50 when no limit is set)", kChanges,
                [](O& o) -> auto& { return o.max_epochs; }),
       Field<O>(kTask, "max-sequences", "max_sequences", schedule,
                "stop after this many training sequences (0 = no limit)", kChanges,
                [](O& o) -> auto& { return o.max_sequences; }),
-      Field<O>(kBoth, "time-budget", "time_budget", schedule, "stop after this many seconds (0 = no limit)", kChanges,
+      Field<O>(kEvery, "time-budget", "time_budget", schedule, "stop after this many seconds (0 = no limit)", kChanges,
                [](O& o) -> auto& { return o.time_budget; }),
-      Field<O>(kBoth, "eval-every", "eval_every", schedule, "steps between validations", kChanges,
+      Field<O>(kEvery, "eval-every", "eval_every", schedule, "steps between validations", kChanges,
                [](O& o) -> auto& { return o.eval_every; }),
-      Field<O>(kBoth, "checkpoint-every", "checkpoint_every", schedule, "steps between checkpoints", kChanges,
+      Field<O>(kEvery, "checkpoint-every", "checkpoint_every", schedule, "steps between checkpoints", kChanges,
                [](O& o) -> auto& { return o.checkpoint_every; }),
-      Field<O>(kBoth, "log-every", "log_every", schedule, "steps between progress lines when not on a terminal",
+      Field<O>(kEvery, "log-every", "log_every", schedule, "steps between progress lines when not on a terminal",
                kChanges, [](O& o) -> auto& { return o.log_every; }),
-      Field<O>(kBoth, "decay-every", "decay_every", schedule,
+      Field<O>(kEvery, "decay-every", "decay_every", schedule,
                "record the gradient-decay profile every N steps into DIR/decay_train.csv and DIR/heatmap.svg (0 = off)",
                kChanges, [](O& o) -> auto& { return o.decay_every; }),
-      Field<O>(kBoth, "decay-steps", "decay_steps", schedule, "timesteps of the decay probe", kChanges,
+      Field<O>(kEvery, "decay-steps", "decay_steps", schedule, "timesteps of the decay probe", kChanges,
                [](O& o) -> auto& { return o.decay_steps; }),
-      Field<O>(kBoth, "decay-batch", "decay_batch", schedule, "sequences of the decay probe", kChanges,
+      Field<O>(kEvery, "decay-batch", "decay_batch", schedule, "sequences of the decay probe", kChanges,
                [](O& o) -> auto& { return o.decay_batch; }),
-      Choice<O>(kBoth, "on-divergence", "on_divergence", schedule,
+      Choice<O>(kEvery, "on-divergence", "on_divergence", schedule,
                 "on a non-finite loss, gradient or weight: stop, or rollback (reload latest, halve the learning rate)",
                 kChanges, [](O& o) -> auto& { return o.rollback_on_divergence; },
                 [](bool rollback) { return rollback ? "rollback" : "stop"; },
@@ -227,11 +232,11 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                   if (v != "stop" && v != "rollback") throw Error(f + " must be stop or rollback, got '" + v + "'");
                   return v == "rollback";
                 }),
-      Field<O>(kBoth, "max-rollbacks", "max_rollbacks", schedule, "rollbacks before stopping", kChanges,
+      Field<O>(kEvery, "max-rollbacks", "max_rollbacks", schedule, "rollbacks before stopping", kChanges,
                [](O& o) -> auto& { return o.max_rollbacks; }),
-      Field<O>(kBoth, "out", "", schedule, "run directory (default: a new directory under models/)", kNone,
+      Field<O>(kEvery, "out", "", schedule, "run directory (default: a new directory under models/)", kNone,
                [](O& o) -> auto& { return o.out; }),
-      Field<O>(kBoth, "force", "", schedule,
+      Field<O>(kEvery, "force", "", schedule,
                "replace the run that --out holds (its checkpoints, metrics and summary) instead of refusing the "
                "directory",
                kNone, [](O& o) -> auto& { return o.force; }),
@@ -239,20 +244,47 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
   const auto insert_at = [&specs](std::string_view before) {
     return std::find_if(specs.begin(), specs.end(), [before](const auto& s) { return s.flag == before; });
   };
-  const auto model_specs = Nest<O>(ModelOptionSpecs(), kBoth, "model.", [](O& o) -> auto& { return o.model; });
+  const auto model_specs = Nest<O>(ModelOptionSpecs(), kEvery, "model.", [](O& o) -> auto& { return o.model; });
   specs.insert(insert_at("optimizer"), model_specs.begin(), model_specs.end());
-  const auto init_specs = Nest<O>(InitOptionSpecs(), kBoth, "init.", [](O& o) -> auto& { return o.init; });
+  const auto init_specs = Nest<O>(InitOptionSpecs(), kEvery, "init.", [](O& o) -> auto& { return o.init; });
   specs.insert(insert_at("optimizer"), init_specs.begin(), init_specs.end());
   for (auto& spec : specs) {
     if (spec.flag == "no-normalize") spec.kind = OptionKind::kSwitchOff;
     if (spec.flag == "embed") spec.commands = kTrain;  // a task's input is what the task makes it
+  }
+  const auto sequence_specs =
+      Nest<O>(SequenceOptionSpecs(), kSeq, "sequences.", [](O& o) -> auto& { return o.sequences; });
+  specs.insert(insert_at("T"), sequence_specs.begin(), sequence_specs.end());
+  // bptt train takes the rows of a corpus and of sequences: --data says which data the run has,
+  // and the other's rows do not apply.
+  for (auto& spec : specs) {
+    const bool text = (spec.commands & kTrain) != 0, sequences = (spec.commands & kSeq) != 0;
+    const bool corpus = spec.flag == "corpus";
+    if (text && !sequences)
+      spec = Restrict(std::move(spec), [corpus](const O& o) -> std::string {
+        if (!o.sequence_data()) return "";
+        return corpus ? "cannot be given with --data: a run trains on a corpus or on sequences, not both"
+                      : "applies to a text corpus (--corpus), not to sequences (--data)";
+      });
+    if (sequences && !text)
+      spec = Restrict(std::move(spec), [](const O& o) -> std::string {
+        return o.sequence_data() ? "" : "applies to sequences of your own (--data), not to a corpus";
+      });
+    if (spec.flag == "seq-len")
+      spec = Restrict(std::move(spec), [](const O& o) -> std::string {
+        return o.sequence_data() && !o.sequences.forecast()
+                   ? "applies to --head forecast (the training windows of a series); sequences have their own "
+                     "lengths"
+                   : "";
+      });
   }
   return specs;
 }
 
 // Keys the stored options carry for readers that no option sets: they come from the data.
 constexpr std::string_view kDerivedKeys[] = {"model.vocab_size", "model.input_size", "model.output_size",
-                                             "model.head", "task.name"};
+                                             "model.head", "model.pooling", "model.loss", "model.huber_delta",
+                                             "task.name"};
 
 }  // namespace
 
@@ -269,8 +301,16 @@ void TrainOptions::Validate() const {
   };
   constexpr double kBelowOne = 1.0 - std::numeric_limits<double>::epsilon() / 2;
   constexpr double kMax = std::numeric_limits<double>::max();
-  if (corpus.empty() && task.empty()) throw Error("--corpus is required (a text file or a directory of text files)");
-  if (!corpus.empty() && !task.empty()) throw Error("a run trains on a corpus or on a task, not both");
+  const int sources = (corpus.empty() ? 0 : 1) + (task.empty() ? 0 : 1) + (sequence_data() ? 1 : 0);
+  if (sources == 0)
+    throw Error("--corpus is required (a text file or a directory of text files), or --data (sequences of your own)");
+  if (sources > 1) throw Error("a run trains on a corpus, on sequences (--data) or on a task: one of them");
+  if (sequence_data()) {
+    sequences.Validate();
+    if (sequences.data == kArraysData && !arrays)
+      throw Error("this run trained on arrays held in memory (Python's bptt.fit): it resumes only from Python, "
+                  "given the same arrays");
+  }
   if (seq_len < 1) throw Error("--seq-len must be positive, got " + std::to_string(seq_len));
   if (batch < 1) throw Error("--batch must be positive, got " + std::to_string(batch));
   in(val_frac, 0, 1, "--val-frac", "in [0, 1]");

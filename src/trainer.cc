@@ -65,7 +65,11 @@ void CheckBeforeData(const TrainOptions& o, const Communicator& comm) {
   ModelConfig model = o.model;
   int T = o.seq_len;
   uint64_t evaluation_bytes = 0;  // a corpus's: small at a vocabulary of one
-  if (o.task.empty()) {
+  if (o.sequence_data()) {  // the sizes come with the data, which is read next
+    model.vocab_size = 0;
+    model.input_size = model.output_size = 1;
+    model.embed_size = 0;
+  } else if (o.task.empty()) {
     model.vocab_size = model.output_size = 1;
     model.input_size = 0;
   } else {
@@ -91,14 +95,15 @@ nlohmann::json AgreedOptions(const TrainOptions& o) {
   return j;
 }
 
-// A new run directory when none is given: models/CELL-YYYYmmdd-HHMMSS (a task's name before the
-// cell), with -2, -3, ... when that is taken.
+// A new run directory when none is given: models/CELL-YYYYmmdd-HHMMSS (a task's name, or a
+// sequence model's head, before the cell), with -2, -3, ... when that is taken.
 std::string NewRunDirectory(const TrainOptions& o) {
   const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+  const std::string what = o.sequence_data() ? std::string(SequenceHeadName(o.sequences.head)) : o.task;
   const std::string name =
-      "models/" + (o.task.empty() ? "" : o.task + "-") + std::string(o.model.cell->name) + "-" + stamp;
+      "models/" + (what.empty() ? "" : what + "-") + std::string(o.model.cell->name) + "-" + stamp;
   std::string out = name;
   for (int k = 2; fs::exists(out); ++k) out = name + "-" + std::to_string(k);
   return out;
@@ -137,8 +142,9 @@ TrainResult TrainIn(TrainOptions o, Communicator& comm, RunDirectory* dir, const
     out << "bptt train: distributed over " << comm.Describe() << ", " << threads
         << (threads == 1 ? " thread" : " threads") << " per rank\n";
 
-  const std::unique_ptr<TrainData> data =
-      o.task.empty() ? MakeCorpusData(o, o.out, resume, out, comm, share) : MakeTaskData(o);
+  const std::unique_ptr<TrainData> data = o.sequence_data() ? MakeSequenceData(o, comm, share)
+                                          : o.task.empty()    ? MakeCorpusData(o, o.out, resume, out, comm, share)
+                                                              : MakeTaskData(o);
   data->Shape(o.model);
   o.model.Validate();
   CheckMemory(o, o.model, data->timesteps(), data->EvaluationBytes(o.model), comm, share);
@@ -170,7 +176,7 @@ TrainResult Train(TrainOptions options, std::ostream& log, bool live, const Trai
 }
 
 TrainResult Resume(const fs::path& dir, const nlohmann::json& given, std::ostream& log, bool live,
-                   const TrainHooks& hooks) {
+                   const TrainHooks& hooks, std::shared_ptr<const SequenceArrays> arrays) {
   ClearStopRequest();
   if (fs::exists(dir / "trials.json")) return ResumeTrials(dir, given, log, live, hooks);
   const fs::path path = dir / "latest.safetensors";
@@ -186,6 +192,7 @@ TrainResult Resume(const fs::path& dir, const nlohmann::json& given, std::ostrea
       ck = LoadCheckpoint(path, CheckpointUse::kResume);
       o = ApplyOnResume(TrainOptionsFromJson(ck->training->options, path.string()), given);
       o.out = dir.string();
+      if (o.sequences.data == kArraysData) o.arrays = arrays;
       o.Validate();
       CheckBeforeData(o, *comm);
     };

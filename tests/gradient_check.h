@@ -8,6 +8,8 @@
 //   tests/option_gradient_test.cc     dropout, residual connections, layer normalisation and the
 //                                     feedback-alignment rules
 //   tests/precision_gradient_test.cc  thread splits bit for bit, and bfloat16 products
+//   tests/sequence_gradient_test.cc   the heads of sequence models (pooling, masks of different
+//                                     lengths, absolute and Huber errors) for every cell
 //
 //   CheckModelGradient({"lstm", Input::kEmbed, Scoring::kMasked});
 #pragma once

@@ -25,6 +25,8 @@ constexpr Command kCommands[] = {
     {"plot", bptt::cli::Plot, "draw the training curves of one or more runs (SVG, and PNG)"},
     {"gradcheck", bptt::cli::Gradcheck, "backpropagated gradients against central differences, and what each costs"},
     {"task", bptt::cli::Task, "train and score a model on a long-lag experiment (adding, temporal order, copy)"},
+    {"predict", bptt::cli::Predict, "what a model trained on sequences (train --data) predicts for new ones"},
+    {"forecast", bptt::cli::Forecast, "continue a series with a forecasting model (train --head forecast)"},
 };
 
 // An exception's message on one line.

@@ -25,6 +25,8 @@ int Decay(int argc, char** argv);
 int Task(int argc, char** argv);
 int Gradcheck(int argc, char** argv);
 int Plot(int argc, char** argv);
+int Predict(int argc, char** argv);
+int Forecast(int argc, char** argv);
 
 // `bptt completion bash`: prints the bash completion of the program, made from each command's
 // --help (the flags its option declarations make; whether each takes a value) and the names of

@@ -1,30 +1,56 @@
-// bptt eval: nats per symbol, bits per symbol and perplexity of a checkpoint on a text file; its
-// options are EvalOptionSpecs() and --json.
+// bptt eval: nats per symbol, bits per symbol and perplexity of a language model on a text file,
+// or the scores of a model trained on sequences (bptt train --data) on data read as its training
+// data was; its options are EvalOptionSpecs(), the kEvalCommand rows of PredictOptionSpecs() and
+// --json.
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "bptt/checkpoint.h"
 #include "bptt/error.h"
 #include "bptt/evaluate.h"
+#include "bptt/sequences.h"
 #include "commands.h"
 #include "options_cli.h"
+#include "sequence_cli.h"
 
 namespace bptt::cli {
 
 namespace {
 
-// The options of `bptt eval`: the evaluation's (EvalOptionSpecs) and how to print.
+// The options of `bptt eval`: a language model's evaluation (EvalOptionSpecs), a sequence
+// model's (the kEvalCommand rows of PredictOptionSpecs), and how to print. Once the checkpoint
+// names its kind, the other kind's options are refused.
 struct EvalCommand {
   EvalOptions eval;
+  PredictOptions sequences;
   bool json = false;
+  std::optional<bool> sequence_model;  // what CHECKPOINT holds, once known
 };
 
 std::vector<OptionSpec<EvalCommand>> Specs() {
   using E = EvalCommand;
-  std::vector<OptionSpec<E>> specs = Nest<E>(EvalOptionSpecs(), kAnyCommand, "", [](E& e) -> auto& { return e.eval; });
+  std::vector<OptionSpec<E>> specs;
+  for (auto& spec : Nest<E>(EvalOptionSpecs(), kAnyCommand, "", [](E& e) -> auto& { return e.eval; })) {
+    if (spec.flag == "seq-len" || spec.flag == "precision")
+      spec = Restrict(std::move(spec), [](const E& e) -> std::string {
+        return e.sequence_model.value_or(false) ? "applies to a language model; CHECKPOINT was trained on sequences"
+                                                : "";
+      });
+    specs.push_back(std::move(spec));
+  }
+  std::vector<OptionSpec<PredictOptions>> sequence_rows;
+  for (const auto& spec : PredictOptionSpecs())
+    if ((spec.commands & kEvalCommand) != 0) sequence_rows.push_back(spec);
+  for (auto& spec : Nest<E>(std::span<const OptionSpec<PredictOptions>>(sequence_rows), kAnyCommand, "",
+                            [](E& e) -> auto& { return e.sequences; }))
+    specs.push_back(Restrict(std::move(spec), [](const E& e) -> std::string {
+      return e.sequence_model.value_or(true) ? "" : "applies to a model trained on sequences (bptt train --data)";
+    }));
   specs.push_back(Field<E>(kAnyCommand, "json", "", "Output",
-                           "print one JSON object: nats_per_symbol, bpc, perplexity, symbols, unknown, streams, method",
+                           "print one JSON object: nats_per_symbol, bpc, perplexity, symbols, unknown, streams, method "
+                           "(a sequence model: its scores)",
                            OnResume::kNone, [](E& e) -> auto& { return e.json; }));
   return specs;
 }
@@ -35,12 +61,25 @@ int Eval(int argc, char** argv) {
   static const std::vector<OptionSpec<EvalCommand>> specs = Specs();
   CommandLine<EvalCommand> cli("bptt eval CHECKPOINT FILE [options]", specs, kAnyCommand, EvalCommand());
   cli.Argument("checkpoint", "checkpoint file (.safetensors)");
-  cli.Argument("file", "text file to evaluate");
-  cli.Epilog("Symbols of FILE that the checkpoint's vocabulary lacks are left out and counted.");
+  cli.Argument("file", "text file to evaluate (a sequence model: its data)");
+  cli.Epilog(
+      "Symbols of FILE that the checkpoint's vocabulary lacks are left out and counted.\n"
+      "A model trained on sequences (bptt train --data) reads FILE as its training data was read and reports\n"
+      "accuracy, per-class recall and the confusion matrix, MSE/MAE/R^2, or a forecast's MSE/MAE/MASE beside the\n"
+      "seasonal-naive forecast's; --batch is then the sequences run at a time (256 when not given).");
   if (!cli.ParseOrShowHelp(argc, argv)) return 0;
   const std::string checkpoint = cli.Argument("checkpoint"), file = cli.Argument("file");
   if (checkpoint.empty() || file.empty()) throw Error("missing CHECKPOINT or FILE (see bptt eval --help)");
-  const EvalCommand command = cli.Apply(EvalCommand());
+  EvalCommand known;
+  known.sequence_model = IsSequenceCheckpoint(checkpoint);
+  const EvalCommand command = cli.Apply(known);
+  if (*command.sequence_model) {
+    PredictOptions o = command.sequences;
+    o.threads = command.eval.threads;
+    if (cli.Given("batch")) o.batch = command.eval.batch;
+    o.Validate();
+    return EvalSequences(checkpoint, file, o, command.json);
+  }
   const EvalOptions& o = command.eval;
   const bool json = command.json;
   o.Validate();

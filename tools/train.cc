@@ -1,4 +1,4 @@
-// bptt train: the command-line front end of trainer.h.
+// bptt train: the command-line front end of trainer.h (a corpus, or sequences with --data).
 #include <unistd.h>
 
 #include <csignal>
@@ -44,6 +44,14 @@ int ReportRun(const TrainResult& result, const char* command) {
       std::cerr << "bptt " << command << ": " << (result.end == TrainEnd::kSolved ? "solved" : "finished") << " at step "
                 << result.steps;
       if (result.best_val_loss > 0) std::cerr << "; best validation loss " << result.best_val_loss;
+      for (const char* part : {"validation", "test"}) {  // a sequence model's scores (summary.json)
+        if (!result.summary.contains(part) || !result.summary[part].is_object()) continue;
+        const nlohmann::json& s = result.summary[part];
+        if (s.contains("accuracy")) std::cerr << "; " << part << " accuracy " << s["accuracy"].get<double>();
+        else if (s.contains("mase") && s["mase"].is_number())
+          std::cerr << "; " << part << " MASE " << s["mase"].get<double>() << " (seasonal naive " << s["naive_mase"] << ")";
+        else if (s.contains("mse")) std::cerr << "; " << part << " MSE " << s["mse"].get<double>();
+      }
       if (result.summary.contains("best_val_loss_one_stream"))
         std::cerr << " (" << result.summary["val_streams"] << " streams), "
                   << result.summary["best_val_loss_one_stream"].get<double>() << " nats as one stream over "
@@ -57,8 +65,9 @@ int ReportRun(const TrainResult& result, const char* command) {
 int Train(int argc, char** argv) {
   CommandLine<TrainOptions> cli(
       "bptt train --corpus PATH [--out DIR] [options]\n"
+      "   or: bptt train --data FILE [--head classify|label|regress|forecast] [--out DIR] [options]\n"
       "   or: bptt train --resume DIR [the options marked 'may change on --resume']",
-      TrainOptionSpecs(), kTrainCommand, TrainOptions());
+      TrainOptionSpecs(), kTrainCommand | kSequenceCommand, TrainOptions());
   std::string resume;
   po::options_description other("Resume and help");
   other.add_options()

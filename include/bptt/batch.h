@@ -37,6 +37,9 @@ struct Batch {
   // (0 = this batch is whole).
   Eigen::Index first = 0;
   Eigen::Index whole = 0;
+  // A slice with a mask: the scored positions of the whole batch, which its loss is divided by
+  // (loss.h; 0 = not known, and such a slice is refused).
+  int64_t whole_scored = 0;
 
   bool IsScored(Eigen::Index j) const { return scored.size() == 0 || scored(j) != 0; }
   Eigen::Index whole_B() const { return whole > 0 ? whole : B; }

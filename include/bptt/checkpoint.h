@@ -14,8 +14,9 @@
 //   state.h (L, B, H), state.c (L, B, H)             the hidden state carried between chunks
 //   feedback.*                                       FA / DFA: the fixed random matrices (model.h)
 // __metadata__ (all strings): "format" = "bptt", "format_version", "config" (JSON),
-// "vocab" (JSON, vocab.h), "step", "metrics" (JSON), "training" (JSON, when present) and the
-// file checksum that Safetensors verifies on load.
+// "vocab" (JSON, vocab.h), "step", "metrics" (JSON), "training" (JSON, when present),
+// "sequences" (JSON, a model of the user's own sequences: sequences.h) and the file checksum
+// that Safetensors verifies on load.
 //
 // Loading checks the whole file: the checksum, every tensor's shape against the configuration,
 // and every field of the training state (counts non-negative, optimizer slots and carried state
@@ -72,6 +73,9 @@ struct Checkpoint {
   nlohmann::json metrics = nlohmann::json::object();   // the last logged metrics
   std::optional<TrainingState> training;
   bool checksum_verified = false;                      // the file carried a checksum, and it matched
+  // A model of the user's own sequences: what it reads and predicts, its inputs' standardisation
+  // (sequences.h SequenceSpec::ToJson); null for a language model or a task's.
+  nlohmann::json sequences;
 };
 
 // What a checkpoint is loaded for: a model only (sampling, evaluation, inspection: the optimizer
@@ -88,5 +92,10 @@ void SaveCheckpoint(const Checkpoint& checkpoint, const std::filesystem::path& p
 // "<path>: ..." on any fault; for kResume also when the file has no training state or no
 // checksum.
 Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use = CheckpointUse::kModel);
+
+// Whether the file at `path` holds a model of the user's own sequences (its metadata has
+// "sequences"), by its header alone: nothing is verified (LoadCheckpoint does that), and a file
+// that cannot be read as safetensors is not one.
+bool IsSequenceCheckpoint(const std::filesystem::path& path);
 
 }  // namespace bptt

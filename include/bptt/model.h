@@ -60,6 +60,21 @@ enum class Head {
 std::string_view HeadName(Head head);  // "softmax", "regression"
 Head ParseHead(std::string_view name, std::string_view flag);  // throws bptt::Error
 
+// How a regression head's errors are scored (loss.h): squared, absolute, or Huber's (squared
+// within huber_delta of the target, absolute beyond).
+enum class RegressionLoss { kSquared, kAbsolute, kHuber };
+std::string_view RegressionLossName(RegressionLoss loss);  // "mse", "mae", "huber"
+RegressionLoss ParseRegressionLoss(std::string_view name, std::string_view flag);  // throws bptt::Error
+
+// How the outputs of a sequence's positions make its prediction: each scored position its own
+// (kNone: a language model, per-step labels, a task), the last step of the sequence (kLast: its
+// data scores that step alone), or the mean over the sequence's scored positions (kMean, loss.h
+// PoolOutputs). The decoder being affine, the mean of the outputs is the decoder applied to
+// the mean of the top layer's outputs: mean pooling of the hidden states.
+enum class Pooling { kNone, kLast, kMean };
+std::string_view PoolingName(Pooling pooling);  // "none", "last", "mean"
+Pooling ParsePooling(std::string_view name, std::string_view flag);  // throws bptt::Error
+
 struct ModelConfig {
   const Cell* cell = &DefaultCell();
   int vocab_size = 0;     // V: symbols of a symbol input; 0 with a dense input
@@ -72,6 +87,9 @@ struct ModelConfig {
   int output_size = 0;    // O: classes (softmax) or values (regression) per step
   bool residual = false;  // layers l >= 1 output h^l + x^l
   bool layer_norm = false;  // layer normalisation inside the cell (cell.h): cells with Cell::layer_norm
+  Pooling pooling = Pooling::kNone;  // how a sequence's outputs make its prediction (set by the data)
+  RegressionLoss regression_loss = RegressionLoss::kSquared;  // a regression head's training loss
+  double huber_delta = 1.0;  // RegressionLoss::kHuber: where the loss turns from squared to absolute
 
   bool dense_input() const { return input_size > 0; }
   // E_0, the input width of layer 0.
@@ -85,7 +103,7 @@ struct ModelConfig {
 // The options that choose a model (--cell, --layers, --hidden, --embed, --dropout, --residual,
 // --layer-norm), declared
 // once (options.h) for every command that builds one. The sizes that the data dictates (V, D,
-// O, the head) are not options.
+// O, the head, its pooling and loss) are not options.
 std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs();
 
 // The configuration as stored in checkpoints ("config" and the training options' "model"), and

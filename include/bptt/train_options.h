@@ -1,6 +1,6 @@
-// Training options: what `bptt train` (a language model on a corpus) and `bptt task` (a
-// generated long-lag task) are told, in one struct with documented defaults, and the table that
-// declares each of its fields once (options.h): flag, help, JSON key in the checkpoint, and what
+// Training options: what `bptt train` (a language model on a corpus, or a model of the user's
+// own sequences with --data) and `bptt task` (a generated long-lag task) are told, in one struct
+// with documented defaults, and the table that declares each of its fields once (options.h): flag, help, JSON key in the checkpoint, and what
 // `--resume` does with it. The command line, --help, the completion, the Python keywords and the
 // checkpoint's stored options all come from that table.
 //
@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
@@ -24,6 +25,7 @@
 #include "bptt/model.h"
 #include "bptt/optimizer.h"
 #include "bptt/options.h"
+#include "bptt/sequences.h"
 #include "bptt/vocab.h"
 
 namespace bptt {
@@ -34,10 +36,15 @@ struct TrainOptions {
   TokenizerOptions tokenizer;       // grapheme units, NFC
   double val_frac = 0.05;           // last part of the symbol stream used for validation
   double test_frac = 0.0;           // the part after it, held out for `bptt eval`
-  // ... or a generated task (task.h).
+  // ... or a generated task (task.h) ...
   std::string task;                 // "adding", "temporal-order", ...; "" = the corpus
   int task_length = 100;            // the task's T
   int test_size = 2560;             // sequences of the task's test set
+  // ... or sequences of the user's own (sequences.h): --data and its options, or (from the
+  // library) `arrays` in memory, with sequences.data = kArraysData. The arrays are not stored:
+  // a run on them resumes only from the library, given them again.
+  SequenceOptions sequences;
+  std::shared_ptr<const SequenceArrays> arrays;
   // Model. vocab_size / input_size and output_size come from the corpus or the task.
   ModelConfig model{&DefaultCell(), 0, 0, 0, 256, 2, 0.0, Head::kSoftmax, 0};
   InitOptions init;
@@ -88,11 +95,20 @@ struct TrainOptions {
   // Throws bptt::Error naming the flag of the first invalid value. Checks every option that
   // does not need the data (the model's sizes that the data sets are checked once it is read).
   void Validate() const;
+  // The data is sequences of the user's own (--data, or arrays).
+  bool sequence_data() const { return !sequences.data.empty(); }
 };
 
-// The commands that train, as the option table names them (OptionSpec::commands).
-inline constexpr unsigned kTrainCommand = 1;  // bptt train: a corpus
-inline constexpr unsigned kTaskCommand = 2;   // bptt task: a generated task
+// TrainOptions::sequences.data of a run on arrays in memory.
+inline constexpr std::string_view kArraysData = "<arrays>";
+
+// The commands that train, as the option table names them (OptionSpec::commands). `bptt train`
+// takes the rows of kTrainCommand | kSequenceCommand; a row of one of the two says it does not
+// apply to the other's data (--corpus's rows with --data, --data's without it), so ApplyGiven
+// refuses it there. bptt.fit takes the kSequenceCommand rows.
+inline constexpr unsigned kTrainCommand = 1;     // bptt train: a corpus
+inline constexpr unsigned kTaskCommand = 2;      // bptt task: a generated task
+inline constexpr unsigned kSequenceCommand = 4;  // bptt train --data: sequences of the user's own
 
 // The declarations of every TrainOptions field (options.h): flag, JSON key, help, resume policy.
 std::span<const OptionSpec<TrainOptions>> TrainOptionSpecs();

@@ -46,6 +46,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
@@ -101,9 +102,10 @@ TrainResult TrainTrials(TrainOptions options, int trials, std::ostream& log, boo
 // applying `given`: the options given on the command line (JSON by flag, as ParseOptionText
 // makes them), by ApplyOnResume's rules (train_options.h). A trials directory (TrainTrials)
 // resumes its trials: a solved one is kept, the others resume from their checkpoints (to the
-// limits `given` sets) or start.
+// limits `given` sets) or start. A run on sequences held in memory (TrainOptions::arrays) is
+// given them again in `arrays`, and checked to be the same data.
 TrainResult Resume(const std::filesystem::path& dir, const nlohmann::json& given, std::ostream& log, bool live,
-                   const TrainHooks& hooks = {});
+                   const TrainHooks& hooks = {}, std::shared_ptr<const SequenceArrays> arrays = nullptr);
 
 // Whether an MPI launcher started this process, so that bptt train trains distributed without
 // being told: Open MPI's mpirun (OMPI_COMM_WORLD_SIZE), or a PMIx or PMI launcher (PMIX_RANK,

@@ -119,6 +119,7 @@ if [ "${2:-}" = "--end-to-end" ]; then
   grep -q 'approximation' "$WORK/out" || fail "bptt eval --batch 4 does not name its approximation: $(cat "$WORK/out")"
   expect_error eval "cannot be combined with --batch" "$CK" "$WORK/corpus.txt" --batch 4 --precision int8
   expect_ok eval "$CK" "$WORK/corpus.txt" --threads 2
+  expect_error eval "--held-out applies to a model trained on sequences" "$CK" "$WORK/corpus.txt" --held-out 3
   expect_error eval "--threads must be in [0, 1024]" "$CK" "$WORK/corpus.txt" --threads=-1
   echo "QQQ" >"$WORK/unknown.txt"
   expect_error eval "$WORK/unknown.txt: has 4 symbols, 1 of them in the model's vocabulary" "$CK" "$WORK/unknown.txt"
