@@ -56,6 +56,9 @@ expect_error sample "--threads must be in [0, 1024]" model.safetensors --threads
 expect_error sample "--temperature does not apply with --argmax" model.safetensors --argmax --temperature 0.5
 expect_error sample "--top-k does not apply with --argmax" model.safetensors --argmax --top-k 3
 expect_error sample "--top-p must be a number, got 'nan'" model.safetensors --top-p nan
+expect_error sample "--dynamic adapts the weights to the prime: give --prime or --prime-file" model.safetensors --dynamic
+expect_error sample "--prime-file cannot be combined with --prime" model.safetensors --prime a --prime-file b.txt
+expect_error sample "--dynamic-segment applies only with --dynamic" model.safetensors --dynamic-segment 5
 expect_error eval "--threads must be in [0, 1024]" "$WORK/none.safetensors" "$WORK/none.txt" --threads 2000
 expect_error eval "--seq-len does not apply with --precision" "$WORK/none.safetensors" "$WORK/none.txt" \
   --precision fp32 --seq-len 8
@@ -139,7 +142,11 @@ if [ "${2:-}" = "--end-to-end" ]; then
   expect_ok eval "$CK" "$WORK/corpus.txt" --dynamic --dynamic-stats "$WORK/corpus.txt" --dynamic-stats-symbols 500
   grep -q "statistics from the first 500 symbols of $WORK/corpus.txt" "$WORK/out" ||
     fail "bptt eval --dynamic-stats: $(cat "$WORK/out")"
-  [ "$(sha256sum <"$CK")" = "$sum_before" ] || fail "bptt eval --dynamic changed the checkpoint"
+  printf 'the dog ate the cat. the dog ate the cat. ' >"$WORK/prime.txt"
+  expect_ok sample "$CK" --prime-file "$WORK/prime.txt" --dynamic --dynamic-rule sgd --length 30 --seed 2
+  grep -q '^the dog ate the cat. the dog ate the cat. ' "$WORK/out" || fail "bptt sample --prime-file: $(cat "$WORK/out")"
+  expect_error sample "--prime-file: $WORK/none.txt" "$CK" --prime-file "$WORK/none.txt"
+  [ "$(sha256sum <"$CK")" = "$sum_before" ] || fail "bptt eval or sample --dynamic changed the checkpoint"
   expect_error eval "--dynamic-stats $WORK/none.txt: " "$CK" "$WORK/corpus.txt" --dynamic --dynamic-stats "$WORK/none.txt"
   expect_error eval "--threads must be in [0, 1024]" "$CK" "$WORK/corpus.txt" --threads=-1
   echo "QQQ" >"$WORK/unknown.txt"

@@ -167,6 +167,21 @@ def test_eval_dynamic_has_the_cli_s_numbers_and_leaves_the_model_alone(run, mode
         model.eval(TEXT[:100], dynamic_lr=0.1)
 
 
+def test_sample_dynamic_adapts_to_the_prime_file_as_the_cli_does(run, model):
+    ck = run["dir"] / "latest.safetensors"
+    prime = run["root"] / "prime_dynamic.txt"
+    prime.write_text(TEXT[:300])
+    plain = model.sample(length=60, prime=TEXT[:300], seed=4, threads=1)
+    adapted = model.sample(length=60, prime_file=str(prime), dynamic=True, dynamic_rule="sgd", dynamic_lr=0.5,
+                           seed=4, threads=1)
+    out = cli("sample", ck, "--length", 60, "--prime-file", prime, "--dynamic", "--dynamic-rule", "sgd",
+              "--dynamic-lr", 0.5, "--seed", 4, "--threads", 1)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == adapted + "\n"
+    assert adapted.startswith(TEXT[:300]) and adapted != plain
+    assert model.sample(length=60, prime=TEXT[:300], seed=4, threads=1) == plain
+
+
 def test_encode_and_decode(model):
     ids = model.encode("the lazy dog")
     assert ids.dtype == np.int32 and len(ids) == 12
