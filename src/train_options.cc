@@ -143,6 +143,11 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
       Field<O>(kBoth, "weight-decay", "optimizer.weight_decay", optim,
                "decoupled weight decay of the weight matrices (not the biases)", kChanges,
                [](O& o) -> auto& { return o.optimizer.weight_decay; }),
+      Choice<O>(kBoth, "average", "average", optim,
+                "keep an average of the weights beside them: off, or ema:DECAY (an exponential moving average, its "
+                "zero start debiased); when on, validation and best.safetensors use the averaged weights",
+                kFixed, [](O& o) -> auto& { return o.average; }, AverageName,
+                [](const std::string& v, const std::string& f) { return ParseAverage(v, f); }),
       Field<O>(kBoth, "clip-norm", "clip_norm", optim, "clip the global gradient L2 norm to this (0 = off)", kChanges,
                [](O& o) -> auto& { return o.clip_norm; }),
       Field<O>(kBoth, "clip-value", "clip_value", optim, "clamp each gradient element to +-this (0 = off)", kChanges,

@@ -58,7 +58,7 @@ struct DynamicOptions {
   bool enabled = false;          // adapt the weights as the text is read
   int segment = 50;              // k: symbols per segment, one update after each
   DynamicRule rule = DynamicRule::kRms;
-  double lr = 0.003;             // eta
+  double lr = 3e-4;              // eta (rms; sgd wants larger steps, ~0.1 on a char-level LSTM)
   double decay = 0.001;          // lambda, in [0, 1]
   std::string stats_file;        // rms: the text MS is gathered from ("" = the scored text)
   int64_t stats_symbols = 100000;  // rms: at most this many of its first symbols
