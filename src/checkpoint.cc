@@ -1,5 +1,6 @@
 #include "bptt/checkpoint.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstring>
@@ -140,7 +141,11 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
         {"rng", t.rng}, {"epoch", t.epoch}, {"chunk", t.chunk}, {"data", t.data},
         {"best_val_loss", t.best_val_loss}, {"lr_scale", t.lr_scale}, {"rollbacks", t.rollbacks},
         {"feedback", std::string(FeedbackName(t.feedback.rule))}, {"options", t.options}};
-    if (t.average) training["average_updates"] = t.average->updates;
+    if (t.average) {
+      training["average_updates"] = t.average->updates;
+      training["average_triggered"] = t.average->triggered;
+      training["average_history"] = t.average->history;
+    }
     else if (t.average_updates >= 0) training["average_updates"] = t.average_updates;
     if (t.weights_averaged) training["weights"] = "average";
     st.SetMetadata("training", training.dump());
@@ -324,6 +329,19 @@ class CheckpointReader {
     if (use != CheckpointUse::kResume || t.weights_averaged) return;  // the count alone
     WeightAverage average;
     average.updates = t.average_updates;
+    if (j.contains("average_triggered")) {
+      if (!j.at("average_triggered").is_boolean())
+        throw Error(source_ + ": checkpoint training state 'average_triggered' must be true or false");
+      average.triggered = j.at("average_triggered").get<bool>();
+    }
+    if (j.contains("average_history")) {
+      const nlohmann::json& h = j.at("average_history");
+      if (!h.is_array() || !std::all_of(h.begin(), h.end(), [](const nlohmann::json& v) {
+            return v.is_number() && std::isfinite(v.get<double>());
+          }))
+        throw Error(source_ + ": checkpoint training state 'average_history' must be a list of finite numbers");
+      average.history = h.get<std::vector<double>>();
+    }
     if (average.updates > 0) {
       average.params = ModelParams<float>::Shaped(config);
       average.params.ForEachTensor([&](const TensorInfo& info, Mat<float>& m) {

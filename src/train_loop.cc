@@ -348,6 +348,9 @@ class TrainLoop {
       for (const auto& [key, value] : v.items()) m[key] = value;
       if (averaged) m["val_loss_unaveraged"] = data_.Validate(o_.model, s_.params, threads_)["val_loss"];
       const double val = m["val_loss"].is_number() ? m["val_loss"].get<double>() : NAN;
+      // asgd: the weights' loss before the trigger may start the average (not a validation at
+      // an interruption, so that a resumed run triggers where an uninterrupted one does).
+      if (choose_best && !averaged && std::isfinite(val)) s_.average.Observe(o_.average, val);
       if (choose_best && std::isfinite(val) && (s_.best_val_loss == 0 || val < s_.best_val_loss)) {
         s_.best_val_loss = val;
         Save(best_, m, averaged);

@@ -144,8 +144,10 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                "decoupled weight decay of the weight matrices (not the biases)", kChanges,
                [](O& o) -> auto& { return o.optimizer.weight_decay; }),
       Choice<O>(kBoth, "average", "average", optim,
-                "keep an average of the weights beside them: off, or ema:DECAY (an exponential moving average, its "
-                "zero start debiased); when on, validation and best.safetensors use the averaged weights",
+                "keep an average of the weights beside them: off; ema:DECAY (an exponential moving average, its "
+                "zero start debiased); or asgd:N (NT-ASGD's uniform average, from the first validation whose loss "
+                "is above the lowest of those more than N validations before). Once averaging, validation and "
+                "best.safetensors use the averaged weights",
                 kFixed, [](O& o) -> auto& { return o.average; }, AverageName,
                 [](const std::string& v, const std::string& f) { return ParseAverage(v, f); }),
       Field<O>(kBoth, "clip-norm", "clip_norm", optim, "clip the global gradient L2 norm to this (0 = off)", kChanges,

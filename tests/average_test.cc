@@ -54,6 +54,31 @@ TEST(AverageTest, UpdateIsTheDebiasedExponentialMovingAverage) {
   }
 }
 
+// NT-ASGD: nothing is averaged until a validation loss is above the lowest of those more than N
+// validations before it; from the next step on, the uniform mean of the weights.
+TEST(AverageTest, AsgdTriggersOnANonMonotoneLossThenTakesTheUniformMean) {
+  const ModelConfig config = LanguageModel(*FindCell("rnn-tanh"), 4, 0, 3, 1);
+  AverageOptions options = ParseAverage("asgd:2", "--average");
+  WeightAverage average;
+  ModelParams<float> weights = ModelParams<float>::Zeros(config);
+  for (const double loss : {3.0, 2.0, 2.5, 1.9, 1.95}) {  // 1.95 is not above min(3.0, 2.0): no trigger
+    average.Observe(options, loss);
+    average.Update(options, weights);
+  }
+  EXPECT_FALSE(average.triggered);
+  EXPECT_EQ(average.updates, 0);
+  average.Observe(options, 2.05);  // above min(3.0, 2.0, 2.5) = 2.0: fires
+  EXPECT_TRUE(average.triggered);
+  for (int n = 1; n <= 3; ++n) {
+    weights.decoder_bias.setConstant(static_cast<float>(n));
+    average.Update(options, weights);
+  }
+  EXPECT_EQ(average.updates, 3);
+  EXPECT_FLOAT_EQ(average.params.decoder_bias(0), 2.0f);  // (1 + 2 + 3) / 3
+  average.Observe(options, 9.0);  // after the trigger: nothing
+  EXPECT_TRUE(average.history.empty());
+}
+
 TEST(AverageTest, ParsesAndRefusesInOneLine) {
   EXPECT_EQ(ParseAverage("off", "--average").kind, AverageKind::kNone);
   const AverageOptions ema = ParseAverage("ema:0.999", "--average");
@@ -61,9 +86,14 @@ TEST(AverageTest, ParsesAndRefusesInOneLine) {
   EXPECT_EQ(ema.decay, 0.999);
   EXPECT_EQ(AverageName(ema), "ema:0.999");
   EXPECT_EQ(AverageName(AverageOptions()), "off");
-  for (const char* bad : {"ema", "ema:", "ema:1", "ema:0", "ema:-0.5", "ema:0.9x", "swa", "ema:nan"}) {
+  const AverageOptions asgd = ParseAverage("asgd:3", "--average");
+  EXPECT_EQ(asgd.kind, AverageKind::kAsgd);
+  EXPECT_EQ(asgd.nonmono, 3);
+  EXPECT_EQ(AverageName(asgd), "asgd:3");
+  for (const char* bad : {"ema", "ema:", "ema:1", "ema:0", "ema:-0.5", "ema:0.9x", "swa", "ema:nan", "asgd:",
+                          "asgd:0", "asgd:-2", "asgd:2.5", "asgd"}) {
     const std::string error = ErrorOf([&] { ParseAverage(bad, "--average"); });
-    EXPECT_NE(error.find("--average must be off or ema:DECAY with DECAY in (0, 1), got '" + std::string(bad) + "'"),
+    EXPECT_NE(error.find("--average must be off, ema:DECAY with DECAY in (0, 1) or asgd:N with N >= 1, got '" + std::string(bad) + "'"),
               std::string::npos)
         << error;
   }
@@ -100,21 +130,38 @@ class AverageTrainingTest : public test::TempDirTest {
 };
 
 TEST_F(AverageTrainingTest, AResumedRunEndsWithTheWeightsAndAverageOfAnUninterruptedOne) {
-  const TrainOptions o = Options("whole");
-  ASSERT_EQ(Train(o, log_, false).steps, 24);
-  TrainOptions first = o;
-  first.out = (dir_ / "split").string();
-  first.max_steps = 10;
-  ASSERT_EQ(Train(first, log_, false).steps, 10);
-  ASSERT_EQ(Resume(first.out, {{"max-steps", 24}}, log_, false).steps, 24);
-  const Checkpoint a = LoadCheckpoint(fs::path(o.out) / "latest.safetensors", CheckpointUse::kResume);
-  ASSERT_TRUE(a.training->average.has_value());
-  EXPECT_EQ(a.training->average->updates, 24);
-  EXPECT_EQ(FileBytes(fs::path(o.out) / "latest.safetensors"), FileBytes(fs::path(first.out) / "latest.safetensors"));
-  EXPECT_EQ(FileBytes(fs::path(o.out) / "best.safetensors"), FileBytes(fs::path(first.out) / "best.safetensors"));
-  // Changing --average on resume is refused.
-  const std::string error = ErrorOf([&] { Resume(first.out, {{"max-steps", 30}, {"average", "ema:0.5"}}, log_, false); });
-  EXPECT_NE(error.find("--average"), std::string::npos) << error;
+  for (const char* average : {"ema:0.9", "asgd:1"}) {
+    SCOPED_TRACE(average);
+    TrainOptions o = Options(std::string("whole_") + average);
+    o.average = ParseAverage(average, "--average");
+    if (o.average.kind == AverageKind::kAsgd) {
+      o.eval_every = 1;  // validations at every step and a large rate, so that the loss rises and triggers
+      o.lr = 0.05;
+    }
+    ASSERT_EQ(Train(o, log_, false).steps, 24);
+    TrainOptions first = o;
+    first.out = (dir_ / (std::string("split_") + average)).string();
+    // asgd: cut before its trigger, so that the resumed run carries the validation history on.
+    first.max_steps = o.average.kind == AverageKind::kAsgd ? 3 : 10;
+    ASSERT_EQ(Train(first, log_, false).steps, first.max_steps);
+    ASSERT_EQ(Resume(first.out, {{"max-steps", 24}}, log_, false).steps, 24);
+    const Checkpoint a = LoadCheckpoint(fs::path(o.out) / "latest.safetensors", CheckpointUse::kResume);
+    ASSERT_TRUE(a.training->average.has_value());
+    if (o.average.kind == AverageKind::kEma) {
+      EXPECT_EQ(a.training->average->updates, 24);
+    } else {
+      // Triggered part-way, after the cut at step 3.
+      EXPECT_TRUE(a.training->average->triggered);
+      EXPECT_GT(a.training->average->updates, 0);
+      EXPECT_LT(a.training->average->updates, 21);
+    }
+    EXPECT_EQ(FileBytes(fs::path(o.out) / "latest.safetensors"), FileBytes(fs::path(first.out) / "latest.safetensors"));
+    EXPECT_EQ(FileBytes(fs::path(o.out) / "best.safetensors"), FileBytes(fs::path(first.out) / "best.safetensors"));
+    // Changing --average on resume is refused.
+    const std::string error =
+        ErrorOf([&] { Resume(first.out, {{"max-steps", 30}, {"average", "ema:0.5"}}, log_, false); });
+    EXPECT_NE(error.find("--average"), std::string::npos) << error;
+  }
 }
 
 TEST_F(AverageTrainingTest, ValidationAndBestUseTheAveragedWeights) {
