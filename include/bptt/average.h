@@ -1,7 +1,9 @@
 // Weight averaging: a running average of the weights that training visits, kept beside them.
-// The average of the last stretch of a run generalises better than its last point (Polyak &
-// Juditsky 1992; Merity et al. 2017 average the weights of an LSTM language model), and costs
-// one copy of the parameters and an elementwise update per step.
+// While the weights still move at the end of a run (a constant rate, SGD), the average of its
+// last stretch can generalise better than its last point (Polyak & Juditsky 1992; Merity et al.
+// 2017 average an LSTM language model's weights); after a rate annealed to zero it can lag
+// behind (docs/regularisation.md measures one such case). It costs one copy of the parameters
+// and an elementwise update per step.
 //
 // After the n-th optimizer step, with weights theta_n:
 //
@@ -14,10 +16,10 @@
 // every step count and the first steps do not dominate. asgd:N is the triggered uniform average
 // of Merity et al. 2017's NT-ASGD (the averaging alone, with whichever optimizer trains): at each
 // validation before the trigger, if the weights' loss is above the lowest of the losses validated
-// more than N validations before it, averaging starts with the next step. The average is the model that training
-// validates and keeps as best.safetensors when averaging is on (trainer.h); latest.safetensors
-// keeps the weights that training continues from and the average beside them, so a resumed run
-// carries it on exactly.
+// more than N validations before it, averaging starts with the next step. Once averaging, the
+// average is the model that `bptt train` validates and keeps as best.safetensors;
+// latest.safetensors keeps the weights that training continues from and the average beside
+// them, so a resumed run carries it on exactly.
 //
 //   WeightAverage average;
 //   average.Update(options.average, params);       // after each optimizer step

@@ -72,7 +72,7 @@ struct DynamicOptions {
 // also with --dynamic-rule sgd.
 std::span<const OptionSpec<DynamicOptions>> DynamicOptionSpecs();
 
-// A human description: "rms, segments of 50, lr 0.003, decay 0.001".
+// A human description: "rms, segments of 50, lr 0.0003, decay 0.001".
 std::string DynamicDescription(const DynamicOptions& options);
 
 // The result of scoring a text dynamically.
