@@ -1,5 +1,6 @@
 #include "bptt/checkpoint.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstring>
@@ -23,6 +24,9 @@ constexpr std::string_view kSlotPrefix = "optimizer.slot";
 std::string SlotName(int slot, const std::string& param_name) {
   return std::string(kSlotPrefix) + std::to_string(slot) + "." + param_name;
 }
+
+// The running average of a parameter is stored as "average.<parameter name>".
+constexpr std::string_view kAveragePrefix = "average.";
 
 void PutMatrix(Safetensors& st, const std::string& name, TensorRole role, const Mat<float>& m) {
   const RowMajor r = m;
@@ -130,12 +134,23 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
     PutState(st, "state.c", t.carried.c);
     t.feedback.ForEach(
         [&st](const std::string& name, const Mat<float>& m) { PutMatrix(st, name, TensorRole::kWeight, m); });
-    const nlohmann::json training = {
+    if (t.average && t.average->updates > 0)
+      t.average->params.ForEachTensor([&st](const TensorInfo& info, const Mat<float>& m) {
+        PutMatrix(st, std::string(kAveragePrefix) + info.name, info.role, m);
+      });
+    nlohmann::json training = {
         {"optimizer_step", t.optimizer.step}, {"slots", t.optimizer.slot2.empty() ? t.optimizer.slot1.empty() ? 0 : 1 : 2},
         {"batch", t.carried.h.empty() ? 0 : t.carried.h[0].cols()},
         {"rng", t.rng}, {"epoch", t.epoch}, {"chunk", t.chunk}, {"data", t.data},
         {"best_val_loss", t.best_val_loss}, {"lr_scale", t.lr_scale}, {"rollbacks", t.rollbacks},
         {"feedback", std::string(FeedbackName(t.feedback.rule))}, {"options", t.options}};
+    if (t.average) {
+      training["average_updates"] = t.average->updates;
+      training["average_triggered"] = t.average->triggered;
+      training["average_history"] = t.average->history;
+    }
+    else if (t.average_updates >= 0) training["average_updates"] = t.average_updates;
+    if (t.weights_averaged) training["weights"] = "average";
     st.SetMetadata("training", training.dump());
   }
   st.Save(path);
@@ -226,6 +241,7 @@ class CheckpointReader {
     if (use == CheckpointUse::kResume) ReadOptimizer(ck.params, counts.slots, t.optimizer);
     ReadCarried(ck.config, counts.batch, t.carried);
     ReadFeedback(j, ck.config, t.feedback);
+    ReadAverage(j, ck.config, use, t);
     return t;
   }
 
@@ -325,6 +341,44 @@ class CheckpointReader {
     });
   }
 
+  // "weights"; "average_updates" and, to resume from, average.<name> for each parameter tensor
+  // (a checkpoint whose weights are the average has the count alone).
+  void ReadAverage(const nlohmann::json& j, const ModelConfig& config, CheckpointUse use, TrainingState& t) {
+    if (j.contains("weights")) {
+      if (j.at("weights") != "average")
+        throw Error(source_ + ": checkpoint training state 'weights' must be \"average\", got " + j.at("weights").dump());
+      t.weights_averaged = true;
+    }
+    if (!j.contains("average_updates")) return;
+    t.average_updates = Field<int64_t>(j, "average_updates", [](int64_t v) { return v >= 0; },
+                                       "a non-negative integer", source_);
+    if (use != CheckpointUse::kResume || t.weights_averaged) return;  // the count alone
+    WeightAverage average;
+    average.updates = t.average_updates;
+    if (j.contains("average_triggered")) {
+      if (!j.at("average_triggered").is_boolean())
+        throw Error(source_ + ": checkpoint training state 'average_triggered' must be true or false");
+      average.triggered = j.at("average_triggered").get<bool>();
+    }
+    if (j.contains("average_history")) {
+      const nlohmann::json& h = j.at("average_history");
+      if (!h.is_array() || !std::all_of(h.begin(), h.end(), [](const nlohmann::json& v) {
+            return v.is_number() && std::isfinite(v.get<double>());
+          }))
+        throw Error(source_ + ": checkpoint training state 'average_history' must be a list of finite numbers");
+      average.history = h.get<std::vector<double>>();
+    }
+    if (average.updates > 0) {
+      average.params = ModelParams<float>::Shaped(config);
+      average.params.ForEachTensor([&](const TensorInfo& info, Mat<float>& m) {
+        const std::string name = std::string(kAveragePrefix) + info.name;
+        Read(name, info.role, m);
+        if (!m.allFinite()) throw Error(source_ + ": '" + name + "' is not finite");
+      });
+    }
+    t.average = std::move(average);
+  }
+
   const Safetensors& st_;
   const std::string source_;
   std::set<std::string> read_;
@@ -336,7 +390,7 @@ Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use) 
   // A model is read without its optimizer state, the bulk of a checkpoint (two slots per
   // parameter with Adam); the file is still verified whole.
   const Safetensors st = Safetensors::Load(path, use == CheckpointUse::kResume ? Safetensors::Keep{} : [](const std::string& name) {
-    return !name.starts_with(kSlotPrefix);
+    return !name.starts_with(kSlotPrefix) && !name.starts_with(kAveragePrefix);
   });
   CheckpointReader reader(st, path.string());
   reader.CheckFormat();
@@ -348,6 +402,9 @@ Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use) 
     if (!ck.training) throw Error(path.string() + ": checkpoint has no training state to resume from");
     if (!ck.checksum_verified)
       throw Error(path.string() + ": checkpoint has no checksum; training state is only resumed from a verified file");
+    if (ck.training->weights_averaged)
+      throw Error(path.string() + ": checkpoint holds the averaged weights (the best of an --average run), not the "
+                  "weights training continues from; resume from the run's latest.safetensors");
   }
   return ck;
 }

@@ -29,8 +29,7 @@ LossSum EvaluateLossSum(const ModelConfig& config, const ModelParams<float>& par
     batch.T = steps;
     Forward(config, params, batch, state, cache, threads);
     const auto n = static_cast<uint64_t>(steps) * static_cast<uint64_t>(batch.B);
-    sum.nats += SoftmaxCrossEntropy<float>(cache.outputs, batch.classes, nullptr, threads) * static_cast<double>(n);
-    sum.symbols += n;
+    sum.Add(SoftmaxCrossEntropy<float>(cache.outputs, batch.classes, nullptr, threads), n);
     FinalState(config, cache, state);
   }
   return sum;
@@ -40,8 +39,12 @@ double EvaluateLoss(const ModelConfig& config, const ModelParams<float>& params,
                     const EncodedCorpus& corpus, SymbolRange range, int B, int T, int threads,
                     const std::function<void()>& between_chunks) {
   if (B < 1) throw Error("evaluation needs at least one stream, got B = " + std::to_string(B));
-  const LossSum sum = EvaluateLossSum(config, params, corpus, range, B, T, threads, {0, B}, between_chunks);
-  return sum.nats / static_cast<double>(sum.symbols);
+  return EvaluateLossSum(config, params, corpus, range, B, T, threads, {0, B}, between_chunks).Mean();
+}
+
+void LossSum::Add(double mean, uint64_t n) {
+  nats += mean * static_cast<double>(n);
+  symbols += n;
 }
 
 namespace {
@@ -161,21 +164,32 @@ void EvalOptions::Validate() const {
   CheckThreads(threads, 0);
   if (precision && batch != 1)
     throw Error("--precision scores one stream a symbol at a time; it cannot be combined with --batch");
+  if (dynamic.enabled) {
+    dynamic.Validate();
+    if (batch != 1) throw Error("--dynamic adapts to one stream; it cannot be combined with --batch");
+    if (precision) throw Error("--dynamic runs float products; it cannot be combined with --precision");
+  }
 }
 
 std::span<const OptionSpec<EvalOptions>> EvalOptionSpecs() {
   using E = EvalOptions;
   constexpr OnResume kNone = OnResume::kNone;
   const char* group = "Evaluation";
-  static const std::vector<OptionSpec<E>> specs = {
-      Field<E>(kAnyCommand, "batch", "", group,
+  static const std::vector<OptionSpec<E>> specs = [&] {
+    std::vector<OptionSpec<E>> rows = {
+      Restrict(Field<E>(kAnyCommand, "batch", "", group,
                "streams evaluated side by side (B). 1: the whole file as one stream, the loss papers and PyTorch "
                "report; N > 1: N streams each from the zero state, faster and a little above it (the output says so)",
                kNone, [](E& e) -> auto& { return e.batch; }),
+               [](const E& e) { return e.dynamic.enabled ? "does not apply with --dynamic, which reads one stream" : ""; }),
       Restrict(Field<E>(kAnyCommand, "seq-len", "", group,
                         "timesteps per chunk (T); the state is carried across chunks", kNone,
                         [](E& e) -> auto& { return e.seq_len; }),
-               [](const E& e) { return e.precision ? "does not apply with --precision, which scores one symbol at a time" : ""; }),
+               [](const E& e) {
+                 return e.precision ? "does not apply with --precision, which scores one symbol at a time"
+                        : e.dynamic.enabled ? "does not apply with --dynamic, which reads segments of --dynamic-segment"
+                                            : "";
+               }),
       Threads<E>(kAnyCommand, "", group,
                  "threads for the products (0 = every core; with --precision, chosen as it runs as in bptt sample)",
                  kNone, [](E& e) -> auto& { return e.threads; }, 0),
@@ -184,9 +198,52 @@ std::span<const OptionSpec<EvalOptions>> EvalOptionSpecs() {
                 "products; compare the three to see what a reduced precision costs",
                 kNone, [](E& e) -> auto& { return e.precision; }, PrecisionName,
                 [](const std::string& v, const std::string& f) { return ParsePrecision(v, f); }),
-  };
+    };
+    for (OptionSpec<E>& row : Nest<E>(DynamicOptionSpecs(), kAnyCommand, "", [](E& e) -> auto& { return e.dynamic; }))
+      rows.push_back(std::move(row));
+    return rows;
+  }();
   return specs;
 }
+
+namespace {
+
+// Dynamic evaluation of the text (dynamic_evaluation.h), and the static score over the same
+// segments.
+TextEvaluation EvaluateDynamic(const ModelConfig& config, const ModelParams<float>& params, const Vocab& vocab,
+                               EncodedFile file, const DynamicOptions& options, int threads,
+                               const std::function<void()>& between_chunks) {
+  DynamicAdapter adapter(config, params, options, threads);
+  std::string statistics;
+  uint64_t statistics_symbols = 0;
+  if (options.rule == DynamicRule::kRms) {
+    if (options.stats_file.empty()) {
+      statistics_symbols = adapter.GatherStatistics(file.ids, between_chunks) + 1;
+      statistics = "; statistics from its first " + std::to_string(statistics_symbols) + " symbols";
+    } else {
+      EncodedFile stats;
+      try {
+        stats = EncodeFile(options.stats_file, vocab, between_chunks);
+        statistics_symbols = adapter.GatherStatistics(stats.ids, between_chunks) + 1;
+      } catch (const Error& e) {
+        throw Error("--dynamic-stats " + options.stats_file + ": " + e.what());
+      }
+      statistics = "; statistics from the first " + std::to_string(statistics_symbols) + " symbols of " +
+                   options.stats_file;
+    }
+  }
+  const DynamicScore dynamic = adapter.Score(file.ids, between_chunks);
+  TextEvaluation r = EvaluateFile(config, params, std::move(file), vocab, 1, options.segment, threads, between_chunks);
+  r.static_nats_per_symbol = r.nats_per_symbol;
+  r.nats_per_symbol = dynamic.nats_per_symbol;
+  r.bits_per_symbol = r.nats_per_symbol / std::numbers::ln2;
+  r.perplexity = std::exp(r.nats_per_symbol);
+  r.statistics_symbols = statistics_symbols;
+  r.method = "one stream, dynamic (" + DynamicDescription(options) + statistics + ")";
+  return r;
+}
+
+}  // namespace
 
 TextEvaluation Evaluate(const ModelConfig& config, const ModelParams<float>& params, const Vocab& vocab,
                         EncodedFile file, const EvalOptions& options, const std::function<void()>& between_chunks) {
@@ -206,6 +263,8 @@ TextEvaluation Evaluate(const ModelConfig& config, const ModelParams<float>& par
     return r;
   }
   const int threads = options.threads > 0 ? options.threads : std::max(1, omp_get_num_procs());
+  if (options.dynamic.enabled)
+    return EvaluateDynamic(config, params, vocab, std::move(file), options.dynamic, threads, between_chunks);
   TextEvaluation r =
       EvaluateFile(config, params, std::move(file), vocab, options.batch, options.seq_len, threads, between_chunks);
   r.method = r.streams == 1 ? std::string("one stream")
@@ -214,8 +273,14 @@ TextEvaluation Evaluate(const ModelConfig& config, const ModelParams<float>& par
 }
 
 nlohmann::json EvaluationJson(const TextEvaluation& r) {
-  return {{"nats_per_symbol", r.nats_per_symbol}, {"bpc", r.bits_per_symbol}, {"perplexity", r.perplexity},
-          {"symbols", r.symbols}, {"unknown", r.unknown}, {"streams", r.streams}, {"method", r.method}};
+  nlohmann::json j = {{"nats_per_symbol", r.nats_per_symbol}, {"bpc", r.bits_per_symbol}, {"perplexity", r.perplexity},
+                      {"symbols", r.symbols}, {"unknown", r.unknown}, {"streams", r.streams}, {"method", r.method}};
+  if (r.static_nats_per_symbol) {
+    j["static_nats_per_symbol"] = *r.static_nats_per_symbol;
+    j["static_bpc"] = *r.static_nats_per_symbol / std::numbers::ln2;
+    j["statistics_symbols"] = r.statistics_symbols;
+  }
+  return j;
 }
 
 }  // namespace bptt

@@ -7,7 +7,11 @@
 #include <optional>
 #include <sstream>
 
+#include <omp.h>
+
+#include "bptt/corpus.h"
 #include "bptt/error.h"
+#include "bptt/evaluate.h"
 #include "bptt/options.h"
 #include "sampler_internal.h"
 
@@ -50,6 +54,11 @@ void SampleOptions::Validate() const {
   if (!(top_p > 0 && top_p <= 1)) throw Error("--top-p must be in (0, 1], got " + Number(top_p));
   if (num < 1) throw Error("--num must be positive, got " + std::to_string(num));
   CheckThreads(threads, 0);
+  if (dynamic.enabled) {
+    dynamic.Validate();
+    if (prime.empty() && prime_file.empty())
+      throw Error("--dynamic adapts the weights to the prime: give --prime or --prime-file");
+  }
 }
 
 std::span<const OptionSpec<SampleOptions>> SampleOptionSpecs() {
@@ -59,7 +68,8 @@ std::span<const OptionSpec<SampleOptions>> SampleOptionSpecs() {
   const auto not_with_argmax = [](const S& s) {
     return s.argmax ? "does not apply with --argmax, which always takes the most probable symbol" : "";
   };
-  static const std::vector<OptionSpec<S>> specs = {
+  static const std::vector<OptionSpec<S>> specs = [&] {
+    std::vector<OptionSpec<S>> rows = {
       Field<S>(kAnyCommand, "length", "", group, "symbols to generate per sample (after the prime)", kNone,
                [](S& s) -> auto& { return s.length; }),
       Restrict(Field<S>(kAnyCommand, "temperature", "", group,
@@ -75,6 +85,10 @@ std::span<const OptionSpec<SampleOptions>> SampleOptionSpecs() {
                not_with_argmax),
       Field<S>(kAnyCommand, "prime", "", group, "text to start from, printed before each sample (default: a line start)",
                kNone, [](S& s) -> auto& { return s.prime; }),
+      Restrict(Field<S>(kAnyCommand, "prime-file", "", group,
+                        "read the prime from this text file (printed before each sample, as --prime is)", kNone,
+                        [](S& s) -> auto& { return s.prime_file; }),
+               [](const S& s) { return s.prime.empty() ? "" : "cannot be combined with --prime"; }),
       Field<S>(kAnyCommand, "seed", "", group, "random seed: the same seed gives the same text", kNone,
                [](S& s) -> auto& { return s.seed; }),
       Field<S>(kAnyCommand, "argmax", "", group, "always take the most probable symbol (greedy decoding)", kNone,
@@ -93,7 +107,11 @@ std::span<const OptionSpec<SampleOptions>> SampleOptionSpecs() {
                  "threads splitting each per-symbol product by rows (0 = timed as it runs: one thread, or the cores "
                  "whose caches hold the weights; the text is the same either way)",
                  kNone, [](S& s) -> auto& { return s.threads; }, 0),
-  };
+    };
+    for (OptionSpec<S>& row : Nest<S>(DynamicOptionSpecs(), kAnyCommand, "", [](S& s) -> auto& { return s.dynamic; }))
+      rows.push_back(std::move(row));
+    return rows;
+  }();
   return specs;
 }
 
@@ -176,16 +194,47 @@ void Sampler::Generate(const SampleOptions& options, const TextSink& emit) {
 void Sampler::Start(const SampleOptions& options) {
   options.Validate();
   prime_.clear();
-  if (!options.prime.empty()) {
+  std::string prime = options.prime;
+  const std::string flag = options.prime_file.empty() ? "--prime" : "--prime-file " + options.prime_file;
+  if (!options.prime_file.empty()) {
+    try {
+      CheckTextFile(options.prime_file);
+      ReadInPieces(options.prime_file, [&prime](std::string_view piece) { prime += piece; });
+    } catch (const Error& e) {
+      throw Error("--prime-file: " + std::string(e.what()));
+    }
+  }
+  if (!prime.empty()) {
     std::vector<std::string> missing;
-    prime_ = vocab_.Encode(options.prime, &missing);
+    prime_ = vocab_.Encode(prime, &missing);
     if (!missing.empty())
-      throw Error("--prime has " + std::to_string(missing.size()) + " symbol" + (missing.size() == 1 ? "" : "s") +
+      throw Error(flag + " has " + std::to_string(missing.size()) + " symbol" + (missing.size() == 1 ? "" : "s") +
                   " not in the vocabulary: " + NameSymbols(missing));
   }
   prime_text_ = vocab_.Decode(prime_);
+  adapted_.reset();
+  if (options.dynamic.enabled) {
+    if (prime_.size() < 2)
+      throw Error("--dynamic adapts the weights to the prime, which needs at least 2 symbols; " + flag + " has " +
+                  std::to_string(prime_.size()));
+    DynamicAdapter adapter(stepper_.config(), stepper_.params(), options.dynamic,
+                           options.threads > 0 ? options.threads : std::max(1, omp_get_num_procs()));
+    if (options.dynamic.rule == DynamicRule::kRms) {
+      if (options.dynamic.stats_file.empty()) {
+        adapter.GatherStatistics(prime_);
+      } else {
+        try {
+          adapter.GatherStatistics(EncodeFile(options.dynamic.stats_file, vocab_).ids);
+        } catch (const Error& e) {
+          throw Error("--dynamic-stats " + options.dynamic.stats_file + ": " + e.what());
+        }
+      }
+    }
+    adapter.Score(prime_);
+    adapted_.emplace(stepper_.config(), adapter.weights());
+  }
   options_ = options;
-  stepper_.Configure(options.precision, options.threads);
+  active().Configure(options.precision, options.threads);
   tail_.clear();
   tail_.reserve(options.stop.size() + 64);
   newline_ = vocab_.Find("\n");
@@ -220,19 +269,19 @@ bool Sampler::Next(std::string_view* piece) {
         generated_ = 0;
         done_ = false;
         if (!prime_.empty()) {
-          logits_ = stepper_.Prime(prime_);
+          logits_ = active().Prime(prime_);
           *piece = prime_text_;
           return true;
         }
         if (newline_) {
-          logits_ = stepper_.Prime(std::span<const int32_t>(&*newline_, 1));
+          logits_ = active().Prime(std::span<const int32_t>(&*newline_, 1));
           break;
         }
         if (options_.length == 0) break;
         const auto first = static_cast<int32_t>(rng_.Below(static_cast<uint64_t>(vocab_.size())));
         ++generated_;
         done_ = Stopped(vocab_.symbol(first));
-        logits_ = stepper_.Prime(std::span<const int32_t>(&first, 1));
+        logits_ = active().Prime(std::span<const int32_t>(&first, 1));
         *piece = vocab_.symbol(first);
         return true;
       }
@@ -246,7 +295,7 @@ bool Sampler::Next(std::string_view* piece) {
         const std::string& text = vocab_.symbol(id);
         ++generated_;
         done_ = Stopped(text);
-        if (!done_ && generated_ < options_.length) logits_ = stepper_.Step(id);
+        if (!done_ && generated_ < options_.length) logits_ = active().Step(id);
         *piece = text;
         return true;
       }

@@ -38,6 +38,7 @@ struct RunState {
   State<float> carried;              // this rank's streams: (H, B_rank) per layer
   Rng rng;                           // dropout
   FeedbackMatrices<float> feedback;  // FA / DFA: drawn once from the seed
+  WeightAverage average;             // --average: of the weights after each step
   int64_t step = 0;                  // optimizer steps taken
   int64_t epoch = 0;                 // epochs completed
   double best_val_loss = 0;          // 0 before the first validation
@@ -204,6 +205,7 @@ class TrainLoop {
       return r;
     }
     ++s_.step;
+    if (o_.average.enabled()) s_.average.Update(o_.average, s_.params);
     return r;
   }
 
@@ -340,12 +342,19 @@ class TrainLoop {
     if (validate && !alignment_.empty()) m["alignment_deg"] = alignment_;
     if (allreduce_ms_ >= 0) m["allreduce_ms"] = allreduce_ms_;  // per step, distributed
     if (validate) {
-      const nlohmann::json v = data_.Validate(o_.model, s_.params, threads_);
+      // With --average the averaged weights are the model: validated, and kept as best; the
+      // weights' own loss is logged beside.
+      const bool averaged = s_.average.updates > 0;
+      const nlohmann::json v = data_.Validate(o_.model, averaged ? s_.average.params : s_.params, threads_);
       for (const auto& [key, value] : v.items()) m[key] = value;
+      if (averaged) m["val_loss_unaveraged"] = data_.Validate(o_.model, s_.params, threads_)["val_loss"];
       const double val = m["val_loss"].is_number() ? m["val_loss"].get<double>() : NAN;
+      // asgd: the weights' loss before the trigger may start the average (not a validation at
+      // an interruption, so that a resumed run triggers where an uninterrupted one does).
+      if (choose_best && !averaged && std::isfinite(val)) s_.average.Observe(o_.average, val);
       if (choose_best && std::isfinite(val) && (s_.best_val_loss == 0 || val < s_.best_val_loss)) {
         s_.best_val_loss = val;
-        Save(best_, m);
+        Save(best_, m, averaged);
       }
     }
     last_metrics_ = m;
@@ -397,8 +406,9 @@ class TrainLoop {
   // Checkpoints hold no wall-clock figures or output path, so that the same seed and thread
   // count give the same bytes (metrics.jsonl keeps the rates and wall_s). Collective in a
   // distributed run: the ranks check that they agree on the weights and gather the carried
-  // state, and rank 0 writes.
-  void Save(const std::filesystem::path& path, const nlohmann::json& metrics) {
+  // state, and rank 0 writes. With `averaged_weights` the checkpoint's weights are the average
+  // (best.safetensors of an --average run); otherwise the average, when kept, goes beside them.
+  void Save(const std::filesystem::path& path, const nlohmann::json& metrics, bool averaged_weights = false) {
     if (distributed())
       CheckSameOnEveryRank(comm_, WeightsFingerprint(s_.params, &s_.optimizer),
                            "weights and optimizer state at step " + std::to_string(s_.step));
@@ -406,7 +416,7 @@ class TrainLoop {
     if (!root()) return;
     Checkpoint ck;
     ck.config = o_.model;
-    ck.params = s_.params;
+    ck.params = averaged_weights ? s_.average.params : s_.params;
     ck.vocab = data_.vocab();
     ck.sequences = data_.ModelData();
     ck.step = s_.step;
@@ -424,6 +434,11 @@ class TrainLoop {
     t.lr_scale = s_.lr_scale;
     t.rollbacks = s_.rollbacks;
     t.feedback = s_.feedback;
+    if (averaged_weights) {
+      t.weights_averaged = true;
+      t.average_updates = s_.average.updates;
+    }
+    else if (o_.average.enabled()) t.average = s_.average;
     t.options = TrainOptionsToJson(o_);
     ck.training = std::move(t);
     SaveCheckpoint(ck, path);
@@ -450,7 +465,12 @@ class TrainLoop {
     if (t.feedback.rule != o_.feedback)
       throw Error(source + ": the checkpoint's feedback matrices are not those of --feedback " +
                   std::string(FeedbackName(o_.feedback)));
+    if (t.average.has_value() != o_.average.enabled())
+      throw Error(source + (o_.average.enabled() ? ": the checkpoint keeps no weight average for --average "
+                                                 : ": the checkpoint keeps a weight average, but --average is ") +
+                  AverageName(o_.average));
     s_.params = ck.params;
+    s_.average = t.average.value_or(WeightAverage{});
     s_.step = ck.step;
     s_.optimizer = t.optimizer;
     s_.carried = t.carried;  // this rank's share of the streams
@@ -488,9 +508,10 @@ class TrainLoop {
            " --resume " + o_.out + ")";
   }
 
-  // The weights of best.safetensors, or the current ones without a validation.
+  // The weights of best.safetensors, or without a validation the current ones (their average
+  // with --average).
   ModelParams<float> BestParams() const {
-    if (!std::filesystem::exists(best_)) return s_.params;
+    if (!std::filesystem::exists(best_)) return s_.average.updates > 0 ? s_.average.params : s_.params;
     return LoadCheckpoint(best_).params;
   }
 

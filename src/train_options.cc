@@ -147,6 +147,13 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
       Field<O>(kEvery, "weight-decay", "optimizer.weight_decay", optim,
                "decoupled weight decay of the weight matrices (not the biases)", kChanges,
                [](O& o) -> auto& { return o.optimizer.weight_decay; }),
+      Choice<O>(kEvery, "average", "average", optim,
+                "keep an average of the weights beside them: off; ema:DECAY (an exponential moving average, its "
+                "zero start debiased); or asgd:N (NT-ASGD's uniform average, from the first validation whose loss "
+                "is above the lowest of those more than N validations before). Once averaging, validation and "
+                "best.safetensors use the averaged weights",
+                kFixed, [](O& o) -> auto& { return o.average; }, AverageName,
+                [](const std::string& v, const std::string& f) { return ParseAverage(v, f); }),
       Field<O>(kEvery, "clip-norm", "clip_norm", optim, "clip the global gradient L2 norm to this (0 = off)", kChanges,
                [](O& o) -> auto& { return o.clip_norm; }),
       Field<O>(kEvery, "clip-value", "clip_value", optim, "clamp each gradient element to +-this (0 = off)", kChanges,

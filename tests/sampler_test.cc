@@ -1,19 +1,24 @@
 // Sampling: determinism, the equivalences the sampler promises (top-k 1 = argmax, filters that
 // keep everything = no filter, temperature -> 0 = argmax), the candidate selection of top-k and
-// top-p on hand-made distributions, priming against a direct forward pass, --stop, --num, the
-// option checks, and that no memory is allocated per generated symbol.
+// top-p on hand-made distributions, priming against a direct forward pass, --prime-file, dynamic
+// adaptation to the prime, --stop, --num, the option checks, and that no memory is allocated per
+// generated symbol.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "bptt/error.h"
 #include "bptt/init.h"
+#include "bptt/options.h"
 #include "bptt/sampler.h"
 #include "sampler_internal.h"
+#include "test_util.h"
 
 // Counts heap allocations (operator new ends in malloc or aligned_alloc, Eigen allocates with
 // malloc) while g_counting is set, by interposing glibc's allocation functions. Sanitizer
@@ -263,6 +268,77 @@ TEST(SamplerTest, InvalidOptionsNameTheFlag) {
   o.length = -1;
   EXPECT_NE(message(o).find("--length"), std::string::npos);
   EXPECT_NO_THROW(SampleOptions().Validate());
+}
+
+TEST(SamplerTest, PrimeFileIsThePrimeReadFromAFile) {
+  Sampler sampler = MakeSampler();
+  const std::string path = ::testing::TempDir() + "bptt_sampler_prime_" + std::to_string(::getpid()) + ".txt";
+  std::ofstream(path) << "the lazy dog. ";
+  SampleOptions from_text = Options(80, 3), from_file = Options(80, 3);
+  from_text.prime = "the lazy dog. ";
+  from_file.prime_file = path;
+  EXPECT_EQ(Generate(sampler, from_file), Generate(sampler, from_text));
+  std::remove(path.c_str());
+  EXPECT_NE(test::ErrorOf([&] { Generate(sampler, from_file); }).find("--prime-file: " + path), std::string::npos);
+  const std::string both = test::ErrorOf([&] {
+    ApplyGiven(SampleOptionSpecs(), kAnyCommand, {{"prime", "a"}, {"prime-file", "b.txt"}}, SampleOptions());
+  });
+  EXPECT_NE(both.find("--prime-file cannot be combined with --prime"), std::string::npos) << both;
+}
+
+TEST(SamplerTest, DynamicWithLearningRateZeroSamplesAsTheModel) {
+  Sampler sampler = MakeSampler();
+  SampleOptions plain = Options(200, 4);
+  plain.prime = "the quick brown fox jumps";
+  const std::string expected = Generate(sampler, plain);
+  for (const DynamicRule rule : {DynamicRule::kSgd, DynamicRule::kRms}) {
+    SampleOptions dynamic = plain;
+    dynamic.dynamic.enabled = true;
+    dynamic.dynamic.rule = rule;
+    dynamic.dynamic.segment = 7;
+    dynamic.dynamic.lr = 0;
+    EXPECT_EQ(Generate(sampler, dynamic), expected);
+  }
+}
+
+// The prime repeats a phrase the random model does not know; adapted to it, the model continues
+// it far more often than the model as given, which is kept for the next call.
+TEST(SamplerTest, DynamicAdaptsToThePrimeBeforeSampling) {
+  Sampler sampler = MakeSampler();
+  const std::string phrase = "lazy dog.";
+  std::string prime;
+  for (int r = 0; r < 50; ++r) prime += phrase;
+  SampleOptions plain = Options(2 * phrase.size(), 1);
+  plain.argmax = true;
+  plain.prime = prime;
+  const auto continued = [&](const std::string& text) {
+    size_t same = 0;
+    for (size_t i = 0; i < 2 * phrase.size(); ++i) same += text[prime.size() + i] == phrase[i % phrase.size()];
+    return same;
+  };
+  const std::string before = Generate(sampler, plain);
+  const ModelParams<float> given = sampler.params();
+  SampleOptions dynamic = plain;
+  dynamic.dynamic.enabled = true;
+  dynamic.dynamic.segment = 5;
+  EXPECT_LE(continued(before), 4u) << before.substr(prime.size());
+  for (const DynamicRule rule : {DynamicRule::kSgd, DynamicRule::kRms}) {
+    dynamic.dynamic.rule = rule;
+    dynamic.dynamic.lr = rule == DynamicRule::kSgd ? 1 : 0.01;
+    const std::string adapted = Generate(sampler, dynamic);
+    EXPECT_GE(continued(adapted), 16u) << DynamicRuleName(rule) << ": " << adapted.substr(prime.size());
+    EXPECT_NE(sampler.params().decoder_weight, given.decoder_weight);
+  }
+  EXPECT_EQ(Generate(sampler, plain), before);  // the model as given again
+  EXPECT_EQ(sampler.params().decoder_weight, given.decoder_weight);
+
+  SampleOptions unprimed = dynamic;
+  unprimed.prime.clear();
+  EXPECT_NE(test::ErrorOf([&] { Generate(sampler, unprimed); }).find("give --prime or --prime-file"),
+            std::string::npos);
+  unprimed.prime = "t";
+  EXPECT_NE(test::ErrorOf([&] { Generate(sampler, unprimed); }).find("needs at least 2 symbols; --prime has 1"),
+            std::string::npos);
 }
 
 TEST(SamplerTest, StopEndsTheSampleAtTheFirstMatch) {

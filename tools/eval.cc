@@ -50,7 +50,8 @@ std::vector<OptionSpec<EvalCommand>> Specs() {
     }));
   specs.push_back(Field<E>(kAnyCommand, "json", "", "Output",
                            "print one JSON object: nats_per_symbol, bpc, perplexity, symbols, unknown, streams, method "
-                           "(a sequence model: its scores)",
+                           "(with --dynamic also static_nats_per_symbol, static_bpc, statistics_symbols; a sequence "
+                           "model: its scores)",
                            OnResume::kNone, [](E& e) -> auto& { return e.json; }));
   return specs;
 }
@@ -101,8 +102,11 @@ int Eval(int argc, char** argv) {
     std::cout << EvaluationJson(r).dump() << "\n";
     return 0;
   }
-  std::cout << std::fixed << std::setprecision(4) << file << ": " << r.symbols << " symbols scored (" << r.method << ")\n"
-            << "  nats per symbol  " << r.nats_per_symbol << "\n"
+  std::cout << std::fixed << std::setprecision(4) << file << ": " << r.symbols << " symbols scored (" << r.method << ")\n";
+  if (r.static_nats_per_symbol)
+    std::cout << "  static nats per symbol  " << *r.static_nats_per_symbol << "  (the trained weights)\n"
+              << "  dynamic:\n";
+  std::cout << "  nats per symbol  " << r.nats_per_symbol << "\n"
             << "  bits per symbol  " << r.bits_per_symbol << "  (BPC)\n"
             << "  perplexity       " << r.perplexity << "\n"
             << "  unknown symbols  " << r.unknown;

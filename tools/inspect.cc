@@ -55,9 +55,12 @@ int Inspect(int argc, char** argv) {
         {"checksum_verified", c.checksum_verified},
         {"metrics", c.metrics},
         {"training", nullptr}};
-    if (c.training)
+    if (c.training) {
       out["training"] = {{"epoch", c.training->epoch}, {"chunk", c.training->chunk},
-                         {"best_val_loss", c.training->best_val_loss}, {"options", c.training->options}};
+                         {"best_val_loss", c.training->best_val_loss}, {"options", c.training->options},
+                         {"weights", c.training->weights_averaged ? "average" : "trained"}};
+      if (c.training->average_updates >= 0) out["training"]["average_updates"] = c.training->average_updates;
+    }
     std::cout << out.dump(2) << "\n";
     return 0;
   }
@@ -81,6 +84,13 @@ int Inspect(int argc, char** argv) {
     std::cout << "  training    epoch " << c.training->epoch << ", next chunk " << c.training->chunk;
     if (c.training->best_val_loss > 0) std::cout << ", best validation loss " << c.training->best_val_loss << " nats";
     std::cout << "\n";
+    const std::string average = c.training->options.value("average", "off");
+    if (c.training->weights_averaged)
+      std::cout << "  weights     the average of the training weights (--average " << average << ") over "
+                << c.training->average_updates << " steps; resume from the run's latest.safetensors\n";
+    else if (c.training->average_updates >= 0)
+      std::cout << "  average     --average " << average << " over " << c.training->average_updates
+                << " steps, kept beside the weights (average.* tensors)\n";
   } else {
     std::cout << "  training    none (weights only)\n";
   }

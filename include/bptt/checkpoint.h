@@ -13,6 +13,8 @@
 //   optimizer.slot1.<name>, optimizer.slot2.<name>   optimizer buffers of each parameter
 //   state.h (L, B, H), state.c (L, B, H)             the hidden state carried between chunks
 //   feedback.*                                       FA / DFA: the fixed random matrices (model.h)
+//   average.<name>                                   --average: the running average of each
+//                                                    parameter (average.h), beside the weights
 // __metadata__ (all strings): "format" = "bptt", "format_version", "config" (JSON),
 // "vocab" (JSON, vocab.h), "step", "metrics" (JSON), "training" (JSON, when present),
 // "sequences" (JSON, a model of the user's own sequences: sequences.h) and the file checksum
@@ -36,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "bptt/average.h"
 #include "bptt/model.h"
 #include "bptt/optimizer.h"
 #include "bptt/vocab.h"
@@ -62,6 +65,14 @@ struct TrainingState {
   double lr_scale = 1.0;     // learning-rate factor left by divergence rollbacks (halved by each)
   int64_t rollbacks = 0;     // divergence rollbacks so far
   FeedbackMatrices<float> feedback;  // FA / DFA: the fixed random matrices (empty for BPTT)
+  // --average: the running average kept beside the weights (latest.safetensors; read only to
+  // resume, like the optimizer's buffers: a model load keeps `average_updates` alone).
+  std::optional<WeightAverage> average;
+  int64_t average_updates = -1;  // the average's steps (of `average`, or of the weights when
+                                 //   weights_averaged); -1 without one
+  // The checkpoint's weights are the average, not the weights training continues from
+  // (best.safetensors of an --average run): it loads as a model but does not resume.
+  bool weights_averaged = false;
   nlohmann::json options;  // the training options (TrainOptions as JSON), for --resume
 };
 

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "bptt/corpus.h"
+#include "bptt/dynamic_evaluation.h"
 #include "bptt/model.h"
 #include "bptt/stepper.h"
 #include "bptt/vocab.h"
@@ -55,6 +56,11 @@ double EvaluateLoss(const ModelConfig& config, const ModelParams<float>& params,
 struct LossSum {
   double nats = 0;
   uint64_t symbols = 0;
+
+  // Adds a chunk of `symbols` scored at `mean` nats each. Every evaluation sums through here, so
+  // that the same chunks give the same bits whichever evaluation scored them.
+  void Add(double mean, uint64_t symbols);
+  double Mean() const { return nats / static_cast<double>(symbols); }
 };
 LossSum EvaluateLossSum(const ModelConfig& config, const ModelParams<float>& params, const EncodedCorpus& corpus,
                         SymbolRange range, int B, int T, int threads, StreamShare share,
@@ -90,7 +96,12 @@ struct TextEvaluation {
   uint64_t unknown = 0;        // as in EncodedFile
   std::vector<std::string> unknown_symbols;
   std::string method;          // how it was scored: "one stream", "N streams from the zero state
-                               //   (an approximation)" or "stepwise, <precision>"
+                               //   (an approximation)", "stepwise, <precision>" or "one stream,
+                               //   dynamic (<rule>, segments of k, ...)"
+  // Dynamic evaluation: nats_per_symbol is the dynamic score, and this the trained weights' own
+  // over the same segments (the static score).
+  std::optional<double> static_nats_per_symbol;
+  uint64_t statistics_symbols = 0;  // dynamic, rms rule: symbols the gradient statistics came from
 };
 
 // How `bptt eval` scores a text.
@@ -100,6 +111,9 @@ struct EvalOptions {
   int threads = 0;     // 0: every core (with precision: chosen as it runs, as `bptt sample` does)
   std::optional<Precision> precision;  // score one stream a symbol at a time in this precision
                                        //   (EvaluateFileStepwise) instead
+  DynamicOptions dynamic;              // adapt the weights as the text is scored
+                                       //   (dynamic_evaluation.h): one stream in segments of
+                                       //   dynamic.segment symbols
 
   // Throws bptt::Error naming the flag ("--batch must be positive, got 0").
   void Validate() const;
@@ -109,12 +123,16 @@ template <typename Options>
 struct OptionSpec;  // options.h
 
 // The options of `bptt eval` and the Python module's Model.eval (--batch, --seq-len, --threads,
-// --precision), declared once (options.h). --seq-len is refused with --precision, which runs
-// one symbol at a time.
+// --precision, and the --dynamic-* rows of DynamicOptionSpecs), declared once (options.h).
+// --seq-len is refused with --precision, which runs one symbol at a time, and with --dynamic,
+// which reads segments of --dynamic-segment; --batch and --precision are refused with --dynamic.
 std::span<const OptionSpec<EvalOptions>> EvalOptionSpecs();
 
 // Scores encoded text with a language model: EvaluateFile, or EvaluateFileStepwise when
-// options.precision is set, with `method` filled in. Throws bptt::Error for invalid options, a
+// options.precision is set, or with dynamic evaluation when options.dynamic.enabled (the
+// gradient statistics of its rms rule read from options.dynamic.stats_file, or from the text
+// itself; the static score from EvaluateFile with one stream and T = the segment length, so that
+// with a learning rate of 0 the two are equal to the bit), with `method` filled in. Throws bptt::Error for invalid options, a
 // model that is not a language model, or a text of fewer than two symbols the vocabulary knows
 // ("has 3 symbols, 1 of them in the model's vocabulary; scoring needs at least 2").
 TextEvaluation Evaluate(const ModelConfig& config, const ModelParams<float>& params, const Vocab& vocab,
@@ -122,7 +140,8 @@ TextEvaluation Evaluate(const ModelConfig& config, const ModelParams<float>& par
                         const std::function<void()>& between_chunks = {});
 
 // The object `bptt eval --json` prints: nats_per_symbol, bpc, perplexity, symbols, unknown,
-// streams, method.
+// streams, method; with dynamic evaluation also static_nats_per_symbol, static_bpc and
+// statistics_symbols.
 nlohmann::json EvaluationJson(const TextEvaluation& evaluation);
 
 // Evaluates encoded text with EvaluateLoss: T timesteps per chunk and B streams, or fewer so

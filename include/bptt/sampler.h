@@ -15,7 +15,9 @@
 // symbol at any temperature; and since the draw walks the kept symbols in id order, a filter
 // that keeps every symbol (top-k >= V, top-p = 1) gives the same text as no filter.
 // The model runs through a Stepper (stepper.h): the prime as one chunk, then one step per symbol
-// in the precision SampleOptions asks for. The Sampler does the decoding; it owns the Stepper
+// in the precision SampleOptions asks for. With options.dynamic the weights first adapt to the
+// prime as dynamic evaluation reads a text (dynamic_evaluation.h), and the samples come from the
+// adapted copy; the model the Sampler was made with is kept for the next Generate. The Sampler does the decoding; it owns the Stepper
 // and every buffer, so nothing is allocated per symbol.
 //
 //   Sampler sampler(checkpoint.config, checkpoint.params, checkpoint.vocab);
@@ -30,6 +32,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bptt/dynamic_evaluation.h"
 #include "bptt/model.h"
 #include "bptt/rng.h"
 #include "bptt/stepper.h"
@@ -43,12 +46,16 @@ struct SampleOptions {
   int top_k = 0;             // keep the k most probable symbols; 0 = off
   double top_p = 1.0;        // nucleus: keep the most probable symbols up to this mass; 1 = off
   std::string prime;         // UTF-8 text to condition on, emitted before each sample
+  std::string prime_file;    // read the prime from this text file instead
   uint64_t seed = 1;         // the same seed (and options) gives the same text
   bool argmax = false;       // always pick the most probable symbol (greedy decoding)
   std::string stop;          // end a sample once its generated text ends with this; "" = off
   int num = 1;               // samples, each restarted from the prime, separated by "\n"
   Precision precision = DefaultSamplePrecision();  // of the per-symbol products (stepper.h)
   int threads = 0;           // threads splitting each per-symbol product by rows; 0 = chosen as it runs
+                             //   (and of dynamic adaptation's products; 0 = every core)
+  DynamicOptions dynamic;    // adapt the weights to the prime before sampling (needs a prime of
+                             //   at least 2 symbols)
 
   // Throws bptt::Error naming the flag: "--temperature must be positive", ...
   // (The prime is checked against the vocabulary by Sampler::Generate.)
@@ -58,10 +65,10 @@ struct SampleOptions {
 template <typename Options>
 struct OptionSpec;  // options.h
 
-// The sampling options (--length, --temperature, ..., --precision, --threads), declared once
-// (options.h) for `bptt sample` and the Python module's Model.sample and Model.stream.
-// --temperature, --top-k and --top-p are refused with --argmax, which takes the most probable
-// symbol whatever they say.
+// The sampling options (--length, --temperature, ..., --precision, --threads, --prime-file and
+// the --dynamic-* rows of DynamicOptionSpecs), declared once (options.h) for `bptt sample` and the
+// Python module's Model.sample and Model.stream. --temperature, --top-k and --top-p are refused
+// with --argmax, which takes the most probable symbol whatever they say; --prime-file with --prime.
 std::span<const OptionSpec<SampleOptions>> SampleOptionSpecs();
 
 // Receives the text of each symbol as it is generated; the view is valid only during the call.
@@ -78,8 +85,8 @@ class Sampler {
   // generated symbols (fewer when options.stop is met), with "\n" between samples. Without a
   // prime each sample starts after "\n" when the vocabulary has it, else from a symbol drawn
   // uniformly with the seed (emitted, and counted in the length). Throws bptt::Error for
-  // invalid options or prime symbols outside the vocabulary (naming them; a word vocabulary
-  // with "<unk>" reads them as "<unk>" instead).
+  // invalid options, an unreadable prime file, or prime symbols outside the vocabulary (naming
+  // them; a word vocabulary with "<unk>" reads them as "<unk>" instead).
   void Generate(const SampleOptions& options, const TextSink& emit);
 
   // Generate as a stream that the caller pulls from (the Python module's generator): Start
@@ -90,6 +97,9 @@ class Sampler {
   bool Next(std::string_view* piece);
 
   const ModelConfig& config() const { return stepper_.config(); }
+  // The weights the samples come from: the model's, or after Start with options.dynamic its copy
+  // adapted to the prime.
+  const ModelParams<float>& params() const { return active().params(); }
   const Vocab& vocab() const { return vocab_; }
 
  private:
@@ -99,7 +109,11 @@ class Sampler {
   // Appends generated text to tail_; true when the generated text now ends with options_.stop.
   bool Stopped(const std::string& text);
 
-  Stepper stepper_;
+  Stepper& active() { return adapted_ ? *adapted_ : stepper_; }
+  const Stepper& active() const { return adapted_ ? *adapted_ : stepper_; }
+
+  Stepper stepper_;                 // the model as given
+  std::optional<Stepper> adapted_;  // options.dynamic: the copy adapted to the prime
   Vocab vocab_;
   // The stream of Start and Next.
   SampleOptions options_;

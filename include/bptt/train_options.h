@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "bptt/average.h"
 #include "bptt/compute.h"
 #include "bptt/init.h"
 #include "bptt/model.h"
@@ -58,6 +59,7 @@ struct TrainOptions {
   double lr_decay = 1.0;          // multiply the learning rate by this after each epoch ...
   int64_t lr_decay_after = 10;    // ... once this many epochs are done (char-rnn: 0.97 after 10)
   double lr_anneal = 0.0;         // over this last fraction of the run the rate falls linearly to 0
+  AverageOptions average;         // a running average of the weights (average.h); off by default
   double clip_norm = 5.0;         // global L2 norm clip; 0 = off
   double clip_value = 0.0;        // element clip, applied before the norm clip; 0 = off
   int seq_len = 64;               // T (corpus)

@@ -56,6 +56,9 @@ expect_error sample "--threads must be in [0, 1024]" model.safetensors --threads
 expect_error sample "--temperature does not apply with --argmax" model.safetensors --argmax --temperature 0.5
 expect_error sample "--top-k does not apply with --argmax" model.safetensors --argmax --top-k 3
 expect_error sample "--top-p must be a number, got 'nan'" model.safetensors --top-p nan
+expect_error sample "--dynamic adapts the weights to the prime: give --prime or --prime-file" model.safetensors --dynamic
+expect_error sample "--prime-file cannot be combined with --prime" model.safetensors --prime a --prime-file b.txt
+expect_error sample "--dynamic-segment applies only with --dynamic" model.safetensors --dynamic-segment 5
 expect_error eval "--threads must be in [0, 1024]" "$WORK/none.safetensors" "$WORK/none.txt" --threads 2000
 expect_error eval "--seq-len does not apply with --precision" "$WORK/none.safetensors" "$WORK/none.txt" \
   --precision fp32 --seq-len 8
@@ -69,6 +72,14 @@ expect_error sample "CHECKPOINT"
 expect_error sample "$WORK/none.safetensors" "$WORK/none.safetensors"
 expect_error eval "CHECKPOINT or FILE" "$WORK/none.safetensors"
 expect_error eval "--batch" "$WORK/none.safetensors" "$WORK/none.txt" --batch 0
+expect_error eval "--dynamic-lr applies only with --dynamic" "$WORK/none.safetensors" "$WORK/none.txt" --dynamic-lr 0.1
+expect_error eval "--dynamic-decay must be in [0, 1], got" "$WORK/none.safetensors" "$WORK/none.txt" --dynamic \
+  --dynamic-decay 1.5
+expect_error eval "--dynamic-rule must be sgd or rms, got 'adam'" "$WORK/none.safetensors" "$WORK/none.txt" \
+  --dynamic --dynamic-rule adam
+expect_error eval "--batch does not apply with --dynamic" "$WORK/none.safetensors" "$WORK/none.txt" --dynamic --batch 4
+expect_error eval "--dynamic-stats applies only with --dynamic-rule rms" "$WORK/none.safetensors" "$WORK/none.txt" \
+  --dynamic --dynamic-rule sgd --dynamic-stats "$WORK/none.txt"
 echo "text" >"$WORK/text.txt"
 expect_error eval "$WORK/none.safetensors" "$WORK/none.safetensors" "$WORK/text.txt"
 expect_error inspect "CHECKPOINT"
@@ -120,6 +131,24 @@ if [ "${2:-}" = "--end-to-end" ]; then
   expect_error eval "cannot be combined with --batch" "$CK" "$WORK/corpus.txt" --batch 4 --precision int8
   expect_ok eval "$CK" "$WORK/corpus.txt" --threads 2
   expect_error eval "--held-out applies to a model trained on sequences" "$CK" "$WORK/corpus.txt" --held-out 3
+  # Dynamic evaluation: both scores, the learning rate 0 giving the static one exactly, and the
+  # checkpoint on disk unchanged.
+  sum_before=$(sha256sum <"$CK")
+  expect_ok eval "$CK" "$WORK/corpus.txt" --json --dynamic --dynamic-segment 20 --dynamic-lr 0 --threads 1
+  grep -q '"static_nats_per_symbol"' "$WORK/out" || fail "bptt eval --dynamic --json lacks the static score: $(cat "$WORK/out")"
+  python3 -c 'import json, sys; r = json.load(sys.stdin); sys.exit(r["nats_per_symbol"] != r["static_nats_per_symbol"])' \
+    <"$WORK/out" || fail "bptt eval --dynamic --dynamic-lr 0 differs from the static score: $(cat "$WORK/out")"
+  expect_ok eval "$CK" "$WORK/corpus.txt" --dynamic --dynamic-rule sgd --dynamic-lr 0.5 --threads 1
+  grep -q "static nats per symbol" "$WORK/out" || fail "bptt eval --dynamic prints no static score: $(cat "$WORK/out")"
+  expect_ok eval "$CK" "$WORK/corpus.txt" --dynamic --dynamic-stats "$WORK/corpus.txt" --dynamic-stats-symbols 500
+  grep -q "statistics from the first 500 symbols of $WORK/corpus.txt" "$WORK/out" ||
+    fail "bptt eval --dynamic-stats: $(cat "$WORK/out")"
+  printf 'the dog ate the cat. the dog ate the cat. ' >"$WORK/prime.txt"
+  expect_ok sample "$CK" --prime-file "$WORK/prime.txt" --dynamic --dynamic-rule sgd --length 30 --seed 2
+  grep -q '^the dog ate the cat. the dog ate the cat. ' "$WORK/out" || fail "bptt sample --prime-file: $(cat "$WORK/out")"
+  expect_error sample "--prime-file: $WORK/none.txt" "$CK" --prime-file "$WORK/none.txt"
+  [ "$(sha256sum <"$CK")" = "$sum_before" ] || fail "bptt eval or sample --dynamic changed the checkpoint"
+  expect_error eval "--dynamic-stats $WORK/none.txt: " "$CK" "$WORK/corpus.txt" --dynamic --dynamic-stats "$WORK/none.txt"
   expect_error eval "--threads must be in [0, 1024]" "$CK" "$WORK/corpus.txt" --threads=-1
   echo "QQQ" >"$WORK/unknown.txt"
   expect_error eval "$WORK/unknown.txt: has 4 symbols, 1 of them in the model's vocabulary" "$CK" "$WORK/unknown.txt"

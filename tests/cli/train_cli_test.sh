@@ -29,6 +29,12 @@ expect_error "not a number" "--hidden" train "${base[@]}" --batch 4 --hidden lot
 expect_error "batch too large" "fewer than --batch x --seq-len + 1" train "${base[@]}" --hidden 32 --batch 100000 --out "$work/x"
 expect_error "model too large" "MiB are available" train "${base[@]}" --batch 4 --hidden 200000 --out "$work/x"
 expect_error "int8 training" "--precision must be fp32 or bf16 for training, got 'int8'" train "${small[@]}" --precision int8 --out "$work/x"
+expect_error "bad average" "--average must be off, ema:DECAY with DECAY in (0, 1) or asgd:N with N >= 1, got 'ema:1'" train "${small[@]}" --average ema:1 --out "$work/x"
+# --average: inspect names the averaged weights of best and the average kept beside latest's.
+if "$bptt" train "${small[@]}" --average ema:0.9 --max-steps 6 --eval-every 3 --out "$work/avg" > /dev/null 2> "$work/avg.err" &&
+   "$bptt" inspect "$work/avg/best.safetensors" | grep -q "weights     the average of the training weights (--average ema:0.9)" &&
+   "$bptt" inspect "$work/avg/latest.safetensors" | grep -q "average     --average ema:0.9 over 6 steps, kept beside the weights"; then pass
+else fail "--average ema:0.9: $(cat "$work/avg.err"; "$bptt" inspect "$work/avg/best.safetensors")"; fi
 # --precision bf16 trains where the CPU has AMX or AVX-512 BF16 (bptt --version says which) and is
 # refused elsewhere, as on this CPU with the kernels capped below them (BPTT_MAX_ISA).
 if ! "$bptt" --version | grep -q '^bf16 training: no'; then

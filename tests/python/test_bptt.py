@@ -149,6 +149,39 @@ def test_eval_has_the_keys_and_values_of_the_cli(run, model):
     assert model.eval(TEXT[:500], batch=4, seq_len=16)["streams"] == 4
 
 
+def test_eval_dynamic_has_the_cli_s_numbers_and_leaves_the_model_alone(run, model):
+    held = run["root"] / "held_dynamic.txt"
+    held.write_text(TEXT[:600])
+    options = ["--dynamic", "--dynamic-rule", "sgd", "--dynamic-lr", "0.3", "--dynamic-segment", "25", "--threads", "1"]
+    out = cli("eval", run["dir"] / "latest.safetensors", held, "--json", *options)
+    assert out.returncode == 0, out.stderr
+    expected = json.loads(out.stdout)
+    weights = {name: np.array(t) for name, t in model.tensors().items()}
+    got = model.eval(TEXT[:600], dynamic=True, dynamic_rule="sgd", dynamic_lr=0.3, dynamic_segment=25, threads=1)
+    assert got == expected
+    assert got["nats_per_symbol"] != got["static_nats_per_symbol"]
+    assert got["static_nats_per_symbol"] == model.eval(TEXT[:600], seq_len=25, threads=1)["nats_per_symbol"]
+    for name, t in model.tensors().items():
+        assert np.array_equal(np.array(t), weights[name]), name
+    with pytest.raises(bptt.Error, match="--dynamic-lr applies only with --dynamic"):
+        model.eval(TEXT[:100], dynamic_lr=0.1)
+
+
+def test_sample_dynamic_adapts_to_the_prime_file_as_the_cli_does(run, model):
+    ck = run["dir"] / "latest.safetensors"
+    prime = run["root"] / "prime_dynamic.txt"
+    prime.write_text(TEXT[:300])
+    plain = model.sample(length=60, prime=TEXT[:300], seed=4, threads=1)
+    adapted = model.sample(length=60, prime_file=str(prime), dynamic=True, dynamic_rule="sgd", dynamic_lr=0.5,
+                           seed=4, threads=1)
+    out = cli("sample", ck, "--length", 60, "--prime-file", prime, "--dynamic", "--dynamic-rule", "sgd",
+              "--dynamic-lr", 0.5, "--seed", 4, "--threads", 1)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == adapted + "\n"
+    assert adapted.startswith(TEXT[:300]) and adapted != plain
+    assert model.sample(length=60, prime=TEXT[:300], seed=4, threads=1) == plain
+
+
 def test_encode_and_decode(model):
     ids = model.encode("the lazy dog")
     assert ids.dtype == np.int32 and len(ids) == 12
