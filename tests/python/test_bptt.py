@@ -439,13 +439,14 @@ def interrupt_after(seconds, call):
 
 
 def test_ctrl_c_interrupts_a_long_sample_eval_or_decay(model):
-    # Each call takes several seconds to the end (10^7 symbols; 20 MB of text; 3000 steps with
-    # Jacobians); Ctrl-C at 0.3 s must end it within a second.
-    assert interrupt_after(0.3, lambda: model.sample(length=10**7, precision="fp32")) < 1.3
-    assert interrupt_after(0.3, lambda: model.eval(TEXT * 8000, threads=1)) < 1.3
-    assert interrupt_after(0.3, lambda: model.eval(TEXT * 8000, precision="fp32")) < 1.3
-    assert interrupt_after(0.3, lambda: bptt.decay(cell="lstm", hidden=64, layers=1, steps=3000, batch=8,
-                                                   jacobian_lags=40)) < 1.3
+    # Each call takes well over ten seconds to the end (10^7 symbols; 20 MB of text; 30000 steps
+    # with Jacobians); Ctrl-C at 0.3 s must end it with KeyboardInterrupt (interrupt_after), and
+    # soon: within 4 s, a bound loose enough for a loaded machine or a sanitizer build.
+    assert interrupt_after(0.3, lambda: model.sample(length=10**7, precision="fp32")) < 4
+    assert interrupt_after(0.3, lambda: model.eval(TEXT * 8000, threads=1)) < 4
+    assert interrupt_after(0.3, lambda: model.eval(TEXT * 8000, precision="fp32")) < 4
+    assert interrupt_after(0.3, lambda: bptt.decay(cell="lstm", hidden=64, layers=1, steps=30000, batch=8,
+                                                   jacobian_lags=40)) < 4
 
 
 def without_checksum(source, target):
