@@ -20,6 +20,7 @@
 
 #include "bptt/error.h"
 #include "bptt/options.h"
+#include "bptt/trainer.h"
 
 namespace bptt::python {
 
@@ -228,5 +229,53 @@ inline py::object Own(const py::kwargs& kwargs, const char* name) {
   if (!kwargs.contains(name)) return py::none();
   return py::reinterpret_borrow<py::object>(kwargs[name]);
 }
+
+// What a Python training call checks between steps: the progress callback (progress(metrics)
+// returning False stops the run), and Python's signal handlers (Ctrl-C raises KeyboardInterrupt
+// there), at most every 50 ms. Either one raising stops the run, which saves
+// latest.safetensors; RethrowIfRaised raises the exception again once the run has ended.
+// Made with the GIL held; hooks() refers to this object, which therefore stays where it is made.
+class PythonTrainHooks {
+ public:
+  explicit PythonTrainHooks(py::object progress) : progress_(std::move(progress)) {
+    if (!progress_.is_none())
+      hooks_.progress = [this](const nlohmann::json& metrics) {
+        py::gil_scoped_acquire gil;
+        if (raised_) return;
+        try {
+          if (progress_(ToPython(metrics)).is(py::bool_(false))) stop_ = true;
+        } catch (py::error_already_set& e) {
+          raised_ = std::move(e);
+          stop_ = true;
+        }
+      };
+    hooks_.stop = [this] {
+      if (stop_) return true;
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_check_ < std::chrono::milliseconds(50)) return false;
+      last_check_ = now;
+      py::gil_scoped_acquire gil;
+      if (PyErr_CheckSignals() != 0) {
+        raised_.emplace();
+        stop_ = true;
+      }
+      return stop_;
+    };
+  }
+  PythonTrainHooks(const PythonTrainHooks&) = delete;
+  PythonTrainHooks& operator=(const PythonTrainHooks&) = delete;
+
+  const TrainHooks& hooks() const { return hooks_; }
+  void RethrowIfRaised() {
+    if (raised_) throw std::move(*raised_);
+  }
+
+ private:
+  py::object progress_;
+  std::optional<py::error_already_set> raised_;
+  bool stop_ = false;
+  std::chrono::steady_clock::time_point last_check_ = std::chrono::steady_clock::now();
+  TrainHooks hooks_;
+};
 
 }  // namespace bptt::python

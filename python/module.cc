@@ -176,38 +176,8 @@ py::dict TrainPy(py::kwargs kwargs) {
   // trainer with more than one rank).
   if (LaunchedByMpi() && task.empty()) given["distributed"] = true;
 
-  // Between steps: the progress callback, and Python's signal handlers (Ctrl-C raises
-  // KeyboardInterrupt there), at most every 50 ms. Either one raising stops the run, which
-  // saves latest.safetensors; the exception is raised again when the run has ended.
-  std::optional<py::error_already_set> raised;
-  bool stop = false;
-  auto last_check = std::chrono::steady_clock::now();
-  TrainHooks hooks;
-  if (!progress.is_none()) {
-    hooks.progress = [&](const nlohmann::json& metrics) {
-      py::gil_scoped_acquire gil;
-      if (raised) return;
-      try {
-        const py::object answer = progress(ToPython(metrics));
-        if (answer.is(py::bool_(false))) stop = true;
-      } catch (py::error_already_set& e) {
-        raised = std::move(e);
-        stop = true;
-      }
-    };
-  }
-  hooks.stop = [&] {
-    if (stop) return true;
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_check < std::chrono::milliseconds(50)) return false;
-    last_check = now;
-    py::gil_scoped_acquire gil;
-    if (PyErr_CheckSignals() != 0) {
-      raised.emplace();
-      stop = true;
-    }
-    return stop;
-  };
+  PythonTrainHooks python_hooks(progress);
+  const TrainHooks& hooks = python_hooks.hooks();
 
   std::ostream& log = verbose ? std::cerr : NullStream();
   const bool live = verbose && isatty(STDERR_FILENO) != 0;
@@ -230,7 +200,7 @@ py::dict TrainPy(py::kwargs kwargs) {
     log << "bptt.train: stopped at step " << result.steps << "; saved "
         << (result.dir / "latest.safetensors").string() << "; resume with bptt.train(resume='" << result.dir.string()
         << "')\n";
-  if (raised) throw std::move(*raised);
+  python_hooks.RethrowIfRaised();
   if (result.end == TrainEnd::kDiverged) throw Error(result.message);
   py::dict out;
   out["end"] = EndName(result.end);

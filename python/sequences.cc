@@ -366,37 +366,11 @@ std::shared_ptr<SequenceModel> Fit(py::handle X, py::handle y, py::dict kwargs_d
   }
   o.out = dir;
 
-  std::optional<py::error_already_set> raised;
-  bool stop = false;
-  auto last_check = std::chrono::steady_clock::now();
-  TrainHooks hooks;
-  if (!progress.is_none())
-    hooks.progress = [&](const nlohmann::json& metrics) {
-      py::gil_scoped_acquire gil;
-      if (raised) return;
-      try {
-        if (progress(ToPython(metrics)).is(py::bool_(false))) stop = true;
-      } catch (py::error_already_set& e) {
-        raised = std::move(e);
-        stop = true;
-      }
-    };
-  hooks.stop = [&] {
-    if (stop) return true;
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_check < std::chrono::milliseconds(50)) return false;
-    last_check = now;
-    py::gil_scoped_acquire gil;
-    if (PyErr_CheckSignals() != 0) {
-      raised.emplace();
-      stop = true;
-    }
-    return stop;
-  };
+  PythonTrainHooks python_hooks(progress);
+  const TrainHooks& hooks = python_hooks.hooks();
   PythonStderr buffer;
   std::ostream stderr_stream(&buffer);
-  static std::ostream quiet(nullptr);
-  std::ostream& log = verbose ? stderr_stream : quiet;
+  std::ostream& log = verbose ? stderr_stream : NullStream();
   const bool live = verbose && py::module_::import("sys").attr("stderr").attr("isatty")().cast<bool>();
   TrainResult result;
   std::optional<Checkpoint> best;
@@ -416,7 +390,7 @@ std::shared_ptr<SequenceModel> Fit(py::handle X, py::handle y, py::dict kwargs_d
     throw;
   }
   cleanup();
-  if (raised) throw std::move(*raised);
+  python_hooks.RethrowIfRaised();
   if (result.end == TrainEnd::kDiverged) throw Error(result.message);
   return std::make_shared<SequenceModel>(std::move(*best), result.summary, temporary ? "" : result.dir.string());
 }

@@ -24,21 +24,11 @@ namespace {
 
 using test::ErrorOf;
 
+// Parameters uniform in [-0.3, 0.3] (test_util.h).
+constexpr double kScale = 0.3;
+using test::RandomIds;
 ModelParams<float> RandomParams(const ModelConfig& config, uint64_t seed) {
-  ModelParams<float> params = ModelParams<float>::Zeros(config);
-  Rng rng(seed);
-  InitOptions init;
-  init.scheme = InitScheme::kUniform;
-  init.scale = 0.3;
-  Initialize(config, init, rng, params);
-  return params;
-}
-
-std::vector<int32_t> RandomIds(size_t n, int V, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> ids(n);
-  for (auto& id : ids) id = static_cast<int32_t>(rng.Below(static_cast<uint64_t>(V)));
-  return ids;
+  return test::RandomParams(config, seed, kScale);
 }
 
 // A vocabulary of V one-character symbols ('a', 'b', ...).

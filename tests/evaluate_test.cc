@@ -26,21 +26,11 @@ ModelConfig SmallConfig(const char* cell, int V, int embed = 0) {
   return LanguageModel(*FindCell(cell), V, embed, 16, 2, 0.5);
 }
 
+// Parameters uniform in [-0.4, 0.4] (test_util.h).
+constexpr double kScale = 0.4;
+using test::RandomIds;
 ModelParams<float> RandomParams(const ModelConfig& config, uint64_t seed) {
-  ModelParams<float> params = ModelParams<float>::Zeros(config);
-  Rng rng(seed);
-  InitOptions init;
-  init.scheme = InitScheme::kUniform;
-  init.scale = 0.4;
-  Initialize(config, init, rng, params);
-  return params;
-}
-
-std::vector<int32_t> RandomIds(size_t n, int V, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> ids(n);
-  for (auto& id : ids) id = static_cast<int32_t>(rng.Below(static_cast<uint64_t>(V)));
-  return ids;
+  return test::RandomParams(config, seed, kScale);
 }
 
 // The mean loss over the range laid out as B streams of Ls = (n - 1) / B inputs, computed

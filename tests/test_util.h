@@ -11,8 +11,12 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "bptt/error.h"
+#include "bptt/init.h"
+#include "bptt/model.h"
+#include "bptt/rng.h"
 
 namespace bptt::test {
 
@@ -52,5 +56,24 @@ class TempDirTest : public ::testing::Test {
 
   std::filesystem::path dir_;
 };
+
+// A float model's parameters drawn uniformly in [-scale, scale] from `seed`.
+inline ModelParams<float> RandomParams(const ModelConfig& config, uint64_t seed, double scale) {
+  ModelParams<float> params = ModelParams<float>::Zeros(config);
+  Rng rng(seed);
+  InitOptions init;
+  init.scheme = InitScheme::kUniform;
+  init.scale = scale;
+  Initialize(config, init, rng, params);
+  return params;
+}
+
+// n symbol ids below V drawn from `seed`.
+inline std::vector<int32_t> RandomIds(size_t n, int V, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> ids(n);
+  for (auto& id : ids) id = static_cast<int32_t>(rng.Below(static_cast<uint64_t>(V)));
+  return ids;
+}
 
 }  // namespace bptt::test
