@@ -6,7 +6,8 @@
       (dataset-fashion-mnist), scored on the 10,000 test images, against bench/torch_fashion_mnist.py
       (nn.LSTM(28, 128) + linear, Adam 2e-3, batch 128) with the same budget and threads. One row per
       seed and system: test accuracy, epochs, epochs/s; then the mean and spread over the seeds and
-      the ratio of epochs/s.
+      the ratio of epochs/s. --max-steps N stops both systems after N batches (equal compute, a
+      comparison that does not depend on the machine's load; the budget then only bounds it).
   sequences.py pixels [--budget-s 600] [--cells rnn-tanh,lstm,gru] [--seeds 1]
       Pixel by pixel (784 steps of 1): what each cell reaches in the budget, with the steps and
       epochs it took (the compute), bptt only (--torch adds the LSTM anchor).
@@ -89,7 +90,8 @@ def fashion(a, extra, pixels=False):
     cells = a.cells.split(",") if pixels else [None]
     for seed in a.seeds.split(","):
         for cell in cells:
-            recipe = ["--seed", seed] + (["--cell", cell, "--steps", "elements"] if pixels else []) + extra
+            recipe = ["--seed", seed] + (["--cell", cell, "--steps", "elements"] if pixels else []) + extra + \
+                (["--max-steps", a.max_steps] if a.max_steps else [])
             name = f"{'pixels-' + cell if pixels else 'fashion'}-seed{seed}"
             summary, m, wall, out = bptt_run(a, name, data, recipe)
             row = {"system": f"bptt {cell}" if pixels else "bptt", "seed": int(seed),
@@ -101,14 +103,16 @@ def fashion(a, extra, pixels=False):
             log = os.path.join(a.out, f"torch-{'pixels' if pixels else 'fashion'}-seed{seed}.log")
             print("+ torch_fashion_mnist.py", file=sys.stderr, flush=True)
             result = subprocess.run([sys.executable, os.path.join(HERE, "torch_fashion_mnist.py"), "--dir", a.dir,
-                                     "--budget-s", str(a.budget_s), "--threads", str(a.threads), "--seed", seed]
+                                     "--budget-s", str(a.budget_s), "--threads", str(a.threads), "--seed", seed,
+                                     "--max-steps", str(a.max_steps or 0)]
                                     + (["--pixels"] if pixels else []), capture_output=True, text=True, check=True)
             open(log, "w").write(result.stderr)
             row = json.loads(result.stdout.strip().splitlines()[-1])
             row["system"] = "pytorch lstm" if pixels else "pytorch"
             print(json.dumps(row), flush=True)
             rows.append(row)
-    print(f"\n{'Pixel by pixel' if pixels else 'Fashion-MNIST row by row'}, {a.budget_s} s of training on "
+    limit = f"{a.budget_s} s" + (f" or {a.max_steps} batches, whichever came first," if a.max_steps else "")
+    print(f"\n{'Pixel by pixel' if pixels else 'Fashion-MNIST row by row'}, {limit} of training on "
           f"{a.threads} threads; {machine()}")
     print("| system | test accuracy | epochs | epochs/s |\n| --- | --- | --- | --- |")
     rates = {}
@@ -155,7 +159,7 @@ def forecast(a, extra):
         scores = []
         for seed in a.seeds.split(","):
             recipe = ["--head", "forecast", "--season", season, "--val-frac", 0.2, "--seed", seed,
-                      "--seq-len", a.seq_len] + extra
+                      "--seq-len", a.seq_len] + extra + (["--max-steps", a.max_steps] if a.max_steps else [])
             _, m, _, out = bptt_run(a, f"{name}-seed{seed}", ["--data", fit_csv], recipe)
             result = subprocess.run([a.bptt, "eval", os.path.join(out, "best.safetensors"), full_csv, "--held-out",
                                      str(test), "--json"], capture_output=True, text=True, check=True)
@@ -183,6 +187,8 @@ def main():
     p.add_argument("--seeds", default="1")
     p.add_argument("--cells", default="rnn-tanh,lstm,gru")
     p.add_argument("--seq-len", type=int, default=48, help="forecast: the training windows' steps")
+    p.add_argument("--max-steps", type=int, default=0, help="stop every bptt run (and the PyTorch anchor) "
+                   "after this many batches: equal compute, whatever the machine's load")
     p.add_argument("--torch", action=argparse.BooleanOptionalAction, default=None,
                    help="run the PyTorch anchor (default: yes for fashion-mnist, no for pixels)")
     p.add_argument("--out", default=os.path.join(HERE, "sequences-runs"))

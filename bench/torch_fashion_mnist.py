@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """The PyTorch anchor of bench/sequences.py fashion-mnist: Fashion-MNIST read row by row, as a PyTorch
 user writes it — nn.LSTM(28, 128) and a linear layer on the last step, Adam 2e-3, batch 128, pixels
-scaled to [0, 1], on --threads threads — trained for --budget-s seconds, then scored on the 10,000
-test images. Prints one JSON line: test_accuracy, epochs (fractional), steps, train_s, epochs_per_s.
+scaled to [0, 1], on --threads threads — trained for --budget-s seconds (or until --max-steps
+batches, whichever comes first), then scored on the 10,000 test images. Prints one JSON line: test_accuracy, epochs (fractional), steps, train_s, epochs_per_s.
 
   torch_fashion_mnist.py --dir /usr/share/datasets/fashion-mnist --budget-s 300 --threads 2 --seed 1
   --pixels reads each image pixel by pixel (784 steps of 1), the long-lag version.
@@ -34,6 +34,7 @@ p.add_argument("--seed", type=int, default=1)
 p.add_argument("--hidden", type=int, default=128)
 p.add_argument("--batch", type=int, default=128)
 p.add_argument("--lr", type=float, default=2e-3)
+p.add_argument("--max-steps", type=int, default=0, help="stop after this many batches (0: the budget alone)")
 p.add_argument("--pixels", action="store_true")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
@@ -74,7 +75,7 @@ done = False
 while not done:
     order = torch.randperm(n)
     for k in range(steps_per_epoch):
-        if time.perf_counter() - start >= a.budget_s:
+        if time.perf_counter() - start >= a.budget_s or (a.max_steps and steps >= a.max_steps):
             done = True
             break
         batch = order[k * a.batch:(k + 1) * a.batch]
