@@ -169,8 +169,9 @@ def forecast(a, extra):
                    "naive_mase_check": r["naive_mase"], "steps": m["step"], "train_s": m["wall_s"]}
             print(json.dumps(row), flush=True)
         rows.append({"series": name, "system": "bptt", "mase": scores})
-    print(f"\nForecasting the last 20% of each series from the first 80%, MASE (lower is better; {a.budget_s} s of "
-          f"bptt training per seed); {machine()}")
+    print(f"\nForecasting the last 20% of each series from the first 80%, MASE (lower is better; bptt "
+          f"trained {a.budget_s} s" + (f" or {a.max_steps} steps, whichever came first," if a.max_steps else "") +
+          f" per seed); {machine()}")
     print("| series | forecast | MASE |\n| --- | --- | --- |")
     for r in rows:
         m = r["mase"]
