@@ -97,6 +97,9 @@ struct Args {
   int length = 2000, size = 2048, repeats = 5, sample_threads = 1;
   std::string precision = "fp32";  // train: of the large products (compute.h)
   std::string checkpoint_steps = "0";  // train: memory-bounded BPTT (model.h): 0, K or auto
+  // train: the training regularisers (model.h ModelConfig), as bptt train's flags
+  double dropout = 0, input_dropout = 0, output_dropout = 0, weight_drop = 0, ar = 0, tar = 0;
+  bool variational = false;
 };
 
 // The benchmark corpus, encoded into a file of work_dir that is removed once mapped.
@@ -109,7 +112,13 @@ bptt::EncodedCorpus LoadCorpus(const Args& a) {
 }
 
 bptt::ModelConfig Config(const Args& a, int vocab_size) {
-  bptt::ModelConfig c = bptt::LanguageModel(bptt::ParseCell(a.cell), vocab_size, 0, a.hidden, a.layers);
+  bptt::ModelConfig c = bptt::LanguageModel(bptt::ParseCell(a.cell), vocab_size, 0, a.hidden, a.layers, a.dropout);
+  c.input_dropout = a.input_dropout;
+  c.output_dropout = a.output_dropout;
+  c.variational = a.variational;
+  c.weight_drop = a.weight_drop;
+  c.ar = a.ar;
+  c.tar = a.tar;
   c.Validate();
   return c;
 }
@@ -173,6 +182,13 @@ nlohmann::json Train(const Args& a) {
           {"seq", a.seq},
           {"threads", a.threads},
           {"precision", a.precision},
+          {"dropout", a.dropout},
+          {"input_dropout", a.input_dropout},
+          {"output_dropout", a.output_dropout},
+          {"variational", a.variational},
+          {"weight_drop", a.weight_drop},
+          {"ar", a.ar},
+          {"tar", a.tar},
           {"vocab", config.vocab_size},
           {"parameters", bptt::ParameterCount(config)},
           {"steps", a.steps},
@@ -430,6 +446,13 @@ int main(int argc, char** argv) {
        "train, recurrent: the products in fp32, or bf16 (bptt train --precision)")
       ("checkpoint-steps", po::value(&a.checkpoint_steps)->default_value(a.checkpoint_steps),
        "train: keep the state every K steps and recompute the caches (0 = every step; auto = sqrt(T))")
+      ("dropout", po::value(&a.dropout)->default_value(a.dropout), "train: bptt train --dropout")
+      ("input-dropout", po::value(&a.input_dropout)->default_value(a.input_dropout), "train: --input-dropout")
+      ("output-dropout", po::value(&a.output_dropout)->default_value(a.output_dropout), "train: --output-dropout")
+      ("variational", po::bool_switch(&a.variational), "train: --variational")
+      ("weight-drop", po::value(&a.weight_drop)->default_value(a.weight_drop), "train: --weight-drop")
+      ("ar", po::value(&a.ar)->default_value(a.ar), "train: --ar")
+      ("tar", po::value(&a.tar)->default_value(a.tar), "train: --tar")
       ("length", po::value(&a.length)->default_value(a.length), "symbols per sample")
       ("sample-threads", po::value(&a.sample_threads)->default_value(a.sample_threads),
        "threads splitting each per-symbol product (SampleOptions::threads)")

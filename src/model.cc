@@ -53,7 +53,20 @@ void ModelConfig::Validate() const {
   if (embed_size > 0 && dense_input()) throw Error("--embed applies to symbol input only");
   if (hidden_size < 1) throw Error("--hidden must be positive, got " + std::to_string(hidden_size));
   if (layers < 1) throw Error("--layers must be positive, got " + std::to_string(layers));
-  if (!(dropout >= 0.0 && dropout < 1.0)) throw Error("--dropout must be in [0, 1), got " + std::to_string(dropout));
+  const auto rate = [](double p, const char* flag) {
+    if (!(p >= 0.0 && p < 1.0)) throw Error(std::string(flag) + " must be in [0, 1), got " + std::to_string(p));
+  };
+  rate(dropout, "--dropout");
+  rate(input_dropout, "--input-dropout");
+  rate(output_dropout, "--output-dropout");
+  rate(weight_drop, "--weight-drop");
+  if (variational && dropout == 0 && input_dropout == 0 && output_dropout == 0)
+    throw Error("--variational locks the dropout masks over time: it needs --dropout, --input-dropout or --output-dropout");
+  if (weight_drop > 0 && !cell->recurrent_matrix())
+    throw Error("--weight-drop drops weights of the recurrent matrix W_hh, which " + std::string(cell->name) +
+                " does not have");
+  if (!(ar >= 0 && std::isfinite(ar))) throw Error("--ar must be zero or positive, got " + std::to_string(ar));
+  if (!(tar >= 0 && std::isfinite(tar))) throw Error("--tar must be zero or positive, got " + std::to_string(tar));
   if (output_size < 1) throw Error("the model's head needs at least one output, got " + std::to_string(output_size));
   if (residual && layers < 2) throw Error("--residual connects stacked layers: it needs --layers 2 or more");
   if (layer_norm && !cell->layer_norm())
@@ -81,6 +94,28 @@ std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
                [](M& m) -> auto& { return m.embed_size; }),
       Field<M>(0, "dropout", "dropout", "Model", "dropout probability between layers", kFixed,
                [](M& m) -> auto& { return m.dropout; }),
+      Field<M>(0, "input-dropout", "input_dropout", "Model",
+               "dropout probability on the first layer's input (one-hot input: the whole symbol)", kFixed,
+               [](M& m) -> auto& { return m.input_dropout; }),
+      Field<M>(0, "output-dropout", "output_dropout", "Model",
+               "dropout probability on the top layer's output, before the head", kFixed,
+               [](M& m) -> auto& { return m.output_dropout; }),
+      Field<M>(0, "variational", "variational", "Model",
+               "variational dropout: the input, between-layer and output masks are drawn once per chunk "
+               "and sequence and kept at every step (Gal & Ghahramani 2016)",
+               kFixed, [](M& m) -> auto& { return m.variational; }),
+      Field<M>(0, "weight-drop", "weight_drop", "Model",
+               "probability of dropping each weight of the recurrent matrices W_hh, one mask per batch "
+               "(DropConnect, Merity et al. 2017)",
+               kFixed, [](M& m) -> auto& { return m.weight_drop; }),
+      Field<M>(0, "ar", "ar", "Model",
+               "activation regularisation: alpha times the mean square of the top layer's (dropped) outputs, "
+               "added to the training gradient (Merity et al. 2017)",
+               kFixed, [](M& m) -> auto& { return m.ar; }),
+      Field<M>(0, "tar", "tar", "Model",
+               "temporal activation regularisation: beta times the mean square of the top layer's "
+               "step-to-step changes h_t - h_{t-1}, added to the training gradient",
+               kFixed, [](M& m) -> auto& { return m.tar; }),
       Field<M>(0, "residual", "residual", "Model", "residual connections: layers above the first output h + their input",
                kFixed, [](M& m) -> auto& { return m.residual; }),
       Field<M>(0, "layer-norm", "layer_norm", "Model", layer_norm_help, kFixed,
@@ -237,6 +272,15 @@ uint64_t EstimateTrainingBytes(const ModelConfig& c, int T_, int B_, int optimiz
   if (c.cell->recurrent_matrix())  // W_hh^T packed for the backward sweeps
     floats += L * static_cast<double>(PackedBytes(c.hidden_size, c.cell->gates * c.hidden_size, products)) / sizeof(float);
   if (c.dropout > 0) floats += (L - 1) * H * (TsB + TB);  // ModelCache::dropped (a segment), dropout_mask (the chunk)
+  if (c.input_dropout > 0) {
+    const bool one_hot = !c.dense_input() && c.embed_size == 0;
+    floats += (one_hot ? 1 : c.layer0_input_size()) * TB;  // ModelCache::input_mask
+    if (one_hot && c.variational) floats += c.vocab_size * B;  // ModelCache::locked_symbols
+    if (c.dense_input()) floats += c.input_size * TsB;      // ModelCache::dropped_input
+  }
+  if (c.output_dropout > 0) floats += H * (TB + TsB);  // ModelCache::output_mask, dropped_output
+  if (c.weight_drop > 0) floats += 3 * L * c.cell->gates * H * H;  // weight_mask, dropped_hh, dweight_hh
+  if (c.ar > 0 || c.tar > 0) floats += H * (TB + B);  // ModelCache::dactivation, previous_top
   floats += L * H * B * (c.cell->cell_state ? 2 : 1);     // ModelCache::dcarried
   floats += H * TsB + O * TB;                             // ModelCache::dh_out; the outputs' gradient
   if (c.embed_size > 0) floats += c.embed_size * TsB;     // ModelCache::dx
@@ -251,7 +295,15 @@ uint64_t EstimateEvaluationBytes(const ModelConfig& c, int T, int B) {
 
 ModelConfig LanguageModel(const Cell& cell, int vocab_size, int embed_size, int hidden_size, int layers,
                           double dropout) {
-  return {&cell, vocab_size, 0, embed_size, hidden_size, layers, dropout, Head::kSoftmax, vocab_size, false, false};
+  ModelConfig config;
+  config.cell = &cell;
+  config.vocab_size = vocab_size;
+  config.embed_size = embed_size;
+  config.hidden_size = hidden_size;
+  config.layers = layers;
+  config.dropout = dropout;
+  config.output_size = vocab_size;
+  return config;
 }
 
 std::string_view FeedbackName(Feedback rule) {
@@ -418,6 +470,36 @@ ConstMatRef<S> LayerInput(const ModelCache<S>& cache, size_t l) {
   return LayerOutput(cache, l - 1);
 }
 
+// What the decoder reads over the segment: the top layer's output, after dropout when active.
+template <typename S>
+ConstMatRef<S> DecoderInput(const ModelCache<S>& cache) {
+  if (cache.output_mask.size() > 0) return cache.dropped_output;
+  return LayerOutput(cache, cache.layers.size() - 1);
+}
+
+// Inverted-dropout values of rate p for the batch's B streams, into out[0, rows*B): the whole
+// batch's (rows, whole_B) are drawn in column order, of which a slice keeps its own columns and
+// skips the others' draws, so that each slice has the whole batch's values.
+template <typename S>
+void DrawDropout(Rng& rng, double p, const Batch<S>& batch, Eigen::Index rows, S* out) {
+  const S keep = S(1) / S(1 - p);
+  rng.Discard(static_cast<uint64_t>(rows * batch.first));
+  for (Eigen::Index k = 0; k < rows * batch.B; ++k) out[k] = rng.Uniform() < p ? S(0) : keep;
+  rng.Discard(static_cast<uint64_t>(rows * (batch.whole_B() - batch.first - batch.B)));
+}
+
+// A dropout mask (rows, T*B) of rate p over the chunk: drawn afresh at every step, or, locked,
+// at the first and repeated at every step (variational dropout).
+template <typename S>
+void DrawMask(Rng& rng, double p, bool locked, const Batch<S>& batch, Eigen::Index rows, Mat<S>& mask) {
+  const Eigen::Index B = batch.B;
+  EnsureShape(mask, rows, batch.T * B);
+  for (Eigen::Index t = 0; t < batch.T; ++t) {
+    if (locked && t > 0) mask.middleCols(t * B, B) = mask.leftCols(B);
+    else DrawDropout(rng, p, batch, rows, mask.col(t * B).data());
+  }
+}
+
 template <typename S>
 void CheckBatch(const ModelConfig& config, const Batch<S>& batch) {
   const Eigen::Index TB = batch.T * batch.B;
@@ -445,6 +527,42 @@ Segment SegmentOf(const ModelCache<S>& cache, Eigen::Index s) {
   return {t0, std::min(cache.segment_steps, cache.T - t0)};
 }
 
+// AR and TAR (Merity et al. 2017) over segment s, whose caches the buffers hold, of the top
+// layer's outputs y_t (H, B) and their dropped values m * y_t (m = 1 without output dropout),
+// means over every position of the whole batch (batch.h whole_B: the slices' terms sum to it):
+//   AR  = alpha / (H T B) sum_t |m * y_t|^2           dAR/dy_t  = 2 alpha / (H T B) m * m * y_t
+//   TAR = beta / (H (T-1) B) sum_{t>=1} |y_t - y_{t-1}|^2
+//                                 dTAR/dy_t = 2 beta / (H (T-1) B) ((y_t - y_{t-1}) - (y_{t+1} - y_t))
+// into cache.activation_penalty and cache.dactivation (the latter term of a segment's first step
+// lands on the segment before it). The segments run in order, each keeping its last step's y
+// for the next.
+template <typename S>
+void ActivationPenalty(const ModelConfig& config, const Batch<S>& batch, ModelCache<S>& cache, Eigen::Index s) {
+  const Eigen::Index H = config.hidden_size, B = cache.B, T = cache.T;
+  const auto [t0, n] = SegmentOf(cache, s);
+  const ConstMatRef<S> y = LayerOutput(cache, cache.layers.size() - 1);
+  auto dy = cache.dactivation.middleCols(t0 * B, n * B);
+  const double positions = static_cast<double>(H) * static_cast<double>(batch.whole_B());
+  if (config.ar > 0) {
+    const double scale = config.ar / (positions * static_cast<double>(T));
+    const ConstMatRef<S> dropped = DecoderInput(cache);
+    cache.activation_penalty += scale * dropped.template cast<double>().squaredNorm();
+    if (cache.output_mask.size() == 0) dy.array() += S(2 * scale) * y.array();
+    else dy.array() += S(2 * scale) * dropped.array() * cache.output_mask.middleCols(t0 * B, n * B).array();
+  }
+  if (config.tar > 0 && T > 1) {
+    const double scale = config.tar / (positions * static_cast<double>(T - 1));
+    for (Eigen::Index t = t0 == 0 ? 1 : 0; t < n; ++t) {
+      const ConstMatRef<S> before = t == 0 ? ConstMatRef<S>(cache.previous_top) : ConstMatRef<S>(y.middleCols((t - 1) * B, B));
+      const Mat<S> change = y.middleCols(t * B, B) - before;
+      cache.activation_penalty += scale * change.template cast<double>().squaredNorm();
+      cache.dactivation.middleCols((t0 + t) * B, B) += S(2 * scale) * change;
+      cache.dactivation.middleCols((t0 + t - 1) * B, B) -= S(2 * scale) * change;
+    }
+    cache.previous_top = y.rightCols(B);
+  }
+}
+
 // The forward pass over segment s from the states saved at its start, layer after layer, into
 // the per-segment buffers, and with_outputs its columns of the outputs.
 template <typename S>
@@ -462,21 +580,37 @@ void SegmentForward(const ModelConfig& config, const ModelParams<S>& params, con
     LayerCache<S>& lc = cache.layers[l];
     lc.Resize(cell, H, n, B, config.layer_norm);
     // Input projection for the segment's steps: gates = W_ih x (the cell adds the biases).
+    // With input dropout, x^0 = mask * input.
+    const bool drop_input = l == 0 && cache.input_mask.size() > 0;
+    const auto input_mask = cache.input_mask.middleCols(drop_input ? c0 : 0, drop_input ? nB : 0);
     if (l > 0) {
       ParallelProduct(lc.gates(), p.weight_ih(), LayerInput(cache, l), false, compute);
     } else if (config.dense_input()) {
-      ParallelProduct(lc.gates(), p.weight_ih(), batch.dense.middleCols(c0, nB), false, compute);
+      if (drop_input) cache.dropped_input = (batch.dense.middleCols(c0, nB).array() * input_mask.array()).matrix();
+      ParallelProduct(lc.gates(), p.weight_ih(),
+                      drop_input ? ConstMatRef<S>(cache.dropped_input) : ConstMatRef<S>(batch.dense.middleCols(c0, nB)),
+                      false, compute);
     } else if (config.embed_size > 0) {
       EnsureShape(cache.embedded, config.embed_size, nB);
       for (Eigen::Index j = 0; j < nB; ++j) cache.embedded.col(j) = params.encoder.row(batch.ids(c0 + j)).transpose();
+      if (drop_input) cache.embedded.array() *= input_mask.array();
       ParallelProduct(lc.gates(), p.weight_ih(), cache.embedded, false, compute);
     } else {
       Mat<S>& gates = lc.gates();
 #pragma omp parallel for schedule(static) num_threads(threads)
-      for (Eigen::Index j = 0; j < nB; ++j) gates.col(j) = p.weight_ih().col(batch.ids(c0 + j));  // one-hot gather
+      for (Eigen::Index j = 0; j < nB; ++j) {  // one-hot gather
+        if (drop_input) gates.col(j) = p.weight_ih().col(batch.ids(c0 + j)) * input_mask(0, j);
+        else gates.col(j) = p.weight_ih().col(batch.ids(c0 + j));
+      }
     }
     lc.h().leftCols(B) = initial.h[l];
     if (cell.cell_state) lc.c().leftCols(B) = initial.c[l];
+    // Weight drop: the layer runs with mask * W_hh, packed here once per pass; the cell's own
+    // packing of W_hh then keeps it (PackedMatrix::current).
+    if (!cache.weight_mask.empty() && !lc.packed_hh.current) {
+      Pack(cache.dropped_hh[l], false, compute.products, lc.packed_hh);
+      lc.packed_hh.current = true;
+    }
 
     cell.modes<S>().chunk_forward(p, lc, compute);
     lc.packed_hh.current = true;  // the pass's later segments keep W_hh's packing
@@ -484,11 +618,14 @@ void SegmentForward(const ModelConfig& config, const ModelParams<S>& params, con
     if (drop && l < L - 1)
       cache.dropped[l] = (LayerOutput(cache, l).array() * cache.dropout_mask[l].middleCols(c0, nB).array()).matrix();
   }
+  if (cache.output_mask.size() > 0)
+    cache.dropped_output = (LayerOutput(cache, L - 1).array() * cache.output_mask.middleCols(c0, nB).array()).matrix();
   cache.resident = s;
   if (!with_outputs) return;  // a recomputation: the outputs are there
   auto outputs = cache.outputs.middleCols(c0, nB);
-  ParallelProduct(outputs, params.decoder_weight, LayerOutput(cache, L - 1), false, compute);
+  ParallelProduct(outputs, params.decoder_weight, DecoderInput(cache), false, compute);
   outputs.colwise() += params.decoder_bias.col(0);
+  if (cache.dactivation.size() > 0) ActivationPenalty(config, batch, cache, s);
 }
 
 }  // namespace
@@ -504,7 +641,8 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
   const Eigen::Index segments = (T + cache.segment_steps - 1) / cache.segment_steps;
   cache.layers.resize(L);
   for (LayerCache<S>& lc : cache.layers) lc.packed_hh.current = false;  // after a pass that threw
-  const bool drop = dropout_rng != nullptr && config.dropout > 0 && L > 1;
+  const bool training = dropout_rng != nullptr;
+  const bool drop = training && config.dropout > 0 && L > 1;
   if (drop) {
     cache.dropped.resize(L - 1);
     cache.dropout_mask.resize(L - 1);
@@ -514,22 +652,52 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
   if (config.residual) cache.summed.resize(L);
   else cache.summed.clear();
 
-  // The dropout masks of the whole chunk, drawn once (a recomputed segment reuses them), layer
-  // after layer. The mask of the whole batch is drawn in column order, (H, T*whole_B); a slice
-  // keeps its own columns and skips the others' draws, so each slice has the whole batch's values.
-  if (drop) {
-    const S keep_scale = S(1) / S(1 - config.dropout);
-    const Eigen::Index before = H * batch.first, after = H * (batch.whole_B() - batch.first - B);
-    for (Eigen::Index l = 0; l < L - 1; ++l) {
-      Mat<S>& mask = cache.dropout_mask[l];
-      EnsureShape(mask, H, TB);
-      for (Eigen::Index t = 0; t < T; ++t) {
-        dropout_rng->Discard(static_cast<uint64_t>(before));
-        for (Eigen::Index k = t * B * H; k < (t + 1) * B * H; ++k)
-          mask(k) = dropout_rng->Uniform() < config.dropout ? S(0) : keep_scale;
-        dropout_rng->Discard(static_cast<uint64_t>(after));
-      }
+  // The masks of the whole chunk, drawn once (a recomputed segment reuses them): layer 0's
+  // input, between the layers (layer after layer), the top layer's output, then W_hh's.
+  const bool locked = config.variational;
+  if (training && config.input_dropout > 0) {
+    if (config.dense_input() || config.embed_size > 0) {
+      DrawMask(*dropout_rng, config.input_dropout, locked, batch, config.layer0_input_size(), cache.input_mask);
+    } else if (!locked) {
+      // One-hot: x_t * m keeps only m's value at the symbol, one value per position.
+      DrawMask(*dropout_rng, config.input_dropout, false, batch, 1, cache.input_mask);
+    } else {
+      // One-hot, variational: a mask over the V symbols per stream, so that a symbol dropped
+      // from a sequence is dropped wherever it occurs in the chunk.
+      EnsureShape(cache.locked_symbols, config.vocab_size, B);
+      DrawDropout(*dropout_rng, config.input_dropout, batch, config.vocab_size, cache.locked_symbols.data());
+      EnsureShape(cache.input_mask, 1, TB);
+      for (Eigen::Index j = 0; j < TB; ++j) cache.input_mask(0, j) = cache.locked_symbols(batch.ids(j), j % B);
     }
+  } else {
+    cache.input_mask.resize(0, 0);
+  }
+  if (drop)
+    for (Eigen::Index l = 0; l < L - 1; ++l) DrawMask(*dropout_rng, config.dropout, locked, batch, H, cache.dropout_mask[l]);
+  if (training && config.output_dropout > 0) DrawMask(*dropout_rng, config.output_dropout, locked, batch, H, cache.output_mask);
+  else cache.output_mask.resize(0, 0);
+  // Weight drop: one mask of each layer's W_hh for the whole batch, every slice drawing it whole.
+  if (training && config.weight_drop > 0) {
+    cache.weight_mask.resize(L);
+    cache.dropped_hh.resize(L);
+    const S keep = S(1) / S(1 - config.weight_drop);
+    for (Eigen::Index l = 0; l < L; ++l) {
+      const Mat<S>& w = params.layers[l].weight_hh();
+      Mat<S>& mask = cache.weight_mask[l];
+      EnsureShape(mask, w.rows(), w.cols());
+      for (Eigen::Index k = 0; k < mask.size(); ++k) mask(k) = dropout_rng->Uniform() < config.weight_drop ? S(0) : keep;
+      cache.dropped_hh[l] = (w.array() * mask.array()).matrix();
+    }
+  } else {
+    cache.weight_mask.clear();
+    cache.dropped_hh.clear();
+  }
+  cache.activation_penalty = 0;
+  if (training && (config.ar > 0 || config.tar > 0)) {
+    EnsureShape(cache.dactivation, H, TB);
+    cache.dactivation.setZero();
+  } else {
+    cache.dactivation.resize(0, 0);
   }
 
   cache.boundary.resize(segments + 1);
@@ -576,13 +744,16 @@ void SegmentBackward(const ModelConfig& config, const ModelParams<S>& params, co
   const bool fa = rule == Feedback::kFa, dfa = rule == Feedback::kDfa;
   static const Mat<S> kNoRecurrence;
   const auto dout = doutputs.middleCols(c0, nB);
+  const bool drop_input = cache.input_mask.size() > 0;
 
   // Decoder: outputs = W_dec y + b_dec; the error reaching the top layer's output, dL/dy^{L-1}.
-  SumProductOverTime(grads.decoder_weight, dout, LayerOutput(cache, L - 1), compute);
+  SumProductOverTime(grads.decoder_weight, dout, DecoderInput(cache), compute);
   SumColumnsOverTime(grads.decoder_bias, dout);
   EnsureShape(cache.dh_out, H, nB);
   const Mat<S>& decoder_back = fa ? feedback->decoder : dfa ? feedback->direct[L - 1] : params.decoder_weight;
   ParallelProduct(cache.dh_out, decoder_back.transpose(), dout, false, compute);  // (H, n*B)
+  if (cache.output_mask.size() > 0) cache.dh_out.array() *= cache.output_mask.middleCols(c0, nB).array();
+  if (cache.dactivation.size() > 0) cache.dh_out += cache.dactivation.middleCols(c0, nB);  // AR, TAR
 
   for (Eigen::Index l = L - 1; l >= 0; --l) {
     const RecurrentParams<S>& p = params.layers[l];
@@ -593,7 +764,12 @@ void SegmentBackward(const ModelConfig& config, const ModelParams<S>& params, co
     if (cell.cell_state) lb.dc() = cache.dcarried.c[l];
 
     // The matrix the error crosses a step by (none for a cell without a recurrent matrix).
-    const Mat<S>& back_hh = !cell.recurrent_matrix() || dfa ? kNoRecurrence : fa ? feedback->recurrent[l] : p.weight_hh();
+    // With weight drop, backpropagation's is the dropped matrix the layer ran with; feedback
+    // alignment's B is not dropped.
+    const Mat<S>& back_hh = !cell.recurrent_matrix() || dfa ? kNoRecurrence
+                            : fa                            ? feedback->recurrent[l]
+                            : cache.weight_mask.empty()     ? p.weight_hh()
+                                                            : cache.dropped_hh[l];
     cell.modes<S>().chunk_backward(p, back_hh, cache.layers[l], cache.dh_out, lb, g, compute);
     lb.packed_hh_t.current = true;  // the pass's later segments keep the packing of back_hh^T
 
@@ -613,13 +789,18 @@ void SegmentBackward(const ModelConfig& config, const ModelParams<S>& params, co
       ParallelProduct(cache.dh_out, input_back.transpose(), dgates, config.residual, compute);
       if (!cache.dropout_mask.empty()) cache.dh_out.array() *= cache.dropout_mask[l - 1].middleCols(c0, nB).array();
     } else if (config.dense_input()) {
-      SumProductOverTime(g.weight_ih(), dgates, batch.dense.middleCols(c0, nB), compute);
+      SumProductOverTime(g.weight_ih(), dgates,
+                         drop_input ? ConstMatRef<S>(cache.dropped_input) : ConstMatRef<S>(batch.dense.middleCols(c0, nB)),
+                         compute);
     } else if (config.embed_size > 0) {
-      SumProductOverTime(g.weight_ih(), dgates, cache.embedded, compute);
+      SumProductOverTime(g.weight_ih(), dgates, cache.embedded, compute);  // the rows after dropout
       EnsureShape(cache.dx, p.weight_ih().cols(), nB);
       const Mat<S>& input_back = feedback && rule != Feedback::kBptt ? feedback->input[0] : p.weight_ih();
       ParallelProduct(cache.dx, input_back.transpose(), dgates, false, compute);  // (E, n*B)
+      if (drop_input) cache.dx.array() *= cache.input_mask.middleCols(c0, nB).array();
       for (Eigen::Index j = nB - 1; j >= 0; --j) grads.encoder.row(batch.ids(c0 + j)) += cache.dx.col(j).transpose();
+    } else if (drop_input) {
+      for (Eigen::Index j = nB - 1; j >= 0; --j) g.weight_ih().col(batch.ids(c0 + j)) += dgates.col(j) * cache.input_mask(0, c0 + j);
     } else {
       for (Eigen::Index j = nB - 1; j >= 0; --j) g.weight_ih().col(batch.ids(c0 + j)) += dgates.col(j);  // scatter
     }
@@ -639,9 +820,28 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
   for (LayerCache<S>& lc : cache.layers) lc.packed_hh.current = false;
   for (LayerBackward<S>& lb : cache.back) lb.packed_hh_t.current = false;
   cache.dcarried = dfinal ? *dfinal : State<S>::Zeros(config, cache.B);
+  // Weight drop: the layers ran with mask * W_hh, so dL/dW_hh = mask * dL/d(mask * W_hh). The
+  // sweep sums the chunk's gradient from zero while grads' own is held aside, then adds it masked.
+  const bool weight_drop = !cache.weight_mask.empty();
+  if (weight_drop) {
+    cache.dweight_hh.resize(L);
+    for (Eigen::Index l = 0; l < L; ++l) {
+      Mat<S>& g = grads.layers[l][kWeightHhSlot];
+      EnsureShape(cache.dweight_hh[l], g.rows(), g.cols());
+      cache.dweight_hh[l].setZero();
+      g.swap(cache.dweight_hh[l]);
+    }
+  }
   for (Eigen::Index s = segments - 1; s >= 0; --s) {
     if (cache.resident != s) SegmentForward(config, params, batch, cache, s, compute, false);
     SegmentBackward(config, params, batch, cache, s, doutputs, grads, compute, feedback);
+  }
+  if (weight_drop) {
+    for (Eigen::Index l = 0; l < L; ++l) {
+      Mat<S>& g = grads.layers[l][kWeightHhSlot];
+      cache.dweight_hh[l].array() += g.array() * cache.weight_mask[l].array();
+      g.swap(cache.dweight_hh[l]);
+    }
   }
   for (LayerCache<S>& lc : cache.layers) lc.packed_hh.current = false;
   for (LayerBackward<S>& lb : cache.back) lb.packed_hh_t.current = false;

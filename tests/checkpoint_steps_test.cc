@@ -1,6 +1,7 @@
 // Memory-bounded BPTT (model.h ModelCache::checkpoint_steps): for every cell of the registry,
 // plain and layer-normalised, with dropout, residual connections, an embedding, a dense input
-// with a regression head and the feedback-alignment rules, the chunk run in segments of K steps
+// with a regression head, the training regularisers (variational dropout, weight drop, AR, TAR)
+// and the feedback-alignment rules, the chunk run in segments of K steps
 // (K = 1, 3, a K that does not divide T, T - 1, T and sqrt(T)) gives the same outputs, final
 // state, gradients and initial-state gradient as the chunk run with every step kept: bit for bit
 // in float on 1 and 3 threads (where the float products run on bptt's kernels), and to
@@ -47,10 +48,31 @@ std::vector<Case> Cases() {
     c.head = Head::kRegression;
     c.output_size = 2;
     cases.push_back({c, Feedback::kBptt, name + " dense, regression"});
+    // The training regularisers: variational dropout on the input, between and on the output,
+    // weight drop, AR and TAR; and per-step input and output dropout with AR and TAR.
+    c = LanguageModel(*cell, 7, 5, kH, 2, 0.3);
+    c.input_dropout = 0.2;
+    c.output_dropout = 0.3;
+    c.variational = true;
+    if (cell->recurrent_matrix()) c.weight_drop = 0.4;
+    c.ar = 2;
+    c.tar = 1;
+    cases.push_back({c, Feedback::kBptt, name + " variational, weight drop, AR, TAR"});
+    c = LanguageModel(*cell, 7, 0, kH, 2);
+    c.input_dropout = 0.3;
+    c.output_dropout = 0.2;
+    c.residual = true;
+    c.tar = 3;
+    cases.push_back({c, Feedback::kBptt, name + " input and output dropout, residual, TAR"});
   }
-  for (const Feedback rule : {Feedback::kFa, Feedback::kDfa})
+  for (const Feedback rule : {Feedback::kFa, Feedback::kDfa}) {
     cases.push_back({LanguageModel(*FindCell("lstm"), 7, 0, kH, 2, 0.2), rule,
                      "lstm " + std::string(FeedbackName(rule))});
+    ModelConfig c = LanguageModel(*FindCell("gru"), 7, 0, kH, 2);
+    c.weight_drop = 0.3;
+    c.ar = 1;
+    cases.push_back({c, rule, "gru weight drop, AR, " + std::string(FeedbackName(rule))});
+  }
   return cases;
 }
 

@@ -413,6 +413,46 @@ TEST_F(CheckpointTest, LayerNormTensorsRoundTripAsOneDimensionalTensors) {
   EXPECT_FALSE(ConfigFromJson(old_config, "old").layer_norm);
 }
 
+TEST(ModelConfigJson, KeepsTheTrainingRegularisersAndOlderFilesHaveThemOff) {
+  ModelConfig c = LanguageModel(*FindCell("gru"), 7, 0, 5, 2, 0.25);
+  c.input_dropout = 0.125;
+  c.output_dropout = 0.375;
+  c.variational = true;
+  c.weight_drop = 0.5;
+  c.ar = 2;
+  c.tar = 1.5;
+  nlohmann::json j = ConfigToJson(c);
+  const ModelConfig back = ConfigFromJson(j, "stored");
+  EXPECT_EQ(back.dropout, 0.25);
+  EXPECT_EQ(back.input_dropout, 0.125);
+  EXPECT_EQ(back.output_dropout, 0.375);
+  EXPECT_TRUE(back.variational);
+  EXPECT_EQ(back.weight_drop, 0.5);
+  EXPECT_EQ(back.ar, 2);
+  EXPECT_EQ(back.tar, 1.5);
+  for (const char* key : {"input_dropout", "output_dropout", "variational", "weight_drop", "ar", "tar"}) {
+    ASSERT_TRUE(j.contains(key)) << key;
+    j.erase(key);
+  }
+  const ModelConfig old = ConfigFromJson(j, "old");
+  EXPECT_EQ(old.dropout, 0.25);
+  EXPECT_EQ(old.input_dropout, 0);
+  EXPECT_EQ(old.output_dropout, 0);
+  EXPECT_FALSE(old.variational);
+  EXPECT_EQ(old.weight_drop, 0);
+  EXPECT_EQ(old.ar, 0);
+  EXPECT_EQ(old.tar, 0);
+  // A stored value out of range is refused, naming the file and the option.
+  j["weight_drop"] = 1.5;
+  try {
+    ConfigFromJson(j, "bad.safetensors");
+    ADD_FAILURE() << "weight_drop 1.5 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.safetensors"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--weight-drop must be in [0, 1)"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(CheckpointTest, LayerNormIsRefusedForTheElmanCells) {
   Checkpoint ck = Make("rnn-tanh", 0);
   ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {

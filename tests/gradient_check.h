@@ -125,6 +125,16 @@ struct GradCase {
   bool residual = false;
   int layers = 2;
   bool layer_norm = false;
+  // The training regularisers (model.h ModelConfig), with their masks fixed.
+  double input_dropout = 0;
+  double output_dropout = 0;
+  bool variational = false;
+  double weight_drop = 0;
+  double ar = 0, tar = 0;
+
+  bool training() const {
+    return dropout > 0 || input_dropout > 0 || output_dropout > 0 || weight_drop > 0 || ar > 0 || tar > 0;
+  }
 
   std::string Name() const {
     std::string name(cell);
@@ -138,6 +148,12 @@ struct GradCase {
     if (residual) name += "_residual";
     if (residual || layers != 2) name += "_L" + std::to_string(layers);
     if (layer_norm) name += "_layernorm";
+    if (input_dropout > 0) name += "_inputdropout";
+    if (output_dropout > 0) name += "_outputdropout";
+    if (variational) name += "_variational";
+    if (weight_drop > 0) name += "_weightdrop";
+    if (ar > 0) name += "_ar";
+    if (tar > 0) name += "_tar";
     return name;
   }
 };
@@ -158,6 +174,12 @@ inline void CheckModelGradient(const GradCase& gc) {
   config.dropout = gc.dropout;
   config.residual = gc.residual;
   config.layer_norm = gc.layer_norm;
+  config.input_dropout = gc.input_dropout;
+  config.output_dropout = gc.output_dropout;
+  config.variational = gc.variational;
+  config.weight_drop = gc.weight_drop;
+  config.ar = gc.ar;
+  config.tar = gc.tar;
   if (gc.input == Input::kDense) config.input_size = D;
   else config.vocab_size = V;
   if (gc.input == Input::kEmbed) config.embed_size = 3;
@@ -208,16 +230,16 @@ inline void CheckModelGradient(const GradCase& gc) {
     batch.scored.tail(B).setOnes();
   }
 
-  // loss = head loss + sum(wfinal.h * h_T) + sum(wfinal.c * c_T); the dropout mask is the same
-  // in every evaluation (the generator restarts from the same state).
+  // loss = head loss + AR + TAR + sum(wfinal.h * h_T) + sum(wfinal.c * c_T); the masks are the
+  // same in every evaluation (the generator restarts from the same state).
   const Rng dropout_rng(77);
   ModelCache<double> cache;
   State<double> final_state = State<double>::Zeros(config, B);
   auto loss = [&]() {
     Rng r = dropout_rng;
-    Forward(config, params, batch, initial, cache, 1, gc.dropout > 0 ? &r : nullptr);
+    Forward(config, params, batch, initial, cache, 1, gc.training() ? &r : nullptr);
     FinalState(config, cache, final_state);
-    double value = HeadLoss<double>(config, cache.outputs, batch, nullptr, 1);
+    double value = HeadLoss<double>(config, cache.outputs, batch, nullptr, 1) + cache.activation_penalty;
     for (int l = 0; l < config.layers; ++l) {
       value += (wfinal.h[l].array() * final_state.h[l].array()).sum();
       if (cell.cell_state) value += (wfinal.c[l].array() * final_state.c[l].array()).sum();
@@ -226,10 +248,42 @@ inline void CheckModelGradient(const GradCase& gc) {
   };
 
   Rng r = dropout_rng;
-  Forward(config, params, batch, initial, cache, 2, gc.dropout > 0 ? &r : nullptr);
+  Forward(config, params, batch, initial, cache, 2, gc.training() ? &r : nullptr);
+  // Some units (weights) are dropped, some kept.
+  const auto drops_some = [](const Mat<double>& mask) {
+    return (mask.array() == 0).count() > 0 && (mask.array() != 0).count() > 0;
+  };
   if (gc.dropout > 0) {
     ASSERT_FALSE(cache.dropout_mask.empty());
-    EXPECT_GT((cache.dropout_mask[0].array() == 0).count(), 0);  // some units are dropped
+    EXPECT_TRUE(drops_some(cache.dropout_mask[0]));
+  }
+  if (gc.input_dropout > 0) {
+    EXPECT_TRUE(drops_some(cache.input_mask));
+  }
+  if (gc.output_dropout > 0) {
+    EXPECT_TRUE(drops_some(cache.output_mask));
+  }
+  if (gc.weight_drop > 0) {
+    ASSERT_EQ(cache.weight_mask.size(), static_cast<size_t>(config.layers));
+    EXPECT_TRUE(drops_some(cache.weight_mask[0]));
+  }
+  if (gc.ar > 0 || gc.tar > 0) {
+    EXPECT_GT(cache.activation_penalty, 0);
+  }
+  if (gc.variational) {  // locked: every step repeats the first step's mask (a one-hot input's, per symbol)
+    const auto locked = [&](const Mat<double>& mask) {
+      for (Eigen::Index t = 1; t < T; ++t) {
+        EXPECT_EQ(mask.middleCols(t * B, B), mask.leftCols(B)) << "step " << t;
+      }
+    };
+    if (gc.dropout > 0) locked(cache.dropout_mask[0]);
+    if (gc.output_dropout > 0) locked(cache.output_mask);
+    if (gc.input_dropout > 0 && gc.input != Input::kOneHot) locked(cache.input_mask);
+    if (gc.input_dropout > 0 && gc.input == Input::kOneHot) {
+      for (Eigen::Index j = 0; j < T * B; ++j) {
+        EXPECT_EQ(cache.input_mask(0, j), cache.locked_symbols(batch.ids(j), j % B)) << "position " << j;
+      }
+    }
   }
   Mat<double> doutputs;
   HeadLoss<double>(config, cache.outputs, batch, &doutputs, 1);

@@ -40,7 +40,19 @@ bool Sanitized() {
 
 // The models the estimates are held to: every cell of the registry, and the options that add
 // buffers (layer norm, dropout, residual connections, an embedding, a dense input with a
-// regression head).
+// regression head, the training regularisers).
+// The model with every training regulariser on.
+ModelConfig Regularised(ModelConfig c) {
+  c.dropout = 0.3;
+  c.input_dropout = 0.2;
+  c.output_dropout = 0.3;
+  c.variational = true;
+  c.weight_drop = 0.4;
+  c.ar = 2;
+  c.tar = 1;
+  return c;
+}
+
 std::vector<ModelConfig> Models() {
   std::vector<ModelConfig> models;
   for (const Cell* cell : Cells()) models.push_back(LanguageModel(*cell, 60, 0, 192, 2));
@@ -58,13 +70,15 @@ std::vector<ModelConfig> Models() {
   c.head = Head::kRegression;
   c.output_size = 2;
   models.push_back(c);
+  models.push_back(Regularised(c));
+  models.push_back(Regularised(LanguageModel(*FindCell("lstm"), 60, 0, 192, 2)));
   return models;
 }
 
 std::string Describe(const ModelConfig& c) {
   return std::string(c.cell->name) + " H " + std::to_string(c.hidden_size) + (c.layer_norm ? " layer norm" : "") +
          (c.dropout > 0 ? " dropout" : "") + (c.residual ? " residual" : "") + (c.embed_size > 0 ? " embed" : "") +
-         (c.dense_input() ? " dense" : "");
+         (c.dense_input() ? " dense" : "") + (c.weight_drop > 0 ? " regularised" : "");
 }
 
 Batch<float> RandomBatch(const ModelConfig& c, int T, int B, Rng& rng) {
@@ -115,6 +129,36 @@ TEST(ModelParams, CastsToDoubleAndBackBitForBit) {
   }
 }
 
+const int kAdamSlots = OptimizerSlots(OptimizerOptions{});
+
+// The heap one training step (forward with dropout, loss, backward, clipping, an Adam step) holds
+// at its end, on a thread of its own.
+double TrainingStepHeap(const ModelConfig& config, int T, int B, Precision precision, int checkpoint_steps) {
+  double held = 0;
+  std::thread([&] {
+    const double before = HeapBytes();
+    ModelParams<float> params = ModelParams<float>::Zeros(config), grads = params;
+    Rng rng(5);
+    Initialize(config, InitOptions{}, rng, params);
+    OptimizerOptions adam;
+    OptimizerState<float> slots;
+    ModelCache<float> cache;
+    cache.checkpoint_steps = checkpoint_steps;
+    const Batch<float> batch = RandomBatch(config, T, B, rng);
+    State<float> state = State<float>::Zeros(config, B);
+    Mat<float> doutputs;
+    Rng dropout(6);
+    Forward(config, params, batch, state, cache, Compute{2, precision}, &dropout);
+    HeadLoss(config, cache.outputs, batch, &doutputs, 2);
+    Backward(config, params, batch, cache, doutputs, nullptr, grads, nullptr, Compute{2, precision});
+    ClipGradNorm(grads, 5.0);
+    OptimizerStep(adam, 2e-3, params, grads, slots, 2);
+    FinalState(config, cache, state);
+    held = HeapBytes() - before;
+  }).join();
+  return held;
+}
+
 TEST(EstimateTrainingBytes, MatchesTheHeapATrainingStepHolds) {
   if (Sanitized()) GTEST_SKIP() << "the sanitizer owns the heap";
   // The operands of the large products, packed or rounded for the kernels, are scratch that the
@@ -131,38 +175,38 @@ TEST(EstimateTrainingBytes, MatchesTheHeapATrainingStepHolds) {
   for (const ModelConfig& c : Models())
     for (const int K : {0, 8, 7, kAutoCheckpointSteps}) runs.push_back({c, Precision::kFloat32, K});
   if (Bf16ProductsAvailable()) runs.push_back({LanguageModel(*FindCell("lstm"), 60, 0, 192, 2), Precision::kBfloat16, 0});
-  for (const auto& [config, precision, checkpoint_steps] : runs) std::thread([&, config = config, precision = precision,
-                                                                              checkpoint_steps = checkpoint_steps] {
+  for (const auto& [config, precision, checkpoint_steps] : runs) {
     const int T = 48, B = 16;
-    const double before = HeapBytes();
-    {
-      ModelParams<float> params = ModelParams<float>::Zeros(config), grads = params;
-      Rng rng(5);
-      Initialize(config, InitOptions{}, rng, params);
-      OptimizerOptions adam;
-      OptimizerState<float> slots;
-      ModelCache<float> cache;
-      cache.checkpoint_steps = checkpoint_steps;
-      const Batch<float> batch = RandomBatch(config, T, B, rng);
-      State<float> state = State<float>::Zeros(config, B);
-      Mat<float> doutputs;
-      Rng dropout(6);
-      Forward(config, params, batch, state, cache, Compute{2, precision}, &dropout);
-      HeadLoss(config, cache.outputs, batch, &doutputs, 2);
-      Backward(config, params, batch, cache, doutputs, nullptr, grads, nullptr, Compute{2, precision});
-      ClipGradNorm(grads, 5.0);
-      OptimizerStep(adam, 2e-3, params, grads, slots, 2);
-      FinalState(config, cache, state);
-      const double held = HeapBytes() - before;
-      const double estimate = static_cast<double>(
-          EstimateTrainingBytes(config, T, B, OptimizerSlots(adam), precision, checkpoint_steps));
-      EXPECT_NEAR(held / estimate, 1.0, 0.1) << Describe(config) << " " << PrecisionName(precision)
-                                             << " checkpoint steps " << checkpoint_steps << ": heap " << held
-                                             << " bytes, estimate " << estimate;
-      if (checkpoint_steps != 0)  // the segments' caches take less than the whole chunk's
-        EXPECT_LT(estimate, static_cast<double>(EstimateTrainingBytes(config, T, B, OptimizerSlots(adam), precision)));
+    const double held = TrainingStepHeap(config, T, B, precision, checkpoint_steps);
+    const double estimate =
+        static_cast<double>(EstimateTrainingBytes(config, T, B, kAdamSlots, precision, checkpoint_steps));
+    EXPECT_NEAR(held / estimate, 1.0, 0.1) << Describe(config) << " " << PrecisionName(precision)
+                                           << " checkpoint steps " << checkpoint_steps << ": heap " << held
+                                           << " bytes, estimate " << estimate;
+    if (checkpoint_steps != 0) {  // the segments' caches take less than the whole chunk's
+      EXPECT_LT(estimate, static_cast<double>(EstimateTrainingBytes(config, T, B, kAdamSlots, precision)));
     }
-  }).join();
+  }
+}
+
+TEST(EstimateTrainingBytes, CountsTheRegularisersBuffers) {
+  if (Sanitized()) GTEST_SKIP() << "the sanitizer owns the heap";
+  // What the regularisers add, alone: the masks, the dropped values and the gradients held aside
+  // are a small part of a whole step's heap, so the difference is held to the estimate's.
+  for (ModelConfig plain : {LanguageModel(*FindCell("lstm"), 60, 0, 192, 2), LanguageModel(*FindCell("gru"), 60, 32, 128, 3)}) {
+    for (const int K : {0, 7}) {
+      const int T = 48, B = 16;
+      const ModelConfig regularised = Regularised(plain);
+      const double held = TrainingStepHeap(regularised, T, B, Precision::kFloat32, K) -
+                          TrainingStepHeap(plain, T, B, Precision::kFloat32, K);
+      const double estimate =
+          static_cast<double>(EstimateTrainingBytes(regularised, T, B, kAdamSlots, Precision::kFloat32, K)) -
+          static_cast<double>(EstimateTrainingBytes(plain, T, B, kAdamSlots, Precision::kFloat32, K));
+      EXPECT_GT(estimate, 0);
+      EXPECT_NEAR(held / estimate, 1.0, 0.1) << Describe(plain) << " checkpoint steps " << K << ": heap " << held
+                                             << " bytes more, estimate " << estimate;
+    }
+  }
 }
 
 TEST(EstimateEvaluationBytes, MatchesTheHeapAForwardPassHolds) {

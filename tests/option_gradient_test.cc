@@ -1,5 +1,6 @@
 // The model's options proven against central differences in double precision, for every cell
-// of the registry: dropout between the layers (a fixed mask), residual connections over three
+// of the registry: dropout between the layers (a fixed mask), on the input and on the output,
+// per step and variational; weight drop on W_hh; AR and TAR; residual connections over three
 // layers, and the layer-normalised variant (--layer-norm) of the cells that have one, its LN
 // gains and biases drawn away from 1 and 0 (one layer and two; one-hot, embedding and dense
 // input; dropout; residual connections; the large sizes). And the learning rules of the
@@ -28,7 +29,40 @@ std::vector<GradCase> OptionCases() {
     // Residual connections over three layers, with and without dropout, one-hot and dense.
     cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 4, 3, 7, 0.0, 0, true, 3});
     cases.push_back({cell->name, Input::kDense, Scoring::kRegression, 4, 3, 7, 0.3, 0, true, 3});
+    // Dropout on the input (one-hot, embedding, dense) and on the output, per step and
+    // variational, with and without dropout between the layers.
+    const std::string_view c = cell->name;
+    cases.push_back({.cell = c, .input = Input::kOneHot, .scoring = Scoring::kEveryStep, .input_dropout = 0.4});
+    cases.push_back({.cell = c, .input = Input::kEmbed, .scoring = Scoring::kMasked, .input_dropout = 0.3,
+                     .output_dropout = 0.3});
+    cases.push_back({.cell = c, .input = Input::kDense, .scoring = Scoring::kRegression, .input_dropout = 0.3});
+    cases.push_back({.cell = c, .input = Input::kOneHot, .scoring = Scoring::kEveryStep, .layers = 1,
+                     .output_dropout = 0.4});
+    cases.push_back({.cell = c, .input = Input::kOneHot, .scoring = Scoring::kEveryStep, .dropout = 0.3,
+                     .input_dropout = 0.4, .output_dropout = 0.3, .variational = true});
+    cases.push_back({.cell = c, .input = Input::kEmbed, .scoring = Scoring::kLastStep, .dropout = 0.3,
+                     .input_dropout = 0.3, .output_dropout = 0.3, .variational = true});
+    cases.push_back({.cell = c, .input = Input::kDense, .scoring = Scoring::kRegression, .dropout = 0.3,
+                     .residual = true, .layers = 3, .input_dropout = 0.3, .output_dropout = 0.3, .variational = true});
+    // AR and TAR, alone, after output dropout, and on residual outputs.
+    cases.push_back({.cell = c, .input = Input::kOneHot, .scoring = Scoring::kEveryStep, .ar = 2, .tar = 1});
+    cases.push_back({.cell = c, .input = Input::kOneHot, .scoring = Scoring::kMasked, .output_dropout = 0.4,
+                     .variational = true, .ar = 2, .tar = 1});
+    cases.push_back({.cell = c, .input = Input::kDense, .scoring = Scoring::kRegression, .residual = true,
+                     .layers = 3, .ar = 1, .tar = 2});
+    // Weight drop on W_hh: alone, with every other option, and across panels (H = 70: 280 rows).
+    if (cell->recurrent_matrix()) {
+      cases.push_back({.cell = c, .input = Input::kOneHot, .scoring = Scoring::kEveryStep, .weight_drop = 0.4});
+      cases.push_back({.cell = c, .input = Input::kEmbed, .scoring = Scoring::kMasked, .dropout = 0.3,
+                       .input_dropout = 0.2, .output_dropout = 0.3, .variational = true, .weight_drop = 0.3,
+                       .ar = 1, .tar = 1});
+      cases.push_back({.cell = c, .input = Input::kOneHot, .scoring = Scoring::kEveryStep, .H = 70, .B = 2,
+                       .T = 4, .sampled = 8, .weight_drop = 0.5});
+    }
     if (!cell->layer_norm()) continue;
+    cases.push_back({.cell = c, .input = Input::kDense, .scoring = Scoring::kRegression, .layers = 2,
+                     .layer_norm = true, .input_dropout = 0.3, .output_dropout = 0.3, .variational = true,
+                     .weight_drop = 0.3, .ar = 1, .tar = 1});
     // Layer normalisation: one layer and two, the inputs and heads, dropout, residual
     // connections, the large sizes.
     cases.push_back({cell->name, Input::kOneHot, Scoring::kEveryStep, 4, 3, 7, 0.0, 0, false, 1, true});
@@ -165,6 +199,39 @@ TEST(DirectFeedback, OneLayerGetsTheErrorOfEachStepAlone) {
     rule.ForEach([&](const std::string& name, const Mat<double>& m) {
       EXPECT_LE((m - *e[k++]).cwiseAbs().maxCoeff(), 1e-14) << name;
     });
+  }
+}
+
+TEST(FeedbackWeightDrop, MasksTheUpdateOfWHhAndNotTheFeedback) {
+  // FA and DFA with weight drop: the forward pass runs with the dropped W_hh, the update of a
+  // dropped weight is zero, and each kept weight's is the rule's update scaled by 1/(1-p) (the
+  // feedback matrix B itself is not dropped).
+  for (const Feedback rule : {Feedback::kFa, Feedback::kDfa}) {
+    SCOPED_TRACE(std::string(FeedbackName(rule)));
+    SmallModel s = MakeSmallModel(*FindCell("lstm"), 2, 0, false, 23);
+    s.config.weight_drop = 0.5;
+    Rng rng(6);
+    const FeedbackMatrices<double> feedback = FeedbackMatrices<double>::Draw(rule, s.config, rng);
+    ModelCache<double> cache;
+    Rng dropout(8);
+    Forward(s.config, s.params, s.batch, State<double>::Zeros(s.config, s.batch.B), cache, 1, &dropout);
+    Mat<double> d;
+    HeadLoss<double>(s.config, cache.outputs, s.batch, &d, 1);
+    auto grads = ModelParams<double>::Zeros(s.config);
+    Backward(s.config, s.params, s.batch, cache, d, nullptr, grads, nullptr, 1, &feedback);
+    // The same rule on the model whose W_hh is the dropped one, without weight drop.
+    SmallModel dropped = s;
+    dropped.config.weight_drop = 0;
+    for (int l = 0; l < 2; ++l) dropped.params.layers[l][kWeightHhSlot] = cache.dropped_hh[l];
+    const ModelParams<double> plain = Gradient(dropped, &feedback);
+    for (int l = 0; l < 2; ++l) {
+      const Mat<double>& mask = cache.weight_mask[l];
+      ASSERT_GT((mask.array() == 0).count(), 0);
+      const Mat<double> expected = (plain.layers[l].weight_hh().array() * mask.array()).matrix();
+      EXPECT_LE((grads.layers[l].weight_hh() - expected).cwiseAbs().maxCoeff(), 1e-14) << "layer " << l;
+      EXPECT_EQ(((mask.array() == 0) && (grads.layers[l].weight_hh().array() != 0)).count(), 0) << "layer " << l;
+      EXPECT_LE((grads.layers[l].weight_ih() - plain.layers[l].weight_ih()).cwiseAbs().maxCoeff(), 1e-14);
+    }
   }
 }
 

@@ -135,37 +135,53 @@ TEST_F(TrainerTest, LrAnnealFallsLinearlyToZeroOverTheLastFractionOfTheRun) {
 }
 
 TEST_F(TrainerTest, ResumeContinuesExactly) {
-  // Small corpus so that the 24 steps cross epoch boundaries; dropout exercises the RNG state.
-  TrainOptions o = Options(GrammarText(40, 2), "whole");
-  o.model.layers = 2;
-  o.model.dropout = 0.25;
-  o.batch = 4;
-  o.seq_len = 16;
-  o.eval_every = 5;
-  o.max_steps = 24;
-  const TrainResult whole = Train(o, log_, false);
-  ASSERT_EQ(whole.steps, 24);
+  // Small corpus so that the 24 steps cross epoch boundaries; dropout exercises the RNG state,
+  // and so do the other training regularisers (model.h ModelConfig), masks included.
+  for (const bool regularised : {false, true}) {
+    SCOPED_TRACE(regularised ? "regularised" : "dropout");
+    const std::string suffix = regularised ? "-regularised" : "";
+    TrainOptions o = Options(GrammarText(40, 2), "whole" + suffix);
+    o.model.layers = 2;
+    o.model.dropout = 0.25;
+    if (regularised) {
+      o.model.input_dropout = 0.2;
+      o.model.output_dropout = 0.3;
+      o.model.variational = true;
+      o.model.weight_drop = 0.3;
+      o.model.ar = 2;
+      o.model.tar = 1;
+    }
+    o.batch = 4;
+    o.seq_len = 16;
+    o.eval_every = 5;
+    o.max_steps = 24;
+    const TrainResult whole = Train(o, log_, false);
+    ASSERT_EQ(whole.steps, 24);
 
-  TrainOptions first = o;
-  first.out = (dir_ / "split").string();
-  first.max_steps = 10;  // a multiple of eval_every: no extra validation at the end (trainer.h)
-  ASSERT_EQ(Train(first, log_, false).steps, 10);
-  const TrainResult resumed = Resume(first.out, {{"max-steps", 24}}, log_, false);
-  ASSERT_EQ(resumed.steps, 24);
+    TrainOptions first = o;
+    first.out = (dir_ / ("split" + suffix)).string();
+    first.max_steps = 10;  // a multiple of eval_every: no extra validation at the end (trainer.h)
+    ASSERT_EQ(Train(first, log_, false).steps, 10);
+    const TrainResult resumed = Resume(first.out, {{"max-steps", 24}}, log_, false);
+    ASSERT_EQ(resumed.steps, 24);
 
-  const Checkpoint a = LoadCheckpoint(fs::path(o.out) / "latest.safetensors");
-  const Checkpoint b = LoadCheckpoint(fs::path(first.out) / "latest.safetensors");
-  ASSERT_GT(a.training->epoch, 0);  // the run crossed an epoch boundary
-  std::vector<const Mat<float>*> bs;
-  b.params.ForEach([&](const std::string&, const Mat<float>& m) { bs.push_back(&m); });
-  size_t k = 0;
-  a.params.ForEach([&](const std::string& name, const Mat<float>& m) {
-    EXPECT_EQ(std::memcmp(m.data(), bs[k++]->data(), sizeof(float) * m.size()), 0) << name;
-  });
-  EXPECT_EQ(a.training->rng, b.training->rng);
-  EXPECT_EQ(a.training->chunk, b.training->chunk);
-  EXPECT_EQ(a.training->epoch, b.training->epoch);
-  EXPECT_EQ(a.training->best_val_loss, b.training->best_val_loss);
+    const Checkpoint a = LoadCheckpoint(fs::path(o.out) / "latest.safetensors");
+    const Checkpoint b = LoadCheckpoint(fs::path(first.out) / "latest.safetensors");
+    ASSERT_GT(a.training->epoch, 0);  // the run crossed an epoch boundary
+    std::vector<const Mat<float>*> bs;
+    b.params.ForEach([&](const std::string&, const Mat<float>& m) { bs.push_back(&m); });
+    size_t k = 0;
+    a.params.ForEach([&](const std::string& name, const Mat<float>& m) {
+      EXPECT_EQ(std::memcmp(m.data(), bs[k++]->data(), sizeof(float) * m.size()), 0) << name;
+    });
+    EXPECT_EQ(a.training->rng, b.training->rng);
+    EXPECT_EQ(a.training->chunk, b.training->chunk);
+    EXPECT_EQ(a.training->epoch, b.training->epoch);
+    EXPECT_EQ(a.training->best_val_loss, b.training->best_val_loss);
+    EXPECT_EQ(a.config.weight_drop, o.model.weight_drop);  // stored in the checkpoint
+    EXPECT_EQ(a.config.variational, o.model.variational);
+    EXPECT_EQ(a.config.tar, o.model.tar);
+  }
 }
 
 // Interrupted (as by Ctrl-C) wherever it happens and resumed, a run ends with the weights and

@@ -1,4 +1,5 @@
 // bptt gradcheck: the command-line front end of gradcheck.h, for a fresh model or a checkpoint.
+#include <algorithm>
 #include <iomanip>
 #include <iostream>
 #include <optional>
@@ -39,8 +40,12 @@ std::vector<OptionSpec<GradcheckCommand>> Specs() {
     return g.checkpoint.empty() ? std::string() : "describes a fresh model; " + g.checkpoint + " has its own";
   };
   std::vector<OptionSpec<G>> specs;
+  // A check runs the model as evaluation does: none of training's regularisers.
+  constexpr std::string_view kTrainingOnly[] = {"dropout", "input-dropout", "output-dropout", "variational",
+                                                "weight-drop", "ar", "tar"};
   for (auto spec : Nest<G>(ModelOptionSpecs(), kAnyCommand, "", [](G& g) -> auto& { return g.model; }))
-    if (spec.flag != "dropout") specs.push_back(Restrict(std::move(spec), fresh_only));  // no dropout in a check
+    if (std::find(std::begin(kTrainingOnly), std::end(kTrainingOnly), spec.flag) == std::end(kTrainingOnly))
+      specs.push_back(Restrict(std::move(spec), fresh_only));
   for (auto spec : Nest<G>(InitOptionSpecs(), kAnyCommand, "", [](G& g) -> auto& { return g.init; }))
     specs.push_back(Restrict(std::move(spec), fresh_only));
   const char* data = "Input (a fresh model; a checkpoint brings its own)";

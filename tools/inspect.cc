@@ -1,5 +1,8 @@
 // bptt inspect: a checkpoint's configuration, vocabulary, size, step and metrics.
 #include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "bptt/checkpoint.h"
@@ -71,8 +74,26 @@ int Inspect(int argc, char** argv) {
             << (m.dense_input()      ? "dense input of " + std::to_string(m.input_size)
                 : m.embed_size > 0 ? "embedding of " + std::to_string(m.embed_size)
                                    : std::string("one-hot input"))
-            << ", dropout " << m.dropout << ", " << HeadName(m.head) << " head of " << m.output_size << "\n"
-            << "  parameters  " << c.params.Count() << "\n"
+            << ", dropout " << m.dropout << ", " << HeadName(m.head) << " head of " << m.output_size << "\n";
+  // The training regularisers that are on (model.h ModelConfig), with their flags' names.
+  std::vector<std::string> regularisers;
+  const auto add = [&regularisers](const char* flag, double value) {
+    std::ostringstream s;
+    s << flag << " " << value;
+    if (value > 0) regularisers.push_back(s.str());
+  };
+  add("input-dropout", m.input_dropout);
+  add("output-dropout", m.output_dropout);
+  if (m.variational) regularisers.emplace_back("variational");
+  add("weight-drop", m.weight_drop);
+  add("ar", m.ar);
+  add("tar", m.tar);
+  if (!regularisers.empty()) {
+    std::cout << "  regularise ";
+    for (size_t i = 0; i < regularisers.size(); ++i) std::cout << (i ? ", " : " ") << regularisers[i];
+    std::cout << "\n";
+  }
+  std::cout << "  parameters  " << c.params.Count() << "\n"
             << "  vocabulary  " << vocab.size() << " " << UnitName(vocab.options().unit) << " symbols"
             << (vocab.options().normalize && vocab.options().unit != Unit::kByte ? ", NFC" : "")
             << (vocab.unknown_id() >= 0 ? ", with <unk>" : "") << "\n"

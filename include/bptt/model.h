@@ -9,6 +9,10 @@
 //   head     outputs = decoder.weight h_t + decoder.bias (O per position): the logits of a
 //            softmax over O classes, or O regression predictions (loss.h scores either on the
 //            positions a Batch marks)
+// Training may also drop units of layer 0's input and of the top layer's output, lock the
+// dropout masks over a chunk's steps (variational), drop weights of W_hh (weight drop), and add
+// AR/TAR penalties on the top layer's outputs to the gradient (ModelConfig; the equations in
+// docs/regularisation.md).
 // A language model is the symbol input with a softmax head over the same V symbols.
 //
 // The backward pass carries the error back through the transposed forward matrices (BPTT), or,
@@ -20,7 +24,8 @@
 // straight to every layer, dL/dy^l_t = D_l^T e_t with a fixed random D_l (O, H), and nothing back
 // through time across a recurrent matrix (a cell's own elementwise paths, the LSTM cell state's,
 // stay). The forward pass and the weight gradients' form (dW = error x input^T) are the same for
-// every rule.
+// every rule. With weight drop, B is not dropped, and the update of W_hh is masked as the
+// gradient is.
 //
 // Parameters carry PyTorch's names (ModelParams::ForEach), so checkpoints load into
 // torch.nn.Embedding + torch.nn.LSTM/GRU/RNN + torch.nn.Linear.
@@ -83,6 +88,17 @@ struct ModelConfig {
   int hidden_size = 128;  // H
   int layers = 2;         // L
   double dropout = 0.0;   // probability of dropping a unit between layers (training only)
+  // The regularisers of training (docs/regularisation.md); evaluation, sampling and analysis
+  // use none of them. Inverted dropout: a kept value is scaled by 1/(1-p), so nothing changes
+  // at evaluation.
+  double input_dropout = 0.0;   // probability of dropping a unit of layer 0's input
+  double output_dropout = 0.0;  // probability of dropping a unit of the top layer's output
+  bool variational = false;     // the input, between-layer and output masks are locked over the
+                                //   chunk's steps: one mask per stream (Gal & Ghahramani 2016)
+  double weight_drop = 0.0;     // probability of dropping a weight of each layer's W_hh, one mask
+                                //   per batch (DropConnect, Merity et al. 2017)
+  double ar = 0.0;              // alpha of activation regularisation, AR
+  double tar = 0.0;             // beta of temporal activation regularisation, TAR
   Head head = Head::kSoftmax;
   int output_size = 0;    // O: classes (softmax) or values (regression) per step
   bool residual = false;  // layers l >= 1 output h^l + x^l
@@ -100,7 +116,8 @@ struct ModelConfig {
   void Validate() const;
 };
 
-// The options that choose a model (--cell, --layers, --hidden, --embed, --dropout, --residual,
+// The options that choose a model (--cell, --layers, --hidden, --embed, --dropout,
+// --input-dropout, --output-dropout, --variational, --weight-drop, --ar, --tar, --residual,
 // --layer-norm), declared
 // once (options.h) for every command that builds one. The sizes that the data dictates (V, D,
 // O, the head, its pooling and loss) are not options.
@@ -285,6 +302,23 @@ struct ModelCache {
   std::vector<Mat<S>> summed;         // residual connections: L of (H, Ts*B), y^l = h^l + x^l for l >= 1
   Mat<S> outputs;                     // (O, T*B) the head's logits or predictions
 
+  // The regularisers of training (ModelConfig), each empty when it is off. A mask holds 0 or
+  // 1/(1-p); a variational one repeats its first step's B columns at every step.
+  Mat<S> input_mask;                  // (E_0, T*B) on layer 0's input; one-hot input: (1, T*B), the
+                                      //   mask's value at each position's symbol
+  Mat<S> locked_symbols;              // one-hot input, variational: (V, B) the locked mask of the symbols
+  Mat<S> dropped_input;               // dense input: (D, Ts*B) the input after dropout
+  Mat<S> output_mask;                 // (H, T*B) on the top layer's output
+  Mat<S> dropped_output;              // (H, Ts*B) the top layer's output after dropout, into the decoder
+  std::vector<Mat<S>> weight_mask;    // weight drop: L of (G*H, H), one per chunk
+  std::vector<Mat<S>> dropped_hh;     // weight drop: L of (G*H, H) mask * W_hh, what the layer runs with
+  std::vector<Mat<S>> dweight_hh;     // weight drop: L of (G*H, H) the gradients of W_hh held aside
+                                      //   while Backward masks the chunk's own
+  double activation_penalty = 0;      // AR + TAR of the chunk (0 without them): not part of outputs'
+                                      //   loss; Backward adds its gradient
+  Mat<S> dactivation;                 // AR, TAR: (H, T*B) d(AR + TAR)/dy of the top layer's outputs
+  Mat<S> previous_top;                // TAR: (H, B) the top layer's output at the step before the segment
+
   std::vector<LayerBackward<S>> back;  // L, each over Ts steps
   State<S> dcarried;                   // dL/dh (dL/dc) of every layer at the start of the segment swept last
   Mat<S> dh_out;                       // (H, Ts*B) dL/dh_t arriving at the layer being swept
@@ -292,8 +326,11 @@ struct ModelCache {
 };
 
 // Runs the chunk's inputs (batch.ids or batch.dense, T*B columns) from `initial` as `compute`
-// says. With a dropout RNG and config.dropout > 0 the between-layer dropout is applied; the
-// masks are drawn for the whole batch, of which a slice (batch.h) keeps its own columns.
+// says. With a dropout RNG the training regularisers of config are applied (dropout on the
+// input, between the layers and on the output, weight drop, and AR/TAR into
+// cache.activation_penalty and cache.dactivation); without one, none. The masks are drawn once
+// per chunk, before the first step, in that order, each for the whole batch, of which a slice
+// (batch.h) keeps its own columns; the weight-drop masks, one per layer for the whole batch.
 template <typename S>
 void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
              const State<S>& initial, ModelCache<S>& cache, Compute compute, Rng* dropout_rng = nullptr);
@@ -303,7 +340,8 @@ template <typename S>
 void FinalState(const ModelConfig& config, const ModelCache<S>& cache, State<S>& state);
 
 // Accumulates into grads the gradient of a loss whose derivative is doutputs (O, T*B) on the
-// outputs plus, when given, dfinal on the final state. When dinitial is given it receives the
+// outputs plus, when given, dfinal on the final state, plus cache.activation_penalty's (AR,
+// TAR) when the forward pass had one. When dinitial is given it receives the
 // gradient with respect to the initial state. (nullptr may be passed for either.) With feedback
 // matrices of FA or DFA, grads receives that rule's update direction instead.
 template <typename S>

@@ -30,6 +30,11 @@ for flag in --layer-norm --residual "--init identity" "--forget-bias 2" "--symbo
     gradcheck "$work/run/latest.safetensors" $flag
 done
 expect_error "too many threads" "--threads must be in [1, 1024], got 5000" gradcheck --threads 5000
+# A check runs the model as evaluation does: training's regularisers are not its options.
+for flag in "--dropout 0.2" "--input-dropout 0.2" "--output-dropout 0.2" --variational "--weight-drop 0.2" "--ar 1" "--tar 1"; do
+  # shellcheck disable=SC2086
+  expect_error "gradcheck $flag" "unrecognised option '${flag%% *}'" gradcheck $flag
+done
 "$bptt" task adding --T 20 --hidden 4 --max-steps 1 --test-size 8 --threads 1 --out "$work/task" > /dev/null 2>&1 \
   || fail "training the task checkpoint"
 expect_error "--seq-len beside a task checkpoint" "--seq-len does not apply to $work/task/latest.safetensors" \

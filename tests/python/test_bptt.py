@@ -482,6 +482,19 @@ def test_layer_norm_tensors_are_1_d_as_the_checkpoint_stores_them(run, tmp_path)
         np.testing.assert_array_equal(array, stored[name])
 
 
+def test_training_regularisers_are_keywords_stored_in_the_config(run, tmp_path):
+    bptt.train(corpus=run["corpus"], out=tmp_path / "reg", cell="gru", hidden=6, layers=2, seq_len=8, batch=2,
+               max_steps=2, threads=1, verbose=False, dropout=0.2, input_dropout=0.1, output_dropout=0.3,
+               variational=True, weight_drop=0.4, ar=2.0, tar=1.0)
+    m = bptt.load(tmp_path / "reg" / "latest.safetensors")
+    for key, value in {"dropout": 0.2, "input_dropout": 0.1, "output_dropout": 0.3, "variational": True,
+                       "weight_drop": 0.4, "ar": 2.0, "tar": 1.0}.items():
+        assert m.config[key] == value, key
+    with pytest.raises(bptt.Error, match="--weight-drop drops weights of the recurrent matrix W_hh, which mingru"):
+        bptt.train(corpus=run["corpus"], out=tmp_path / "x", cell="mingru", hidden=6, layers=1, seq_len=8, batch=2,
+                   max_steps=1, threads=1, verbose=False, weight_drop=0.4)
+
+
 @pytest.mark.skipif(shutil.which("mpiexec") is None or "distributed: MPI" not in bptt.version_text(),
                     reason="no MPI: bptt.train under mpiexec is not tried")
 def test_train_under_mpiexec_trains_distributed(run, tmp_path):
