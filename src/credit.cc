@@ -223,8 +223,9 @@ void OnlineCredit<S>::Reset() {
 }
 
 template <typename S>
-double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch, State<S>& state,
-                      OnlineCredit<S>& online, ModelParams<S>& grads, Compute compute) {
+double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
+                      const State<S>& initial, ModelCache<S>& cache, OnlineCredit<S>& online, ModelParams<S>& grads,
+                      Compute compute) {
   if (const std::string why = CreditRefusal(online.credit, config); !why.empty()) throw Error(why);
   const Cell& cell = *config.cell;
   const Eigen::Index H = config.hidden_size, T = batch.T, B = batch.B, N = online.N, P = online.P, K = online.K;
@@ -233,8 +234,7 @@ double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, c
                 " streams, the batch has " + std::to_string(B) + ")");
 
   // The chunk's outputs, the head's loss and its exact gradient; c_t on h_t for every step.
-  ModelCache<S> cache;
-  Forward(config, params, batch, state, cache, compute);
+  Forward(config, params, batch, initial, cache, compute);
   Mat<S> doutputs;
   const double loss = HeadLoss(config, cache.outputs, batch, &doutputs, compute.threads);
   SumProductOverTime(grads.decoder_weight, doutputs, cache.layers[0].h().rightCols(T * B), compute);
@@ -267,8 +267,8 @@ double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, c
     imm_t.resize(P, N);
   }
   for (Eigen::Index b = 0; b < B; ++b) {
-    h = state.h[0].col(b);
-    if (cell.cell_state) c = state.c[0].col(b);
+    h = initial.h[0].col(b);
+    if (cell.cell_state) c = initial.c[0].col(b);
     for (Eigen::Index t = 0; t < T; ++t) {
       const Eigen::Index j = t * B + b;
       step.Forward(batch, j, h.data(), c.data());
@@ -329,7 +329,6 @@ double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, c
       if (cell.cell_state) c = step.c();
     }
   }
-  FinalState(config, cache, state);
   step.AddTo(g.data(), grads.layers[0]);
   return loss;
 }
@@ -414,10 +413,10 @@ CreditReport CompareCredit(const ModelConfig& config, const ModelParams<double>&
     double first_seconds = 0;
     for (int d = 0; d < draws; ++d) {
       ModelParams<double> grads = ModelParams<double>::Zeros(config);
-      State<double> state = State<double>::Zeros(config, B);
+      ModelCache<double> cache;
       OnlineCredit<double> online(c, config, B, StreamSeed(options.seed, static_cast<uint64_t>(d)));
       const auto start = std::chrono::steady_clock::now();
-      OnlineGradient(config, params, batch, state, online, grads, compute);
+      OnlineGradient(config, params, batch, State<double>::Zeros(config, B), cache, online, grads, compute);
       if (d == 0) {
         first_seconds = Seconds(start);
         report.rows.push_back({std::string(CreditName(c)), AlignLayer(grads.layers[0], exact.layers[0]),
@@ -459,8 +458,8 @@ nlohmann::json CreditReport::ToJson() const {
 
 #define BPTT_INSTANTIATE(S)                                                                                 \
   template struct OnlineCredit<S>;                                                                          \
-  template double OnlineGradient<S>(const ModelConfig&, const ModelParams<S>&, const Batch<S>&, State<S>&, \
-                                    OnlineCredit<S>&, ModelParams<S>&, Compute);
+  template double OnlineGradient<S>(const ModelConfig&, const ModelParams<S>&, const Batch<S>&, const State<S>&, \
+                                    ModelCache<S>&, OnlineCredit<S>&, ModelParams<S>&, Compute);
 BPTT_INSTANTIATE(float)
 BPTT_INSTANTIATE(double)
 #undef BPTT_INSTANTIATE

@@ -22,9 +22,6 @@ namespace bptt {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-// Available memory from /proc/meminfo, or 0 when unknown.
 uint64_t AvailableBytes() {
   std::ifstream in("/proc/meminfo");
   std::string key;
@@ -34,6 +31,8 @@ uint64_t AvailableBytes() {
     if (key == "MemAvailable:") return kb * 1024;
   return 0;
 }
+
+namespace {
 
 // Refuses a model that cannot train in this machine's memory: this rank's share of the streams,
 // times the ranks that share the machine.

@@ -93,9 +93,9 @@ ModelParams<double> Exact(const ModelConfig& c, const ModelParams<double>& param
 ModelParams<double> Online(Credit credit, const ModelConfig& c, const ModelParams<double>& params,
                            const Batch<double>& batch, const State<double>& initial, uint64_t seed = 1) {
   ModelParams<double> grads = ModelParams<double>::Zeros(c);
-  State<double> state = initial;
+  ModelCache<double> cache;
   OnlineCredit<double> online(credit, c, batch.B, seed);
-  OnlineGradient(c, params, batch, state, online, grads, Compute{1});
+  OnlineGradient(c, params, batch, initial, cache, online, grads, Compute{1});
   return grads;
 }
 
@@ -155,7 +155,9 @@ TEST(CreditTest, RtrlCarriesItsSensitivitiesAcrossChunks) {
       chunk.B = 2;
       chunk.ids = whole.ids.segment(part * 8, 8);
       chunk.classes = whole.classes.segment(part * 8, 8);
-      OnlineGradient(c, params, chunk, state, online, grads, Compute{1});
+      ModelCache<double> cache;
+      OnlineGradient(c, params, chunk, state, cache, online, grads, Compute{1});
+      FinalState(c, cache, state);
     }
     ModelParams<double> exact = Exact(c, params, whole, initial);
     exact.ForEach([](const std::string&, Mat<double>& m) { m *= 2; });

@@ -43,8 +43,9 @@
 // the steps between two updates); the algorithm then runs the chunk step by step, carrying only
 // its own state (OnlineCredit) from step to step and from chunk to chunk.
 //
-//   OnlineCredit<double> online(Credit::kRtrl, config, B, seed);
-//   double loss = OnlineGradient(config, params, batch, state, online, grads, compute);
+//   OnlineCredit<float> online(Credit::kRtrl, config, B, seed);
+//   double loss = OnlineGradient(config, params, batch, state, cache, online, grads, compute);
+//   FinalState(config, cache, state);                 // carry to the next chunk, as online does
 #pragma once
 
 #include <cstdint>
@@ -97,12 +98,14 @@ struct OnlineCredit {
   void Reset();
 };
 
-// One chunk: the forward pass over the batch from `state` (left at the chunk's end), the head's
-// loss (returned) and gradient, and the algorithm's estimate of the layer's gradient, all added
-// to grads (the decoder's exact). `online` carries its state from the previous chunk.
+// One chunk from the state `initial`: the forward pass over the batch into `cache` (from which
+// FinalState takes the state to carry, as after Forward), the head's loss (returned) and
+// gradient, and the algorithm's estimate of the layer's gradient, all added to grads (the
+// decoder's exact). `online` carries its own state from the previous chunk.
 template <typename S>
-double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch, State<S>& state,
-                      OnlineCredit<S>& online, ModelParams<S>& grads, Compute compute);
+double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
+                      const State<S>& initial, ModelCache<S>& cache, OnlineCredit<S>& online, ModelParams<S>& grads,
+                      Compute compute);
 
 // ---- Measurement: `bptt credit` -------------------------------------------------------------
 
