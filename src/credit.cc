@@ -6,7 +6,10 @@
 #include <nlohmann/json.hpp>
 
 #include "bptt/error.h"
+#include "bptt/decay.h"
 #include "bptt/loss.h"
+#include "bptt/plot.h"
+#include "bptt/trainer.h"
 #include "kernels/threads.h"
 
 namespace bptt {
@@ -222,10 +225,20 @@ void OnlineCredit<S>::Reset() {
   }
 }
 
+namespace {
+
+// The steps of a chunk whose one-step Jacobian I_t enters the sensitivities, and whose loss
+// enters the gradient: every one (-1), or one step alone. With I from step s alone and the loss
+// of the last step alone, the gradient is the part of that loss's credit that crosses the T-1-s
+// steps from s to the end: the lag profile of CompareCredit.
+struct StepMasks {
+  Eigen::Index immediate = -1, scored = -1;
+};
+
 template <typename S>
-double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
-                      const State<S>& initial, ModelCache<S>& cache, OnlineCredit<S>& online, ModelParams<S>& grads,
-                      Compute compute) {
+double OnlineGradientMasked(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
+                            const State<S>& initial, ModelCache<S>& cache, OnlineCredit<S>& online,
+                            ModelParams<S>& grads, Compute compute, StepMasks masks) {
   if (const std::string why = CreditRefusal(online.credit, config); !why.empty()) throw Error(why);
   const Cell& cell = *config.cell;
   const Eigen::Index H = config.hidden_size, T = batch.T, B = batch.B, N = online.N, P = online.P, K = online.K;
@@ -272,6 +285,7 @@ double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, c
     for (Eigen::Index t = 0; t < T; ++t) {
       const Eigen::Index j = t * B + b;
       step.Forward(batch, j, h.data(), c.data());
+      const bool immediate = masks.immediate < 0 || masks.immediate == t, scored = masks.scored < 0 || masks.scored == t;
       const auto ct = dloss_h.col(j);
       switch (online.credit) {
         case Credit::kRtrl: {
@@ -283,9 +297,9 @@ double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, c
                      imm_t.col(k).data());
           }
           next.noalias() = jac_t.topRows(N).transpose() * M;  // M_t = J_t M_{t-1} + I_t
-          next += imm_t.transpose();
+          if (immediate) next += imm_t.transpose();
           M.swap(next);
-          g.noalias() += M.topRows(H).transpose() * ct;
+          if (scored) g.noalias() += M.topRows(H).transpose() * ct;
           break;
         }
         case Credit::kUoro: {
@@ -296,6 +310,7 @@ double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, c
           step.Jvp(th, tc);  // J_t s̃
           for (Eigen::Index k = 0; k < N; ++k) v(k) = (online.rng.Next() >> 63) ? S(1) : S(-1);
           step.Vjp(*back_hh, v.data(), v.data() + (N > H ? H : 0), out.data(), out.data() + H, imm.col(0).data());
+          if (!immediate) imm.col(0).setZero();
           const S js_norm = std::sqrt(th.squaredNorm() + (cell.cell_state ? tc.squaredNorm() : S(0)));
           const S theta_norm = theta.norm(), nu_i_norm = imm.col(0).norm(), nu_norm = v.norm();
           const S rho0 = theta_norm > 0 && js_norm > 0 ? std::sqrt(theta_norm / js_norm) : S(1);
@@ -303,7 +318,7 @@ double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, c
           s.head(H) = rho0 * th + rho1 * v.topRows(H);
           if (cell.cell_state) s.tail(H) = rho0 * tc + rho1 * v.bottomRows(H);
           theta = theta / rho0 + imm.col(0) / rho1;
-          g.noalias() += s.head(H).dot(ct) * theta;
+          if (scored) g.noalias() += s.head(H).dot(ct) * theta;
           break;
         }
         default: {
@@ -316,11 +331,12 @@ double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, c
             step.Vjp(*back_hh, v.data(), v.data() + (K > 1 ? H : 0), diag.col(k).data(), diag.col(k).data() + H,
                      imm.col(k).data());
           }
+          if (!immediate) imm.setZero();
           for (Eigen::Index q = 0; q < P; ++q) {
             const int32_t u = unit[q];
             const S m_h = m(0, q), m_c = K > 1 ? m(1, q) : S(0);
             for (Eigen::Index k = 0; k < K; ++k) m(k, q) = diag(u, k) * m_h + diag(H + u, k) * m_c + imm(q, k);
-            g(q) += ct(u) * m(0, q);
+            if (scored) g(q) += ct(u) * m(0, q);
           }
           break;
         }
@@ -331,6 +347,15 @@ double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, c
   }
   step.AddTo(g.data(), grads.layers[0]);
   return loss;
+}
+
+}  // namespace
+
+template <typename S>
+double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
+                      const State<S>& initial, ModelCache<S>& cache, OnlineCredit<S>& online, ModelParams<S>& grads,
+                      Compute compute) {
+  return OnlineGradientMasked(config, params, batch, initial, cache, online, grads, compute, StepMasks{});
 }
 
 namespace {
@@ -370,6 +395,7 @@ CreditReport CompareCredit(const ModelConfig& config, const ModelParams<double>&
                            const CreditOptions& options) {
   config.Validate();
   if (options.uoro_draws < 0) throw Error("--uoro-draws must not be negative");
+  if (options.lags < 0) throw Error("--lags must not be negative");
   std::vector<Credit> algorithms = options.algorithms;
   CreditReport report;
   if (algorithms.empty()) {
@@ -380,7 +406,7 @@ CreditReport CompareCredit(const ModelConfig& config, const ModelParams<double>&
   }
   for (const Credit c : algorithms)
     if (const std::string why = CreditRefusal(c, config); !why.empty()) throw Error(why);
-  if (algorithms.empty() || algorithms.front() != Credit::kBptt) algorithms.insert(algorithms.begin(), Credit::kBptt);
+  std::erase(algorithms, Credit::kBptt);
 
   const Compute compute{options.threads};
   const int T = static_cast<int>(batch.T), B = static_cast<int>(batch.B);
@@ -391,42 +417,73 @@ CreditReport CompareCredit(const ModelConfig& config, const ModelParams<double>&
                  std::to_string(config.layers) + "x" + std::to_string(config.hidden_size) + ", " +
                  (config.dense_input() ? "dense " + std::to_string(config.input_size)
                                        : "one-hot " + std::to_string(config.vocab_size));
+  const State<double> zero = State<double>::Zeros(config, B);
 
   // Exact BPTT.
   ModelParams<double> exact = ModelParams<double>::Zeros(config);
   {
     const auto start = std::chrono::steady_clock::now();
     ModelCache<double> cache;
-    Forward(config, params, batch, State<double>::Zeros(config, B), cache, compute);
+    Forward(config, params, batch, zero, cache, compute);
     Mat<double> doutputs;
     report.loss = HeadLoss(config, cache.outputs, batch, &doutputs, compute.threads);
     Backward(config, params, batch, cache, doutputs, nullptr, exact, nullptr, compute);
-    CreditRow row{"bptt", AlignLayer(exact.layers[0], exact.layers[0]), Seconds(start) / T,
-                  CreditBytes(Credit::kBptt, config, T, B, sizeof(double))};
+    CreditRow row;
+    row.algorithm = "bptt";
+    row.tensors = AlignLayer(exact.layers[0], exact.layers[0]);
+    row.seconds_per_step = Seconds(start) / T;
+    row.bytes = CreditBytes(Credit::kBptt, config, T, B, sizeof(double));
     report.rows.push_back(std::move(row));
   }
-  for (const Credit c : algorithms) {
-    if (c == Credit::kBptt) continue;
-    // One run, timed; for UORO also the mean of `uoro_draws` draws.
-    const int draws = c == Credit::kUoro ? std::max(options.uoro_draws, 1) : 1;
-    ModelParams<double> mean = ModelParams<double>::Zeros(config);
-    double first_seconds = 0;
+
+  // An algorithm's estimate of the layer's gradient: the mean over `draws` runs (UORO's signs
+  // from seeds 0 .. draws-1 of options.seed), with the step masks; *seconds, the first run's time.
+  const auto estimate = [&](Credit c, int draws, StepMasks masks, double* seconds) {
+    RecurrentParams<double> mean = RecurrentParams<double>::Zeros(*config.cell, config.layer0_input_size(),
+                                                                  config.hidden_size, config.layer_norm);
     for (int d = 0; d < draws; ++d) {
       ModelParams<double> grads = ModelParams<double>::Zeros(config);
       ModelCache<double> cache;
       OnlineCredit<double> online(c, config, B, StreamSeed(options.seed, static_cast<uint64_t>(d)));
       const auto start = std::chrono::steady_clock::now();
-      OnlineGradient(config, params, batch, State<double>::Zeros(config, B), cache, online, grads, compute);
-      if (d == 0) {
-        first_seconds = Seconds(start);
-        report.rows.push_back({std::string(CreditName(c)), AlignLayer(grads.layers[0], exact.layers[0]),
-                               first_seconds / T, CreditBytes(c, config, T, B, sizeof(double))});
-      }
-      for (size_t k = 0; k < mean.layers[0].tensors.size(); ++k) mean.layers[0].tensors[k] += grads.layers[0].tensors[k] / draws;
+      OnlineGradientMasked(config, params, batch, zero, cache, online, grads, compute, masks);
+      if (d == 0 && seconds) *seconds = Seconds(start);
+      for (size_t k = 0; k < mean.tensors.size(); ++k) mean.tensors[k] += grads.layers[0].tensors[k] / draws;
     }
-    if (c == Credit::kUoro && options.uoro_draws > 1)
-      report.rows.push_back({"uoro x" + std::to_string(draws), AlignLayer(mean.layers[0], exact.layers[0]),
-                             first_seconds / T, CreditBytes(c, config, T, B, sizeof(double))});
+    return mean;
+  };
+  // The lag profile: the gradient of the last step's loss through step T-1-τ alone, for each
+  // lag τ, against RTRL's, which is BPTT's.
+  const int lags = std::min(options.lags, T - 1);
+  std::vector<RecurrentParams<double>> lag_exact;
+  for (int tau = 0; tau <= lags && options.lags > 0; ++tau)
+    lag_exact.push_back(estimate(Credit::kRtrl, 1, StepMasks{T - 1 - tau, T - 1}, nullptr));
+  const auto lag_profile = [&](Credit c, int draws, CreditRow& row) {
+    for (int tau = 0; tau < static_cast<int>(lag_exact.size()); ++tau) {
+      const Alignment a = AlignLayer(estimate(c, draws, StepMasks{T - 1 - tau, T - 1}, nullptr), lag_exact[tau]).back();
+      row.lag_cosine.push_back(a.cosine);
+      row.lag_rel_error.push_back(a.rel_error);
+    }
+  };
+
+  for (const Credit c : algorithms) {
+    CreditRow row;
+    row.algorithm = CreditName(c);
+    const RecurrentParams<double> g = estimate(c, 1, StepMasks{}, &row.seconds_per_step);
+    row.tensors = AlignLayer(g, exact.layers[0]);
+    row.seconds_per_step /= T;
+    row.bytes = CreditBytes(c, config, T, B, sizeof(double));
+    lag_profile(c, 1, row);
+    report.rows.push_back(row);
+    if (c == Credit::kUoro && options.uoro_draws > 1) {  // the mean over draws
+      CreditRow mean = row;
+      mean.algorithm = "uoro x" + std::to_string(options.uoro_draws);
+      mean.tensors = AlignLayer(estimate(c, options.uoro_draws, StepMasks{}, nullptr), exact.layers[0]);
+      mean.lag_cosine.clear();
+      mean.lag_rel_error.clear();
+      lag_profile(c, options.uoro_draws, mean);
+      report.rows.push_back(mean);
+    }
   }
   return report;
 }
@@ -450,10 +507,113 @@ nlohmann::json CreditReport::ToJson() const {
       t["rel_error"] = std::isfinite(a.rel_error) ? nlohmann::json(a.rel_error) : nlohmann::json(nullptr);
       row["tensors"][a.name] = t;
     }
+    if (!r.lag_cosine.empty()) {
+      row["lag_cosine"] = r.lag_cosine;
+      nlohmann::json errors = nlohmann::json::array();
+      for (const double e : r.lag_rel_error) errors.push_back(std::isfinite(e) ? nlohmann::json(e) : nlohmann::json(nullptr));
+      row["lag_rel_error"] = errors;
+    }
     j["algorithms"].push_back(row);
   }
   j["refused"] = refused;
   return j;
+}
+
+std::vector<CreditCost> MeasureCreditCost(const ModelConfig& config, const InitOptions& init,
+                                          std::span<const int> hidden_sizes, int T, int B,
+                                          const CreditOptions& options) {
+  constexpr int kCostRepeats = 3;  // the fastest of three runs: the least disturbed by other work
+  if (T < 1 || B < 1) throw Error("--seq-len and --batch must be positive");
+  std::vector<CreditCost> costs;
+  for (const int H : hidden_sizes) {
+    if (H < 1) throw Error("--hidden-sizes must be positive, got " + std::to_string(H));
+    ModelConfig c = config;
+    c.hidden_size = H;
+    c.Validate();
+    Rng rng(options.seed);
+    ModelParams<double> params;
+    Initialize(c, init, rng, params);
+    const Batch<double> batch = UniformInputs(c.vocab_size, T, B, rng);
+    CreditOptions o = options;
+    o.uoro_draws = 1;
+    o.lags = 0;
+    if (o.algorithms.empty())
+      for (const Credit a : Credits())
+        if (a != Credit::kBptt && CreditRefusal(a, c).empty()) o.algorithms.push_back(a);
+    for (const Credit a : o.algorithms) CheckCredit(a, c, B, sizeof(double), AvailableBytes());
+    const size_t first = costs.size();
+    for (int repeat = 0; repeat < kCostRepeats; ++repeat) {
+      const std::vector<CreditRow> rows = CompareCredit(c, params, batch, o).rows;
+      for (size_t k = 0; k < rows.size(); ++k) {
+        if (repeat == 0) costs.push_back({H, rows[k].algorithm, rows[k].seconds_per_step, rows[k].bytes});
+        else costs[first + k].seconds_per_step = std::min(costs[first + k].seconds_per_step, rows[k].seconds_per_step);
+      }
+    }
+  }
+  return costs;
+}
+
+namespace {
+
+LineChart Chart(std::string title, std::string x_label, std::string y_label, std::string id, bool log_y) {
+  LineChart chart;
+  chart.title = std::move(title);
+  chart.x_label = std::move(x_label);
+  chart.y_label = std::move(y_label);
+  chart.id = std::move(id);
+  chart.log_y = log_y;
+  return chart;
+}
+
+LineSeries Series(std::string label) {
+  LineSeries series;
+  series.label = std::move(label);
+  return series;
+}
+
+}  // namespace
+
+std::string RenderCreditFigure(const CreditReport& report, std::span<const CreditCost> cost) {
+  std::vector<LineChart> charts;
+  LineChart cosine = Chart("Alignment with BPTT by lag", "lag (steps)", "cosine", "cosine", false);
+  LineChart error = Chart("Relative error by lag", "lag (steps)", "|g - g_bptt| / |g_bptt|", "error", true);
+  for (const CreditRow& row : report.rows) {
+    if (row.lag_cosine.empty()) continue;
+    LineSeries c = Series(row.algorithm), e = Series(row.algorithm);
+    for (size_t k = 0; k < row.lag_cosine.size(); ++k) {
+      c.x.push_back(static_cast<double>(k));
+      c.y.push_back(row.lag_cosine[k]);
+      e.x.push_back(static_cast<double>(k));
+      e.y.push_back(row.lag_rel_error[k]);
+    }
+    cosine.series.push_back(c);
+    error.series.push_back(e);
+  }
+  charts.push_back(cosine);
+  charts.push_back(error);
+  if (!cost.empty()) {
+    LineChart time = Chart("Time per step", "log10 hidden size H", "seconds", "time", true);
+    LineChart memory = Chart("Memory", "log10 hidden size H", "bytes", "memory", true);
+    std::vector<std::string> names;
+    for (const CreditCost& c : cost)
+      if (std::find(names.begin(), names.end(), c.algorithm) == names.end()) names.push_back(c.algorithm);
+    for (const std::string& name : names) {
+      LineSeries t = Series(name), m = Series(name);
+      for (const CreditCost& c : cost) {
+        if (c.algorithm != name) continue;
+        t.x.push_back(std::log10(c.hidden_size));
+        t.y.push_back(c.seconds_per_step);
+        m.x.push_back(std::log10(c.hidden_size));
+        m.y.push_back(c.bytes);
+      }
+      time.series.push_back(t);
+      memory.series.push_back(m);
+    }
+    charts.push_back(time);
+    charts.push_back(memory);
+  }
+  return RenderPanels(charts, 2, report.model + ": online gradient algorithms against BPTT (T = " +
+                                     std::to_string(report.T) + ", B = " + std::to_string(report.B) + ")");
 }
 
 #define BPTT_INSTANTIATE(S)                                                                                 \

@@ -5,17 +5,22 @@
 // SnAp-1, RFLO and e-prop exact where their approximation drops nothing (one step; a
 // unit-diagonal or zero recurrent matrix; a cell without one) and not exact elsewhere; the
 // combinations they do not define refused, and RTRL's memory refused with the amount it needs.
+// Training with --credit: RTRL's first update is BPTT's, its later ones carry the sensitivities.
 #include "bptt/credit.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "bptt/init.h"
+#include "bptt/checkpoint.h"
 #include "bptt/loss.h"
+#include "bptt/trainer.h"
 #include "test_util.h"
 
 namespace bptt {
@@ -276,6 +281,21 @@ TEST(CreditTest, CompareCreditReportsEveryDefinedAlgorithm) {
     EXPECT_EQ(row.tensors.back().name, "layer 0");
     EXPECT_GT(row.bytes, 0);
   }
+  // The lag profile: lags 0 .. min(16, T - 1); at lag 0 the credit crosses no step, where every
+  // algorithm but UORO is exact.
+  for (const CreditRow& row : r.rows) {
+    if (row.algorithm == "bptt") {
+      EXPECT_TRUE(row.lag_cosine.empty());
+      continue;
+    }
+    ASSERT_EQ(row.lag_cosine.size(), 5u) << row.algorithm;
+    ASSERT_EQ(row.lag_rel_error.size(), 5u) << row.algorithm;
+    if (row.algorithm.starts_with("uoro")) continue;
+    EXPECT_NEAR(row.lag_cosine[0], 1.0, 1e-12) << row.algorithm;
+    EXPECT_LT(row.lag_rel_error[0], 1e-10) << row.algorithm;
+    if (row.algorithm == "rtrl") EXPECT_LT(*std::max_element(row.lag_rel_error.begin(), row.lag_rel_error.end()), 1e-10);
+    else EXPECT_GT(row.lag_rel_error[4], 1e-6) << row.algorithm;
+  }
   EXPECT_NEAR(r.rows[1].tensors.back().cosine, 1.0, 1e-12);
   EXPECT_LT(r.rows[1].tensors.back().rel_error, 1e-10);
   EXPECT_LT(r.rows[2].tensors.back().cosine, 1.0 - 1e-6);  // one UORO draw is not the gradient
@@ -283,11 +303,70 @@ TEST(CreditTest, CompareCreditReportsEveryDefinedAlgorithm) {
   EXPECT_EQ(j["algorithms"].size(), 6u);
   EXPECT_EQ(j["algorithms"][1]["algorithm"], "rtrl");
   EXPECT_TRUE(j["algorithms"][1]["tensors"].contains("rnn.weight_hh_l0"));
+  EXPECT_EQ(j["algorithms"][4]["lag_cosine"].size(), 5u);
   EXPECT_NE(ErrorOf([&] {
               CreditOptions o;
               o.algorithms = {Credit::kEprop};
               CompareCredit(c, Params(c, 17), RandomBatch(c, 5, 2, 18), o);
             }).find("eprop"),
+            std::string::npos);
+}
+
+class CreditTrainingTest : public test::TempDirTest {
+ protected:
+  TrainOptions Options(Credit credit, int steps) {
+    std::string text;
+    for (int k = 0; k < 200; ++k) text += k % 3 ? "abcab\n" : "abd\n";
+    TrainOptions o;
+    o.corpus = {Write("corpus.txt", text).string()};
+    o.out = (dir_ / (std::string(CreditName(credit)) + std::to_string(steps))).string();
+    o.model.cell = FindCell("gru");
+    o.model.hidden_size = 6;
+    o.model.layers = 1;
+    o.batch = 2;
+    o.seq_len = 5;
+    o.max_steps = steps;
+    o.threads = 1;
+    o.credit = credit;
+    return o;
+  }
+  ModelParams<float> Trained(const TrainOptions& o) {
+    std::ostringstream log;
+    EXPECT_EQ(Train(o, log, false).steps, o.max_steps) << log.str();
+    return LoadCheckpoint(std::filesystem::path(o.out) / "latest.safetensors").params;
+  }
+};
+
+// From zero sensitivities RTRL's gradient over the first chunk is BPTT's (to float rounding);
+// from the second chunk on it carries the sensitivities across the chunk boundary, where BPTT
+// truncates.
+TEST_F(CreditTrainingTest, RtrlTakesBpttsFirstStepAndThenCarriesItsSensitivities) {
+  const auto difference = [](const ModelParams<float>& a, const ModelParams<float>& b) {
+    return MaxRelativeDifference(a.Cast<double>(), b.Cast<double>());
+  };
+  EXPECT_LE(difference(Trained(Options(Credit::kRtrl, 1)), Trained(Options(Credit::kBptt, 1))), 1e-5);
+  EXPECT_GT(difference(Trained(Options(Credit::kRtrl, 4)), Trained(Options(Credit::kBptt, 4))), 1e-4);
+  for (const Credit credit : {Credit::kUoro, Credit::kSnap1, Credit::kRflo}) {
+    const ModelParams<float> p = Trained(Options(credit, 3));
+    EXPECT_TRUE(p.AllFinite()) << CreditName(credit);
+  }
+}
+
+TEST_F(CreditTrainingTest, RefusesWhatItCannotTrainAndDoesNotResume) {
+  std::ostringstream log;
+  TrainOptions two = Options(Credit::kSnap1, 1);
+  two.model.layers = 2;
+  EXPECT_NE(ErrorOf([&] { Train(two, log, false); }).find("--credit: snap1 is defined here for one recurrent layer"),
+            std::string::npos);
+  TrainOptions fa = Options(Credit::kRtrl, 1);
+  fa.feedback = Feedback::kFa;
+  EXPECT_NE(ErrorOf([&] { Train(fa, log, false); }).find("--feedback fa applies to bptt"), std::string::npos);
+  TrainOptions segments = Options(Credit::kUoro, 1);
+  segments.checkpoint_steps = 2;
+  EXPECT_NE(ErrorOf([&] { Train(segments, log, false); }).find("--checkpoint-steps"), std::string::npos);
+  const TrainOptions o = Options(Credit::kRtrl, 2);
+  Train(o, log, false);
+  EXPECT_NE(ErrorOf([&] { Resume(o.out, nlohmann::json::object(), log, false); }).find("does not resume"),
             std::string::npos);
 }
 

@@ -13,6 +13,7 @@
 #include "bptt/decay_study.h"
 #include "bptt/error.h"
 #include "bptt/init.h"
+#include "bptt/plot.h"
 #include "bptt/trainer.h"
 #include "commands.h"
 #include "options_cli.h"
@@ -32,6 +33,8 @@ struct CreditCommand {
   int seq_len = 20;  // T
   int batch = 1;     // B
   CreditOptions compare;
+  std::vector<int> hidden_sizes;  // the cost against H; empty = not measured
+  std::string svg;                // the figure's file; "" = none
   bool json = false;
 };
 
@@ -69,6 +72,29 @@ std::vector<OptionSpec<CreditCommand>> Specs() {
                           [](const std::string& v, const std::string& f) { return ParseCredit(v, f); }));
   specs.push_back(Field<C>(kAnyCommand, "uoro-draws", "", compare, "UORO: also the mean of this many draws (0, 1 = one)",
                            kNone, [](C& c) -> auto& { return c.compare.uoro_draws; }));
+  specs.push_back(Field<C>(kAnyCommand, "lags", "", compare,
+                           "the lag profile: the last step's loss through each lag's step alone, up to this lag (0 = none)",
+                           kNone, [](C& c) -> auto& { return c.compare.lags; }));
+  specs.push_back(Restrict(
+      List<C>(kAnyCommand, "hidden-sizes", "", compare,
+              "also measure time and memory per step at these hidden sizes, comma-separated (a fresh model's "
+              "other options; empty = not measured)",
+              kNone, [](C& c) -> auto& { return c.hidden_sizes; }, [](int h) { return std::to_string(h); },
+              [](const std::string& v, const std::string& f) {
+                size_t used = 0;
+                int h = 0;
+                try {
+                  h = std::stoi(v, &used);
+                } catch (const std::exception&) {
+                  used = 0;
+                }
+                if (used != v.size() || h < 1) throw Error(f + " must list positive sizes, got '" + v + "'");
+                return h;
+              }),
+      fresh_only));
+  specs.push_back(Field<C>(kAnyCommand, "svg", "", compare,
+                           "write the figure here: the lag profile and, with --hidden-sizes, the cost curves", kNone,
+                           [](C& c) -> auto& { return c.svg; }));
   specs.push_back(Field<C>(kAnyCommand, "seed", "", compare, "random seed: weights, input, UORO's signs", kNone,
                            [](C& c) -> auto& { return c.compare.seed; }));
   specs.push_back(Threads<C>(kAnyCommand, "", compare, "threads for the products", kNone,
@@ -107,6 +133,30 @@ void PrintTable(const CreditReport& r) {
     }
   }
   for (const std::string& why : r.refused) std::cout << "not defined: " << why << "\n";
+  bool lags = false;
+  for (const CreditRow& row : r.rows) {
+    if (row.lag_cosine.empty()) continue;
+    if (!lags) {
+      std::cout << "\nlag profile: cosine with BPTT of the last step's loss through the step tau back\n"
+                << std::left << std::setw(10) << "algorithm" << std::right;
+      for (size_t tau = 0; tau < row.lag_cosine.size(); ++tau) std::cout << std::setw(7) << tau;
+      std::cout << "\n";
+      lags = true;
+    }
+    std::cout << std::left << std::setw(10) << row.algorithm << std::right << std::fixed << std::setprecision(3);
+    for (const double c : row.lag_cosine) std::cout << std::setw(7) << c;
+    std::cout << std::defaultfloat << "\n";
+  }
+}
+
+void PrintCost(std::span<const CreditCost> cost) {
+  std::cout << "\ncost against the hidden size\n"
+            << std::left << std::setw(10) << "algorithm" << std::right << std::setw(8) << "H" << std::setw(14)
+            << "ms/step" << std::setw(14) << "memory" << "\n";
+  for (const CreditCost& c : cost)
+    std::cout << std::left << std::setw(10) << c.algorithm << std::right << std::setw(8) << c.hidden_size
+              << std::fixed << std::setprecision(4) << std::setw(14) << c.seconds_per_step * 1e3
+              << std::defaultfloat << std::setw(14) << Bytes(c.bytes) << "\n";
 }
 
 }  // namespace
@@ -145,8 +195,20 @@ int Credit(int argc, char** argv) {
   }
   for (const bptt::Credit a : c.compare.algorithms) CheckCredit(a, config, c.batch, sizeof(double), AvailableBytes());
   const CreditReport r = CompareCredit(config, params, data, c.compare);
-  if (c.json) std::cout << r.ToJson().dump(2) << "\n";
-  else PrintTable(r);
+  const std::vector<CreditCost> cost =
+      c.hidden_sizes.empty() ? std::vector<CreditCost>()
+                             : MeasureCreditCost(config, c.init, c.hidden_sizes, c.seq_len, c.batch, c.compare);
+  if (c.json) {
+    nlohmann::json j = r.ToJson();
+    for (const CreditCost& k : cost)
+      j["cost"].push_back({{"hidden_size", k.hidden_size}, {"algorithm", k.algorithm},
+                           {"seconds_per_step", k.seconds_per_step}, {"bytes", k.bytes}});
+    std::cout << j.dump(2) << "\n";
+  } else {
+    PrintTable(r);
+    if (!cost.empty()) PrintCost(cost);
+  }
+  if (!c.svg.empty()) SaveText(RenderCreditFigure(r, cost), c.svg);
   return 0;
 }
 

@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "bptt/batch.h"
+#include "bptt/init.h"
 #include "bptt/model.h"
 #include "bptt/rng.h"
 
@@ -108,10 +109,13 @@ double OnlineGradient(const ModelConfig& config, const ModelParams<S>& params, c
                       Compute compute);
 
 // ---- Measurement: `bptt credit` -------------------------------------------------------------
+// On one model and one batch, from the zero state: each algorithm's gradient of the layer against
+// BPTT's, per tensor and for the layer, its time per step and memory, and its lag profile.
 
 struct CreditOptions {
   std::vector<Credit> algorithms;  // empty: every one defined for the model
   int uoro_draws = 100;            // UORO: the mean over this many draws is measured too
+  int lags = 16;                   // the lag profile up to this lag (0 = none)
   uint64_t seed = 1;               // UORO's signs
   int threads = 1;
 };
@@ -128,6 +132,10 @@ struct CreditRow {
   std::vector<Alignment> tensors;  // the recurrent layer's tensors, then "layer 0" over all of them
   double seconds_per_step = 0;   // wall time of the gradient over the chunk / T
   double bytes = 0;              // CreditBytes in double
+  // The lag profile, τ = 0, 1, ...: the gradient of the last step's loss through the parameters'
+  // use at step T-1-τ alone (I_t of that step only), against exact (RTRL's, which is BPTT's):
+  // how well the algorithm carries credit over τ steps. Empty for bptt.
+  std::vector<double> lag_cosine, lag_rel_error;
 };
 
 struct CreditReport {
@@ -141,9 +149,30 @@ struct CreditReport {
   nlohmann::json ToJson() const;
 };
 
+// What an algorithm costs at one hidden size: wall time per step and memory (CreditBytes).
+struct CreditCost {
+  int hidden_size = 0;
+  std::string algorithm;
+  double seconds_per_step = 0, bytes = 0;
+};
+
 // Every algorithm's gradient of the loss on the batch from the zero state, against BPTT's, in
 // double. Throws bptt::Error when an asked algorithm is not defined for the model.
 CreditReport CompareCredit(const ModelConfig& config, const ModelParams<double>& params, const Batch<double>& batch,
                            const CreditOptions& options);
+
+// The cost against the hidden size: for each H of hidden_sizes, a fresh model of `config` at that
+// size (initialised by `init` from options.seed) on T steps of B sequences of uniform symbols,
+// every algorithm of options.algorithms (empty: every one defined) timed over the chunk, the
+// fastest of three runs, in double: the O(n^2) per step of UORO, SnAp-1, RFLO, e-prop (and of
+// BPTT), RTRL's O(n^4) (its N VJPs and the product J M) and O(n^3) memory, as measured.
+std::vector<CreditCost> MeasureCreditCost(const ModelConfig& config, const InitOptions& init,
+                                          std::span<const int> hidden_sizes, int T, int B,
+                                          const CreditOptions& options);
+
+// The figure of `bptt credit --svg`: the lag profile of the report (cosine and relative error
+// against the lag, one line per algorithm), and, when `cost` is not empty, time and memory per
+// step against the hidden size on log-log axes.
+std::string RenderCreditFigure(const CreditReport& report, std::span<const CreditCost> cost);
 
 }  // namespace bptt
