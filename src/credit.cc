@@ -212,16 +212,18 @@ OnlineCredit<S>::OnlineCredit(Credit credit_, const ModelConfig& config, Eigen::
 
 template <typename S>
 void OnlineCredit<S>::Reset() {
-  sensitivity.clear();
-  state_factor.resize(0, 0);
-  param_factor.resize(0, 0);
-  if (credit == Credit::kRtrl) {
-    sensitivity.assign(B, Mat<S>::Zero(N, P));
-  } else if (credit == Credit::kUoro) {
-    state_factor = Mat<S>::Zero(N, B);
-    param_factor = Mat<S>::Zero(P, B);
-  } else {
-    sensitivity.assign(B, Mat<S>::Zero(K, P));
+  // Zeros in place once shaped: a task resets at every step.
+  if (credit == Credit::kUoro) {
+    EnsureShape(state_factor, N, B);
+    EnsureShape(param_factor, P, B);
+    state_factor.setZero();
+    param_factor.setZero();
+    return;
+  }
+  sensitivity.resize(B);
+  for (Mat<S>& m : sensitivity) {
+    EnsureShape(m, credit == Credit::kRtrl ? N : K, P);
+    m.setZero();
   }
 }
 
@@ -246,6 +248,8 @@ double OnlineGradientMasked(const ModelConfig& config, const ModelParams<S>& par
     throw Error("the online algorithm's state was made for another model or batch (" + std::to_string(online.B) +
                 " streams, the batch has " + std::to_string(B) + ")");
 
+  if (cache.checkpoint_steps != 0)
+    throw Error("an online algorithm reads every step's output of the chunk's forward pass: it takes no --checkpoint-steps");
   // The chunk's outputs, the head's loss and its exact gradient; c_t on h_t for every step.
   Forward(config, params, batch, initial, cache, compute);
   Mat<S> doutputs;
