@@ -84,6 +84,10 @@ class TrainLoop {
     grads_ = ModelParams<float>::Zeros(o_.model);
     s_.rng = Rng(StreamSeed(o_.seed, kDropoutStream));
     if (o_.decay_every > 0 && root()) decay_probe_ = data_.DecayProbe(o_.decay_steps, o_.decay_batch);
+    if (o_.credit != Credit::kBptt) {  // the model's sizes are the data's now
+      CheckCredit(o_.credit, o_.model, share_.size(), sizeof(float), AvailableBytes());
+      online_.emplace(o_.credit, o_.model, share_.size(), StreamSeed(o_.seed, kCreditStream));
+    }
   }
 
   // A new run: the weights and feedback matrices from the seed, the state at zero.
@@ -105,6 +109,9 @@ class TrainLoop {
 
   // A resumed run: where the checkpoint left it, its metrics cut back to that step.
   void Continue(const Checkpoint& ck) {
+    if (online_)
+      throw Error(latest_.string() + ": a run of --credit " + std::string(CreditName(o_.credit)) +
+                  " does not resume: checkpoints do not keep the algorithm's carried state");
     Restore(ck);
     last_metrics_ = ck.metrics;
     if (root()) dir_->KeepMetricsThrough(s_.step);
@@ -129,6 +136,7 @@ class TrainLoop {
         if (s_.epoch < kMaxCount) ++s_.epoch;
         data_.Rewind();
         s_.carried.SetZero();
+        if (online_) online_->Reset();
         if (o_.max_epochs > 0 && s_.epoch >= o_.max_epochs) {
           limit_reached = true;
           break;
@@ -172,14 +180,21 @@ class TrainLoop {
   StepResult Step(const Batch<float>& batch, Clock::time_point start) {
     StepResult r;
     const Compute compute{threads_, o_.precision};
-    if (!data_.carries_state()) s_.carried.SetZero();
+    if (!data_.carries_state()) {
+      s_.carried.SetZero();
+      if (online_) online_->Reset();
+    }
     cache_.checkpoint_steps = o_.checkpoint_steps;
-    Forward(o_.model, s_.params, batch, s_.carried, cache_, compute, &s_.rng);
-    // A rank's loss and gradients are its positions' sums divided by the whole batch's
-    // positions (loss.h), so the sums over the ranks are the whole batch's.
-    r.loss = HeadLoss(o_.model, cache_.outputs, batch, &doutputs_, threads_);
     grads_.SetZero();
-    Backward(o_.model, s_.params, batch, cache_, doutputs_, nullptr, grads_, nullptr, compute, &s_.feedback);
+    if (online_) {
+      r.loss = OnlineGradient(o_.model, s_.params, batch, s_.carried, cache_, *online_, grads_, compute);
+    } else {
+      Forward(o_.model, s_.params, batch, s_.carried, cache_, compute, &s_.rng);
+      // A rank's loss and gradients are its positions' sums divided by the whole batch's
+      // positions (loss.h), so the sums over the ranks are the whole batch's.
+      r.loss = HeadLoss(o_.model, cache_.outputs, batch, &doutputs_, threads_);
+      Backward(o_.model, s_.params, batch, cache_, doutputs_, nullptr, grads_, nullptr, compute, &s_.feedback);
+    }
     if (o_.feedback != Feedback::kBptt && (s_.step + 1) % o_.eval_every == 0) Align(batch);
     r.stop = stop_requested.load() || stop_asked_;
     double elapsed = Seconds(start);
@@ -492,6 +507,7 @@ class TrainLoop {
     const int64_t rollbacks = s_.rollbacks;
     const double lr_scale = s_.lr_scale;  // the checkpoint predates this divergence and its halving
     Restore(LoadCheckpoint(latest_, CheckpointUse::kResume));
+    if (online_) online_->Reset();  // the algorithm's state starts again from the checkpoint's step
     s_.rollbacks = rollbacks + 1;
     s_.lr_scale = lr_scale * 0.5;
     window_.ClearSums();
@@ -531,6 +547,7 @@ class TrainLoop {
   // The step's buffers.
   ModelParams<float> grads_;
   ModelCache<float> cache_;
+  std::optional<OnlineCredit<float>> online_;  // --credit other than bptt: the algorithm's carried state
   Mat<float> doutputs_;       // (O, T*B)
   std::vector<float> flat_;   // the gradients as one buffer, for the allreduce
   // Between steps.

@@ -167,6 +167,11 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                 "learning rule: bptt (backpropagation), fa (feedback alignment) or dfa (direct feedback alignment)",
                 kFixed, [](O& o) -> auto& { return o.feedback; }, FeedbackName,
                 [](const std::string& v, const std::string& f) { return ParseFeedback(v, f); }),
+      Choice<O>(kEvery, "credit", "credit", optim,
+                "gradient algorithm (docs/credit-assignment.md): bptt, or an online one carried from chunk to chunk "
+                "and updating every --seq-len steps: rtrl (exact), uoro, snap1, rflo, eprop; one recurrent layer",
+                kFixed, [](O& o) -> auto& { return o.credit; }, CreditName,
+                [](const std::string& v, const std::string& f) { return ParseCredit(v, f); }),
       Choice<O>(kEvery, "checkpoint-steps", "checkpoint_steps", optim,
                 "memory-bounded BPTT (Chen et al. 2016): keep the state every K steps instead of every step's "
                 "cache, and recompute each segment's caches in the backward pass: the same gradient, bit for bit, "

@@ -22,9 +22,6 @@ namespace bptt {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-// Available memory from /proc/meminfo, or 0 when unknown.
 uint64_t AvailableBytes() {
   std::ifstream in("/proc/meminfo");
   std::string key;
@@ -34,6 +31,8 @@ uint64_t AvailableBytes() {
     if (key == "MemAvailable:") return kb * 1024;
   return 0;
 }
+
+namespace {
 
 // Refuses a model that cannot train in this machine's memory: this rank's share of the streams,
 // times the ranks that share the machine.
@@ -60,6 +59,15 @@ void CheckBeforeData(const TrainOptions& o, const Communicator& comm) {
   if (o.batch < comm.size())
     throw Error("--batch " + std::to_string(o.batch) + " is fewer streams than the " + std::to_string(comm.size()) +
                 " ranks: each rank needs at least one");
+  if (o.credit != Credit::kBptt) {
+    const std::string credit = "--credit " + std::string(CreditName(o.credit));
+    if (const std::string why = CreditRefusal(o.credit, o.model); !why.empty()) throw Error("--credit: " + why);
+    if (o.feedback != Feedback::kBptt)
+      throw Error(credit + " computes the gradient itself: --feedback " + std::string(FeedbackName(o.feedback)) +
+                  " applies to bptt");
+    if (o.checkpoint_steps != 0) throw Error(credit + " keeps no caches for --checkpoint-steps to bound");
+    if (comm.size() > 1) throw Error(credit + " trains in one process");
+  }
   if (o.feedback == Feedback::kDfa && o.model.embed_size > 0)
     throw Error("--feedback dfa sends the error to the layers, not to an embedding: use one-hot input (--embed 0)");
   ModelConfig model = o.model;

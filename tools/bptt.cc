@@ -24,6 +24,7 @@ constexpr Command kCommands[] = {
     {"decay", bptt::cli::Decay, "measure how gradients decay or explode over timesteps"},
     {"plot", bptt::cli::Plot, "draw the training curves of one or more runs (SVG, and PNG)"},
     {"gradcheck", bptt::cli::Gradcheck, "backpropagated gradients against central differences, and what each costs"},
+    {"credit", bptt::cli::Credit, "online gradient algorithms (RTRL, UORO, SnAp-1, RFLO, e-prop) against exact BPTT"},
     {"task", bptt::cli::Task, "train and score a model on a long-lag experiment (adding, temporal order, copy)"},
     {"predict", bptt::cli::Predict, "what a model trained on sequences (train --data) predicts for new ones"},
     {"forecast", bptt::cli::Forecast, "continue a series with a forecasting model (train --head forecast)"},

@@ -24,6 +24,7 @@ int Tokenize(int argc, char** argv);
 int Decay(int argc, char** argv);
 int Task(int argc, char** argv);
 int Gradcheck(int argc, char** argv);
+int Credit(int argc, char** argv);
 int Plot(int argc, char** argv);
 int Predict(int argc, char** argv);
 int Forecast(int argc, char** argv);

@@ -21,6 +21,7 @@ inline constexpr uint64_t kDropoutStream = 1;
 inline constexpr uint64_t kTrainDataStream = 2;  // generated training sequences (tasks)
 inline constexpr uint64_t kTestDataStream = 3;   // generated test sequences (tasks)
 inline constexpr uint64_t kFeedbackStream = 4;   // the fixed random matrices of FA / DFA
+inline constexpr uint64_t kCreditStream = 5;     // UORO's random signs (credit.h)
 
 // A seed for stream `stream` of `seed` (splitmix64 of both): well mixed, so nearby seeds and
 // streams give unrelated generators.

@@ -22,6 +22,7 @@
 
 #include "bptt/average.h"
 #include "bptt/compute.h"
+#include "bptt/credit.h"
 #include "bptt/init.h"
 #include "bptt/model.h"
 #include "bptt/optimizer.h"
@@ -56,6 +57,9 @@ struct TrainOptions {
   // Optimisation.
   OptimizerOptions optimizer;     // Adam
   Feedback feedback = Feedback::kBptt;  // the learning rule: backpropagation, or FA / DFA (model.h)
+  Credit credit = Credit::kBptt;  // how the gradient is computed: BPTT over each chunk, or an online
+                                  // algorithm (credit.h) carrying its state from chunk to chunk and
+                                  // updating the weights every chunk of seq_len steps
   int checkpoint_steps = 0;       // memory-bounded BPTT: keep the state every K steps and recompute
                                   // the caches in the backward pass (model.h); 0 = off,
                                   // kAutoCheckpointSteps = about sqrt(T). The same gradient at any K.

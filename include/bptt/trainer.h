@@ -112,6 +112,10 @@ TrainResult Resume(const std::filesystem::path& dir, const nlohmann::json& given
 // PMI_SIZE: MPICH's mpiexec, Slurm's srun --mpi=...).
 bool LaunchedByMpi();
 
+// The memory the machine has available (/proc/meminfo MemAvailable), or 0 when unknown: what
+// Train checks a model's estimate against before it starts.
+uint64_t AvailableBytes();
+
 // Asks a running Train/Resume to stop after the current step and write latest.safetensors.
 // Async-signal-safe: meant to be called from a SIGINT/SIGTERM handler.
 void RequestStop();

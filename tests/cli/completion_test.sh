@@ -41,7 +41,7 @@ expect_completion "no such command" "" frobnicate --h
 touch "$work/corpus-one.txt" "$work/corpus-two.txt"
 expect_completion "a file after a valued flag" "$work/corpus-one.txt $work/corpus-two.txt " train --corpus "$work/corpus-"
 # Every flag of every command's --help completes, and nothing else.
-for command in train task sample eval inspect tokenize decay plot gradcheck; do
+for command in train task sample eval inspect tokenize decay plot gradcheck credit; do
   "$bptt" "$command" --help | grep -o '^  --[A-Za-z0-9-]*' | sed 's/^  //' | sort > "$work/flags"
   complete_words "$command" -- | tr ' ' '\n' | grep -v '^$' | sort > "$work/completed"
   if [ -s "$work/flags" ] && diff "$work/flags" "$work/completed" > "$work/diff"; then pass
