@@ -54,6 +54,24 @@ void ModelConfig::Validate() const {
   if (hidden_size < 1) throw Error("--hidden must be positive, got " + std::to_string(hidden_size));
   if (layers < 1) throw Error("--layers must be positive, got " + std::to_string(layers));
   if (!(dropout >= 0.0 && dropout < 1.0)) throw Error("--dropout must be in [0, 1), got " + std::to_string(dropout));
+  const auto rate = [](double value, const char* flag) {
+    if (!(value >= 0.0 && value < 1.0)) throw Error(std::string(flag) + " must be in [0, 1), got " + std::to_string(value));
+  };
+  rate(recurrent_dropout, "--recurrent-dropout");
+  rate(zoneout, "--zoneout");
+  rate(zoneout_cell, "--zoneout-cell");
+  const auto cells_with = [](bool (*has)(const Cell&)) {
+    std::string names;
+    for (const Cell* c : Cells())
+      if (has(*c)) names += (names.empty() ? "" : ", ") + std::string(c->name);
+    return names;
+  };
+  if (recurrent_dropout > 0 && !cell->recurrent_matrix())
+    throw Error("--recurrent-dropout applies to cells with a recurrent matrix (" +
+                cells_with([](const Cell& c) { return c.recurrent_matrix(); }) + "), not to " + std::string(cell->name));
+  if (zoneout_cell > 0 && !cell->cell_state)
+    throw Error("--zoneout-cell applies to cells with a cell state (" +
+                cells_with([](const Cell& c) { return c.cell_state; }) + "), not to " + std::string(cell->name));
   if (output_size < 1) throw Error("the model's head needs at least one output, got " + std::to_string(output_size));
   if (residual && layers < 2) throw Error("--residual connects stacked layers: it needs --layers 2 or more");
   if (layer_norm && !cell->layer_norm())
@@ -81,6 +99,16 @@ std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
                [](M& m) -> auto& { return m.embed_size; }),
       Field<M>(0, "dropout", "dropout", "Model", "dropout probability between layers", kFixed,
                [](M& m) -> auto& { return m.dropout; }),
+      Field<M>(0, "recurrent-dropout", "recurrent_dropout", "Model",
+               "dropout probability on h_{t-1} in the recurrent product, one mask per stream per chunk "
+               "(cells with a recurrent matrix)",
+               kFixed, [](M& m) -> auto& { return m.recurrent_dropout; }),
+      Field<M>(0, "zoneout", "zoneout", "Model",
+               "zoneout on h: probability that a unit keeps its previous value at a training step "
+               "(Krueger et al. 2017); evaluation takes the expectation",
+               kFixed, [](M& m) -> auto& { return m.zoneout; }),
+      Field<M>(0, "zoneout-cell", "zoneout_cell", "Model", "zoneout on the cell state c (lstm)", kFixed,
+               [](M& m) -> auto& { return m.zoneout_cell; }),
       Field<M>(0, "residual", "residual", "Model", "residual connections: layers above the first output h + their input",
                kFixed, [](M& m) -> auto& { return m.residual; }),
       Field<M>(0, "layer-norm", "layer_norm", "Model", layer_norm_help, kFixed,
@@ -237,6 +265,11 @@ uint64_t EstimateTrainingBytes(const ModelConfig& c, int T_, int B_, int optimiz
   if (c.cell->recurrent_matrix())  // W_hh^T packed for the backward sweeps
     floats += L * static_cast<double>(PackedBytes(c.hidden_size, c.cell->gates * c.hidden_size, products)) / sizeof(float);
   if (c.dropout > 0) floats += (L - 1) * H * (TsB + TB);  // ModelCache::dropped (a segment), dropout_mask (the chunk)
+  // The regularisers of the time loops: ModelCache's masks (the chunk), each layer's
+  // LayerCache::h_dropped (a segment) and LayerBackward's dh_dropped, dh_kept, dc_kept.
+  if (c.recurrent_dropout > 0) floats += L * H * (B + TsB + B);
+  if (c.zoneout > 0) floats += L * H * (TB + B);
+  if (c.zoneout_cell > 0) floats += L * H * (TB + B);
   floats += L * H * B * (c.cell->cell_state ? 2 : 1);     // ModelCache::dcarried
   floats += H * TsB + O * TB;                             // ModelCache::dh_out; the outputs' gradient
   if (c.embed_size > 0) floats += c.embed_size * TsB;     // ModelCache::dx
@@ -251,7 +284,15 @@ uint64_t EstimateEvaluationBytes(const ModelConfig& c, int T, int B) {
 
 ModelConfig LanguageModel(const Cell& cell, int vocab_size, int embed_size, int hidden_size, int layers,
                           double dropout) {
-  return {&cell, vocab_size, 0, embed_size, hidden_size, layers, dropout, Head::kSoftmax, vocab_size, false, false};
+  ModelConfig config;
+  config.cell = &cell;
+  config.vocab_size = vocab_size;
+  config.embed_size = embed_size;
+  config.hidden_size = hidden_size;
+  config.layers = layers;
+  config.dropout = dropout;
+  config.output_size = vocab_size;
+  return config;
 }
 
 std::string_view FeedbackName(Feedback rule) {
@@ -478,6 +519,15 @@ void SegmentForward(const ModelConfig& config, const ModelParams<S>& params, con
     lc.h().leftCols(B) = initial.h[l];
     if (cell.cell_state) lc.c().leftCols(B) = initial.c[l];
 
+    // The regularisers of the time loop: the chunk's masks at the segment's columns in training,
+    // zoneout's expectation otherwise.
+    LoopRegularisers<S>& loop = lc.loop;
+    loop = {};
+    if (!cache.recurrent_mask.empty()) loop.recurrent_mask = cache.recurrent_mask[l].data();
+    if (!cache.zoneout_mask.empty()) loop.h.mask = cache.zoneout_mask[l].data() + c0 * H;
+    else loop.h.rate = static_cast<S>(config.zoneout);
+    if (!cache.zoneout_cell_mask.empty()) loop.c.mask = cache.zoneout_cell_mask[l].data() + c0 * H;
+    else loop.c.rate = static_cast<S>(config.zoneout_cell);
     cell.modes<S>().chunk_forward(p, lc, compute);
     lc.packed_hh.current = true;  // the pass's later segments keep W_hh's packing
     if (config.residual && l > 0) cache.summed[l] = lc.h().rightCols(nB) + LayerInput(cache, l);
@@ -531,6 +581,29 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
       }
     }
   }
+
+  // Then the masks of the cells' time loops (cell.h LoopRegularisers), by the same rule: recurrent
+  // dropout's m (H, whole_B) of every layer, then zoneout's d_t on h (H, T*whole_B) of every
+  // layer, then on c. A unit is drawn (probability `rate`) as `hit`, else as `miss`.
+  const auto draw = [&](std::vector<Mat<S>>& masks, double rate, Eigen::Index steps, S hit, S miss) {
+    if (dropout_rng == nullptr || rate <= 0) {
+      masks.clear();
+      return;
+    }
+    masks.resize(L);
+    const Eigen::Index before = H * batch.first, after = H * (batch.whole_B() - batch.first - B);
+    for (Mat<S>& mask : masks) EnsureShape(mask, H, steps * B);
+    for (Eigen::Index l = 0; l < L; ++l)
+      for (Eigen::Index t = 0; t < steps; ++t) {
+        dropout_rng->Discard(static_cast<uint64_t>(before));
+        for (Eigen::Index k = t * B * H; k < (t + 1) * B * H; ++k)
+          masks[l](k) = dropout_rng->Uniform() < rate ? hit : miss;
+        dropout_rng->Discard(static_cast<uint64_t>(after));
+      }
+  };
+  draw(cache.recurrent_mask, config.recurrent_dropout, 1, S(0), S(1) / S(1 - config.recurrent_dropout));
+  draw(cache.zoneout_mask, config.zoneout, T, S(1), S(0));
+  draw(cache.zoneout_cell_mask, config.zoneout_cell, T, S(1), S(0));
 
   cache.boundary.resize(segments + 1);
   cache.boundary[0] = initial;

@@ -5,8 +5,8 @@
 //   tests/cell_gradient_test.cc       every cell of the registry: its tensors, the kernels' panel
 //                                     and block boundaries, one stream, truncated BPTT
 //   tests/head_gradient_test.cc       the losses, and every input with every head, for every cell
-//   tests/option_gradient_test.cc     dropout, residual connections, layer normalisation and the
-//                                     feedback-alignment rules
+//   tests/option_gradient_test.cc     dropout, residual connections, layer normalisation,
+//                                     recurrent dropout and zoneout, and the feedback-alignment rules
 //   tests/precision_gradient_test.cc  thread splits bit for bit, and bfloat16 products
 //   tests/sequence_gradient_test.cc   the heads of sequence models (pooling, masks of different
 //                                     lengths, absolute and Huber errors) for every cell
@@ -125,6 +125,10 @@ struct GradCase {
   bool residual = false;
   int layers = 2;
   bool layer_norm = false;
+  // The regularisers of the time loop (cell.h): training passes with fixed masks, or with
+  // `expectation` the evaluation pass (no RNG: zoneout's expectation, no recurrent dropout).
+  double recurrent_dropout = 0, zoneout = 0, zoneout_cell = 0;
+  bool expectation = false;
 
   std::string Name() const {
     std::string name(cell);
@@ -138,6 +142,10 @@ struct GradCase {
     if (residual) name += "_residual";
     if (residual || layers != 2) name += "_L" + std::to_string(layers);
     if (layer_norm) name += "_layernorm";
+    if (recurrent_dropout > 0) name += "_recurrentdropout";
+    if (zoneout > 0) name += "_zoneout";
+    if (zoneout_cell > 0) name += "_zoneoutcell";
+    if (expectation) name += "_expectation";
     return name;
   }
 };
@@ -158,6 +166,9 @@ inline void CheckModelGradient(const GradCase& gc) {
   config.dropout = gc.dropout;
   config.residual = gc.residual;
   config.layer_norm = gc.layer_norm;
+  config.recurrent_dropout = gc.recurrent_dropout;
+  config.zoneout = gc.zoneout;
+  config.zoneout_cell = gc.zoneout_cell;
   if (gc.input == Input::kDense) config.input_size = D;
   else config.vocab_size = V;
   if (gc.input == Input::kEmbed) config.embed_size = 3;
@@ -211,11 +222,13 @@ inline void CheckModelGradient(const GradCase& gc) {
   // loss = head loss + sum(wfinal.h * h_T) + sum(wfinal.c * c_T); the dropout mask is the same
   // in every evaluation (the generator restarts from the same state).
   const Rng dropout_rng(77);
+  const bool masks = gc.dropout > 0 ||
+                     (!gc.expectation && (gc.recurrent_dropout > 0 || gc.zoneout > 0 || gc.zoneout_cell > 0));
   ModelCache<double> cache;
   State<double> final_state = State<double>::Zeros(config, B);
   auto loss = [&]() {
     Rng r = dropout_rng;
-    Forward(config, params, batch, initial, cache, 1, gc.dropout > 0 ? &r : nullptr);
+    Forward(config, params, batch, initial, cache, 1, masks ? &r : nullptr);
     FinalState(config, cache, final_state);
     double value = HeadLoss<double>(config, cache.outputs, batch, nullptr, 1);
     for (int l = 0; l < config.layers; ++l) {
@@ -226,10 +239,24 @@ inline void CheckModelGradient(const GradCase& gc) {
   };
 
   Rng r = dropout_rng;
-  Forward(config, params, batch, initial, cache, 2, gc.dropout > 0 ? &r : nullptr);
+  Forward(config, params, batch, initial, cache, 2, masks ? &r : nullptr);
   if (gc.dropout > 0) {
     ASSERT_FALSE(cache.dropout_mask.empty());
     EXPECT_GT((cache.dropout_mask[0].array() == 0).count(), 0);  // some units are dropped
+  }
+  // The loop's masks: present in training only, each with units of both kinds in every layer.
+  for (const auto& [rate, drawn] : {std::pair{gc.recurrent_dropout, &cache.recurrent_mask},
+                                    std::pair{gc.zoneout, &cache.zoneout_mask},
+                                    std::pair{gc.zoneout_cell, &cache.zoneout_cell_mask}}) {
+    if (!masks || rate == 0) {
+      EXPECT_TRUE(drawn->empty());
+      continue;
+    }
+    ASSERT_EQ(drawn->size(), static_cast<size_t>(config.layers));
+    for (const Mat<double>& m : *drawn) {
+      EXPECT_GT((m.array() == 0).count(), 0);
+      EXPECT_GT((m.array() != 0).count(), 0);
+    }
   }
   Mat<double> doutputs;
   HeadLoss<double>(config, cache.outputs, batch, &doutputs, 1);

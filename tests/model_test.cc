@@ -40,7 +40,7 @@ bool Sanitized() {
 
 // The models the estimates are held to: every cell of the registry, and the options that add
 // buffers (layer norm, dropout, residual connections, an embedding, a dense input with a
-// regression head).
+// regression head, recurrent dropout and zoneout).
 std::vector<ModelConfig> Models() {
   std::vector<ModelConfig> models;
   for (const Cell* cell : Cells()) models.push_back(LanguageModel(*cell, 60, 0, 192, 2));
@@ -58,13 +58,23 @@ std::vector<ModelConfig> Models() {
   c.head = Head::kRegression;
   c.output_size = 2;
   models.push_back(c);
+  // The regularisers of the time loop: their masks and buffers.
+  c = LanguageModel(*FindCell("lstm"), 60, 0, 160, 2, 0.2);
+  c.recurrent_dropout = 0.25;
+  c.zoneout = 0.1;
+  c.zoneout_cell = 0.05;
+  models.push_back(c);
+  c = LanguageModel(*FindCell("mingru"), 60, 0, 192, 2);
+  c.zoneout = 0.1;
+  models.push_back(c);
   return models;
 }
 
 std::string Describe(const ModelConfig& c) {
   return std::string(c.cell->name) + " H " + std::to_string(c.hidden_size) + (c.layer_norm ? " layer norm" : "") +
          (c.dropout > 0 ? " dropout" : "") + (c.residual ? " residual" : "") + (c.embed_size > 0 ? " embed" : "") +
-         (c.dense_input() ? " dense" : "");
+         (c.dense_input() ? " dense" : "") + (c.recurrent_dropout > 0 ? " recurrent dropout" : "") +
+         (c.zoneout > 0 || c.zoneout_cell > 0 ? " zoneout" : "");
 }
 
 Batch<float> RandomBatch(const ModelConfig& c, int T, int B, Rng& rng) {

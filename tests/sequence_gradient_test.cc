@@ -89,7 +89,8 @@ TEST(RegressionError, AbsoluteAndHuberAgainstCentralDifferences) {
 
 TEST(MeanPooling, AveragesEachSequencesScoredOutputs) {
   Rng rng(4);
-  const ModelConfig config{&DefaultCell(), 0, 2, 0, 3, 1, 0.0, Head::kSoftmax, 4, false, false, Pooling::kMean};
+  const ModelConfig config{.cell = &DefaultCell(), .input_size = 2, .hidden_size = 3, .layers = 1,
+                           .head = Head::kSoftmax, .output_size = 4, .pooling = Pooling::kMean};
   Batch<double> batch = MakeBatch({3, 1, 4}, 2, Head::kSoftmax, 4, true, true, rng);
   Mat<double> outputs = RandomMat(4, batch.T * batch.B, rng, 1.0);
   std::vector<Eigen::Index> first;
@@ -117,7 +118,8 @@ struct HeadCase {
 void CheckModel(const Cell& cell, const HeadCase& c) {
   SCOPED_TRACE(std::string(cell.name) + ", " + c.name);
   Rng rng(11);
-  ModelConfig config{&cell, 0, 3, 0, 5, 2, 0.0, c.head, c.O, false, false, c.pooling, c.loss, 0.4};
+  ModelConfig config{.cell = &cell, .input_size = 3, .hidden_size = 5, .layers = 2, .head = c.head, .output_size = c.O,
+                     .pooling = c.pooling, .regression_loss = c.loss, .huber_delta = 0.4};
   config.Validate();
   auto params = ModelParams<double>::Zeros(config);
   InitOptions init;
@@ -169,8 +171,9 @@ TEST(SequenceHeads, SlicesSumToTheWholeBatch) {
   for (const Pooling pooling : {Pooling::kNone, Pooling::kMean}) {
     SCOPED_TRACE(PoolingName(pooling));
     Rng rng(5);
-    const ModelConfig config{&DefaultCell(), 0, 2, 0, 4, 1, 0.0, Head::kRegression, 2, false, false, pooling,
-                             RegressionLoss::kHuber, 0.5};
+    const ModelConfig config{.cell = &DefaultCell(), .input_size = 2, .hidden_size = 4, .layers = 1,
+                             .head = Head::kRegression, .output_size = 2, .pooling = pooling,
+                             .regression_loss = RegressionLoss::kHuber, .huber_delta = 0.5};
     const Batch<double> whole = MakeBatch({3, 5, 1, 4}, 2, Head::kRegression, 2, true, pooling == Pooling::kMean, rng);
     const Mat<double> outputs = RandomMat(2, whole.T * whole.B, rng, 1.0);
     Mat<double> dwhole;
@@ -203,7 +206,8 @@ TEST(SequenceHeads, SlicesSumToTheWholeBatch) {
   }
   // A slice with a mask and no whole count is refused.
   Rng rng(6);
-  const ModelConfig config{&DefaultCell(), 0, 2, 0, 4, 1, 0.0, Head::kSoftmax, 3};
+  const ModelConfig config{.cell = &DefaultCell(), .input_size = 2, .hidden_size = 4, .layers = 1,
+                           .head = Head::kSoftmax, .output_size = 3};
   Batch<double> slice = MakeBatch({2, 2}, 2, Head::kSoftmax, 3, false, false, rng);
   slice.whole = 4;
   EXPECT_THROW(HeadLoss<double>(config, RandomMat(3, slice.T * slice.B, rng, 1.0), slice, nullptr, 1), Error);

@@ -40,7 +40,8 @@ std::vector<OptionSpec<GradcheckCommand>> Specs() {
   };
   std::vector<OptionSpec<G>> specs;
   for (auto spec : Nest<G>(ModelOptionSpecs(), kAnyCommand, "", [](G& g) -> auto& { return g.model; }))
-    if (spec.flag != "dropout") specs.push_back(Restrict(std::move(spec), fresh_only));  // no dropout in a check
+    // No dropout in a check (zoneout stays: a check takes its expectation, as evaluation does).
+    if (spec.flag != "dropout" && spec.flag != "recurrent-dropout") specs.push_back(Restrict(std::move(spec), fresh_only));
   for (auto spec : Nest<G>(InitOptionSpecs(), kAnyCommand, "", [](G& g) -> auto& { return g.init; }))
     specs.push_back(Restrict(std::move(spec), fresh_only));
   const char* data = "Input (a fresh model; a checkpoint brings its own)";

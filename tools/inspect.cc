@@ -72,6 +72,9 @@ int Inspect(int argc, char** argv) {
                 : m.embed_size > 0 ? "embedding of " + std::to_string(m.embed_size)
                                    : std::string("one-hot input"))
             << ", dropout " << m.dropout << ", " << HeadName(m.head) << " head of " << m.output_size << "\n"
+            << "  time loop   recurrent dropout " << m.recurrent_dropout << ", zoneout " << m.zoneout
+            << (m.cell->cell_state ? ", zoneout on c " : "") << (m.cell->cell_state ? nlohmann::json(m.zoneout_cell).dump() : "")
+            << "\n"
             << "  parameters  " << c.params.Count() << "\n"
             << "  vocabulary  " << vocab.size() << " " << UnitName(vocab.options().unit) << " symbols"
             << (vocab.options().normalize && vocab.options().unit != Unit::kByte ? ", NFC" : "")

@@ -83,6 +83,9 @@ struct ModelConfig {
   int hidden_size = 128;  // H
   int layers = 2;         // L
   double dropout = 0.0;   // probability of dropping a unit between layers (training only)
+  double recurrent_dropout = 0.0;  // p of the variational mask on h_{t-1} in W_hh h_{t-1} (training only; cell.h)
+  double zoneout = 0.0;       // z: probability that a unit of h keeps its previous value (cell.h); evaluation: the expectation
+  double zoneout_cell = 0.0;  // the same on the cell state c (cells with one)
   Head head = Head::kSoftmax;
   int output_size = 0;    // O: classes (softmax) or values (regression) per step
   bool residual = false;  // layers l >= 1 output h^l + x^l
@@ -282,6 +285,11 @@ struct ModelCache {
   std::vector<LayerCache<S>> layers;  // L, each over Ts steps
   std::vector<Mat<S>> dropped;        // L-1 of (H, Ts*B): layer l's outputs after dropout, feeding l+1
   std::vector<Mat<S>> dropout_mask;   // L-1 of (H, T*B): 0 or 1/(1-p); empty when not dropping
+  // The masks of the regularisers in the cells' time loops (cell.h LoopRegularisers), drawn in
+  // training; empty otherwise (evaluation takes zoneout's expectation).
+  std::vector<Mat<S>> recurrent_mask;  // L of (H, B): 0 or 1/(1-p), recurrent dropout's m
+  std::vector<Mat<S>> zoneout_mask;    // L of (H, T*B): zoneout's d_t on h, 1 keeps h_{t-1}
+  std::vector<Mat<S>> zoneout_cell_mask;  // L of (H, T*B): d^c_t on c
   std::vector<Mat<S>> summed;         // residual connections: L of (H, Ts*B), y^l = h^l + x^l for l >= 1
   Mat<S> outputs;                     // (O, T*B) the head's logits or predictions
 
@@ -292,8 +300,10 @@ struct ModelCache {
 };
 
 // Runs the chunk's inputs (batch.ids or batch.dense, T*B columns) from `initial` as `compute`
-// says. With a dropout RNG and config.dropout > 0 the between-layer dropout is applied; the
-// masks are drawn for the whole batch, of which a slice (batch.h) keeps its own columns.
+// says. With a dropout RNG and config.dropout > 0 the between-layer dropout is applied, and
+// likewise recurrent dropout and zoneout's masks (after the between-layer ones); the masks are
+// drawn for the whole batch, of which a slice (batch.h) keeps its own columns. Without an RNG
+// zoneout takes its expectation.
 template <typename S>
 void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
              const State<S>& initial, ModelCache<S>& cache, Compute compute, Rng* dropout_rng = nullptr);

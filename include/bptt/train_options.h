@@ -47,7 +47,7 @@ struct TrainOptions {
   SequenceOptions sequences;
   std::shared_ptr<const SequenceArrays> arrays;
   // Model. vocab_size / input_size and output_size come from the corpus or the task.
-  ModelConfig model{&DefaultCell(), 0, 0, 0, 256, 2, 0.0, Head::kSoftmax, 0};
+  ModelConfig model{.cell = &DefaultCell(), .hidden_size = 256};
   InitOptions init;
   // Optimisation.
   OptimizerOptions optimizer;     // Adam
