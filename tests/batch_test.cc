@@ -1,6 +1,7 @@
 // Slices of a batch (batch.h), what each rank of a distributed run trains on: the shares of the
 // ranks make up the batch; a BatchStream's share holds the whole chunk's columns of its streams;
-// the slices' losses and gradients, dropout on, sum to the whole batch's (in double, to 1e-12);
+// the slices' losses and gradients, dropout on (and recurrent dropout and zoneout), sum to the
+// whole batch's (in double, to 1e-12);
 // a slice of a masked batch is refused.
 #include <gtest/gtest.h>
 
@@ -63,9 +64,10 @@ Ids Columns(const Ids& ids, int T, int B, int first, int count) {
   return out;
 }
 
-TEST(BatchSlice, SlicesLossesAndGradientsSumToTheWholeBatchs) {
-  const int V = 6, H = 5, T = 4, B = 5;
-  const ModelConfig config = LanguageModel(*FindCell("lstm"), V, 0, H, 2, /*dropout=*/0.3);
+constexpr int kV = 6, kH = 5;
+
+void ExpectSlicesSumToTheWholeBatch(const ModelConfig& config) {
+  const int V = kV, T = 4, B = 5;
   Rng rng(11);
   ModelParams<double> params = ModelParams<double>::Zeros(config);
   Initialize(config, InitOptions(), rng, params);
@@ -110,7 +112,7 @@ TEST(BatchSlice, SlicesLossesAndGradientsSumToTheWholeBatchs) {
     State<double> from = State<double>::Zeros(config, s.size());
     for (size_t l = 0; l < initial.h.size(); ++l) {
       from.h[l] = initial.h[l].middleCols(s.begin, s.size());
-      from.c[l] = initial.c[l].middleCols(s.begin, s.size());
+      if (config.cell->cell_state) from.c[l] = initial.c[l].middleCols(s.begin, s.size());
     }
     ModelParams<double> grads = ModelParams<double>::Zeros(config);
     summed_loss += run(slice, from, grads);
@@ -128,6 +130,22 @@ TEST(BatchSlice, SlicesLossesAndGradientsSumToTheWholeBatchs) {
       EXPECT_GT(e.norm(), 0) << name;
     });
   });
+}
+
+TEST(BatchSlice, SlicesLossesAndGradientsSumToTheWholeBatchs) {
+  ExpectSlicesSumToTheWholeBatch(LanguageModel(*FindCell("lstm"), kV, 0, kH, 2, /*dropout=*/0.3));
+}
+
+// The masks of the time loops follow the same rule: a slice draws the whole batch's values.
+TEST(BatchSlice, WithRecurrentDropoutAndZoneoutSumToTheWholeBatchs) {
+  for (const char* name : {"lstm", "gru"}) {
+    SCOPED_TRACE(name);
+    ModelConfig config = LanguageModel(*FindCell(name), kV, 0, kH, 2, /*dropout=*/0.3);
+    config.recurrent_dropout = 0.3;
+    config.zoneout = 0.3;
+    config.zoneout_cell = config.cell->cell_state ? 0.2 : 0.0;
+    ExpectSlicesSumToTheWholeBatch(config);
+  }
 }
 
 TEST(BatchSlice, ASliceOfAMaskedBatchIsRefused) {
