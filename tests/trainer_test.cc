@@ -135,37 +135,46 @@ TEST_F(TrainerTest, LrAnnealFallsLinearlyToZeroOverTheLastFractionOfTheRun) {
 }
 
 TEST_F(TrainerTest, ResumeContinuesExactly) {
-  // Small corpus so that the 24 steps cross epoch boundaries; dropout exercises the RNG state.
-  TrainOptions o = Options(GrammarText(40, 2), "whole");
-  o.model.layers = 2;
-  o.model.dropout = 0.25;
-  o.batch = 4;
-  o.seq_len = 16;
-  o.eval_every = 5;
-  o.max_steps = 24;
-  const TrainResult whole = Train(o, log_, false);
-  ASSERT_EQ(whole.steps, 24);
+  // Small corpus so that the 24 steps cross epoch boundaries; dropout exercises the RNG state,
+  // and so do recurrent dropout and zoneout (their masks drawn after dropout's).
+  for (const bool loop : {false, true}) {
+    SCOPED_TRACE(loop ? "recurrent dropout, zoneout" : "dropout");
+    TrainOptions o = Options(GrammarText(40, 2), loop ? "whole-loop" : "whole");
+    o.model.layers = 2;
+    o.model.dropout = 0.25;
+    if (loop) {
+      o.model.recurrent_dropout = 0.2;
+      o.model.zoneout = 0.15;
+      o.model.zoneout_cell = o.model.cell->cell_state ? 0.1 : 0.0;
+    }
+    o.batch = 4;
+    o.seq_len = 16;
+    o.eval_every = 5;
+    o.max_steps = 24;
+    const TrainResult whole = Train(o, log_, false);
+    ASSERT_EQ(whole.steps, 24);
 
-  TrainOptions first = o;
-  first.out = (dir_ / "split").string();
-  first.max_steps = 10;  // a multiple of eval_every: no extra validation at the end (trainer.h)
-  ASSERT_EQ(Train(first, log_, false).steps, 10);
-  const TrainResult resumed = Resume(first.out, {{"max-steps", 24}}, log_, false);
-  ASSERT_EQ(resumed.steps, 24);
+    TrainOptions first = o;
+    first.out = (dir_ / (std::string("split") + (loop ? "-loop" : ""))).string();
+    first.max_steps = 10;  // a multiple of eval_every: no extra validation at the end (trainer.h)
+    ASSERT_EQ(Train(first, log_, false).steps, 10);
+    const TrainResult resumed = Resume(first.out, {{"max-steps", 24}}, log_, false);
+    ASSERT_EQ(resumed.steps, 24);
 
-  const Checkpoint a = LoadCheckpoint(fs::path(o.out) / "latest.safetensors");
-  const Checkpoint b = LoadCheckpoint(fs::path(first.out) / "latest.safetensors");
-  ASSERT_GT(a.training->epoch, 0);  // the run crossed an epoch boundary
-  std::vector<const Mat<float>*> bs;
-  b.params.ForEach([&](const std::string&, const Mat<float>& m) { bs.push_back(&m); });
-  size_t k = 0;
-  a.params.ForEach([&](const std::string& name, const Mat<float>& m) {
-    EXPECT_EQ(std::memcmp(m.data(), bs[k++]->data(), sizeof(float) * m.size()), 0) << name;
-  });
-  EXPECT_EQ(a.training->rng, b.training->rng);
-  EXPECT_EQ(a.training->chunk, b.training->chunk);
-  EXPECT_EQ(a.training->epoch, b.training->epoch);
-  EXPECT_EQ(a.training->best_val_loss, b.training->best_val_loss);
+    const Checkpoint a = LoadCheckpoint(fs::path(o.out) / "latest.safetensors");
+    const Checkpoint b = LoadCheckpoint(fs::path(first.out) / "latest.safetensors");
+    ASSERT_GT(a.training->epoch, 0);  // the run crossed an epoch boundary
+    std::vector<const Mat<float>*> bs;
+    b.params.ForEach([&](const std::string&, const Mat<float>& m) { bs.push_back(&m); });
+    size_t k = 0;
+    a.params.ForEach([&](const std::string& name, const Mat<float>& m) {
+      EXPECT_EQ(std::memcmp(m.data(), bs[k++]->data(), sizeof(float) * m.size()), 0) << name;
+    });
+    EXPECT_EQ(a.training->rng, b.training->rng);
+    EXPECT_EQ(a.training->chunk, b.training->chunk);
+    EXPECT_EQ(a.training->epoch, b.training->epoch);
+    EXPECT_EQ(a.training->best_val_loss, b.training->best_val_loss);
+  }
 }
 
 // Interrupted (as by Ctrl-C) wherever it happens and resumed, a run ends with the weights and
