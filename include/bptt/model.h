@@ -103,8 +103,8 @@ struct ModelConfig {
   void Validate() const;
 };
 
-// The options that choose a model (--cell, --layers, --hidden, --embed, --dropout, --residual,
-// --layer-norm), declared
+// The options that choose a model (--cell, --layers, --hidden, --embed, --dropout,
+// --recurrent-dropout, --zoneout, --zoneout-cell, --residual, --layer-norm), declared
 // once (options.h) for every command that builds one. The sizes that the data dictates (V, D,
 // O, the head, its pooling and loss) are not options.
 std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs();
