@@ -57,12 +57,20 @@ Eigen::Index StepsOf(const BufferDecl& d, Eigen::Index T) {
   return d.cols.letters & Extent::kT ? T : 0;
 }
 
+// The regularisers of a cache of the evaluation pass (no masks: zoneout's expectation), for a
+// part of it.
+LoopRegularisers<double> Evaluation(const LoopRegularisers<double>& loop) {
+  if (loop.recurrent_mask || loop.h.mask || loop.c.mask) throw Error("decay: the caches hold training masks");
+  return loop;
+}
+
 // Layer l's cache restricted to its last k steps (h_{s-k} becomes the sub-chunk's h_0).
 LayerCache<double> LastSteps(const Cell& cell, const LayerCache<double>& cache, Eigen::Index k) {
   const Eigen::Index B = cache.B, s = cache.T, start = (s - k) * B;
   LayerCache<double> sub;
   sub.T = k;
   sub.B = B;
+  sub.loop = Evaluation(cache.loop);
   sub.buffers.resize(cache.buffers.size());
   for (size_t n = 0; n < cache.buffers.size(); ++n) {
     const Mat<double>& m = cache.buffers[n];
@@ -77,6 +85,7 @@ LayerCache<double> FirstSequences(const Cell& cell, const LayerCache<double>& ca
   LayerCache<double> sub;
   sub.T = cache.T;
   sub.B = JB;
+  sub.loop = Evaluation(cache.loop);
   sub.buffers.resize(cache.buffers.size());
   for (size_t n = 0; n < cache.buffers.size(); ++n) {
     const Mat<double>& m = cache.buffers[n];

@@ -46,7 +46,8 @@ std::vector<OptionSpec<DecayStudy>> MakeSpecs() {
               [](const std::string& v, const std::string&) { return v; }),
   };
   for (auto spec : Nest<D>(ModelOptionSpecs(), kAnyCommand, "", [](D& d) -> auto& { return d.model; })) {
-    if (spec.flag == "cell" || spec.flag == "dropout") continue;  // --cell is a list here; no dropout in a measurement
+    // --cell is a list here; no dropout in a measurement (zoneout stays: its expectation).
+    if (spec.flag == "cell" || spec.flag == "dropout" || spec.flag == "recurrent-dropout") continue;
     spec.group = fresh;
     specs.push_back(Restrict(std::move(spec), fresh_only));
   }

@@ -67,6 +67,21 @@ void ModelConfig::Validate() const {
                 " does not have");
   if (!(ar >= 0 && std::isfinite(ar))) throw Error("--ar must be zero or positive, got " + std::to_string(ar));
   if (!(tar >= 0 && std::isfinite(tar))) throw Error("--tar must be zero or positive, got " + std::to_string(tar));
+  rate(recurrent_dropout, "--recurrent-dropout");
+  rate(zoneout, "--zoneout");
+  rate(zoneout_cell, "--zoneout-cell");
+  const auto cells_with = [](bool (*has)(const Cell&)) {
+    std::string names;
+    for (const Cell* c : Cells())
+      if (has(*c)) names += (names.empty() ? "" : ", ") + std::string(c->name);
+    return names;
+  };
+  if (recurrent_dropout > 0 && !cell->recurrent_matrix())
+    throw Error("--recurrent-dropout applies to cells with a recurrent matrix (" +
+                cells_with([](const Cell& c) { return c.recurrent_matrix(); }) + "), not to " + std::string(cell->name));
+  if (zoneout_cell > 0 && !cell->cell_state)
+    throw Error("--zoneout-cell applies to cells with a cell state (" +
+                cells_with([](const Cell& c) { return c.cell_state; }) + "), not to " + std::string(cell->name));
   if (output_size < 1) throw Error("the model's head needs at least one output, got " + std::to_string(output_size));
   if (residual && layers < 2) throw Error("--residual connects stacked layers: it needs --layers 2 or more");
   if (layer_norm && !cell->layer_norm())
@@ -116,6 +131,16 @@ std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs() {
                "temporal activation regularisation: beta times the mean square of the top layer's "
                "step-to-step changes h_t - h_{t-1}, added to the training gradient",
                kFixed, [](M& m) -> auto& { return m.tar; }),
+      Field<M>(0, "recurrent-dropout", "recurrent_dropout", "Model",
+               "dropout probability on h_{t-1} in the recurrent product, one mask per stream per chunk "
+               "(cells with a recurrent matrix)",
+               kFixed, [](M& m) -> auto& { return m.recurrent_dropout; }),
+      Field<M>(0, "zoneout", "zoneout", "Model",
+               "zoneout on h: probability that a unit keeps its previous value at a training step "
+               "(Krueger et al. 2017); evaluation takes the expectation",
+               kFixed, [](M& m) -> auto& { return m.zoneout; }),
+      Field<M>(0, "zoneout-cell", "zoneout_cell", "Model", "zoneout on the cell state c (lstm)", kFixed,
+               [](M& m) -> auto& { return m.zoneout_cell; }),
       Field<M>(0, "residual", "residual", "Model", "residual connections: layers above the first output h + their input",
                kFixed, [](M& m) -> auto& { return m.residual; }),
       Field<M>(0, "layer-norm", "layer_norm", "Model", layer_norm_help, kFixed,
@@ -281,6 +306,11 @@ uint64_t EstimateTrainingBytes(const ModelConfig& c, int T_, int B_, int optimiz
   if (c.output_dropout > 0) floats += H * (TB + TsB);  // ModelCache::output_mask, dropped_output
   if (c.weight_drop > 0) floats += 3 * L * c.cell->gates * H * H;  // weight_mask, dropped_hh, dweight_hh
   if (c.ar > 0 || c.tar > 0) floats += H * (TB + B);  // ModelCache::dactivation, previous_top
+  // The regularisers of the time loops: ModelCache's masks (the chunk), each layer's
+  // LayerCache::h_dropped (a segment) and LayerBackward's dh_dropped, dh_kept, dc_kept.
+  if (c.recurrent_dropout > 0) floats += L * H * (B + TsB + B);
+  if (c.zoneout > 0) floats += L * H * (TB + B);
+  if (c.zoneout_cell > 0) floats += L * H * (TB + B);
   floats += L * H * B * (c.cell->cell_state ? 2 : 1);     // ModelCache::dcarried
   floats += H * TsB + O * TB;                             // ModelCache::dh_out; the outputs' gradient
   if (c.embed_size > 0) floats += c.embed_size * TsB;     // ModelCache::dx
@@ -477,15 +507,21 @@ ConstMatRef<S> DecoderInput(const ModelCache<S>& cache) {
   return LayerOutput(cache, cache.layers.size() - 1);
 }
 
-// Inverted-dropout values of rate p for the batch's B streams, into out[0, rows*B): the whole
-// batch's (rows, whole_B) are drawn in column order, of which a slice keeps its own columns and
-// skips the others' draws, so that each slice has the whole batch's values.
+// Bernoulli units of probability p for the batch's B streams, into out[0, rows*B): `hit` where
+// the draw falls under p, `miss` elsewhere. The whole batch's (rows, whole_B) are drawn in
+// column order, of which a slice keeps its own columns and skips the others' draws, so that each
+// slice has the whole batch's values.
+template <typename S>
+void DrawUnits(Rng& rng, double p, S hit, S miss, const Batch<S>& batch, Eigen::Index rows, S* out) {
+  rng.Discard(static_cast<uint64_t>(rows * batch.first));
+  for (Eigen::Index k = 0; k < rows * batch.B; ++k) out[k] = rng.Uniform() < p ? hit : miss;
+  rng.Discard(static_cast<uint64_t>(rows * (batch.whole_B() - batch.first - batch.B)));
+}
+
+// Inverted-dropout values of rate p: 0 or 1/(1-p).
 template <typename S>
 void DrawDropout(Rng& rng, double p, const Batch<S>& batch, Eigen::Index rows, S* out) {
-  const S keep = S(1) / S(1 - p);
-  rng.Discard(static_cast<uint64_t>(rows * batch.first));
-  for (Eigen::Index k = 0; k < rows * batch.B; ++k) out[k] = rng.Uniform() < p ? S(0) : keep;
-  rng.Discard(static_cast<uint64_t>(rows * (batch.whole_B() - batch.first - batch.B)));
+  DrawUnits(rng, p, S(0), S(1) / S(1 - p), batch, rows, out);
 }
 
 // A dropout mask (rows, T*B) of rate p over the chunk: drawn afresh at every step, or, locked,
@@ -612,6 +648,15 @@ void SegmentForward(const ModelConfig& config, const ModelParams<S>& params, con
       lc.packed_hh.current = true;
     }
 
+    // The regularisers of the time loop: the chunk's masks at the segment's columns in training,
+    // zoneout's expectation otherwise.
+    LoopRegularisers<S>& loop = lc.loop;
+    loop = {};
+    if (!cache.recurrent_mask.empty()) loop.recurrent_mask = cache.recurrent_mask[l].data();
+    if (!cache.zoneout_mask.empty()) loop.h.mask = cache.zoneout_mask[l].data() + c0 * H;
+    else loop.h.rate = static_cast<S>(config.zoneout);
+    if (!cache.zoneout_cell_mask.empty()) loop.c.mask = cache.zoneout_cell_mask[l].data() + c0 * H;
+    else loop.c.rate = static_cast<S>(config.zoneout_cell);
     cell.modes<S>().chunk_forward(p, lc, compute);
     lc.packed_hh.current = true;  // the pass's later segments keep W_hh's packing
     if (config.residual && l > 0) cache.summed[l] = lc.h().rightCols(nB) + LayerInput(cache, l);
@@ -699,6 +744,23 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
   } else {
     cache.dactivation.resize(0, 0);
   }
+
+  // Then the masks of the cells' time loops (cell.h LoopRegularisers), by the same rule: recurrent
+  // dropout's m (H, whole_B) of every layer, then zoneout's d_t on h (H, T*whole_B) of every
+  // layer, then on c. A unit is drawn (probability `rate`) as `hit`, else as `miss`.
+  const auto draw = [&](std::vector<Mat<S>>& masks, double rate, Eigen::Index steps, S hit, S miss) {
+    if (dropout_rng == nullptr || rate <= 0) {
+      masks.clear();
+      return;
+    }
+    masks.resize(L);
+    for (Mat<S>& mask : masks) EnsureShape(mask, H, steps * B);
+    for (Eigen::Index l = 0; l < L; ++l)
+      for (Eigen::Index t = 0; t < steps; ++t) DrawUnits(*dropout_rng, rate, hit, miss, batch, H, masks[l].col(t * B).data());
+  };
+  draw(cache.recurrent_mask, config.recurrent_dropout, 1, S(0), S(1) / S(1 - config.recurrent_dropout));
+  draw(cache.zoneout_mask, config.zoneout, T, S(1), S(0));
+  draw(cache.zoneout_cell_mask, config.zoneout_cell, T, S(1), S(0));
 
   cache.boundary.resize(segments + 1);
   cache.boundary[0] = initial;

@@ -36,6 +36,7 @@ Stepper::Stepper(const ModelConfig& config, ModelParams<float> params)
   const Eigen::Index GH = config_.cell->gates * static_cast<Eigen::Index>(config_.hidden_size);
   gates_.assign(static_cast<size_t>(config_.layers), Eigen::VectorXf::Zero(GH));
   recurrent_.assign(static_cast<size_t>(config_.layers), Eigen::VectorXf::Zero(GH));
+  if (config_.zoneout > 0 || config_.zoneout_cell > 0) previous_ = Eigen::VectorXf::Zero(2 * config_.hidden_size);
   embedded_ = Eigen::VectorXf::Zero(config_.embed_size);
   outputs_ = Eigen::VectorXf::Zero(config_.output_size);
   if (config_.residual) summed_.assign(static_cast<size_t>(config_.layers), Eigen::VectorXf::Zero(config_.hidden_size));
@@ -167,7 +168,8 @@ std::span<const float> Stepper::Step(const float* x) {
 }
 
 // One step of Forward (model.h) for a single stream: a = W_ih x for each layer, the cell's step
-// from the state (which adds the biases), and outputs = W_dec h + b_dec.
+// from the state (which adds the biases), zoneout's expectation h_t = z h_{t-1} + (1 - z) h̃_t
+// (c_t likewise; cell.h), and outputs = W_dec h + b_dec.
 std::span<const float> Stepper::Layers(const float* input) {
   Weights& w = WeightsOf(precision_);
   w.threads = threads_.current;
@@ -182,8 +184,15 @@ std::span<const float> Stepper::Layers(const float* input) {
     Eigen::VectorXf& a = gates_[l];
     const float* x = l > 0 ? output(l - 1) : input;
     if (x != nullptr) w.ih[l]->Multiply(x, a.data(), false, w.threads);
+    const Eigen::Index H = config_.hidden_size;
+    const Zoneout<float> zoneout_h{nullptr, static_cast<float>(config_.zoneout)},
+        zoneout_c{nullptr, static_cast<float>(config_.zoneout_cell)};
+    if (zoneout_h.on()) previous_.head(H) = state_.h[l];
+    if (zoneout_c.on()) previous_.tail(H) = state_.c[l];
     cell.step(p, w.hh_product[l], a.data(), recurrent_[l].data(), state_.h[l].data(),
               cell.cell_state ? state_.c[l].data() : nullptr);
+    if (zoneout_h.on()) zoneout_h.Forward(H, 0, 0, previous_.head(H).array(), state_.h[l].array());
+    if (zoneout_c.on()) zoneout_c.Forward(H, 0, 0, previous_.tail(H).array(), state_.c[l].array());
     if (config_.residual && l > 0)
       summed_[l] = state_.h[l] + Eigen::Map<const Eigen::VectorXf>(x, config_.hidden_size);
   }

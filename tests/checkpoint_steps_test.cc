@@ -1,7 +1,7 @@
 // Memory-bounded BPTT (model.h ModelCache::checkpoint_steps): for every cell of the registry,
 // plain and layer-normalised, with dropout, residual connections, an embedding, a dense input
-// with a regression head, the training regularisers (variational dropout, weight drop, AR, TAR)
-// and the feedback-alignment rules, the chunk run in segments of K steps
+// with a regression head, the training regularisers (variational dropout, weight drop, AR, TAR),
+// recurrent dropout and zoneout, and the feedback-alignment rules, the chunk run in segments of K steps
 // (K = 1, 3, a K that does not divide T, T - 1, T and sqrt(T)) gives the same outputs, final
 // state, gradients and initial-state gradient as the chunk run with every step kept: bit for bit
 // in float on 1 and 3 threads (where the float products run on bptt's kernels), and to
@@ -64,6 +64,14 @@ std::vector<Case> Cases() {
     c.residual = true;
     c.tar = 3;
     cases.push_back({c, Feedback::kBptt, name + " input and output dropout, residual, TAR"});
+    // The regularisers of the time loop (masks drawn once per chunk), with layer norm where the
+    // cell has it.
+    c = LanguageModel(*cell, 7, 0, kH, 2, 0.2);
+    c.recurrent_dropout = cell->recurrent_matrix() ? 0.3 : 0.0;
+    c.zoneout = 0.25;
+    c.zoneout_cell = cell->cell_state ? 0.2 : 0.0;
+    c.layer_norm = cell->layer_norm();
+    cases.push_back({c, Feedback::kBptt, name + " recurrent dropout, zoneout"});
   }
   for (const Feedback rule : {Feedback::kFa, Feedback::kDfa}) {
     cases.push_back({LanguageModel(*FindCell("lstm"), 7, 0, kH, 2, 0.2), rule,

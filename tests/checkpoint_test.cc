@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "bptt/checkpoint.h"
 #include "bptt/error.h"
@@ -450,6 +451,39 @@ TEST(ModelConfigJson, KeepsTheTrainingRegularisersAndOlderFilesHaveThemOff) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("bad.safetensors"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("--weight-drop must be in [0, 1)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ModelConfigJson, StoresTheLoopRegularisersAndOlderFilesKeepTheirDefaults) {
+  ModelConfig c = LanguageModel(*FindCell("lstm"), 5, 0, 8, 2);
+  c.recurrent_dropout = 0.25;
+  c.zoneout = 0.125;
+  c.zoneout_cell = 0.0625;
+  const nlohmann::json j = ConfigToJson(c);
+  EXPECT_EQ(j.at("recurrent_dropout"), 0.25);
+  EXPECT_EQ(j.at("zoneout"), 0.125);
+  EXPECT_EQ(j.at("zoneout_cell"), 0.0625);
+  const ModelConfig back = ConfigFromJson(j, "new");
+  EXPECT_EQ(back.recurrent_dropout, 0.25);
+  EXPECT_EQ(back.zoneout, 0.125);
+  EXPECT_EQ(back.zoneout_cell, 0.0625);
+  // A configuration from before the options (no keys) loads with them off.
+  nlohmann::json old = j;
+  for (const char* key : {"recurrent_dropout", "zoneout", "zoneout_cell"}) old.erase(key);
+  const ModelConfig older = ConfigFromJson(old, "old");
+  EXPECT_EQ(older.recurrent_dropout, 0.0);
+  EXPECT_EQ(older.zoneout, 0.0);
+  EXPECT_EQ(older.zoneout_cell, 0.0);
+  // A stored value the cell cannot take is refused, naming the file and the flag.
+  nlohmann::json gru = ConfigToJson(LanguageModel(*FindCell("gru"), 5, 0, 8, 2));
+  gru["zoneout_cell"] = 0.1;
+  try {
+    ConfigFromJson(gru, "gru.safetensors");
+    ADD_FAILURE() << "took --zoneout-cell for a gru";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gru.safetensors"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--zoneout-cell applies to cells with a cell state"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -15,6 +15,7 @@
 
 #include <Eigen/SVD>
 #include <cmath>
+#include <tuple>
 
 #include "bptt/error.h"
 #include "bptt/init.h"
@@ -202,15 +203,19 @@ double FiniteDifferenceSigma(const ModelConfig& config, const ModelParams<double
 }
 
 TEST(Jacobian, AgreesWithFiniteDifferences) {
-  std::vector<std::pair<const Cell*, bool>> variants;  // (cell, layer norm)
+  // (cell, layer norm, zoneout): zoneout's expectation on h (and c), as the measurement runs it.
+  std::vector<std::tuple<const Cell*, bool, bool>> variants;
   for (const Cell* cell : Cells()) {
-    variants.emplace_back(cell, false);
-    if (cell->layer_norm()) variants.emplace_back(cell, true);
+    variants.emplace_back(cell, false, false);
+    variants.emplace_back(cell, false, true);
+    if (cell->layer_norm()) variants.emplace_back(cell, true, false);
   }
-  for (const auto& [cell, layer_norm] : variants) {
-    SCOPED_TRACE(std::string(cell->name) + (layer_norm ? " layer norm" : ""));
+  for (const auto& [cell, layer_norm, zoneout] : variants) {
+    SCOPED_TRACE(std::string(cell->name) + (layer_norm ? " layer norm" : "") + (zoneout ? " zoneout" : ""));
     ModelConfig config = LanguageModel(*cell, 6, 0, 4, 2);
     config.layer_norm = layer_norm;
+    config.zoneout = zoneout ? 0.3 : 0.0;
+    config.zoneout_cell = zoneout && cell->cell_state ? 0.2 : 0.0;
     auto params = Fresh(config, InitScheme::kUniform, 0.9, 21);
     for (auto& layer : params.layers) layer.tensor("bias_ih").array() += 0.3;  // keep ReLU units alive
     Rng ln_rng(5);  // layer norms away from gain 1, bias 0

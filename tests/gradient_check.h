@@ -5,8 +5,8 @@
 //   tests/cell_gradient_test.cc       every cell of the registry: its tensors, the kernels' panel
 //                                     and block boundaries, one stream, truncated BPTT
 //   tests/head_gradient_test.cc       the losses, and every input with every head, for every cell
-//   tests/option_gradient_test.cc     dropout, residual connections, layer normalisation and the
-//                                     feedback-alignment rules
+//   tests/option_gradient_test.cc     dropout, residual connections, layer normalisation,
+//                                     recurrent dropout and zoneout, and the feedback-alignment rules
 //   tests/precision_gradient_test.cc  thread splits bit for bit, and bfloat16 products
 //   tests/sequence_gradient_test.cc   the heads of sequence models (pooling, masks of different
 //                                     lengths, absolute and Huber errors) for every cell
@@ -131,9 +131,15 @@ struct GradCase {
   bool variational = false;
   double weight_drop = 0;
   double ar = 0, tar = 0;
+  // The regularisers of the time loop (cell.h): training passes with fixed masks, or with
+  // `expectation` the evaluation pass (no RNG: zoneout's expectation, no recurrent dropout).
+  double recurrent_dropout = 0, zoneout = 0, zoneout_cell = 0;
+  bool expectation = false;
 
+  // Whether the case's passes are training passes (an RNG draws masks).
   bool training() const {
-    return dropout > 0 || input_dropout > 0 || output_dropout > 0 || weight_drop > 0 || ar > 0 || tar > 0;
+    return dropout > 0 || input_dropout > 0 || output_dropout > 0 || weight_drop > 0 || ar > 0 || tar > 0 ||
+           (!expectation && (recurrent_dropout > 0 || zoneout > 0 || zoneout_cell > 0));
   }
 
   std::string Name() const {
@@ -154,6 +160,10 @@ struct GradCase {
     if (weight_drop > 0) name += "_weightdrop";
     if (ar > 0) name += "_ar";
     if (tar > 0) name += "_tar";
+    if (recurrent_dropout > 0) name += "_recurrentdropout";
+    if (zoneout > 0) name += "_zoneout";
+    if (zoneout_cell > 0) name += "_zoneoutcell";
+    if (expectation) name += "_expectation";
     return name;
   }
 };
@@ -180,6 +190,9 @@ inline void CheckModelGradient(const GradCase& gc) {
   config.weight_drop = gc.weight_drop;
   config.ar = gc.ar;
   config.tar = gc.tar;
+  config.recurrent_dropout = gc.recurrent_dropout;
+  config.zoneout = gc.zoneout;
+  config.zoneout_cell = gc.zoneout_cell;
   if (gc.input == Input::kDense) config.input_size = D;
   else config.vocab_size = V;
   if (gc.input == Input::kEmbed) config.embed_size = 3;
@@ -283,6 +296,20 @@ inline void CheckModelGradient(const GradCase& gc) {
       for (Eigen::Index j = 0; j < T * B; ++j) {
         EXPECT_EQ(cache.input_mask(0, j), cache.locked_symbols(batch.ids(j), j % B)) << "position " << j;
       }
+    }
+  }
+  // The loop's masks: present in training only, each with units of both kinds in every layer.
+  for (const auto& [rate, drawn] : {std::pair{gc.recurrent_dropout, &cache.recurrent_mask},
+                                    std::pair{gc.zoneout, &cache.zoneout_mask},
+                                    std::pair{gc.zoneout_cell, &cache.zoneout_cell_mask}}) {
+    if (!gc.training() || rate == 0) {
+      EXPECT_TRUE(drawn->empty());
+      continue;
+    }
+    ASSERT_EQ(drawn->size(), static_cast<size_t>(config.layers));
+    for (const Mat<double>& m : *drawn) {
+      EXPECT_GT((m.array() == 0).count(), 0);
+      EXPECT_GT((m.array() != 0).count(), 0);
     }
   }
   Mat<double> doutputs;

@@ -40,7 +40,7 @@ bool Sanitized() {
 
 // The models the estimates are held to: every cell of the registry, and the options that add
 // buffers (layer norm, dropout, residual connections, an embedding, a dense input with a
-// regression head, the training regularisers).
+// regression head, the training regularisers, recurrent dropout and zoneout).
 // The model with every training regulariser on.
 ModelConfig Regularised(ModelConfig c) {
   c.dropout = 0.3;
@@ -72,13 +72,23 @@ std::vector<ModelConfig> Models() {
   models.push_back(c);
   models.push_back(Regularised(c));
   models.push_back(Regularised(LanguageModel(*FindCell("lstm"), 60, 0, 192, 2)));
+  // The regularisers of the time loop: their masks and buffers.
+  c = LanguageModel(*FindCell("lstm"), 60, 0, 160, 2, 0.2);
+  c.recurrent_dropout = 0.25;
+  c.zoneout = 0.1;
+  c.zoneout_cell = 0.05;
+  models.push_back(c);
+  c = LanguageModel(*FindCell("mingru"), 60, 0, 192, 2);
+  c.zoneout = 0.1;
+  models.push_back(c);
   return models;
 }
 
 std::string Describe(const ModelConfig& c) {
   return std::string(c.cell->name) + " H " + std::to_string(c.hidden_size) + (c.layer_norm ? " layer norm" : "") +
          (c.dropout > 0 ? " dropout" : "") + (c.residual ? " residual" : "") + (c.embed_size > 0 ? " embed" : "") +
-         (c.dense_input() ? " dense" : "") + (c.weight_drop > 0 ? " regularised" : "");
+         (c.dense_input() ? " dense" : "") + (c.weight_drop > 0 ? " regularised" : "") +
+         (c.recurrent_dropout > 0 ? " recurrent dropout" : "") + (c.zoneout > 0 || c.zoneout_cell > 0 ? " zoneout" : "");
 }
 
 Batch<float> RandomBatch(const ModelConfig& c, int T, int B, Rng& rng) {

@@ -1,7 +1,8 @@
 // The model's options proven against central differences in double precision, for every cell
 // of the registry: dropout between the layers (a fixed mask), on the input and on the output,
-// per step and variational; weight drop on W_hh; AR and TAR; residual connections over three
-// layers, and the layer-normalised variant (--layer-norm) of the cells that have one, its LN
+// per step and variational; weight drop on W_hh; AR and TAR; recurrent dropout and zoneout on h
+// and c (fixed masks, and zoneout's expectation as evaluation runs it); residual connections over
+// three layers, and the layer-normalised variant (--layer-norm) of the cells that have one, its LN
 // gains and biases drawn away from 1 and 0 (one layer and two; one-hot, embedding and dense
 // input; dropout; residual connections; the large sizes). And the learning rules of the
 // feedback-alignment papers: FA with the true transposes is backpropagation, DFA's one-layer
@@ -59,6 +60,46 @@ std::vector<GradCase> OptionCases() {
       cases.push_back({.cell = c, .input = Input::kOneHot, .scoring = Scoring::kEveryStep, .H = 70, .B = 2,
                        .T = 4, .sampled = 8, .weight_drop = 0.5});
     }
+    // The regularisers of the time loop: zoneout on h and on c, each in training (fixed masks)
+    // and as evaluation's expectation; recurrent dropout (cells with a recurrent matrix); all of
+    // them with dropout between the layers, plain and layer-normalised; and at the large sizes,
+    // B = 11 (threads take columns) and B = 1 (threads take rows of the products).
+    const double rd = cell->recurrent_matrix() ? 0.4 : 0.0, zc = cell->cell_state ? 0.3 : 0.0;
+    for (const bool expectation : {false, true}) {
+      GradCase zone{cell->name, Input::kOneHot, Scoring::kEveryStep};
+      zone.zoneout = 0.3;
+      zone.expectation = expectation;
+      cases.push_back(zone);
+      if (zc > 0) {
+        GradCase zone_c{cell->name, Input::kEmbed, Scoring::kMasked};
+        zone_c.zoneout_cell = zc;
+        zone_c.expectation = expectation;
+        cases.push_back(zone_c);
+      }
+    }
+    if (rd > 0) {
+      GradCase drop{cell->name, Input::kOneHot, Scoring::kEveryStep};
+      drop.recurrent_dropout = rd;
+      cases.push_back(drop);
+    }
+    for (const bool layer_norm : {false, true}) {
+      if (layer_norm && !cell->layer_norm()) continue;
+      GradCase all{cell->name, Input::kDense, Scoring::kRegression, 4, 3, 7, 0.3};
+      all.layer_norm = layer_norm;
+      all.recurrent_dropout = rd;
+      all.zoneout = 0.25;
+      all.zoneout_cell = zc;
+      cases.push_back(all);
+      all.expectation = true;
+      cases.push_back(all);
+      for (const int B : {11, 1}) {
+        GradCase large{cell->name, Input::kOneHot, Scoring::kEveryStep, 70, B, 5, 0.0, 8, false, 2, layer_norm};
+        large.recurrent_dropout = rd;
+        large.zoneout = 0.25;
+        large.zoneout_cell = zc;
+        cases.push_back(large);
+      }
+    }
     if (!cell->layer_norm()) continue;
     cases.push_back({.cell = c, .input = Input::kDense, .scoring = Scoring::kRegression, .layers = 2,
                      .layer_norm = true, .input_dropout = 0.3, .output_dropout = 0.3, .variational = true,
@@ -95,6 +136,44 @@ TEST(ModelConfig, LayerNormIsRefusedForCellsWithoutIt) {
     } catch (const Error& e) {
       EXPECT_EQ(std::string(e.what()), "--layer-norm applies to lstm, gru, not to " + std::string(cell->name));
     }
+  }
+}
+
+TEST(ModelConfig, TheLoopRegularisersAreRefusedOutsideTheirRangeAndCells) {
+  const auto refused = [](const ModelConfig& config, const std::string& expected) {
+    try {
+      config.Validate();
+      ADD_FAILURE() << "took: " << expected;
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), expected);
+    }
+  };
+  for (const Cell* cell : Cells()) {
+    SCOPED_TRACE(std::string(cell->name));
+    const ModelConfig plain = LanguageModel(*cell, 4, 0, 3, 1);
+    for (const double bad : {-0.1, 1.0, 1.5}) {
+      ModelConfig c = plain;
+      c.zoneout = bad;
+      refused(c, "--zoneout must be in [0, 1), got " + std::to_string(bad));
+      c = plain;
+      c.recurrent_dropout = bad;
+      refused(c, "--recurrent-dropout must be in [0, 1), got " + std::to_string(bad));
+      c = plain;
+      c.zoneout_cell = bad;
+      refused(c, "--zoneout-cell must be in [0, 1), got " + std::to_string(bad));
+    }
+    ModelConfig c = plain;
+    c.zoneout = 0.5;
+    EXPECT_NO_THROW(c.Validate());
+    c = plain;
+    c.recurrent_dropout = 0.5;
+    if (cell->recurrent_matrix()) EXPECT_NO_THROW(c.Validate());
+    else refused(c, "--recurrent-dropout applies to cells with a recurrent matrix (rnn-tanh, rnn-sigmoid, rnn-relu, "
+                    "lstm, gru), not to " + std::string(cell->name));
+    c = plain;
+    c.zoneout_cell = 0.5;
+    if (cell->cell_state) EXPECT_NO_THROW(c.Validate());
+    else refused(c, "--zoneout-cell applies to cells with a cell state (lstm), not to " + std::string(cell->name));
   }
 }
 

@@ -21,7 +21,8 @@ using namespace test;
 // held to its central differences instead, with B = 1 on 2 threads.) In float at H = 70 (the
 // products' 70, 210 and 280 rows make 3, 7 and 9 panels of 32, shared unevenly), B = 1 on 2 and
 // 3 threads and B = 2 on 3 (split by rows), B = 2 on 2 and B = 3 (by columns); every cell, with
-// and without layer norm, every buffer its cache and backward sweep declare (cell.h); in float,
+// and without layer norm, with and without recurrent dropout and zoneout (fixed masks), every
+// buffer its cache and backward sweep declare (cell.h); in float,
 // and with bfloat16 products where the CPU has them (the steps' products then run on
 // 16-row tiles: 70, 210 and 280 rows end in partial tiles).
 class ThreadSplit : public ::testing::TestWithParam<const Cell*> {};
@@ -32,6 +33,7 @@ TEST_P(ThreadSplit, AnyThreadCountGivesTheOneThreadNumbers) {
   std::vector<Precision> precisions = {Precision::kFloat32};
   if (Bf16ProductsAvailable()) precisions.push_back(Precision::kBfloat16);
   for (const Precision precision : precisions)
+  for (const bool regularised : {false, true})
   for (const bool layer_norm : {false, true}) {
     if (layer_norm && !cell.layer_norm()) continue;
     for (const Eigen::Index B : {1, 2, 3}) {
@@ -46,6 +48,14 @@ TEST_P(ThreadSplit, AnyThreadCountGivesTheOneThreadNumbers) {
       const Mat<float> h0 = RandomMat(H, B, rng).cast<float>(), c0 = RandomMat(H, B, rng).cast<float>();
       const Mat<float> dh_out = RandomMat(H, T * B, rng).cast<float>();
       const Mat<float> dh_T = RandomMat(H, B, rng).cast<float>(), dc_T = RandomMat(H, B, rng).cast<float>();
+      // The loop's regularisers (cell.h), their masks fixed: recurrent dropout's m (0 or 2),
+      // zoneout's d_t on h and c.
+      Mat<float> recurrent_mask, zoneout_h, zoneout_c;
+      if (regularised) {
+        if (cell.recurrent_matrix()) recurrent_mask = (RandomMat(H, B, rng).array() > 0).cast<float>().matrix() * 2.0f;
+        zoneout_h = (RandomMat(H, T * B, rng).array() > 0.1).cast<float>().matrix();
+        if (cell.cell_state) zoneout_c = (RandomMat(H, T * B, rng).array() > 0.2).cast<float>().matrix();
+      }
 
       struct Sweeps {
         LayerCache<float> cache;
@@ -55,6 +65,9 @@ TEST_P(ThreadSplit, AnyThreadCountGivesTheOneThreadNumbers) {
       const auto run = [&](int threads) {
         Sweeps s;
         s.cache.Resize(cell, H, T, B, layer_norm);
+        if (recurrent_mask.size() > 0) s.cache.loop.recurrent_mask = recurrent_mask.data();
+        if (zoneout_h.size() > 0) s.cache.loop.h.mask = zoneout_h.data();
+        if (zoneout_c.size() > 0) s.cache.loop.c.mask = zoneout_c.data();
         s.cache.gates() = input;
         s.cache.h().leftCols(B) = h0;
         if (cell.cell_state) s.cache.c().leftCols(B) = c0;
@@ -72,7 +85,8 @@ TEST_P(ThreadSplit, AnyThreadCountGivesTheOneThreadNumbers) {
       for (const int threads : {2, 3}) {
         const Sweeps many = run(threads);
         const std::string where = std::string(cell.name) + " " + PrecisionName(precision) +
-                                  (layer_norm ? " layer norm" : "") + " B " +
+                                  (layer_norm ? " layer norm" : "") +
+                                  (regularised ? " recurrent dropout, zoneout" : "") + " B " +
                                   std::to_string(B) + " on " + std::to_string(threads) + " threads: ";
         const auto same = [&](std::string_view name, const Mat<float>& a, const Mat<float>& b) {
           ASSERT_EQ(a.rows(), b.rows()) << where << name;
@@ -80,6 +94,7 @@ TEST_P(ThreadSplit, AnyThreadCountGivesTheOneThreadNumbers) {
           EXPECT_TRUE((a.array() == b.array()).all()) << where << name;
         };
         for (size_t k = 0; k < cell.cache.size(); ++k) same(cell.cache[k].name, many.cache[k], one.cache[k]);
+        same("h_dropped", many.cache.h_dropped, one.cache.h_dropped);
         for (size_t k = 0; k < cell.backward.size(); ++k) same(cell.backward[k].name, many.back[k], one.back[k]);
         many.grad.ForEach([&](const ParamDecl& d, const Mat<float>& m) {
           if (d.name != "weight_ih" && d.name != "weight_hh") same(d.name, m, one.grad.tensor(d.name));

@@ -89,8 +89,8 @@ TEST(RegressionError, AbsoluteAndHuberAgainstCentralDifferences) {
 
 TEST(MeanPooling, AveragesEachSequencesScoredOutputs) {
   Rng rng(4);
-  const ModelConfig config{.cell = &DefaultCell(), .input_size = 2, .hidden_size = 3, .layers = 1, .output_size = 4,
-                           .pooling = Pooling::kMean};
+  const ModelConfig config{.cell = &DefaultCell(), .input_size = 2, .hidden_size = 3, .layers = 1,
+                           .head = Head::kSoftmax, .output_size = 4, .pooling = Pooling::kMean};
   Batch<double> batch = MakeBatch({3, 1, 4}, 2, Head::kSoftmax, 4, true, true, rng);
   Mat<double> outputs = RandomMat(4, batch.T * batch.B, rng, 1.0);
   std::vector<Eigen::Index> first;
@@ -206,7 +206,8 @@ TEST(SequenceHeads, SlicesSumToTheWholeBatch) {
   }
   // A slice with a mask and no whole count is refused.
   Rng rng(6);
-  const ModelConfig config{.cell = &DefaultCell(), .input_size = 2, .hidden_size = 4, .layers = 1, .output_size = 3};
+  const ModelConfig config{.cell = &DefaultCell(), .input_size = 2, .hidden_size = 4, .layers = 1,
+                           .head = Head::kSoftmax, .output_size = 3};
   Batch<double> slice = MakeBatch({2, 2}, 2, Head::kSoftmax, 3, false, false, rng);
   slice.whole = 4;
   EXPECT_THROW(HeadLoss<double>(config, RandomMat(3, slice.T * slice.B, rng, 1.0), slice, nullptr, 1), Error);

@@ -36,11 +36,14 @@ struct Model {
 
 // Weights drawn like a fresh bptt model's (orthogonal recurrent blocks, Xavier input blocks);
 // with layer norm, its gains and biases as training might leave them (1 +- 0.5, +-0.5).
-Model MakeModel(const char* cell, int layers, int hidden, int embed, bool layer_norm = false) {
+Model MakeModel(const char* cell, int layers, int hidden, int embed, bool layer_norm = false, double zoneout = 0,
+                double zoneout_cell = 0) {
   Model m;
   m.vocab = VocabBuilder(TokenizerOptions{}).Add(kText).Build();
   m.config = LanguageModel(*FindCell(cell), m.vocab.size(), embed, hidden, layers);
   m.config.layer_norm = layer_norm;
+  m.config.zoneout = zoneout;
+  m.config.zoneout_cell = zoneout_cell;
   Rng rng(11);
   Initialize(m.config, InitOptions{}, rng, m.params);
   m.params.ForEachTensor([&](const TensorInfo& tensor, Mat<float>& w) {
@@ -55,13 +58,18 @@ struct Case {
   const char* cell;
   int layers, hidden, embed;
   bool layer_norm = false;
+  double zoneout = 0, zoneout_cell = 0;  // the steps take zoneout's expectation, as evaluation does
 };
 
 // Sizes with and without whole 16- and 64-row panels, one-hot and embedding input, every cell,
-// and the layer-normalised LSTM and GRU.
+// the layer-normalised LSTM and GRU, and zoneout on h and c.
 const Case kCases[] = {{"lstm", 2, 64, 0},      {"lstm", 1, 24, 10},       {"gru", 2, 48, 0},
                        {"rnn-tanh", 2, 40, 0},  {"rnn-relu", 1, 33, 7},    {"rnn-sigmoid", 1, 17, 0},
-                       {"lstm", 1, 200, 0},     {"lstm", 2, 40, 0, true},  {"gru", 2, 33, 6, true}};
+                       {"lstm", 1, 200, 0},     {"lstm", 2, 40, 0, true},  {"gru", 2, 33, 6, true},
+                       {"lstm", 2, 40, 0, false, 0.3, 0.2},  {"lstm", 1, 24, 10, true, 0.25, 0.4},
+                       {"gru", 2, 33, 0, false, 0.3},        {"gru", 1, 20, 0, true, 0.2},
+                       {"rnn-tanh", 1, 17, 0, false, 0.5},   {"mingru", 2, 20, 0, false, 0.3},
+                       {"minlstm", 1, 20, 5, false, 0.3}};
 
 const Precision kReduced[] = {Precision::kBfloat16, Precision::kInt8};
 
@@ -101,7 +109,7 @@ TEST(StepperTest, ThreadsChosenAsItRunsGiveTheOneThreadOutputs) {
 
 TEST(StepperTest, Float32StepsGiveTheForwardPassOutputs) {
   for (const Case& c : kCases) {
-    Model m = MakeModel(c.cell, c.layers, c.hidden, c.embed, c.layer_norm);
+    Model m = MakeModel(c.cell, c.layers, c.hidden, c.embed, c.layer_norm, c.zoneout, c.zoneout_cell);
     const std::vector<int32_t> context = m.vocab.Encode("the lazy dog jumps over");
     Batch<float> batch;
     batch.T = static_cast<Eigen::Index>(context.size());
@@ -166,7 +174,7 @@ TEST(StepperTest, AMovedStepperKeepsItsWeightsAndRefusesUnknownSymbols) {
 TEST(StepperTest, ReducedPrecisionOutputsStayCloseToFloat32) {
   for (const Precision precision : kReduced) {
     for (const Case& c : kCases) {
-      Model m = MakeModel(c.cell, c.layers, c.hidden, c.embed, c.layer_norm);
+      Model m = MakeModel(c.cell, c.layers, c.hidden, c.embed, c.layer_norm, c.zoneout, c.zoneout_cell);
       Stepper stepper(m.config, m.params);
       const std::vector<int32_t> context = m.vocab.Encode("Pack my box with five dozen liquor jugs");
       stepper.Configure(Precision::kFloat32, 1);

@@ -136,20 +136,25 @@ TEST_F(TrainerTest, LrAnnealFallsLinearlyToZeroOverTheLastFractionOfTheRun) {
 
 TEST_F(TrainerTest, ResumeContinuesExactly) {
   // Small corpus so that the 24 steps cross epoch boundaries; dropout exercises the RNG state,
-  // and so do the other training regularisers (model.h ModelConfig), masks included.
-  for (const bool regularised : {false, true}) {
-    SCOPED_TRACE(regularised ? "regularised" : "dropout");
-    const std::string suffix = regularised ? "-regularised" : "";
-    TrainOptions o = Options(GrammarText(40, 2), "whole" + suffix);
+  // and so do the other training regularisers (model.h ModelConfig) and those of the time loop
+  // (recurrent dropout and zoneout, their masks drawn after the model's), masks included.
+  for (const std::string variant : {"", "-regularised", "-loop"}) {
+    SCOPED_TRACE(variant.empty() ? "dropout" : variant);
+    TrainOptions o = Options(GrammarText(40, 2), "whole" + variant);
     o.model.layers = 2;
     o.model.dropout = 0.25;
-    if (regularised) {
+    if (variant == "-regularised") {
       o.model.input_dropout = 0.2;
       o.model.output_dropout = 0.3;
       o.model.variational = true;
       o.model.weight_drop = 0.3;
       o.model.ar = 2;
       o.model.tar = 1;
+    }
+    if (variant == "-loop") {
+      o.model.recurrent_dropout = 0.2;
+      o.model.zoneout = 0.15;
+      o.model.zoneout_cell = o.model.cell->cell_state ? 0.1 : 0.0;
     }
     o.batch = 4;
     o.seq_len = 16;
@@ -159,7 +164,7 @@ TEST_F(TrainerTest, ResumeContinuesExactly) {
     ASSERT_EQ(whole.steps, 24);
 
     TrainOptions first = o;
-    first.out = (dir_ / ("split" + suffix)).string();
+    first.out = (dir_ / ("split" + variant)).string();
     first.max_steps = 10;  // a multiple of eval_every: no extra validation at the end (trainer.h)
     ASSERT_EQ(Train(first, log_, false).steps, 10);
     const TrainResult resumed = Resume(first.out, {{"max-steps", 24}}, log_, false);
@@ -181,6 +186,8 @@ TEST_F(TrainerTest, ResumeContinuesExactly) {
     EXPECT_EQ(a.config.weight_drop, o.model.weight_drop);  // stored in the checkpoint
     EXPECT_EQ(a.config.variational, o.model.variational);
     EXPECT_EQ(a.config.tar, o.model.tar);
+    EXPECT_EQ(a.config.zoneout, o.model.zoneout);
+    EXPECT_EQ(a.config.recurrent_dropout, o.model.recurrent_dropout);
   }
 }
 

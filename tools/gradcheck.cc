@@ -40,9 +40,10 @@ std::vector<OptionSpec<GradcheckCommand>> Specs() {
     return g.checkpoint.empty() ? std::string() : "describes a fresh model; " + g.checkpoint + " has its own";
   };
   std::vector<OptionSpec<G>> specs;
-  // A check runs the model as evaluation does: none of training's regularisers.
-  constexpr std::string_view kTrainingOnly[] = {"dropout", "input-dropout", "output-dropout", "variational",
-                                                "weight-drop", "ar", "tar"};
+  // A check runs the model as evaluation does: none of training's regularisers (zoneout stays:
+  // a check takes its expectation, as evaluation does).
+  constexpr std::string_view kTrainingOnly[] = {"dropout",     "input-dropout", "output-dropout",   "variational",
+                                                "weight-drop", "ar",            "tar",              "recurrent-dropout"};
   for (auto spec : Nest<G>(ModelOptionSpecs(), kAnyCommand, "", [](G& g) -> auto& { return g.model; }))
     if (std::find(std::begin(kTrainingOnly), std::end(kTrainingOnly), spec.flag) == std::end(kTrainingOnly))
       specs.push_back(Restrict(std::move(spec), fresh_only));

@@ -88,6 +88,9 @@ int Inspect(int argc, char** argv) {
   add("weight-drop", m.weight_drop);
   add("ar", m.ar);
   add("tar", m.tar);
+  add("recurrent-dropout", m.recurrent_dropout);
+  add("zoneout", m.zoneout);
+  add("zoneout-cell", m.zoneout_cell);
   if (!regularisers.empty()) {
     std::cout << "  regularise ";
     for (size_t i = 0; i < regularisers.size(); ++i) std::cout << (i ? ", " : " ") << regularisers[i];

@@ -49,6 +49,23 @@
 // is kept). A layer has the variant exactly when its RecurrentParams hold the LN tensors; the
 // cells branch on that once per chunk or step, so the plain cells run as they always have.
 //
+// Two regularisers act inside the time loops, the same way in every cell (LoopRegularisers
+// below; ModelConfig::recurrent_dropout, zoneout, zoneout_cell). With h̃_t (c̃_t) the state the
+// cell's equations give from h_{t-1} (c_{t-1}):
+//   recurrent dropout  the recurrent product reads m ⊙ h_{t-1}: W_hh h_{t-1} -> W_hh (m ⊙ h_{t-1}),
+//                      m (H, B) 0 or 1/(1-p), one mask per stream for the whole chunk
+//                      (variational, inverted: E[m] = 1, so evaluation leaves it out); h_{t-1}'s
+//                      other uses (the GRU's z_t ⊙ h_{t-1}) read it whole. Cells with a recurrent
+//                      matrix only.
+//   zoneout            (Krueger et al. 2017) h_t = d_t ⊙ h_{t-1} + (1 - d_t) ⊙ h̃_t, and on the
+//                      cell state c_t = d^c_t ⊙ c_{t-1} + (1 - d^c_t) ⊙ c̃_t (the LSTM's h̃_t
+//                      reads c̃_t, as in the paper); in training d_t (H, B) is drawn afresh each
+//                      step, 1 with probability z; everywhere else d_t = z, its expectation.
+// The caller sets LayerCache::loop before chunk_forward; every mode over that cache reads it,
+// and step leaves zoneout's expectation to its caller (stepper.cc, through Zoneout::Forward).
+// Each cell has one variant of its chunk modes with them and keeps its plain one, choosing once
+// per chunk as it does for layer normalisation.
+//
 // One chunk of T timesteps runs as follows:
 //   1. the caller writes the input projection W_ih x_t for all T steps into cache.gates() with
 //      one GEMM (or a column gather for one-hot input), and h_0 (c_0) into the first B columns
@@ -207,6 +224,47 @@ struct RecurrentParams {
   void ForEach(F&& f) const;
 };
 
+// Zoneout of one state (cell.h, top): the d_t of the cache's steps, or their expectation z.
+template <typename S>
+struct Zoneout {
+  const S* mask = nullptr;  // (H, T*B) d_t in {0, 1} of the cache's steps, leading dimension H; null: d_t = rate
+  S rate = 0;               // z, the expectation of d_t
+
+  bool on() const { return mask != nullptr || rate != 0; }
+  // f(d) with d the (rows, cols) array of d_t at rows [r, r + rows) of the cache's columns
+  // [j, j + cols) (the constant z without a mask).
+  template <typename F>
+  void With(Eigen::Index H, Eigen::Index r, Eigen::Index j, Eigen::Index rows, Eigen::Index cols, F&& f) const {
+    using Array = Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic>;
+    if (mask) f(Eigen::Map<const Array, 0, Eigen::OuterStride<>>(mask + j * H + r, rows, cols, Eigen::OuterStride<>(H)));
+    else f(Array::Constant(rows, cols, rate));
+  }
+  // The forward step (and its tangent): x (rows, cols; an array expression) in: x̃_t; out:
+  // x_t = d_t x_{t-1} + (1 - d_t) x̃_t, with prev = x_{t-1}.
+  template <typename P, typename X>
+  void Forward(Eigen::Index H, Eigen::Index r, Eigen::Index j, const P& prev, X&& x) const {
+    With(H, r, j, x.rows(), x.cols(), [&](const auto& d) { x = d * prev + (S(1) - d) * x; });
+  }
+  // The backward step: dx in: dL/dx_t; out: dL/dx̃_t = (1 - d_t) dL/dx_t. kept out: d_t dL/dx_t,
+  // the part of dL/dx_{t-1} that bypasses the cell.
+  template <typename D, typename K>
+  void Backward(Eigen::Index H, Eigen::Index r, Eigen::Index j, D&& dx, K&& kept) const {
+    With(H, r, j, dx.rows(), dx.cols(), [&](const auto& d) {
+      kept = d * dx;
+      dx *= S(1) - d;
+    });
+  }
+};
+
+// The regularisers of one layer's time loop over a chunk (cell.h, top).
+template <typename S>
+struct LoopRegularisers {
+  const S* recurrent_mask = nullptr;  // (H, B) m, 0 or 1/(1-p); null: no recurrent dropout
+  Zoneout<S> h, c;                    // on h_t, and on c_t (cells with a cell state)
+
+  bool any() const { return recurrent_mask != nullptr || h.on() || c.on(); }
+};
+
 // Values recorded by one layer's forward pass over a chunk; read by its backward pass. One
 // buffer per declaration of the cell's cache (its file gives each shape and meaning).
 template <typename S>
@@ -214,6 +272,9 @@ struct LayerCache {
   Eigen::Index T = 0, B = 0;
   std::vector<Mat<S>> buffers;
   PackedMatrix<S> packed_hh;  // workspace of a cell with a recurrent matrix: W_hh packed once per chunk
+  LoopRegularisers<S> loop;   // set by the caller before chunk_forward (none by default)
+  Mat<S> h_dropped;           // with recurrent dropout: (H, T*B) m ⊙ h_{t-1} of each step, the
+                              // recurrent product's operand (shaped by chunk_forward)
 
   // Shapes the buffers for a chunk; reallocates only when a dimension changes.
   void Resize(const Cell& cell, Eigen::Index H, Eigen::Index T_, Eigen::Index B_, bool layer_norm);
@@ -226,6 +287,19 @@ struct LayerCache {
   const Mat<S>& h() const { return buffers[kHSlot]; }
   Mat<S>& c() { return buffers[kCSlot]; }  // cells with a cell state: (H, (T+1)*B) c_0, then c_1 .. c_T
   const Mat<S>& c() const { return buffers[kCSlot]; }
+  // The recurrent product's operand of step t: h_{t-1} (column block t of h), or with recurrent
+  // dropout that of h_dropped.
+  const S* ProductInput(Eigen::Index t) const {
+    return (loop.recurrent_mask ? h_dropped : buffers[kHSlot]).data() + t * B * buffers[kHSlot].rows();
+  }
+  // With recurrent dropout, columns [j0, j1) of step t's operand: h_dropped = m ⊙ h_{t-1}.
+  void DropProductInput(Eigen::Index t, Eigen::Index j0, Eigen::Index j1) {
+    const Eigen::Index H = buffers[kHSlot].rows();
+    h_dropped.middleCols(t * B + j0, j1 - j0) =
+        (Eigen::Map<const Mat<S>>(loop.recurrent_mask + j0 * H, H, j1 - j0).array() *
+         buffers[kHSlot].middleCols(t * B + j0, j1 - j0).array())
+            .matrix();
+  }
 
   // Column block of timestep t (0-based) in a (., T*B) buffer, and of h_t / c_t.
   auto Step(Mat<S>& m, Eigen::Index t) const { return m.middleCols(t * B, B); }
@@ -238,6 +312,17 @@ template <typename S>
 struct LayerBackward {
   std::vector<Mat<S>> buffers;
   PackedMatrix<S> packed_hh_t;  // workspace of a cell with a recurrent matrix: W_hh^T packed once per chunk
+  // With the loop's regularisers (LayerCache::loop), shaped by chunk_backward:
+  Mat<S> dh_kept, dc_kept;  // zoneout: (H, B) d_t ⊙ dL/dh_t (dL/dc_t), which bypasses the step
+  Mat<S> dh_dropped;        // recurrent dropout: (H, B) back_hh^T δ_t before the mask m
+
+  // Through recurrent dropout's mask m (H, B), columns [j0, j1): dh (+)= m ⊙ dh_dropped.
+  void DropProductGradient(const S* m, Eigen::Index j0, Eigen::Index j1, bool accumulate) {
+    const Eigen::Index H = dh_dropped.rows(), n = j1 - j0;
+    const auto dropped = Eigen::Map<const Mat<S>>(m + j0 * H, H, n).array() * dh_dropped.middleCols(j0, n).array();
+    if (accumulate) buffers[kDhSlot].middleCols(j0, n).array() += dropped;
+    else buffers[kDhSlot].middleCols(j0, n).array() = dropped;
+  }
 
   // With record set, the sweep also keeps the total gradient on every step's state, for
   // gradient-decay analysis (decay.h); training leaves it off.

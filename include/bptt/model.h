@@ -89,8 +89,8 @@ struct ModelConfig {
   int layers = 2;         // L
   double dropout = 0.0;   // probability of dropping a unit between layers (training only)
   // The regularisers of training (docs/regularisation.md); evaluation, sampling and analysis
-  // use none of them. Inverted dropout: a kept value is scaled by 1/(1-p), so nothing changes
-  // at evaluation.
+  // use none of them but zoneout's expectation. Inverted dropout: a kept value is scaled by
+  // 1/(1-p), so nothing changes at evaluation.
   double input_dropout = 0.0;   // probability of dropping a unit of layer 0's input
   double output_dropout = 0.0;  // probability of dropping a unit of the top layer's output
   bool variational = false;     // the input, between-layer and output masks are locked over the
@@ -99,6 +99,10 @@ struct ModelConfig {
                                 //   per batch (DropConnect, Merity et al. 2017)
   double ar = 0.0;              // alpha of activation regularisation, AR
   double tar = 0.0;             // beta of temporal activation regularisation, TAR
+  double recurrent_dropout = 0.0;  // p of the variational mask on h_{t-1} in W_hh h_{t-1} (cell.h)
+  double zoneout = 0.0;         // z: probability that a unit of h keeps its previous value (cell.h);
+                                //   evaluation: the expectation
+  double zoneout_cell = 0.0;    // the same on the cell state c (cells with one)
   Head head = Head::kSoftmax;
   int output_size = 0;    // O: classes (softmax) or values (regression) per step
   bool residual = false;  // layers l >= 1 output h^l + x^l
@@ -117,8 +121,8 @@ struct ModelConfig {
 };
 
 // The options that choose a model (--cell, --layers, --hidden, --embed, --dropout,
-// --input-dropout, --output-dropout, --variational, --weight-drop, --ar, --tar, --residual,
-// --layer-norm), declared
+// --input-dropout, --output-dropout, --variational, --weight-drop, --ar, --tar,
+// --recurrent-dropout, --zoneout, --zoneout-cell, --residual, --layer-norm), declared
 // once (options.h) for every command that builds one. The sizes that the data dictates (V, D,
 // O, the head, its pooling and loss) are not options.
 std::span<const OptionSpec<ModelConfig>> ModelOptionSpecs();
@@ -299,6 +303,11 @@ struct ModelCache {
   std::vector<LayerCache<S>> layers;  // L, each over Ts steps
   std::vector<Mat<S>> dropped;        // L-1 of (H, Ts*B): layer l's outputs after dropout, feeding l+1
   std::vector<Mat<S>> dropout_mask;   // L-1 of (H, T*B): 0 or 1/(1-p); empty when not dropping
+  // The masks of the regularisers in the cells' time loops (cell.h LoopRegularisers), drawn in
+  // training; empty otherwise (evaluation takes zoneout's expectation).
+  std::vector<Mat<S>> recurrent_mask;  // L of (H, B): 0 or 1/(1-p), recurrent dropout's m
+  std::vector<Mat<S>> zoneout_mask;    // L of (H, T*B): zoneout's d_t on h, 1 keeps h_{t-1}
+  std::vector<Mat<S>> zoneout_cell_mask;  // L of (H, T*B): d^c_t on c
   std::vector<Mat<S>> summed;         // residual connections: L of (H, Ts*B), y^l = h^l + x^l for l >= 1
   Mat<S> outputs;                     // (O, T*B) the head's logits or predictions
 
@@ -328,9 +337,10 @@ struct ModelCache {
 // Runs the chunk's inputs (batch.ids or batch.dense, T*B columns) from `initial` as `compute`
 // says. With a dropout RNG the training regularisers of config are applied (dropout on the
 // input, between the layers and on the output, weight drop, and AR/TAR into
-// cache.activation_penalty and cache.dactivation); without one, none. The masks are drawn once
-// per chunk, before the first step, in that order, each for the whole batch, of which a slice
-// (batch.h) keeps its own columns; the weight-drop masks, one per layer for the whole batch.
+// cache.activation_penalty and cache.dactivation; then recurrent dropout and zoneout inside the
+// cells' time loops); without one, none, and zoneout takes its expectation. The masks are drawn
+// once per chunk, before the first step, in that order, each for the whole batch, of which a
+// slice (batch.h) keeps its own columns; the weight-drop masks, one per layer for the whole batch.
 template <typename S>
 void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
              const State<S>& initial, ModelCache<S>& cache, Compute compute, Rng* dropout_rng = nullptr);

@@ -108,6 +108,7 @@ class Stepper {
   State<float> state_;                      // (H, 1) per layer
   std::vector<Eigen::VectorXf> gates_;      // L of (G*H): a step's gate pre-activations
   std::vector<Eigen::VectorXf> recurrent_;  // L of (G*H): the cell's step workspace
+  Eigen::VectorXf previous_;                // with zoneout: (2H) h_{t-1}, c_{t-1} of the layer stepping
   std::vector<Eigen::VectorXf> summed_;     // residual connections: L of (H), y^l = h^l + x^l
   Eigen::VectorXf embedded_;                // (E) embedding input: the symbol's encoder row
   Eigen::VectorXf outputs_;                 // (O)

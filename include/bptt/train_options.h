@@ -48,11 +48,7 @@ struct TrainOptions {
   SequenceOptions sequences;
   std::shared_ptr<const SequenceArrays> arrays;
   // Model. vocab_size / input_size and output_size come from the corpus or the task.
-  ModelConfig model = [] {
-    ModelConfig m;
-    m.hidden_size = 256;
-    return m;
-  }();
+  ModelConfig model{.cell = &DefaultCell(), .hidden_size = 256};
   InitOptions init;
   // Optimisation.
   OptimizerOptions optimizer;     // Adam

@@ -109,20 +109,30 @@ void PointwiseLn(Eigen::Index H, S* a, S* u, S* z_ih, S* z_hh, const RecurrentPa
 // Per step t, shared between the threads as StepShare (packed_gemm.h) says:
 //   u_t = W_hh h_{t-1}                     (3H, B)  one product over the packed W_hh
 //   then Pointwise (with layer norm PointwiseLn) on each column.
-template <bool kLayerNorm, typename S>
+// With the loop's regularisers (cell.h) the product reads m ⊙ h_{t-1} (the interpolation
+// z_t * h_{t-1} reads h_{t-1} whole), and zoneout blends h_t = d_t h_{t-1} + (1 - d_t) h̃_t
+// after the pointwise pass.
+template <bool kLayerNorm, bool kLoop, typename S>
 void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
   const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
+  const LoopRegularisers<S>& loop = cache.loop;
+  const bool drop = kLoop && loop.recurrent_mask;
+  if (drop) EnsureShape(cache.h_dropped, H, T * B);
   Pack(p.weight_hh(), false, compute.products, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
   {
     const StepShare share(3 * H, B);
-    const Eigen::Index j0 = share.j0, j1 = share.j1;
+    const Eigen::Index j0 = share.j0, j1 = share.j1, nb = j1 - j0;
+    if (drop) {
+      cache.DropProductInput(0, j0, j1);
+      share.Join();
+    }
     for (Eigen::Index t = 0; t < T && share.active(); ++t) {
       const auto h_prev = cache.Step(cache.h(), t);
       auto u = cache.Step(cache[kRecurrent], t);  // (3H, B)
       auto a = cache.Step(cache.gates(), t);      // (3H, B)
-      share.Product(cache.packed_hh, h_prev.data(), H, u.data(), 3 * H, false);
+      share.Product(cache.packed_hh, kLoop ? cache.ProductInput(t) : h_prev.data(), H, u.data(), 3 * H, false);
       share.Join();
       for (Eigen::Index b = j0; b < j1; ++b) {
         if constexpr (kLayerNorm)
@@ -133,6 +143,12 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute c
           Pointwise(H, a.col(b).data(), u.col(b).data(), p, h_prev.col(b).data(),
                     cache.Step(cache.h(), t + 1).col(b).data());
       }
+      if constexpr (kLoop) {
+        if (loop.h.on())
+          loop.h.Forward(H, 0, t * B + j0, h_prev.middleCols(j0, nb).array(),
+                         cache.Step(cache.h(), t + 1).middleCols(j0, nb).array());
+        if (drop && t + 1 < T) cache.DropProductInput(t + 1, j0, j1);
+      }
       share.Join();
     }
   }
@@ -140,8 +156,9 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute c
 
 template <typename S>
 void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
-  if (p.layer_norm()) ChunkForwardOf<true>(p, cache, compute);
-  else ChunkForwardOf<false>(p, cache, compute);
+  const bool loop = cache.loop.any();
+  if (p.layer_norm()) loop ? ChunkForwardOf<true, true>(p, cache, compute) : ChunkForwardOf<true, false>(p, cache, compute);
+  else loop ? ChunkForwardOf<false, true>(p, cache, compute) : ChunkForwardOf<false, false>(p, cache, compute);
 }
 
 // One stream: u = W_hh h_{t-1}, then Pointwise (with layer norm PointwiseLn, the ẑ in place).
@@ -169,12 +186,19 @@ void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, fl
 //   dgates = J_ih (g_ih * da),  drecurrent = J_hh (g_hh * du),  dh_{t-1} = dh * z + W_hh^T drecurrent
 // and after the sweep dW_hh += drecurrent · [h_0 .. h_{T-1}]^T; db_ih, db'_ih += sum of da,
 // dg_ih += sum of da * ẑ_ih; db_hh, db'_hh += sum of du, dg_hh += sum of du * ẑ_hh.
-template <bool kLayerNorm, typename S>
+// With the loop's regularisers: zoneout first splits dh into (1 - d_t) dh, the dh above, and
+// d_t dh, added to dh_{t-1}; recurrent dropout masks the product's part, dh_{t-1} = dh * z +
+// m ⊙ W_hh^T du (+ d_t dh), and dW_hh += du · [m ⊙ h_0 .. m ⊙ h_{T-1}]^T.
+template <bool kLayerNorm, bool kLoop, typename S>
 void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
                      const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, Compute compute) {
   const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   const bool recur = back_hh.size() > 0;
+  const LoopRegularisers<S>& loop = cache.loop;
+  const bool drop = kLoop && loop.recurrent_mask && recur, zone = kLoop && loop.h.on();
+  if (drop) EnsureShape(back.dh_dropped, H, B);
+  if (zone) EnsureShape(back.dh_kept, H, B);
   if (recur) Pack(back_hh, true, compute.products, back.packed_hh_t);
   Mat<S>& dpre = kLayerNorm ? back[kDlnIh] : back.dgates();      // dL/da_t
   Mat<S>& dpre_u = kLayerNorm ? back[kDlnHh] : back[kDrecurrent];  // dL/du_t
@@ -193,6 +217,7 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
         const Eigen::Index j = t * B + b;
         back.dh().col(b) += dh_out.col(j);
         if (back.record) back.dh_steps().col(j) = back.dh().col(b);
+        if (zone) loop.h.Backward(H, 0, j, back.dh().col(b).array(), back.dh_kept.col(b).array());
         const auto r = act.col(b).segment(0, H).array(), z = act.col(b).segment(H, H).array(),
                    n = act.col(b).segment(2 * H, H).array();
         const auto dh = back.dh().col(b).array();
@@ -206,6 +231,7 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
         da_b.segment(H, H) = (dh * (h_prev.col(b).array() - n) * SigmoidGradFromOutput(z)).matrix();
         du_b.segment(0, 2 * H) = da_b.segment(0, 2 * H);
         back.dh().col(b) = (dh * z).matrix();  // the direct part of dh_{t-1}
+        if (zone) back.dh().col(b) += back.dh_kept.col(b);
         if constexpr (kLayerNorm) {
           back.dgates().col(j) = LayerNormJacobian(param(p[kLnIhWeight]) * da_b.array(), cache[kLnIh].col(j).array(),
                                                  cache[kLnRstd](0, j))
@@ -216,11 +242,14 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
         }
       }
       share.Join();
-      if (recur) share.Product(back.packed_hh_t, back[kDrecurrent].col(t * B).data(), 3 * H, back.dh().data(), H, true);
+      if (drop) share.Product(back.packed_hh_t, back[kDrecurrent].col(t * B).data(), 3 * H, back.dh_dropped.data(), H, false);
+      else if (recur) share.Product(back.packed_hh_t, back[kDrecurrent].col(t * B).data(), 3 * H, back.dh().data(), H, true);
       share.Join();
+      if (drop) back.DropProductGradient(loop.recurrent_mask, j0, j1, true);
     }
   }
-  SumProductOverTime(grad[kWeightHh], back[kDrecurrent], cache.h().leftCols(T * B), compute);
+  if (kLoop && loop.recurrent_mask) SumProductOverTime(grad[kWeightHh], back[kDrecurrent], cache.h_dropped, compute);
+  else SumProductOverTime(grad[kWeightHh], back[kDrecurrent], cache.h().leftCols(T * B), compute);
   SumColumnsOverTime(grad[kBiasIh], dpre);
   SumColumnsOverTime(grad[kBiasHh], dpre_u);
   if constexpr (kLayerNorm) {
@@ -234,22 +263,32 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
 template <typename S>
 void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
                    const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, Compute compute) {
-  if (p.layer_norm()) ChunkBackwardOf<true>(p, back_hh, cache, dh_out, back, grad, compute);
-  else ChunkBackwardOf<false>(p, back_hh, cache, dh_out, back, grad, compute);
+  if (cache.loop.any()) {
+    if (p.layer_norm()) ChunkBackwardOf<true, true>(p, back_hh, cache, dh_out, back, grad, compute);
+    else ChunkBackwardOf<false, true>(p, back_hh, cache, dh_out, back, grad, compute);
+  } else {
+    if (p.layer_norm()) ChunkBackwardOf<true, false>(p, back_hh, cache, dh_out, back, grad, compute);
+    else ChunkBackwardOf<false, false>(p, back_hh, cache, dh_out, back, grad, compute);
+  }
 }
 
 // The tangent of the forward pass, per step (dx: the directional derivative of x):
 //   du = W_hh dh_{t-1};  dr = r(1-r) du_r, dz = z(1-z) du_z
 //   dn = (1-n^2) (dr*u_n + r*du_n);  dh_t = (1-z)*dn + dz*(h_{t-1} - n) + z*dh_{t-1}
 // With layer norm (J as in the backward pass): du = g_hh * J_hh (W_hh dh_{t-1}).
+// With the loop's regularisers: du from W_hh (m ⊙ dh_{t-1}); the above gives dh̃_t, and
+//   dh_t = d_t dh_{t-1} + (1 - d_t) dh̃_t.
 template <bool kLayerNorm, typename S>
 void TangentOf(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh) {
   const Eigen::Index H = p.hidden_size(), B = cache.B;
   using Array = Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic>;
   const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
-  Mat<S> du;
+  const LoopRegularisers<S>& loop = cache.loop;
+  Mat<S> du, next;
   for (Eigen::Index t = 0; t < cache.T; ++t) {
-    du.noalias() = p.weight_hh() * dh;
+    if (loop.recurrent_mask)
+      du.noalias() = p.weight_hh() * (Eigen::Map<const Mat<S>>(loop.recurrent_mask, H, B).array() * dh.array()).matrix();
+    else du.noalias() = p.weight_hh() * dh;
     if constexpr (kLayerNorm)
       for (Eigen::Index b = 0; b < B; ++b)
         du.col(b) = (param(p[kLnHhWeight]) * LayerNormJacobian(du.col(b).array(), cache[kLnHh].col(t * B + b).array(),
@@ -262,7 +301,9 @@ void TangentOf(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& 
     const Array dr = SigmoidGradFromOutput(r) * du.topRows(H).array();
     const Array dz = SigmoidGradFromOutput(z) * du.middleRows(H, H).array();
     const Array dn = TanhGradFromOutput(n) * (dr * u_n + r * du.bottomRows(H).array());
-    dh = ((S(1) - z) * dn + dz * (h_prev - n) + z * dh.array()).matrix();
+    next = ((S(1) - z) * dn + dz * (h_prev - n) + z * dh.array()).matrix();
+    if (loop.h.on()) loop.h.Forward(H, 0, t * B, dh.array(), next.array());
+    dh.swap(next);
   }
 }
 

@@ -128,21 +128,31 @@ void PointwiseLn(Eigen::Index H, S* a, S* r, S* z_ih, const RecurrentParams<S>& 
 //   then Pointwise on each column.
 // With layer norm the product goes to ln_hh instead (W_hh h_{t-1} is normalised on its own),
 // then PointwiseLn on each column.
-template <bool kLayerNorm, typename S>
+// With the loop's regularisers (cell.h) the product reads m ⊙ h_{t-1}, and zoneout blends
+// c_t = d^c_t c_{t-1} + (1 - d^c_t) c̃_t and h_t = d_t h_{t-1} + (1 - d_t) h̃_t after the
+// pointwise pass, which computed c̃_t and h̃_t = o_t tanh(c̃_t) (tanh_c keeps tanh(c̃_t)).
+template <bool kLayerNorm, bool kLoop, typename S>
 void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
   const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
+  const LoopRegularisers<S>& loop = cache.loop;
+  const bool drop = kLoop && loop.recurrent_mask;
+  if (drop) EnsureShape(cache.h_dropped, H, T * B);
   Pack(p.weight_hh(), false, compute.products, cache.packed_hh);
 #pragma omp parallel num_threads(threads)
   {
     const StepShare share(4 * H, B);
-    const Eigen::Index j0 = share.j0, j1 = share.j1;
+    const Eigen::Index j0 = share.j0, j1 = share.j1, nb = j1 - j0;
+    if (drop) {
+      cache.DropProductInput(0, j0, j1);
+      share.Join();
+    }
     for (Eigen::Index t = 0; t < T && share.active(); ++t) {
       auto a = cache.Step(cache.gates(), t);  // (4H, B)
-      const auto h_prev = cache.Step(cache.h(), t);
+      const S* h_prev = kLoop ? cache.ProductInput(t) : cache.Step(cache.h(), t).data();
       if constexpr (kLayerNorm) {
         auto r = cache.Step(cache[kLnHh], t);  // (4H, B)
-        share.Product(cache.packed_hh, h_prev.data(), H, r.data(), 4 * H, false);
+        share.Product(cache.packed_hh, h_prev, H, r.data(), 4 * H, false);
         share.Join();
         for (Eigen::Index b = j0; b < j1; ++b)
           PointwiseLn(H, a.col(b).data(), r.col(b).data(), cache.Step(cache[kLnIh], t).col(b).data(), p,
@@ -150,12 +160,21 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute c
                       cache.Step(cache[kLnC], t).col(b).data(), cache.Step(cache[kTanhC], t).col(b).data(),
                       cache.Step(cache.h(), t + 1).col(b).data(), cache.Step(cache[kLnRstd], t).col(b).data());
       } else {
-        share.Product(cache.packed_hh, h_prev.data(), H, a.data(), 4 * H, true);
+        share.Product(cache.packed_hh, h_prev, H, a.data(), 4 * H, true);
         share.Join();
         for (Eigen::Index b = j0; b < j1; ++b)
           Pointwise(H, a.col(b).data(), p, cache.Step(cache.c(), t).col(b).data(),
                     cache.Step(cache.c(), t + 1).col(b).data(), cache.Step(cache[kTanhC], t).col(b).data(),
                     cache.Step(cache.h(), t + 1).col(b).data());
+      }
+      if constexpr (kLoop) {
+        if (loop.c.on())
+          loop.c.Forward(H, 0, t * B + j0, cache.Step(cache.c(), t).middleCols(j0, nb).array(),
+                         cache.Step(cache.c(), t + 1).middleCols(j0, nb).array());
+        if (loop.h.on())
+          loop.h.Forward(H, 0, t * B + j0, cache.Step(cache.h(), t).middleCols(j0, nb).array(),
+                         cache.Step(cache.h(), t + 1).middleCols(j0, nb).array());
+        if (drop && t + 1 < T) cache.DropProductInput(t + 1, j0, j1);
       }
       share.Join();
     }
@@ -164,8 +183,9 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute c
 
 template <typename S>
 void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
-  if (p.layer_norm()) ChunkForwardOf<true>(p, cache, compute);
-  else ChunkForwardOf<false>(p, cache, compute);
+  const bool loop = cache.loop.any();
+  if (p.layer_norm()) loop ? ChunkForwardOf<true, true>(p, cache, compute) : ChunkForwardOf<true, false>(p, cache, compute);
+  else loop ? ChunkForwardOf<false, true>(p, cache, compute) : ChunkForwardOf<false, false>(p, cache, compute);
 }
 
 // One stream: a += W_hh h_{t-1}, then Pointwise; `recurrent` holds tanh(c_t). With layer norm:
@@ -201,12 +221,24 @@ void Step(const RecurrentParams<float>& p, const StepProduct& w_hh, float* a, fl
 // and after the sweep dW_hh += drecurrent · [h_0 .. h_{T-1}]^T; db_ih, db_hh, db'_ih, db'_hh +=
 // sum of da; dg_ih += sum of da * ẑ_ih, dg_hh += sum of da * ẑ_hh; dg_c += sum of dy_c * ẑ_c,
 // db'_c += sum of dy_c.
-template <bool kLayerNorm, typename S>
+// With the loop's regularisers: zoneout first splits dh into (1 - d_t) dh (dL/dh̃_t, on into
+// the step) and d_t dh (added to dh_{t-1}), and dc_next into (1 - d^c_t) dc_next (on into dc,
+// which becomes dL/dc̃_t) and d^c_t dc_next (added to dc_{t-1}); recurrent dropout masks the
+// product, dh_{t-1} = m ⊙ W_hh^T da (+ d_t dh), and dW_hh += da · [m ⊙ h_0 .. m ⊙ h_{T-1}]^T.
+// The record keeps dL/dh_t and dL/dc_t of the states (with zoneout on c, c_t reaches the loss
+// through step t+1 alone: dc_next).
+template <bool kLayerNorm, bool kLoop, typename S>
 void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
                      const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, Compute compute) {
   const int threads = compute.threads;
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   const bool recur = back_hh.size() > 0;
+  const LoopRegularisers<S>& loop = cache.loop;
+  const bool drop = kLoop && loop.recurrent_mask && recur, zone_h = kLoop && loop.h.on(),
+             zone_c = kLoop && loop.c.on();
+  if (drop) EnsureShape(back.dh_dropped, H, B);
+  if (zone_h) EnsureShape(back.dh_kept, H, B);
+  if (zone_c) EnsureShape(back.dc_kept, H, B);
   if (recur) Pack(back_hh, true, compute.products, back.packed_hh_t);
   Mat<S>& dpre = kLayerNorm ? back[kDlnIh] : back.dgates();           // dL/da_t
   Mat<S>& dproduct = kLayerNorm ? back[kDrecurrent] : back.dgates();   // dL/d(W_hh h_{t-1})
@@ -224,6 +256,11 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
         const Eigen::Index j = t * B + b;
         back.dh().col(b) += dh_out.col(j);
         if (back.record) back.dh_steps().col(j) = back.dh().col(b);
+        if (zone_h) loop.h.Backward(H, 0, j, back.dh().col(b).array(), back.dh_kept.col(b).array());
+        if (zone_c) {
+          if (back.record) back.dc_steps().col(j) = back.dc().col(b);
+          loop.c.Backward(H, 0, j, back.dc().col(b).array(), back.dc_kept.col(b).array());
+        }
         const auto i = act.col(b).segment(0, H).array(), f = act.col(b).segment(H, H).array(),
                    g = act.col(b).segment(2 * H, H).array(), o = act.col(b).segment(3 * H, H).array();
         const auto dh = back.dh().col(b).array();
@@ -241,8 +278,9 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
         col.segment(H, H) = (dc * c_prev.col(b).array() * SigmoidGradFromOutput(f)).matrix();
         col.segment(2 * H, H) = (dc * i * TanhGradFromOutput(g)).matrix();
         col.segment(3 * H, H) = (dh * tcb * SigmoidGradFromOutput(o)).matrix();
-        if (back.record) back.dc_steps().col(j) = dc.matrix();
+        if (back.record && !zone_c) back.dc_steps().col(j) = dc.matrix();
         dc *= f;  // dc_{t-1}
+        if (zone_c) dc += back.dc_kept.col(b).array();
         if constexpr (kLayerNorm) {
           const auto dab = col.array();
           back.dgates().col(j) =
@@ -252,12 +290,17 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
         }
       }
       share.Join();
-      if (recur) share.Product(back.packed_hh_t, dproduct.col(t * B).data(), 4 * H, back.dh().data(), H, false);
+      if (recur)
+        share.Product(back.packed_hh_t, dproduct.col(t * B).data(), 4 * H, (drop ? back.dh_dropped : back.dh()).data(),
+                      H, false);
       else back.dh().middleCols(j0, j1 - j0).setZero();
       share.Join();
+      if (drop) back.DropProductGradient(loop.recurrent_mask, j0, j1, false);
+      if (zone_h) back.dh().middleCols(j0, j1 - j0) += back.dh_kept.middleCols(j0, j1 - j0);
     }
   }
-  SumProductOverTime(grad[kWeightHh], dproduct, cache.h().leftCols(T * B), compute);
+  if (kLoop && loop.recurrent_mask) SumProductOverTime(grad[kWeightHh], dproduct, cache.h_dropped, compute);
+  else SumProductOverTime(grad[kWeightHh], dproduct, cache.h().leftCols(T * B), compute);
   SumColumnsOverTime(grad[kBiasIh], dpre);
   SumColumnsOverTime(grad[kBiasHh], dpre);
   if constexpr (kLayerNorm) {
@@ -273,8 +316,13 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
 template <typename S>
 void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
                    const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, Compute compute) {
-  if (p.layer_norm()) ChunkBackwardOf<true>(p, back_hh, cache, dh_out, back, grad, compute);
-  else ChunkBackwardOf<false>(p, back_hh, cache, dh_out, back, grad, compute);
+  if (cache.loop.any()) {
+    if (p.layer_norm()) ChunkBackwardOf<true, true>(p, back_hh, cache, dh_out, back, grad, compute);
+    else ChunkBackwardOf<false, true>(p, back_hh, cache, dh_out, back, grad, compute);
+  } else {
+    if (p.layer_norm()) ChunkBackwardOf<true, false>(p, back_hh, cache, dh_out, back, grad, compute);
+    else ChunkBackwardOf<false, false>(p, back_hh, cache, dh_out, back, grad, compute);
+  }
 }
 
 // The tangent of the forward pass, per step (dx: the directional derivative of x):
@@ -283,14 +331,21 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const Lay
 //   dh_t = do*tanh(c_t) + o*(1 - tanh^2 c_t)*dc_t
 // With layer norm (J as in the backward pass): da = g_hh * J_hh (W_hh dh_{t-1}), and
 //   dh_t = do*tanh(y_c) + o*(1 - tanh^2 y_c) * g_c * J_c dc_t.
+// With the loop's regularisers: da from W_hh (m ⊙ dh_{t-1}); the above give dc̃_t and dh̃_t, and
+//   dc_t = d^c_t dc_{t-1} + (1 - d^c_t) dc̃_t,   dh_t = d_t dh_{t-1} + (1 - d_t) dh̃_t.
 template <bool kLayerNorm, typename S>
 void TangentOf(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh, Mat<S>& dc) {
   const Eigen::Index H = p.hidden_size(), B = cache.B;
   using Array = Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic>;
   const auto param = [](const Mat<S>& m) { return ConstVec<S>(m.data(), m.size()); };
-  Mat<S> da;
+  const LoopRegularisers<S>& loop = cache.loop;
+  Mat<S> da, dh_prev, dc_prev;
   for (Eigen::Index t = 0; t < cache.T; ++t) {
-    da.noalias() = p.weight_hh() * dh;
+    if (loop.recurrent_mask)
+      da.noalias() = p.weight_hh() * (Eigen::Map<const Mat<S>>(loop.recurrent_mask, H, B).array() * dh.array()).matrix();
+    else da.noalias() = p.weight_hh() * dh;
+    if (loop.h.on()) dh_prev = dh;
+    if (loop.c.on()) dc_prev = dc;
     if constexpr (kLayerNorm)
       for (Eigen::Index b = 0; b < B; ++b)
         da.col(b) = (param(p[kLnHhWeight]) * LayerNormJacobian(da.col(b).array(), cache[kLnHh].col(t * B + b).array(),
@@ -315,6 +370,8 @@ void TangentOf(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& 
     } else {
       dh = (d_o * tc + o * TanhGradFromOutput(tc) * dc.array()).matrix();
     }
+    if (loop.c.on()) loop.c.Forward(H, 0, t * B, dc_prev.array(), dc.array());
+    if (loop.h.on()) loop.h.Forward(H, 0, t * B, dh_prev.array(), dh.array());
   }
 }
 

@@ -175,8 +175,12 @@ struct StateShare {
 // 1. The gates of all T steps at once, each thread its own columns of the (G*H, T*B) projection.
 // 2. The scan over t, each thread its share of the state (StateShare):
 //      h_t = a_t * h_{t-1} + b_t
+//    and with zoneout (cell.h; recurrent dropout has no product to act on here: ModelConfig
+//    refuses it) h_t = d_t h_{t-1} + (1 - d_t) (a_t * h_{t-1} + b_t).
 template <typename Cell, typename S>
 void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
+  const Zoneout<S>& zoneout = cache.loop.h;
+  const bool zone = zoneout.on();
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   Mat<S>& gates = cache.gates();
   Mat<S>* own = OwnBuffer<Cell>(cache);
@@ -193,6 +197,9 @@ void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute com
         const Eigen::Index j = t * B + b;
         Cell::Scan(H, share.r0, share.r1 - share.r0, gates.col(j).data(), own ? own->col(j).data() : nullptr,
                    cache.h().col(j).data(), cache.h().col(j + B).data());
+        if (zone)
+          zoneout.Forward(H, share.r0, j, cache.h().col(j).segment(share.r0, share.r1 - share.r0).array(),
+                          cache.h().col(j + B).segment(share.r0, share.r1 - share.r0).array());
       }
   }
 }
@@ -208,11 +215,16 @@ void Step(const RecurrentParams<float>& p, const StepProduct&, float* a, float* 
 // Per step t = T..1, each thread its share of the state, with dh = dh_out_t + (dL/dh_t through
 // step t+1): the step's gate gradients into dgates, and dh_{t-1} = a_t * dh (Cell::Back); no
 // recurrent matrix, so back_hh is not used. After the sweep: db_ih += sum over columns of dgates.
+// With zoneout, dh first splits into (1 - d_t) dh, on into Cell::Back, and d_t dh, added to
+// dh_{t-1}.
 template <typename Cell, typename S>
 void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>&, const LayerCache<S>& cache,
                    const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, Compute compute) {
   const Eigen::Index H = p.hidden_size(), B = cache.B, T = cache.T;
   const Mat<S>* own = OwnBuffer<Cell>(cache);
+  const Zoneout<S>& zoneout = cache.loop.h;
+  const bool zone = zoneout.on();
+  if (zone) EnsureShape(back.dh_kept, H, B);
 #pragma omp parallel num_threads(compute.threads)
   {
     const StateShare share(H, B);
@@ -223,18 +235,25 @@ void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>&, const LayerCache<
         auto dh = back.dh().col(b).segment(r0, n);
         dh += dh_out.col(j).segment(r0, n);
         if (back.record) back.dh_steps().col(j).segment(r0, n) = dh;
+        if (zone) zoneout.Backward(H, r0, j, dh.array(), back.dh_kept.col(b).segment(r0, n).array());
         Cell::Back(H, r0, n, cache.gates().col(j).data(), own ? own->col(j).data() : nullptr,
                    cache.h().col(j).data(), back.dh().col(b).data(), back.dgates().col(j).data());
+        if (zone) dh += back.dh_kept.col(b).segment(r0, n);
       }
   }
   SumColumnsOverTime(grad[Cell::kBiasIh], back.dgates());
 }
 
-// The tangent of the forward pass, per step: dh_t = a_t * dh_{t-1}.
+// The tangent of the forward pass, per step: dh_t = a_t * dh_{t-1}; with zoneout
+// dh_t = d_t dh_{t-1} + (1 - d_t) a_t * dh_{t-1}.
 template <typename Cell, typename S>
 void Tangent(const RecurrentParams<S>& p, const LayerCache<S>& cache, Mat<S>& dh, Mat<S>&) {
-  for (Eigen::Index t = 0; t < cache.T; ++t)
-    dh = (Cell::Decay(p.hidden_size(), cache.Step(cache.gates(), t)) * dh.array()).matrix();
+  Mat<S> next;
+  for (Eigen::Index t = 0; t < cache.T; ++t) {
+    next = (Cell::Decay(p.hidden_size(), cache.Step(cache.gates(), t)) * dh.array()).matrix();
+    if (cache.loop.h.on()) cache.loop.h.Forward(p.hidden_size(), 0, t * cache.B, dh.array(), next.array());
+    dh.swap(next);
+  }
 }
 
 template <typename Cell>

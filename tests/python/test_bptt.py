@@ -495,6 +495,17 @@ def test_training_regularisers_are_keywords_stored_in_the_config(run, tmp_path):
                    max_steps=1, threads=1, verbose=False, weight_drop=0.4)
 
 
+def test_recurrent_dropout_and_zoneout_are_keywords_stored_in_the_checkpoint(run, tmp_path):
+    bptt.train(corpus=run["corpus"], out=tmp_path / "zone", cell="lstm", hidden=6, layers=1, recurrent_dropout=0.25,
+               zoneout=0.125, zoneout_cell=0.0625, seq_len=8, batch=2, max_steps=2, threads=1, verbose=False)
+    m = bptt.load(tmp_path / "zone" / "latest.safetensors")
+    assert m.config["recurrent_dropout"] == 0.25
+    assert m.config["zoneout"] == 0.125 and m.config["zoneout_cell"] == 0.0625
+    with pytest.raises(bptt.Error, match="--zoneout-cell applies to cells with a cell state"):
+        bptt.train(corpus=run["corpus"], out=tmp_path / "gru", cell="gru", hidden=6, layers=1, zoneout_cell=0.1,
+                   seq_len=8, batch=2, max_steps=1, threads=1, verbose=False)
+
+
 @pytest.mark.skipif(shutil.which("mpiexec") is None or "distributed: MPI" not in bptt.version_text(),
                     reason="no MPI: bptt.train under mpiexec is not tried")
 def test_train_under_mpiexec_trains_distributed(run, tmp_path):
