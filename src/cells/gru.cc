@@ -19,6 +19,7 @@
 #include "kernels/packed_gemm.h"
 #include "kernels/threads.h"
 #include "layer_norm.h"
+#include "variant.h"
 
 namespace bptt::cells {
 
@@ -156,9 +157,9 @@ void ChunkForwardOf(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute c
 
 template <typename S>
 void ChunkForward(const RecurrentParams<S>& p, LayerCache<S>& cache, Compute compute) {
-  const bool loop = cache.loop.any();
-  if (p.layer_norm()) loop ? ChunkForwardOf<true, true>(p, cache, compute) : ChunkForwardOf<true, false>(p, cache, compute);
-  else loop ? ChunkForwardOf<false, true>(p, cache, compute) : ChunkForwardOf<false, false>(p, cache, compute);
+  WithVariant(p.layer_norm(), cache.loop.any(), [&](auto ln, auto loop) {
+    ChunkForwardOf<decltype(ln)::value, decltype(loop)::value>(p, cache, compute);
+  });
 }
 
 // One stream: u = W_hh h_{t-1}, then Pointwise (with layer norm PointwiseLn, the ẑ in place).
@@ -263,13 +264,9 @@ void ChunkBackwardOf(const RecurrentParams<S>& p, const Mat<S>& back_hh, const L
 template <typename S>
 void ChunkBackward(const RecurrentParams<S>& p, const Mat<S>& back_hh, const LayerCache<S>& cache,
                    const ConstMatRef<S>& dh_out, LayerBackward<S>& back, RecurrentParams<S>& grad, Compute compute) {
-  if (cache.loop.any()) {
-    if (p.layer_norm()) ChunkBackwardOf<true, true>(p, back_hh, cache, dh_out, back, grad, compute);
-    else ChunkBackwardOf<false, true>(p, back_hh, cache, dh_out, back, grad, compute);
-  } else {
-    if (p.layer_norm()) ChunkBackwardOf<true, false>(p, back_hh, cache, dh_out, back, grad, compute);
-    else ChunkBackwardOf<false, false>(p, back_hh, cache, dh_out, back, grad, compute);
-  }
+  WithVariant(p.layer_norm(), cache.loop.any(), [&](auto ln, auto loop) {
+    ChunkBackwardOf<decltype(ln)::value, decltype(loop)::value>(p, back_hh, cache, dh_out, back, grad, compute);
+  });
 }
 
 // The tangent of the forward pass, per step (dx: the directional derivative of x):
