@@ -68,6 +68,9 @@ void CheckBeforeData(const TrainOptions& o, const Communicator& comm) {
     if (o.checkpoint_steps != 0) throw Error(credit + " keeps no caches for --checkpoint-steps to bound");
     if (comm.size() > 1) throw Error(credit + " trains in one process");
   }
+  if (o.model.dropout > 0 && o.model.layers < 2)
+    throw Error("--dropout drops units between stacked layers, and --layers 1 has none: use --output-dropout "
+                "(before the head), --input-dropout or --recurrent-dropout");
   if (o.feedback == Feedback::kDfa && o.model.embed_size > 0)
     throw Error("--feedback dfa sends the error to the layers, not to an embedding: use one-hot input (--embed 0)");
   ModelConfig model = o.model;

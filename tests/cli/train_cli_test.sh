@@ -38,6 +38,8 @@ expect_error "weight drop of a minGRU" "--weight-drop drops weights of the recur
   train "${small[@]}" --cell mingru --weight-drop 0.2 --out "$work/x"
 expect_error "variational without dropout" "--variational locks the dropout masks over time: it needs --dropout" \
   train "${small[@]}" --variational --out "$work/x"
+expect_error "dropout between one layer" "--dropout drops units between stacked layers, and --layers 1 has none" \
+  train "${small[@]}" --dropout 0.2 --out "$work/x"
 expect_error "negative AR" "--ar must be zero or positive" train "${small[@]}" --ar -1 --out "$work/x"
 expect_error "negative TAR" "--tar must be zero or positive" train "${small[@]}" --tar -2 --out "$work/x"
 if "$bptt" train "${small[@]}" --cell gru --input-dropout 0.1 --output-dropout 0.2 --variational --weight-drop 0.3 \
