@@ -199,6 +199,51 @@ TEST(LineChart, ExtremeFiniteValuesDrawInsideTheChart) {
   }
 }
 
+// A chart narrowed by a long legend draws fewer x ticks rather than labels on top of each other:
+// neighbouring labels (about 7 pixels a character, centred on their tick) are a character apart.
+TEST(LineChart, XTickLabelsDoNotOverlapOnANarrowChart) {
+  for (const int width : {420, 760, 1200}) {
+    LineChart chart;
+    chart.width = width;
+    chart.log_y = false;
+    for (const char* label : {"dropout, output dropout, weight drop 0.25", "no dropout"}) {
+      LineSeries series;
+      series.label = label;
+      for (int step = 50; step <= 2028; step += 50) {
+        series.x.push_back(step);
+        series.y.push_back(3.0 - step * 0.001);
+      }
+      chart.series.push_back(series);
+    }
+    const std::string svg = RenderLineChart(chart);
+    ptree tree;
+    std::istringstream in(svg);
+    ASSERT_NO_THROW(boost::property_tree::read_xml(in, tree));
+    std::vector<const ptree*> texts;
+    Collect(tree, "text", texts);
+    // The x tick labels: numbers centred on their ticks, on the row that holds most of them.
+    std::map<std::string, std::vector<std::pair<double, std::string>>> rows;
+    for (const ptree* t : texts) {
+      const std::string content = t->get_value<std::string>();
+      if (t->get<std::string>("<xmlattr>.text-anchor", "") != "middle" || content.empty() ||
+          content.find_first_not_of("0123456789.-") != std::string::npos)
+        continue;
+      rows[t->get<std::string>("<xmlattr>.y")].emplace_back(t->get<double>("<xmlattr>.x"), content);
+    }
+    ASSERT_FALSE(rows.empty()) << width;
+    auto ticks = std::max_element(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+                   return a.second.size() < b.second.size();
+                 })->second;
+    std::sort(ticks.begin(), ticks.end());
+    EXPECT_GE(ticks.size(), 2u) << width;
+    for (size_t i = 1; i < ticks.size(); ++i) {
+      const double half_widths = 7.0 * static_cast<double>(ticks[i - 1].second.size() + ticks[i].second.size()) / 2;
+      EXPECT_GE(ticks[i].first - ticks[i - 1].first, half_widths + 7)
+          << width << ": " << ticks[i - 1].second << " and " << ticks[i].second;
+    }
+  }
+}
+
 // A run directory's name is bytes: whatever they are, the figure is a well-formed UTF-8 XML
 // document that shows the name (ill-formed sequences and control characters as U+FFFD).
 TEST(Curves, RunNamesThatAreNotUtf8GiveAWellFormedDocument) {
