@@ -3,7 +3,7 @@
 // without metrics is an error naming it, a partial last line (a run being written) is skipped
 // with a warning. Line charts: extreme finite values and any run name give a well-formed UTF-8
 // document with finite coordinates inside the figure; many runs keep distinct colours and a
-// legend that is drawn whole.
+// legend that is drawn whole; a chart narrowed by its legend draws x tick labels apart.
 #include <gtest/gtest.h>
 
 #include <algorithm>
