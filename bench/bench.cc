@@ -99,6 +99,7 @@ struct Args {
   std::string checkpoint_steps = "0";  // train: memory-bounded BPTT (model.h): 0, K or auto
   // train: the training regularisers (model.h ModelConfig), as bptt train's flags
   double dropout = 0, input_dropout = 0, output_dropout = 0, weight_drop = 0, ar = 0, tar = 0;
+  double recurrent_dropout = 0, zoneout = 0, zoneout_cell = 0;
   bool variational = false;
 };
 
@@ -119,6 +120,9 @@ bptt::ModelConfig Config(const Args& a, int vocab_size) {
   c.weight_drop = a.weight_drop;
   c.ar = a.ar;
   c.tar = a.tar;
+  c.recurrent_dropout = a.recurrent_dropout;
+  c.zoneout = a.zoneout;
+  c.zoneout_cell = a.zoneout_cell;
   c.Validate();
   return c;
 }
@@ -189,6 +193,9 @@ nlohmann::json Train(const Args& a) {
           {"weight_drop", a.weight_drop},
           {"ar", a.ar},
           {"tar", a.tar},
+          {"recurrent_dropout", a.recurrent_dropout},
+          {"zoneout", a.zoneout},
+          {"zoneout_cell", a.zoneout_cell},
           {"vocab", config.vocab_size},
           {"parameters", bptt::ParameterCount(config)},
           {"steps", a.steps},
@@ -453,6 +460,10 @@ int main(int argc, char** argv) {
       ("weight-drop", po::value(&a.weight_drop)->default_value(a.weight_drop), "train: --weight-drop")
       ("ar", po::value(&a.ar)->default_value(a.ar), "train: --ar")
       ("tar", po::value(&a.tar)->default_value(a.tar), "train: --tar")
+      ("recurrent-dropout", po::value(&a.recurrent_dropout)->default_value(a.recurrent_dropout),
+       "train: --recurrent-dropout")
+      ("zoneout", po::value(&a.zoneout)->default_value(a.zoneout), "train: --zoneout")
+      ("zoneout-cell", po::value(&a.zoneout_cell)->default_value(a.zoneout_cell), "train: --zoneout-cell")
       ("length", po::value(&a.length)->default_value(a.length), "symbols per sample")
       ("sample-threads", po::value(&a.sample_threads)->default_value(a.sample_threads),
        "threads splitting each per-symbol product (SampleOptions::threads)")

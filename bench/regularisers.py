@@ -28,6 +28,9 @@ ROWS = [
     ("+ --output-dropout 0.25", ["--dropout", "0.25", "--output-dropout", "0.25"]),
     ("+ --weight-drop 0.5", ["--dropout", "0.25", "--weight-drop", "0.5"]),
     ("+ --ar 2 --tar 1", ["--dropout", "0.25", "--ar", "2", "--tar", "1"]),
+    ("+ --recurrent-dropout 0.25", ["--dropout", "0.25", "--recurrent-dropout", "0.25"]),
+    ("+ --zoneout 0.1", ["--dropout", "0.25", "--zoneout", "0.1"]),
+    ("+ --zoneout-cell 0.25", ["--dropout", "0.25", "--zoneout-cell", "0.25"]),
     ("all of them, --variational", ["--dropout", "0.25", "--input-dropout", "0.1", "--output-dropout", "0.25",
                                     "--variational", "--weight-drop", "0.5", "--ar", "2", "--tar", "1"]),
 ]
