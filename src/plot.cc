@@ -336,14 +336,14 @@ std::string RenderLineChart(const LineChart& chart) {
   svg << "<g class=\"grid\" stroke=\"#e5e5e5\" stroke-width=\"1\">\n";
   // Up to ten x ticks, fewer where their labels would not fit side by side: each label takes
   // about kCharacterWidth pixels a character and a gap of two characters.
-  double x_step = NiceStep(x_min, x_max, 10);
-  for (int max_ticks = 9; max_ticks >= 1; --max_ticks) {
+  double x_step = 0;
+  for (int max_ticks = 10; max_ticks >= 1; --max_ticks) {
+    x_step = NiceStep(x_min, x_max, max_ticks);
     const std::vector<double> ticks = Ticks(x_min, x_max, x_step);
     size_t longest = 0;
     for (double x : ticks) longest = std::max(longest, TickLabel(x).size());
     if (static_cast<double>(ticks.size()) * kCharacterWidth * static_cast<double>(longest + 2) <= f.right - f.left)
       break;
-    x_step = NiceStep(x_min, x_max, max_ticks);
   }
   for (double d : Ticks(d_min, d_max, y_step))
     svg << "<line x1=\"" << Num(f.left) << "\" x2=\"" << Num(f.right) << "\" y1=\"" << Num(f.Y(d)) << "\" y2=\""

@@ -68,9 +68,6 @@ void CheckBeforeData(const TrainOptions& o, const Communicator& comm) {
     if (o.checkpoint_steps != 0) throw Error(credit + " keeps no caches for --checkpoint-steps to bound");
     if (comm.size() > 1) throw Error(credit + " trains in one process");
   }
-  if (o.model.dropout > 0 && o.model.layers < 2)
-    throw Error("--dropout drops units between stacked layers, and --layers 1 has none: use --output-dropout "
-                "(before the head), --input-dropout or --recurrent-dropout");
   if (o.feedback == Feedback::kDfa && o.model.embed_size > 0)
     throw Error("--feedback dfa sends the error to the layers, not to an embedding: use one-hot input (--embed 0)");
   ModelConfig model = o.model;
@@ -177,6 +174,10 @@ TrainResult Train(TrainOptions options, std::ostream& log, bool live, const Trai
     // Rank 0 checks, chooses and locks the directory; the others learn its name, or its error.
     std::unique_ptr<RunDirectory> dir;
     options.out = OnRootForAll(*comm, [&] {
+      // Refused for a new run only: a run that began with it resumes as it was.
+      if (options.model.dropout > 0 && options.model.layers < 2)
+        throw Error("--dropout drops units between stacked layers, and --layers 1 has none: use --output-dropout "
+                    "(before the head), --input-dropout or --recurrent-dropout");
       CheckBeforeData(options, *comm);
       const std::string out = options.out.empty() ? NewRunDirectory(options) : options.out;
       dir = std::make_unique<RunDirectory>(out, options.force ? RunDirectory::kReplace : RunDirectory::kNew, log);
