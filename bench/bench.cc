@@ -2,6 +2,7 @@
 //
 //   bptt_bench train  --corpus FILE --cell lstm --hidden 512 --layers 2 --batch 32 --seq 64
 //                     [--precision bf16]  (bfloat16 products, as bptt train --precision)
+//                     [--dropout 0.25 --zoneout 0.1 ...]  (every model option of bptt train)
 //   bptt_bench sample --corpus FILE --cell lstm --hidden 512 --layers 2 --length 2000
 //                     (batch 1, temperature 1, float32, bfloat16 and int8 products; best of --repeats)
 //   bptt_bench peak   --size 2048            (SGEMM GFLOP/s: bptt's kernels, Eigen, and OpenBLAS when
@@ -12,6 +13,9 @@
 //   bptt_bench recurrent --cell lstm --hidden 512 --batch 32 --seq 64 --threads 2
 //                     (GFLOP/s of the time loop's packed recurrent products alone, forward and
 //                     backward, shared between the threads as in the cells; --precision bf16 likewise)
+//
+// `bptt_bench --help` lists the flags; the model's are bptt train's own table (ModelOptionSpecs),
+// and a flag the mode does not use is refused.
 //
 // train runs exactly the trainer's step (trainer.cc): Forward, SoftmaxCrossEntropy, zeroing
 // the gradients, Backward, global-norm clipping, carrying the state, an Adam update; on the
@@ -25,7 +29,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -45,6 +48,7 @@
 #include "kernels/cpu.h"
 #include "kernels/packed_gemm.h"
 #include "kernels/threads.h"
+#include "options_cli.h"
 
 #ifdef BPTT_BENCH_OPENBLAS
 #include <cblas.h>
@@ -52,7 +56,6 @@
 #include <immintrin.h>
 #include <omp.h>
 
-namespace po = boost::program_options;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -91,17 +94,72 @@ double ForwardFlopsPerSymbol(const bptt::ModelConfig& c) {
   return f;
 }
 
+// The modes, a bit each: which of them an option applies to.
+enum Mode : unsigned { kTrain = 1, kSample = 2, kPeak = 4, kFma = 8, kRecurrent = 16 };
+
 struct Args {
-  std::string mode, corpus, cell = "lstm", work_dir = "/tmp/bptt_bench";
-  int hidden = 512, layers = 2, batch = 32, seq = 64, steps = 20, warmup = 3, threads = 2;
+  std::string mode;  // the positional MODE
+  std::string corpus, work_dir = "/tmp/bptt_bench";
+  // train, sample, recurrent: the model, with every option of bptt train's model table
+  // (ModelOptionSpecs: cell, layers, hidden, the regularisers, ...); vocab from the corpus.
+  bptt::ModelConfig model = bptt::LanguageModel(bptt::ParseCell("lstm"), 0, 0, 512, 2);
+  int batch = 32, seq = 64, steps = 20, warmup = 3, threads = 2;
   int length = 2000, size = 2048, repeats = 5, sample_threads = 1;
   std::string precision = "fp32";  // train: of the large products (compute.h)
   std::string checkpoint_steps = "0";  // train: memory-bounded BPTT (model.h): 0, K or auto
-  // train: the training regularisers (model.h ModelConfig), as bptt train's flags
-  double dropout = 0, input_dropout = 0, output_dropout = 0, weight_drop = 0, ar = 0, tar = 0;
-  double recurrent_dropout = 0, zoneout = 0, zoneout_cell = 0;
-  bool variational = false;
+
+  unsigned Bit() const {
+    constexpr std::pair<std::string_view, Mode> kModes[] = {
+        {"train", kTrain}, {"sample", kSample}, {"peak", kPeak}, {"fma", kFma}, {"recurrent", kRecurrent}};
+    for (const auto& [name, bit] : kModes)
+      if (mode == name) return bit;
+    throw std::runtime_error("MODE must be train, sample, peak, fma or recurrent, got '" + mode + "'");
+  }
 };
+
+// The options, each declared once, with the modes that take it: a flag given to a mode that does
+// not use it is refused, not ignored.
+std::vector<bptt::OptionSpec<Args>> Specs() {
+  using bptt::Field;
+  using bptt::kAnyCommand;
+  constexpr bptt::OnResume kNone = bptt::OnResume::kNone;
+  const auto only = [](unsigned modes) {
+    return [modes](const Args& a) {
+      return (a.Bit() & modes) != 0 ? std::string() : "does not apply to bptt_bench " + a.mode;
+    };
+  };
+  std::vector<bptt::OptionSpec<Args>> specs;
+  for (auto spec : bptt::Nest<Args>(bptt::ModelOptionSpecs(), kAnyCommand, "", [](Args& a) -> auto& { return a.model; })) {
+    const unsigned modes = spec.flag == "cell" || spec.flag == "hidden" ? kTrain | kSample | kRecurrent
+                           : spec.flag == "layers" || spec.flag == "embed" || spec.flag == "residual" ||
+                                   spec.flag == "layer-norm"
+                               ? kTrain | kSample
+                               : kTrain;  // the training regularisers
+    specs.push_back(bptt::Restrict(std::move(spec), only(modes)));
+  }
+  const auto add = [&](unsigned modes, std::string_view flag, std::string_view help, auto access) {
+    specs.push_back(bptt::Restrict(Field<Args>(kAnyCommand, flag, "", "Benchmark", help, kNone, access), only(modes)));
+  };
+  add(kTrain | kSample, "corpus", "text file", [](Args& a) -> auto& { return a.corpus; });
+  add(kTrain | kRecurrent, "batch", "B", [](Args& a) -> auto& { return a.batch; });
+  add(kTrain | kRecurrent, "seq", "T", [](Args& a) -> auto& { return a.seq; });
+  add(kTrain, "steps", "timed training steps", [](Args& a) -> auto& { return a.steps; });
+  add(kTrain, "warmup", "untimed training steps first", [](Args& a) -> auto& { return a.warmup; });
+  specs.push_back(bptt::Restrict(bptt::Threads<Args>(kAnyCommand, "", "Benchmark", "OpenMP and Eigen threads", kNone,
+                                                     [](Args& a) -> auto& { return a.threads; }, 1),
+                                 only(kTrain | kPeak | kFma | kRecurrent)));
+  add(kTrain | kRecurrent, "precision", "the products in fp32, or bf16 (bptt train --precision)",
+      [](Args& a) -> auto& { return a.precision; });
+  add(kTrain, "checkpoint-steps", "keep the state every K steps and recompute the caches (0 = every step; auto = sqrt(T))",
+      [](Args& a) -> auto& { return a.checkpoint_steps; });
+  add(kSample, "length", "symbols per sample", [](Args& a) -> auto& { return a.length; });
+  add(kSample, "sample-threads", "threads splitting each per-symbol product (SampleOptions::threads)",
+      [](Args& a) -> auto& { return a.sample_threads; });
+  add(kSample | kPeak | kFma | kRecurrent, "repeats", "best of this many", [](Args& a) -> auto& { return a.repeats; });
+  add(kPeak, "size", "n of the n x n SGEMM", [](Args& a) -> auto& { return a.size; });
+  add(kTrain | kSample, "work-dir", "where the encoded corpus is written", [](Args& a) -> auto& { return a.work_dir; });
+  return specs;
+}
 
 // The benchmark corpus, encoded into a file of work_dir that is removed once mapped.
 bptt::EncodedCorpus LoadCorpus(const Args& a) {
@@ -113,16 +171,8 @@ bptt::EncodedCorpus LoadCorpus(const Args& a) {
 }
 
 bptt::ModelConfig Config(const Args& a, int vocab_size) {
-  bptt::ModelConfig c = bptt::LanguageModel(bptt::ParseCell(a.cell), vocab_size, 0, a.hidden, a.layers, a.dropout);
-  c.input_dropout = a.input_dropout;
-  c.output_dropout = a.output_dropout;
-  c.variational = a.variational;
-  c.weight_drop = a.weight_drop;
-  c.ar = a.ar;
-  c.tar = a.tar;
-  c.recurrent_dropout = a.recurrent_dropout;
-  c.zoneout = a.zoneout;
-  c.zoneout_cell = a.zoneout_cell;
+  bptt::ModelConfig c = a.model;
+  c.vocab_size = c.output_size = vocab_size;
   c.Validate();
   return c;
 }
@@ -179,23 +229,14 @@ nlohmann::json Train(const Args& a) {
   return {{"mode", "train"},
           {"checkpoint_steps", bptt::SegmentSteps(cache.checkpoint_steps, a.seq) == a.seq
                                    ? 0 : bptt::SegmentSteps(cache.checkpoint_steps, a.seq)},
-          {"cell", a.cell},
-          {"hidden", a.hidden},
-          {"layers", a.layers},
+          {"cell", a.model.cell->name},
+          {"hidden", a.model.hidden_size},
+          {"layers", a.model.layers},
+          {"model", bptt::ToJson(bptt::ModelOptionSpecs(), a.model)},
           {"batch", a.batch},
           {"seq", a.seq},
           {"threads", a.threads},
           {"precision", a.precision},
-          {"dropout", a.dropout},
-          {"input_dropout", a.input_dropout},
-          {"output_dropout", a.output_dropout},
-          {"variational", a.variational},
-          {"weight_drop", a.weight_drop},
-          {"ar", a.ar},
-          {"tar", a.tar},
-          {"recurrent_dropout", a.recurrent_dropout},
-          {"zoneout", a.zoneout},
-          {"zoneout_cell", a.zoneout_cell},
           {"vocab", config.vocab_size},
           {"parameters", bptt::ParameterCount(config)},
           {"steps", a.steps},
@@ -239,10 +280,11 @@ nlohmann::json Sample(const Args& a) {
   const double bf16 = chars_per_s(bptt::Precision::kBfloat16);
   const double int8 = chars_per_s(bptt::Precision::kInt8);
   return {{"mode", "sample"},
-          {"cell", a.cell},
+          {"cell", a.model.cell->name},
           {"sample_threads", a.sample_threads},
-          {"hidden", a.hidden},
-          {"layers", a.layers},
+          {"hidden", a.model.hidden_size},
+          {"layers", a.model.layers},
+          {"model", bptt::ToJson(bptt::ModelOptionSpecs(), a.model)},
           {"length", a.length},
           {"sample_fp32_chars_per_s", fp32},
           {"sample_bf16_chars_per_s", bf16},
@@ -386,7 +428,7 @@ nlohmann::json Fma(const Args& a) {
 // the best of `repeats` sweeps, in GFLOP/s, and the packed weights' bytes: against the FMA peak
 // (fma) this shows what the memory side costs when the weights do not fit a core's L2.
 nlohmann::json Recurrent(const Args& a) {
-  const Eigen::Index G = bptt::ParseCell(a.cell).gates, H = a.hidden, B = a.batch, T = a.seq;
+  const Eigen::Index G = a.model.cell->gates, H = a.model.hidden_size, B = a.batch, T = a.seq;
   const bptt::Mat<float> w = bptt::Mat<float>::Random(G * H, H);
   const bptt::Precision precision = bptt::ParsePrecision(a.precision, "--precision");
   if (precision == bptt::Precision::kBfloat16 && !bptt::Bf16ProductsAvailable())
@@ -421,8 +463,8 @@ nlohmann::json Recurrent(const Args& a) {
     if (r > 0) forward = std::min(forward, f), backward = std::min(backward, b);
   }
   const double flops = 2.0 * G * H * H * B * T;
-  return {{"mode", "recurrent"},  {"cell", a.cell},
-          {"hidden", a.hidden},   {"batch", a.batch},
+  return {{"mode", "recurrent"},  {"cell", a.model.cell->name},
+          {"hidden", a.model.hidden_size},   {"batch", a.batch},
           {"seq", a.seq},         {"threads", a.threads},
           {"precision", a.precision},
           {"weight_bytes", packed.bf16 ? static_cast<double>(packed.tiles.size()) * sizeof(uint16_t)
@@ -435,61 +477,27 @@ nlohmann::json Recurrent(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args a;
-  po::options_description flags("bptt_bench MODE [flags]; MODE is train, sample, peak, fma or recurrent");
-  flags.add_options()
-      ("help", "this help")
-      ("mode", po::value(&a.mode)->required(), "train, sample, peak, fma or recurrent")
-      ("corpus", po::value(&a.corpus), "text file (train, sample)")
-      ("cell", po::value(&a.cell)->default_value(a.cell), "lstm, gru, rnn-tanh, ...")
-      ("hidden", po::value(&a.hidden)->default_value(a.hidden), "H")
-      ("layers", po::value(&a.layers)->default_value(a.layers), "L")
-      ("batch", po::value(&a.batch)->default_value(a.batch), "B")
-      ("seq", po::value(&a.seq)->default_value(a.seq), "T")
-      ("steps", po::value(&a.steps)->default_value(a.steps), "timed training steps")
-      ("warmup", po::value(&a.warmup)->default_value(a.warmup), "untimed training steps first")
-      ("threads", po::value(&a.threads)->default_value(a.threads), "OpenMP and Eigen threads")
-      ("precision", po::value(&a.precision)->default_value(a.precision),
-       "train, recurrent: the products in fp32, or bf16 (bptt train --precision)")
-      ("checkpoint-steps", po::value(&a.checkpoint_steps)->default_value(a.checkpoint_steps),
-       "train: keep the state every K steps and recompute the caches (0 = every step; auto = sqrt(T))")
-      ("dropout", po::value(&a.dropout)->default_value(a.dropout), "train: bptt train --dropout")
-      ("input-dropout", po::value(&a.input_dropout)->default_value(a.input_dropout), "train: --input-dropout")
-      ("output-dropout", po::value(&a.output_dropout)->default_value(a.output_dropout), "train: --output-dropout")
-      ("variational", po::bool_switch(&a.variational), "train: --variational")
-      ("weight-drop", po::value(&a.weight_drop)->default_value(a.weight_drop), "train: --weight-drop")
-      ("ar", po::value(&a.ar)->default_value(a.ar), "train: --ar")
-      ("tar", po::value(&a.tar)->default_value(a.tar), "train: --tar")
-      ("recurrent-dropout", po::value(&a.recurrent_dropout)->default_value(a.recurrent_dropout),
-       "train: --recurrent-dropout")
-      ("zoneout", po::value(&a.zoneout)->default_value(a.zoneout), "train: --zoneout")
-      ("zoneout-cell", po::value(&a.zoneout_cell)->default_value(a.zoneout_cell), "train: --zoneout-cell")
-      ("length", po::value(&a.length)->default_value(a.length), "symbols per sample")
-      ("sample-threads", po::value(&a.sample_threads)->default_value(a.sample_threads),
-       "threads splitting each per-symbol product (SampleOptions::threads)")
-      ("repeats", po::value(&a.repeats)->default_value(a.repeats), "sample, peak, fma, recurrent: best of this many")
-      ("size", po::value(&a.size)->default_value(a.size), "peak: n of the n x n SGEMM")
-      ("work-dir", po::value(&a.work_dir)->default_value(a.work_dir), "where the encoded corpus is written");
-  po::positional_options_description positional;
-  positional.add("mode", 1);
   try {
-    po::variables_map vm;
-    po::store(po::command_line_parser(argc, argv).options(flags).positional(positional).run(), vm);
-    if (vm.count("help")) {
-      std::cout << flags << "\n";
-      return 0;
-    }
-    po::notify(vm);
+    static const std::vector<bptt::OptionSpec<Args>> specs = Specs();
+    bptt::cli::CommandLine<Args> cli("bptt_bench MODE [flags]; MODE is train, sample, peak, fma or recurrent", specs,
+                                     bptt::kAnyCommand, Args());
+    cli.Argument("mode", "train, sample, peak, fma or recurrent");
+    if (!cli.ParseOrShowHelp(argc, argv)) return 0;
+    Args start;
+    start.mode = cli.Argument("mode");
+    start.Bit();  // a known mode
+    const Args a = cli.Apply(start);
 #ifdef BPTT_BENCH_OPENBLAS
     openblas_set_num_threads(a.threads);
 #endif
     nlohmann::json out;
-    if (a.mode == "train") out = Train(a);
-    else if (a.mode == "sample") out = Sample(a);
-    else if (a.mode == "peak") out = Peak(a);
-    else if (a.mode == "fma") out = Fma(a);
-    else if (a.mode == "recurrent") out = Recurrent(a);
-    else throw std::runtime_error("unknown mode " + a.mode);
+    switch (a.Bit()) {
+      case kTrain: out = Train(a); break;
+      case kSample: out = Sample(a); break;
+      case kPeak: out = Peak(a); break;
+      case kFma: out = Fma(a); break;
+      default: out = Recurrent(a);
+    }
     out["isa"] = bptt::IsaName(bptt::ThisCpu().level);
     std::cout << out.dump() << std::endl;
     return 0;
