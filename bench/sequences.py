@@ -33,6 +33,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 FASHION = "/usr/share/datasets/fashion-mnist"
+TORCH_PYTHON = "/usr/bin/python3"  # Debian's, beside python3-torch, whichever python3 runs this script
 
 
 def machine():
@@ -102,11 +103,14 @@ def fashion(a, extra, pixels=False):
         if a.torch:
             log = os.path.join(a.out, f"torch-{'pixels' if pixels else 'fashion'}-seed{seed}.log")
             print("+ torch_fashion_mnist.py", file=sys.stderr, flush=True)
-            result = subprocess.run([sys.executable, os.path.join(HERE, "torch_fashion_mnist.py"), "--dir", a.dir,
+            result = subprocess.run([TORCH_PYTHON, os.path.join(HERE, "torch_fashion_mnist.py"), "--dir", a.dir,
                                      "--budget-s", str(a.budget_s), "--threads", str(a.threads), "--seed", seed,
                                      "--max-steps", str(a.max_steps or 0)]
-                                    + (["--pixels"] if pixels else []), capture_output=True, text=True, check=True)
+                                    + (["--pixels"] if pixels else []), capture_output=True, text=True)
             open(log, "w").write(result.stderr)
+            if result.returncode != 0:
+                last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+                sys.exit(f"sequences.py: the PyTorch anchor failed ({last}); its log is {log}")
             row = json.loads(result.stdout.strip().splitlines()[-1])
             row["system"] = "pytorch lstm" if pixels else "pytorch"
             print(json.dumps(row), flush=True)

@@ -141,40 +141,57 @@ std::span<const float> Stepper::Prime(std::span<const int32_t> ids) {
   if (config_.dense_input()) throw Error("Stepper::Prime takes symbols; this model reads dense vectors");
   if (ids.empty()) throw Error("Stepper::Prime needs at least one symbol");
   const auto T = static_cast<Eigen::Index>(ids.size());
+  state_.SetZero();
+  if (T <= kStepPrime) {
+    Weights& w = WeightsOf(Precision::kFloat32);
+    w.threads = 1;
+    std::span<const float> out;
+    for (const int32_t id : ids) out = Layers(w, Input(id));
+    return out;
+  }
   prime_batch_.T = T;
   prime_batch_.B = 1;
   prime_batch_.ids = Eigen::Map<const Ids>(ids.data(), T);
-  state_.SetZero();
   Forward(config_, *params_, prime_batch_, state_, prime_cache_, /*threads=*/1);
   FinalState(config_, prime_cache_, state_);
   return {prime_cache_.outputs.col(T - 1).data(), static_cast<size_t>(config_.output_size)};
 }
 
-std::span<const float> Stepper::Step(int32_t id) {
-  if (config_.dense_input()) throw Error("Stepper::Step takes a vector; this model reads dense vectors");
+const float* Stepper::Input(int32_t id) {
   if (id < 0 || id >= config_.vocab_size)
     throw Error("symbol id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(config_.vocab_size));
   if (config_.embed_size > 0) {
     embedded_ = params_->encoder.row(id).transpose();
-    return Layers(embedded_.data());
+    return embedded_.data();
   }
   gates_[0] = params_->layers[0].weight_ih().col(id);  // one-hot: a column
-  return Layers(nullptr);
+  return nullptr;
+}
+
+std::span<const float> Stepper::Step(int32_t id) {
+  if (config_.dense_input()) throw Error("Stepper::Step takes a vector; this model reads dense vectors");
+  return TimedStep(Input(id));
 }
 
 std::span<const float> Stepper::Step(const float* x) {
   if (!config_.dense_input()) throw Error("Stepper::Step takes a symbol; this model reads symbols");
-  return Layers(x);
+  return TimedStep(x);
+}
+
+std::span<const float> Stepper::TimedStep(const float* input) {
+  Weights& w = WeightsOf(precision_);
+  w.threads = threads_.current;
+  const bool timed = threads_.automatic && threads_.split > 1;
+  const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+  const std::span<const float> out = Layers(w, input);
+  if (timed) StepTimed(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return out;
 }
 
 // One step of Forward (model.h) for a single stream: a = W_ih x for each layer, the cell's step
 // from the state (which adds the biases), zoneout's expectation h_t = z h_{t-1} + (1 - z) h̃_t
 // (c_t likewise; cell.h), and outputs = W_dec h + b_dec.
-std::span<const float> Stepper::Layers(const float* input) {
-  Weights& w = WeightsOf(precision_);
-  w.threads = threads_.current;
-  const bool timed = threads_.automatic && threads_.split > 1;
-  const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+std::span<const float> Stepper::Layers(Weights& w, const float* input) {
   const Cell& cell = *config_.cell;
   const auto output = [this](size_t l) {  // y^l: h^l, plus the layer's input with a residual connection
     return config_.residual && l > 0 ? summed_[l].data() : state_.h[l].data();
@@ -198,7 +215,6 @@ std::span<const float> Stepper::Layers(const float* input) {
   }
   w.decoder->Multiply(output(params_->layers.size() - 1), outputs_.data(), false, w.threads);
   outputs_ += params_->decoder_bias;
-  if (timed) StepTimed(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return {outputs_.data(), static_cast<size_t>(config_.output_size)};
 }
 

@@ -134,6 +134,37 @@ TEST(StepperTest, Float32StepsGiveTheForwardPassOutputs) {
   }
 }
 
+// A prime runs as steps up to kStepPrime symbols and as one chunk of Forward beyond: on both
+// sides of that boundary the outputs after the prime, and after a step from its state, are the
+// forward pass's.
+TEST(StepperTest, PrimesOfEveryLengthGiveTheForwardPassOutputs) {
+  for (const Case& c : kCases) {
+    Model m = MakeModel(c.cell, c.layers, c.hidden, c.embed, c.layer_norm, c.zoneout, c.zoneout_cell);
+    const std::vector<int32_t> context = m.vocab.Encode("the lazy dog jumps over");
+    ASSERT_GT(static_cast<Eigen::Index>(context.size()), Stepper::kStepPrime + 2);
+    Batch<float> batch;
+    batch.T = static_cast<Eigen::Index>(context.size());
+    batch.B = 1;
+    batch.ids = Eigen::Map<const Ids>(context.data(), batch.T);
+    ModelCache<float> cache;
+    Forward(m.config, m.params, batch, State<float>::Zeros(m.config, 1), cache, 1);
+    Stepper stepper(m.config, m.params);
+    stepper.Configure(Precision::kFloat32, 1);
+    for (const Eigen::Index T : {Eigen::Index{1}, Stepper::kStepPrime - 1, Stepper::kStepPrime, Stepper::kStepPrime + 1}) {
+      std::span<const float> got = stepper.Prime(std::span<const int32_t>(context).first(static_cast<size_t>(T)));
+      for (const Eigen::Index t : {T - 1, T}) {
+        if (t == T) got = stepper.Step(context[static_cast<size_t>(t)]);
+        const Eigen::VectorXf expected = cache.outputs.col(t);
+        const float scale = expected.cwiseAbs().maxCoeff();
+        for (size_t v = 0; v < got.size(); ++v)
+          ASSERT_NEAR(got[v], expected(static_cast<Eigen::Index>(v)), 1e-5f * scale)
+              << c.cell << (c.layer_norm ? " layer norm" : "") << " H=" << c.hidden << " prime of " << T << " t=" << t
+              << " v=" << v;
+      }
+    }
+  }
+}
+
 TEST(StepperTest, RefusesInputsOfTheWrongKind) {
   Model m = MakeModel("gru", 1, 8, 0);
   Stepper stepper(m.config, m.params);

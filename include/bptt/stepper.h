@@ -9,7 +9,9 @@
 //              per step; outputs move by about 1% of their spread.
 //   kInt8      int8 weights with a float scale per row and the vector rounded to 8 bits per
 //              product, int32 sums: a quarter of the bytes.
-// A prime of many symbols runs as one chunk through the model's chunk forward (float32) instead.
+// A prime runs in float32 on one thread: up to kStepPrime symbols as steps (the float steps read
+// the weights as they are, so the first symbol of a sample waits for no packing), a longer one as
+// one chunk through the model's chunk forward.
 // tests/stepper_test.cc bounds what the reduced precisions cost in nats on a trained
 // model; `bptt eval --precision` measures it on any text.
 //
@@ -53,8 +55,9 @@ class Stepper {
 
   // The zero state.
   void Reset();
-  // Runs symbols (at least one) as one chunk from the zero state in float32 on one thread;
-  // returns the outputs (O) of the last. Symbol input only.
+  // Runs symbols (at least one) from the zero state in float32 on one thread: up to
+  // kStepPrime as steps, more as one chunk; returns the outputs (O) of the last. Symbol input only.
+  static constexpr Eigen::Index kStepPrime = 8;
   std::span<const float> Prime(std::span<const int32_t> ids);
   // One step from the current state; returns its outputs (O): a symbol (symbol input) or a
   // vector of D features (dense input).
@@ -98,7 +101,11 @@ class Stepper {
   };
   void ChooseThreads();                   // sets up threads_ for the configured precision
   void StepTimed(double seconds);         // records a step's time, may change threads_.current
-  std::span<const float> Layers(const float* input);  // `input`: the layer-0 input vector, or null for one-hot
+  // A step through every layer with the products of `w`; `input`: the layer-0 input vector, or
+  // null for one-hot (Input has put the column in gates_[0]).
+  std::span<const float> Layers(Weights& w, const float* input);
+  std::span<const float> TimedStep(const float* input);  // Layers in the configured precision, timed
+  const float* Input(int32_t id);  // a symbol's layer-0 input: its embedding, or null (one-hot)
 
   ModelConfig config_;
   std::unique_ptr<ModelParams<float>> params_;  // where the float32 StepMatrix point: fixed across moves
