@@ -33,9 +33,10 @@ void PutMatrix(Safetensors& st, const std::string& name, TensorRole role, const 
   st.Put(name, TorchShape(role, m), std::span<const float>(r.data(), static_cast<size_t>(r.size())));
 }
 
-// The tensor's row-major bytes into m, 32 rows at a time through a buffer that stays in cache.
+// The tensor's row-major bytes into m, 32 rows at a time through a buffer that stays in cache
+// (the bytes may lie anywhere in a file's mapping, not necessarily aligned as floats are).
 void GetMatrix(const Safetensors& st, const std::string& name, TensorRole role, Mat<float>& m) {
-  const uint8_t* bytes = st.Checked<float>(name, TorchShape(role, m)).bytes.data();
+  const uint8_t* bytes = st.Checked<float>(name, TorchShape(role, m)).data().data();
   if (m.size() == 0) return;
   constexpr Eigen::Index kRows = 32;
   RowMajor block(std::min(kRows, m.rows()), m.cols());

@@ -402,8 +402,9 @@ template <typename T>
 std::vector<T> Safetensors::Get(const std::string& name,
                                 const std::vector<int64_t>& expected_shape) const {
   const Tensor& tensor = Checked<T>(name, expected_shape);
-  std::vector<T> values(tensor.bytes.size() / sizeof(T));
-  if (!values.empty()) std::memcpy(values.data(), tensor.bytes.data(), tensor.bytes.size());
+  const std::span<const uint8_t> bytes = tensor.data();
+  std::vector<T> values(bytes.size() / sizeof(T));
+  if (!values.empty()) std::memcpy(values.data(), bytes.data(), bytes.size());
   return values;
 }
 
@@ -453,7 +454,7 @@ std::vector<std::string> Safetensors::Names() const {
 
 uint64_t Safetensors::DataBytes() const {
   uint64_t bytes = unkept_bytes_;
-  for (const auto& [name, tensor] : tensors_) bytes += tensor.bytes.size();
+  for (const auto& [name, tensor] : tensors_) bytes += tensor.data().size();
   return bytes;
 }
 
@@ -475,7 +476,7 @@ std::vector<uint8_t> Safetensors::Serialize() const {
   header[std::string(kMetadataKey)] = std::move(metadata);
   uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors_) {
-    const uint64_t end = offset + tensor.bytes.size();
+    const uint64_t end = offset + tensor.data().size();
     header[name] = Json{{"dtype", DTypeName(tensor.dtype)},
                         {"shape", tensor.shape},
                         {"data_offsets", Json::array({offset, end})}};
@@ -490,8 +491,9 @@ std::vector<uint8_t> Safetensors::Serialize() const {
   std::memcpy(file.data() + 8, text.data(), text.size());
   uint8_t* data = file.data() + 8 + text.size();
   for (const auto& [name, tensor] : tensors_) {
-    if (!tensor.bytes.empty()) std::memcpy(data, tensor.bytes.data(), tensor.bytes.size());
-    data += tensor.bytes.size();
+    const std::span<const uint8_t> bytes = tensor.data();
+    if (!bytes.empty()) std::memcpy(data, bytes.data(), bytes.size());
+    data += bytes.size();
   }
 
   const std::string entry = ChecksumEntryText(ChecksumText(0));
@@ -502,6 +504,11 @@ std::vector<uint8_t> Safetensors::Serialize() const {
 }
 
 Safetensors Safetensors::Parse(std::span<const uint8_t> bytes, std::string_view name_for_errors, const Keep& keep) {
+  return ParseIn(bytes, name_for_errors, keep, nullptr);
+}
+
+Safetensors Safetensors::ParseIn(std::span<const uint8_t> bytes, std::string_view name_for_errors, const Keep& keep,
+                                 std::shared_ptr<const void> mapping) {
   const std::string file = std::string(name_for_errors) + ": safetensors file";
   const std::string where = std::string(name_for_errors) + ": safetensors header";
   if (bytes.size() < 8)
@@ -563,8 +570,13 @@ Safetensors Safetensors::Parse(std::span<const uint8_t> bytes, std::string_view 
       continue;
     }
     const auto* begin = data.data() + entry.begin;
-    st.tensors_[entry.name] = Tensor{entry.dtype, std::move(entry.shape),
-                                     {begin, begin + (entry.end - entry.begin)}};
+    const auto size = static_cast<size_t>(entry.end - entry.begin);
+    if (mapping && size > 0) {
+      st.tensors_[entry.name] = Tensor{entry.dtype, std::move(entry.shape), {}, {begin, size}};
+      st.mapping_ = mapping;
+    } else {
+      st.tensors_[entry.name] = Tensor{entry.dtype, std::move(entry.shape), {begin, begin + size}};
+    }
   }
   return st;
 }
@@ -594,8 +606,8 @@ Safetensors Safetensors::Load(const std::filesystem::path& path, const Keep& kee
   const int map_error = errno;
   close(fd);
   if (map == MAP_FAILED) throw Error(name + ": cannot map: " + std::strerror(map_error));
-  const std::unique_ptr<void, std::function<void(void*)>> unmap(map, [size](void* p) { munmap(p, size); });
-  return Parse({static_cast<const uint8_t*>(map), size}, name, keep);
+  const std::shared_ptr<const void> mapping(map, [size](const void* p) { munmap(const_cast<void*>(p), size); });
+  return ParseIn({static_cast<const uint8_t*>(map), size}, name, keep, mapping);
 }
 
 }  // namespace bptt

@@ -17,6 +17,7 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -162,7 +163,18 @@ TEST_F(SafetensorsFileTest, RoundTripIsBitExact) {
     ASSERT_NE(loaded.Find(name), nullptr) << name;
     EXPECT_EQ(loaded.Find(name)->dtype, st.Find(name)->dtype) << name;
     EXPECT_EQ(loaded.Find(name)->shape, st.Find(name)->shape) << name;
-    EXPECT_EQ(loaded.Find(name)->bytes, st.Find(name)->bytes) << name;
+    EXPECT_TRUE(std::ranges::equal(loaded.Find(name)->data(), st.Find(name)->data())) << name;
+    // Load reads the values in the file's mapping; it does not copy them.
+    EXPECT_TRUE(loaded.Find(name)->bytes.empty()) << name;
+    EXPECT_EQ(loaded.Find(name)->mapped.size(), st.Find(name)->bytes.size()) << name;
+  }
+  {
+    // The mapping lasts while any copy of the loaded object does; the copy writes the same file.
+    std::optional<Safetensors> first = Safetensors::Load(path);
+    const Safetensors copy = *first;
+    first.reset();
+    EXPECT_TRUE(SameBits(copy.Get<float>("floats", {3, 4}), floats));
+    EXPECT_EQ(copy.Serialize(), st.Serialize());
   }
   // Loading part of the file: the other tensors are left out.
   const Safetensors part = Safetensors::Load(path, [](const std::string& name) { return name.starts_with("uint"); });

@@ -28,6 +28,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -46,7 +47,10 @@ class Safetensors {
   struct Tensor {
     DType dtype;
     std::vector<int64_t> shape;  // row-major; [] is a scalar, a 0 anywhere makes it empty
-    std::vector<uint8_t> bytes;  // little-endian, product(shape) * DTypeSize(dtype) bytes
+    std::vector<uint8_t> bytes;  // little-endian, product(shape) * DTypeSize(dtype) bytes, held...
+    std::span<const uint8_t> mapped = {};  // ...or, from Load, in the file's mapping (bytes empty)
+    // The values' bytes, wherever they are held.
+    std::span<const uint8_t> data() const { return mapped.empty() ? std::span<const uint8_t>(bytes) : mapped; }
   };
 
   // Adds tensor `name`, replacing any tensor of that name. values.size() must equal the
@@ -98,20 +102,26 @@ class Safetensors {
   // the directory. On failure throws bptt::Error naming `path` and the OS error, removes the
   // temporary file and leaves any previous file at `path` as it was.
   void Save(const std::filesystem::path& path) const;
-  // Memory-maps the file, validates it whole (as Parse) and copies out the tensors `keep` accepts:
-  // a reader that needs part of a file (the model of a checkpoint, not its optimizer state) pays
-  // for reading and checking the rest, not for copying it.
+  // Memory-maps the file and validates it whole (as Parse). The tensors `keep` accepts are not
+  // copied: they point into the mapping, which lasts as long as the object (or a copy of it)
+  // does. A reader that needs part of a file (the model of a checkpoint, not its optimizer
+  // state) pays for checking the rest, and converts what it keeps as it reads it.
   static Safetensors Load(const std::filesystem::path& path, const Keep& keep = {});
 
  private:
   template <typename T>
   void PutValues(const std::string& name, std::vector<int64_t> shape, std::span<const T> values);
+  // Parse; with `mapping` (the memory `bytes` lie in), the kept tensors point into it instead of
+  // being copied.
+  static Safetensors ParseIn(std::span<const uint8_t> bytes, std::string_view name_for_errors, const Keep& keep,
+                             std::shared_ptr<const void> mapping);
 
   std::map<std::string, Tensor> tensors_;
   std::map<std::string, std::string> metadata_;
   std::string source_ = "safetensors";  // names the file in Get's errors
   bool checksum_verified_ = false;
   uint64_t unkept_bytes_ = 0;  // of the tensors of the file that were not kept
+  std::shared_ptr<const void> mapping_;  // Load's file mapping, while a tensor points into it
 };
 
 // Writes `bytes` to a temporary file beside `path` (".NAME.tmpPID-N"), fsyncs it, renames it over
