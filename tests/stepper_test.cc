@@ -107,24 +107,30 @@ TEST(StepperTest, ThreadsChosenAsItRunsGiveTheOneThreadOutputs) {
   EXPECT_THROW(stepper.Configure(Precision::kFloat32, -1), Error);
 }
 
+// The outputs (O, T) of the forward pass over `context` from the zero state, one stream.
+Mat<float> ForwardOutputs(const Model& m, const std::vector<int32_t>& context) {
+  Batch<float> batch;
+  batch.T = static_cast<Eigen::Index>(context.size());
+  batch.B = 1;
+  batch.ids = Eigen::Map<const Ids>(context.data(), batch.T);
+  ModelCache<float> cache;
+  Forward(m.config, m.params, batch, State<float>::Zeros(m.config, 1), cache, 1);
+  return cache.outputs;
+}
+
 TEST(StepperTest, Float32StepsGiveTheForwardPassOutputs) {
   for (const Case& c : kCases) {
     Model m = MakeModel(c.cell, c.layers, c.hidden, c.embed, c.layer_norm, c.zoneout, c.zoneout_cell);
     const std::vector<int32_t> context = m.vocab.Encode("the lazy dog jumps over");
-    Batch<float> batch;
-    batch.T = static_cast<Eigen::Index>(context.size());
-    batch.B = 1;
-    batch.ids = Eigen::Map<const Ids>(context.data(), batch.T);
-    ModelCache<float> cache;
-    Forward(m.config, m.params, batch, State<float>::Zeros(m.config, 1), cache, 1);
+    const Mat<float> outputs = ForwardOutputs(m, context);
     Stepper stepper(m.config, m.params);
     for (int threads : {1, 2}) {
       stepper.Configure(Precision::kFloat32, threads);
       // Every step, not only the last.
       std::span<const float> got = stepper.Prime(std::span<const int32_t>(context).first(1));
-      for (Eigen::Index t = 0; t < batch.T; ++t) {
+      for (Eigen::Index t = 0; t < outputs.cols(); ++t) {
         if (t > 0) got = stepper.Step(context[static_cast<size_t>(t)]);
-        const Eigen::VectorXf expected = cache.outputs.col(t);
+        const Eigen::VectorXf expected = outputs.col(t);
         const float scale = expected.cwiseAbs().maxCoeff();
         for (size_t v = 0; v < got.size(); ++v)
           ASSERT_NEAR(got[v], expected(static_cast<Eigen::Index>(v)), 1e-5f * scale)
@@ -142,19 +148,14 @@ TEST(StepperTest, PrimesOfEveryLengthGiveTheForwardPassOutputs) {
     Model m = MakeModel(c.cell, c.layers, c.hidden, c.embed, c.layer_norm, c.zoneout, c.zoneout_cell);
     const std::vector<int32_t> context = m.vocab.Encode("the lazy dog jumps over");
     ASSERT_GT(static_cast<Eigen::Index>(context.size()), Stepper::kStepPrime + 2);
-    Batch<float> batch;
-    batch.T = static_cast<Eigen::Index>(context.size());
-    batch.B = 1;
-    batch.ids = Eigen::Map<const Ids>(context.data(), batch.T);
-    ModelCache<float> cache;
-    Forward(m.config, m.params, batch, State<float>::Zeros(m.config, 1), cache, 1);
+    const Mat<float> outputs = ForwardOutputs(m, context);
     Stepper stepper(m.config, m.params);
     stepper.Configure(Precision::kFloat32, 1);
     for (const Eigen::Index T : {Eigen::Index{1}, Stepper::kStepPrime - 1, Stepper::kStepPrime, Stepper::kStepPrime + 1}) {
       std::span<const float> got = stepper.Prime(std::span<const int32_t>(context).first(static_cast<size_t>(T)));
       for (const Eigen::Index t : {T - 1, T}) {
         if (t == T) got = stepper.Step(context[static_cast<size_t>(t)]);
-        const Eigen::VectorXf expected = cache.outputs.col(t);
+        const Eigen::VectorXf expected = outputs.col(t);
         const float scale = expected.cwiseAbs().maxCoeff();
         for (size_t v = 0; v < got.size(); ++v)
           ASSERT_NEAR(got[v], expected(static_cast<Eigen::Index>(v)), 1e-5f * scale)
