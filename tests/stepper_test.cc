@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -164,6 +165,23 @@ TEST(StepperTest, PrimesOfEveryLengthGiveTheForwardPassOutputs) {
       }
     }
   }
+}
+
+// Non-finite weights have no bfloat16 or int8 copy: Configure refuses, keeps the precision it
+// had and nothing half-built (a second try is refused again); float steps still run.
+TEST(StepperTest, RefusesReducedPrecisionsOfNonFiniteWeights) {
+  Model m = MakeModel("lstm", 2, 40, 0);
+  m.params.layers[1][kWeightHhSlot](3, 5) = std::numeric_limits<float>::quiet_NaN();
+  Stepper stepper(m.config, m.params);
+  for (const Precision precision : kReduced)
+    for (const int threads : {1, 2, 0}) {
+      EXPECT_THROW(stepper.Configure(precision, threads), Error) << PrecisionName(precision) << " " << threads;
+      EXPECT_THROW(stepper.Configure(precision, threads), Error) << PrecisionName(precision) << " again";
+    }
+  stepper.Configure(Precision::kFloat32, 1);
+  const std::vector<int32_t> context = m.vocab.Encode("the lazy dog");
+  const std::vector<float> out = StepOutputs(stepper, context);
+  EXPECT_EQ(out.size(), static_cast<size_t>(m.config.output_size));
 }
 
 TEST(StepperTest, RefusesInputsOfTheWrongKind) {
