@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <exception>
 
 #include "bptt/error.h"
 #include "kernels/cpu.h"
@@ -117,46 +116,23 @@ void Stepper::StepTimed(double seconds) {
 Stepper::Weights& Stepper::WeightsOf(Precision precision) {
   std::unique_ptr<Weights>& slot = weights_[static_cast<size_t>(precision)];
   if (slot) return *slot;
-  // Each layer's weight_ih (none for one-hot input) and weight_hh (none for a cell without one),
-  // then the decoder. The reduced copies are built side by side on the step's threads (a
-  // sample's first symbol waits for them); the float ones only point at the matrices.
-  const size_t L = params_->layers.size();
-  std::vector<const Mat<float>*> sources;
-  for (size_t l = 0; l < L; ++l) {
-    const bool gather = l == 0 && !config_.dense_input() && config_.embed_size == 0;  // one-hot
-    sources.push_back(gather ? nullptr : &params_->layers[l].weight_ih());
-    sources.push_back(config_.cell->recurrent_matrix() ? &params_->layers[l][kWeightHhSlot] : nullptr);
-  }
-  sources.push_back(&params_->decoder_weight);
-  std::vector<std::unique_ptr<StepMatrix>> built(sources.size());
-  std::exception_ptr error;
-  const int threads = precision == Precision::kFloat32 ? 1
-                      : threads_.automatic         ? std::max(1, omp_get_num_procs())
-                                                   : threads_.current;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (size_t i = 0; i < sources.size(); ++i) {
-    if (sources[i] == nullptr) continue;
-    try {
-      built[i] = std::make_unique<StepMatrix>(*sources[i], precision);
-    } catch (...) {
-#pragma omp critical(bptt_stepper_weights)
-      if (!error) error = std::current_exception();
-    }
-  }
-  if (error) std::rethrow_exception(error);  // nothing kept: a later call tries again
+  // Built whole before it is kept: a refusal (non-finite weights have no reduced copy) leaves
+  // nothing half-built for a later call to find.
   auto w = std::make_unique<Weights>();
-  for (size_t l = 0; l < L; ++l) {
-    w->ih.push_back(std::move(built[2 * l]));
-    w->hh.push_back(std::move(built[2 * l + 1]));
-    if (!w->hh.back()) {
+  for (size_t l = 0; l < params_->layers.size(); ++l) {
+    const bool gather = l == 0 && !config_.dense_input() && config_.embed_size == 0;  // one-hot
+    w->ih.push_back(gather ? nullptr : std::make_unique<StepMatrix>(params_->layers[l].weight_ih(), precision));
+    if (!config_.cell->recurrent_matrix()) {
+      w->hh.push_back(nullptr);
       w->hh_product.emplace_back();
       continue;
     }
+    w->hh.push_back(std::make_unique<StepMatrix>(params_->layers[l][kWeightHhSlot], precision));
     w->hh_product.push_back([ws = w.get(), hh = w->hh.back().get()](const float* v, float* y, bool accumulate) {
       hh->Multiply(v, y, accumulate, ws->threads);
     });
   }
-  w->decoder = std::move(built.back());
+  w->decoder = std::make_unique<StepMatrix>(params_->decoder_weight, precision);
   slot = std::move(w);
   return *slot;
 }
