@@ -43,6 +43,7 @@
 #include "bptt/loss.h"
 #include "bptt/model.h"
 #include "bptt/optimizer.h"
+#include "bptt/prune.h"
 #include "bptt/sampler.h"
 #include "bptt/trainer.h"
 #include "kernels/cpu.h"
@@ -105,6 +106,7 @@ struct Args {
   bptt::ModelConfig model = bptt::LanguageModel(bptt::ParseCell("lstm"), 0, 0, 512, 2);
   int batch = 32, seq = 64, steps = 20, warmup = 3, threads = 2;
   int length = 2000, size = 2048, repeats = 5, sample_threads = 1;
+  double sparsity = 0;  // sample: also time the model block-pruned to this (prune.h)
   std::string precision = "fp32";  // train: of the large products (compute.h)
   std::string checkpoint_steps = "0";  // train: memory-bounded BPTT (model.h): 0, K or auto
 
@@ -155,6 +157,10 @@ std::vector<bptt::OptionSpec<Args>> Specs() {
   add(kSample, "length", "symbols per sample", [](Args& a) -> auto& { return a.length; });
   add(kSample, "sample-threads", "threads splitting each per-symbol product (SampleOptions::threads)",
       [](Args& a) -> auto& { return a.sample_threads; });
+  add(kSample, "sparsity",
+      "also time int8 sampling of the model with this fraction of its recurrent-layer matrices' 16x4 blocks "
+      "pruned (bptt train --prune; the blocks of least norm)",
+      [](Args& a) -> auto& { return a.sparsity; });
   add(kSample | kPeak | kFma | kRecurrent, "repeats", "best of this many", [](Args& a) -> auto& { return a.repeats; });
   add(kPeak, "size", "n of the n x n SGEMM", [](Args& a) -> auto& { return a.size; });
   add(kTrain | kSample, "work-dir", "where the encoded corpus is written", [](Args& a) -> auto& { return a.work_dir; });
@@ -265,21 +271,32 @@ nlohmann::json Sample(const Args& a) {
   size_t bytes = 0;
   const bptt::TextSink sink = [&bytes](std::string_view text) { bytes += text.size(); };
   // Best of `repeats` samples of `length` symbols (after one untimed), in each precision.
-  const auto chars_per_s = [&](bptt::Precision precision) {
+  const auto chars_per_s = [&](bptt::Sampler& s, bptt::Precision precision) {
     options.precision = precision;
-    sampler.Generate(options, sink);
+    s.Generate(options, sink);
     double best = 1e30;
     for (int r = 0; r < a.repeats; ++r) {
       const Clock::time_point t0 = Clock::now();
-      sampler.Generate(options, sink);
+      s.Generate(options, sink);
       best = std::min(best, Since(t0));
     }
     return a.length / best;
   };
-  const double fp32 = chars_per_s(bptt::Precision::kFloat32);
-  const double bf16 = chars_per_s(bptt::Precision::kBfloat16);
-  const double int8 = chars_per_s(bptt::Precision::kInt8);
-  return {{"mode", "sample"},
+  const double fp32 = chars_per_s(sampler, bptt::Precision::kFloat32);
+  const double bf16 = chars_per_s(sampler, bptt::Precision::kBfloat16);
+  const double int8 = chars_per_s(sampler, bptt::Precision::kInt8);
+  nlohmann::json sparse;
+  if (a.sparsity > 0) {
+    bptt::PruneOptions{.sparsity = a.sparsity}.Validate();
+    bptt::BlockPruner(config, params).Step(params, a.sparsity);
+    bptt::Sampler pruned(config, params, corpus.vocab());
+    const double chars = chars_per_s(pruned, bptt::Precision::kInt8);
+    sparse = {{"sparsity", a.sparsity},
+              {"sample_int8_sparse_chars_per_s", chars},
+              {"int8_sparse_us_per_char", 1e6 / chars},
+              {"sparse_over_dense_int8", chars / int8}};
+  }
+  nlohmann::json out = {{"mode", "sample"},
           {"cell", a.model.cell->name},
           {"sample_threads", a.sample_threads},
           {"hidden", a.model.hidden_size},
@@ -293,6 +310,8 @@ nlohmann::json Sample(const Args& a) {
           {"sample_int8_chars_per_s", int8},
           {"int8_us_per_char", 1e6 / int8},
           {"peak_rss_mb", PeakRssMb()}};
+  out.update(sparse);
+  return out;
 }
 
 // C = A B for square n x n matrices, best of `repeats`: as bptt's large products run

@@ -15,6 +15,7 @@
 #include "bptt/decay_files.h"
 #include "bptt/error.h"
 #include "bptt/loss.h"
+#include "bptt/prune.h"
 
 namespace bptt {
 
@@ -97,6 +98,7 @@ class TrainLoop {
     Rng feedback_rng(StreamSeed(o_.seed, kFeedbackStream));
     s_.feedback = FeedbackMatrices<float>::Draw(o_.feedback, o_.model, feedback_rng);
     s_.carried = State<float>::Zeros(o_.model, share_.size());
+    if (o_.prune.on()) pruner_ = BlockPruner(o_.model, s_.params);
     if (root()) dir_->StartMetrics();
     if (o_.decay_every > 0 && root()) decay_log_.emplace(dir_->path(), -1);
     log_ << "bptt train: " << o_.model.cell->name << " " << o_.model.layers << "x" << o_.model.hidden_size << ", "
@@ -219,8 +221,15 @@ class TrainLoop {
       r.diverged = "training diverged: the weights became non-finite at step " + std::to_string(s_.step + 1);
       return r;
     }
+    if (o_.prune.on()) {
+      prune_target_ = PruneTarget(o_.prune, run_fraction_);
+      pruner_.Step(s_.params, prune_target_);
+    }
     ++s_.step;
-    if (o_.average.enabled()) s_.average.Update(o_.average, s_.params);
+    if (o_.average.enabled()) {
+      s_.average.Update(o_.average, s_.params);
+      if (o_.prune.on() && s_.average.updates > 0) pruner_.Apply(s_.average.params);
+    }
     return r;
   }
 
@@ -356,6 +365,7 @@ class TrainLoop {
     data_.NameRate(m, items_per_s);
     if (validate && !alignment_.empty()) m["alignment_deg"] = alignment_;
     if (allreduce_ms_ >= 0) m["allreduce_ms"] = allreduce_ms_;  // per step, distributed
+    if (o_.prune.on()) m["sparsity"] = pruner_.sparsity();
     if (validate) {
       // With --average the averaged weights are the model: validated, and kept as best; the
       // weights' own loss is logged beside.
@@ -367,7 +377,9 @@ class TrainLoop {
       // asgd: the weights' loss before the trigger may start the average (not a validation at
       // an interruption, so that a resumed run triggers where an uninterrupted one does).
       if (choose_best && !averaged && std::isfinite(val)) s_.average.Observe(o_.average, val);
-      if (choose_best && std::isfinite(val) && (s_.best_val_loss == 0 || val < s_.best_val_loss)) {
+      // Pruning: best.safetensors is chosen among models pruned to --prune, not denser ones.
+      const bool pruned = !o_.prune.on() || prune_target_ >= o_.prune.sparsity;
+      if (choose_best && pruned && std::isfinite(val) && (s_.best_val_loss == 0 || val < s_.best_val_loss)) {
         s_.best_val_loss = val;
         Save(best_, m, averaged);
       }
@@ -485,6 +497,7 @@ class TrainLoop {
                                                  : ": the checkpoint keeps a weight average, but --average is ") +
                   AverageName(o_.average));
     s_.params = ck.params;
+    if (o_.prune.on()) pruner_ = BlockPruner(o_.model, s_.params);  // the pruned blocks are the zero ones (prune.h)
     s_.average = t.average.value_or(WeightAverage{});
     s_.step = ck.step;
     s_.optimizer = t.optimizer;
@@ -548,6 +561,8 @@ class TrainLoop {
   ModelParams<float> grads_;
   ModelCache<float> cache_;
   std::optional<OnlineCredit<float>> online_;  // --credit other than bptt: the algorithm's carried state
+  BlockPruner pruner_;        // --prune: the pruned blocks, rebuilt from the weights on resume
+  double prune_target_ = 0;   // --prune: the fraction of blocks pruned at the last step
   Mat<float> doutputs_;       // (O, T*B)
   std::vector<float> flat_;   // the gradients as one buffer, for the allreduce
   // Between steps.

@@ -154,6 +154,17 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                 "best.safetensors use the averaged weights",
                 kFixed, [](O& o) -> auto& { return o.average; }, AverageName,
                 [](const std::string& v, const std::string& f) { return ParseAverage(v, f); }),
+      Field<O>(kEvery, "prune", "prune.sparsity", optim,
+               "block pruning (docs/pruning.md): the fraction of each recurrent-layer matrix's 16x4 blocks held at "
+               "zero by the end of the pruning ramp, the blocks of least norm first; sampling in int8 skips them "
+               "(0 = off)",
+               kChanges, [](O& o) -> auto& { return o.prune.sparsity; }),
+      Field<O>(kEvery, "prune-start", "prune.start", optim,
+               "fraction of the run (as --lr-anneal counts it) at which pruning begins", kChanges,
+               [](O& o) -> auto& { return o.prune.start; }),
+      Field<O>(kEvery, "prune-end", "prune.end", optim,
+               "fraction of the run at which the pruned fraction reaches --prune (a cubic ramp from --prune-start)",
+               kChanges, [](O& o) -> auto& { return o.prune.end; }),
       Field<O>(kEvery, "clip-norm", "clip_norm", optim, "clip the global gradient L2 norm to this (0 = off)", kChanges,
                [](O& o) -> auto& { return o.clip_norm; }),
       Field<O>(kEvery, "clip-value", "clip_value", optim, "clamp each gradient element to +-this (0 = off)", kChanges,
@@ -331,6 +342,7 @@ void TrainOptions::Validate() const {
   if (!(lr_decay > 0 && lr_decay <= 1)) throw Error("--lr-decay must be in (0, 1]");
   if (lr_decay_after < 0) throw Error("--lr-decay-after must not be negative");
   in(lr_anneal, 0, 1, "--lr-anneal", "in [0, 1]");
+  prune.Validate();
   in(clip_norm, 0, kMax, "--clip-norm", "0 (off) or positive");
   in(clip_value, 0, kMax, "--clip-value", "0 (off) or positive");
   CheckThreads(threads, 0);

@@ -13,7 +13,8 @@
 //                  64-row int8 panels, odd and even K, 1 and 2 threads (the split needs M >= 256),
 //                  accumulate on and off; on grid inputs that every precision represents exactly
 //                  (the result must then be exact), and on random inputs within the bound of
-//                  each precision's rounding. The vector quantisers ToBf16, ToBf16Pairs and
+//                  each precision's rounding; block-sparse int8 against dense int8, bit for
+//                  bit, groups of rows keeping 0 to 9 blocks. The vector quantisers ToBf16, ToBf16Pairs and
 //                  ToUint8Quads on ties, NaN, infinities, huge, tiny and zero vectors.
 //   sgemm.h        FloatProduct (where the CPU has AVX2; skipped elsewhere) in whichever kernel is
 //                  in force (ctest runs this suite again with BPTT_MAX_ISA=avx2 and =portable):
@@ -304,6 +305,54 @@ TEST(StepMatrix, IsWithinTheQuantisationBoundOnRandomInputs) {
     }
   for (const Precision p : kPrecisions)
     std::printf("[  error   ] %s: max error / bound = %.3g\n", PrecisionName(p), worst[static_cast<int>(p)]);
+}
+
+// Block-sparse int8 (a matrix with many zero 16x4 blocks): the same outputs as the dense int8
+// product, bit for bit, in every kernel (zero blocks add nothing to the int32 sums). Zero blocks
+// drawn at several densities, including groups of 16 rows with no block kept and with 1 to 9
+// (across the kernels' runs of four and two blocks), rows and columns ending inside a block,
+// 1 and 2 threads; and a matrix with too few zero blocks stays dense.
+TEST(StepMatrix, BlockSparseInt8GivesTheDenseInt8Outputs) {
+  Rng rng(21);
+  for (const Eigen::Index M : {Eigen::Index{17}, Eigen::Index{64}, Eigen::Index{300}, Eigen::Index{2048}})
+    for (const Eigen::Index K : {Eigen::Index{3}, Eigen::Index{37}, Eigen::Index{512}})
+      for (const double zero : {0.3, 0.5, 0.9, 1.0}) {
+        Mat<float> w = RandomMat<float>(M, K, rng);
+        const Eigen::Index groups = (M + 15) / 16, quads = (K + 3) / 4;
+        Eigen::Index zeros = 0;
+        for (Eigen::Index g = 0; g < groups; ++g) {
+          // Group g keeps about (1 - zero) of its blocks; with zero 0.9, groups 0..9 keep exactly
+          // g of them where the columns allow.
+          for (Eigen::Index k = 0; k < quads; ++k) {
+            const bool drop = zero == 0.9 && g < 10 ? k >= g : rng.Uniform(0, 1) < zero;
+            if (!drop) continue;
+            w.block(16 * g, 4 * k, std::min<Eigen::Index>(16, M - 16 * g), std::min<Eigen::Index>(4, K - 4 * k))
+                .setZero();
+            ++zeros;
+          }
+        }
+        const Eigen::VectorXf x = RandomMat<float>(K, 1, rng);
+        const Eigen::VectorXf y0 = RandomMat<float>(M, 1, rng, -4, 4);
+        StepMatrix sparse(w, Precision::kInt8), dense(w, Precision::kInt8, /*sparse=*/false);
+        SCOPED_TRACE(std::to_string(M) + "x" + std::to_string(K) + ", " + std::to_string(zeros) + " of " +
+                     std::to_string(groups * quads) + " blocks zero");
+        ASSERT_FALSE(dense.sparse());
+        ASSERT_EQ(sparse.sparse(), static_cast<double>(zeros) >= kSparseFrom * static_cast<double>(groups * quads));
+        if (sparse.sparse()) {  // 64 bytes and a quad index per kept block, and each group's start
+          ASSERT_EQ(sparse.Bytes(), 68 * static_cast<size_t>(groups * quads - zeros) + 4 * static_cast<size_t>(groups + 1));
+        }
+        for (const int threads : {1, 2})
+          for (const bool accumulate : {false, true}) {
+            Eigen::VectorXf want = accumulate ? y0 : Eigen::VectorXf::Constant(M, std::nanf(""));
+            Eigen::VectorXf got = want;
+            dense.Multiply(x.data(), want.data(), accumulate, threads);
+            sparse.Multiply(x.data(), got.data(), accumulate, threads);
+            for (Eigen::Index r = 0; r < M; ++r)
+              ASSERT_EQ(std::bit_cast<uint32_t>(got(r)), std::bit_cast<uint32_t>(want(r)))
+                  << "row " << r << ": " << got(r) << " vs " << want(r) << ", threads " << threads
+                  << (accumulate ? " accumulate" : "");
+          }
+      }
 }
 
 // A vector near the top of the float range (1e38) with small weights: every precision stays

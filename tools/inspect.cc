@@ -1,4 +1,5 @@
 // bptt inspect: a checkpoint's configuration, vocabulary, size, step and metrics.
+#include <iomanip>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -7,6 +8,7 @@
 
 #include "bptt/checkpoint.h"
 #include "bptt/error.h"
+#include "bptt/prune.h"
 #include "commands.h"
 #include "options_cli.h"
 
@@ -55,6 +57,7 @@ int Inspect(int argc, char** argv) {
                         {"normalize", vocab.options().normalize}, {"unknown_id", vocab.unknown_id()},
                         {"most_frequent", symbols}}},
         {"step", c.step},
+        {"block_sparsity", BlockPruner(m, c.params).sparsity()},
         {"checksum_verified", c.checksum_verified},
         {"metrics", c.metrics},
         {"training", nullptr}};
@@ -96,6 +99,10 @@ int Inspect(int argc, char** argv) {
     for (size_t i = 0; i < regularisers.size(); ++i) std::cout << (i ? ", " : " ") << regularisers[i];
     std::cout << "\n";
   }
+  const double sparsity = BlockPruner(m, c.params).sparsity();
+  if (sparsity > 0)
+    std::cout << "  pruned      " << std::setprecision(3) << 100 * sparsity << std::setprecision(6)
+              << "% of the 16x4 blocks of the recurrent layers' matrices are zero (int8 sampling skips them)\n";
   std::cout << "  parameters  " << c.params.Count() << "\n"
             << "  vocabulary  " << vocab.size() << " " << UnitName(vocab.options().unit) << " symbols"
             << (vocab.options().normalize && vocab.options().unit != Unit::kByte ? ", NFC" : "")

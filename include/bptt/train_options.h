@@ -27,6 +27,7 @@
 #include "bptt/model.h"
 #include "bptt/optimizer.h"
 #include "bptt/options.h"
+#include "bptt/prune.h"
 #include "bptt/sequences.h"
 #include "bptt/vocab.h"
 
@@ -64,6 +65,7 @@ struct TrainOptions {
   int64_t lr_decay_after = 10;    // ... once this many epochs are done (char-rnn: 0.97 after 10)
   double lr_anneal = 0.0;         // over this last fraction of the run the rate falls linearly to 0
   AverageOptions average;         // a running average of the weights (average.h); off by default
+  PruneOptions prune;             // block pruning of the recurrent layers' matrices (prune.h); off by default
   double clip_norm = 5.0;         // global L2 norm clip; 0 = off
   double clip_value = 0.0;        // element clip, applied before the norm clip; 0 = off
   int seq_len = 64;               // T (corpus)

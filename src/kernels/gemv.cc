@@ -240,6 +240,74 @@ BPTT_AVX2 void Avx2Int8Panel(const int8_t* q, Eigen::Index quads, const uint32_t
   }
 }
 
+// The block-sparse int8 product for groups of 16 rows [g, end_group): per group its kept blocks,
+// four sums in turn (four chains), then as VnniPanel.
+BPTT_AVX512_VNNI void VnniSparse(const int8_t* blocks, const uint32_t* quad, const uint32_t* start,
+                                 const uint32_t* words, const int32_t* offset, const float* scale, float a,
+                                 Eigen::Index g, Eigen::Index end_group, Eigen::Index rows, float* y,
+                                 bool accumulate) {
+  const __m512 va = _mm512_set1_ps(a);
+  for (; g < end_group; ++g) {
+    __m512i acc[4];
+    for (auto& v : acc) v = _mm512_setzero_si512();
+    uint32_t b = start[g];
+    const uint32_t last = start[g + 1];
+    for (; b + 4 <= last; b += 4) {
+      _mm_prefetch(reinterpret_cast<const char*>(blocks + 64 * b) + kPrefetchBytes, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(blocks + 64 * b) + kPrefetchBytes + 128, _MM_HINT_T0);
+      for (uint32_t j = 0; j < 4; ++j)
+        acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_set1_epi32(static_cast<int>(words[quad[b + j]])),
+                                     _mm512_loadu_si512(blocks + 64 * (b + j)));
+    }
+    for (uint32_t j = 0; b < last; ++b, ++j)
+      acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_set1_epi32(static_cast<int>(words[quad[b]])),
+                                   _mm512_loadu_si512(blocks + 64 * b));
+    const Eigen::Index r = 16 * g;
+    const __m512i sum = _mm512_sub_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3])),
+        _mm512_loadu_si512(offset + r));
+    __m512 out = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(_mm512_loadu_ps(scale + r), va));
+    const __mmask16 live = rows - r >= 16 ? __mmask16(0xffff) : __mmask16((1u << (rows - r)) - 1);
+    if (accumulate) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(live, y + r));
+    _mm512_mask_storeu_ps(y + r, live, out);
+  }
+}
+
+// The same on AVX2 as Avx2Int8Panel: a block is two registers of eight rows.
+BPTT_AVX2 void Avx2Sparse(const int8_t* blocks, const uint32_t* quad, const uint32_t* start, const uint32_t* words,
+                          const float* scale, float a, Eigen::Index g, Eigen::Index end_group, Eigen::Index rows,
+                          float* y, bool accumulate) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256 va = _mm256_set1_ps(a);
+  for (; g < end_group; ++g) {
+    __m256i acc[4];
+    for (auto& v : acc) v = _mm256_setzero_si256();
+    const auto add = [&](uint32_t b, int chain) {
+      const __m256i s = _mm256_set1_epi32(static_cast<int>(words[quad[b]] ^ 0x80808080u));  // u - 128, signed
+      for (int h = 0; h < 2; ++h) {
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blocks + 64 * b + 32 * h));
+        const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(s, w));
+        acc[chain + h] = _mm256_add_epi32(acc[chain + h], _mm256_madd_epi16(pairs, ones));
+      }
+    };
+    uint32_t b = start[g];
+    for (; b + 2 <= start[g + 1]; b += 2) {
+      add(b, 0);
+      add(b + 1, 2);
+    }
+    if (b < start[g + 1]) add(b, 0);
+    for (int h = 0; h < 2 && 16 * g + 8 * h < rows; ++h) {
+      const Eigen::Index r = 16 * g + 8 * h, live = std::min<Eigen::Index>(8, rows - r);
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(live)),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256i sum = _mm256_add_epi32(acc[h], acc[2 + h]);
+      __m256 out = _mm256_mul_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(_mm256_maskload_ps(scale + r, mask), va));
+      if (accumulate) out = _mm256_add_ps(out, _mm256_maskload_ps(y + r, mask));
+      _mm256_maskstore_ps(y + r, mask, out);
+    }
+  }
+}
+
 }  // namespace
 
 void ToBf16Pairs(const float* x, Eigen::Index K, uint32_t* pairs) {
@@ -277,7 +345,7 @@ float ToUint8Quads(const float* x, Eigen::Index K, uint32_t* quads) {
   return a;
 }
 
-StepMatrix::StepMatrix(const Mat<float>& w, Precision precision)
+StepMatrix::StepMatrix(const Mat<float>& w, Precision precision, bool sparse)
     : w_(&w), precision_(precision), rows_(w.rows()), cols_(w.cols()) {
   const Eigen::Index M = rows_, K = cols_;
   if (precision != Precision::kFloat32 && !w.allFinite())
@@ -309,10 +377,41 @@ StepMatrix::StepMatrix(const Mat<float>& w, Precision precision)
         offset_[static_cast<size_t>(r)] += 128 * q;
       }
     words_.assign(static_cast<size_t>(quads + 16), 0);
+    if (sparse) MakeSparse();
   }
 }
 
+void StepMatrix::MakeSparse() {
+  const Eigen::Index quads = (cols_ + 3) / 4, groups = (rows_ + 15) / 16;
+  // Group g's block at quad k: 64 bytes inside its panel's stream.
+  const auto block = [&](Eigen::Index g, Eigen::Index k) {
+    return int8_.data() + ((g / 4 * quads + k) * kInt8Rows + 16 * (g % 4)) * 4;
+  };
+  const auto zero = [](const int8_t* b) { return std::all_of(b, b + 64, [](int8_t v) { return v == 0; }); };
+  size_t kept = 0;
+  for (Eigen::Index g = 0; g < groups; ++g)
+    for (Eigen::Index k = 0; k < quads; ++k) kept += zero(block(g, k)) ? 0 : 1;
+  const auto blocks = static_cast<size_t>(groups * quads);
+  if (blocks == 0 || static_cast<double>(blocks - kept) < kSparseFrom * static_cast<double>(blocks)) return;
+  int8_blocks_.resize(64 * kept);
+  block_quad_.resize(kept);
+  block_start_.assign(static_cast<size_t>(groups + 1), 0);
+  size_t b = 0;
+  for (Eigen::Index g = 0; g < groups; ++g) {
+    block_start_[static_cast<size_t>(g)] = static_cast<uint32_t>(b);
+    for (Eigen::Index k = 0; k < quads; ++k) {
+      const int8_t* q = block(g, k);
+      if (zero(q)) continue;
+      std::copy(q, q + 64, int8_blocks_.begin() + static_cast<ptrdiff_t>(64 * b));
+      block_quad_[b++] = static_cast<uint32_t>(k);
+    }
+  }
+  block_start_[static_cast<size_t>(groups)] = static_cast<uint32_t>(b);
+  int8_ = {};
+}
+
 size_t StepMatrix::Bytes() const {
+  if (sparse()) return int8_blocks_.size() + 4 * (block_quad_.size() + block_start_.size());
   const auto weights = static_cast<size_t>(rows_ * cols_);
   return precision_ == Precision::kFloat32 ? 4 * weights : precision_ == Precision::kBfloat16 ? 2 * weights : weights;
 }
@@ -363,6 +462,10 @@ void StepMatrix::Rows(const float* x, float a, float* y, bool accumulate, Eigen:
     }
     return;
   }
+  if (sparse()) {
+    SparseRows(a, y, accumulate, begin, end);
+    return;
+  }
   // int8
   const Eigen::Index quads = (cols_ + 3) / 4, panel_size = quads * kInt8Rows * 4;
   for (Eigen::Index r0 = begin; r0 < end; r0 += kInt8Rows) {
@@ -383,6 +486,42 @@ void StepMatrix::Rows(const float* x, float a, float* y, bool accumulate, Eigen:
       }
     for (Eigen::Index r = 0; r < kInt8Rows && r0 + r < rows_; ++r) {
       const auto row = static_cast<size_t>(r0 + r);
+      const float v = scale_[row] * a * static_cast<float>(acc[r] - offset_[row]);
+      y[row] = (accumulate ? y[row] : 0.0f) + v;
+    }
+  }
+}
+
+}  // namespace bptt
+
+namespace bptt {
+
+// Rows [begin, end) of the block-sparse int8 product; begin is a multiple of 16.
+void StepMatrix::SparseRows(float a, float* y, bool accumulate, Eigen::Index begin, Eigen::Index end) const {
+  const uint32_t* words = words_.data();
+  const Eigen::Index g0 = begin / 16, g1 = (end + 15) / 16;
+  if (ThisCpu().avx512_vnni) {
+    VnniSparse(int8_blocks_.data(), block_quad_.data(), block_start_.data(), words, offset_.data(), scale_.data(), a,
+               g0, g1, rows_, y, accumulate);
+    return;
+  }
+  if (ThisCpu().avx2) {
+    Avx2Sparse(int8_blocks_.data(), block_quad_.data(), block_start_.data(), words, scale_.data(), a, g0, g1, rows_,
+               y, accumulate);
+    return;
+  }
+  for (Eigen::Index g = g0; g < g1; ++g) {
+    int32_t acc[16] = {};
+    for (uint32_t b = block_start_[static_cast<size_t>(g)]; b < block_start_[static_cast<size_t>(g) + 1]; ++b) {
+      const int8_t* q = int8_blocks_.data() + 64 * static_cast<size_t>(b);
+      const uint32_t word = words[block_quad_[b]];
+      for (Eigen::Index i = 0; i < 4; ++i) {
+        const auto u = static_cast<int32_t>((word >> (8 * i)) & 0xffu);
+        for (Eigen::Index r = 0; r < 16; ++r) acc[r] += q[r * 4 + i] * u;
+      }
+    }
+    for (Eigen::Index r = 0; r < 16 && 16 * g + r < rows_; ++r) {
+      const auto row = static_cast<size_t>(16 * g + r);
       const float v = scale_[row] * a * static_cast<float>(acc[r] - offset_[row]);
       y[row] = (accumulate ? y[row] : 0.0f) + v;
     }

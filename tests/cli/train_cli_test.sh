@@ -56,6 +56,17 @@ if "$bptt" train "${small[@]}" --average ema:0.9 --max-steps 6 --eval-every 3 --
    "$bptt" inspect "$work/avg/best.safetensors" | grep "weights     the average of the training weights (--average ema:0.9)" > /dev/null &&
    "$bptt" inspect "$work/avg/latest.safetensors" | grep "average     --average ema:0.9 over 6 steps, kept beside the weights" > /dev/null; then pass
 else fail "--average ema:0.9: $(cat "$work/avg.err"; "$bptt" inspect "$work/avg/best.safetensors")"; fi
+# --prune: bad values refused naming the flag; a pruned run ends with half the blocks of its
+# W_hh (128x32: 64 blocks of 16x4) zero, which bptt inspect shows, and samples (int8: the
+# block-sparse kernel) and evaluates.
+expect_error "prune of 1" "--prune must be in [0, 1) (0 = off), got 1" train "${small[@]}" --prune 1 --out "$work/x"
+expect_error "prune ramp backwards" "--prune-end must be in [--prune-start, 1]" train "${small[@]}" --prune 0.5 --prune-start 0.6 --prune-end 0.2 --out "$work/x"
+if "$bptt" train "${small[@]}" --prune 0.5 --prune-start 0 --prune-end 0.5 --max-steps 6 --eval-every 3 --out "$work/pruned" > /dev/null 2> "$work/pruned.err" &&
+   "$bptt" inspect "$work/pruned/best.safetensors" | grep -F "pruned      50% of the 16x4 blocks" > /dev/null &&
+   "$bptt" inspect --json "$work/pruned/latest.safetensors" | grep '"block_sparsity": 0.5,' > /dev/null &&
+   "$bptt" sample "$work/pruned/best.safetensors" --length 20 > /dev/null 2>> "$work/pruned.err" &&
+   "$bptt" eval "$work/pruned/best.safetensors" "$work/corpus.txt" > /dev/null 2>> "$work/pruned.err"; then pass
+else fail "--prune 0.5: $(cat "$work/pruned.err"; "$bptt" inspect "$work/pruned/best.safetensors")"; fi
 # --precision bf16 trains where the CPU has AMX or AVX-512 BF16 (bptt --version says which) and is
 # refused elsewhere, as on this CPU with the kernels capped below them (BPTT_MAX_ISA).
 if ! "$bptt" --version | grep -q '^bf16 training: no'; then
