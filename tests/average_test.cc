@@ -23,6 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::ErrorOf;
+using test::FileBytes;
 
 TEST(AverageTest, UpdateIsTheDebiasedExponentialMovingAverage) {
   const ModelConfig config = LanguageModel(*FindCell("gru"), 5, 0, 4, 1);
@@ -99,30 +100,11 @@ TEST(AverageTest, ParsesAndRefusesInOneLine) {
   }
 }
 
-std::string FileBytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
-
 class AverageTrainingTest : public test::TempDirTest {
  protected:
   TrainOptions Options(const std::string& run) {
-    const fs::path corpus = dir_ / "corpus.txt";
-    std::string text;
-    for (int k = 0; k < 60; ++k) text += k % 3 == 0 ? "the cat sees the moon.\n" : k % 3 == 1 ? "a dog likes fish.\n" : "my aunt paints.\n";
-    std::ofstream(corpus) << text;
-    TrainOptions o;
-    o.corpus = {corpus.string()};
-    o.out = (dir_ / run).string();
-    o.model.hidden_size = 24;
-    o.model.layers = 2;
+    TrainOptions o = test::SmallRun(dir_, run);
     o.model.dropout = 0.2;
-    o.batch = 4;
-    o.seq_len = 16;
-    o.threads = 1;
-    o.val_frac = 0.1;
-    o.eval_every = 5;
-    o.max_steps = 24;
     o.average = ParseAverage("ema:0.9", "--average");
     return o;
   }

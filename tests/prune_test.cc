@@ -32,11 +32,6 @@ double Expected(const Mat<float>& m, double s) {
   return std::floor(s * static_cast<double>(Blocks(m))) / static_cast<double>(Blocks(m));
 }
 
-std::string Bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
-
 ModelParams<float> Initialized(const ModelConfig& config, uint64_t seed) {
   ModelParams<float> p = ModelParams<float>::Zeros(config);
   Rng rng(seed);
@@ -159,22 +154,10 @@ TEST(PruneTest, AStepPrunesTheBlocksOfLeastNormAndKeepsThemPruned) {
 
 class PruneTrainingTest : public test::TempDirTest {
  protected:
+  // Hidden 21: (84, 21) matrices, their last row and column of blocks partial.
   TrainOptions Options(const std::string& run) {
-    const fs::path corpus = dir_ / "corpus.txt";
-    std::string text;
-    for (int k = 0; k < 60; ++k) text += k % 3 == 0 ? "the cat sees the moon.\n" : k % 3 == 1 ? "a dog likes fish.\n" : "my aunt paints.\n";
-    std::ofstream(corpus) << text;
-    TrainOptions o;
-    o.corpus = {corpus.string()};
-    o.out = (dir_ / run).string();
+    TrainOptions o = test::SmallRun(dir_, run);
     o.model.hidden_size = 21;
-    o.model.layers = 2;
-    o.batch = 4;
-    o.seq_len = 16;
-    o.threads = 1;
-    o.val_frac = 0.1;
-    o.eval_every = 4;
-    o.max_steps = 24;
     o.prune = {.sparsity = 0.8, .start = 0.25, .end = 0.5};
     o.average = ParseAverage("ema:0.9", "--average");
     return o;
@@ -199,7 +182,7 @@ TEST_F(PruneTrainingTest, HoldsTheFractionAndResumesMidRampExactly) {
   EXPECT_LT(mid_sparsity, 0.8 - 0.05);
   ASSERT_EQ(Resume(cut.out, nlohmann::json::object(), log_, false).steps, 24);
   for (const char* file : {"latest.safetensors", "best.safetensors"})
-    EXPECT_EQ(Bytes(fs::path(o.out) / file), Bytes(fs::path(cut.out) / file)) << file;
+    EXPECT_EQ(test::FileBytes(fs::path(o.out) / file), test::FileBytes(fs::path(cut.out) / file)) << file;
 
   Checkpoint latest = LoadCheckpoint(fs::path(o.out) / "latest.safetensors", CheckpointUse::kResume);
   Checkpoint best = LoadCheckpoint(fs::path(o.out) / "best.safetensors");

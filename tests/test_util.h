@@ -1,5 +1,5 @@
-// What the test suites share: the message of an expected bptt::Error, and a fresh directory
-// for each test that writes files.
+// What the test suites share: the message of an expected bptt::Error, a fresh directory for
+// each test that writes files, a file's bytes, and a small training run.
 //
 //   EXPECT_NE(ErrorOf([&] { LoadCheckpoint(path); }).find("checksum"), std::string::npos);
 //   class CorpusTest : public TempDirTest {};   // dir_, Write("a.txt", "text")
@@ -17,6 +17,7 @@
 #include "bptt/init.h"
 #include "bptt/model.h"
 #include "bptt/rng.h"
+#include "bptt/train_options.h"
 
 namespace bptt::test {
 
@@ -56,6 +57,33 @@ class TempDirTest : public ::testing::Test {
 
   std::filesystem::path dir_;
 };
+
+// The bytes of a file ("" when it cannot be read).
+inline std::string FileBytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// A run of 24 steps of a 2-layer LSTM of 24 units on one thread, on a corpus of three sentences
+// repeated (written to dir/corpus.txt), validating every 5 steps into dir/run.
+inline TrainOptions SmallRun(const std::filesystem::path& dir, const std::string& run) {
+  const std::filesystem::path corpus = dir / "corpus.txt";
+  std::string text;
+  for (int k = 0; k < 60; ++k) text += k % 3 == 0 ? "the cat sees the moon.\n" : k % 3 == 1 ? "a dog likes fish.\n" : "my aunt paints.\n";
+  std::ofstream(corpus) << text;
+  TrainOptions o;
+  o.corpus = {corpus.string()};
+  o.out = (dir / run).string();
+  o.model.hidden_size = 24;
+  o.model.layers = 2;
+  o.batch = 4;
+  o.seq_len = 16;
+  o.threads = 1;
+  o.val_frac = 0.1;
+  o.eval_every = 5;
+  o.max_steps = 24;
+  return o;
+}
 
 // A float model's parameters drawn uniformly in [-scale, scale] from `seed`.
 inline ModelParams<float> RandomParams(const ModelConfig& config, uint64_t seed, double scale) {

@@ -66,10 +66,7 @@ class TrainerTest : public test::TempDirTest {
   std::ostringstream log_;
 };
 
-std::string FileBytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
+using test::FileBytes;
 
 TEST_F(TrainerTest, ValidationLossFallsBelowThreshold) {
   TrainOptions o = Options(GrammarText(1500, 1), "learn");  // ~40 k symbols

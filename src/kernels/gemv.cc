@@ -273,29 +273,33 @@ BPTT_AVX512_VNNI void VnniSparse(const int8_t* blocks, const uint32_t* quad, con
   }
 }
 
-// The same on AVX2 as Avx2Int8Panel: a block is two registers of eight rows.
+// One block of Avx2Sparse into the sums of its two halves (rows 0-7, 8-15).
+BPTT_AVX2 inline void Avx2SparseBlock(const int8_t* block, uint32_t word, __m256i& lo, __m256i& hi) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i s = _mm256_set1_epi32(static_cast<int>(word ^ 0x80808080u));  // u - 128, signed
+  for (int h = 0; h < 2; ++h) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32 * h));
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(s, w));
+    __m256i& acc = h == 0 ? lo : hi;
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+  }
+}
+
+// The same on AVX2 as Avx2Int8Panel: a block is two registers of eight rows; even and odd
+// blocks into separate sums.
 BPTT_AVX2 void Avx2Sparse(const int8_t* blocks, const uint32_t* quad, const uint32_t* start, const uint32_t* words,
                           const float* scale, float a, Eigen::Index g, Eigen::Index end_group, Eigen::Index rows,
                           float* y, bool accumulate) {
-  const __m256i ones = _mm256_set1_epi16(1);
   const __m256 va = _mm256_set1_ps(a);
   for (; g < end_group; ++g) {
     __m256i acc[4];
     for (auto& v : acc) v = _mm256_setzero_si256();
-    const auto add = [&](uint32_t b, int chain) {
-      const __m256i s = _mm256_set1_epi32(static_cast<int>(words[quad[b]] ^ 0x80808080u));  // u - 128, signed
-      for (int h = 0; h < 2; ++h) {
-        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blocks + 64 * b + 32 * h));
-        const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(s, w));
-        acc[chain + h] = _mm256_add_epi32(acc[chain + h], _mm256_madd_epi16(pairs, ones));
-      }
-    };
     uint32_t b = start[g];
     for (; b + 2 <= start[g + 1]; b += 2) {
-      add(b, 0);
-      add(b + 1, 2);
+      Avx2SparseBlock(blocks + 64 * b, words[quad[b]], acc[0], acc[1]);
+      Avx2SparseBlock(blocks + 64 * (b + 1), words[quad[b + 1]], acc[2], acc[3]);
     }
-    if (b < start[g + 1]) add(b, 0);
+    if (b < start[g + 1]) Avx2SparseBlock(blocks + 64 * b, words[quad[b]], acc[0], acc[1]);
     for (int h = 0; h < 2 && 16 * g + 8 * h < rows; ++h) {
       const Eigen::Index r = 16 * g + 8 * h, live = std::min<Eigen::Index>(8, rows - r);
       const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(live)),
