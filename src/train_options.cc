@@ -352,6 +352,12 @@ void TrainOptions::Validate() const {
   in(collective_timeout, 0, kMax, "--collective-timeout", "0 (wait forever) or a positive number of seconds");
   if (max_steps < 0 || max_epochs < 0 || max_sequences < 0 || !(time_budget >= 0 && time_budget <= kMax))
     throw Error("--max-steps, --max-epochs, --max-sequences and --time-budget must not be negative");
+  // A task with no limit runs until it is solved: nothing says what fraction of it is done.
+  const bool open_ended = !task.empty() && max_steps == 0 && max_epochs == 0 && max_sequences == 0 && time_budget == 0;
+  if (open_ended && (prune.on() || lr_anneal > 0))
+    throw Error(std::string(prune.on() ? "--prune" : "--lr-anneal") +
+                " follows the fraction of the run done, and a task without --max-steps, --max-epochs, "
+                "--max-sequences or --time-budget runs until it is solved: give one of them");
   if (eval_every < 1) throw Error("--eval-every must be positive");
   if (checkpoint_every < 1) throw Error("--checkpoint-every must be positive");
   if (log_every < 1) throw Error("--log-every must be positive");

@@ -22,6 +22,9 @@ expect_error "T of temporal order" "--T does not apply to temporal-order" task t
 expect_error "embed" "unrecognised option '--embed'" task copy --embed 4 --out "$work/x"
 expect_error "corpus" "unrecognised option '--corpus'" task copy --corpus x.txt --out "$work/x"
 expect_error "bad cell" "--cell 'lstn' is not one of" task copy --cell lstn --out "$work/x"
+# The flags that follow the fraction of the run done need the run to have an end.
+expect_error "prune without an end" "--prune follows the fraction of the run done" task adding --T 20 --max-sequences 0 --prune 0.5 --out "$work/x"
+expect_error "anneal without an end" "--lr-anneal follows the fraction of the run done" task adding --T 20 --max-sequences 0 --lr-anneal 0.5 --out "$work/x"
 
 small=(--hidden 8 --batch 4 --test-size 32 --threads 1)
 if "$bptt" task adding --T 20 "${small[@]}" --max-steps 4 --eval-every 2 --out "$work/add" > "$work/summary" 2> "$work/err"; then pass; else fail "tiny run: $(cat "$work/err")"; fi
