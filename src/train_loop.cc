@@ -221,10 +221,7 @@ class TrainLoop {
       r.diverged = "training diverged: the weights became non-finite at step " + std::to_string(s_.step + 1);
       return r;
     }
-    if (o_.prune.on()) {
-      prune_target_ = PruneTarget(o_.prune, run_fraction_);
-      pruner_.Step(s_.params, prune_target_);
-    }
+    if (o_.prune.on()) pruner_.Step(s_.params, PruneTarget(o_.prune, run_fraction_));
     ++s_.step;
     if (o_.average.enabled()) {
       s_.average.Update(o_.average, s_.params);
@@ -378,7 +375,7 @@ class TrainLoop {
       // an interruption, so that a resumed run triggers where an uninterrupted one does).
       if (choose_best && !averaged && std::isfinite(val)) s_.average.Observe(o_.average, val);
       // Pruning: best.safetensors is chosen among models pruned to --prune, not denser ones.
-      const bool pruned = !o_.prune.on() || prune_target_ >= o_.prune.sparsity;
+      const bool pruned = !o_.prune.on() || PruneTarget(o_.prune, run_fraction_) >= o_.prune.sparsity;
       if (choose_best && pruned && std::isfinite(val) && (s_.best_val_loss == 0 || val < s_.best_val_loss)) {
         s_.best_val_loss = val;
         Save(best_, m, averaged);
@@ -562,14 +559,13 @@ class TrainLoop {
   ModelCache<float> cache_;
   std::optional<OnlineCredit<float>> online_;  // --credit other than bptt: the algorithm's carried state
   BlockPruner pruner_;        // --prune: the pruned blocks, rebuilt from the weights on resume
-  double prune_target_ = 0;   // --prune: the fraction of blocks pruned at the last step
   Mat<float> doutputs_;       // (O, T*B)
   std::vector<float> flat_;   // the gradients as one buffer, for the allreduce
   // Between steps.
   Window window_;
   nlohmann::json last_metrics_ = nlohmann::json::object();
   nlohmann::json alignment_;  // FA / DFA: the angles of the last Align
-  double run_fraction_ = 0;   // of the run done before the next step (RunFraction), for --lr-anneal
+  double run_fraction_ = 0;   // of the run done at the last step (RunFraction), for --lr-anneal and --prune
   double allreduce_ms_ = -1;  // the last window's allreduce per step; -1 in one process
   bool out_of_time_ = false;  // distributed: some rank passed --time-budget at the last step
   bool stop_asked_ = false;   // distributed: the stop hook asked, for the next step's sums
