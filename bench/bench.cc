@@ -44,6 +44,7 @@
 #include "bptt/model.h"
 #include "bptt/optimizer.h"
 #include "bptt/prune.h"
+#include "bptt/recompute.h"
 #include "bptt/sampler.h"
 #include "bptt/trainer.h"
 #include "kernels/cpu.h"
@@ -109,6 +110,7 @@ struct Args {
   double sparsity = 0;  // sample: also time the model block-pruned to this (prune.h)
   std::string precision = "fp32";  // train: of the large products (compute.h)
   std::string checkpoint_steps = "0";  // train: memory-bounded BPTT (model.h): 0, K or auto
+  std::string memory_budget = "0";     // train: or the segments and kept starts planned for this (recompute.h)
 
   unsigned Bit() const {
     constexpr std::pair<std::string_view, Mode> kModes[] = {
@@ -154,6 +156,8 @@ std::vector<bptt::OptionSpec<Args>> Specs() {
       [](Args& a) -> auto& { return a.precision; });
   add(kTrain, "checkpoint-steps", "keep the state every K steps and recompute the caches (0 = every step; auto = sqrt(T))",
       [](Args& a) -> auto& { return a.checkpoint_steps; });
+  add(kTrain, "memory-budget", "bytes a training step may take (e.g. 256M): memory-bounded BPTT planned to fit it",
+      [](Args& a) -> auto& { return a.memory_budget; });
   add(kSample, "length", "symbols per sample", [](Args& a) -> auto& { return a.length; });
   add(kSample, "sample-threads", "threads splitting each per-symbol product (SampleOptions::threads)",
       [](Args& a) -> auto& { return a.sample_threads; });
@@ -206,6 +210,15 @@ nlohmann::json Train(const Args& a) {
   bptt::OptimizerState<float> opt_state;
   bptt::ModelCache<float> cache;
   cache.checkpoint_steps = a.checkpoint_steps == "auto" ? bptt::kAutoCheckpointSteps : std::stoi(a.checkpoint_steps);
+  const uint64_t budget = a.memory_budget == "0" ? 0 : bptt::ParseBytes(a.memory_budget, "--memory-budget");
+  bptt::MemoryPlan plan;
+  if (budget > 0) {
+    if (cache.checkpoint_steps != 0) throw bptt::Error("give --memory-budget or --checkpoint-steps, not both");
+    plan = bptt::PlanMemory(config, a.seq, a.batch, 2, compute.products, budget);
+    cache.checkpoint_steps = plan.checkpoint_steps;
+    cache.checkpoint_slots = plan.slots;
+  }
+  if (cache.checkpoint_steps != 0) bptt::KeepLargeBlocksOutOfTheHeap();  // as bptt train does in segments
   bptt::Batch<float> batch;
   batch.B = a.batch;
   bptt::Mat<float> dlogits;
@@ -230,11 +243,15 @@ nlohmann::json Train(const Args& a) {
   for (int s = 0; s < a.steps; ++s) step();
   const double seconds = Since(t0);
   const double chars = static_cast<double>(a.batch) * a.seq * a.steps / seconds;
-  const double estimate = static_cast<double>(bptt::EstimateTrainingBytes(config, a.seq, a.batch, 2, compute.products,
-                                                                              cache.checkpoint_steps));
+  const double estimate = static_cast<double>(bptt::EstimateTrainingBytes(
+      config, a.seq, a.batch, 2, compute.products, cache.checkpoint_steps, cache.checkpoint_slots));
   return {{"mode", "train"},
           {"checkpoint_steps", bptt::SegmentSteps(cache.checkpoint_steps, a.seq) == a.seq
                                    ? 0 : bptt::SegmentSteps(cache.checkpoint_steps, a.seq)},
+          {"checkpoint_slots", cache.checkpoint_slots},
+          {"memory_budget_mb", static_cast<double>(budget) / (1 << 20)},
+          {"recomputed_segments", cache.recomputed_segments},
+          {"forward_steps", budget > 0 ? plan.forward_steps : 0},
           {"cell", a.model.cell->name},
           {"hidden", a.model.hidden_size},
           {"layers", a.model.layers},

@@ -236,10 +236,14 @@ double DeclaredValues(std::span<const BufferDecl> decls, const Sizes& sizes, boo
 // Bytes of the buffers of one chunk's forward pass over segments of Ts steps, in training or
 // evaluation: every layer's cache over a segment and the packing of its recurrent matrix
 // (LayerCache), and ModelCache's embedding rows and residual sums over a segment, the outputs of
-// the chunk, the states at the segments' boundaries; the carried state and the batch.
-double ForwardBytes(const ModelConfig& c, double T, double Ts, double B, Precision products) {
+// the chunk, the states at the segments' boundaries (with `slots` below the segments, the kept
+// starts of recompute.h); the carried state and the batch.
+double ForwardBytes(const ModelConfig& c, double T, double Ts, double B, Precision products, int slots = 0) {
   const double H = c.hidden_size, O = c.output_size, L = c.layers, TB = T * B, TsB = Ts * B;
   const double segments = std::ceil(T / Ts), state = L * H * B * (c.cell->cell_state ? 2 : 1);
+  // With fewer slots than segments: m starts, b_S, the scratch state and the schedule's tables.
+  const bool scheduled = slots > 0 && slots < segments;
+  const double states = scheduled ? slots + 2 : segments + 1;
   // Layer 0, then the layers above it, which are alike.
   double floats = DeclaredValues(c.cell->cache, LayerSizes(c, 0, Ts, B), c.layer_norm) +
                   (L - 1) * DeclaredValues(c.cell->cache, LayerSizes(c, 1, Ts, B), c.layer_norm);
@@ -249,7 +253,8 @@ double ForwardBytes(const ModelConfig& c, double T, double Ts, double B, Precisi
   if (c.embed_size > 0) floats += c.embed_size * TsB;  // ModelCache::embedded
   if (c.residual) floats += (L - 1) * H * TsB;        // ModelCache::summed
   floats += O * TB;                                   // ModelCache::outputs
-  floats += (segments + 2) * state;                   // ModelCache::boundary; the carried State
+  floats += (states + 1) * state;                     // ModelCache::boundary (advanced); the carried State
+  if (scheduled) bytes += static_cast<double>(RecomputeSchedule::Bytes(static_cast<int>(segments), slots));
   // The batch: ids or dense inputs, classes or regression values.
   bytes += c.dense_input() ? c.input_size * TB * sizeof(float) : TB * sizeof(int32_t);
   bytes += c.head == Head::kRegression ? O * TB * sizeof(float) : TB * sizeof(int32_t);
@@ -288,7 +293,7 @@ double ProductOperandBytes(const ModelConfig& c, double T, double B, Precision p
 }  // namespace
 
 uint64_t EstimateTrainingBytes(const ModelConfig& c, int T_, int B_, int optimizer_slots, Precision products,
-                               int checkpoint_steps) {
+                               int checkpoint_steps, int checkpoint_slots) {
   const double T = T_, Ts = SegmentSteps(checkpoint_steps, T_), B = B_, TB = T * B, TsB = Ts * B,
                H = c.hidden_size, L = c.layers, O = c.output_size;
   double floats = ParameterCount(c) * (2 + optimizer_slots);  // parameters, gradients, optimizer state
@@ -314,7 +319,7 @@ uint64_t EstimateTrainingBytes(const ModelConfig& c, int T_, int B_, int optimiz
   floats += L * H * B * (c.cell->cell_state ? 2 : 1);     // ModelCache::dcarried
   floats += H * TsB + O * TB;                             // ModelCache::dh_out; the outputs' gradient
   if (c.embed_size > 0) floats += c.embed_size * TsB;     // ModelCache::dx
-  double bytes = ForwardBytes(c, T, Ts, B, products) + floats * sizeof(float);
+  double bytes = ForwardBytes(c, T, Ts, B, products, checkpoint_slots) + floats * sizeof(float);
   return static_cast<uint64_t>(bytes + ProductOperandBytes(c, Ts, B, products, true));
 }
 
@@ -599,17 +604,17 @@ void ActivationPenalty(const ModelConfig& config, const Batch<S>& batch, ModelCa
   }
 }
 
-// The forward pass over segment s from the states saved at its start, layer after layer, into
-// the per-segment buffers, and with_outputs its columns of the outputs.
+// The forward pass over segment s from the state at its start, layer after layer, into the
+// per-segment buffers, and with_outputs its columns of the outputs.
 template <typename S>
 void SegmentForward(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
-                    ModelCache<S>& cache, Eigen::Index s, Compute compute, bool with_outputs) {
+                    ModelCache<S>& cache, Eigen::Index s, const State<S>& initial, Compute compute,
+                    bool with_outputs) {
   const int threads = compute.threads;
   const Eigen::Index L = config.layers, H = config.hidden_size, B = cache.B;
   const auto [t0, n] = SegmentOf(cache, s);
   const Eigen::Index c0 = t0 * B, nB = n * B;  // the segment's columns of the chunk's (., T*B)
   const Cell& cell = *config.cell;
-  const State<S>& initial = cache.boundary[s];
   const bool drop = !cache.dropout_mask.empty();
   for (Eigen::Index l = 0; l < L; ++l) {
     const RecurrentParams<S>& p = params.layers[l];
@@ -671,6 +676,90 @@ void SegmentForward(const ModelConfig& config, const ModelParams<S>& params, con
   ParallelProduct(outputs, params.decoder_weight, DecoderInput(cache), false, compute);
   outputs.colwise() += params.decoder_bias.col(0);
   if (cache.dactivation.size() > 0) ActivationPenalty(config, batch, cache, s);
+}
+
+// Whether the schedule keeps only some segment starts (recompute.h), and whether b_s is kept.
+template <typename S>
+bool Scheduled(const ModelCache<S>& cache) {
+  return cache.schedule.segments() > 0;
+}
+template <typename S>
+bool Kept(const ModelCache<S>& cache, Eigen::Index s) {
+  return !cache.boundary[s].h.empty();
+}
+
+// The state after the segment whose caches the buffers hold, into `state`.
+template <typename S>
+void EndState(const ModelConfig& config, const ModelCache<S>& cache, State<S>& state) {
+  const Eigen::Index L = config.layers, B = cache.B;
+  state.h.resize(L);
+  state.c.resize(config.cell->cell_state ? L : 0);
+  for (Eigen::Index l = 0; l < L; ++l) {
+    const LayerCache<S>& lc = cache.layers[l];
+    state.h[l] = lc.h().rightCols(B);
+    if (config.cell->cell_state) state.c[l] = lc.c().rightCols(B);
+  }
+}
+
+// Keeps b_s, the state after segment s - 1, whose caches the buffers hold.
+template <typename S>
+void Keep(const ModelConfig& config, ModelCache<S>& cache, Eigen::Index s) {
+  EndState(config, cache, cache.boundary[s]);
+  if (s + 1 < static_cast<Eigen::Index>(cache.boundary.size())) {
+    ++cache.kept_starts;
+    cache.most_kept_starts = std::max(cache.most_kept_starts, cache.kept_starts);
+  }
+}
+
+// Releases b_s (0 < s < S) when the schedule keeps only some starts.
+template <typename S>
+void Release(ModelCache<S>& cache, Eigen::Index s) {
+  if (!Scheduled(cache) || s == 0 || !Kept(cache, s)) return;
+  cache.boundary[s].h.clear();
+  cache.boundary[s].c.clear();
+  --cache.kept_starts;
+}
+
+// The segment starts the chunk's forward pass keeps: every one, or with a schedule the spine of
+// the first sweep (recompute.h).
+template <typename S>
+std::vector<char> SpineStarts(const ModelCache<S>& cache, Eigen::Index segments) {
+  std::vector<char> keep(segments + 1, Scheduled(cache) ? 0 : 1);
+  keep[0] = keep[segments] = 1;
+  if (!Scheduled(cache)) return keep;
+  int a = 0, n = static_cast<int>(segments), m = cache.schedule.slots();
+  while (n > 1 && m > 1 && m < n) {
+    const int y = cache.schedule.Split(n, m, true);
+    keep[a + y] = 1;
+    a += y;
+    n -= y;
+    --m;
+  }
+  if (n > 1 && m >= n)
+    for (int s = a + 1; s < a + n; ++s) keep[s] = 1;
+  return keep;
+}
+
+// Every segment of the chunk forward again from b_0, outputs aside, keeping the starts in `keep`
+// that are not kept: what a second Backward over the same cache needs after the first has
+// released the spine's starts.
+template <typename S>
+void RecomputeSpine(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
+                    ModelCache<S>& cache, const std::vector<char>& keep, Compute compute) {
+  const Eigen::Index segments = static_cast<Eigen::Index>(cache.boundary.size()) - 1;
+  const State<S>* from = &cache.boundary[0];
+  for (Eigen::Index s = 0; s < segments; ++s) {
+    SegmentForward(config, params, batch, cache, s, *from, compute, false);
+    ++cache.recomputed_segments;
+    if (s + 1 == segments) break;
+    if (keep[s + 1] && !Kept(cache, s + 1)) Keep(config, cache, s + 1);
+    if (Kept(cache, s + 1)) {
+      from = &cache.boundary[s + 1];
+    } else {
+      EndState(config, cache, cache.advanced);
+      from = &cache.advanced;
+    }
+  }
 }
 
 }  // namespace
@@ -762,18 +851,36 @@ void Forward(const ModelConfig& config, const ModelParams<S>& params, const Batc
   draw(cache.zoneout_mask, config.zoneout, T, S(1), S(0));
   draw(cache.zoneout_cell_mask, config.zoneout_cell, T, S(1), S(0));
 
+  // The segment starts: every one, or with fewer slots than segments those of the schedule's
+  // spine (recompute.h); the others run through the scratch state.
+  const int slots = cache.checkpoint_slots;
+  if (slots < 0) throw Error("the checkpoint slots must be 0 (every segment start) or positive");
+  if (slots > 0 && slots < segments) {
+    if (cache.schedule.segments() != segments || cache.schedule.slots() != slots)
+      cache.schedule = RecomputeSchedule(static_cast<int>(segments), slots);
+  } else {
+    cache.schedule = RecomputeSchedule();
+  }
+  const std::vector<char> keep = SpineStarts(cache, segments);
   cache.boundary.resize(segments + 1);
+  if (Scheduled(cache))
+    for (State<S>& b : cache.boundary) {
+      b.h.clear();
+      b.c.clear();
+    }
   cache.boundary[0] = initial;
+  cache.kept_starts = cache.most_kept_starts = 1;
+  cache.recomputed_segments = 0;
   EnsureShape(cache.outputs, config.output_size, TB);
+  const State<S>* from = &cache.boundary[0];
   for (Eigen::Index s = 0; s < segments; ++s) {
-    SegmentForward(config, params, batch, cache, s, compute, true);
-    State<S>& next = cache.boundary[s + 1];
-    next.h.resize(L);
-    next.c.resize(config.cell->cell_state ? L : 0);
-    for (Eigen::Index l = 0; l < L; ++l) {
-      const LayerCache<S>& lc = cache.layers[l];
-      next.h[l] = lc.h().rightCols(B);
-      if (config.cell->cell_state) next.c[l] = lc.c().rightCols(B);
+    SegmentForward(config, params, batch, cache, s, *from, compute, true);
+    if (keep[s + 1]) {
+      Keep(config, cache, s + 1);
+      from = &cache.boundary[s + 1];
+    } else {
+      EndState(config, cache, cache.advanced);
+      from = &cache.advanced;
     }
   }
   for (LayerCache<S>& lc : cache.layers) lc.packed_hh.current = false;
@@ -869,6 +976,69 @@ void SegmentBackward(const ModelConfig& config, const ModelParams<S>& params, co
   }
 }
 
+// One Backward's sweep over the segments (recompute.h): each segment's caches recomputed from
+// a kept start as the schedule says, then swept newest first.
+template <typename S>
+struct Sweep {
+  const ModelConfig& config;
+  const ModelParams<S>& params;
+  const Batch<S>& batch;
+  ModelCache<S>& cache;
+  const Mat<S>& doutputs;
+  ModelParams<S>& grads;
+  Compute compute;
+  const FeedbackMatrices<S>* feedback;
+
+  // Puts the caches of segment s in the buffers, running forward from the kept b_a (a <= s).
+  void Recompute(Eigen::Index a, Eigen::Index s) {
+    const State<S>* from = &cache.boundary[a];
+    for (Eigen::Index t = a; t <= s; ++t) {
+      SegmentForward(config, params, batch, cache, t, *from, compute, false);
+      ++cache.recomputed_segments;
+      if (t < s) {
+        EndState(config, cache, cache.advanced);
+        from = &cache.advanced;
+      }
+    }
+  }
+
+  void Backward(Eigen::Index s) {
+    if (cache.resident != s) Recompute(s, s);
+    SegmentBackward(config, params, batch, cache, s, doutputs, grads, compute, feedback);
+  }
+
+  // Sweeps segments [a, a + n) newest first from the kept b_a with m slots (b_a's among them).
+  void Segments(Eigen::Index a, int n, int m, bool spine) {
+    if (n == 1) {
+      Backward(a);
+    } else if (m >= n) {
+      for (Eigen::Index s = a; s + 1 < a + n; ++s)
+        if (!Kept(cache, s + 1)) {
+          if (cache.resident != s) Recompute(s, s);
+          Keep(config, cache, s + 1);
+        }
+      for (Eigen::Index s = a + n - 1; s >= a; --s) {
+        Backward(s);
+        if (s > a) Release(cache, s);
+      }
+    } else if (m == 1) {
+      for (Eigen::Index s = a + n - 1; s >= a; --s) {
+        if (cache.resident != s) Recompute(a, s);
+        SegmentBackward(config, params, batch, cache, s, doutputs, grads, compute, feedback);
+      }
+    } else {
+      const int y = cache.schedule.Split(n, m, spine);
+      if (!Kept(cache, a + y)) {
+        Recompute(a, a + y - 1);
+        Keep(config, cache, a + y);
+      }
+      Segments(a + y, n - y, m - 1, spine);
+      Release(cache, a + y);
+      Segments(a, y, m, false);
+    }
+  }
+};
+
 }  // namespace
 
 template <typename S>
@@ -894,10 +1064,20 @@ void Backward(const ModelConfig& config, const ModelParams<S>& params, const Bat
       g.swap(cache.dweight_hh[l]);
     }
   }
-  for (Eigen::Index s = segments - 1; s >= 0; --s) {
-    if (cache.resident != s) SegmentForward(config, params, batch, cache, s, compute, false);
-    SegmentBackward(config, params, batch, cache, s, doutputs, grads, compute, feedback);
+  cache.recomputed_segments = 0;
+  if (Scheduled(cache)) {
+    // A second Backward over the same cache (feedback alignment's measurement) finds the
+    // spine's starts released by the first: the forward pass keeps them again.
+    const std::vector<char> keep = SpineStarts(cache, segments);
+    for (Eigen::Index s = 1; s < segments; ++s)
+      if (keep[s] && !Kept(cache, s)) {
+        RecomputeSpine(config, params, batch, cache, keep, compute);
+        break;
+      }
   }
+  Sweep<S> sweep{config, params, batch, cache, doutputs, grads, compute, feedback};
+  const int slots = Scheduled(cache) ? cache.schedule.slots() : static_cast<int>(segments);
+  sweep.Segments(0, static_cast<int>(segments), slots, true);
   if (weight_drop) {
     for (Eigen::Index l = 0; l < L; ++l) {
       Mat<S>& g = grads.layers[l][kWeightHhSlot];

@@ -16,6 +16,7 @@
 #include "bptt/error.h"
 #include "bptt/loss.h"
 #include "bptt/prune.h"
+#include "bptt/recompute.h"
 
 namespace bptt {
 
@@ -177,6 +178,28 @@ class TrainLoop {
   bool root() const { return comm_.rank() == 0; }
   bool distributed() const { return comm_.size() > 1; }
 
+  // Memory-bounded BPTT for the batch's chunk: --checkpoint-steps, or what --memory-budget plans
+  // for its (T, B), said once per shape. Either way a last segment shorter than the others
+  // resizes buffers at every chunk: large blocks are kept out of the heap (recompute.h).
+  void Checkpointing(const Batch<float>& batch) {
+    cache_.checkpoint_steps = o_.checkpoint_steps;
+    cache_.checkpoint_slots = 0;
+    if ((o_.checkpoint_steps != 0 || o_.memory_budget != 0) && !large_blocks_mapped_) {
+      KeepLargeBlocksOutOfTheHeap();
+      large_blocks_mapped_ = true;
+    }
+    if (o_.memory_budget == 0) return;
+    if (planned_for_ != std::pair{batch.T, batch.B}) {
+      plan_ = PlanMemory(o_.model, static_cast<int>(batch.T), static_cast<int>(batch.B), OptimizerSlots(o_.optimizer),
+                         o_.precision, o_.memory_budget);
+      planned_for_ = {batch.T, batch.B};
+      log_ << (live_ ? "\n" : "") << "bptt train: --memory-budget " << BytesText(o_.memory_budget) << ", chunks of "
+           << batch.T << " steps: " << MemoryPlanText(plan_, static_cast<int>(batch.T)) << "\n";
+    }
+    cache_.checkpoint_steps = plan_.checkpoint_steps;
+    cache_.checkpoint_slots = plan_.slots;
+  }
+
   // One step on `batch`: forward, the head's loss, backward, the ranks' sums, clipping, the
   // checks that loss and gradient are finite, the update and the check of the new weights.
   StepResult Step(const Batch<float>& batch, Clock::time_point start) {
@@ -186,7 +209,7 @@ class TrainLoop {
       s_.carried.SetZero();
       if (online_) online_->Reset();
     }
-    cache_.checkpoint_steps = o_.checkpoint_steps;
+    Checkpointing(batch);
     grads_.SetZero();
     if (online_) {
       r.loss = OnlineGradient(o_.model, s_.params, batch, s_.carried, cache_, *online_, grads_, compute);
@@ -571,6 +594,9 @@ class TrainLoop {
   bool stop_asked_ = false;   // distributed: the stop hook asked, for the next step's sums
   Batch<double> decay_probe_;  // decay_every > 0
   std::optional<DecayTrainLog> decay_log_;  // decay_every > 0
+  MemoryPlan plan_;                           // memory_budget > 0: for the chunks of planned_for_ (T, B)
+  std::pair<Eigen::Index, Eigen::Index> planned_for_{0, 0};
+  bool large_blocks_mapped_ = false;          // KeepLargeBlocksOutOfTheHeap called
   bool decay_failed_ = false;   // said once
   bool curves_failed_ = false;  // said once
 };

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "bptt/error.h"
+#include "bptt/recompute.h"
 #include "utf8.h"
 
 namespace bptt {
@@ -202,6 +203,13 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                     throw Error(f + " must be auto, 0 (off) or a positive number of steps, got '" + v + "'");
                   return k;
                 }),
+      Choice<O>(kEvery, "memory-budget", "memory_budget", optim,
+                "the most memory a training step may take (e.g. 512M, 2G): the segments and kept states of "
+                "memory-bounded BPTT chosen to fit it with the least recomputation (Gruslys et al. 2016; "
+                "docs/credit-assignment.md), the same gradient bit for bit; 0 = none",
+                kChanges, [](O& o) -> auto& { return o.memory_budget; },
+                [](uint64_t b) { return b == 0 ? std::string("0") : BytesText(b); },
+                [](const std::string& v, const std::string& f) { return v == "0" ? uint64_t{0} : ParseBytes(v, f); }),
       Field<O>(kEvery, "seed", "seed", optim, "random seed of every stream: initialisation, dropout, task data", kFixed,
                [](O& o) -> auto& { return o.seed; }),
       Field<O>(kEvery, "threads", "threads", optim,

@@ -35,25 +35,34 @@ uint64_t AvailableBytes() {
 namespace {
 
 // Refuses a model that cannot train in this machine's memory: this rank's share of the streams,
-// times the ranks that share the machine.
+// times the ranks that share the machine. Before the data is read (`sizes_known` false: the
+// smallest vocabulary stands in for the corpus's) a --memory-budget counts its least plan, and
+// is planned once the data gives the model its sizes, so that a budget that does not fit is
+// refused with what the real model needs.
 void CheckMemory(const TrainOptions& o, const ModelConfig& model, int T, uint64_t evaluation_bytes,
-                 const Communicator& comm, StreamShare share) {
-  const uint64_t need =
-      (EstimateTrainingBytes(model, T, share.size(), OptimizerSlots(o.optimizer), o.precision, o.checkpoint_steps) +
-       evaluation_bytes) *
-      static_cast<uint64_t>(comm.local_size());
+                 const Communicator& comm, StreamShare share, bool sizes_known = true) {
+  const int slots = OptimizerSlots(o.optimizer);
+  const uint64_t training =
+      o.memory_budget == 0 ? EstimateTrainingBytes(model, T, share.size(), slots, o.precision, o.checkpoint_steps)
+      : sizes_known        ? PlanMemory(model, T, share.size(), slots, o.precision, o.memory_budget).bytes
+                           : EstimateTrainingBytes(model, T, share.size(), slots, o.precision, 1, 1);
+  const uint64_t need = (training + evaluation_bytes) * static_cast<uint64_t>(comm.local_size());
   const uint64_t have = AvailableBytes();
   if (have > 0 && need > have)
     throw Error("the model needs about " + std::to_string(need >> 20) + " MiB to train but only " +
                 std::to_string(have >> 20) + " MiB are available; reduce --hidden, --layers, --batch or " +
                 (o.task.empty() ? "--seq-len" : "--T (the test set runs up to 256 sequences at a time: --test-size)") +
-                (o.checkpoint_steps == 0 ? ", or keep fewer steps' caches with --checkpoint-steps auto" : ""));
+                (o.checkpoint_steps == 0 && o.memory_budget == 0
+                     ? ", or keep fewer steps' caches with --checkpoint-steps auto or --memory-budget"
+                     : ""));
 }
 
 // What can be checked before the data is read (a corpus may take minutes to encode): how the
 // run divides between the ranks, the model with the sizes the data will give it (a corpus's
 // vocabulary is at least one symbol, a task's shape is known), and its memory at that size.
 void CheckBeforeData(const TrainOptions& o, const Communicator& comm) {
+  if (o.memory_budget != 0 && o.checkpoint_steps != 0)
+    throw Error("--memory-budget chooses the segments itself: give it or --checkpoint-steps, not both");
   if (comm.size() > 1 && !o.task.empty())
     throw Error("a task trains in one process: distributed training takes a corpus (bptt train)");
   if (o.batch < comm.size())
@@ -66,6 +75,7 @@ void CheckBeforeData(const TrainOptions& o, const Communicator& comm) {
       throw Error(credit + " computes the gradient itself: --feedback " + std::string(FeedbackName(o.feedback)) +
                   " applies to bptt");
     if (o.checkpoint_steps != 0) throw Error(credit + " keeps no caches for --checkpoint-steps to bound");
+    if (o.memory_budget != 0) throw Error(credit + " keeps no caches for --memory-budget to bound");
     if (comm.size() > 1) throw Error(credit + " trains in one process");
   }
   if (o.feedback == Feedback::kDfa && o.model.embed_size > 0)
@@ -92,7 +102,8 @@ void CheckBeforeData(const TrainOptions& o, const Communicator& comm) {
     evaluation_bytes = TaskEvaluationBytes(model, T, o.test_size);
   }
   model.Validate();
-  CheckMemory(o, model, T, evaluation_bytes, comm, StreamShare::OfRank(o.batch, comm.rank(), comm.size()));
+  CheckMemory(o, model, T, evaluation_bytes, comm, StreamShare::OfRank(o.batch, comm.rank(), comm.size()),
+              !o.task.empty());
 }
 
 // The options every rank must be given alike, by flag: all but --threads (machines may differ).

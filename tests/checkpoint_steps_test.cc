@@ -6,16 +6,22 @@
 // state, gradients and initial-state gradient as the chunk run with every step kept: bit for bit
 // in float on 1 and 3 threads (where the float products run on bptt's kernels), and to
 // rounding in double. The sizes are odd, so that a segment's steps sit at other alignments in
-// its buffers than in the whole chunk's. The memory the option saves: model_test.cc.
+// its buffers than in the whole chunk's. The same with fewer segment starts kept than segments
+// (recompute.h): the recomputations its schedule says, no more starts kept than its slots, its
+// costs the least over every schedule of its form; and what --memory-budget plans. The memory
+// the options save: model_test.cc.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bptt/error.h"
 #include "bptt/init.h"
 #include "bptt/loss.h"
 #include "bptt/model.h"
+#include "bptt/recompute.h"
 #include "bptt/rng.h"
 #include "kernels/sgemm.h"
 
@@ -123,10 +129,13 @@ struct ChunkRun {
   State<S> final_state, dinitial;
   ModelParams<S> grads;
   ModelParams<S> grads_again;  // a second Backward over the same cache (as Align does)
+  int64_t recomputed = 0;      // the segments the first Backward recomputed
+  int most_kept = 0;           // the most segment starts kept at once, over both Backwards
+  int64_t scheduled = -1;      // with fewer slots than segments: the schedule's G(S, m)
 };
 
 template <typename S>
-ChunkRun<S> RunChunk(const Case& k, int checkpoint_steps, int threads) {
+ChunkRun<S> RunChunk(const Case& k, int checkpoint_steps, int threads, int slots = 0) {
   const ModelConfig& c = k.config;
   Rng rng(11);
   ModelParams<S> params = ModelParams<S>::Zeros(c);
@@ -136,6 +145,7 @@ ChunkRun<S> RunChunk(const Case& k, int checkpoint_steps, int threads) {
   const State<S> initial = RandomState<S>(c, rng), dfinal = RandomState<S>(c, rng);
   ModelCache<S> cache;
   cache.checkpoint_steps = checkpoint_steps;
+  cache.checkpoint_slots = slots;
   Rng dropout(12);
   const Compute compute{threads};
   Forward(c, params, batch, initial, cache, compute, &dropout);
@@ -148,7 +158,11 @@ ChunkRun<S> RunChunk(const Case& k, int checkpoint_steps, int threads) {
   run.grads = ModelParams<S>::Zeros(c);
   run.grads_again = ModelParams<S>::Zeros(c);
   Backward(c, params, batch, cache, doutputs, &dfinal, run.grads, &run.dinitial, compute, &feedback);
+  run.recomputed = cache.recomputed_segments;
+  if (cache.schedule.segments() > 0)
+    run.scheduled = cache.schedule.Recomputations(cache.schedule.segments(), cache.schedule.slots());
   Backward(c, params, batch, cache, doutputs, &dfinal, run.grads_again, nullptr, compute, &feedback);
+  run.most_kept = cache.most_kept_starts;
   FinalState(c, cache, run.final_state);
   return run;
 }
@@ -209,6 +223,161 @@ TEST(CheckpointSteps, SegmentsGiveTheGradientOfTheWholeChunkInDouble) {
     const ChunkRun<double> whole = RunChunk<double>(k, 0, 2);
     for (const int K : kSteps) ExpectSameRun(RunChunk<double>(k, K, 2), whole, 1e-12, k.name + ", K " + std::to_string(K));
   }
+}
+
+// (K, m): segments of K steps (S = ceil(11 / K) of them) with at most m of their starts kept.
+const std::pair<int, int> kSchedules[] = {{1, 1}, {1, 3}, {1, 6}, {2, 2}, {3, 2}, {4, 1}};
+
+TEST(CheckpointSlots, ScheduledRecomputationGivesTheGradientOfTheWholeChunkBitForBitInFloat) {
+  const double tolerance = LargeFloatProductsHere() ? 0 : 1e-5;
+  for (const Case& k : Cases()) {
+    for (const int threads : {1, 3}) {
+      const ChunkRun<float> whole = RunChunk<float>(k, 0, threads);
+      for (const auto& [K, m] : kSchedules) {
+        const std::string what = k.name + ", K " + std::to_string(K) + ", " + std::to_string(m) + " slots, " +
+                                 std::to_string(threads) + " threads";
+        const ChunkRun<float> scheduled = RunChunk<float>(k, K, threads, m);
+        ExpectSameRun(scheduled, whole, tolerance, what);
+        // The sweep recomputes what the schedule says, and keeps no more starts than its slots.
+        const int S = (kT + K - 1) / K;
+        ASSERT_EQ(scheduled.scheduled >= 0, m < S) << what;
+        if (m < S) {
+          EXPECT_EQ(scheduled.recomputed, scheduled.scheduled) << what;
+          EXPECT_LE(scheduled.most_kept, m) << what;
+        } else {
+          EXPECT_EQ(scheduled.recomputed, S - 1) << what;
+        }
+      }
+    }
+  }
+}
+
+TEST(CheckpointSlots, ScheduledRecomputationGivesTheGradientOfTheWholeChunkInDouble) {
+  for (const Case& k : Cases()) {
+    const ChunkRun<double> whole = RunChunk<double>(k, 0, 2);
+    for (const auto& [K, m] : kSchedules)
+      ExpectSameRun(RunChunk<double>(k, K, 2, m), whole, 1e-12,
+                    k.name + ", K " + std::to_string(K) + ", " + std::to_string(m) + " slots");
+  }
+}
+
+// The least recomputed segments of a sweep of the whole chunk (recompute.h G) by exhaustive
+// search over every schedule of that form: every split at every level, without the table.
+int64_t LeastForwards(int n, int m);  // F: a sweep starting with nothing in the buffers
+int64_t LeastSpine(int n, int m) {    // G
+  if (n == 1) return 0;
+  if (m == 1) return static_cast<int64_t>(n) * (n - 1) / 2;
+  if (m >= n) return n - 1;
+  int64_t best = -1;
+  for (int y = 1; y < n; ++y) {
+    const int64_t c = LeastSpine(n - y, m - 1) + LeastForwards(y, m);
+    if (best < 0 || c < best) best = c;
+  }
+  return best;
+}
+int64_t LeastForwards(int n, int m) {
+  if (n == 1) return 1;
+  if (m == 1) return static_cast<int64_t>(n) * (n + 1) / 2;
+  if (m >= n) return 2 * n - 1;
+  int64_t best = -1;
+  for (int y = 1; y < n; ++y) {
+    const int64_t c = y + LeastForwards(n - y, m - 1) + LeastForwards(y, m);
+    if (best < 0 || c < best) best = c;
+  }
+  return best;
+}
+
+TEST(RecomputeSchedule, CostsAreTheLeastOverEverySchedule) {
+  const RecomputeSchedule schedule(13, 12);
+  for (int n = 1; n <= 13; ++n)
+    for (int m = 1; m <= 12; ++m) EXPECT_EQ(schedule.Recomputations(n, m), LeastSpine(n, m)) << n << " " << m;
+  // Known values: one slot recomputes each segment from the start; more slots, fewer.
+  EXPECT_EQ(schedule.Recomputations(13, 1), 78);
+  EXPECT_EQ(schedule.Recomputations(3, 2), 2);
+  EXPECT_EQ(schedule.Recomputations(13, 12), 12);
+  for (int m = 1; m < 12; ++m) EXPECT_GE(schedule.Recomputations(13, m), schedule.Recomputations(13, m + 1));
+  EXPECT_THROW(RecomputeSchedule(5, 5), Error);
+  EXPECT_THROW(RecomputeSchedule(5, 0), Error);
+  EXPECT_THROW(RecomputeSchedule(kMaxScheduledSegments + 1, 3), Error);
+}
+
+TEST(MemoryBudget, PlanIsTheFewestForwardStepsThatFit) {
+  const ModelConfig c = LanguageModel(*FindCell("lstm"), 40, 0, 64, 2);
+  const int T = 200, B = 4, slots = 2;
+  const uint64_t plain = EstimateTrainingBytes(c, T, B, slots);
+  // Every segment length and every number of kept starts, searched without the planner.
+  const RecomputeSchedule table(T, T - 1);
+  const auto best_within = [&](uint64_t budget) {
+    MemoryPlan best;
+    if (static_cast<double>(plain) <= kBudgetShare * static_cast<double>(budget)) return MemoryPlan{0, 0, plain, T};
+    for (int K = 1; K < T; ++K) {
+      const int S = (T + K - 1) / K;
+      for (int m = 1; m <= S; ++m) {
+        const int kept = m == S ? 0 : m;
+        const uint64_t bytes = EstimateTrainingBytes(c, T, B, slots, Precision::kFloat32, K, kept);
+        if (static_cast<double>(bytes) > kBudgetShare * static_cast<double>(budget)) continue;
+        const int64_t steps = T + (kept == 0 ? S - 1 : table.Recomputations(S, m)) * K;
+        if (best.forward_steps == 0 || steps < best.forward_steps ||
+            (steps == best.forward_steps && bytes < best.bytes))
+          best = {K, kept, bytes, steps};
+      }
+    }
+    return best;
+  };
+  const uint64_t least = EstimateTrainingBytes(c, T, B, slots, Precision::kFloat32, 1, 1);
+  int64_t before = std::numeric_limits<int64_t>::max();
+  for (const double f : {0.0, 0.01, 0.03, 0.1, 0.3, 0.6, 0.9, 1.0}) {
+    // From the least budget that fits (the estimate at most kBudgetShare of it) to plain BPTT's.
+    const uint64_t budget =
+        static_cast<uint64_t>((static_cast<double>(least) + f * static_cast<double>(plain - least)) / kBudgetShare) + 1;
+    const MemoryPlan plan = PlanMemory(c, T, B, slots, Precision::kFloat32, budget);
+    const MemoryPlan best = best_within(budget);
+    const std::string what = "budget " + std::to_string(budget);
+    EXPECT_LE(static_cast<double>(plan.bytes), kBudgetShare * static_cast<double>(budget)) << what;
+    EXPECT_EQ(plan.bytes, EstimateTrainingBytes(c, T, B, slots, Precision::kFloat32, plan.checkpoint_steps, plan.slots))
+        << what;
+    EXPECT_EQ(plan.forward_steps, best.forward_steps) << what;
+    EXPECT_LE(plan.forward_steps, before) << what << ": a larger budget never costs more steps";
+    before = plan.forward_steps;
+  }
+  const MemoryPlan roomy = PlanMemory(c, T, B, slots, Precision::kFloat32, plain * 2);
+  EXPECT_EQ(roomy.checkpoint_steps, 0);
+  EXPECT_EQ(roomy.forward_steps, T);
+  // Below the least: the error says the budget that fits, and that budget does.
+  try {
+    PlanMemory(c, T, B, slots, Precision::kFloat32, least);
+    ADD_FAILURE() << "a budget with no room beside the least estimate was accepted";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("--memory-budget"), std::string::npos) << what;
+    const size_t at = what.find("at least ");
+    ASSERT_NE(at, std::string::npos) << what;
+    const uint64_t needed = std::stoull(what.substr(at + 9));
+    EXPECT_GT(needed, least) << what;
+    EXPECT_EQ(PlanMemory(c, T, B, slots, Precision::kFloat32, needed).bytes, least) << what;
+    EXPECT_THROW(PlanMemory(c, T, B, slots, Precision::kFloat32, needed - 2), Error) << what;
+  }
+}
+
+TEST(MemoryBudget, Sizes) {
+  EXPECT_EQ(ParseBytes("65536", "--memory-budget"), 65536u);
+  EXPECT_EQ(ParseBytes("512M", "--memory-budget"), 512u << 20);
+  EXPECT_EQ(ParseBytes("512MiB", "--memory-budget"), 512u << 20);
+  EXPECT_EQ(ParseBytes("2kb", "--memory-budget"), 2048u);
+  EXPECT_EQ(ParseBytes("1.5G", "--memory-budget"), 3u << 29);
+  EXPECT_EQ(ParseBytes("2T", "--memory-budget"), uint64_t{2} << 40);
+  for (const char* bad : {"", "M", "abc", "-1", "0.0", "5X", "1e9", "12MM", "0x10"}) {
+    try {
+      ParseBytes(bad, "--memory-budget");
+      ADD_FAILURE() << "'" << bad << "' was read as a size";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--memory-budget"), std::string::npos) << e.what();
+    }
+  }
+  for (const uint64_t b : {uint64_t{1000}, uint64_t{2048}, uint64_t{640} << 20, uint64_t{3} << 30, uint64_t{1536} << 20})
+    EXPECT_EQ(ParseBytes(BytesText(b), "--memory-budget"), b) << BytesText(b);
+  EXPECT_EQ(BytesText(uint64_t{2} << 30), "2G");
+  EXPECT_EQ(BytesText(uint64_t{1536} << 20), "1536M");
 }
 
 TEST(CheckpointSteps, SegmentLengths) {

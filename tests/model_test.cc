@@ -143,7 +143,8 @@ const int kAdamSlots = OptimizerSlots(OptimizerOptions{});
 
 // The heap one training step (forward with dropout, loss, backward, clipping, an Adam step) holds
 // at its end, on a thread of its own.
-double TrainingStepHeap(const ModelConfig& config, int T, int B, Precision precision, int checkpoint_steps) {
+double TrainingStepHeap(const ModelConfig& config, int T, int B, Precision precision, int checkpoint_steps,
+                        int checkpoint_slots = 0) {
   double held = 0;
   std::thread([&] {
     const double before = HeapBytes();
@@ -154,6 +155,7 @@ double TrainingStepHeap(const ModelConfig& config, int T, int B, Precision preci
     OptimizerState<float> slots;
     ModelCache<float> cache;
     cache.checkpoint_steps = checkpoint_steps;
+    cache.checkpoint_slots = checkpoint_slots;
     const Batch<float> batch = RandomBatch(config, T, B, rng);
     State<float> state = State<float>::Zeros(config, B);
     Mat<float> doutputs;
@@ -175,24 +177,31 @@ TEST(EstimateTrainingBytes, MatchesTheHeapATrainingStepHolds) {
   // calling thread keeps for its next call (the estimate counts them): each run is a thread of
   // its own, which starts without them.
   // Each model with every step's cache kept, and with memory-bounded BPTT (checkpoint_steps): a K
-  // that divides T, one that does not, and auto.
+  // that divides T, one that does not, and auto; and with fewer kept segment starts than
+  // segments (checkpoint_slots, recompute.h).
   struct TrainingRun {
     ModelConfig config;
     Precision precision;
-    int checkpoint_steps;
+    int checkpoint_steps, checkpoint_slots = 0;
   };
   std::vector<TrainingRun> runs;
-  for (const ModelConfig& c : Models())
+  for (const ModelConfig& c : Models()) {
     for (const int K : {0, 8, 7, kAutoCheckpointSteps}) runs.push_back({c, Precision::kFloat32, K});
+    runs.push_back({c, Precision::kFloat32, 1, 3});
+    runs.push_back({c, Precision::kFloat32, 5, 2});
+  }
   if (Bf16ProductsAvailable()) runs.push_back({LanguageModel(*FindCell("lstm"), 60, 0, 192, 2), Precision::kBfloat16, 0});
-  for (const auto& [config, precision, checkpoint_steps] : runs) {
+  for (const auto& [config, precision, checkpoint_steps, checkpoint_slots] : runs) {
     const int T = 48, B = 16;
-    const double held = TrainingStepHeap(config, T, B, precision, checkpoint_steps);
-    const double estimate =
-        static_cast<double>(EstimateTrainingBytes(config, T, B, kAdamSlots, precision, checkpoint_steps));
+    const double held = TrainingStepHeap(config, T, B, precision, checkpoint_steps, checkpoint_slots);
+    const double estimate = static_cast<double>(
+        EstimateTrainingBytes(config, T, B, kAdamSlots, precision, checkpoint_steps, checkpoint_slots));
     EXPECT_NEAR(held / estimate, 1.0, 0.1) << Describe(config) << " " << PrecisionName(precision)
-                                           << " checkpoint steps " << checkpoint_steps << ": heap " << held
-                                           << " bytes, estimate " << estimate;
+                                           << " checkpoint steps " << checkpoint_steps << ", slots "
+                                           << checkpoint_slots << ": heap " << held << " bytes, estimate " << estimate;
+    if (checkpoint_slots > 0) {  // fewer starts kept than segments take less than all of them
+      EXPECT_LT(estimate, static_cast<double>(EstimateTrainingBytes(config, T, B, kAdamSlots, precision, checkpoint_steps)));
+    }
     if (checkpoint_steps != 0) {  // the segments' caches take less than the whole chunk's
       EXPECT_LT(estimate, static_cast<double>(EstimateTrainingBytes(config, T, B, kAdamSlots, precision)));
     }

@@ -50,6 +50,7 @@
 
 #include "bptt/batch.h"
 #include "bptt/cell.h"
+#include "bptt/recompute.h"
 #include "bptt/rng.h"
 
 namespace bptt {
@@ -155,8 +156,11 @@ double ParameterCount(const ModelConfig& config);
 // Not the corpus, which is memory-mapped, nor the program itself.
 // With checkpoint_steps (ModelCache::checkpoint_steps) the caches count one segment's steps,
 // plus the states saved at the segments' starts.
+// With checkpoint_slots m (recompute.h), m of those states, the scratch state a recomputation
+// runs through, and the schedule's tables.
 uint64_t EstimateTrainingBytes(const ModelConfig& config, int T, int B, int optimizer_slots,
-                               Precision products = Precision::kFloat32, int checkpoint_steps = 0);
+                               Precision products = Precision::kFloat32, int checkpoint_steps = 0,
+                               int checkpoint_slots = 0);
 uint64_t EstimateEvaluationBytes(const ModelConfig& config, int T, int B);
 
 // A language model: symbols in (one-hot, or an embedding of embed_size), a softmax over the same
@@ -283,7 +287,8 @@ struct State {
 //
 // ModelCache::checkpoint_steps: 0 keeps every step (one segment of T); K > 0 segments of K;
 // kAutoCheckpointSteps about sqrt(T), the segment length that minimises the states plus one
-// segment's caches.
+// segment's caches. ModelCache::checkpoint_slots m > 0 keeps at most m of the segments' starts
+// and recomputes the others as the schedule of recompute.h says (the same gradient again).
 inline constexpr int kAutoCheckpointSteps = -1;
 // The steps of a segment for a chunk of T steps (at least 1, at most T).
 int SegmentSteps(int checkpoint_steps, int T);
@@ -294,11 +299,19 @@ int SegmentSteps(int checkpoint_steps, int T);
 template <typename S>
 struct ModelCache {
   int checkpoint_steps = 0;  // set by the caller: 0, K or kAutoCheckpointSteps (above)
+  int checkpoint_slots = 0;  // set by the caller: 0 keeps every segment's start, m > 0 at most m
 
   Eigen::Index T = 0, B = 0;
   Eigen::Index segment_steps = 0;     // Ts, the steps of every segment but perhaps the last
   Eigen::Index resident = 0;          // the segment whose caches the per-segment buffers hold
-  std::vector<State<S>> boundary;     // the states at t = 0, Ts, 2 Ts, ..., T (segments + 1)
+  std::vector<State<S>> boundary;     // the states at t = 0, Ts, 2 Ts, ..., T (segments + 1); with
+                                      //   checkpoint_slots, those not kept are empty
+  RecomputeSchedule schedule;         // with checkpoint_slots below the segments: the sweep's splits
+  State<S> advanced;                  // with checkpoint_slots: the state a recomputation runs through
+  // What the last Forward and Backward did, for tests and benchmarks: the segments the backward
+  // sweeps recomputed, and the most segment starts (b_0 .. b_{S-1}) kept at once.
+  int64_t recomputed_segments = 0;
+  int kept_starts = 0, most_kept_starts = 0;
   Mat<S> embedded;                    // (E, Ts*B) encoder rows of the inputs; embedding input only
   std::vector<LayerCache<S>> layers;  // L, each over Ts steps
   std::vector<Mat<S>> dropped;        // L-1 of (H, Ts*B): layer l's outputs after dropout, feeding l+1

@@ -181,8 +181,8 @@ OptionSpec<Options> Field(unsigned commands, std::string_view flag, std::string 
 }
 
 // A row for a member stored as a name: `name` turns the value into its text, `parse` back
-// (throwing bptt::Error naming the flag for an unknown name). A std::optional member is unset
-// by JSON null.
+// (throwing bptt::Error naming the flag for an unknown name); a JSON number is parsed as its
+// text. A std::optional member is unset by JSON null.
 template <typename Options, typename Access, typename Name, typename Parse>
 OptionSpec<Options> Choice(unsigned commands, std::string_view flag, std::string key, std::string_view group,
                            std::string_view help, OnResume on_resume, Access access, Name name, Parse parse) {
@@ -205,8 +205,10 @@ OptionSpec<Options> Choice(unsigned commands, std::string_view flag, std::string
                 return;
               }
             }
-            if (!j.is_string()) throw Error(options_detail::Flag(flag) + " must be a name, got " + j.dump());
-            access(o) = parse(j.get<std::string>(), options_detail::Flag(flag));
+            // A number is read as its text (Python's memory_budget=2**30, checkpoint_steps=8).
+            if (!j.is_string() && !j.is_number())
+              throw Error(options_detail::Flag(flag) + " must be a name, got " + j.dump());
+            access(o) = parse(j.is_string() ? j.get<std::string>() : j.dump(), options_detail::Flag(flag));
           }};
 }
 

@@ -60,6 +60,8 @@ struct TrainOptions {
   int checkpoint_steps = 0;       // memory-bounded BPTT: keep the state every K steps and recompute
                                   // the caches in the backward pass (model.h); 0 = off,
                                   // kAutoCheckpointSteps = about sqrt(T). The same gradient at any K.
+  uint64_t memory_budget = 0;     // bytes of a training step: memory-bounded BPTT's segments and kept
+                                  // starts chosen to fit (recompute.h PlanMemory); 0 = no budget
   double lr = 2e-3;               // learning rate
   double lr_decay = 1.0;          // multiply the learning rate by this after each epoch ...
   int64_t lr_decay_after = 10;    // ... once this many epochs are done (char-rnn: 0.97 after 10)

@@ -333,7 +333,7 @@ void AmxStepProduct(const uint16_t* tiles, Index M, Index K, Index row_begin, In
   if (row_begin >= row_end || cols <= 0) return;
   const Index kblocks = (K + kTileK - 1) / kTileK, ntiles = (cols + kTile - 1) / kTile;
   thread_local std::vector<uint16_t> row_tiles;
-  row_tiles.resize(static_cast<size_t>(ntiles * kblocks * kBlock));
+  SizeOperandBuffer(row_tiles, static_cast<size_t>(ntiles * kblocks * kBlock));
   const StridedMatrix xs{x, K, cols, 1, ldx};
   for (Index t = 0; t < ntiles * kblocks; ++t) PackRowTile(xs, t / kblocks, t % kblocks, row_tiles.data() + t * kBlock);
   LoadTileConfig(kTileConfig);
@@ -359,8 +359,8 @@ void AmxProduct(float* dst, Index ld, const StridedMatrix& lhs, const StridedMat
   const Index mpairs = (M + 2 * kTile - 1) / (2 * kTile), npairs = (N + 2 * kTile - 1) / (2 * kTile);
   // The rounded operands, reused from call to call by the calling thread.
   thread_local std::vector<uint16_t> row_tiles, pair_tiles;
-  row_tiles.resize(static_cast<size_t>(2 * npairs * kblocks * kBlock));
-  pair_tiles.resize(static_cast<size_t>(2 * mpairs * kblocks * kBlock));
+  SizeOperandBuffer(row_tiles, static_cast<size_t>(2 * npairs * kblocks * kBlock));
+  SizeOperandBuffer(pair_tiles, static_cast<size_t>(2 * mpairs * kblocks * kBlock));
   uint16_t* const rt = row_tiles.data();
   uint16_t* const pt = pair_tiles.data();
   const Index row_count = 2 * npairs * kblocks, pair_count = 2 * mpairs * kblocks;
@@ -415,8 +415,8 @@ void Avx512Bf16Product(float* dst, Index ld, const StridedMatrix& lhs, const Str
   const Index mtiles = (M + kTile - 1) / kTile, ntiles = (N + kTile - 1) / kTile;
   const Index mgroups = (mtiles + kDotPanels - 1) / kDotPanels;
   thread_local std::vector<uint16_t> row_tiles, pair_tiles;
-  row_tiles.resize(static_cast<size_t>(ntiles * kblocks * kBlock));
-  pair_tiles.resize(static_cast<size_t>(mtiles * kblocks * kBlock));
+  SizeOperandBuffer(row_tiles, static_cast<size_t>(ntiles * kblocks * kBlock));
+  SizeOperandBuffer(pair_tiles, static_cast<size_t>(mtiles * kblocks * kBlock));
   uint16_t* const rt = row_tiles.data();
   uint16_t* const pt = pair_tiles.data();
   // Split dst by whichever has more: 16-column tiles or groups of kDotPanels 16-row tiles.
@@ -463,7 +463,7 @@ void Avx512Bf16StepProduct(const uint16_t* tiles, Index M, Index K, Index row_be
   if (row_begin >= row_end || cols <= 0) return;
   const Index kblocks = (K + kTileK - 1) / kTileK, ntiles = (cols + kTile - 1) / kTile;
   thread_local std::vector<uint16_t> row_tiles;
-  row_tiles.resize(static_cast<size_t>(ntiles * kblocks * kBlock));
+  SizeOperandBuffer(row_tiles, static_cast<size_t>(ntiles * kblocks * kBlock));
   const StridedMatrix xs{x, K, cols, 1, ldx};
   for (Index t = 0; t < ntiles * kblocks; ++t) PackRowTile(xs, t / kblocks, t % kblocks, row_tiles.data() + t * kBlock);
   const Index end = std::min(M, row_end);

@@ -43,6 +43,17 @@ struct OperandBytes {
   size_t lhs = 0, rhs = 0;
 };
 
+// Sizes such a buffer to n elements. Growing frees the old buffer before taking the new one (its
+// contents are rewritten anyway), so that a buffer that grows in training never holds its old
+// and new sizes at once: a vector's own growth would, and a segment's products that outgrow the
+// shorter last segment's would then peak above the estimate (measured: 60 MB at T = 4096, B = 8,
+// segments of 1,366).
+template <typename T>
+void SizeOperandBuffer(std::vector<T>& buffer, size_t n) {
+  if (n > buffer.capacity()) std::vector<T>().swap(buffer);
+  buffer.resize(n);
+}
+
 // True when the processor has either engine (in force: cpu.h).
 bool Bf16ProductsHere();
 

@@ -165,8 +165,8 @@ void Product(float* dst, Index ld, const StridedMatrix& lhs, const StridedMatrix
   const Index mpanels = (M + MR - 1) / MR, npanels = (N + NR - 1) / NR;
   // The packed operands, reused from call to call by the calling thread.
   thread_local std::vector<float> packed_lhs, packed_rhs;
-  packed_lhs.resize(static_cast<size_t>(mpanels * MR * K));
-  packed_rhs.resize(static_cast<size_t>(npanels * NR * K));
+  SizeOperandBuffer(packed_lhs, static_cast<size_t>(mpanels * MR * K));
+  SizeOperandBuffer(packed_rhs, static_cast<size_t>(npanels * NR * K));
   float* const pa = packed_lhs.data();
   float* const pb = packed_rhs.data();
   // Split dst by whichever dimension has more panels.
@@ -356,7 +356,7 @@ void FloatPanelProduct(const float* a, Index K, const float* x, Index ldx, Index
     return;
   }
   thread_local std::vector<float> partial;  // the sums of the chunks so far, 32 per column
-  partial.resize(static_cast<size_t>(32 * N));
+  SizeOperandBuffer(partial, static_cast<size_t>(32 * N));
   for (Index k0 = 0; k0 < K; k0 += kChunk) {
     const Index kc = std::min(kChunk, K - k0);
     PanelPass(a + k0 * 32, kc, x + k0, ldx, N, c, ldc, rows, accumulate, k0 > 0 ? partial.data() : nullptr,

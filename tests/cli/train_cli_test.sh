@@ -221,4 +221,30 @@ echo "x,y,h,z,1,1" >> "$work/decay/decay_train.csv"
 expect_error "malformed decay_train.csv" "$work/decay/decay_train.csv:" train --resume "$work/decay" --max-steps 4
 [ "$(step_of "$work/decay/latest.safetensors")" = 3 ] && pass || fail "malformed decay_train.csv: latest moved"
 
+# --memory-budget: refused beside --checkpoint-steps, unreadable, or below the least a chunk
+# needs (the error says how much); a budget that keeps only some segment starts says its plan and
+# trains the weights of the run with every step kept, byte for byte, resumed with another budget too.
+compare="$(dirname "${BASH_SOURCE[0]}")/compare_checkpoints.py"
+long=(--corpus "$work/corpus.txt" --layers 1 --hidden 64 --batch 4 --seq-len 512 --threads 1 --eval-every 100 --seed 3)
+expect_error "budget and checkpoint steps" "give it or --checkpoint-steps, not both" train "${long[@]}" --memory-budget 64M --checkpoint-steps 8 --out "$work/x"
+expect_error "unreadable budget" "--memory-budget must be a size such as 512M" train "${long[@]}" --memory-budget lots --out "$work/x"
+expect_error "budget too small" "is less than this model needs to train a chunk of 512 steps: at least" train "${long[@]}" --memory-budget 1M --out "$work/x"
+least=$(sed -n 's/.*at least \([0-9]*\) bytes.*/\1/p' "$work/err")
+if [ -n "$least" ]; then
+  "$bptt" train "${long[@]}" --max-steps 3 --out "$work/plain" > "$work/plain.log" 2>&1 || fail "a run without a budget: $(cat "$work/plain.log")"
+  "$bptt" train "${long[@]}" --max-steps 3 --memory-budget $((least + 80000)) --out "$work/budget" > "$work/budget.log" 2>&1 ||
+    fail "a run with a budget: $(cat "$work/budget.log")"
+  grep -qE "memory-budget [0-9]+, chunks of 512 steps: segments of [0-9]+ steps?, at most [0-9]+ of their starts kept" "$work/budget.log" &&
+    pass || fail "the budget's plan is not in: $(cat "$work/budget.log")"
+  python3 "$compare" "$work/plain/latest.safetensors" "$work/budget/latest.safetensors" --exact > "$work/cmp" 2>&1 &&
+    pass || fail "the budget changed the weights: $(cat "$work/cmp")"
+  "$bptt" train --resume "$work/plain" --max-steps 5 > "$work/plain.log" 2>&1 || fail "resume without a budget: $(cat "$work/plain.log")"
+  "$bptt" train --resume "$work/budget" --max-steps 5 --memory-budget $((least + 20000)) > "$work/budget.log" 2>&1 ||
+    fail "resume with another budget: $(cat "$work/budget.log")"
+  python3 "$compare" "$work/plain/latest.safetensors" "$work/budget/latest.safetensors" --exact > "$work/cmp" 2>&1 &&
+    pass || fail "the resumed budget run's weights: $(cat "$work/cmp")"
+else
+  fail "budget too small: the error does not say the bytes needed: $(cat "$work/err")"
+fi
+
 finish

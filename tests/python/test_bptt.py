@@ -5,6 +5,7 @@ the torch round trip is skipped where python3-torch is not installed.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -256,6 +257,20 @@ def test_a_progress_callback_stops_and_resume_continues(run):
     assert straight["steps"] == 40
     a = bptt.load(out / "latest.safetensors").tensors()
     b = bptt.load(run["root"] / "straight" / "latest.safetensors").tensors()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_a_memory_budget_in_bytes_trains_the_weights_of_plain_bptt(run):
+    common = dict(hidden=32, layers=1, seq_len=256, batch=2, eval_every=50, threads=1, max_steps=3,
+                  verbose=False)
+    with pytest.raises(bptt.Error, match=r"at least (\d+) bytes") as refused:
+        bptt.train(corpus=run["corpus"], out=run["root"] / "x", memory_budget=1000, **common)
+    least = int(re.search(r"at least (\d+) bytes", str(refused.value)).group(1))
+    bptt.train(corpus=run["corpus"], out=run["root"] / "budget", memory_budget=least + 40000, **common)
+    bptt.train(corpus=run["corpus"], out=run["root"] / "unbudgeted", **common)
+    a = bptt.load(run["root"] / "budget" / "latest.safetensors").tensors()
+    b = bptt.load(run["root"] / "unbudgeted" / "latest.safetensors").tensors()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
 
