@@ -179,7 +179,7 @@ class TrainLoop {
   bool distributed() const { return comm_.size() > 1; }
 
   // Memory-bounded BPTT for the batch's chunk: --checkpoint-steps, or what --memory-budget plans
-  // for its (T, B), said once per shape. Either way a last segment shorter than the others
+  // for its (T, B), said for the first shape (a task's chunks may vary in length). Either way a last segment shorter than the others
   // resizes buffers at every chunk: large blocks are kept out of the heap (recompute.h).
   void Checkpointing(const Batch<float>& batch) {
     cache_.checkpoint_steps = o_.checkpoint_steps;
@@ -192,9 +192,11 @@ class TrainLoop {
     if (planned_for_ != std::pair{batch.T, batch.B}) {
       plan_ = PlanMemory(o_.model, static_cast<int>(batch.T), static_cast<int>(batch.B), OptimizerSlots(o_.optimizer),
                          o_.precision, o_.memory_budget);
+      const bool first = planned_for_.first == 0;
       planned_for_ = {batch.T, batch.B};
-      log_ << (live_ ? "\n" : "") << "bptt train: --memory-budget " << BytesText(o_.memory_budget) << ", chunks of "
-           << batch.T << " steps: " << MemoryPlanText(plan_, static_cast<int>(batch.T)) << "\n";
+      if (first)
+        log_ << (live_ ? "\n" : "") << "bptt train: --memory-budget " << BytesText(o_.memory_budget) << ", chunks of "
+             << batch.T << " steps: " << MemoryPlanText(plan_, static_cast<int>(batch.T)) << "\n";
     }
     cache_.checkpoint_steps = plan_.checkpoint_steps;
     cache_.checkpoint_slots = plan_.slots;
