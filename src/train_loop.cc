@@ -90,6 +90,9 @@ class TrainLoop {
       CheckCredit(o_.credit, o_.model, share_.size(), sizeof(float), AvailableBytes());
       online_.emplace(o_.credit, o_.model, share_.size(), StreamSeed(o_.seed, kCreditStream));
     }
+    // In segments a last segment shorter than the others resizes buffers at every chunk: large
+    // blocks are kept out of the heap (recompute.h).
+    if (o_.checkpoint_steps != 0 || o_.memory_budget != 0) KeepLargeBlocksOutOfTheHeap();
   }
 
   // A new run: the weights and feedback matrices from the seed, the state at zero.
@@ -179,15 +182,10 @@ class TrainLoop {
   bool distributed() const { return comm_.size() > 1; }
 
   // Memory-bounded BPTT for the batch's chunk: --checkpoint-steps, or what --memory-budget plans
-  // for its (T, B), said for the first shape (a task's chunks may vary in length). Either way a last segment shorter than the others
-  // resizes buffers at every chunk: large blocks are kept out of the heap (recompute.h).
+  // for its (T, B), said for the first shape (a task's chunks may vary in length).
   void Checkpointing(const Batch<float>& batch) {
     cache_.checkpoint_steps = o_.checkpoint_steps;
     cache_.checkpoint_slots = 0;
-    if ((o_.checkpoint_steps != 0 || o_.memory_budget != 0) && !large_blocks_mapped_) {
-      KeepLargeBlocksOutOfTheHeap();
-      large_blocks_mapped_ = true;
-    }
     if (o_.memory_budget == 0) return;
     if (planned_for_ != std::pair{batch.T, batch.B}) {
       plan_ = PlanMemory(o_.model, static_cast<int>(batch.T), static_cast<int>(batch.B), OptimizerSlots(o_.optimizer),
@@ -598,7 +596,6 @@ class TrainLoop {
   std::optional<DecayTrainLog> decay_log_;  // decay_every > 0
   MemoryPlan plan_;                           // memory_budget > 0: for the chunks of planned_for_ (T, B)
   std::pair<Eigen::Index, Eigen::Index> planned_for_{0, 0};
-  bool large_blocks_mapped_ = false;          // KeepLargeBlocksOutOfTheHeap called
   bool decay_failed_ = false;   // said once
   bool curves_failed_ = false;  // said once
 };
