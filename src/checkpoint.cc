@@ -65,6 +65,19 @@ std::vector<Mat<float>> GetState(const Safetensors& st, const std::string& name,
   return s;
 }
 
+// Matrices of one shape (rows, cols) as one (n, rows, cols) tensor, each row-major.
+constexpr std::string_view kCreditPrefix = "credit.";
+void PutStack(Safetensors& st, const std::string& name, const std::vector<Mat<float>>& s) {
+  const int64_t n = static_cast<int64_t>(s.size()), rows = s.empty() ? 0 : s[0].rows(), cols = s.empty() ? 0 : s[0].cols();
+  std::vector<float> v;
+  v.reserve(static_cast<size_t>(n * rows * cols));
+  for (const auto& m : s) {
+    const RowMajor r = m;
+    v.insert(v.end(), r.data(), r.data() + r.size());
+  }
+  st.Put(name, {n, rows, cols}, v);
+}
+
 // A metadata integer: digits only (a leading '-' allowed), nothing after them.
 int64_t ParseInteger(const std::string& text, const std::string& what, const std::string& source) {
   size_t used = 0;
@@ -139,6 +152,11 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
       t.average->params.ForEachTensor([&st](const TensorInfo& info, const Mat<float>& m) {
         PutMatrix(st, std::string(kAveragePrefix) + info.name, info.role, m);
       });
+    if (t.credit && t.credit->credit == Credit::kUoro) {
+      PutMatrix(st, std::string(kCreditPrefix) + "state_factor", TensorRole::kWeight, t.credit->state_factor);
+      PutMatrix(st, std::string(kCreditPrefix) + "param_factor", TensorRole::kWeight, t.credit->param_factor);
+    }
+    else if (t.credit) PutStack(st, std::string(kCreditPrefix) + "sensitivity", t.credit->sensitivity);
     nlohmann::json training = {
         {"optimizer_step", t.optimizer.step}, {"slots", t.optimizer.slot2.empty() ? t.optimizer.slot1.empty() ? 0 : 1 : 2},
         {"batch", t.carried.h.empty() ? 0 : t.carried.h[0].cols()},
@@ -152,6 +170,10 @@ void SaveCheckpoint(const Checkpoint& ck, const std::filesystem::path& path) {
     }
     else if (t.average_updates >= 0) training["average_updates"] = t.average_updates;
     if (t.weights_averaged) training["weights"] = "average";
+    if (t.credit) {
+      training["credit"] = std::string(CreditName(t.credit->credit));
+      training["credit_rng"] = t.credit->rng.Save();
+    }
     st.SetMetadata("training", training.dump());
   }
   st.Save(path);
@@ -243,6 +265,7 @@ class CheckpointReader {
     ReadCarried(ck.config, counts.batch, t.carried);
     ReadFeedback(j, ck.config, t.feedback);
     ReadAverage(j, ck.config, use, t);
+    if (use == CheckpointUse::kResume) ReadCredit(j, ck.config, counts.batch, t);
     return t;
   }
 
@@ -380,6 +403,44 @@ class CheckpointReader {
     t.average = std::move(average);
   }
 
+  // An online --credit's carried state: "credit" names the algorithm, "credit_rng" its
+  // generator; its tensors, shaped as the algorithm shapes them for the model and the carried
+  // state's streams, are checked against the file before they are allocated.
+  void ReadCredit(const nlohmann::json& j, const ModelConfig& config, int64_t B, TrainingState& t) {
+    if (!j.contains("credit")) return;
+    const std::string what = source_ + ": checkpoint training state 'credit'";
+    if (!j.at("credit").is_string()) throw Error(what + " must be a string, got " + j.at("credit").dump());
+    const Credit credit = ParseCredit(j.at("credit").get<std::string>(), what);
+    if (const std::string why = CreditRefusal(credit, config); credit == Credit::kBptt || !why.empty())
+      throw Error(what + ": " + (why.empty() ? "bptt carries no state" : why));
+    const auto shapes = CarriedCreditShapes(credit, config, B);
+    for (const auto& [name, shape] : shapes) st_.Checked<float>(std::string(kCreditPrefix) + name, shape);
+    OnlineCredit<float> online(credit, config, B, 0);
+    if (credit == Credit::kUoro) {
+      Read(std::string(kCreditPrefix) + "state_factor", TensorRole::kWeight, online.state_factor);
+      Read(std::string(kCreditPrefix) + "param_factor", TensorRole::kWeight, online.param_factor);
+    } else {
+      const std::string name = std::string(kCreditPrefix) + "sensitivity";
+      const std::vector<float> v = st_.Get<float>(name, shapes[0].second);
+      const Eigen::Index rows = online.sensitivity[0].rows(), cols = online.sensitivity[0].cols();
+      for (int64_t b = 0; b < B; ++b)
+        online.sensitivity[b] = Eigen::Map<const RowMajor>(v.data() + b * rows * cols, rows, cols);
+      read_.insert(name);
+    }
+    const auto finite = [](const Mat<float>& m) { return m.allFinite(); };
+    if (!finite(online.state_factor) || !finite(online.param_factor) ||
+        !std::all_of(online.sensitivity.begin(), online.sensitivity.end(), finite))
+      throw Error(what + ": the carried state is not finite");
+    const std::string rng = Field<std::string>(j, "credit_rng", [](const std::string&) { return true; }, "a string",
+                                               source_);
+    try {
+      online.rng.Restore(rng);
+    } catch (const Error& e) {
+      throw Error(source_ + ": checkpoint training state 'credit_rng' is malformed: " + e.what());
+    }
+    t.credit = std::move(online);
+  }
+
   const Safetensors& st_;
   const std::string source_;
   std::set<std::string> read_;
@@ -391,7 +452,7 @@ Checkpoint LoadCheckpoint(const std::filesystem::path& path, CheckpointUse use) 
   // A model is read without its optimizer state, the bulk of a checkpoint (two slots per
   // parameter with Adam); the file is still verified whole.
   const Safetensors st = Safetensors::Load(path, use == CheckpointUse::kResume ? Safetensors::Keep{} : [](const std::string& name) {
-    return !name.starts_with(kSlotPrefix) && !name.starts_with(kAveragePrefix);
+    return !name.starts_with(kSlotPrefix) && !name.starts_with(kAveragePrefix) && !name.starts_with(kCreditPrefix);
   });
   CheckpointReader reader(st, path.string());
   reader.CheckFormat();

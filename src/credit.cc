@@ -57,6 +57,13 @@ double LayerParameters(const ModelConfig& c) {
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::vector<int64_t>>> CarriedCreditShapes(Credit credit, const ModelConfig& c,
+                                                                             int64_t B) {
+  const int64_t N = StateSize(c), P = static_cast<int64_t>(LayerParameters(c)), K = c.cell->cell_state ? 2 : 1;
+  if (credit == Credit::kUoro) return {{"state_factor", {N, B}}, {"param_factor", {P, B}}};
+  return {{"sensitivity", {B, credit == Credit::kRtrl ? N : K, P}}};
+}
+
 std::string CreditRefusal(Credit credit, const ModelConfig& c) {
   if (credit == Credit::kBptt) return "";
   const std::string name(CreditName(credit)), cell(c.cell->name);

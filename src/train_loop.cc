@@ -115,9 +115,6 @@ class TrainLoop {
 
   // A resumed run: where the checkpoint left it, its metrics cut back to that step.
   void Continue(const Checkpoint& ck) {
-    if (online_)
-      throw Error(latest_.string() + ": a run of --credit " + std::string(CreditName(o_.credit)) +
-                  " does not resume: checkpoints do not keep the algorithm's carried state");
     Restore(ck);
     last_metrics_ = ck.metrics;
     if (root()) dir_->KeepMetricsThrough(s_.step);
@@ -486,6 +483,7 @@ class TrainLoop {
       t.average_updates = s_.average.updates;
     }
     else if (o_.average.enabled()) t.average = s_.average;
+    if (online_) t.credit = *online_;
     t.options = TrainOptionsToJson(o_);
     ck.training = std::move(t);
     SaveCheckpoint(ck, path);
@@ -516,6 +514,10 @@ class TrainLoop {
       throw Error(source + (o_.average.enabled() ? ": the checkpoint keeps no weight average for --average "
                                                  : ": the checkpoint keeps a weight average, but --average is ") +
                   AverageName(o_.average));
+    if (t.credit.has_value() != online_.has_value() || (online_ && t.credit->credit != online_->credit))
+      throw Error(source + ": the checkpoint carries " +
+                  (t.credit ? "the state of --credit " + std::string(CreditName(t.credit->credit)) : "no online state") +
+                  ", not that of --credit " + std::string(CreditName(o_.credit)));
     s_.params = ck.params;
     if (o_.prune.on()) pruner_ = BlockPruner(o_.model, s_.params);  // the pruned blocks are the zero ones (prune.h)
     s_.average = t.average.value_or(WeightAverage{});
@@ -526,6 +528,7 @@ class TrainLoop {
       for (Mat<float>& m : *part) m = Mat<float>(m.middleCols(share_.begin, share_.size()));
     s_.rng.Restore(t.rng);
     s_.feedback = t.feedback;
+    if (online_) *online_ = *t.credit;
     s_.epoch = t.epoch;
     s_.best_val_loss = t.best_val_loss;
     s_.lr_scale = t.lr_scale;
@@ -540,7 +543,6 @@ class TrainLoop {
     const int64_t rollbacks = s_.rollbacks;
     const double lr_scale = s_.lr_scale;  // the checkpoint predates this divergence and its halving
     Restore(LoadCheckpoint(latest_, CheckpointUse::kResume));
-    if (online_) online_->Reset();  // the algorithm's state starts again from the checkpoint's step
     s_.rollbacks = rollbacks + 1;
     s_.lr_scale = lr_scale * 0.5;
     window_.ClearSums();

@@ -349,6 +349,60 @@ TEST_F(CheckpointTest, FeedbackMatricesAndResidualConnectionsRoundTrip) {
   ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["feedback"] = "hebb"; }), "'hebb' is not one of");
 }
 
+// An online --credit's carried state: read to resume from, bit for bit, and verified like the rest.
+TEST_F(CheckpointTest, OnlineCreditStateRoundTripsForResumingAndIsVerified) {
+  for (const Credit credit : {Credit::kRtrl, Credit::kUoro, Credit::kSnap1}) {
+    SCOPED_TRACE(CreditName(credit));
+    Checkpoint ck = Make("lstm", 0);
+    ck.config.layers = 1;
+    ck.params = ModelParams<float>();
+    Rng init(4);
+    Initialize(ck.config, InitOptions{}, init, ck.params);
+    TrainingState& t = *ck.training;
+    t.options["model"] = ConfigToJson(ck.config);
+    t.optimizer.slot1.clear();
+    t.optimizer.slot2.clear();
+    t.carried = State<float>::Zeros(ck.config, 3);
+    OnlineCredit<float> online(credit, ck.config, 3, 11);
+    for (Mat<float>& m : online.sensitivity) m.setRandom();
+    online.state_factor.setRandom();
+    online.param_factor.setRandom();
+    online.rng.Next();
+    t.credit = online;
+    const fs::path path = dir_ / "credit.safetensors";
+    SaveCheckpoint(ck, path);
+    const Checkpoint back = LoadCheckpoint(path, CheckpointUse::kResume);
+    ASSERT_TRUE(back.training->credit.has_value());
+    const OnlineCredit<float>& b = *back.training->credit;
+    EXPECT_EQ(b.credit, credit);
+    ASSERT_EQ(b.sensitivity.size(), online.sensitivity.size());
+    for (size_t k = 0; k < b.sensitivity.size(); ++k) EXPECT_TRUE(SameBits(b.sensitivity[k], online.sensitivity[k]));
+    EXPECT_TRUE(SameBits(b.state_factor, online.state_factor));
+    EXPECT_TRUE(SameBits(b.param_factor, online.param_factor));
+    EXPECT_EQ(b.rng.Save(), online.rng.Save());
+    EXPECT_FALSE(LoadCheckpoint(path).training->credit.has_value());  // a model load reads none of it
+    const auto resume = CheckpointUse::kResume;
+    ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["credit"] = "sgd"; }),
+                          "'credit' 'sgd' is not one of", resume);
+    ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["credit"] = "bptt"; }), "carries no state", resume);
+    ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j["credit_rng"] = "1 2"; }),
+                          "'credit_rng' is malformed", resume);
+    ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j.erase("credit_rng"); }), "no 'credit_rng'", resume);
+    ExpectErrorContaining(TrainingTampered(dir_, ck, [&](auto& j) { j["credit"] = credit == Credit::kRtrl ? "snap1" : "rtrl"; }),
+                          "credit.", resume);
+    ExpectErrorContaining(TrainingTampered(dir_, ck, [](auto& j) { j.erase("credit"); }), "unexpected tensor 'credit.",
+                          resume);
+    const std::string name = credit == Credit::kUoro ? "credit.param_factor" : "credit.sensitivity";
+    ExpectErrorContaining(Tampered(dir_, ck, [&](Safetensors& st) {
+                            const std::vector<int64_t> shape = st.Find(name)->shape;
+                            std::vector<float> v = st.Get<float>(name, shape);
+                            v[1] = std::nanf("");
+                            st.Put(name, shape, v);
+                          }),
+                          "carried state is not finite", resume);
+  }
+}
+
 TEST_F(CheckpointTest, LayerNormTensorsRoundTripAsOneDimensionalTensors) {
   for (const auto& [cell, gates] : {std::pair{"lstm", 4}, std::pair{"gru", 3}}) {
     SCOPED_TRACE(cell);

@@ -15,6 +15,8 @@
 //   feedback.*                                       FA / DFA: the fixed random matrices (model.h)
 //   average.<name>                                   --average: the running average of each
 //                                                    parameter (average.h), beside the weights
+//   credit.sensitivity (B, R, P)                     an online --credit (credit.h): what the
+//   credit.state_factor (N, B), credit.param_factor (P, B)   algorithm carries from step to step
 // __metadata__ (all strings): "format" = "bptt", "format_version", "config" (JSON),
 // "vocab" (JSON, vocab.h), "step", "metrics" (JSON), "training" (JSON, when present),
 // "sequences" (JSON, a model of the user's own sequences: sequences.h) and the file checksum
@@ -39,6 +41,7 @@
 #include <vector>
 
 #include "bptt/average.h"
+#include "bptt/credit.h"
 #include "bptt/model.h"
 #include "bptt/optimizer.h"
 #include "bptt/vocab.h"
@@ -73,6 +76,9 @@ struct TrainingState {
   // The checkpoint's weights are the average, not the weights training continues from
   // (best.safetensors of an --average run): it loads as a model but does not resume.
   bool weights_averaged = false;
+  // An online --credit (credit.h): the algorithm's carried state (sensitivities or UORO's factors
+  // and signs), read only to resume from.
+  std::optional<OnlineCredit<float>> credit;
   nlohmann::json options;  // the training options (TrainOptions as JSON), for --resume
 };
 

@@ -53,6 +53,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "bptt/batch.h"
@@ -80,6 +81,12 @@ double CreditBytes(Credit credit, const ModelConfig& config, int T, int B, size_
 // Throws bptt::Error when `credit` is not defined for the model (CreditRefusal), or when its
 // memory (CreditBytes) is above available_bytes (0: not checked), saying how much it would need.
 void CheckCredit(Credit credit, const ModelConfig& config, int B, size_t scalar_bytes, uint64_t available_bytes);
+
+// The tensors an online algorithm carries for B streams, as a checkpoint stores them (by name,
+// with their shapes): uoro's "state_factor" (N, B) and "param_factor" (P, B), the others'
+// "sensitivity" (B, R, P), R = N for rtrl and K for the traces (OnlineCredit below).
+std::vector<std::pair<std::string, std::vector<int64_t>>> CarriedCreditShapes(Credit credit, const ModelConfig& config,
+                                                                             int64_t B);
 
 // The state an online algorithm carries between steps, for B streams. Reset() starts a new
 // truncation (M = 0); the state of the network itself is the caller's (model.h State).
