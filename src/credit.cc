@@ -15,8 +15,9 @@
 namespace bptt {
 
 namespace {
-constexpr Credit kCredits[] = {Credit::kBptt, Credit::kRtrl, Credit::kUoro, Credit::kSnap1, Credit::kRflo, Credit::kEprop};
-constexpr std::string_view kCreditNames[] = {"bptt", "rtrl", "uoro", "snap1", "rflo", "eprop"};
+constexpr Credit kCredits[] = {Credit::kBptt,  Credit::kRtrl, Credit::kUoro, Credit::kSnap1,
+                               Credit::kSnap2, Credit::kRflo, Credit::kEprop};
+constexpr std::string_view kCreditNames[] = {"bptt", "rtrl", "uoro", "snap1", "snap2", "rflo", "eprop"};
 }  // namespace
 
 std::string_view CreditName(Credit credit) { return kCreditNames[static_cast<int>(credit)]; }
@@ -38,6 +39,9 @@ namespace {
 
 // The diagonal traces: SnAp-1, RFLO and e-prop.
 bool Diagonal(Credit c) { return c == Credit::kSnap1 || c == Credit::kRflo || c == Credit::kEprop; }
+
+// The algorithms that keep the whole sensitivity matrix M (N, P): RTRL, and SnAp-2 on its pattern.
+bool WholeSensitivity(Credit c) { return c == Credit::kRtrl || c == Credit::kSnap2; }
 
 // Whether the cell's state reaches the next step other than through weight_hh (a leak: GRU's
 // z_t h_{t-1}, the minimal cells' a_t h_{t-1}), read from the declarations: a cell without a
@@ -61,7 +65,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> CarriedCreditShapes(Cr
                                                                              int64_t B) {
   const int64_t N = StateSize(c), P = static_cast<int64_t>(LayerParameters(c)), K = c.cell->cell_state ? 2 : 1;
   if (credit == Credit::kUoro) return {{"state_factor", {N, B}}, {"param_factor", {P, B}}};
-  return {{"sensitivity", {B, credit == Credit::kRtrl ? N : K, P}}};
+  return {{"sensitivity", {B, WholeSensitivity(credit) ? N : K, P}}};
 }
 
 std::string CreditRefusal(Credit credit, const ModelConfig& c) {
@@ -73,6 +77,9 @@ std::string CreditRefusal(Credit credit, const ModelConfig& c) {
     return name + " is defined here for a one-hot or dense input: the embedding's gradient would flow through time (--embed 0)";
   if (Diagonal(credit) && c.layer_norm)
     return name + " keeps each unit's own sensitivities, and layer normalisation couples every unit within a step (drop --layer-norm)";
+  if (credit == Credit::kSnap2 && c.layer_norm)
+    return name + " keeps the sensitivities a parameter reaches through weight_hh's nonzeros in two steps, and layer "
+                  "normalisation couples every unit within a step (drop --layer-norm; rtrl is exact with it)";
   if (credit == Credit::kEprop && !c.cell->cell_state)
     return "eprop's eligibility traces follow a cell state (lstm); " + cell + " has none (rflo follows a leaky state)";
   if (credit == Credit::kRflo && c.cell->cell_state)
@@ -95,7 +102,8 @@ double CreditBytes(Credit credit, const ModelConfig& c, int T, int B, size_t sca
           if (Present(d.when, c.layer_norm)) n += d.rows.Count(sizes) * d.cols.Count(sizes);
       return n * s;
     }
-    case Credit::kRtrl: return (B * N * P + N * (N + P)) * s;
+    case Credit::kRtrl:
+    case Credit::kSnap2: return (B * N * P + N * (N + P)) * s;
     case Credit::kUoro: return B * (N + P) * s;
     default: return B * K * P * s;
   }
@@ -229,7 +237,7 @@ void OnlineCredit<S>::Reset() {
   }
   sensitivity.resize(B);
   for (Mat<S>& m : sensitivity) {
-    EnsureShape(m, credit == Credit::kRtrl ? N : K, P);
+    EnsureShape(m, WholeSensitivity(credit) ? N : K, P);
     m.setZero();
   }
 }
@@ -242,6 +250,35 @@ namespace {
 // steps from s to the end: the lag profile of CompareCredit.
 struct StepMasks {
   Eigen::Index immediate = -1, scored = -1;
+};
+
+// SnAp-2's pattern (Menick et al. 2021): the state entries a parameter reaches within two steps,
+// the same for every parameter of one unit u: u's own (h_u, and c_u; one step, I_t) and those of
+// every unit whose rows of weight_hh read h_u with a nonzero weight (the second step, J_t I_{t-1}).
+// Elsewhere a unit's state reaches no other unit's in one step (the cells' declarations: only
+// weight_hh mixes units), so without a recurrent matrix the pattern is the unit's own entries.
+struct TwoStepPattern {
+  std::vector<std::vector<Eigen::Index>> rows;    // per unit: the state entries (rows of M), ascending
+  std::vector<std::vector<Eigen::Index>> params;  // per unit: its parameters (columns of M)
+
+  TwoStepPattern() = default;
+  template <typename S>
+  TwoStepPattern(const RecurrentParams<S>& p, const std::vector<int32_t>& unit, Eigen::Index H, Eigen::Index K,
+                 bool recurrent_matrix)
+      : rows(H), params(H) {
+    for (Eigen::Index u = 0; u < H; ++u) {
+      std::vector<Eigen::Index> reached;
+      for (Eigen::Index v = 0; v < H; ++v) {
+        bool reads = v == u;
+        if (recurrent_matrix)
+          for (Eigen::Index r = v; r < p.weight_hh().rows() && !reads; r += H) reads = p.weight_hh()(r, u) != S(0);
+        if (reads) reached.push_back(v);
+      }
+      for (Eigen::Index k = 0; k < K; ++k)
+        for (const Eigen::Index v : reached) rows[u].push_back(k * H + v);
+    }
+    for (size_t q = 0; q < unit.size(); ++q) params[unit[q]].push_back(static_cast<Eigen::Index>(q));
+  }
 };
 
 template <typename S>
@@ -271,7 +308,7 @@ double OnlineGradientMasked(const ModelConfig& config, const ModelParams<S>& par
   static const Mat<S> kNone;
   Mat<S> unit_diagonal;
   const Mat<S>* back_hh = &kNone;
-  if (cell.recurrent_matrix() && (online.credit == Credit::kRtrl || online.credit == Credit::kUoro)) {
+  if (cell.recurrent_matrix() && (WholeSensitivity(online.credit) || online.credit == Credit::kUoro)) {
     back_hh = &p.weight_hh();
   } else if (cell.recurrent_matrix() && online.credit == Credit::kSnap1) {
     unit_diagonal = Mat<S>::Zero(p.weight_hh().rows(), H);
@@ -283,13 +320,16 @@ double OnlineGradientMasked(const ModelConfig& config, const ModelParams<S>& par
   const std::vector<int32_t>& unit = step.units();
   Mat<S> g = Mat<S>::Zero(P, 1);            // the estimate of dL/dθ, summed over the streams
   Mat<S> h(H, 1), c = Mat<S>::Zero(H, 1);   // one stream's S_{t-1}
-  Mat<S> jac_t, imm_t, next;                // rtrl: J^T (N, N), I^T (P, N); M's next value
+  Mat<S> jac_t, imm_t, next;                // rtrl, snap2: J^T (N, N), I^T (P, N); M's next value
   Mat<S> v = Mat<S>::Zero(N, 1), out(2 * H, 1), imm(P, K), th(H, 1), tc = Mat<S>::Zero(H, 1);
   Mat<S> diag = Mat<S>::Zero(2 * H, K);  // column k: the unit-diagonal entries of J_t, rows of part k
-  if (online.credit == Credit::kRtrl) {
+  if (WholeSensitivity(online.credit)) {
     jac_t.resize(2 * H, N);  // the dc half unused without a cell state
     imm_t.resize(P, N);
   }
+  const TwoStepPattern pattern =
+      online.credit == Credit::kSnap2 ? TwoStepPattern(p, unit, H, K, cell.recurrent_matrix()) : TwoStepPattern();
+  Mat<S> j_block, m_block;  // snap2: one unit's J and M on its pattern
   for (Eigen::Index b = 0; b < B; ++b) {
     h = initial.h[0].col(b);
     if (cell.cell_state) c = initial.c[0].col(b);
@@ -299,7 +339,8 @@ double OnlineGradientMasked(const ModelConfig& config, const ModelParams<S>& par
       const bool immediate = masks.immediate < 0 || masks.immediate == t, scored = masks.scored < 0 || masks.scored == t;
       const auto ct = dloss_h.col(j);
       switch (online.credit) {
-        case Credit::kRtrl: {
+        case Credit::kRtrl:
+        case Credit::kSnap2: {
           Mat<S>& M = online.sensitivity[b];  // (N, P)
           for (Eigen::Index k = 0; k < N; ++k) {  // row k of J_t and of I_t
             v.setZero();
@@ -307,9 +348,22 @@ double OnlineGradientMasked(const ModelConfig& config, const ModelParams<S>& par
             step.Vjp(*back_hh, v.data(), v.data() + (N > H ? H : 0), jac_t.col(k).data(), jac_t.col(k).data() + H,
                      imm_t.col(k).data());
           }
-          next.noalias() = jac_t.topRows(N).transpose() * M;  // M_t = J_t M_{t-1} + I_t
-          if (immediate) next += imm_t.transpose();
-          M.swap(next);
+          if (online.credit == Credit::kRtrl) {
+            next.noalias() = jac_t.topRows(N).transpose() * M;  // M_t = J_t M_{t-1} + I_t
+            if (immediate) next += imm_t.transpose();
+            M.swap(next);
+          } else {
+            // M_t = (J_t M_{t-1} + I_t) on the pattern: M is zero off it, so each unit's columns
+            // take J's rows and columns of the pattern alone.
+            for (size_t u = 0; u < pattern.rows.size(); ++u) {
+              const std::vector<Eigen::Index>& r = pattern.rows[u];
+              const std::vector<Eigen::Index>& q = pattern.params[u];
+              j_block = jac_t(r, r).transpose();
+              m_block.noalias() = j_block * M(r, q);
+              if (immediate) m_block += imm_t(q, r).transpose();
+              M(r, q) = m_block;
+            }
+          }
           if (scored) g.noalias() += M.topRows(H).transpose() * ct;
           break;
         }

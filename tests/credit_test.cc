@@ -2,9 +2,10 @@
 // registry: RTRL equal to BPTT's gradient to 1e-10 (plain and layer-normalised, one-hot and dense
 // input, from a random state, and over two chunks with its sensitivities carried); UORO unbiased,
 // its mean over N draws converging to BPTT's gradient within a bound that shrinks as 1/sqrt(N);
-// SnAp-1, RFLO and e-prop exact where their approximation drops nothing (one step; a
-// unit-diagonal or zero recurrent matrix; a cell without one) and not exact elsewhere; the
-// combinations they do not define refused, and RTRL's memory refused with the amount it needs.
+// SnAp-1, SnAp-2, RFLO and e-prop exact where their approximation drops nothing (one step, two for
+// SnAp-2; a unit-diagonal, zero or dense recurrent matrix; a cell without one) and not exact
+// elsewhere; the combinations they do not define refused, and RTRL's memory refused with the
+// amount it needs.
 // Training with --credit: RTRL's first update is BPTT's, its later ones carry the sensitivities.
 #include "bptt/credit.h"
 
@@ -233,6 +234,41 @@ TEST(CreditTest, DiagonalTracesAreExactWhereTheyDropNothing) {
   }
 }
 
+// SnAp-2 keeps a parameter's sensitivity on the state entries it reaches within two steps: with a
+// dense recurrent matrix (or none) that drops nothing and it is RTRL, for every cell; with a sparse
+// one (unit v reads h_v and h_{v-1} alone, a ring) it is exact over two steps from M_0 = 0, where
+// nothing has yet left the pattern, and not over six, where h_u reaches h_{u+2}.
+TEST(CreditTest, SnapTwoIsExactWhereItsPatternDropsNothing) {
+  for (const ModelConfig& c : EveryCell()) {
+    if (!CreditRefusal(Credit::kSnap2, c).empty()) {
+      EXPECT_TRUE(c.layer_norm) << Label(c);
+      continue;
+    }
+    ModelParams<double> params = Params(c, 13);
+    const State<double> initial = RandomState(c, 2, 14);
+    const Batch<double> two = RandomBatch(c, 2, 2, 15), chunk = RandomBatch(c, 12, 2, 16);
+    EXPECT_LE(MaxRelativeDifference(Online(Credit::kSnap2, c, params, chunk, initial), Exact(c, params, chunk, initial)),
+              1e-10)
+        << Label(c) << " dense";
+    if (!c.cell->recurrent_matrix()) continue;
+    Mat<double>& w_hh = params.layers[0][kWeightHhSlot];
+    for (Eigen::Index r = 0; r < w_hh.rows(); ++r)
+      for (Eigen::Index k = 0; k < w_hh.cols(); ++k)
+        if (k != r % kH && k != (r % kH + kH - 1) % kH) w_hh(r, k) = 0;
+    params.layers[0].tensor("bias_ih").array() += 0.5;  // ReLU units on, so that the ring carries credit
+    EXPECT_LE(MaxRelativeDifference(Online(Credit::kSnap2, c, params, two, initial), Exact(c, params, two, initial)),
+              1e-10)
+        << Label(c) << " ring, two steps";
+    EXPECT_GT(MaxRelativeDifference(Online(Credit::kSnap2, c, params, chunk, initial), Exact(c, params, chunk, initial)),
+              1e-6)
+        << Label(c) << " ring, twelve steps";
+    // SnAp-1 on the same ring drops the second step too.
+    EXPECT_GT(MaxRelativeDifference(Online(Credit::kSnap1, c, params, two, initial), Exact(c, params, two, initial)),
+              1e-6)
+        << Label(c) << " ring, two steps, snap1";
+  }
+}
+
 TEST(CreditTest, RefusesWhatAnAlgorithmDoesNotDefine) {
   const Cell& lstm = *FindCell("lstm");
   ModelConfig two = LanguageModel(lstm, kV, 0, kH, 2);
@@ -240,6 +276,7 @@ TEST(CreditTest, RefusesWhatAnAlgorithmDoesNotDefine) {
   ModelConfig embed = LanguageModel(lstm, kV, 2, kH, 1);
   EXPECT_NE(CreditRefusal(Credit::kUoro, embed).find("--embed 0"), std::string::npos);
   EXPECT_NE(CreditRefusal(Credit::kSnap1, OneLayer(lstm, false, true)).find("layer normalisation"), std::string::npos);
+  EXPECT_NE(CreditRefusal(Credit::kSnap2, OneLayer(lstm, false, true)).find("layer normalisation"), std::string::npos);
   EXPECT_EQ(CreditRefusal(Credit::kRtrl, OneLayer(lstm, false, true)), "");
   EXPECT_NE(CreditRefusal(Credit::kEprop, OneLayer(*FindCell("gru"), false)).find("cell state"), std::string::npos);
   EXPECT_NE(CreditRefusal(Credit::kRflo, OneLayer(lstm, false)).find("eprop"), std::string::npos);
@@ -273,7 +310,7 @@ TEST(CreditTest, CompareCreditReportsEveryDefinedAlgorithm) {
   const CreditReport r = CompareCredit(c, Params(c, 17), RandomBatch(c, 5, 2, 18), options);
   std::vector<std::string> names;
   for (const CreditRow& row : r.rows) names.push_back(row.algorithm);
-  EXPECT_EQ(names, (std::vector<std::string>{"bptt", "rtrl", "uoro", "uoro x50", "snap1", "rflo"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"bptt", "rtrl", "uoro", "uoro x50", "snap1", "snap2", "rflo"}));
   ASSERT_EQ(r.refused.size(), 1u);
   EXPECT_EQ(r.refused[0].rfind("eprop: ", 0), 0u);
   for (const CreditRow& row : r.rows) {
@@ -293,14 +330,16 @@ TEST(CreditTest, CompareCreditReportsEveryDefinedAlgorithm) {
     if (row.algorithm.starts_with("uoro")) continue;
     EXPECT_NEAR(row.lag_cosine[0], 1.0, 1e-12) << row.algorithm;
     EXPECT_LT(row.lag_rel_error[0], 1e-10) << row.algorithm;
-    if (row.algorithm == "rtrl") EXPECT_LT(*std::max_element(row.lag_rel_error.begin(), row.lag_rel_error.end()), 1e-10);
+    // SnAp-2 on a dense weight_hh is RTRL.
+    if (row.algorithm == "rtrl" || row.algorithm == "snap2")
+      EXPECT_LT(*std::max_element(row.lag_rel_error.begin(), row.lag_rel_error.end()), 1e-10) << row.algorithm;
     else EXPECT_GT(row.lag_rel_error[4], 1e-6) << row.algorithm;
   }
   EXPECT_NEAR(r.rows[1].tensors.back().cosine, 1.0, 1e-12);
   EXPECT_LT(r.rows[1].tensors.back().rel_error, 1e-10);
   EXPECT_LT(r.rows[2].tensors.back().cosine, 1.0 - 1e-6);  // one UORO draw is not the gradient
   const nlohmann::json j = r.ToJson();
-  EXPECT_EQ(j["algorithms"].size(), 6u);
+  EXPECT_EQ(j["algorithms"].size(), 7u);
   EXPECT_EQ(j["algorithms"][1]["algorithm"], "rtrl");
   EXPECT_TRUE(j["algorithms"][1]["tensors"].contains("rnn.weight_hh_l0"));
   EXPECT_EQ(j["algorithms"][4]["lag_cosine"].size(), 5u);
@@ -370,7 +409,8 @@ TEST_F(CreditTrainingTest, RefusesWhatItCannotTrain) {
 // run cut at step 3 and resumed ends with the bytes of an uninterrupted one; the state carried
 // across the cut is not zero (the corpus's chunks carry state, and the algorithm with it).
 TEST_F(CreditTrainingTest, AResumedRunEndsWithTheBytesOfAnUninterruptedOne) {
-  for (const Credit credit : {Credit::kRtrl, Credit::kUoro, Credit::kSnap1, Credit::kRflo, Credit::kEprop}) {
+  for (const Credit credit : Credits()) {
+    if (credit == Credit::kBptt) continue;
     SCOPED_TRACE(CreditName(credit));
     std::ostringstream log;
     TrainOptions o = Options(credit, 7);

@@ -18,6 +18,11 @@
 //   snap1  SnAp-1 (Menick et al. 2021): M on the pattern of I, each parameter's sensitivity kept
 //            for the state entries of the unit its row belongs to, J reduced to its unit-diagonal
 //            blocks (h_u, c_u): O(P) memory
+//   snap2  SnAp-2: M on the pattern of J I + I, each parameter's sensitivity kept for the state
+//            entries of its unit and of the units whose rows of weight_hh read it (nonzero); J
+//            whole on that pattern. With a dense weight_hh that is every entry, and SnAp-2 is RTRL;
+//            it approximates where weight_hh is sparse (bptt prune). M is stored whole here (RTRL's
+//            memory), its product only on the pattern: O(d^2 N^2 P) at density d instead of N^2 P
 //   rflo   random-feedback-free local online learning (Murray 2019) for cells whose state leaks
 //            (a path from h_{t-1} to h_t outside weight_hh: GRU, minGRU, minLSTM): the trace of
 //            SnAp-1 with J without the recurrent matrix, only the leak
@@ -28,14 +33,15 @@
 // Every algorithm is built from the modes every cell has (cell.h), so one code serves the whole
 // registry: a one-step chunk_backward from a cotangent v on S_t gives v^T J_t (the new dh, dc)
 // and v^T I_t (the parameter gradient, weight_ih's from dgates), and the tangent mode gives J_t u.
-// RTRL takes N such VJPs (the rows of J_t and I_t). SnAp-1, RFLO and e-prop take one VJP per
-// part of the state (h, and c) with v = all ones on that part: a parameter's row reaches one
-// unit in one step, so the sum over the part is that unit's entry (the "colouring" of the SnAp
-// paper); the recurrent matrix the VJP crosses back is weight_hh with each row kept only in its
-// own unit's column (SnAp-1) or none (RFLO, e-prop), so the same VJP gives the diagonal blocks of
-// J. Layer normalisation couples the units within a step, and such a model is refused by these
-// three. tests/credit_test.cc proves RTRL equal to BPTT to 1e-10 for every cell, UORO unbiased,
-// and SnAp-1, RFLO and e-prop exact where their approximation drops nothing.
+// RTRL and SnAp-2 take N such VJPs (the rows of J_t and I_t). SnAp-1, RFLO and e-prop take one
+// VJP per part of the state (h, and c) with v = all ones on that part: a parameter's row reaches
+// one unit in one step, so the sum over the part is that unit's entry (the "colouring" of the
+// SnAp paper); the recurrent matrix the VJP crosses back is weight_hh with each row kept only in
+// its own unit's column (SnAp-1) or none (RFLO, e-prop), so the same VJP gives the diagonal
+// blocks of J. Layer normalisation couples the units within a step, and such a model is refused
+// by these three and by SnAp-2. tests/credit_test.cc proves RTRL equal to BPTT to 1e-10 for every
+// cell, UORO unbiased, and SnAp-1, SnAp-2, RFLO and e-prop exact where their approximation drops
+// nothing.
 //
 // The online algorithms are defined here for one recurrent layer with a symbol (one-hot) or dense
 // input; the head is trained exactly (its gradient does not flow through time). The loss's
@@ -63,11 +69,11 @@
 
 namespace bptt {
 
-enum class Credit { kBptt, kRtrl, kUoro, kSnap1, kRflo, kEprop };
-std::string_view CreditName(Credit credit);  // "bptt", "rtrl", "uoro", "snap1", "rflo", "eprop"
+enum class Credit { kBptt, kRtrl, kUoro, kSnap1, kSnap2, kRflo, kEprop };
+std::string_view CreditName(Credit credit);  // "bptt", "rtrl", "uoro", "snap1", "snap2", "rflo", "eprop"
 Credit ParseCredit(std::string_view name, std::string_view flag);  // throws bptt::Error
 std::span<const Credit> Credits();  // every algorithm, bptt first
-std::string CreditNames();          // "bptt, rtrl, uoro, snap1, rflo, eprop"
+std::string CreditNames();          // "bptt, rtrl, uoro, snap1, snap2, rflo, eprop"
 
 // Why `credit` is not defined for this model, or "" when it is.
 std::string CreditRefusal(Credit credit, const ModelConfig& config);
@@ -84,7 +90,7 @@ void CheckCredit(Credit credit, const ModelConfig& config, int B, size_t scalar_
 
 // The tensors an online algorithm carries for B streams, as a checkpoint stores them (by name,
 // with their shapes): uoro's "state_factor" (N, B) and "param_factor" (P, B), the others'
-// "sensitivity" (B, R, P), R = N for rtrl and K for the traces (OnlineCredit below).
+// "sensitivity" (B, R, P), R = N for rtrl and snap2, K for the traces (OnlineCredit below).
 std::vector<std::pair<std::string, std::vector<int64_t>>> CarriedCreditShapes(Credit credit, const ModelConfig& config,
                                                                              int64_t B);
 
@@ -95,7 +101,7 @@ struct OnlineCredit {
   Credit credit = Credit::kRtrl;
   Eigen::Index B = 0, N = 0, P = 0;
   Eigen::Index K = 1;               // parts of the state: h, and c for a cell with a cell state
-  std::vector<Mat<S>> sensitivity;  // rtrl: B of (N, P) M; snap1, rflo, eprop: B of (K, P), row k the
+  std::vector<Mat<S>> sensitivity;  // rtrl, snap2: B of (N, P) M; snap1, rflo, eprop: B of (K, P), row k the
                                     //   sensitivity of part k of the state of each parameter's unit
   Mat<S> state_factor;              // uoro: (N, B) s̃
   Mat<S> param_factor;              // uoro: (P, B) θ̃

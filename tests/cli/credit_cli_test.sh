@@ -11,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
 
 if "$bptt" credit --cell lstm --hidden 6 --seq-len 8 --batch 2 > "$work/out" 2> "$work/err"; then pass
 else fail "fresh lstm: $(cat "$work/err")"; fi
-for name in bptt rtrl uoro "uoro x100" snap1 eprop "not defined: rflo"; do
+for name in bptt rtrl uoro "uoro x100" snap1 snap2 eprop "not defined: rflo"; do
   grep -q "^$name[ :]" "$work/out" && pass || fail "the table lacks $name: $(cat "$work/out")"
 done
 if "$bptt" credit --cell gru --hidden 5 --seq-len 6 --algorithms rtrl,rflo --json > "$work/json" 2> "$work/err"; then pass
@@ -33,11 +33,11 @@ python3 - "$work/json" <<'PY' && pass || fail "--hidden-sizes --json: $(cat "$wo
 import json, sys
 j = json.load(open(sys.argv[1]))
 assert [(c["hidden_size"], c["algorithm"]) for c in j["cost"]][:3] == [(2, "bptt"), (2, "rtrl"), (2, "uoro")], j["cost"]
-assert len(j["cost"]) == 8 and all(c["seconds_per_step"] > 0 and c["bytes"] > 0 for c in j["cost"])
+assert len(j["cost"]) == 10 and all(c["seconds_per_step"] > 0 and c["bytes"] > 0 for c in j["cost"])
 assert len(j["algorithms"][1]["lag_cosine"]) == 4
 PY
-grep -q "<svg" "$work/credit.svg" && [ "$(grep -o 'class="series"' "$work/credit.svg" | wc -l)" -eq 16 ] && pass \
-  || fail "the figure lacks its 16 lines: $(grep -o 'class="series"' "$work/credit.svg" | wc -l)"
+grep -q "<svg" "$work/credit.svg" && [ "$(grep -o 'class="series"' "$work/credit.svg" | wc -l)" -eq 20 ] && pass \
+  || fail "the figure lacks its 20 lines: $(grep -o 'class="series"' "$work/credit.svg" | wc -l)"
 printf 'abcabcabd\n%.0s' $(seq 1 300) > "$work/corpus.txt"
 "$bptt" train --corpus "$work/corpus.txt" --cell rnn-tanh --hidden 8 --layers 1 --batch 2 --seq-len 8 --max-steps 2 \
   --threads 1 --out "$work/run" > /dev/null 2>&1 || fail "training the checkpoint"
@@ -50,7 +50,7 @@ expect_error "two layers" "rtrl is defined here for one recurrent layer (--layer
 expect_error "e-prop on a GRU" "eprop's eligibility traces follow a cell state" credit --cell gru --algorithms eprop
 expect_error "--hidden-sizes beside a checkpoint" "--hidden-sizes describes a fresh model" credit "$work/run/latest.safetensors" --hidden-sizes 4
 expect_error "a size that is not one" "--hidden-sizes must list positive sizes, got 'x'" credit --hidden-sizes 4,x
-expect_error "an unknown algorithm" "--algorithms 'bp' is not one of bptt, rtrl, uoro, snap1, rflo, eprop" credit --algorithms bp
+expect_error "an unknown algorithm" "--algorithms 'bp' is not one of bptt, rtrl, uoro, snap1, snap2, rflo, eprop" credit --algorithms bp
 expect_error "RTRL that does not fit" "rtrl needs 800808 MiB for 64 streams (N = 1024 state entries x P = 1576960 parameters each)" credit --hidden 512 --symbols 256 --batch 64 --algorithms rtrl
 
 finish
