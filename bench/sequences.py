@@ -61,11 +61,26 @@ def last_metrics(run_dir):
 
 
 def bptt_run(a, name, data, extra):
+    """The run's summary, last metrics, wall time and directory; the summary is None when training
+    diverged (bptt train's exit status 3), and the metrics then say its last logged step."""
     out = os.path.join(a.out, name)
     command = [a.bptt, "train", *data, "--time-budget", a.budget_s, "--threads", a.threads, "--out", out, "--force",
                *extra]
     start = time.perf_counter()
-    run(command, out + ".log")
+    try:
+        run(command, out + ".log")
+    except subprocess.CalledProcessError as e:
+        if e.returncode != 3:
+            raise
+        with open(out + ".log") as f:
+            said = [line.strip() for line in f if "diverged" in line]
+        print(f"sequences.py: {name}: {said[-1] if said else 'diverged'}", file=sys.stderr, flush=True)
+        wall = time.perf_counter() - start
+        try:
+            m = last_metrics(out)
+        except (OSError, IndexError):  # diverged before its first metrics line
+            m = {"epoch": 0.0, "step": 0, "wall_s": wall}
+        return None, m, wall, out
     wall = time.perf_counter() - start
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
@@ -96,8 +111,10 @@ def fashion(a, extra, pixels=False):
             name = f"{'pixels-' + cell if pixels else 'fashion'}-seed{seed}"
             summary, m, wall, out = bptt_run(a, name, data, recipe)
             row = {"system": f"bptt {cell}" if pixels else "bptt", "seed": int(seed),
-                   "test_accuracy": summary["test"]["accuracy"], "epochs": m["epoch"], "steps": m["step"],
-                   "train_s": m["wall_s"], "epochs_per_s": m["epoch"] / m["wall_s"], "run": out}
+                   "test_accuracy": summary["test"]["accuracy"] if summary else None, "epochs": m["epoch"],
+                   "steps": m["step"], "train_s": m["wall_s"], "epochs_per_s": m["epoch"] / m["wall_s"], "run": out}
+            if not summary:
+                row["diverged_after_step"] = m["step"]
             print(json.dumps(row), flush=True)
             rows.append(row)
         if a.torch:
@@ -118,13 +135,16 @@ def fashion(a, extra, pixels=False):
     limit = f"{a.budget_s} s" + (f" or {a.max_steps} batches, whichever came first," if a.max_steps else "")
     print(f"\n{'Pixel by pixel' if pixels else 'Fashion-MNIST row by row'}, {limit} of training on "
           f"{a.threads} threads; {machine()}")
-    print("| system | test accuracy | epochs | epochs/s |\n| --- | --- | --- | --- |")
+    print("| system | test accuracy | epochs | epochs/s | diverged |\n| --- | --- | --- | --- | --- |")
     rates = {}
     for system in dict.fromkeys(r["system"] for r in rows):
         mine = [r for r in rows if r["system"] == system]
+        finished = [r for r in mine if r["test_accuracy"] is not None]
         rates[system] = statistics.mean(r["epochs_per_s"] for r in mine)
-        print(f"| {system} | {spread([r['test_accuracy'] for r in mine])} | "
-              f"{statistics.mean(r['epochs'] for r in mine):.2f} | {rates[system]:.4f} |")
+        diverged = [f"seed {r['seed']} after step {r['diverged_after_step']}" for r in mine if r not in finished]
+        print(f"| {system} | {spread([r['test_accuracy'] for r in finished])} | "
+              f"{statistics.mean(r['epochs'] for r in finished) if finished else 0:.2f} | {rates[system]:.4f} | "
+              f"{len(diverged)} of {len(mine)}{': ' + ', '.join(diverged) if diverged else ''} |")
     if "bptt" in rates and "pytorch" in rates:
         print(f"\nbptt / PyTorch epochs per second: {rates['bptt'] / rates['pytorch']:.2f}")
 

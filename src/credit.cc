@@ -258,8 +258,9 @@ struct StepMasks {
 // Elsewhere a unit's state reaches no other unit's in one step (the cells' declarations: only
 // weight_hh mixes units), so without a recurrent matrix the pattern is the unit's own entries.
 struct TwoStepPattern {
-  std::vector<std::vector<Eigen::Index>> rows;    // per unit: the state entries (rows of M), ascending
+  std::vector<std::vector<Eigen::Index>> rows;  // per unit: the state entries (rows of M), ascending
   std::vector<std::vector<Eigen::Index>> params;  // per unit: its parameters (columns of M)
+  bool whole = true;                              // every unit reaches every entry: SnAp-2 is RTRL
 
   TwoStepPattern() = default;
   template <typename S>
@@ -274,6 +275,7 @@ struct TwoStepPattern {
           for (Eigen::Index r = v; r < p.weight_hh().rows() && !reads; r += H) reads = p.weight_hh()(r, u) != S(0);
         if (reads) reached.push_back(v);
       }
+      whole = whole && static_cast<Eigen::Index>(reached.size()) == H;
       for (Eigen::Index k = 0; k < K; ++k)
         for (const Eigen::Index v : reached) rows[u].push_back(k * H + v);
     }
@@ -348,20 +350,21 @@ double OnlineGradientMasked(const ModelConfig& config, const ModelParams<S>& par
             step.Vjp(*back_hh, v.data(), v.data() + (N > H ? H : 0), jac_t.col(k).data(), jac_t.col(k).data() + H,
                      imm_t.col(k).data());
           }
-          if (online.credit == Credit::kRtrl) {
-            next.noalias() = jac_t.topRows(N).transpose() * M;  // M_t = J_t M_{t-1} + I_t
+          if (online.credit == Credit::kRtrl || pattern.whole) {  // SnAp-2 on a whole pattern is RTRL
+            next.noalias() = jac_t.topRows(N).transpose() * M;     // M_t = J_t M_{t-1} + I_t
             if (immediate) next += imm_t.transpose();
             M.swap(next);
           } else {
             // M_t = (J_t M_{t-1} + I_t) on the pattern: M is zero off it, so each unit's columns
-            // take J's rows and columns of the pattern alone.
+            // take J's rows and columns of the pattern alone (gathered, multiplied, scattered).
             for (size_t u = 0; u < pattern.rows.size(); ++u) {
               const std::vector<Eigen::Index>& r = pattern.rows[u];
               const std::vector<Eigen::Index>& q = pattern.params[u];
               j_block = jac_t(r, r).transpose();
-              m_block.noalias() = j_block * M(r, q);
-              if (immediate) m_block += imm_t(q, r).transpose();
-              M(r, q) = m_block;
+              m_block = M(r, q);
+              next.noalias() = j_block * m_block;
+              if (immediate) next += imm_t(q, r).transpose();
+              M(r, q) = next;
             }
           }
           if (scored) g.noalias() += M.topRows(H).transpose() * ct;

@@ -22,7 +22,8 @@
 //            entries of its unit and of the units whose rows of weight_hh read it (nonzero); J
 //            whole on that pattern. With a dense weight_hh that is every entry, and SnAp-2 is RTRL;
 //            it approximates where weight_hh is sparse (bptt prune). M is stored whole here (RTRL's
-//            memory), its product only on the pattern: O(d^2 N^2 P) at density d instead of N^2 P
+//            memory), its product taken on the pattern alone: O(d^2 N^2 P) at density d instead of
+//            N^2 P, beside the N VJPs and O(N P) copies per step it shares with RTRL
 //   rflo   random-feedback-free local online learning (Murray 2019) for cells whose state leaks
 //            (a path from h_{t-1} to h_t outside weight_hh: GRU, minGRU, minLSTM): the trace of
 //            SnAp-1 with J without the recurrent matrix, only the leak
