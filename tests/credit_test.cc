@@ -403,6 +403,18 @@ TEST_F(CreditTrainingTest, RefusesWhatItCannotTrain) {
   TrainOptions segments = Options(Credit::kUoro, 1);
   segments.checkpoint_steps = 2;
   EXPECT_NE(ErrorOf([&] { Train(segments, log, false); }).find("--checkpoint-steps"), std::string::npos);
+  // The online forward pass draws no regulariser's masks and its gradient holds no penalty.
+  for (const auto& [field, flag] : std::vector<std::pair<double ModelConfig::*, std::string>>{
+           {&ModelConfig::input_dropout, "--input-dropout"}, {&ModelConfig::output_dropout, "--output-dropout"},
+           {&ModelConfig::weight_drop, "--weight-drop"}, {&ModelConfig::recurrent_dropout, "--recurrent-dropout"},
+           {&ModelConfig::zoneout, "--zoneout"}, {&ModelConfig::zoneout_cell, "--zoneout-cell"},
+           {&ModelConfig::ar, "--ar"}, {&ModelConfig::tar, "--tar"}}) {
+    TrainOptions regularised = Options(Credit::kRtrl, 1);
+    regularised.model.cell = FindCell("lstm");
+    regularised.model.*field = 0.2;
+    const std::string error = ErrorOf([&] { Train(regularised, log, false); });
+    EXPECT_NE(error.find("--credit rtrl trains without the regularisers of bptt: " + flag), std::string::npos) << error;
+  }
 }
 
 // The checkpoint keeps what the algorithm carries (sensitivities, UORO's factors and signs), so a
