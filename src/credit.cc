@@ -49,14 +49,18 @@ bool WholeSensitivity(Credit c) { return c == Credit::kRtrl || c == Credit::kSna
 // gated cell without a cell state (GRU) interpolates with h_{t-1}.
 bool Leaks(const Cell& cell) { return !cell.recurrent_matrix() || (cell.gates > 1 && !cell.cell_state); }
 
-// State entries N and the parameters P of the layer.
-Eigen::Index StateSize(const ModelConfig& c) { return c.hidden_size * (c.cell->cell_state ? 2 : 1); }
+// A model whose state or parameters go beyond one recurrent layer on its raw input: more than
+// one layer, or an embedding. RTRL follows it whole (StackRtrl); the others refuse it.
+bool Stacked(const ModelConfig& c) { return c.layers > 1 || c.embed_size > 0; }
+constexpr const char* kOneLayerMeasured =
+    "bptt credit measures the algorithms on one recurrent layer on its input (--layers 1, --embed 0); "
+    "rtrl trains a stack, but the others are not defined there";
+
+// State entries N (every layer's h, and c) and the parameters P the algorithm follows: every
+// parameter but the head's (the recurrent layer's alone for a one-layer model on its input).
+Eigen::Index StateSize(const ModelConfig& c) { return c.layers * c.hidden_size * (c.cell->cell_state ? 2 : 1); }
 double LayerParameters(const ModelConfig& c) {
-  const Sizes sizes{c.cell->gates, c.hidden_size, c.layer0_input_size()};
-  double n = 0;
-  for (const ParamDecl& d : c.cell->params)
-    if (Present(d.when, c.layer_norm)) n += d.rows.Count(sizes) * d.cols.Count(sizes);
-  return n;
+  return ParameterCount(c) - static_cast<double>(c.output_size) * (c.hidden_size + 1);
 }
 
 }  // namespace
@@ -71,9 +75,10 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> CarriedCreditShapes(Cr
 std::string CreditRefusal(Credit credit, const ModelConfig& c) {
   if (credit == Credit::kBptt) return "";
   const std::string name(CreditName(credit)), cell(c.cell->name);
-  if (c.layers != 1)
-    return name + " is defined here for one recurrent layer (--layers 1), not " + std::to_string(c.layers);
-  if (c.embed_size > 0)
+  if (c.layers != 1 && credit != Credit::kRtrl)
+    return name + " is defined here for one recurrent layer (--layers 1), not " + std::to_string(c.layers) +
+           " (rtrl follows a stack whole)";
+  if (c.embed_size > 0 && credit != Credit::kRtrl)
     return name + " is defined here for a one-hot or dense input: the embedding's gradient would flow through time (--embed 0)";
   if (Diagonal(credit) && c.layer_norm)
     return name + " keeps each unit's own sensitivities, and layer normalisation couples every unit within a step (drop --layer-norm)";
@@ -283,6 +288,104 @@ struct TwoStepPattern {
   }
 };
 
+// RTRL on a stacked model (Stacked): S_t is every layer's state, θ every parameter but the
+// head's, and the step's Jacobians come from the model's own one-step Backward, one stream at a
+// time: from a unit cotangent on S_t, a row of J_t (the gradient on S_{t-1}) and of I_t (the
+// parameters'); from the step's head gradient, the loss's own credit u_t to S_{t-1} and its
+// direct gradient d_t (the head's included). Then dL_t/dθ = u_t M_{t-1} + d_t and
+// M_t = J_t M_{t-1} + I_t. N + 1 one-step backward passes per step.
+template <typename S>
+void StackRtrl(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch, const State<S>& initial,
+               const Mat<S>& doutputs, OnlineCredit<S>& online, ModelParams<S>& grads, Compute compute,
+               Eigen::Index immediate_step, Eigen::Index scored_step) {
+  const Eigen::Index T = batch.T, B = batch.B, N = online.N, P = online.P, L = config.layers;
+  const Eigen::Index H = config.hidden_size;
+  const bool cell_state = config.cell->cell_state;
+  // The state and the parameters but the head's as flat vectors, in M's row and column order:
+  // layer by layer h then c; ModelParams::ForEachTensor's order.
+  const auto flatten_state = [&](const State<S>& state, S* out) {
+    for (Eigen::Index l = 0; l < L; ++l) {
+      Eigen::Map<Mat<S>>(out, H, 1) = state.h[l];
+      out += H;
+      if (cell_state) {
+        Eigen::Map<Mat<S>>(out, H, 1) = state.c[l];
+        out += H;
+      }
+    }
+  };
+  const auto for_each_followed = [](auto& model, auto&& f) {
+    model.ForEachTensor([&](const TensorInfo& info, auto& m) {
+      if (!info.name.starts_with("decoder.")) f(m);
+    });
+  };
+  const auto flatten_params = [&](const ModelParams<S>& g, S* out) {
+    for_each_followed(g, [&](const Mat<S>& m) { out = std::copy(m.data(), m.data() + m.size(), out); });
+  };
+
+  Batch<S> one;  // one position of one stream
+  one.T = one.B = 1;
+  ModelCache<S> cache;
+  ModelParams<S> step_grads = ModelParams<S>::Zeros(config);
+  State<S> state = State<S>::Zeros(config, 1), cotangent = State<S>::Zeros(config, 1),
+           dinitial = State<S>::Zeros(config, 1);
+  const State<S> zero_state = State<S>::Zeros(config, 1);
+  const Mat<S> zero_outputs = Mat<S>::Zero(doutputs.rows(), 1);
+  Mat<S> jac_t(N, N), imm_t(P, N), next, credit(N, 1), direct(P, 1);
+  Mat<S> g = Mat<S>::Zero(P, 1);
+  for (Eigen::Index b = 0; b < B; ++b) {
+    for (Eigen::Index l = 0; l < L; ++l) {
+      state.h[l] = initial.h[l].col(b);
+      if (cell_state) state.c[l] = initial.c[l].col(b);
+    }
+    Mat<S>& M = online.sensitivity[b];  // (N, P)
+    for (Eigen::Index t = 0; t < T; ++t) {
+      const Eigen::Index j = t * B + b;
+      if (batch.dense.size() > 0) one.dense = batch.dense.col(j);
+      else one.ids = batch.ids.segment(j, 1);
+      Forward(config, params, one, state, cache, compute);
+      const bool immediate = immediate_step < 0 || immediate_step == t, scored = scored_step < 0 || scored_step == t;
+      if (scored) {  // the loss's own credit: u_t M_{t-1} + d_t
+        step_grads.SetZero();
+        Backward(config, params, one, cache, Mat<S>(doutputs.col(j)), &zero_state, step_grads, &dinitial, compute);
+        flatten_state(dinitial, credit.data());
+        g.noalias() += M.transpose() * credit;
+        grads.decoder_weight += step_grads.decoder_weight;
+        grads.decoder_bias += step_grads.decoder_bias;
+        if (immediate) {
+          flatten_params(step_grads, direct.data());
+          g += direct;
+        }
+      }
+      for (Eigen::Index k = 0; k < N; ++k) {  // row k of J_t and of I_t
+        Mat<S> unit = Mat<S>::Zero(N, 1);
+        unit(k) = 1;
+        const S* from = unit.data();
+        for (Eigen::Index l = 0; l < L; ++l) {
+          cotangent.h[l] = Eigen::Map<const Mat<S>>(from, H, 1);
+          from += H;
+          if (cell_state) {
+            cotangent.c[l] = Eigen::Map<const Mat<S>>(from, H, 1);
+            from += H;
+          }
+        }
+        step_grads.SetZero();
+        Backward(config, params, one, cache, zero_outputs, &cotangent, step_grads, &dinitial, compute);
+        flatten_state(dinitial, jac_t.col(k).data());
+        flatten_params(step_grads, imm_t.col(k).data());
+      }
+      next.noalias() = jac_t.transpose() * M;
+      if (immediate) next += imm_t.transpose();
+      M.swap(next);
+      FinalState(config, cache, state);
+    }
+  }
+  S* from = g.data();
+  for_each_followed(grads, [&](Mat<S>& m) {
+    m += Eigen::Map<const Mat<S>>(from, m.rows(), m.cols());
+    from += m.size();
+  });
+}
+
 template <typename S>
 double OnlineGradientMasked(const ModelConfig& config, const ModelParams<S>& params, const Batch<S>& batch,
                             const State<S>& initial, ModelCache<S>& cache, OnlineCredit<S>& online,
@@ -300,6 +403,10 @@ double OnlineGradientMasked(const ModelConfig& config, const ModelParams<S>& par
   Forward(config, params, batch, initial, cache, compute);
   Mat<S> doutputs;
   const double loss = HeadLoss(config, cache.outputs, batch, &doutputs, compute.threads);
+  if (Stacked(config)) {  // rtrl alone (CreditRefusal)
+    StackRtrl(config, params, batch, initial, doutputs, online, grads, compute, masks.immediate, masks.scored);
+    return loss;
+  }
   SumProductOverTime(grads.decoder_weight, doutputs, cache.layers[0].h().rightCols(T * B), compute);
   SumColumnsOverTime(grads.decoder_bias, doutputs);
   const Mat<S> dloss_h = params.decoder_weight.transpose() * doutputs;  // (H, T*B) c_t on h_t
@@ -462,6 +569,7 @@ double Seconds(std::chrono::steady_clock::time_point since) {
 CreditReport CompareCredit(const ModelConfig& config, const ModelParams<double>& params, const Batch<double>& batch,
                            const CreditOptions& options) {
   config.Validate();
+  if (Stacked(config)) throw Error(kOneLayerMeasured);
   if (options.uoro_draws < 0) throw Error("--uoro-draws must not be negative");
   if (options.lags < 0) throw Error("--lags must not be negative");
   std::vector<Credit> algorithms = options.algorithms;
@@ -592,6 +700,7 @@ std::vector<CreditCost> MeasureCreditCost(const ModelConfig& config, const InitO
                                           const CreditOptions& options) {
   constexpr int kCostRepeats = 3;  // the fastest of three runs: the least disturbed by other work
   if (T < 1 || B < 1) throw Error("--seq-len and --batch must be positive");
+  if (Stacked(config)) throw Error(kOneLayerMeasured);
   std::vector<CreditCost> costs;
   for (const int H : hidden_sizes) {
     if (H < 1) throw Error("--hidden-sizes must be positive, got " + std::to_string(H));

@@ -181,7 +181,8 @@ std::vector<OptionSpec<TrainOptions>> MakeSpecs() {
                 [](const std::string& v, const std::string& f) { return ParseFeedback(v, f); }),
       Choice<O>(kEvery, "credit", "credit", optim,
                 "gradient algorithm (docs/credit-assignment.md): bptt, or an online one carried from chunk to chunk "
-                "and updating every --seq-len steps: rtrl (exact), uoro, snap1, snap2, rflo, eprop; one recurrent layer",
+                "and updating every --seq-len steps: rtrl (exact, any stack), or on one recurrent layer uoro, snap1, snap2, "
+                "rflo, eprop",
                 kFixed, [](O& o) -> auto& { return o.credit; }, CreditName,
                 [](const std::string& v, const std::string& f) { return ParseCredit(v, f); }),
       Choice<O>(kEvery, "checkpoint-steps", "checkpoint_steps", optim,

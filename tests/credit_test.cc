@@ -144,6 +144,52 @@ TEST(CreditTest, RtrlEqualsBpttForEveryCell) {
   }
 }
 
+// RTRL follows a stack whole: two layers (with residual connections, with layer norm), and an
+// embedding, its gradient BPTT's to 1e-10 for every cell, from a random state.
+TEST(CreditTest, RtrlEqualsBpttOnAStackForEveryCell) {
+  for (const Cell* cell : Cells()) {
+    for (const int variant : {0, 1, 2, 3}) {
+      ModelConfig c = LanguageModel(*cell, kV, variant == 3 ? 2 : 0, kH, 2);
+      if (variant == 1) c.residual = true;
+      if (variant == 2) {
+        if (!cell->layer_norm()) continue;
+        c.layer_norm = true;
+      }
+      if (variant == 3) c.layers = 1;  // an embedding under one layer
+      c.Validate();
+      const std::string label = std::string(cell->name) + " variant " + std::to_string(variant);
+      ASSERT_EQ(CreditRefusal(Credit::kRtrl, c), "") << label;
+      const ModelParams<double> params = Params(c, 31);
+      const Batch<double> batch = RandomBatch(c, 5, 2, 32);
+      const State<double> initial = RandomState(c, 2, 33);
+      EXPECT_LE(MaxRelativeDifference(Online(Credit::kRtrl, c, params, batch, initial), Exact(c, params, batch, initial)),
+                1e-10)
+          << label;
+    }
+  }
+  // Carried across chunks: two chunks of 3 steps sum to BPTT over the 6.
+  const ModelConfig c = LanguageModel(*FindCell("lstm"), kV, 2, kH, 2);
+  const ModelParams<double> params = Params(c, 34);
+  const Batch<double> whole = RandomBatch(c, 6, 2, 35);
+  const State<double> initial = RandomState(c, 2, 36);
+  ModelParams<double> grads = ModelParams<double>::Zeros(c);
+  State<double> state = initial;
+  OnlineCredit<double> online(Credit::kRtrl, c, 2, 1);
+  for (int part = 0; part < 2; ++part) {
+    Batch<double> chunk;
+    chunk.T = 3;
+    chunk.B = 2;
+    chunk.ids = whole.ids.segment(part * 6, 6);
+    chunk.classes = whole.classes.segment(part * 6, 6);
+    ModelCache<double> cache;
+    OnlineGradient(c, params, chunk, state, cache, online, grads, Compute{1});
+    FinalState(c, cache, state);
+  }
+  ModelParams<double> exact = Exact(c, params, whole, initial);
+  exact.ForEach([](const std::string&, Mat<double>& m) { m *= 2; });
+  EXPECT_LE(MaxRelativeDifference(grads, exact), 1e-10);
+}
+
 // RTRL's sensitivities carried from one chunk to the next: two chunks of 4 steps (equally many
 // positions, so the whole chunk's mean loss is their mean) sum to BPTT over the 8 steps.
 TEST(CreditTest, RtrlCarriesItsSensitivitiesAcrossChunks) {
@@ -272,9 +318,15 @@ TEST(CreditTest, SnapTwoIsExactWhereItsPatternDropsNothing) {
 TEST(CreditTest, RefusesWhatAnAlgorithmDoesNotDefine) {
   const Cell& lstm = *FindCell("lstm");
   ModelConfig two = LanguageModel(lstm, kV, 0, kH, 2);
-  EXPECT_NE(ErrorOf([&] { OnlineCredit<double>(Credit::kRtrl, two, 1, 1); }).find("--layers 1"), std::string::npos);
+  EXPECT_NE(ErrorOf([&] { OnlineCredit<double>(Credit::kUoro, two, 1, 1); }).find("--layers 1"), std::string::npos);
   ModelConfig embed = LanguageModel(lstm, kV, 2, kH, 1);
   EXPECT_NE(CreditRefusal(Credit::kUoro, embed).find("--embed 0"), std::string::npos);
+  EXPECT_EQ(CreditRefusal(Credit::kRtrl, two), "");
+  EXPECT_EQ(CreditRefusal(Credit::kRtrl, embed), "");
+  // bptt credit measures one layer on its input.
+  EXPECT_NE(ErrorOf([&] { CompareCredit(two, Params(two, 1), RandomBatch(two, 2, 1, 2), CreditOptions{}); })
+                .find("bptt credit measures the algorithms on one recurrent layer"),
+            std::string::npos);
   EXPECT_NE(CreditRefusal(Credit::kSnap1, OneLayer(lstm, false, true)).find("layer normalisation"), std::string::npos);
   EXPECT_NE(CreditRefusal(Credit::kSnap2, OneLayer(lstm, false, true)).find("layer normalisation"), std::string::npos);
   EXPECT_EQ(CreditRefusal(Credit::kRtrl, OneLayer(lstm, false, true)), "");
@@ -429,6 +481,10 @@ TEST_F(CreditTrainingTest, AResumedRunEndsWithTheBytesOfAnUninterruptedOne) {
     o.eval_every = 3;  // the metrics' window restarts at the cut, and so does it here
     o.log_every = 1;
     if (credit == Credit::kEprop) o.model.cell = FindCell("lstm");
+    if (credit == Credit::kRtrl) {  // a stack, followed whole
+      o.model.layers = 2;
+      o.model.embed_size = 3;
+    }
     ASSERT_EQ(Train(o, log, false).steps, 7) << log.str();
     TrainOptions first = o;
     first.out += "_cut";

@@ -44,8 +44,12 @@
 // cell, UORO unbiased, and SnAp-1, SnAp-2, RFLO and e-prop exact where their approximation drops
 // nothing.
 //
-// The online algorithms are defined here for one recurrent layer with a symbol (one-hot) or dense
-// input; the head is trained exactly (its gradient does not flow through time). The loss's
+// The approximate algorithms are defined here for one recurrent layer with a symbol (one-hot) or
+// dense input. RTRL also follows a stack whole (more than one layer, or an embedding): S_t is then
+// every layer's state and θ every parameter but the head's, and the step's Jacobians come from
+// the model's own one-step backward pass (model.h Backward, from a unit cotangent on the final
+// state), N + 1 of them per step. The head is trained exactly (its gradient does not flow through
+// time). The loss's
 // gradient on a chunk's outputs comes from an ordinary forward pass over the chunk (for training,
 // the steps between two updates); the algorithm then runs the chunk step by step, carrying only
 // its own state (OnlineCredit) from step to step and from chunk to chunk.
