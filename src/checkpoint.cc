@@ -35,17 +35,21 @@ void PutMatrix(Safetensors& st, const std::string& name, TensorRole role, const 
 
 // The tensor's row-major bytes into m, 32 rows at a time through a buffer that stays in cache
 // (the bytes may lie anywhere in a file's mapping, not necessarily aligned as floats are).
-void GetMatrix(const Safetensors& st, const std::string& name, TensorRole role, Mat<float>& m) {
+// Returns whether every value is finite, checked in the buffer on the way.
+bool GetMatrix(const Safetensors& st, const std::string& name, TensorRole role, Mat<float>& m) {
   const uint8_t* bytes = st.Checked<float>(name, TorchShape(role, m)).data().data();
-  if (m.size() == 0) return;
+  if (m.size() == 0) return true;
   constexpr Eigen::Index kRows = 32;
   RowMajor block(std::min(kRows, m.rows()), m.cols());
+  bool finite = true;
   for (Eigen::Index i = 0; i < m.rows(); i += kRows) {
     const Eigen::Index rows = std::min(kRows, m.rows() - i);
     std::memcpy(block.data(), bytes + sizeof(float) * static_cast<size_t>(i * m.cols()),
                 sizeof(float) * static_cast<size_t>(rows * m.cols()));
+    finite = finite && block.topRows(rows).allFinite();
     m.middleRows(i, rows) = block.topRows(rows);
   }
+  return finite;
 }
 
 // A state (L of (H, B)) as one (L, B, H) tensor: each (H, B) column-major block is (B, H) row-major.
@@ -249,8 +253,9 @@ class CheckpointReader {
       throw Error(out.str());
     }
     ck.params = ModelParams<float>::Shaped(ck.config);  // each tensor is read whole below
-    ck.params.ForEachTensor([&](const TensorInfo& t, Mat<float>& m) { Read(t.name, t.role, m); });
-    if (!ck.params.AllFinite()) throw Error(source_ + ": checkpoint holds non-finite weights");
+    bool finite = true;
+    ck.params.ForEachTensor([&](const TensorInfo& t, Mat<float>& m) { finite = Read(t.name, t.role, m) && finite; });
+    if (!finite) throw Error(source_ + ": checkpoint holds non-finite weights");
   }
 
   // The training state of a checkpoint whose metadata has "training"; the optimizer's buffers
@@ -282,9 +287,11 @@ class CheckpointReader {
     int64_t batch = 0;  // streams of the carried state
   };
 
-  void Read(const std::string& name, TensorRole role, Mat<float>& m) {
-    GetMatrix(st_, name, role, m);
+  // Returns whether every value is finite.
+  bool Read(const std::string& name, TensorRole role, Mat<float>& m) {
+    const bool finite = GetMatrix(st_, name, role, m);
     read_.insert(name);
+    return finite;
   }
 
   // The fields of the training state's JSON: counts, position, generator, schedule.
@@ -330,8 +337,7 @@ class CheckpointReader {
       for (int s = 1; s <= slots; ++s) {
         const std::string name = SlotName(s, tensor.name);
         Mat<float> buffer(m.rows(), m.cols());
-        Read(name, tensor.role, buffer);
-        if (!buffer.allFinite()) throw Error(source_ + ": optimizer state '" + name + "' is not finite");
+        if (!Read(name, tensor.role, buffer)) throw Error(source_ + ": optimizer state '" + name + "' is not finite");
         (s == 1 ? optimizer.slot1 : optimizer.slot2).push_back(std::move(buffer));
       }
     });
@@ -360,8 +366,7 @@ class CheckpointReader {
     feedback = FeedbackMatrices<float>::Draw(ParseFeedback(rule, source_ + ": checkpoint training state 'feedback'"),
                                              config, shapes);
     feedback.ForEach([&](const std::string& name, Mat<float>& m) {
-      Read(name, TensorRole::kWeight, m);
-      if (!m.allFinite()) throw Error(source_ + ": '" + name + "' is not finite");
+      if (!Read(name, TensorRole::kWeight, m)) throw Error(source_ + ": '" + name + "' is not finite");
     });
   }
 
@@ -396,8 +401,7 @@ class CheckpointReader {
       average.params = ModelParams<float>::Shaped(config);
       average.params.ForEachTensor([&](const TensorInfo& info, Mat<float>& m) {
         const std::string name = std::string(kAveragePrefix) + info.name;
-        Read(name, info.role, m);
-        if (!m.allFinite()) throw Error(source_ + ": '" + name + "' is not finite");
+        if (!Read(name, info.role, m)) throw Error(source_ + ": '" + name + "' is not finite");
       });
     }
     t.average = std::move(average);
@@ -416,9 +420,10 @@ class CheckpointReader {
     const auto shapes = CarriedCreditShapes(credit, config, B);
     for (const auto& [name, shape] : shapes) st_.Checked<float>(std::string(kCreditPrefix) + name, shape);
     OnlineCredit<float> online(credit, config, B, 0);
+    bool finite = true;
     if (credit == Credit::kUoro) {
-      Read(std::string(kCreditPrefix) + "state_factor", TensorRole::kWeight, online.state_factor);
-      Read(std::string(kCreditPrefix) + "param_factor", TensorRole::kWeight, online.param_factor);
+      finite = Read(std::string(kCreditPrefix) + "state_factor", TensorRole::kWeight, online.state_factor) &&
+               Read(std::string(kCreditPrefix) + "param_factor", TensorRole::kWeight, online.param_factor);
     } else {
       const std::string name = std::string(kCreditPrefix) + "sensitivity";
       const std::vector<float> v = st_.Get<float>(name, shapes[0].second);
@@ -427,10 +432,8 @@ class CheckpointReader {
         online.sensitivity[b] = Eigen::Map<const RowMajor>(v.data() + b * rows * cols, rows, cols);
       read_.insert(name);
     }
-    const auto finite = [](const Mat<float>& m) { return m.allFinite(); };
-    if (!finite(online.state_factor) || !finite(online.param_factor) ||
-        !std::all_of(online.sensitivity.begin(), online.sensitivity.end(), finite))
-      throw Error(what + ": the carried state is not finite");
+    for (const Mat<float>& m : online.sensitivity) finite = finite && m.allFinite();
+    if (!finite) throw Error(what + ": the carried state is not finite");
     const std::string rng = Field<std::string>(j, "credit_rng", [](const std::string&) { return true; }, "a string",
                                                source_);
     try {

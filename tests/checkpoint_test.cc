@@ -561,5 +561,25 @@ TEST_F(CheckpointTest, NeverWritesNonFiniteWeights) {
   EXPECT_TRUE(std::isfinite(kept.params.layers[1].tensor("weight_hh")(0, 0)));
 }
 
+// A file with a non-finite value anywhere (in the last rows of a large tensor too: the check runs
+// as the rows are copied) is refused, naming what holds it.
+TEST_F(CheckpointTest, RefusesNonFiniteValuesInTheFile) {
+  const Checkpoint ck = Make("lstm", 0);
+  const auto poisoned = [&](const std::string& name, float value) {
+    return Tampered(dir_, ck, [&](Safetensors& st) {
+      const std::vector<int64_t> shape = st.Find(name)->shape;
+      std::vector<float> v = st.Get<float>(name, shape);
+      v.back() = value;
+      st.Put(name, shape, v);
+    });
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  ExpectErrorContaining(poisoned("rnn.weight_hh_l1", nan), "checkpoint holds non-finite weights");
+  ExpectErrorContaining(poisoned("rnn.weight_ih_l0", -inf), "checkpoint holds non-finite weights");
+  ExpectErrorContaining(poisoned("decoder.bias", inf), "checkpoint holds non-finite weights");
+  ExpectErrorContaining(poisoned("optimizer.slot2.rnn.weight_hh_l0", nan),
+                        "optimizer state 'optimizer.slot2.rnn.weight_hh_l0' is not finite", CheckpointUse::kResume);
+}
+
 }  // namespace
 }  // namespace bptt
