@@ -144,18 +144,20 @@ TEST(CreditTest, RtrlEqualsBpttForEveryCell) {
   }
 }
 
-// RTRL follows a stack whole: two layers (with residual connections, with layer norm), and an
-// embedding, its gradient BPTT's to 1e-10 for every cell, from a random state.
+// RTRL follows a stack whole: two layers (with residual connections, with layer norm, on a dense
+// input under a regression head), and an embedding, its gradient BPTT's to 1e-10 for every cell,
+// from a random state.
 TEST(CreditTest, RtrlEqualsBpttOnAStackForEveryCell) {
   for (const Cell* cell : Cells()) {
-    for (const int variant : {0, 1, 2, 3}) {
-      ModelConfig c = LanguageModel(*cell, kV, variant == 3 ? 2 : 0, kH, 2);
+    for (const int variant : {0, 1, 2, 3, 4}) {
+      ModelConfig c = variant == 4 ? OneLayer(*cell, true) : LanguageModel(*cell, kV, variant == 3 ? 2 : 0, kH, 2);
       if (variant == 1) c.residual = true;
       if (variant == 2) {
         if (!cell->layer_norm()) continue;
         c.layer_norm = true;
       }
       if (variant == 3) c.layers = 1;  // an embedding under one layer
+      if (variant == 4) c.layers = 2;
       c.Validate();
       const std::string label = std::string(cell->name) + " variant " + std::to_string(variant);
       ASSERT_EQ(CreditRefusal(Credit::kRtrl, c), "") << label;
