@@ -286,6 +286,18 @@ struct TwoStepPattern {
     }
     for (size_t q = 0; q < unit.size(); ++q) params[unit[q]].push_back(static_cast<Eigen::Index>(q));
   }
+
+  // Zeros M off the pattern. The pattern is read from weight_hh at each chunk, and M carried from
+  // the last: where pruning has since zeroed weights, what M holds off the new pattern is dropped.
+  template <typename S>
+  void Restrict(Mat<S>& M) const {
+    Mat<S> kept;
+    for (size_t u = 0; u < rows.size(); ++u) {
+      kept = M(rows[u], params[u]);
+      M(Eigen::all, params[u]).setZero();
+      M(rows[u], params[u]) = kept;
+    }
+  }
 };
 
 // RTRL on a stacked model (Stacked): S_t is every layer's state, θ every parameter but the
@@ -439,6 +451,8 @@ double OnlineGradientMasked(const ModelConfig& config, const ModelParams<S>& par
   const TwoStepPattern pattern =
       online.credit == Credit::kSnap2 ? TwoStepPattern(p, unit, H, K, cell.recurrent_matrix()) : TwoStepPattern();
   Mat<S> j_block, m_block;  // snap2: one unit's J and M on its pattern
+  if (online.credit == Credit::kSnap2 && !pattern.whole)
+    for (Mat<S>& M : online.sensitivity) pattern.Restrict(M);
   for (Eigen::Index b = 0; b < B; ++b) {
     h = initial.h[0].col(b);
     if (cell.cell_state) c = initial.c[0].col(b);

@@ -266,7 +266,8 @@ TEST(CreditTest, DiagonalTracesAreExactWhereTheyDropNothing) {
 // SnAp-2 keeps a parameter's sensitivity on the state entries it reaches within two steps: with a
 // dense recurrent matrix (or none) that drops nothing and it is RTRL, for every cell; with a sparse
 // one (unit v reads h_v and h_{v-1} alone, a ring) it is exact over two steps from M_0 = 0, where
-// nothing has yet left the pattern, and not over six, where h_u reaches h_{u+2}.
+// nothing has yet left the pattern, and not over twelve, where h_u reaches h_{u+2}; carried into
+// a chunk whose pattern has shrunk, it keeps nothing off the new one.
 TEST(CreditTest, SnapTwoIsExactWhereItsPatternDropsNothing) {
   for (const ModelConfig& c : EveryCell()) {
     if (!CreditRefusal(Credit::kSnap2, c).empty()) {
@@ -291,6 +292,34 @@ TEST(CreditTest, SnapTwoIsExactWhereItsPatternDropsNothing) {
     EXPECT_GT(MaxRelativeDifference(Online(Credit::kSnap2, c, params, chunk, initial), Exact(c, params, chunk, initial)),
               1e-6)
         << Label(c) << " ring, twelve steps";
+    // Carried into a chunk whose pattern has shrunk (the dense matrix pruned to the ring since),
+    // M keeps nothing off the new pattern: a parameter of unit u, nothing beyond h_u, h_{u+1}.
+    {
+      ModelParams<double> dense = Params(c, 13);
+      dense.layers[0].tensor("bias_ih").array() += 0.5;
+      OnlineCredit<double> online(Credit::kSnap2, c, 2, 1);
+      const auto off_pattern = [&] {
+        Eigen::Index q = 0, count = 0;
+        params.layers[0].ForEach([&](const ParamDecl&, const Mat<double>& m) {
+          for (Eigen::Index col = 0; col < m.cols(); ++col)
+            for (Eigen::Index row = 0; row < m.rows(); ++row, ++q)
+              for (Eigen::Index k = 0; k < online.N; ++k) {
+                const Eigen::Index u = row % kH, v = k % kH;
+                if (v != u && v != (u + 1) % kH && online.sensitivity[0](k, q) != 0) ++count;
+              }
+        });
+        EXPECT_EQ(q, online.P);
+        return count;
+      };
+      ModelCache<double> cache;
+      State<double> state = initial;
+      ModelParams<double> grads = ModelParams<double>::Zeros(c);
+      OnlineGradient(c, dense, two, state, cache, online, grads, Compute{1});
+      FinalState(c, cache, state);
+      EXPECT_GT(off_pattern(), 0) << Label(c);
+      OnlineGradient(c, params, two, state, cache, online, grads, Compute{1});
+      EXPECT_EQ(off_pattern(), 0) << Label(c);
+    }
     // SnAp-1 on the same ring drops the second step too.
     EXPECT_GT(MaxRelativeDifference(Online(Credit::kSnap1, c, params, two, initial), Exact(c, params, two, initial)),
               1e-6)
