@@ -28,6 +28,9 @@ std::string SlotName(int slot, const std::string& param_name) {
 // The running average of a parameter is stored as "average.<parameter name>".
 constexpr std::string_view kAveragePrefix = "average.";
 
+// An online --credit's carried state is stored as "credit.<name>" (CarriedCreditShapes).
+constexpr std::string_view kCreditPrefix = "credit.";
+
 void PutMatrix(Safetensors& st, const std::string& name, TensorRole role, const Mat<float>& m) {
   const RowMajor r = m;
   st.Put(name, TorchShape(role, m), std::span<const float>(r.data(), static_cast<size_t>(r.size())));
@@ -70,7 +73,6 @@ std::vector<Mat<float>> GetState(const Safetensors& st, const std::string& name,
 }
 
 // Matrices of one shape (rows, cols) as one (n, rows, cols) tensor, each row-major.
-constexpr std::string_view kCreditPrefix = "credit.";
 void PutStack(Safetensors& st, const std::string& name, const std::vector<Mat<float>>& s) {
   const int64_t n = static_cast<int64_t>(s.size()), rows = s.empty() ? 0 : s[0].rows(), cols = s.empty() ? 0 : s[0].cols();
   std::vector<float> v;
