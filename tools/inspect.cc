@@ -122,6 +122,9 @@ int Inspect(int argc, char** argv) {
     else if (c.training->average_updates >= 0)
       std::cout << "  average     --average " << average << " over " << c.training->average_updates
                 << " steps, kept beside the weights (average.* tensors)\n";
+    const std::string credit = c.training->options.value("credit", "bptt");
+    if (credit != "bptt")
+      std::cout << "  credit      --credit " << credit << ", its carried state kept to resume (credit.* tensors)\n";
   } else {
     std::cout << "  training    none (weights only)\n";
   }

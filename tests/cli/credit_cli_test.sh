@@ -2,12 +2,13 @@
 # bptt credit from the command line: a fresh model's table with every algorithm it allows and the
 # ones it does not named; --json with RTRL equal to BPTT; a trained checkpoint measured on windows
 # of a text; the combinations an algorithm does not define refused with a one-line error, and
-# RTRL's memory refused with what it would need.
+# RTRL's memory refused with what it would need; training with --credit rtrl on a stack, resumed.
 #   tests/cli/credit_cli_test.sh BPTT_BINARY
 set -uo pipefail
 bptt="$1"
 program="$bptt"
 source "$(dirname "${BASH_SOURCE[0]}")/testlib.sh"
+step_of() { "$bptt" inspect --json "$1" 2> /dev/null | sed -n 's/^  "step": *\([0-9]*\).*/\1/p' | head -1; }
 
 if "$bptt" credit --cell lstm --hidden 6 --seq-len 8 --batch 2 > "$work/out" 2> "$work/err"; then pass
 else fail "fresh lstm: $(cat "$work/err")"; fi
@@ -46,11 +47,23 @@ else fail "checkpoint: $(cat "$work/err")"; fi
 grep -q "^snap1 " "$work/out" && pass || fail "checkpoint table: $(cat "$work/out")"
 expect_error "--hidden beside a checkpoint" "--hidden describes a fresh model" credit "$work/run/latest.safetensors" --hidden 4
 expect_error "--text without a checkpoint" "--text applies to a checkpoint's vocabulary" credit --text "$work/corpus.txt"
-expect_error "two layers" "rtrl is defined here for one recurrent layer (--layers 1), not 2" credit --layers 2 --algorithms rtrl
+expect_error "two layers" "bptt credit measures the algorithms on one recurrent layer on its input" credit --layers 2 --algorithms rtrl
+expect_error "two layers, uoro" "uoro is defined here for one recurrent layer (--layers 1), not 2" credit --layers 2 --algorithms uoro
 expect_error "e-prop on a GRU" "eprop's eligibility traces follow a cell state" credit --cell gru --algorithms eprop
 expect_error "--hidden-sizes beside a checkpoint" "--hidden-sizes describes a fresh model" credit "$work/run/latest.safetensors" --hidden-sizes 4
 expect_error "a size that is not one" "--hidden-sizes must list positive sizes, got 'x'" credit --hidden-sizes 4,x
 expect_error "an unknown algorithm" "--algorithms 'bp' is not one of bptt, rtrl, uoro, snap1, snap2, rflo, eprop" credit --algorithms bp
 expect_error "RTRL that does not fit" "rtrl needs 800808 MiB for 64 streams (N = 1024 state entries x P = 1576960 parameters each)" credit --hidden 512 --symbols 256 --batch 64 --algorithms rtrl
+
+# Training with --credit: RTRL on a stack under an embedding, cut and resumed; inspect names it.
+"$bptt" train --corpus "$work/corpus.txt" --layers 2 --embed 3 --hidden 4 --batch 2 --seq-len 6 --credit rtrl \
+  --max-steps 2 --threads 1 --out "$work/online" > /dev/null 2> "$work/err" || fail "--credit rtrl on a stack: $(cat "$work/err")"
+if "$bptt" train --resume "$work/online" --max-steps 4 > "$work/out" 2> "$work/err" &&
+   grep -q "resuming" "$work/out" "$work/err" && [ "$(step_of "$work/online/latest.safetensors")" = 4 ]; then pass
+else fail "resuming --credit rtrl: $(cat "$work/err")"; fi
+"$bptt" inspect "$work/online/latest.safetensors" | grep -q "credit      --credit rtrl, its carried state kept to resume" && pass \
+  || fail "inspect: $("$bptt" inspect "$work/online/latest.safetensors")"
+expect_error "an online algorithm with a regulariser" "--credit uoro trains without the regularisers of bptt: --zoneout applies to bptt" \
+  train --corpus "$work/corpus.txt" --layers 1 --hidden 4 --batch 2 --seq-len 6 --credit uoro --zoneout 0.2 --out "$work/reg"
 
 finish
