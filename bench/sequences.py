@@ -25,6 +25,7 @@ The machine is named from lscpu. Tiny budgets (--budget-s 10) are a smoke test, 
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -80,6 +81,8 @@ def bptt_run(a, name, data, extra):
             m = last_metrics(out)
         except (OSError, IndexError):  # diverged before its first metrics line
             m = {"epoch": 0.0, "step": 0, "wall_s": wall}
+        step = re.search(r"diverged at step (\d+)", said[-1] if said else "")
+        m["diverged_at"] = int(step.group(1)) if step else None
         return None, m, wall, out
     wall = time.perf_counter() - start
     with open(os.path.join(out, "summary.json")) as f:
@@ -103,6 +106,7 @@ def fashion(a, extra, pixels=False):
     data = ["--data", idx("train", "images"), "--labels", idx("train", "labels"), "--test-data", idx("t10k", "images"),
             "--test-labels", idx("t10k", "labels")]
     rows = []
+    where = machine()  # the load average before the runs
     cells = a.cells.split(",") if pixels else [None]
     for seed in a.seeds.split(","):
         for cell in cells:
@@ -114,7 +118,7 @@ def fashion(a, extra, pixels=False):
                    "test_accuracy": summary["test"]["accuracy"] if summary else None, "epochs": m["epoch"],
                    "steps": m["step"], "train_s": m["wall_s"], "epochs_per_s": m["epoch"] / m["wall_s"], "run": out}
             if not summary:
-                row["diverged_after_step"] = m["step"]
+                row["diverged_at_step"] = m["diverged_at"]
             print(json.dumps(row), flush=True)
             rows.append(row)
         if a.torch:
@@ -134,14 +138,14 @@ def fashion(a, extra, pixels=False):
             rows.append(row)
     limit = f"{a.budget_s} s" + (f" or {a.max_steps} batches, whichever came first," if a.max_steps else "")
     print(f"\n{'Pixel by pixel' if pixels else 'Fashion-MNIST row by row'}, {limit} of training on "
-          f"{a.threads} threads; {machine()}")
+          f"{a.threads} threads; {where}")
     print("| system | test accuracy | epochs | epochs/s | diverged |\n| --- | --- | --- | --- | --- |")
     rates = {}
     for system in dict.fromkeys(r["system"] for r in rows):
         mine = [r for r in rows if r["system"] == system]
         finished = [r for r in mine if r["test_accuracy"] is not None]
         rates[system] = statistics.mean(r["epochs_per_s"] for r in mine)
-        diverged = [f"seed {r['seed']} after step {r['diverged_after_step']}" for r in mine if r not in finished]
+        diverged = [f"seed {r['seed']} at step {r['diverged_at_step']}" for r in mine if r not in finished]
         print(f"| {system} | {spread([r['test_accuracy'] for r in finished])} | "
               f"{statistics.mean(r['epochs'] for r in finished) if finished else 0:.2f} | {rates[system]:.4f} | "
               f"{len(diverged)} of {len(mine)}{': ' + ', '.join(diverged) if diverged else ''} |")
@@ -163,6 +167,7 @@ def forecast(a, extra):
         "sunspots": (sunspots, 1, dict(order=(3, 0, 0), trend="c"), dict(trend="add", damped_trend=True)),
     }
     os.makedirs(a.out, exist_ok=True)
+    where = machine()  # the load average before the runs
     rows = []
     for name, (values, season, sarimax, ets) in series.items():
         n = len(values)
@@ -195,7 +200,7 @@ def forecast(a, extra):
         rows.append({"series": name, "system": "bptt", "mase": scores})
     print(f"\nForecasting the last 20% of each series from the first 80%, MASE (lower is better; bptt "
           f"trained {a.budget_s} s" + (f" or {a.max_steps} steps, whichever came first," if a.max_steps else "") +
-          f" per seed); {machine()}")
+          f" per seed); {where}")
     print("| series | forecast | MASE |\n| --- | --- | --- |")
     for r in rows:
         m = r["mase"]
