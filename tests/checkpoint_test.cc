@@ -59,7 +59,7 @@ class CheckpointTest : public test::TempDirTest {
 
 bool SameBits(const Mat<float>& a, const Mat<float>& b) {
   return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
+         (a.size() == 0 || std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0);  // empty: no data
 }
 
 TEST_F(CheckpointTest, RoundTripBitForBit) {
