@@ -203,6 +203,17 @@ ModelConfig ConfigFromJson(const nlohmann::json& j, const std::string& source) {
   return c;
 }
 
+std::vector<std::pair<std::string_view, double>> TrainingRegularisers(const ModelConfig& c) {
+  const std::pair<std::string_view, double> all[] = {
+      {"dropout", c.dropout}, {"input-dropout", c.input_dropout},         {"output-dropout", c.output_dropout},
+      {"weight-drop", c.weight_drop}, {"ar", c.ar},                       {"tar", c.tar},
+      {"recurrent-dropout", c.recurrent_dropout}, {"zoneout", c.zoneout}, {"zoneout-cell", c.zoneout_cell}};
+  std::vector<std::pair<std::string_view, double>> on;
+  for (const auto& r : all)
+    if (r.second != 0) on.push_back(r);
+  return on;
+}
+
 double ParameterCount(const ModelConfig& c) {
   const double V = c.vocab_size, H = c.hidden_size, O = c.output_size;
   // The values of a layer whose input is E wide; every layer above the first is alike.

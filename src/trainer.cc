@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
-#include <utility>
 
 #include "bptt/checkpoint.h"
 #include "bptt/error.h"
@@ -79,14 +78,9 @@ void CheckBeforeData(const TrainOptions& o, const Communicator& comm) {
     if (o.memory_budget != 0) throw Error(credit + " keeps no caches for --memory-budget to bound");
     if (comm.size() > 1) throw Error(credit + " trains in one process");
     // Its forward passes draw no masks and its gradient holds no penalty.
-    const ModelConfig& m = o.model;
-    const std::pair<double, const char*> regularisers[] = {
-        {m.dropout, "--dropout"},        {m.input_dropout, "--input-dropout"},
-        {m.output_dropout, "--output-dropout"}, {m.weight_drop, "--weight-drop"},
-        {m.recurrent_dropout, "--recurrent-dropout"}, {m.zoneout, "--zoneout"},
-        {m.zoneout_cell, "--zoneout-cell"}, {m.ar, "--ar"}, {m.tar, "--tar"}};
-    for (const auto& [value, flag] : regularisers)
-      if (value != 0) throw Error(credit + " trains without the regularisers of bptt: " + flag + " applies to bptt");
+    if (const auto on = TrainingRegularisers(o.model); !on.empty())
+      throw Error(credit + " trains without the regularisers of bptt: --" + std::string(on[0].first) +
+                  " applies to bptt");
   }
   if (o.feedback == Feedback::kDfa && o.model.embed_size > 0)
     throw Error("--feedback dfa sends the error to the layers, not to an embedding: use one-hot input (--embed 0)");

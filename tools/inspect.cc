@@ -79,21 +79,17 @@ int Inspect(int argc, char** argv) {
                                    : std::string("one-hot input"))
             << ", dropout " << m.dropout << ", " << HeadName(m.head) << " head of " << m.output_size << "\n";
   // The training regularisers that are on (model.h ModelConfig), with their flags' names.
+  // --dropout is on the model line; --variational shapes the dropout masks, said after them.
   std::vector<std::string> regularisers;
-  const auto add = [&regularisers](const char* flag, double value) {
+  std::ptrdiff_t masks = 0;
+  for (const auto& [flag, value] : TrainingRegularisers(m)) {
+    if (flag == "dropout") continue;
+    if (flag == "input-dropout" || flag == "output-dropout") ++masks;
     std::ostringstream s;
     s << flag << " " << value;
-    if (value > 0) regularisers.push_back(s.str());
-  };
-  add("input-dropout", m.input_dropout);
-  add("output-dropout", m.output_dropout);
-  if (m.variational) regularisers.emplace_back("variational");
-  add("weight-drop", m.weight_drop);
-  add("ar", m.ar);
-  add("tar", m.tar);
-  add("recurrent-dropout", m.recurrent_dropout);
-  add("zoneout", m.zoneout);
-  add("zoneout-cell", m.zoneout_cell);
+    regularisers.push_back(s.str());
+  }
+  if (m.variational) regularisers.insert(regularisers.begin() + masks, "variational");
   if (!regularisers.empty()) {
     std::cout << "  regularise ";
     for (size_t i = 0; i < regularisers.size(); ++i) std::cout << (i ? ", " : " ") << regularisers[i];

@@ -46,6 +46,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "bptt/batch.h"
@@ -138,6 +139,11 @@ ModelConfig ConfigFromJson(const nlohmann::json& json, const std::string& source
 // declarations (cell.h) without allocating them: V*E with an embedding, every layer's tensors,
 // O*H + O. A double, which no configuration's count overflows.
 double ParameterCount(const ModelConfig& config);
+
+// The regularisers of training that are on in `config`, as (flag without "--", value), in the
+// order dropout, input-dropout, output-dropout, weight-drop, ar, tar, recurrent-dropout, zoneout,
+// zoneout-cell (--variational only shapes the dropout masks, and is not one of them).
+std::vector<std::pair<std::string_view, double>> TrainingRegularisers(const ModelConfig& config);
 
 // The memory a model holds, counted without allocating from the declarations the model
 // allocates from (cell.h) and from the kernels' packing sizes:
