@@ -59,7 +59,7 @@ constexpr const char* kOneLayerMeasured =
 // State entries N (every layer's h, and c) and the parameters P the algorithm follows: every
 // parameter but the head's (the recurrent layer's alone for a one-layer model on its input).
 Eigen::Index StateSize(const ModelConfig& c) { return c.layers * c.hidden_size * (c.cell->cell_state ? 2 : 1); }
-double LayerParameters(const ModelConfig& c) {
+double FollowedParameters(const ModelConfig& c) {
   return ParameterCount(c) - static_cast<double>(c.output_size) * (c.hidden_size + 1);
 }
 
@@ -67,7 +67,7 @@ double LayerParameters(const ModelConfig& c) {
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> CarriedCreditShapes(Credit credit, const ModelConfig& c,
                                                                              int64_t B) {
-  const int64_t N = StateSize(c), P = static_cast<int64_t>(LayerParameters(c)), K = c.cell->cell_state ? 2 : 1;
+  const int64_t N = StateSize(c), P = static_cast<int64_t>(FollowedParameters(c)), K = c.cell->cell_state ? 2 : 1;
   if (credit == Credit::kUoro) return {{"state_factor", {N, B}}, {"param_factor", {P, B}}};
   return {{"sensitivity", {B, WholeSensitivity(credit) ? N : K, P}}};
 }
@@ -96,7 +96,7 @@ std::string CreditRefusal(Credit credit, const ModelConfig& c) {
 }
 
 double CreditBytes(Credit credit, const ModelConfig& c, int T, int B, size_t scalar_bytes) {
-  const double N = static_cast<double>(StateSize(c)), P = LayerParameters(c), K = c.cell->cell_state ? 2 : 1;
+  const double N = static_cast<double>(StateSize(c)), P = FollowedParameters(c), K = c.cell->cell_state ? 2 : 1;
   const double s = static_cast<double>(scalar_bytes);
   switch (credit) {
     case Credit::kBptt: {
@@ -121,7 +121,7 @@ void CheckCredit(Credit credit, const ModelConfig& c, int B, size_t scalar_bytes
     const auto mib = [](double bytes) { return std::to_string(static_cast<uint64_t>(bytes / (1 << 20))); };
     throw Error(std::string(CreditName(credit)) + " needs " + mib(need) + " MiB for " + std::to_string(B) +
                 " streams (N = " + std::to_string(StateSize(c)) + " state entries x P = " +
-                std::to_string(static_cast<int64_t>(LayerParameters(c))) + " parameters each) but only " +
+                std::to_string(static_cast<int64_t>(FollowedParameters(c))) + " parameters each) but only " +
                 mib(static_cast<double>(available_bytes)) + " MiB are available; reduce --hidden or --batch, or use uoro or snap1");
   }
 }
@@ -222,7 +222,7 @@ class OneStep {
 
 template <typename S>
 OnlineCredit<S>::OnlineCredit(Credit credit_, const ModelConfig& config, Eigen::Index B_, uint64_t seed)
-    : credit(credit_), B(B_), N(StateSize(config)), P(static_cast<Eigen::Index>(LayerParameters(config))),
+    : credit(credit_), B(B_), N(StateSize(config)), P(static_cast<Eigen::Index>(FollowedParameters(config))),
       K(config.cell->cell_state ? 2 : 1),
       rng(seed) {
   if (credit == Credit::kBptt) throw Error("bptt is not an online algorithm: it sweeps the chunk's stored caches");
@@ -340,7 +340,6 @@ void StackRtrl(const ModelConfig& config, const ModelParams<S>& params, const Ba
   ModelParams<S> step_grads = ModelParams<S>::Zeros(config);
   State<S> state = State<S>::Zeros(config, 1), cotangent = State<S>::Zeros(config, 1),
            dinitial = State<S>::Zeros(config, 1);
-  const State<S> zero_state = State<S>::Zeros(config, 1);
   const Mat<S> zero_outputs = Mat<S>::Zero(doutputs.rows(), 1);
   Mat<S> jac_t(N, N), imm_t(P, N), next, credit(N, 1), direct(P, 1);
   Mat<S> g = Mat<S>::Zero(P, 1);
@@ -358,7 +357,7 @@ void StackRtrl(const ModelConfig& config, const ModelParams<S>& params, const Ba
       const bool immediate = immediate_step < 0 || immediate_step == t, scored = scored_step < 0 || scored_step == t;
       if (scored) {  // the loss's own credit: u_t M_{t-1} + d_t
         step_grads.SetZero();
-        Backward(config, params, one, cache, Mat<S>(doutputs.col(j)), &zero_state, step_grads, &dinitial, compute);
+        Backward(config, params, one, cache, Mat<S>(doutputs.col(j)), nullptr, step_grads, &dinitial, compute);
         flatten_state(dinitial, credit.data());
         g.noalias() += M.transpose() * credit;
         grads.decoder_weight += step_grads.decoder_weight;
@@ -368,20 +367,13 @@ void StackRtrl(const ModelConfig& config, const ModelParams<S>& params, const Ba
           g += direct;
         }
       }
-      for (Eigen::Index k = 0; k < N; ++k) {  // row k of J_t and of I_t
-        Mat<S> unit = Mat<S>::Zero(N, 1);
-        unit(k) = 1;
-        const S* from = unit.data();
-        for (Eigen::Index l = 0; l < L; ++l) {
-          cotangent.h[l] = Eigen::Map<const Mat<S>>(from, H, 1);
-          from += H;
-          if (cell_state) {
-            cotangent.c[l] = Eigen::Map<const Mat<S>>(from, H, 1);
-            from += H;
-          }
-        }
+      for (Eigen::Index k = 0; k < N; ++k) {  // row k of J_t and of I_t: a unit cotangent on entry k
+        const Eigen::Index parts = cell_state ? 2 : 1, l = k / (parts * H), part = k / H % parts;
+        S& entry = (part == 0 ? cotangent.h : cotangent.c)[l](k % H);
+        entry = 1;
         step_grads.SetZero();
         Backward(config, params, one, cache, zero_outputs, &cotangent, step_grads, &dinitial, compute);
+        entry = 0;
         flatten_state(dinitial, jac_t.col(k).data());
         flatten_params(step_grads, imm_t.col(k).data());
       }
@@ -405,7 +397,7 @@ double OnlineGradientMasked(const ModelConfig& config, const ModelParams<S>& par
   if (const std::string why = CreditRefusal(online.credit, config); !why.empty()) throw Error(why);
   const Cell& cell = *config.cell;
   const Eigen::Index H = config.hidden_size, T = batch.T, B = batch.B, N = online.N, P = online.P, K = online.K;
-  if (online.B != B || online.P != static_cast<Eigen::Index>(LayerParameters(config)) || online.N != StateSize(config))
+  if (online.B != B || online.P != static_cast<Eigen::Index>(FollowedParameters(config)) || online.N != StateSize(config))
     throw Error("the online algorithm's state was made for another model or batch (" + std::to_string(online.B) +
                 " streams, the batch has " + std::to_string(B) + ")");
 
@@ -602,7 +594,7 @@ CreditReport CompareCredit(const ModelConfig& config, const ModelParams<double>&
   const int T = static_cast<int>(batch.T), B = static_cast<int>(batch.B);
   report.T = T;
   report.B = B;
-  report.parameters = static_cast<int64_t>(LayerParameters(config));
+  report.parameters = static_cast<int64_t>(FollowedParameters(config));
   report.model = std::string(config.cell->name) + (config.layer_norm ? " (layer norm)" : "") + " " +
                  std::to_string(config.layers) + "x" + std::to_string(config.hidden_size) + ", " +
                  (config.dense_input() ? "dense " + std::to_string(config.input_size)
